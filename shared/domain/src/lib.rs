@@ -1,0 +1,39 @@
+//! Pure close-flow domain (functional core).
+//!
+//! Everything here is deterministic: no I/O, no async runtime, no clock reads and no
+//! randomness. Time and random bytes come in as parameters; decisions come out as values
+//! that the store adapters carry out.
+
+pub mod close;
+pub mod ids;
+pub mod invariants;
+pub mod model;
+pub mod quantity;
+pub mod register;
+pub mod status;
+pub mod transition;
+
+pub use close::{decide_close, CloseCommand, CloseDecision, CloseRejection, Fingerprint};
+pub use ids::{AccountId, CloseRequestId, IdError, IdempotencyKey, PositionId, RoutingKey};
+pub use invariants::{check_invariants, Violation};
+pub use model::{AssetType, CloseRequest, IdempotencyRecord, Position, PositionAggregate, Side};
+pub use quantity::{DecimalError, Quantity};
+pub use register::{decide_register, RegisterDecision, RegisterPosition, RegisterRejection};
+pub use status::{CloseRequestStatus, PositionStatus, UnknownStatus};
+pub use transition::{CloseRequestEvent, IllegalTransition, PositionEvent};
+
+/// Timestamps are kept at millisecond precision everywhere so that every store
+/// round-trips them exactly.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;
+
+/// Canonical text form of a timestamp (RFC 3339, UTC, milliseconds).
+pub fn format_timestamp(t: &Timestamp) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Parses the canonical text form produced by [`format_timestamp`].
+pub fn parse_timestamp(text: &str) -> Option<Timestamp> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}

@@ -1,0 +1,121 @@
+//! Positions, close requests and the idempotency records that tie them together.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::close::Fingerprint;
+use crate::ids::{AccountId, CloseRequestId, IdempotencyKey, PositionId};
+use crate::quantity::Quantity;
+use crate::status::{CloseRequestStatus, PositionStatus};
+use crate::Timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssetType {
+    Equity,
+    Option,
+}
+
+impl AssetType {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AssetType::Equity => "equity",
+            AssetType::Option => "option",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AssetType> {
+        match s {
+            "equity" => Some(AssetType::Equity),
+            "option" => Some(AssetType::Option),
+            _ => None,
+        }
+    }
+}
+
+/// The side of the order that closes a position: sell a long, buy back a short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Buy,
+    Sell,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub id: PositionId,
+    pub account_id: AccountId,
+    pub symbol: String,
+    pub asset_type: AssetType,
+    /// Signed: > 0 long, < 0 short. Frozen while the position is not `open`.
+    pub quantity: Quantity,
+    pub avg_entry_price: Option<Quantity>,
+    pub strategy_id: Option<String>,
+    pub status: PositionStatus,
+    pub active_close_request_id: Option<CloseRequestId>,
+    pub closed_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// Bumped on every write; the optimistic-concurrency token of the stores.
+    pub version: u64,
+}
+
+impl Position {
+    pub fn close_side(&self) -> Side {
+        if self.quantity.is_negative() {
+            Side::Buy
+        } else {
+            Side::Sell
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseRequest {
+    pub id: CloseRequestId,
+    pub position_id: PositionId,
+    pub idempotency_key: IdempotencyKey,
+    pub status: CloseRequestStatus,
+    pub target_qty: Quantity,
+    pub filled_qty: Quantity,
+    pub retry_count: u32,
+    pub max_retries: u32,
+    pub created_at: Timestamp,
+    pub submitted_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+}
+
+impl CloseRequest {
+    pub fn remaining_qty(&self) -> Quantity {
+        self.target_qty.minus(self.filled_qty)
+    }
+}
+
+/// What an idempotency key was first used for, with the fingerprint of that request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub close_request_id: CloseRequestId,
+    pub fingerprint: Fingerprint,
+    pub created_at: Timestamp,
+}
+
+/// Everything one atomic write may look at or change: the position, the idempotency keys
+/// used on it, and its latest close request. Stores keep the aggregate in one record so
+/// that opening a close is a single conditional write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PositionAggregate {
+    pub position: Position,
+    pub idempotency: BTreeMap<IdempotencyKey, IdempotencyRecord>,
+    pub latest_close_request: Option<CloseRequest>,
+}
+
+impl PositionAggregate {
+    pub fn new(position: Position) -> Self {
+        PositionAggregate {
+            position,
+            idempotency: BTreeMap::new(),
+            latest_close_request: None,
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Registering or updating a position (PUT /positions/{id}).
+
+use crate::ids::{AccountId, PositionId};
+use crate::model::{AssetType, Position, PositionAggregate};
+use crate::quantity::Quantity;
+use crate::status::PositionStatus;
+use crate::Timestamp;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterPosition {
+    pub position_id: PositionId,
+    pub account_id: AccountId,
+    pub symbol: String,
+    pub asset_type: AssetType,
+    pub quantity: Quantity,
+    pub avg_entry_price: Option<Quantity>,
+    pub strategy_id: Option<String>,
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegisterDecision {
+    Created(Position),
+    Updated(Position),
+    /// Same data as stored: nothing to write (PUT is idempotent).
+    Unchanged(Position),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegisterRejection {
+    /// A position that is closing (or closed, failed, ...) cannot change what is being closed.
+    PositionNotOpen(PositionStatus),
+}
+
+/// Decides a registration against the stored aggregate.
+pub fn decide_register(
+    current: Option<&PositionAggregate>,
+    cmd: &RegisterPosition,
+) -> Result<RegisterDecision, RegisterRejection> {
+    let Some(agg) = current else {
+        return Ok(RegisterDecision::Created(Position {
+            id: cmd.position_id.clone(),
+            account_id: cmd.account_id.clone(),
+            symbol: cmd.symbol.clone(),
+            asset_type: cmd.asset_type,
+            quantity: cmd.quantity,
+            avg_entry_price: cmd.avg_entry_price,
+            strategy_id: cmd.strategy_id.clone(),
+            status: PositionStatus::Open,
+            active_close_request_id: None,
+            closed_at: None,
+            created_at: cmd.now,
+            updated_at: cmd.now,
+            version: 1,
+        }));
+    };
+    let old = &agg.position;
+    let same = old.account_id == cmd.account_id
+        && old.symbol == cmd.symbol
+        && old.asset_type == cmd.asset_type
+        && old.quantity == cmd.quantity
+        && old.avg_entry_price == cmd.avg_entry_price
+        && old.strategy_id == cmd.strategy_id;
+    if same {
+        return Ok(RegisterDecision::Unchanged(old.clone()));
+    }
+    if old.status != PositionStatus::Open {
+        return Err(RegisterRejection::PositionNotOpen(old.status));
+    }
+    let mut next = old.clone();
+    next.account_id = cmd.account_id.clone();
+    next.symbol = cmd.symbol.clone();
+    next.asset_type = cmd.asset_type;
+    next.quantity = cmd.quantity;
+    next.avg_entry_price = cmd.avg_entry_price;
+    next.strategy_id = cmd.strategy_id.clone();
+    next.updated_at = cmd.now;
+    next.version += 1;
+    Ok(RegisterDecision::Updated(next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn cmd(qty: i64) -> RegisterPosition {
+        RegisterPosition {
+            position_id: PositionId::parse("p").unwrap(),
+            account_id: AccountId::parse("a").unwrap(),
+            symbol: "AAPL".into(),
+            asset_type: AssetType::Equity,
+            quantity: Quantity::from(qty),
+            avg_entry_price: None,
+            strategy_id: None,
+            now: chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn new_positions_start_open_at_version_1() {
+        let Ok(RegisterDecision::Created(p)) = decide_register(None, &cmd(5)) else {
+            panic!("expected Created")
+        };
+        assert_eq!((p.status, p.version), (PositionStatus::Open, 1));
+    }
+
+    #[test]
+    fn an_open_position_takes_a_new_quantity_and_a_closing_one_refuses() {
+        let Ok(RegisterDecision::Created(p)) = decide_register(None, &cmd(5)) else {
+            panic!()
+        };
+        let mut agg = PositionAggregate::new(p);
+        let Ok(RegisterDecision::Updated(u)) = decide_register(Some(&agg), &cmd(8)) else {
+            panic!()
+        };
+        assert_eq!((u.quantity, u.version), (Quantity::from(8), 2));
+        assert!(matches!(
+            decide_register(Some(&agg), &cmd(5)),
+            Ok(RegisterDecision::Unchanged(_))
+        ));
+        agg.position.status = PositionStatus::Closing;
+        assert_eq!(
+            decide_register(Some(&agg), &cmd(8)),
+            Err(RegisterRejection::PositionNotOpen(PositionStatus::Closing))
+        );
+        // Re-sending the identical registration is harmless in any state.
+        assert!(matches!(
+            decide_register(Some(&agg), &cmd(5)),
+            Ok(RegisterDecision::Unchanged(_))
+        ));
+    }
+}

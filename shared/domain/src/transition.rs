@@ -1,0 +1,176 @@
+//! The state machines of seed 000 §1 as explicit transition tables: every legal move is
+//! one line of a `match`, and everything else is a typed [`IllegalTransition`].
+
+use crate::status::{CloseRequestStatus, PositionStatus};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PositionEvent {
+    /// A close request was accepted for this position.
+    CloseAccepted,
+    /// Every order ended and the whole target quantity filled.
+    FullyFilled,
+    /// Orders ended with part of the quantity filled: the reconciler may retry the rest.
+    PartiallyFilledAndEnded,
+    /// Orders ended with nothing filled (canceled, expired, rejected after acceptance).
+    EndedUnfilled,
+    /// The broker definitively refused the close order (insufficient qty, invalid order).
+    BrokerRejected,
+    /// The close request never reached the broker (zombie): safe to reopen.
+    Abandoned,
+    /// The reconciler starts a new attempt for the remaining quantity.
+    RetryStarted,
+    /// No attempts left, or the broker cannot account for the order: a human must look.
+    NeedsAttention,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseRequestEvent {
+    OrderSubmitted,
+    FullyFilled,
+    PartiallyFilledAndEnded,
+    EndedUnfilled,
+    BrokerRejected,
+    Abandoned,
+    RetryStarted,
+    NeedsAttention,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("illegal {entity} transition: {from} --{event}-->")]
+pub struct IllegalTransition {
+    pub entity: &'static str,
+    pub from: &'static str,
+    pub event: String,
+}
+
+impl PositionStatus {
+    pub fn apply(self, event: PositionEvent) -> Result<PositionStatus, IllegalTransition> {
+        use PositionEvent as E;
+        use PositionStatus as S;
+        match (self, event) {
+            (S::Open, E::CloseAccepted) => Ok(S::Closing),
+            (S::Closing, E::FullyFilled) => Ok(S::Closed),
+            (S::Closing, E::PartiallyFilledAndEnded) => Ok(S::CloseRetryable),
+            (S::Closing, E::EndedUnfilled) => Ok(S::Open),
+            (S::Closing, E::BrokerRejected) => Ok(S::CloseFailed),
+            (S::Closing, E::Abandoned) => Ok(S::Open),
+            (S::Closing, E::NeedsAttention) => Ok(S::CloseFailed),
+            (S::CloseRetryable, E::RetryStarted) => Ok(S::Closing),
+            (S::CloseRetryable, E::NeedsAttention) => Ok(S::CloseFailed),
+            (from, event) => Err(IllegalTransition {
+                entity: "position",
+                from: from.as_str(),
+                event: format!("{event:?}"),
+            }),
+        }
+    }
+}
+
+impl CloseRequestStatus {
+    pub fn apply(self, event: CloseRequestEvent) -> Result<CloseRequestStatus, IllegalTransition> {
+        use CloseRequestEvent as E;
+        use CloseRequestStatus as S;
+        match (self, event) {
+            (S::Pending, E::OrderSubmitted) => Ok(S::Submitted),
+            (S::Pending, E::BrokerRejected) => Ok(S::Failed),
+            (S::Pending, E::Abandoned) => Ok(S::Failed),
+            // A broker may report the outcome before the submitter has recorded the
+            // submission (fast fill, slow write): outcomes are legal from both.
+            (S::Pending | S::Submitted, E::FullyFilled) => Ok(S::Completed),
+            (S::Pending | S::Submitted, E::PartiallyFilledAndEnded) => Ok(S::Retryable),
+            (S::Pending | S::Submitted, E::EndedUnfilled) => Ok(S::Failed),
+            (S::Submitted, E::NeedsAttention) => Ok(S::Failed),
+            (S::Retryable, E::RetryStarted) => Ok(S::Pending),
+            (S::Retryable, E::NeedsAttention) => Ok(S::Failed),
+            (from, event) => Err(IllegalTransition {
+                entity: "close request",
+                from: from.as_str(),
+                event: format!("{event:?}"),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use CloseRequestStatus as C;
+    use PositionStatus as P;
+
+    const POSITION_EVENTS: [PositionEvent; 8] = [
+        PositionEvent::CloseAccepted,
+        PositionEvent::FullyFilled,
+        PositionEvent::PartiallyFilledAndEnded,
+        PositionEvent::EndedUnfilled,
+        PositionEvent::BrokerRejected,
+        PositionEvent::Abandoned,
+        PositionEvent::RetryStarted,
+        PositionEvent::NeedsAttention,
+    ];
+
+    #[test]
+    fn seed_000_position_paths_are_legal() {
+        use PositionEvent as E;
+        assert_eq!(P::Open.apply(E::CloseAccepted), Ok(P::Closing));
+        assert_eq!(P::Closing.apply(E::FullyFilled), Ok(P::Closed));
+        assert_eq!(P::Closing.apply(E::PartiallyFilledAndEnded), Ok(P::CloseRetryable));
+        assert_eq!(P::Closing.apply(E::EndedUnfilled), Ok(P::Open));
+        assert_eq!(P::Closing.apply(E::BrokerRejected), Ok(P::CloseFailed));
+        assert_eq!(P::CloseRetryable.apply(E::RetryStarted), Ok(P::Closing));
+        assert_eq!(P::CloseRetryable.apply(E::NeedsAttention), Ok(P::CloseFailed));
+    }
+
+    #[test]
+    fn closed_and_close_failed_accept_no_event() {
+        for from in [P::Closed, P::CloseFailed] {
+            for e in POSITION_EVENTS {
+                let err = from.apply(e).unwrap_err();
+                assert_eq!(err.from, from.as_str());
+                assert_eq!(err.entity, "position");
+            }
+        }
+    }
+
+    #[test]
+    fn open_only_accepts_a_close() {
+        let legal: Vec<_> = POSITION_EVENTS
+            .iter()
+            .filter(|e| P::Open.apply(**e).is_ok())
+            .collect();
+        assert_eq!(legal, [&PositionEvent::CloseAccepted]);
+    }
+
+    #[test]
+    fn the_table_has_exactly_the_documented_number_of_moves() {
+        let position_moves = P::ALL
+            .iter()
+            .flat_map(|s| POSITION_EVENTS.iter().map(move |e| s.apply(*e)))
+            .filter(Result::is_ok)
+            .count();
+        assert_eq!(position_moves, 9);
+        let cr_events = [
+            CloseRequestEvent::OrderSubmitted,
+            CloseRequestEvent::FullyFilled,
+            CloseRequestEvent::PartiallyFilledAndEnded,
+            CloseRequestEvent::EndedUnfilled,
+            CloseRequestEvent::BrokerRejected,
+            CloseRequestEvent::Abandoned,
+            CloseRequestEvent::RetryStarted,
+            CloseRequestEvent::NeedsAttention,
+        ];
+        let cr_moves = C::ALL
+            .iter()
+            .flat_map(|s| cr_events.iter().map(move |e| s.apply(*e)))
+            .filter(Result::is_ok)
+            .count();
+        assert_eq!(cr_moves, 12);
+    }
+
+    #[test]
+    fn completed_close_requests_never_move() {
+        assert!(C::Completed.apply(CloseRequestEvent::EndedUnfilled).is_err());
+        assert!(C::Completed.apply(CloseRequestEvent::RetryStarted).is_err());
+        assert!(C::Failed.apply(CloseRequestEvent::FullyFilled).is_err());
+        assert_eq!(C::Retryable.apply(CloseRequestEvent::RetryStarted), Ok(C::Pending));
+    }
+}
