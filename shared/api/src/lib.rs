@@ -1,1 +1,68 @@
+//! The closeflow HTTP API: one axum [`Router`], served by `lambda_http` behind API Gateway
+//! and directly by the embedded stack (`make run`).
 
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use closeflow_store::CloseStore;
+
+pub mod clock;
+pub mod error;
+mod handlers;
+mod views;
+
+pub use clock::{Clock, ManualClock, RandomSource, SystemClock, SystemRandom};
+pub use error::ApiError;
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Automatic retries a close request may use (seed 000 `max_retries`).
+    pub max_retries: u32,
+    pub poll_interval_ms: u64,
+    /// Suggested wait after a `position_locked` answer.
+    pub retry_after_ms: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_retries: 3,
+            poll_interval_ms: 1000,
+            retry_after_ms: 1000,
+        }
+    }
+}
+
+/// Everything a handler needs, built once at start-up (in Lambda: once per cold start).
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn CloseStore>,
+    pub clock: Arc<dyn Clock>,
+    pub random: Arc<dyn RandomSource>,
+    pub config: ApiConfig,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn CloseStore>) -> Self {
+        AppState {
+            store,
+            clock: Arc::new(SystemClock),
+            random: Arc::new(SystemRandom),
+            config: ApiConfig::default(),
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/positions/{position_id}",
+            get(handlers::get_position).put(handlers::put_position),
+        )
+        .route("/positions/{position_id}/close", post(handlers::close_position))
+        .route("/close-requests/{close_request_id}", get(handlers::get_close_request))
+        .fallback(handlers::route_not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .with_state(state)
+}

@@ -45,6 +45,7 @@ pub struct CloseCommand {
     /// Minted by the caller (routing key + random bytes); used only if a request is created.
     pub new_id: CloseRequestId,
     pub max_retries: u32,
+    pub reason: Option<String>,
     pub now: Timestamp,
 }
 
@@ -120,6 +121,7 @@ pub fn decide_close(current: Option<&PositionAggregate>, cmd: &CloseCommand) -> 
         filled_qty: crate::Quantity::ZERO,
         retry_count: 0,
         max_retries: cmd.max_retries,
+        reason: cmd.reason.clone(),
         created_at: cmd.now,
         submitted_at: None,
         completed_at: None,
@@ -165,6 +167,7 @@ mod tests {
             idempotency_key: IdempotencyKey::parse(key).unwrap(),
             fingerprint: Fingerprint::of_body(&body),
             max_retries: 3,
+            reason: None,
             now: now(),
         }
     }

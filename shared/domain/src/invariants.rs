@@ -127,6 +127,7 @@ mod tests {
             filled_qty: Quantity::from(filled),
             retry_count: 0,
             max_retries: 3,
+            reason: None,
             created_at: t(),
             submitted_at: None,
             completed_at: None,

@@ -81,6 +81,8 @@ pub struct CloseRequest {
     pub filled_qty: Quantity,
     pub retry_count: u32,
     pub max_retries: u32,
+    /// Why the close was asked for ("manual", "drawdown_guard", ...), for the audit trail.
+    pub reason: Option<String>,
     pub created_at: Timestamp,
     pub submitted_at: Option<Timestamp>,
     pub completed_at: Option<Timestamp>,

@@ -1,0 +1,225 @@
+//! Request handlers: parse at the edge, ask the store, map the outcome. No business rules
+//! here; those live in `closeflow_domain`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use closeflow_domain::{
+    AccountId, AssetType, CloseCommand, CloseRequestId, Fingerprint, IdempotencyKey, PositionId,
+    Quantity, RegisterDecision, RegisterPosition, RegisterRejection,
+};
+use closeflow_store::CloseOutcome;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::{views, AppState};
+
+type ApiResult = Result<Response, ApiError>;
+
+fn position_id(raw: &str) -> Result<PositionId, ApiError> {
+    PositionId::parse(raw).map_err(|e| ApiError::bad_request("invalid_position_id", e.to_string()))
+}
+
+/// Parses a request body as JSON; an empty body counts as `{}`.
+fn json_body(body: &Bytes) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid_body(format!("Request body is not valid JSON: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PositionBody {
+    account_id: String,
+    symbol: String,
+    asset_type: String,
+    quantity: Quantity,
+    #[serde(default)]
+    avg_entry_price: Option<Quantity>,
+    #[serde(default)]
+    strategy_id: Option<String>,
+}
+
+fn valid_symbol(s: &str) -> bool {
+    // Equity tickers (BRK.B) and OCC option symbols (AAPL240119C00150000), with room for
+    // the space-padded OCC form.
+    (1..=64).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'/' | b'-' | b'_' | b' '))
+        && !s.starts_with(' ')
+}
+
+fn parse_position_body(id: PositionId, body: &Bytes, now: closeflow_domain::Timestamp) -> Result<RegisterPosition, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid_body("A JSON body with account_id, symbol, asset_type and quantity is required"));
+    }
+    let b: PositionBody = serde_json::from_slice(body).map_err(|e| ApiError::invalid_body(format!("Invalid position: {e}")))?;
+    let account_id = AccountId::parse(&b.account_id).map_err(|e| ApiError::invalid_body(e.to_string()))?;
+    if !valid_symbol(&b.symbol) {
+        return Err(ApiError::invalid_body(
+            "symbol must be 1 to 64 characters of letters, digits, spaces, '.', '/', '-' or '_'",
+        ));
+    }
+    let asset_type = AssetType::parse(&b.asset_type)
+        .ok_or_else(|| ApiError::invalid_body("asset_type must be `equity` or `option`"))?;
+    if let Some(p) = b.avg_entry_price {
+        if p.is_negative() {
+            return Err(ApiError::invalid_body("avg_entry_price must not be negative"));
+        }
+    }
+    if let Some(s) = &b.strategy_id {
+        if s.is_empty() || s.len() > 128 || s.chars().any(char::is_control) {
+            return Err(ApiError::invalid_body("strategy_id must be 1 to 128 printable characters"));
+        }
+    }
+    Ok(RegisterPosition {
+        position_id: id,
+        account_id,
+        symbol: b.symbol,
+        asset_type,
+        quantity: b.quantity,
+        avg_entry_price: b.avg_entry_price,
+        strategy_id: b.strategy_id,
+        now,
+    })
+}
+
+pub async fn put_position(State(app): State<AppState>, Path(raw): Path<String>, body: Bytes) -> ApiResult {
+    let id = position_id(&raw)?;
+    let cmd = parse_position_body(id, &body, app.clock.now())?;
+    let outcome = app
+        .store
+        .register_position(&cmd)
+        .await
+        .map_err(|e| ApiError::from_store(e, app.config.retry_after_ms))?;
+    match outcome {
+        Ok(RegisterDecision::Created(p)) => {
+            tracing::info!(position_id = %p.id, "position registered");
+            Ok((StatusCode::CREATED, Json(views::position(&p))).into_response())
+        }
+        Ok(RegisterDecision::Updated(p)) | Ok(RegisterDecision::Unchanged(p)) => {
+            Ok((StatusCode::OK, Json(views::position(&p))).into_response())
+        }
+        Err(RegisterRejection::PositionNotOpen(status)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "position_not_open",
+            format!("Position is `{status}`; only an open position can be changed"),
+        )
+        .with("position_status", json!(status.as_str()))),
+    }
+}
+
+pub async fn get_position(State(app): State<AppState>, Path(raw): Path<String>) -> ApiResult {
+    let id = position_id(&raw)?;
+    match app
+        .store
+        .position(&id)
+        .await
+        .map_err(|e| ApiError::from_store(e, app.config.retry_after_ms))?
+    {
+        Some(p) => Ok(Json(views::position(&p)).into_response()),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "position_not_found", "Position not found")),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
+    let value = headers.get("idempotency-key").ok_or_else(|| {
+        ApiError::bad_request("missing_idempotency_key", "The Idempotency-Key header is required")
+    })?;
+    let text = value.to_str().map_err(|_| {
+        ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be printable ASCII")
+    })?;
+    IdempotencyKey::parse(text).map_err(|e| ApiError::bad_request("invalid_idempotency_key", e.to_string()))
+}
+
+/// Fields a close body may carry in this version. Anything else is refused rather than
+/// ignored: silently ignoring `qty` would close the whole position.
+const CLOSE_BODY_FIELDS: &[&str] = &["reason"];
+
+/// Parses the close body: the JSON value (for the fingerprint) and the reason.
+fn close_body(body: &Bytes) -> Result<(Value, Option<String>), ApiError> {
+    let value = json_body(body)?;
+    let Value::Object(map) = &value else {
+        return Err(ApiError::invalid_body("The close body must be a JSON object"));
+    };
+    if let Some(unknown) = map.keys().find(|k| !CLOSE_BODY_FIELDS.contains(&k.as_str())) {
+        return Err(ApiError::invalid_body(format!("Unsupported field `{unknown}` in close body")));
+    }
+    let reason = match map.get("reason") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(r)) if (1..=256).contains(&r.len()) && !r.chars().any(char::is_control) => {
+            Some(r.clone())
+        }
+        Some(_) => return Err(ApiError::invalid_body("reason must be a string of 1 to 256 printable characters")),
+    };
+    Ok((value, reason))
+}
+
+pub async fn close_position(
+    State(app): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let id = position_id(&raw)?;
+    let key = idempotency_key(&headers)?;
+    let (body, reason) = close_body(&body)?;
+    let cmd = CloseCommand {
+        new_id: CloseRequestId::new(&id, app.random.random_bytes()),
+        position_id: id,
+        idempotency_key: key,
+        fingerprint: Fingerprint::of_body(&body),
+        max_retries: app.config.max_retries,
+        reason,
+        now: app.clock.now(),
+    };
+    let outcome = app
+        .store
+        .open_close_request(&cmd)
+        .await
+        .map_err(|e| ApiError::from_store(e, app.config.retry_after_ms))?;
+    let poll = app.config.poll_interval_ms;
+    match outcome {
+        CloseOutcome::Created {
+            position,
+            close_request,
+        } => {
+            tracing::info!(position_id = %position.id, close_request_id = %close_request.id, "close request created");
+            Ok((StatusCode::CREATED, Json(views::close_accepted(&position, &close_request, poll))).into_response())
+        }
+        CloseOutcome::Replayed {
+            position,
+            close_request,
+        } => Ok((StatusCode::OK, Json(views::close_accepted(&position, &close_request, poll))).into_response()),
+        CloseOutcome::Rejected(r) => Err(ApiError::from_rejection(r)),
+    }
+}
+
+pub async fn get_close_request(State(app): State<AppState>, Path(raw): Path<String>) -> ApiResult {
+    let id = CloseRequestId::parse(&raw)
+        .map_err(|e| ApiError::bad_request("invalid_close_request_id", e.to_string()))?;
+    match app
+        .store
+        .close_request(&id)
+        .await
+        .map_err(|e| ApiError::from_store(e, app.config.retry_after_ms))?
+    {
+        Some(cr) => Ok(Json(views::close_request(&cr)).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "close_request_not_found",
+            "Close request not found",
+        )),
+    }
+}
+
+pub async fn route_not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "No such route")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed on this route")
+}

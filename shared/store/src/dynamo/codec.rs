@@ -1,0 +1,328 @@
+//! Item <-> domain mapping for the single-table design (README "Table design").
+//!
+//! Position item: `pk = P#{routing key}`, `sk = POSITION#{position id}`. The latest close
+//! request lives on the same item as `cr_*` attributes and the idempotency keys as the map
+//! `idem`, so opening a close is one `UpdateItem`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use closeflow_domain::{
+    format_timestamp, parse_timestamp, AccountId, AssetType, CloseRequest, CloseRequestId,
+    CloseRequestStatus, Fingerprint, IdempotencyKey, IdempotencyRecord, Position,
+    PositionAggregate, PositionId, PositionStatus, Quantity, RoutingKey, Timestamp,
+};
+
+use crate::StoreError;
+
+pub type Item = HashMap<String, AttributeValue>;
+
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+pub const POSITION_SK_PREFIX: &str = "POSITION#";
+
+pub fn partition_key(routing: RoutingKey) -> String {
+    format!("P#{}", routing.to_hex())
+}
+
+pub fn position_key(id: &PositionId) -> (AttributeValue, AttributeValue) {
+    (
+        AttributeValue::S(partition_key(RoutingKey::of(id))),
+        AttributeValue::S(format!("{POSITION_SK_PREFIX}{id}")),
+    )
+}
+
+pub fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+pub fn ts(t: &Timestamp) -> AttributeValue {
+    AttributeValue::S(format_timestamp(t))
+}
+
+/// A freshly registered position: no close request, no idempotency keys (an empty map,
+/// so a close can `SET idem.#key` without creating it).
+pub fn new_position_item(p: &Position) -> Item {
+    let (pk, sk) = position_key(&p.id);
+    let mut item = Item::new();
+    item.insert(PK.into(), pk);
+    item.insert(SK.into(), sk);
+    item.insert("entity".into(), s("position"));
+    item.insert("idem".into(), AttributeValue::M(HashMap::new()));
+    for (k, v) in position_attributes(p) {
+        if let Some(v) = v {
+            item.insert(k.into(), v);
+        }
+    }
+    item
+}
+
+/// The position's own attributes; `None` means "absent" (REMOVE on update).
+pub fn position_attributes(p: &Position) -> Vec<(&'static str, Option<AttributeValue>)> {
+    vec![
+        ("position_id", Some(s(p.id.as_str()))),
+        ("account_id", Some(s(p.account_id.as_str()))),
+        ("symbol", Some(s(&p.symbol))),
+        ("asset_type", Some(s(p.asset_type.as_str()))),
+        ("quantity", Some(n(p.quantity))),
+        // |quantity|, kept so an update expression can copy it into cr_target_qty.
+        ("close_qty", Some(n(p.quantity.abs()))),
+        ("avg_entry_price", p.avg_entry_price.map(n)),
+        ("strategy_id", p.strategy_id.as_deref().map(s)),
+        ("status", Some(s(p.status.as_str()))),
+        (
+            "active_close_request_id",
+            p.active_close_request_id.map(|id| s(id.to_string())),
+        ),
+        ("closed_at", p.closed_at.as_ref().map(ts)),
+        ("created_at", Some(ts(&p.created_at))),
+        ("updated_at", Some(ts(&p.updated_at))),
+        ("version", Some(n(p.version))),
+    ]
+}
+
+fn corrupt(what: &str, item: &Item) -> StoreError {
+    let key = item
+        .get(SK)
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default();
+    StoreError::Corrupt(format!("{what} in item {key}"))
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+        .ok_or_else(|| corrupt(&format!("missing string `{name}`"), item))
+}
+
+fn opt_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+fn get_n<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .map(String::as_str)
+        .ok_or_else(|| corrupt(&format!("missing number `{name}`"), item))
+}
+
+fn qty(item: &Item, name: &str) -> Result<Quantity, StoreError> {
+    Quantity::parse(get_n(item, name)?).map_err(|_| corrupt(&format!("bad decimal `{name}`"), item))
+}
+
+fn opt_qty(item: &Item, name: &str) -> Result<Option<Quantity>, StoreError> {
+    match item.get(name).and_then(|v| v.as_n().ok()) {
+        None => Ok(None),
+        Some(t) => Quantity::parse(t)
+            .map(Some)
+            .map_err(|_| corrupt(&format!("bad decimal `{name}`"), item)),
+    }
+}
+
+fn uint<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreError> {
+    get_n(item, name)?
+        .parse()
+        .map_err(|_| corrupt(&format!("bad integer `{name}`"), item))
+}
+
+fn time(item: &Item, name: &str) -> Result<Timestamp, StoreError> {
+    parse_timestamp(get_s(item, name)?).ok_or_else(|| corrupt(&format!("bad timestamp `{name}`"), item))
+}
+
+fn opt_time(item: &Item, name: &str) -> Result<Option<Timestamp>, StoreError> {
+    opt_s(item, name)
+        .map(|t| parse_timestamp(t).ok_or_else(|| corrupt(&format!("bad timestamp `{name}`"), item)))
+        .transpose()
+}
+
+fn cr_id(item: &Item, text: &str) -> Result<CloseRequestId, StoreError> {
+    CloseRequestId::parse(text).map_err(|_| corrupt("bad close request id", item))
+}
+
+pub fn position_from_item(item: &Item) -> Result<Position, StoreError> {
+    Ok(Position {
+        id: PositionId::parse(get_s(item, "position_id")?).map_err(|_| corrupt("bad position_id", item))?,
+        account_id: AccountId::parse(get_s(item, "account_id")?).map_err(|_| corrupt("bad account_id", item))?,
+        symbol: get_s(item, "symbol")?.to_string(),
+        asset_type: AssetType::parse(get_s(item, "asset_type")?).ok_or_else(|| corrupt("bad asset_type", item))?,
+        quantity: qty(item, "quantity")?,
+        avg_entry_price: opt_qty(item, "avg_entry_price")?,
+        strategy_id: opt_s(item, "strategy_id").map(str::to_string),
+        status: PositionStatus::parse(get_s(item, "status")?).map_err(|e| corrupt(&e.to_string(), item))?,
+        active_close_request_id: opt_s(item, "active_close_request_id")
+            .map(|t| cr_id(item, t))
+            .transpose()?,
+        closed_at: opt_time(item, "closed_at")?,
+        created_at: time(item, "created_at")?,
+        updated_at: time(item, "updated_at")?,
+        version: uint(item, "version")?,
+    })
+}
+
+/// The latest close request stored as `cr_*` attributes on the position item.
+pub fn latest_close_request_from_item(item: &Item, position: &PositionId) -> Result<Option<CloseRequest>, StoreError> {
+    let Some(id) = opt_s(item, "cr_id") else {
+        return Ok(None);
+    };
+    Ok(Some(CloseRequest {
+        id: cr_id(item, id)?,
+        position_id: position.clone(),
+        idempotency_key: IdempotencyKey::parse(get_s(item, "cr_key")?).map_err(|_| corrupt("bad cr_key", item))?,
+        status: CloseRequestStatus::parse(get_s(item, "cr_status")?).map_err(|e| corrupt(&e.to_string(), item))?,
+        target_qty: qty(item, "cr_target_qty")?,
+        filled_qty: qty(item, "cr_filled_qty")?,
+        retry_count: uint(item, "cr_retry_count")?,
+        max_retries: uint(item, "cr_max_retries")?,
+        reason: opt_s(item, "cr_reason").map(str::to_string),
+        created_at: time(item, "cr_created_at")?,
+        submitted_at: opt_time(item, "cr_submitted_at")?,
+        completed_at: opt_time(item, "cr_completed_at")?,
+    }))
+}
+
+/// The latest close request as `cr_*` attributes; `None` values are absent.
+pub fn close_request_attributes(cr: &CloseRequest) -> Vec<(&'static str, Option<AttributeValue>)> {
+    vec![
+        ("cr_id", Some(s(cr.id.to_string()))),
+        ("cr_key", Some(s(cr.idempotency_key.as_str()))),
+        ("cr_status", Some(s(cr.status.as_str()))),
+        ("cr_target_qty", Some(n(cr.target_qty))),
+        ("cr_filled_qty", Some(n(cr.filled_qty))),
+        ("cr_retry_count", Some(n(cr.retry_count))),
+        ("cr_max_retries", Some(n(cr.max_retries))),
+        ("cr_reason", cr.reason.as_deref().map(s)),
+        ("cr_created_at", Some(ts(&cr.created_at))),
+        ("cr_submitted_at", cr.submitted_at.as_ref().map(ts)),
+        ("cr_completed_at", cr.completed_at.as_ref().map(ts)),
+    ]
+}
+
+/// The whole aggregate as one item (fixtures, and any full rewrite of a position).
+pub fn aggregate_item(agg: &PositionAggregate) -> Item {
+    let mut item = new_position_item(&agg.position);
+    let idem = agg
+        .idempotency
+        .iter()
+        .map(|(k, r)| (k.to_string(), idempotency_record(r)))
+        .collect();
+    item.insert("idem".into(), AttributeValue::M(idem));
+    if let Some(cr) = &agg.latest_close_request {
+        for (k, v) in close_request_attributes(cr) {
+            if let Some(v) = v {
+                item.insert(k.into(), v);
+            }
+        }
+    }
+    item
+}
+
+pub fn idempotency_record(r: &IdempotencyRecord) -> AttributeValue {
+    AttributeValue::M(HashMap::from([
+        ("cr".to_string(), s(r.close_request_id.to_string())),
+        ("fp".to_string(), s(r.fingerprint.as_str())),
+        ("at".to_string(), ts(&r.created_at)),
+    ]))
+}
+
+fn idempotency_from_item(item: &Item) -> Result<BTreeMap<IdempotencyKey, IdempotencyRecord>, StoreError> {
+    let Some(AttributeValue::M(map)) = item.get("idem") else {
+        return Err(corrupt("missing map `idem`", item));
+    };
+    map.iter()
+        .map(|(k, v)| {
+            let AttributeValue::M(rec) = v else {
+                return Err(corrupt("bad idempotency record", item));
+            };
+            let key = IdempotencyKey::parse(k).map_err(|_| corrupt("bad idempotency key", item))?;
+            let record = IdempotencyRecord {
+                close_request_id: cr_id(item, get_s(rec, "cr")?)?,
+                fingerprint: Fingerprint::from_hex(get_s(rec, "fp")?),
+                created_at: time(rec, "at")?,
+            };
+            Ok((key, record))
+        })
+        .collect()
+}
+
+pub fn aggregate_from_item(item: &Item) -> Result<PositionAggregate, StoreError> {
+    let position = position_from_item(item)?;
+    let latest = latest_close_request_from_item(item, &position.id)?;
+    Ok(PositionAggregate {
+        idempotency: idempotency_from_item(item)?,
+        latest_close_request: latest,
+        position,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use closeflow_domain::{decide_close, CloseCommand, CloseDecision};
+
+    fn position() -> Position {
+        let t = chrono::Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 7).unwrap();
+        Position {
+            id: PositionId::parse("pos-1").unwrap(),
+            account_id: AccountId::parse("acct-1").unwrap(),
+            symbol: "AAPL240119C00150000".into(),
+            asset_type: AssetType::Option,
+            quantity: Quantity::parse("-2.5").unwrap(),
+            avg_entry_price: Some(Quantity::parse("1.23").unwrap()),
+            strategy_id: Some("iron-condor-7".into()),
+            status: PositionStatus::Open,
+            active_close_request_id: None,
+            closed_at: None,
+            created_at: t,
+            updated_at: t,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn a_position_item_round_trips_exactly() {
+        let p = position();
+        let item = new_position_item(&p);
+        assert_eq!(item["close_qty"], n("2.5"));
+        assert_eq!(item[PK], s(partition_key(RoutingKey::of(&p.id))));
+        let agg = aggregate_from_item(&item).unwrap();
+        assert_eq!(agg, PositionAggregate::new(p));
+    }
+
+    #[test]
+    fn an_aggregate_with_a_close_request_round_trips() {
+        let p = position();
+        let agg = PositionAggregate::new(p.clone());
+        let cmd = CloseCommand {
+            position_id: p.id.clone(),
+            idempotency_key: IdempotencyKey::parse("key with spaces.1").unwrap(),
+            fingerprint: Fingerprint::of_body(&serde_json::json!({"reason": "drawdown"})),
+            new_id: CloseRequestId::new(&p.id, [9; 16]),
+            max_retries: 3,
+            reason: Some("drawdown".into()),
+            now: p.created_at,
+        };
+        let CloseDecision::Create(next) = decide_close(Some(&agg), &cmd) else {
+            panic!()
+        };
+        let item = aggregate_item(&next);
+        assert_eq!(item["cr_target_qty"], n("2.5"));
+        assert_eq!(aggregate_from_item(&item).unwrap(), *next);
+    }
+
+    #[test]
+    fn a_damaged_item_is_reported_as_corrupt_not_guessed() {
+        let mut item = new_position_item(&position());
+        item.insert("status".into(), s("OPEN"));
+        assert!(matches!(aggregate_from_item(&item), Err(StoreError::Corrupt(_))));
+        let mut item = new_position_item(&position());
+        item.remove("quantity");
+        assert!(matches!(aggregate_from_item(&item), Err(StoreError::Corrupt(_))));
+    }
+}

@@ -1,0 +1,377 @@
+//! DynamoDB adapter of the store port (single table, see README "Table design").
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::Client;
+use aws_smithy_runtime_api::box_error::BoxError;
+use closeflow_domain::{
+    decide_close, decide_register, format_timestamp, CloseCommand, CloseDecision, CloseRequest,
+    CloseRequestId, Position, PositionId, RegisterDecision, RegisterPosition,
+};
+
+use crate::{CloseOutcome, CloseStore, RegisterOutcome, StoreError};
+
+pub mod codec;
+pub mod table;
+
+use codec::{n, s, Item, PK, POSITION_SK_PREFIX, SK};
+
+/// Counts HTTP round trips to DynamoDB (one per attempt, retries included), for the
+/// round-trip assertions and the benchmark.
+#[derive(Debug, Clone, Default)]
+pub struct RoundTripCounter(Arc<AtomicU64>);
+
+impl RoundTripCounter {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Intercept for RoundTripCounter {
+    fn name(&self) -> &'static str {
+        "RoundTripCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _ctx: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Error codes that mean "someone else is writing this item right now, or we are being
+/// throttled": nothing was written, and the client should retry shortly.
+const CONTENTION_CODES: &[&str] = &[
+    "TransactionConflictException",
+    "TransactionConflict",
+    "ThrottlingException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+];
+
+pub fn classify_error_code(code: Option<&str>, message: String) -> StoreError {
+    match code {
+        Some(c) if CONTENTION_CODES.contains(&c) => StoreError::Contention,
+        _ => StoreError::Backend(message),
+    }
+}
+
+fn backend<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let code = e.code().map(str::to_string);
+    let message = match e.as_service_error() {
+        Some(se) => format!("{}: {}", se.code().unwrap_or("service error"), se.message().unwrap_or("")),
+        None => format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&e)),
+    };
+    classify_error_code(code.as_deref(), message)
+}
+
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// Client from the standard AWS environment (`AWS_REGION`, credentials, and
+    /// `AWS_ENDPOINT_URL` for emulators such as moto or LocalStack).
+    pub async fn client_from_env(counter: Option<RoundTripCounter>) -> Client {
+        let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let mut builder = aws_sdk_dynamodb::config::Builder::from(&shared);
+        if let Some(c) = counter {
+            builder = builder.interceptor(c);
+        }
+        Client::from_conf(builder.build())
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn put_new_position(&self, p: &Position) -> Result<Option<Item>, StoreError> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(codec::new_position_item(p)))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(None),
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c)) => {
+                    Ok(Some(c.item().cloned().unwrap_or_default()))
+                }
+                _ => Err(backend(e)),
+            },
+        }
+    }
+
+    /// Writes the position's own attributes if the item is still at `expected_version`.
+    async fn update_position(&self, p: &Position, expected_version: u64) -> Result<Option<Item>, StoreError> {
+        let (pk, sk) = codec::position_key(&p.id);
+        let mut sets = Vec::new();
+        let mut removes = Vec::new();
+        let mut req = self.client.update_item().table_name(&self.table).key(PK, pk).key(SK, sk);
+        for (i, (name, value)) in codec::position_attributes(p).into_iter().enumerate() {
+            req = req.expression_attribute_names(format!("#a{i}"), name);
+            match value {
+                Some(v) => {
+                    sets.push(format!("#a{i} = :v{i}"));
+                    req = req.expression_attribute_values(format!(":v{i}"), v);
+                }
+                None => removes.push(format!("#a{i}")),
+            }
+        }
+        let mut expr = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            expr.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        let res = req
+            .update_expression(expr)
+            .condition_expression("attribute_exists(pk) AND #ver = :expected")
+            .expression_attribute_names("#ver", "version")
+            .expression_attribute_values(":expected", n(expected_version))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(None),
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    Ok(Some(c.item().cloned().unwrap_or_default()))
+                }
+                _ => Err(backend(e)),
+            },
+        }
+    }
+}
+
+fn aggregate_of(item: &Item) -> Result<Option<closeflow_domain::PositionAggregate>, StoreError> {
+    if item.is_empty() {
+        Ok(None)
+    } else {
+        codec::aggregate_from_item(item).map(Some)
+    }
+}
+
+/// How many times a PUT re-reads and re-decides after losing an optimistic-concurrency race
+/// before answering "busy".
+const REGISTER_ATTEMPTS: usize = 3;
+
+#[async_trait]
+impl CloseStore for DynamoStore {
+    async fn register_position(&self, cmd: &RegisterPosition) -> Result<RegisterOutcome, StoreError> {
+        // Create-first: a new position costs one conditional put; an existing one comes back
+        // in the failed condition's ALL_OLD image, so no separate read is needed.
+        let mut current = match decide_register(None, cmd) {
+            Ok(RegisterDecision::Created(p)) => match self.put_new_position(&p).await? {
+                None => return Ok(Ok(RegisterDecision::Created(p))),
+                Some(old) => old,
+            },
+            other => return Ok(other),
+        };
+        for _ in 0..REGISTER_ATTEMPTS {
+            let agg = aggregate_of(&current)?;
+            match decide_register(agg.as_ref(), cmd) {
+                Ok(RegisterDecision::Updated(p)) => {
+                    let expected = p.version - 1;
+                    match self.update_position(&p, expected).await? {
+                        None => return Ok(Ok(RegisterDecision::Updated(p))),
+                        Some(old) => current = old,
+                    }
+                }
+                Ok(RegisterDecision::Created(p)) => match self.put_new_position(&p).await? {
+                    // Deleted between our calls: it is ours now.
+                    None => return Ok(Ok(RegisterDecision::Created(p))),
+                    Some(old) => current = old,
+                },
+                other => return Ok(other),
+            }
+        }
+        Err(StoreError::Contention)
+    }
+
+    async fn position(&self, id: &PositionId) -> Result<Option<Position>, StoreError> {
+        let (pk, sk) = codec::position_key(id);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, pk)
+            .key(SK, sk)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        out.item().map(codec::position_from_item).transpose()
+    }
+
+    async fn open_close_request(&self, cmd: &CloseCommand) -> Result<CloseOutcome, StoreError> {
+        let (pk, sk) = codec::position_key(&cmd.position_id);
+        let now = format_timestamp(&cmd.now);
+
+        let record = closeflow_domain::IdempotencyRecord {
+            close_request_id: cmd.new_id,
+            fingerprint: cmd.fingerprint.clone(),
+            created_at: cmd.now,
+        };
+        // The whole of phase 1 as one conditional UpdateItem. The condition is the "accept"
+        // branch of `decide_close`; on failure the ALL_OLD image is run through
+        // `decide_close` itself to say why (or to find the request to replay).
+        let mut req = self.client.update_item();
+        if let Some(reason) = &cmd.reason {
+            req = req.expression_attribute_values(":reason", s(reason));
+        }
+        let res = req
+            .table_name(&self.table)
+            .key(PK, pk)
+            .key(SK, sk)
+            .condition_expression(
+                "attribute_exists(pk) AND attribute_not_exists(idem.#key) \
+                 AND #status = :open AND #qty <> :zero",
+            )
+            .update_expression(format!(
+                "SET #status = :closing, active_close_request_id = :crid, idem.#key = :idem, \
+                 cr_id = :crid, cr_key = :keytext, cr_status = :pending, cr_target_qty = close_qty, \
+                 cr_filled_qty = :zero, cr_retry_count = :zero, cr_max_retries = :maxr, \
+                 cr_created_at = :now, updated_at = :now, #ver = #ver + :one{} \
+                 REMOVE cr_submitted_at, cr_completed_at{}",
+                if cmd.reason.is_some() { ", cr_reason = :reason" } else { "" },
+                if cmd.reason.is_some() { "" } else { ", cr_reason" },
+            ))
+            .expression_attribute_names("#key", cmd.idempotency_key.as_str())
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#qty", "quantity")
+            .expression_attribute_names("#ver", "version")
+            .expression_attribute_values(":open", s("open"))
+            .expression_attribute_values(":closing", s("closing"))
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":crid", s(cmd.new_id.to_string()))
+            .expression_attribute_values(":keytext", s(cmd.idempotency_key.as_str()))
+            .expression_attribute_values(":idem", codec::idempotency_record(&record))
+            .expression_attribute_values(":maxr", n(cmd.max_retries))
+            .expression_attribute_values(":now", s(now))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let old = match res {
+            Ok(out) => {
+                let item = out.attributes().cloned().unwrap_or_default();
+                let agg = codec::aggregate_from_item(&item)?;
+                let close_request = agg
+                    .latest_close_request
+                    .ok_or_else(|| StoreError::Corrupt("close request missing after create".into()))?;
+                return Ok(CloseOutcome::Created {
+                    position: agg.position,
+                    close_request,
+                });
+            }
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    c.item().cloned().unwrap_or_default()
+                }
+                _ => return Err(backend(e)),
+            },
+        };
+        let agg = aggregate_of(&old)?;
+        match decide_close(agg.as_ref(), cmd) {
+            CloseDecision::Reject(r) => Ok(CloseOutcome::Rejected(r)),
+            CloseDecision::Replay(id) => {
+                let agg = agg.ok_or_else(|| StoreError::Corrupt("replay without a position".into()))?;
+                match agg.latest_close_request {
+                    Some(cr) if cr.id == id => Ok(CloseOutcome::Replayed {
+                        position: agg.position,
+                        close_request: cr,
+                    }),
+                    _ => Err(StoreError::Corrupt(format!(
+                        "idempotency record points at missing close request {id}"
+                    ))),
+                }
+            }
+            CloseDecision::Create(_) => {
+                // The condition failed yet the domain would accept: the item changed shape
+                // under us (or the two disagree). Never guess; let the client retry.
+                tracing::error!(position_id = %cmd.position_id, "close condition failed but domain accepts");
+                Err(StoreError::Contention)
+            }
+        }
+    }
+
+    async fn close_request(&self, id: &CloseRequestId) -> Result<Option<CloseRequest>, StoreError> {
+        // The id carries its position's routing key: one strongly consistent query of that
+        // partition finds the position whose latest close request it is.
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :pos)")
+            .filter_expression("cr_id = :id")
+            .expression_attribute_values(":pk", s(codec::partition_key(id.routing_key())))
+            .expression_attribute_values(":pos", s(POSITION_SK_PREFIX))
+            .expression_attribute_values(":id", s(id.to_string()))
+            .send()
+            .await
+            .map_err(backend)?;
+        for item in out.items() {
+            let position = codec::position_from_item(item)?;
+            if let Some(cr) = codec::latest_close_request_from_item(item, &position.id)? {
+                if cr.id == *id {
+                    return Ok(Some(cr));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflicts_and_throttling_are_contention_everything_else_is_a_backend_error() {
+        for code in CONTENTION_CODES {
+            assert!(matches!(
+                classify_error_code(Some(code), String::new()),
+                StoreError::Contention
+            ));
+        }
+        assert!(matches!(
+            classify_error_code(Some("ValidationException"), "bad".into()),
+            StoreError::Backend(m) if m == "bad"
+        ));
+        assert!(matches!(classify_error_code(None, "io".into()), StoreError::Backend(_)));
+    }
+}
