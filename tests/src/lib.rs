@@ -1,1 +1,347 @@
+//! Harness for the end-to-end scenario tests: one [`TestApp`] per test, on either backend,
+//! driven through the real router in-process (no sockets).
+//!
+//! The DynamoDB backend talks to whatever `AWS_ENDPOINT_URL` points at (moto in
+//! `make test`), each test in its own uniquely named table, so tests run in parallel.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request};
+use axum::Router;
+use chrono::TimeZone;
+use closeflow_api::{router, AppState, ManualClock};
+use closeflow_domain::{
+    CloseCommand, CloseRequest, CloseRequestId, Position, PositionAggregate, PositionId,
+    RegisterPosition,
+};
+use closeflow_store::dynamo::{codec, table};
+use closeflow_store::{
+    CloseOutcome, CloseStore, DynamoStore, MemoryStore, RegisterOutcome, RoundTripCounter,
+    StoreError,
+};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub mod scenarios;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    DynamoDb,
+}
+
+enum Seeder {
+    Memory(Arc<MemoryStore>),
+    Dynamo {
+        client: aws_sdk_dynamodb::Client,
+        table: String,
+    },
+}
+
+/// Wraps a store and makes its next N close attempts fail with `Contention`, which is how
+/// DynamoDB answers a write that collides with a transaction or is throttled. Both
+/// backends sit behind it, so the API's handling of contention is tested on each.
+pub struct FaultInjectingStore {
+    inner: Arc<dyn CloseStore>,
+    contention_left: AtomicU32,
+}
+
+#[async_trait]
+impl CloseStore for FaultInjectingStore {
+    async fn register_position(
+        &self,
+        cmd: &RegisterPosition,
+    ) -> Result<RegisterOutcome, StoreError> {
+        self.inner.register_position(cmd).await
+    }
+    async fn position(&self, id: &PositionId) -> Result<Option<Position>, StoreError> {
+        self.inner.position(id).await
+    }
+    async fn open_close_request(&self, cmd: &CloseCommand) -> Result<CloseOutcome, StoreError> {
+        let injected = self
+            .contention_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if injected {
+            return Err(StoreError::Contention);
+        }
+        self.inner.open_close_request(cmd).await
+    }
+    async fn close_request(&self, id: &CloseRequestId) -> Result<Option<CloseRequest>, StoreError> {
+        self.inner.close_request(id).await
+    }
+}
+
+pub struct TestApp {
+    pub backend: Backend,
+    pub router: Router,
+    pub clock: Arc<ManualClock>,
+    /// DynamoDB round trips so far (DynamoDB backend only).
+    pub round_trips: Option<RoundTripCounter>,
+    faults: Arc<FaultInjectingStore>,
+    seeder: Seeder,
+}
+
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// `body[field]` as a string, panicking with the whole reply when absent.
+    pub fn str(&self, field: &str) -> String {
+        self.body[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no string `{field}` in {} {}", self.status, self.body))
+            .to_string()
+    }
+}
+
+pub fn start_time() -> closeflow_domain::Timestamp {
+    chrono::Utc.with_ymd_and_hms(2026, 1, 2, 14, 30, 0).unwrap()
+}
+
+/// A client for the emulator named by `AWS_ENDPOINT_URL`, counting round trips.
+pub async fn dynamo_client(counter: RoundTripCounter) -> aws_sdk_dynamodb::Client {
+    assert!(
+        std::env::var("AWS_ENDPOINT_URL").is_ok(),
+        "the DynamoDB scenario tests need AWS_ENDPOINT_URL (a moto server); run them with `make test`"
+    );
+    DynamoStore::client_from_env(Some(counter)).await
+}
+
+pub fn unique_table_name() -> String {
+    format!("closeflow-test-{}", uuid::Uuid::new_v4().simple())
+}
+
+impl TestApp {
+    pub async fn new(backend: Backend) -> TestApp {
+        // Store failures are logged (not sent to clients); show them in failing tests.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
+        let (store, seeder, round_trips): (Arc<dyn CloseStore>, Seeder, _) = match backend {
+            Backend::Embedded => {
+                let m = Arc::new(MemoryStore::new());
+                (m.clone(), Seeder::Memory(m), None)
+            }
+            Backend::DynamoDb => {
+                let counter = RoundTripCounter::default();
+                let client = dynamo_client(counter.clone()).await;
+                let name = unique_table_name();
+                table::create_table(&client, &name)
+                    .await
+                    .expect("create test table");
+                let store = Arc::new(DynamoStore::new(client.clone(), name.clone()));
+                (
+                    store,
+                    Seeder::Dynamo {
+                        client,
+                        table: name,
+                    },
+                    Some(counter),
+                )
+            }
+        };
+        let faults = Arc::new(FaultInjectingStore {
+            inner: store,
+            contention_left: AtomicU32::new(0),
+        });
+        let clock = Arc::new(ManualClock::new(start_time()));
+        let mut state = AppState::new(faults.clone());
+        state.clock = clock.clone();
+        TestApp {
+            backend,
+            router: router(state),
+            clock,
+            round_trips,
+            faults,
+            seeder,
+        }
+    }
+
+    /// The next `n` close attempts meet a busy position.
+    pub fn inject_contention(&self, n: u32) {
+        self.faults.contention_left.store(n, Ordering::SeqCst);
+    }
+
+    /// Writes an aggregate directly, for states the API cannot produce in this version.
+    pub async fn seed(&self, agg: PositionAggregate) {
+        match &self.seeder {
+            Seeder::Memory(m) => m.insert_aggregate(agg),
+            Seeder::Dynamo { client, table } => {
+                client
+                    .put_item()
+                    .table_name(table)
+                    .set_item(Some(codec::aggregate_item(&agg)))
+                    .send()
+                    .await
+                    .expect("seed item");
+            }
+        }
+    }
+
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips
+            .as_ref()
+            .map(RoundTripCounter::get)
+            .unwrap_or(0)
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Reply {
+        call(&self.router, method, path, headers, body).await
+    }
+
+    /// The idempotency keys stored on a position, read straight from the backend.
+    pub async fn stored_idempotency_keys(&self, id: &str) -> Vec<String> {
+        let id = PositionId::parse(id).expect("position id");
+        let agg = match &self.seeder {
+            Seeder::Memory(m) => m.aggregate(&id),
+            Seeder::Dynamo { client, table } => {
+                let (pk, sk) = codec::position_key(&id);
+                let out = client
+                    .get_item()
+                    .table_name(table)
+                    .key(codec::PK, pk)
+                    .key(codec::SK, sk)
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .expect("get item");
+                out.item()
+                    .map(|i| codec::aggregate_from_item(i).expect("decodable item"))
+            }
+        };
+        agg.map(|a| a.idempotency.keys().map(|k| k.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    pub async fn put_position(&self, id: &str, body: &str) -> Reply {
+        self.call(Method::PUT, &format!("/positions/{id}"), &[], Some(body))
+            .await
+    }
+
+    /// Registers an equity position with `quantity`, asserting it was created.
+    pub async fn open_position(&self, id: &str, quantity: &str) -> Reply {
+        let r = self
+            .put_position(
+                id,
+                &format!(r#"{{"account_id":"acct-1","symbol":"AAPL","asset_type":"equity","quantity":{quantity}}}"#),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        r
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, &[], None).await
+    }
+
+    pub async fn close(&self, id: &str, key: &str) -> Reply {
+        self.close_with(id, key, None).await
+    }
+
+    pub async fn close_with(&self, id: &str, key: &str, body: Option<&str>) -> Reply {
+        self.call(
+            Method::POST,
+            &format!("/positions/{id}/close"),
+            &[("idempotency-key", key)],
+            body,
+        )
+        .await
+    }
+}
+
+/// Sends one request through the router in-process.
+pub async fn call(
+    router: &Router,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Reply {
+    let mut req = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req
+        .body(
+            body.map(|b| Body::from(b.to_string()))
+                .unwrap_or_else(Body::empty),
+        )
+        .expect("request");
+    let resp = router
+        .clone()
+        .oneshot(req)
+        .await
+        .expect("router is infallible");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!("non-JSON answer ({e}): {}", String::from_utf8_lossy(&bytes))
+        })
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Generates one `#[tokio::test]` per scenario for a backend. The list lives here once,
+/// so both backends always run the same scenarios.
+#[macro_export]
+macro_rules! scenario_tests {
+    ($backend:expr) => {
+        $crate::scenario_tests!(@each $backend;
+            open_position_closes_into_a_pending_request,
+            same_key_replays_the_same_close_request,
+            different_key_while_closing_is_rejected_with_409,
+            busy_position_answers_409_with_a_retry_hint_and_changes_nothing,
+            unknown_ids_answer_404,
+            zero_quantity_position_is_refused,
+            closed_and_failed_positions_are_refused_as_invalid_state,
+            bad_idempotency_keys_are_refused_before_any_write,
+            malformed_or_unsupported_close_bodies_are_refused,
+            same_key_with_a_different_body_is_refused_with_422,
+            position_registration_creates_updates_and_guards_closing_positions,
+            invalid_position_bodies_are_refused_and_change_nothing,
+            short_fractional_positions_close_for_their_exact_absolute_quantity,
+            thirty_two_concurrent_closes_with_distinct_keys_create_exactly_one,
+            thirty_two_concurrent_closes_with_one_key_share_one_close_request,
+            close_request_ids_route_to_their_own_position_only,
+        );
+    };
+    (@each $backend:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let app = $crate::TestApp::new($backend).await;
+                $crate::scenarios::$name(&app).await;
+            }
+        )*
+    };
+}

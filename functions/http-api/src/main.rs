@@ -7,7 +7,11 @@ use closeflow_store::DynamoStore;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    tracing_subscriber::fmt().json().with_current_span(false).without_time().init();
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(false)
+        .without_time()
+        .init();
     let table = std::env::var("TABLE_NAME").map_err(|_| "TABLE_NAME must be set")?;
     let client = DynamoStore::client_from_env(None).await;
     let app = router(AppState::new(Arc::new(DynamoStore::new(client, table))));

@@ -28,7 +28,8 @@ fn json_body(body: &Bytes) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid_body(format!("Request body is not valid JSON: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid_body(format!("Request body is not valid JSON: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -48,16 +49,25 @@ fn valid_symbol(s: &str) -> bool {
     // Equity tickers (BRK.B) and OCC option symbols (AAPL240119C00150000), with room for
     // the space-padded OCC form.
     (1..=64).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'/' | b'-' | b'_' | b' '))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'/' | b'-' | b'_' | b' '))
         && !s.starts_with(' ')
 }
 
-fn parse_position_body(id: PositionId, body: &Bytes, now: closeflow_domain::Timestamp) -> Result<RegisterPosition, ApiError> {
+fn parse_position_body(
+    id: PositionId,
+    body: &Bytes,
+    now: closeflow_domain::Timestamp,
+) -> Result<RegisterPosition, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::invalid_body("A JSON body with account_id, symbol, asset_type and quantity is required"));
+        return Err(ApiError::invalid_body(
+            "A JSON body with account_id, symbol, asset_type and quantity is required",
+        ));
     }
-    let b: PositionBody = serde_json::from_slice(body).map_err(|e| ApiError::invalid_body(format!("Invalid position: {e}")))?;
-    let account_id = AccountId::parse(&b.account_id).map_err(|e| ApiError::invalid_body(e.to_string()))?;
+    let b: PositionBody = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid_body(format!("Invalid position: {e}")))?;
+    let account_id =
+        AccountId::parse(&b.account_id).map_err(|e| ApiError::invalid_body(e.to_string()))?;
     if !valid_symbol(&b.symbol) {
         return Err(ApiError::invalid_body(
             "symbol must be 1 to 64 characters of letters, digits, spaces, '.', '/', '-' or '_'",
@@ -67,12 +77,16 @@ fn parse_position_body(id: PositionId, body: &Bytes, now: closeflow_domain::Time
         .ok_or_else(|| ApiError::invalid_body("asset_type must be `equity` or `option`"))?;
     if let Some(p) = b.avg_entry_price {
         if p.is_negative() {
-            return Err(ApiError::invalid_body("avg_entry_price must not be negative"));
+            return Err(ApiError::invalid_body(
+                "avg_entry_price must not be negative",
+            ));
         }
     }
     if let Some(s) = &b.strategy_id {
         if s.is_empty() || s.len() > 128 || s.chars().any(char::is_control) {
-            return Err(ApiError::invalid_body("strategy_id must be 1 to 128 printable characters"));
+            return Err(ApiError::invalid_body(
+                "strategy_id must be 1 to 128 printable characters",
+            ));
         }
     }
     Ok(RegisterPosition {
@@ -87,7 +101,11 @@ fn parse_position_body(id: PositionId, body: &Bytes, now: closeflow_domain::Time
     })
 }
 
-pub async fn put_position(State(app): State<AppState>, Path(raw): Path<String>, body: Bytes) -> ApiResult {
+pub async fn put_position(
+    State(app): State<AppState>,
+    Path(raw): Path<String>,
+    body: Bytes,
+) -> ApiResult {
     let id = position_id(&raw)?;
     let cmd = parse_position_body(id, &body, app.clock.now())?;
     let outcome = app
@@ -121,18 +139,29 @@ pub async fn get_position(State(app): State<AppState>, Path(raw): Path<String>) 
         .map_err(|e| ApiError::from_store(e, app.config.retry_after_ms))?
     {
         Some(p) => Ok(Json(views::position(&p)).into_response()),
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, "position_not_found", "Position not found")),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "position_not_found",
+            "Position not found",
+        )),
     }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
     let value = headers.get("idempotency-key").ok_or_else(|| {
-        ApiError::bad_request("missing_idempotency_key", "The Idempotency-Key header is required")
+        ApiError::bad_request(
+            "missing_idempotency_key",
+            "The Idempotency-Key header is required",
+        )
     })?;
     let text = value.to_str().map_err(|_| {
-        ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be printable ASCII")
+        ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be printable ASCII",
+        )
     })?;
-    IdempotencyKey::parse(text).map_err(|e| ApiError::bad_request("invalid_idempotency_key", e.to_string()))
+    IdempotencyKey::parse(text)
+        .map_err(|e| ApiError::bad_request("invalid_idempotency_key", e.to_string()))
 }
 
 /// Fields a close body may carry in this version. Anything else is refused rather than
@@ -143,17 +172,30 @@ const CLOSE_BODY_FIELDS: &[&str] = &["reason"];
 fn close_body(body: &Bytes) -> Result<(Value, Option<String>), ApiError> {
     let value = json_body(body)?;
     let Value::Object(map) = &value else {
-        return Err(ApiError::invalid_body("The close body must be a JSON object"));
+        return Err(ApiError::invalid_body(
+            "The close body must be a JSON object",
+        ));
     };
-    if let Some(unknown) = map.keys().find(|k| !CLOSE_BODY_FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::invalid_body(format!("Unsupported field `{unknown}` in close body")));
+    if let Some(unknown) = map
+        .keys()
+        .find(|k| !CLOSE_BODY_FIELDS.contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid_body(format!(
+            "Unsupported field `{unknown}` in close body"
+        )));
     }
     let reason = match map.get("reason") {
         None | Some(Value::Null) => None,
-        Some(Value::String(r)) if (1..=256).contains(&r.len()) && !r.chars().any(char::is_control) => {
+        Some(Value::String(r))
+            if (1..=256).contains(&r.len()) && !r.chars().any(char::is_control) =>
+        {
             Some(r.clone())
         }
-        Some(_) => return Err(ApiError::invalid_body("reason must be a string of 1 to 256 printable characters")),
+        Some(_) => {
+            return Err(ApiError::invalid_body(
+                "reason must be a string of 1 to 256 printable characters",
+            ))
+        }
     };
     Ok((value, reason))
 }
@@ -188,12 +230,20 @@ pub async fn close_position(
             close_request,
         } => {
             tracing::info!(position_id = %position.id, close_request_id = %close_request.id, "close request created");
-            Ok((StatusCode::CREATED, Json(views::close_accepted(&position, &close_request, poll))).into_response())
+            Ok((
+                StatusCode::CREATED,
+                Json(views::close_accepted(&position, &close_request, poll)),
+            )
+                .into_response())
         }
         CloseOutcome::Replayed {
             position,
             close_request,
-        } => Ok((StatusCode::OK, Json(views::close_accepted(&position, &close_request, poll))).into_response()),
+        } => Ok((
+            StatusCode::OK,
+            Json(views::close_accepted(&position, &close_request, poll)),
+        )
+            .into_response()),
         CloseOutcome::Rejected(r) => Err(ApiError::from_rejection(r)),
     }
 }
@@ -221,5 +271,9 @@ pub async fn route_not_found() -> ApiError {
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed on this route")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Method not allowed on this route",
+    )
 }

@@ -60,8 +60,14 @@ pub fn router(state: AppState) -> Router {
             "/positions/{position_id}",
             get(handlers::get_position).put(handlers::put_position),
         )
-        .route("/positions/{position_id}/close", post(handlers::close_position))
-        .route("/close-requests/{close_request_id}", get(handlers::get_close_request))
+        .route(
+            "/positions/{position_id}/close",
+            post(handlers::close_position),
+        )
+        .route(
+            "/close-requests/{close_request_id}",
+            get(handlers::get_close_request),
+        )
         .fallback(handlers::route_not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(state)

@@ -4,7 +4,10 @@ use closeflow_domain::{format_timestamp, CloseRequest, Position};
 use serde_json::{json, Value};
 
 fn time(t: &Option<closeflow_domain::Timestamp>) -> Value {
-    t.as_ref().map(format_timestamp).map(Value::from).unwrap_or(Value::Null)
+    t.as_ref()
+        .map(format_timestamp)
+        .map(Value::from)
+        .unwrap_or(Value::Null)
 }
 
 pub fn position(p: &Position) -> Value {

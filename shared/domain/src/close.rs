@@ -54,7 +54,9 @@ pub enum CloseRejection {
     PositionNotFound,
     /// Same key, different body.
     IdempotencyKeyReused,
-    AlreadyClosing { active_close_request_id: Option<CloseRequestId> },
+    AlreadyClosing {
+        active_close_request_id: Option<CloseRequestId>,
+    },
     ZeroQuantity,
     InvalidState(PositionStatus),
 }
@@ -220,9 +222,13 @@ mod tests {
     #[test]
     fn body_fingerprints_ignore_key_order() {
         let a: serde_json::Value = serde_json::from_str(r#"{"a":1,"b":{"c":2,"d":3}}"#).unwrap();
-        let b: serde_json::Value = serde_json::from_str(r#"{ "b": {"d":3, "c":2}, "a": 1 }"#).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{ "b": {"d":3, "c":2}, "a": 1 }"#).unwrap();
         assert_eq!(Fingerprint::of_body(&a), Fingerprint::of_body(&b));
-        assert_ne!(Fingerprint::of_body(&a), Fingerprint::of_body(&serde_json::json!({})));
+        assert_ne!(
+            Fingerprint::of_body(&a),
+            Fingerprint::of_body(&serde_json::json!({}))
+        );
     }
 
     #[test]

@@ -138,7 +138,9 @@ mod tests {
     fn every_legal_pair_of_the_seed_table_passes() {
         let cr = request(C::Pending, 0);
         assert!(check_invariants(&position(P::Open, None), None).is_empty());
-        assert!(check_invariants(&position(P::Open, None), Some(&request(C::Failed, 0))).is_empty());
+        assert!(
+            check_invariants(&position(P::Open, None), Some(&request(C::Failed, 0))).is_empty()
+        );
         assert!(check_invariants(&position(P::Closing, Some(cr.id)), Some(&cr)).is_empty());
         let sub = request(C::Submitted, 4);
         assert!(check_invariants(&position(P::Closing, Some(sub.id)), Some(&sub)).is_empty());
@@ -147,7 +149,11 @@ mod tests {
         assert!(check_invariants(&closed, Some(&request(C::Completed, 10))).is_empty());
         let r = request(C::Retryable, 4);
         assert!(check_invariants(&position(P::CloseRetryable, Some(r.id)), Some(&r)).is_empty());
-        assert!(check_invariants(&position(P::CloseFailed, None), Some(&request(C::Failed, 0))).is_empty());
+        assert!(check_invariants(
+            &position(P::CloseFailed, None),
+            Some(&request(C::Failed, 0))
+        )
+        .is_empty());
     }
 
     #[test]
@@ -176,7 +182,10 @@ mod tests {
         let mut cr = request(C::Pending, 11);
         cr.retry_count = 4;
         let v = check_invariants(&position(P::Closing, Some(cr.id)), Some(&cr));
-        assert_eq!(v, [Violation::FilledExceedsTarget, Violation::RetriesExceeded]);
+        assert_eq!(
+            v,
+            [Violation::FilledExceedsTarget, Violation::RetriesExceeded]
+        );
         let mut closed = position(P::Closed, None);
         closed.closed_at = None;
         assert!(check_invariants(&closed, Some(&request(C::Completed, 10)))

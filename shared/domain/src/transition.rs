@@ -113,11 +113,17 @@ mod tests {
         use PositionEvent as E;
         assert_eq!(P::Open.apply(E::CloseAccepted), Ok(P::Closing));
         assert_eq!(P::Closing.apply(E::FullyFilled), Ok(P::Closed));
-        assert_eq!(P::Closing.apply(E::PartiallyFilledAndEnded), Ok(P::CloseRetryable));
+        assert_eq!(
+            P::Closing.apply(E::PartiallyFilledAndEnded),
+            Ok(P::CloseRetryable)
+        );
         assert_eq!(P::Closing.apply(E::EndedUnfilled), Ok(P::Open));
         assert_eq!(P::Closing.apply(E::BrokerRejected), Ok(P::CloseFailed));
         assert_eq!(P::CloseRetryable.apply(E::RetryStarted), Ok(P::Closing));
-        assert_eq!(P::CloseRetryable.apply(E::NeedsAttention), Ok(P::CloseFailed));
+        assert_eq!(
+            P::CloseRetryable.apply(E::NeedsAttention),
+            Ok(P::CloseFailed)
+        );
     }
 
     #[test]
@@ -168,9 +174,14 @@ mod tests {
 
     #[test]
     fn completed_close_requests_never_move() {
-        assert!(C::Completed.apply(CloseRequestEvent::EndedUnfilled).is_err());
+        assert!(C::Completed
+            .apply(CloseRequestEvent::EndedUnfilled)
+            .is_err());
         assert!(C::Completed.apply(CloseRequestEvent::RetryStarted).is_err());
         assert!(C::Failed.apply(CloseRequestEvent::FullyFilled).is_err());
-        assert_eq!(C::Retryable.apply(CloseRequestEvent::RetryStarted), Ok(C::Pending));
+        assert_eq!(
+            C::Retryable.apply(CloseRequestEvent::RetryStarted),
+            Ok(C::Pending)
+        );
     }
 }

@@ -15,7 +15,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let port: u16 = match std::env::var("PORT") {
-        Ok(p) => p.parse().map_err(|_| format!("PORT must be a port number, got `{p}`"))?,
+        Ok(p) => p
+            .parse()
+            .map_err(|_| format!("PORT must be a port number, got `{p}`"))?,
         Err(_) => 3000,
     };
     let app = router(AppState::new(Arc::new(MemoryStore::new())));

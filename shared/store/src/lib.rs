@@ -48,7 +48,10 @@ pub type RegisterOutcome = Result<RegisterDecision, RegisterRejection>;
 #[async_trait]
 pub trait CloseStore: Send + Sync {
     /// Registers a new position or updates an open one (PUT semantics).
-    async fn register_position(&self, cmd: &RegisterPosition) -> Result<RegisterOutcome, StoreError>;
+    async fn register_position(
+        &self,
+        cmd: &RegisterPosition,
+    ) -> Result<RegisterOutcome, StoreError>;
 
     async fn position(&self, id: &PositionId) -> Result<Option<Position>, StoreError>;
 

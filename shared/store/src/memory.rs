@@ -63,7 +63,10 @@ impl Inner {
 
 #[async_trait]
 impl CloseStore for MemoryStore {
-    async fn register_position(&self, cmd: &RegisterPosition) -> Result<RegisterOutcome, StoreError> {
+    async fn register_position(
+        &self,
+        cmd: &RegisterPosition,
+    ) -> Result<RegisterOutcome, StoreError> {
         let mut inner = self.lock();
         let current = inner.positions.get(&cmd.position_id);
         let decision = decide_register(current, cmd);
@@ -92,10 +95,9 @@ impl CloseStore for MemoryStore {
         match decide_close(inner.positions.get(&cmd.position_id), cmd) {
             CloseDecision::Create(next) => {
                 let next = *next;
-                let cr = next
-                    .latest_close_request
-                    .clone()
-                    .ok_or_else(|| StoreError::Corrupt("created aggregate has no close request".into()))?;
+                let cr = next.latest_close_request.clone().ok_or_else(|| {
+                    StoreError::Corrupt("created aggregate has no close request".into())
+                })?;
                 let position = next.position.clone();
                 inner.owners.insert(cr.id, position.id.clone());
                 inner.positions.insert(position.id.clone(), next);
@@ -106,7 +108,9 @@ impl CloseStore for MemoryStore {
             }
             CloseDecision::Replay(id) => {
                 let (position, cr) = inner.find_close_request(&id).ok_or_else(|| {
-                    StoreError::Corrupt(format!("idempotency record points at missing close request {id}"))
+                    StoreError::Corrupt(format!(
+                        "idempotency record points at missing close request {id}"
+                    ))
                 })?;
                 Ok(CloseOutcome::Replayed {
                     position: position.clone(),

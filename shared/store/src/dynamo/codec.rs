@@ -102,7 +102,9 @@ fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
 }
 
 fn opt_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
-    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
 }
 
 fn get_n<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
@@ -132,12 +134,15 @@ fn uint<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreError> 
 }
 
 fn time(item: &Item, name: &str) -> Result<Timestamp, StoreError> {
-    parse_timestamp(get_s(item, name)?).ok_or_else(|| corrupt(&format!("bad timestamp `{name}`"), item))
+    parse_timestamp(get_s(item, name)?)
+        .ok_or_else(|| corrupt(&format!("bad timestamp `{name}`"), item))
 }
 
 fn opt_time(item: &Item, name: &str) -> Result<Option<Timestamp>, StoreError> {
     opt_s(item, name)
-        .map(|t| parse_timestamp(t).ok_or_else(|| corrupt(&format!("bad timestamp `{name}`"), item)))
+        .map(|t| {
+            parse_timestamp(t).ok_or_else(|| corrupt(&format!("bad timestamp `{name}`"), item))
+        })
         .transpose()
 }
 
@@ -147,14 +152,18 @@ fn cr_id(item: &Item, text: &str) -> Result<CloseRequestId, StoreError> {
 
 pub fn position_from_item(item: &Item) -> Result<Position, StoreError> {
     Ok(Position {
-        id: PositionId::parse(get_s(item, "position_id")?).map_err(|_| corrupt("bad position_id", item))?,
-        account_id: AccountId::parse(get_s(item, "account_id")?).map_err(|_| corrupt("bad account_id", item))?,
+        id: PositionId::parse(get_s(item, "position_id")?)
+            .map_err(|_| corrupt("bad position_id", item))?,
+        account_id: AccountId::parse(get_s(item, "account_id")?)
+            .map_err(|_| corrupt("bad account_id", item))?,
         symbol: get_s(item, "symbol")?.to_string(),
-        asset_type: AssetType::parse(get_s(item, "asset_type")?).ok_or_else(|| corrupt("bad asset_type", item))?,
+        asset_type: AssetType::parse(get_s(item, "asset_type")?)
+            .ok_or_else(|| corrupt("bad asset_type", item))?,
         quantity: qty(item, "quantity")?,
         avg_entry_price: opt_qty(item, "avg_entry_price")?,
         strategy_id: opt_s(item, "strategy_id").map(str::to_string),
-        status: PositionStatus::parse(get_s(item, "status")?).map_err(|e| corrupt(&e.to_string(), item))?,
+        status: PositionStatus::parse(get_s(item, "status")?)
+            .map_err(|e| corrupt(&e.to_string(), item))?,
         active_close_request_id: opt_s(item, "active_close_request_id")
             .map(|t| cr_id(item, t))
             .transpose()?,
@@ -166,15 +175,20 @@ pub fn position_from_item(item: &Item) -> Result<Position, StoreError> {
 }
 
 /// The latest close request stored as `cr_*` attributes on the position item.
-pub fn latest_close_request_from_item(item: &Item, position: &PositionId) -> Result<Option<CloseRequest>, StoreError> {
+pub fn latest_close_request_from_item(
+    item: &Item,
+    position: &PositionId,
+) -> Result<Option<CloseRequest>, StoreError> {
     let Some(id) = opt_s(item, "cr_id") else {
         return Ok(None);
     };
     Ok(Some(CloseRequest {
         id: cr_id(item, id)?,
         position_id: position.clone(),
-        idempotency_key: IdempotencyKey::parse(get_s(item, "cr_key")?).map_err(|_| corrupt("bad cr_key", item))?,
-        status: CloseRequestStatus::parse(get_s(item, "cr_status")?).map_err(|e| corrupt(&e.to_string(), item))?,
+        idempotency_key: IdempotencyKey::parse(get_s(item, "cr_key")?)
+            .map_err(|_| corrupt("bad cr_key", item))?,
+        status: CloseRequestStatus::parse(get_s(item, "cr_status")?)
+            .map_err(|e| corrupt(&e.to_string(), item))?,
         target_qty: qty(item, "cr_target_qty")?,
         filled_qty: qty(item, "cr_filled_qty")?,
         retry_count: uint(item, "cr_retry_count")?,
@@ -230,7 +244,9 @@ pub fn idempotency_record(r: &IdempotencyRecord) -> AttributeValue {
     ]))
 }
 
-fn idempotency_from_item(item: &Item) -> Result<BTreeMap<IdempotencyKey, IdempotencyRecord>, StoreError> {
+fn idempotency_from_item(
+    item: &Item,
+) -> Result<BTreeMap<IdempotencyKey, IdempotencyRecord>, StoreError> {
     let Some(AttributeValue::M(map)) = item.get("idem") else {
         return Err(corrupt("missing map `idem`", item));
     };
@@ -320,9 +336,15 @@ mod tests {
     fn a_damaged_item_is_reported_as_corrupt_not_guessed() {
         let mut item = new_position_item(&position());
         item.insert("status".into(), s("OPEN"));
-        assert!(matches!(aggregate_from_item(&item), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            aggregate_from_item(&item),
+            Err(StoreError::Corrupt(_))
+        ));
         let mut item = new_position_item(&position());
         item.remove("quantity");
-        assert!(matches!(aggregate_from_item(&item), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            aggregate_from_item(&item),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 }

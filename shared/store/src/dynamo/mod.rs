@@ -73,8 +73,15 @@ where
 {
     let code = e.code().map(str::to_string);
     let message = match e.as_service_error() {
-        Some(se) => format!("{}: {}", se.code().unwrap_or("service error"), se.message().unwrap_or("")),
-        None => format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&e)),
+        Some(se) => format!(
+            "{}: {}",
+            se.code().unwrap_or("service error"),
+            se.message().unwrap_or("")
+        ),
+        None => format!(
+            "{}",
+            aws_smithy_types::error::display::DisplayErrorContext(&e)
+        ),
     };
     classify_error_code(code.as_deref(), message)
 }
@@ -134,11 +141,20 @@ impl DynamoStore {
     }
 
     /// Writes the position's own attributes if the item is still at `expected_version`.
-    async fn update_position(&self, p: &Position, expected_version: u64) -> Result<Option<Item>, StoreError> {
+    async fn update_position(
+        &self,
+        p: &Position,
+        expected_version: u64,
+    ) -> Result<Option<Item>, StoreError> {
         let (pk, sk) = codec::position_key(&p.id);
         let mut sets = Vec::new();
         let mut removes = Vec::new();
-        let mut req = self.client.update_item().table_name(&self.table).key(PK, pk).key(SK, sk);
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, pk)
+            .key(SK, sk);
         for (i, (name, value)) in codec::position_attributes(p).into_iter().enumerate() {
             req = req.expression_attribute_names(format!("#a{i}"), name);
             match value {
@@ -187,7 +203,10 @@ const REGISTER_ATTEMPTS: usize = 3;
 
 #[async_trait]
 impl CloseStore for DynamoStore {
-    async fn register_position(&self, cmd: &RegisterPosition) -> Result<RegisterOutcome, StoreError> {
+    async fn register_position(
+        &self,
+        cmd: &RegisterPosition,
+    ) -> Result<RegisterOutcome, StoreError> {
         // Create-first: a new position costs one conditional put; an existing one comes back
         // in the failed condition's ALL_OLD image, so no separate read is needed.
         let mut current = match decide_register(None, cmd) {
@@ -307,7 +326,8 @@ impl CloseStore for DynamoStore {
         match decide_close(agg.as_ref(), cmd) {
             CloseDecision::Reject(r) => Ok(CloseOutcome::Rejected(r)),
             CloseDecision::Replay(id) => {
-                let agg = agg.ok_or_else(|| StoreError::Corrupt("replay without a position".into()))?;
+                let agg =
+                    agg.ok_or_else(|| StoreError::Corrupt("replay without a position".into()))?;
                 match agg.latest_close_request {
                     Some(cr) if cr.id == id => Ok(CloseOutcome::Replayed {
                         position: agg.position,
@@ -355,7 +375,6 @@ impl CloseStore for DynamoStore {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,6 +391,9 @@ mod tests {
             classify_error_code(Some("ValidationException"), "bad".into()),
             StoreError::Backend(m) if m == "bad"
         ));
-        assert!(matches!(classify_error_code(None, "io".into()), StoreError::Backend(_)));
+        assert!(matches!(
+            classify_error_code(None, "io".into()),
+            StoreError::Backend(_)
+        ));
     }
 }

@@ -42,7 +42,12 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError>
         )
         .send()
         .await
-        .map_err(|e| StoreError::Backend(format!("create table {name}: {}", aws_smithy_types::error::display::DisplayErrorContext(&e))))?;
+        .map_err(|e| {
+            StoreError::Backend(format!(
+                "create table {name}: {}",
+                aws_smithy_types::error::display::DisplayErrorContext(&e)
+            ))
+        })?;
     for _ in 0..100 {
         let out = client
             .describe_table()
@@ -50,12 +55,19 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError>
             .send()
             .await
             .map_err(|e| StoreError::Backend(format!("describe table {name}: {e}")))?;
-        if out.table().and_then(|t| t.table_status()).map(|s| s.as_str()) == Some("ACTIVE") {
+        if out
+            .table()
+            .and_then(|t| t.table_status())
+            .map(|s| s.as_str())
+            == Some("ACTIVE")
+        {
             return Ok(());
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    Err(StoreError::Backend(format!("table {name} did not become active")))
+    Err(StoreError::Backend(format!(
+        "table {name} did not become active"
+    )))
 }
 
 pub async fn delete_table(client: &Client, name: &str) -> Result<(), StoreError> {

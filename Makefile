@@ -1,0 +1,33 @@
+# closeflow: the two commands a fresh machine needs are `make run` and `make test`.
+SHELL := /bin/bash
+PORT ?= 3000
+WITH_MOTO := infra/with-moto.sh
+
+.PHONY: run test test-embedded lint fmt bench build clean-moto
+
+## run: the embedded single-process stack on 127.0.0.1:$(PORT) (in-memory store, no AWS)
+run:
+	PORT=$(PORT) cargo run -p closeflow-embedded --bin closeflow
+
+## test: unit, domain and scenario tests on the embedded store and on DynamoDB (moto)
+test:
+	$(WITH_MOTO) cargo test --workspace --features closeflow-tests/moto
+
+## test-embedded: everything that needs no emulator
+test-embedded:
+	cargo test --workspace
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --features closeflow-tests/moto -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+## bench: performance targets as a table (round trips on moto, latency on the embedded store)
+bench:
+	$(WITH_MOTO) cargo bench -p closeflow-tests --bench bench
+
+build:
+	cargo build --workspace --all-targets

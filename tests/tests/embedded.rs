@@ -1,0 +1,3 @@
+//! Scenario tests on the embedded in-memory store.
+
+closeflow_tests::scenario_tests!(closeflow_tests::Backend::Embedded);
