@@ -204,6 +204,7 @@ fn fixture(id: &str, status: PositionStatus, cr_status: CloseRequestStatus) -> P
         retry_count: 0,
         max_retries: 3,
         reason: None,
+        failure_reason: None,
         created_at: start_time(),
         submitted_at: Some(start_time()),
         completed_at: cr_status.is_terminal().then(start_time),

@@ -114,6 +114,7 @@ pub fn decide_close(current: Option<&PositionAggregate>, cmd: &CloseCommand) -> 
             created_at: cmd.now,
         },
     );
+    next.orders.clear();
     next.latest_close_request = Some(CloseRequest {
         id: cmd.new_id,
         position_id: position.id.clone(),
@@ -124,6 +125,7 @@ pub fn decide_close(current: Option<&PositionAggregate>, cmd: &CloseCommand) -> 
         retry_count: 0,
         max_retries: cmd.max_retries,
         reason: cmd.reason.clone(),
+        failure_reason: None,
         created_at: cmd.now,
         submitted_at: None,
         completed_at: None,

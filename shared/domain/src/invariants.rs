@@ -128,6 +128,7 @@ mod tests {
             retry_count: 0,
             max_retries: 3,
             reason: None,
+            failure_reason: None,
             created_at: t(),
             submitted_at: None,
             completed_at: None,

@@ -7,7 +7,9 @@
 pub mod close;
 pub mod ids;
 pub mod invariants;
+pub mod lifecycle;
 pub mod model;
+pub mod order;
 pub mod quantity;
 pub mod register;
 pub mod status;
@@ -16,7 +18,14 @@ pub mod transition;
 pub use close::{decide_close, CloseCommand, CloseDecision, CloseRejection, Fingerprint};
 pub use ids::{AccountId, CloseRequestId, IdError, IdempotencyKey, PositionId, RoutingKey};
 pub use invariants::{check_invariants, Violation};
+pub use lifecycle::{
+    apply_order_update, intent_for, outbox_message, record_submission, Applied, OrderIntent,
+    SubmitAnswer, SubmitRequest,
+};
 pub use model::{AssetType, CloseRequest, IdempotencyRecord, Position, PositionAggregate, Side};
+pub use order::{
+    merge_order_update, ClientOrderId, Ignored, Merge, Order, OrderStatus, OrderUpdate,
+};
 pub use quantity::{DecimalError, Quantity};
 pub use register::{decide_register, RegisterDecision, RegisterPosition, RegisterRejection};
 pub use status::{CloseRequestStatus, PositionStatus, UnknownStatus};

@@ -83,6 +83,8 @@ pub struct CloseRequest {
     pub max_retries: u32,
     /// Why the close was asked for ("manual", "drawdown_guard", ...), for the audit trail.
     pub reason: Option<String>,
+    /// The broker's words when it refused the close, or why a human must look.
+    pub failure_reason: Option<String>,
     pub created_at: Timestamp,
     pub submitted_at: Option<Timestamp>,
     pub completed_at: Option<Timestamp>,
@@ -91,6 +93,11 @@ pub struct CloseRequest {
 impl CloseRequest {
     pub fn remaining_qty(&self) -> Quantity {
         self.target_qty.minus(self.filled_qty)
+    }
+
+    /// The attempt now expected at the broker: 1 for the first order, +1 per retry.
+    pub fn current_attempt(&self) -> u32 {
+        self.retry_count + 1
     }
 }
 
@@ -110,6 +117,8 @@ pub struct PositionAggregate {
     pub position: Position,
     pub idempotency: BTreeMap<IdempotencyKey, IdempotencyRecord>,
     pub latest_close_request: Option<CloseRequest>,
+    /// Broker orders of the latest close request, one per attempt.
+    pub orders: Vec<crate::order::Order>,
 }
 
 impl PositionAggregate {
@@ -118,6 +127,7 @@ impl PositionAggregate {
             position,
             idempotency: BTreeMap::new(),
             latest_close_request: None,
+            orders: Vec::new(),
         }
     }
 }

@@ -272,6 +272,7 @@ pub fn aggregate_from_item(item: &Item) -> Result<PositionAggregate, StoreError>
     Ok(PositionAggregate {
         idempotency: idempotency_from_item(item)?,
         latest_close_request: latest,
+        orders: Vec::new(),
         position,
     })
 }
