@@ -13,14 +13,15 @@ use axum::http::{HeaderMap, Method, Request};
 use axum::Router;
 use chrono::TimeZone;
 use closeflow_api::{router, AppState, ManualClock};
+use closeflow_domain::Order;
 use closeflow_domain::{
     CloseCommand, CloseRequest, CloseRequestId, Position, PositionAggregate, PositionId,
     RegisterPosition,
 };
 use closeflow_store::dynamo::{codec, table};
 use closeflow_store::{
-    CloseOutcome, CloseStore, DynamoStore, MemoryStore, RegisterOutcome, RoundTripCounter,
-    StoreError,
+    AggregateKey, CloseOutcome, CloseStore, DynamoStore, MemoryStore, Modified, ModifyFn,
+    RegisterOutcome, RoundTripCounter, StoreError,
 };
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -71,8 +72,18 @@ impl CloseStore for FaultInjectingStore {
         }
         self.inner.open_close_request(cmd).await
     }
-    async fn close_request(&self, id: &CloseRequestId) -> Result<Option<CloseRequest>, StoreError> {
+    async fn close_request(
+        &self,
+        id: &CloseRequestId,
+    ) -> Result<Option<(CloseRequest, Vec<Order>)>, StoreError> {
         self.inner.close_request(id).await
+    }
+    async fn modify(
+        &self,
+        key: &AggregateKey,
+        f: &ModifyFn<'_>,
+    ) -> Result<Option<Modified>, StoreError> {
+        self.inner.modify(key, f).await
     }
 }
 

@@ -69,6 +69,7 @@ pub async fn open_position_closes_into_a_pending_request(app: &TestApp) {
             "created_at": "2026-01-02T14:30:00.000Z",
             "submitted_at": null,
             "completed_at": null,
+            "failure_reason": null,
             "orders": [],
         })
     );

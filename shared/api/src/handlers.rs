@@ -232,16 +232,22 @@ pub async fn close_position(
             tracing::info!(position_id = %position.id, close_request_id = %close_request.id, "close request created");
             Ok((
                 StatusCode::CREATED,
-                Json(views::close_accepted(&position, &close_request, poll)),
+                Json(views::close_accepted(&position, &close_request, &[], poll)),
             )
                 .into_response())
         }
         CloseOutcome::Replayed {
             position,
             close_request,
+            orders,
         } => Ok((
             StatusCode::OK,
-            Json(views::close_accepted(&position, &close_request, poll)),
+            Json(views::close_accepted(
+                &position,
+                &close_request,
+                &orders,
+                poll,
+            )),
         )
             .into_response()),
         CloseOutcome::Rejected(r) => Err(ApiError::from_rejection(r)),
@@ -257,7 +263,7 @@ pub async fn get_close_request(State(app): State<AppState>, Path(raw): Path<Stri
         .await
         .map_err(|e| ApiError::from_store(e, app.config.retry_after_ms))?
     {
-        Some(cr) => Ok(Json(views::close_request(&cr)).into_response()),
+        Some((cr, orders)) => Ok(Json(views::close_request(&cr, &orders)).into_response()),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "close_request_not_found",
@@ -276,4 +282,62 @@ pub async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "Method not allowed on this route",
     )
+}
+
+/// POST /webhooks/broker: signed broker order updates (see closeflow_pipeline::webhook).
+pub async fn broker_webhook(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    use closeflow_pipeline::webhook::{parse_body, verify_signature, UpdateResult};
+    let signature = headers
+        .get("x-closeflow-signature")
+        .and_then(|v| v.to_str().ok());
+    verify_signature(&app.webhook_secret, signature, &body, app.clock.now()).map_err(|e| {
+        tracing::warn!(error = %e, "webhook refused");
+        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string())
+    })?;
+    let update = match parse_body(&body) {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            tracing::warn!("webhook for an order closeflow did not place; nothing written");
+            return Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"result": "unknown_order"})),
+            )
+                .into_response());
+        }
+        Err(e) => return Err(ApiError::invalid_body(e.to_string())),
+    };
+    let result =
+        closeflow_pipeline::apply_broker_update(app.store.as_ref(), &update, app.clock.now())
+            .await
+            .map_err(|e| ApiError::from_store(e, app.config.retry_after_ms))?;
+    Ok(match result {
+        UpdateResult::Applied {
+            position_status,
+            close_request_status,
+        } => {
+            tracing::info!(client_order_id = %update.client_order_id, status = %update.status, "broker update applied");
+            let body = json!({
+                "result": "applied",
+                "position_status": position_status.as_str(),
+                "close_request_status": close_request_status.as_str(),
+            });
+            (StatusCode::OK, Json(body)).into_response()
+        }
+        UpdateResult::Ignored(why) => {
+            let body = json!({"result": "ignored", "reason": format!("{why:?}")});
+            (StatusCode::OK, Json(body)).into_response()
+        }
+        UpdateResult::UnknownOrder => {
+            tracing::warn!(client_order_id = %update.client_order_id, "webhook for an unknown order; nothing written");
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"result": "unknown_order"})),
+            )
+                .into_response()
+        }
+    })
 }

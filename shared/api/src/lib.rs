@@ -7,12 +7,13 @@ use axum::routing::{get, post};
 use axum::Router;
 use closeflow_store::CloseStore;
 
-pub mod clock;
 pub mod error;
 mod handlers;
 mod views;
 
-pub use clock::{Clock, ManualClock, RandomSource, SystemClock, SystemRandom};
+pub use closeflow_pipeline::clock::{
+    self, Clock, ManualClock, RandomSource, SystemClock, SystemRandom,
+};
 pub use error::ApiError;
 
 #[derive(Debug, Clone)]
@@ -41,6 +42,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub random: Arc<dyn RandomSource>,
     pub config: ApiConfig,
+    /// HMAC secret of the broker webhook.
+    pub webhook_secret: Arc<Vec<u8>>,
 }
 
 impl AppState {
@@ -50,6 +53,7 @@ impl AppState {
             clock: Arc::new(SystemClock),
             random: Arc::new(SystemRandom),
             config: ApiConfig::default(),
+            webhook_secret: Arc::new(Vec::new()),
         }
     }
 }
@@ -68,6 +72,7 @@ pub fn router(state: AppState) -> Router {
             "/close-requests/{close_request_id}",
             get(handlers::get_close_request),
         )
+        .route("/webhooks/broker", post(handlers::broker_webhook))
         .fallback(handlers::route_not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(state)

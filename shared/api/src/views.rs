@@ -1,6 +1,6 @@
 //! JSON shapes of the API's answers. Quantities are decimal strings, times RFC 3339 (ms).
 
-use closeflow_domain::{format_timestamp, CloseRequest, Position};
+use closeflow_domain::{format_timestamp, CloseRequest, Order, Position};
 use serde_json::{json, Value};
 
 fn time(t: &Option<closeflow_domain::Timestamp>) -> Value {
@@ -32,7 +32,12 @@ pub fn poll_url(cr: &CloseRequest) -> String {
 }
 
 /// Answer to POST /positions/{id}/close (201 create and 200 replay alike).
-pub fn close_accepted(p: &Position, cr: &CloseRequest, poll_interval_ms: u64) -> Value {
+pub fn close_accepted(
+    p: &Position,
+    cr: &CloseRequest,
+    list: &[Order],
+    poll_interval_ms: u64,
+) -> Value {
     json!({
         "close_request_id": cr.id.to_string(),
         "position_id": p.id.as_str(),
@@ -40,13 +45,29 @@ pub fn close_accepted(p: &Position, cr: &CloseRequest, poll_interval_ms: u64) ->
         "close_request_status": cr.status.as_str(),
         "target_qty": cr.target_qty,
         "filled_qty": cr.filled_qty,
-        "orders": [],
+        "orders": orders(list),
         "poll_url": poll_url(cr),
         "poll_interval_ms": poll_interval_ms,
     })
 }
 
-pub fn close_request(cr: &CloseRequest) -> Value {
+pub fn order(o: &Order) -> Value {
+    json!({
+        "client_order_id": o.client_order_id.to_string(),
+        "broker_order_id": o.broker_order_id,
+        "attempt": o.attempt(),
+        "qty": o.qty,
+        "status": o.status.as_str(),
+        "filled_qty": o.filled_qty,
+        "filled_avg_price": o.filled_avg_price,
+    })
+}
+
+fn orders(list: &[Order]) -> Value {
+    Value::Array(list.iter().map(order).collect())
+}
+
+pub fn close_request(cr: &CloseRequest, list: &[Order]) -> Value {
     json!({
         "close_request_id": cr.id.to_string(),
         "position_id": cr.position_id.as_str(),
@@ -60,6 +81,7 @@ pub fn close_request(cr: &CloseRequest) -> Value {
         "created_at": format_timestamp(&cr.created_at),
         "submitted_at": time(&cr.submitted_at),
         "completed_at": time(&cr.completed_at),
-        "orders": [],
+        "failure_reason": cr.failure_reason,
+        "orders": orders(list),
     })
 }

@@ -1,10 +1,13 @@
 //! `make run`: the embedded single-process closeflow stack. In-memory store, the same
-//! router as the Lambda function, no AWS and no Python.
+//! router as the Lambda function, the order pipeline and the simulated broker.
 
 use std::sync::Arc;
 
-use closeflow_api::{router, AppState};
-use closeflow_store::MemoryStore;
+use closeflow_api::SystemClock;
+use closeflow_embedded::{Stack, StackConfig};
+use closeflow_pipeline::SimScenarios;
+
+const DEV_WEBHOOK_SECRET: &str = "dev-webhook-secret";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,11 +23,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|_| format!("PORT must be a port number, got `{p}`"))?,
         Err(_) => 3000,
     };
-    let app = router(AppState::new(Arc::new(MemoryStore::new())));
+    let spec = std::env::var("SIM_BROKER_SCENARIOS").unwrap_or_default();
+    let scenarios = SimScenarios::parse(&spec).map_err(|e| format!("SIM_BROKER_SCENARIOS: {e}"))?;
+    let secret = match std::env::var("WEBHOOK_SECRET") {
+        Ok(s) if !s.is_empty() => s,
+        _ => {
+            println!("WEBHOOK_SECRET not set: using the development secret `{DEV_WEBHOOK_SECRET}`");
+            DEV_WEBHOOK_SECRET.to_string()
+        }
+    };
+    let stack = Stack::new(StackConfig {
+        scenarios,
+        webhook_secret: secret.into_bytes(),
+        clock: Arc::new(SystemClock),
+    });
+    let app = stack.router.clone();
+    tokio::spawn(stack.clone().run());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!(
-        "closeflow embedded stack ready on http://{} (in-memory store; Ctrl-C to stop)",
-        listener.local_addr()?
+        "closeflow embedded stack ready on http://{} (in-memory store, simulated broker{}; Ctrl-C to stop)",
+        listener.local_addr()?,
+        if spec.is_empty() { String::new() } else { format!(": {spec}") }
     );
     axum::serve(listener, app)
         .with_graceful_shutdown(async {

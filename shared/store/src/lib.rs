@@ -8,15 +8,15 @@
 
 use async_trait::async_trait;
 use closeflow_domain::{
-    CloseCommand, CloseRejection, CloseRequest, CloseRequestId, Position, PositionId,
-    RegisterDecision, RegisterPosition, RegisterRejection,
+    CloseCommand, CloseRejection, CloseRequest, CloseRequestId, Order, Position, PositionAggregate,
+    PositionId, RegisterDecision, RegisterPosition, RegisterRejection,
 };
 
 pub mod dynamo;
 pub mod memory;
 
 pub use dynamo::{DynamoStore, RoundTripCounter};
-pub use memory::MemoryStore;
+pub use memory::{Change, MemoryStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -39,11 +39,31 @@ pub enum CloseOutcome {
     Replayed {
         position: Position,
         close_request: CloseRequest,
+        orders: Vec<Order>,
     },
     Rejected(CloseRejection),
 }
 
 pub type RegisterOutcome = Result<RegisterDecision, RegisterRejection>;
+
+/// How to find an aggregate: by its position, or by its latest close request (webhooks
+/// and queue messages only know the close request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AggregateKey {
+    Position(PositionId),
+    CloseRequest(CloseRequestId),
+}
+
+/// A pure step on an aggregate: `Some(next)` to write `next`, `None` to write nothing.
+/// `next.position.version` must be the loaded version + 1.
+pub type ModifyFn<'a> = dyn Fn(&PositionAggregate) -> Option<PositionAggregate> + Send + Sync + 'a;
+
+/// What [`CloseStore::modify`] did: the aggregate it decided on, and what it wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Modified {
+    pub before: PositionAggregate,
+    pub after: Option<PositionAggregate>,
+}
 
 #[async_trait]
 pub trait CloseStore: Send + Sync {
@@ -59,5 +79,18 @@ pub trait CloseStore: Send + Sync {
     /// validation, close request creation, position -> `closing`.
     async fn open_close_request(&self, cmd: &CloseCommand) -> Result<CloseOutcome, StoreError>;
 
-    async fn close_request(&self, id: &CloseRequestId) -> Result<Option<CloseRequest>, StoreError>;
+    /// A close request with its orders.
+    async fn close_request(
+        &self,
+        id: &CloseRequestId,
+    ) -> Result<Option<(CloseRequest, Vec<Order>)>, StoreError>;
+
+    /// Loads an aggregate, applies `f`, and writes the result only if nothing changed the
+    /// aggregate meanwhile (optimistic concurrency; re-decides a few times, then
+    /// `Contention`). `None` when the aggregate does not exist.
+    async fn modify(
+        &self,
+        key: &AggregateKey,
+        f: &ModifyFn<'_>,
+    ) -> Result<Option<Modified>, StoreError>;
 }

@@ -1,6 +1,7 @@
 //! Embedded in-memory store. One mutex over all aggregates: every operation is a short
 //! critical section with no await inside, which gives the same atomicity as DynamoDB's
-//! single-item conditional writes.
+//! single-item conditional writes. Every write is also published, in commit order, on a
+//! change feed: the embedded twin of the table's DynamoDB stream (the outbox).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,10 +9,20 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use closeflow_domain::{
     decide_close, decide_register, CloseCommand, CloseDecision, CloseRequest, CloseRequestId,
-    Position, PositionAggregate, PositionId, RegisterDecision, RegisterPosition,
+    Order, Position, PositionAggregate, PositionId, RegisterDecision, RegisterPosition,
+};
+use tokio::sync::mpsc;
+
+use crate::{
+    AggregateKey, CloseOutcome, CloseStore, Modified, ModifyFn, RegisterOutcome, StoreError,
 };
 
-use crate::{CloseOutcome, CloseStore, RegisterOutcome, StoreError};
+/// One committed write, as a stream record with old and new images.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub before: Option<PositionAggregate>,
+    pub after: PositionAggregate,
+}
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -23,6 +34,7 @@ struct Inner {
     positions: HashMap<PositionId, PositionAggregate>,
     /// Close request id -> owning position (the in-memory twin of the routing key).
     owners: HashMap<CloseRequestId, PositionId>,
+    feed: Option<mpsc::UnboundedSender<Change>>,
 }
 
 impl MemoryStore {
@@ -31,19 +43,20 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave a half-applied aggregate (every
-        // mutation is a single insert), so a poisoned lock is still consistent.
+        // Every mutation is a single `write` call, so a poisoned lock is still consistent.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores an aggregate as given: fixtures for states the API cannot reach on its own
-    /// yet (and, later, the writer of those states).
+    /// Subscribes to the change feed (one subscriber; a new one replaces the old).
+    pub fn changes(&self) -> mpsc::UnboundedReceiver<Change> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().feed = Some(tx);
+        rx
+    }
+
+    /// Stores an aggregate as given: fixtures for states the API cannot reach on its own.
     pub fn insert_aggregate(&self, agg: PositionAggregate) {
-        let mut inner = self.lock();
-        if let Some(cr) = &agg.latest_close_request {
-            inner.owners.insert(cr.id, agg.position.id.clone());
-        }
-        inner.positions.insert(agg.position.id.clone(), agg);
+        self.lock().write(agg);
     }
 
     /// A copy of the whole aggregate, for tests and invariant checks.
@@ -53,11 +66,38 @@ impl MemoryStore {
 }
 
 impl Inner {
-    fn find_close_request(&self, id: &CloseRequestId) -> Option<(&Position, &CloseRequest)> {
-        let owner = self.owners.get(id)?;
-        let agg = self.positions.get(owner)?;
-        let cr = agg.latest_close_request.as_ref().filter(|c| c.id == *id)?;
-        Some((&agg.position, cr))
+    fn write(&mut self, agg: PositionAggregate) {
+        if let Some(cr) = &agg.latest_close_request {
+            self.owners.insert(cr.id, agg.position.id.clone());
+        }
+        let before = self.positions.insert(agg.position.id.clone(), agg.clone());
+        if let Some(feed) = &self.feed {
+            // A dropped subscriber only means nobody is relaying (tests without a pipeline).
+            let _ = feed.send(Change { before, after: agg });
+        }
+    }
+
+    fn find(&self, key: &AggregateKey) -> Option<&PositionAggregate> {
+        match key {
+            AggregateKey::Position(id) => self.positions.get(id),
+            AggregateKey::CloseRequest(id) => {
+                let agg = self.positions.get(self.owners.get(id)?)?;
+                agg.latest_close_request.as_ref().filter(|c| c.id == *id)?;
+                Some(agg)
+            }
+        }
+    }
+
+    fn find_close_request(
+        &self,
+        id: &CloseRequestId,
+    ) -> Option<(&Position, &CloseRequest, &[Order])> {
+        let agg = self.find(&AggregateKey::CloseRequest(*id))?;
+        Some((
+            &agg.position,
+            agg.latest_close_request.as_ref()?,
+            &agg.orders,
+        ))
     }
 }
 
@@ -71,14 +111,11 @@ impl CloseStore for MemoryStore {
         let current = inner.positions.get(&cmd.position_id);
         let decision = decide_register(current, cmd);
         match &decision {
-            Ok(RegisterDecision::Created(p)) => {
-                inner
-                    .positions
-                    .insert(p.id.clone(), PositionAggregate::new(p.clone()));
-            }
+            Ok(RegisterDecision::Created(p)) => inner.write(PositionAggregate::new(p.clone())),
             Ok(RegisterDecision::Updated(p)) => {
-                if let Some(agg) = inner.positions.get_mut(&p.id) {
+                if let Some(mut agg) = inner.positions.get(&p.id).cloned() {
                     agg.position = p.clone();
+                    inner.write(agg);
                 }
             }
             Ok(RegisterDecision::Unchanged(_)) | Err(_) => {}
@@ -99,15 +136,14 @@ impl CloseStore for MemoryStore {
                     StoreError::Corrupt("created aggregate has no close request".into())
                 })?;
                 let position = next.position.clone();
-                inner.owners.insert(cr.id, position.id.clone());
-                inner.positions.insert(position.id.clone(), next);
+                inner.write(next);
                 Ok(CloseOutcome::Created {
                     position,
                     close_request: cr,
                 })
             }
             CloseDecision::Replay(id) => {
-                let (position, cr) = inner.find_close_request(&id).ok_or_else(|| {
+                let (position, cr, orders) = inner.find_close_request(&id).ok_or_else(|| {
                     StoreError::Corrupt(format!(
                         "idempotency record points at missing close request {id}"
                     ))
@@ -115,13 +151,43 @@ impl CloseStore for MemoryStore {
                 Ok(CloseOutcome::Replayed {
                     position: position.clone(),
                     close_request: cr.clone(),
+                    orders: orders.to_vec(),
                 })
             }
             CloseDecision::Reject(r) => Ok(CloseOutcome::Rejected(r)),
         }
     }
 
-    async fn close_request(&self, id: &CloseRequestId) -> Result<Option<CloseRequest>, StoreError> {
-        Ok(self.lock().find_close_request(id).map(|(_, cr)| cr.clone()))
+    async fn close_request(
+        &self,
+        id: &CloseRequestId,
+    ) -> Result<Option<(CloseRequest, Vec<Order>)>, StoreError> {
+        Ok(self
+            .lock()
+            .find_close_request(id)
+            .map(|(_, cr, orders)| (cr.clone(), orders.to_vec())))
+    }
+
+    async fn modify(
+        &self,
+        key: &AggregateKey,
+        f: &ModifyFn<'_>,
+    ) -> Result<Option<Modified>, StoreError> {
+        let mut inner = self.lock();
+        let Some(before) = inner.find(key).cloned() else {
+            return Ok(None);
+        };
+        let after = f(&before);
+        if let Some(next) = &after {
+            if next.position.version != before.position.version + 1
+                || next.position.id != before.position.id
+            {
+                return Err(StoreError::Corrupt(
+                    "modify must bump the version of the same position".into(),
+                ));
+            }
+            inner.write(next.clone());
+        }
+        Ok(Some(Modified { before, after }))
     }
 }

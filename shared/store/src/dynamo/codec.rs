@@ -8,9 +8,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use closeflow_domain::{
-    format_timestamp, parse_timestamp, AccountId, AssetType, CloseRequest, CloseRequestId,
-    CloseRequestStatus, Fingerprint, IdempotencyKey, IdempotencyRecord, Position,
-    PositionAggregate, PositionId, PositionStatus, Quantity, RoutingKey, Timestamp,
+    format_timestamp, parse_timestamp, AccountId, AssetType, ClientOrderId, CloseRequest,
+    CloseRequestId, CloseRequestStatus, Fingerprint, IdempotencyKey, IdempotencyRecord, Order,
+    OrderStatus, Position, PositionAggregate, PositionId, PositionStatus, Quantity, RoutingKey,
+    Timestamp,
 };
 
 use crate::StoreError;
@@ -194,6 +195,7 @@ pub fn latest_close_request_from_item(
         retry_count: uint(item, "cr_retry_count")?,
         max_retries: uint(item, "cr_max_retries")?,
         reason: opt_s(item, "cr_reason").map(str::to_string),
+        failure_reason: opt_s(item, "cr_failure_reason").map(str::to_string),
         created_at: time(item, "cr_created_at")?,
         submitted_at: opt_time(item, "cr_submitted_at")?,
         completed_at: opt_time(item, "cr_completed_at")?,
@@ -211,6 +213,7 @@ pub fn close_request_attributes(cr: &CloseRequest) -> Vec<(&'static str, Option<
         ("cr_retry_count", Some(n(cr.retry_count))),
         ("cr_max_retries", Some(n(cr.max_retries))),
         ("cr_reason", cr.reason.as_deref().map(s)),
+        ("cr_failure_reason", cr.failure_reason.as_deref().map(s)),
         ("cr_created_at", Some(ts(&cr.created_at))),
         ("cr_submitted_at", cr.submitted_at.as_ref().map(ts)),
         ("cr_completed_at", cr.completed_at.as_ref().map(ts)),
@@ -226,6 +229,12 @@ pub fn aggregate_item(agg: &PositionAggregate) -> Item {
         .map(|(k, r)| (k.to_string(), idempotency_record(r)))
         .collect();
     item.insert("idem".into(), AttributeValue::M(idem));
+    let orders = agg
+        .orders
+        .iter()
+        .map(|o| (o.client_order_id.to_string(), order_value(o)))
+        .collect();
+    item.insert("orders".into(), AttributeValue::M(orders));
     if let Some(cr) = &agg.latest_close_request {
         for (k, v) in close_request_attributes(cr) {
             if let Some(v) = v {
@@ -234,6 +243,70 @@ pub fn aggregate_item(agg: &PositionAggregate) -> Item {
         }
     }
     item
+}
+
+fn order_value(o: &Order) -> AttributeValue {
+    let mut m = HashMap::from([
+        ("qty".to_string(), n(o.qty)),
+        ("status".to_string(), s(o.status.as_str())),
+        ("filled_qty".to_string(), n(o.filled_qty)),
+        (
+            "execution_ids".to_string(),
+            AttributeValue::L(o.execution_ids.iter().map(s).collect()),
+        ),
+    ]);
+    if let Some(b) = &o.broker_order_id {
+        m.insert("broker_order_id".into(), s(b));
+    }
+    if let Some(p) = o.filled_avg_price {
+        m.insert("filled_avg_price".into(), n(p));
+    }
+    if let Some(q) = o.last_seq {
+        m.insert("last_seq".into(), n(q));
+    }
+    if let Some(t) = &o.last_broker_update_at {
+        m.insert("last_broker_update_at".into(), ts(t));
+    }
+    AttributeValue::M(m)
+}
+
+fn orders_from_item(item: &Item) -> Result<Vec<Order>, StoreError> {
+    let Some(AttributeValue::M(map)) = item.get("orders") else {
+        // Items written before orders existed have none.
+        return Ok(Vec::new());
+    };
+    let mut orders = map
+        .iter()
+        .map(|(k, v)| {
+            let AttributeValue::M(o) = v else {
+                return Err(corrupt("bad order", item));
+            };
+            let execution_ids = match o.get("execution_ids") {
+                Some(AttributeValue::L(l)) => {
+                    l.iter().filter_map(|v| v.as_s().ok().cloned()).collect()
+                }
+                _ => Vec::new(),
+            };
+            Ok(Order {
+                client_order_id: ClientOrderId::parse(k)
+                    .map_err(|_| corrupt("bad client order id", item))?,
+                broker_order_id: opt_s(o, "broker_order_id").map(str::to_string),
+                qty: qty(o, "qty")?,
+                status: OrderStatus::parse(get_s(o, "status")?)
+                    .ok_or_else(|| corrupt("bad order status", item))?,
+                filled_qty: qty(o, "filled_qty")?,
+                filled_avg_price: opt_qty(o, "filled_avg_price")?,
+                last_seq: match o.get("last_seq") {
+                    Some(_) => Some(uint(o, "last_seq")?),
+                    None => None,
+                },
+                execution_ids,
+                last_broker_update_at: opt_time(o, "last_broker_update_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    orders.sort_by_key(|o| o.attempt());
+    Ok(orders)
 }
 
 pub fn idempotency_record(r: &IdempotencyRecord) -> AttributeValue {
@@ -272,7 +345,7 @@ pub fn aggregate_from_item(item: &Item) -> Result<PositionAggregate, StoreError>
     Ok(PositionAggregate {
         idempotency: idempotency_from_item(item)?,
         latest_close_request: latest,
-        orders: Vec::new(),
+        orders: orders_from_item(item)?,
         position,
     })
 }

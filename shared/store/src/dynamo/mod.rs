@@ -12,10 +12,13 @@ use aws_sdk_dynamodb::Client;
 use aws_smithy_runtime_api::box_error::BoxError;
 use closeflow_domain::{
     decide_close, decide_register, format_timestamp, CloseCommand, CloseDecision, CloseRequest,
-    CloseRequestId, Position, PositionId, RegisterDecision, RegisterPosition,
+    CloseRequestId, Order, Position, PositionAggregate, PositionId, RegisterDecision,
+    RegisterPosition,
 };
 
-use crate::{CloseOutcome, CloseStore, RegisterOutcome, StoreError};
+use crate::{
+    AggregateKey, CloseOutcome, CloseStore, Modified, ModifyFn, RegisterOutcome, StoreError,
+};
 
 pub mod codec;
 pub mod table;
@@ -280,8 +283,8 @@ impl CloseStore for DynamoStore {
                 "SET #status = :closing, active_close_request_id = :crid, idem.#key = :idem, \
                  cr_id = :crid, cr_key = :keytext, cr_status = :pending, cr_target_qty = close_qty, \
                  cr_filled_qty = :zero, cr_retry_count = :zero, cr_max_retries = :maxr, \
-                 cr_created_at = :now, updated_at = :now, #ver = #ver + :one{} \
-                 REMOVE cr_submitted_at, cr_completed_at{}",
+                 cr_created_at = :now, updated_at = :now, orders = :no_orders, #ver = #ver + :one{} \
+                 REMOVE cr_submitted_at, cr_completed_at, cr_failure_reason{}",
                 if cmd.reason.is_some() { ", cr_reason = :reason" } else { "" },
                 if cmd.reason.is_some() { "" } else { ", cr_reason" },
             ))
@@ -294,6 +297,8 @@ impl CloseStore for DynamoStore {
             .expression_attribute_values(":pending", s("pending"))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":no_orders", aws_sdk_dynamodb::types::AttributeValue::M(Default::default()))
+            .expression_attribute_values(":no_orders", aws_sdk_dynamodb::types::AttributeValue::M(Default::default()))
             .expression_attribute_values(":crid", s(cmd.new_id.to_string()))
             .expression_attribute_values(":keytext", s(cmd.idempotency_key.as_str()))
             .expression_attribute_values(":idem", codec::idempotency_record(&record))
@@ -332,6 +337,7 @@ impl CloseStore for DynamoStore {
                     Some(cr) if cr.id == id => Ok(CloseOutcome::Replayed {
                         position: agg.position,
                         close_request: cr,
+                        orders: agg.orders,
                     }),
                     _ => Err(StoreError::Corrupt(format!(
                         "idempotency record points at missing close request {id}"
@@ -347,31 +353,110 @@ impl CloseStore for DynamoStore {
         }
     }
 
-    async fn close_request(&self, id: &CloseRequestId) -> Result<Option<CloseRequest>, StoreError> {
-        // The id carries its position's routing key: one strongly consistent query of that
-        // partition finds the position whose latest close request it is.
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .consistent_read(true)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :pos)")
-            .filter_expression("cr_id = :id")
-            .expression_attribute_values(":pk", s(codec::partition_key(id.routing_key())))
-            .expression_attribute_values(":pos", s(POSITION_SK_PREFIX))
-            .expression_attribute_values(":id", s(id.to_string()))
-            .send()
-            .await
-            .map_err(backend)?;
-        for item in out.items() {
-            let position = codec::position_from_item(item)?;
-            if let Some(cr) = codec::latest_close_request_from_item(item, &position.id)? {
-                if cr.id == *id {
-                    return Ok(Some(cr));
+    async fn close_request(
+        &self,
+        id: &CloseRequestId,
+    ) -> Result<Option<(CloseRequest, Vec<Order>)>, StoreError> {
+        Ok(self
+            .load(&AggregateKey::CloseRequest(*id))
+            .await?
+            .and_then(|(_, agg)| Some((agg.latest_close_request?, agg.orders))))
+    }
+
+    async fn modify(
+        &self,
+        key: &AggregateKey,
+        f: &ModifyFn<'_>,
+    ) -> Result<Option<Modified>, StoreError> {
+        for _ in 0..MODIFY_ATTEMPTS {
+            let Some((_, before)) = self.load(key).await? else {
+                return Ok(None);
+            };
+            let Some(after) = f(&before) else {
+                return Ok(Some(Modified {
+                    before,
+                    after: None,
+                }));
+            };
+            if after.position.version != before.position.version + 1
+                || after.position.id != before.position.id
+            {
+                return Err(StoreError::Corrupt(
+                    "modify must bump the version of the same position".into(),
+                ));
+            }
+            // Whole-item put guarded by the version we decided on: one conditional write.
+            let res = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(codec::aggregate_item(&after)))
+                .condition_expression("#ver = :expected")
+                .expression_attribute_names("#ver", "version")
+                .expression_attribute_values(":expected", n(before.position.version))
+                .send()
+                .await;
+            match res {
+                Ok(_) => {
+                    return Ok(Some(Modified {
+                        before,
+                        after: Some(after),
+                    }))
                 }
+                Err(e) => match e.as_service_error() {
+                    Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(_)) => {
+                        continue
+                    }
+                    _ => return Err(backend(e)),
+                },
             }
         }
-        Ok(None)
+        Err(StoreError::Contention)
+    }
+}
+
+/// Re-decisions after losing an optimistic-concurrency race before answering "busy".
+const MODIFY_ATTEMPTS: usize = 5;
+
+impl DynamoStore {
+    /// The aggregate (and its raw item) by position or by its latest close request: a
+    /// strongly consistent GetItem, or a Query of the partition the id routes to.
+    pub async fn load(
+        &self,
+        key: &AggregateKey,
+    ) -> Result<Option<(Item, PositionAggregate)>, StoreError> {
+        let item = match key {
+            AggregateKey::Position(id) => {
+                let (pk, sk) = codec::position_key(id);
+                self.client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key(PK, pk)
+                    .key(SK, sk)
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(backend)?
+                    .item
+            }
+            AggregateKey::CloseRequest(id) => self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :pos)")
+                .filter_expression("cr_id = :id")
+                .expression_attribute_values(":pk", s(codec::partition_key(id.routing_key())))
+                .expression_attribute_values(":pos", s(POSITION_SK_PREFIX))
+                .expression_attribute_values(":id", s(id.to_string()))
+                .send()
+                .await
+                .map_err(backend)?
+                .items
+                .and_then(|mut items| items.pop()),
+        };
+        item.map(|i| codec::aggregate_from_item(&i).map(|a| (i, a)))
+            .transpose()
     }
 }
 

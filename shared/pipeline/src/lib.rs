@@ -1,0 +1,20 @@
+//! The order pipeline around the store: outbox relay, submitter, broker port with the
+//! simulated broker, and the broker webhook (signature check and update application).
+//! Transport (Lambda events, SQS, in-process queues) is the caller's business.
+
+pub mod broker;
+pub mod clock;
+pub mod queue;
+pub mod relay;
+pub mod sim_broker;
+pub mod submitter;
+pub mod webhook;
+
+pub use broker::{Broker, BrokerError, BrokerOrder};
+pub use clock::{Clock, ManualClock, RandomSource, SystemClock, SystemRandom};
+pub use queue::{MemoryQueue, OrderQueue, QueueError, QueueMessage};
+pub use sim_broker::{SimBehaviour, SimScenarios, SimulatedBroker, WebhookSink};
+pub use submitter::{submit, SubmitError, SubmitOutcome};
+pub use webhook::{
+    apply_broker_update, sign, verify_signature, UpdateResult, WebhookBody, WebhookError,
+};

@@ -1,0 +1,111 @@
+//! The order queue between the outbox relay and the submitter: FIFO per position, with
+//! deduplication by close request and attempt (SQS FIFO semantics).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use closeflow_domain::{CloseRequestId, PositionId, SubmitRequest};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueMessage {
+    /// `MessageGroupId`: one position's messages are handled in order.
+    pub group_id: String,
+    /// `MessageDeduplicationId`: `{close_request_id}-{attempt}`.
+    pub dedup_id: String,
+    pub body: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Body {
+    position_id: String,
+    close_request_id: String,
+    attempt: u32,
+}
+
+impl QueueMessage {
+    pub fn for_request(req: &SubmitRequest) -> Self {
+        let body = Body {
+            position_id: req.position_id.to_string(),
+            close_request_id: req.close_request_id.to_string(),
+            attempt: req.attempt,
+        };
+        QueueMessage {
+            group_id: req.position_id.to_string(),
+            dedup_id: req.client_order_id().to_string(),
+            body: serde_json::to_string(&body).expect("plain struct serialises"),
+        }
+    }
+
+    pub fn request(&self) -> Result<SubmitRequest, QueueError> {
+        let b: Body =
+            serde_json::from_str(&self.body).map_err(|e| QueueError::BadMessage(e.to_string()))?;
+        Ok(SubmitRequest {
+            position_id: PositionId::parse(&b.position_id)
+                .map_err(|e| QueueError::BadMessage(e.to_string()))?,
+            close_request_id: CloseRequestId::parse(&b.close_request_id)
+                .map_err(|e| QueueError::BadMessage(e.to_string()))?,
+            attempt: b.attempt,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    #[error("malformed queue message: {0}")]
+    BadMessage(String),
+}
+
+#[async_trait]
+pub trait OrderQueue: Send + Sync {
+    async fn send(&self, msg: &QueueMessage) -> Result<(), QueueError>;
+}
+
+/// In-process queue for the embedded stack: drops a message whose dedup id was already
+/// sent (like SQS FIFO within its deduplication window, here for the process lifetime).
+pub struct MemoryQueue {
+    seen: Mutex<HashMap<String, ()>>,
+    tx: mpsc::UnboundedSender<QueueMessage>,
+}
+
+impl MemoryQueue {
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<QueueMessage>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            MemoryQueue {
+                seen: Mutex::new(HashMap::new()),
+                tx,
+            },
+            rx,
+        )
+    }
+
+    /// Puts a message back for another delivery (the visibility timeout expiring).
+    pub fn redeliver(&self, msg: QueueMessage) -> Result<(), QueueError> {
+        self.tx
+            .send(msg)
+            .map_err(|_| QueueError::Unavailable("consumer gone".into()))
+    }
+}
+
+#[async_trait]
+impl OrderQueue for MemoryQueue {
+    async fn send(&self, msg: &QueueMessage) -> Result<(), QueueError> {
+        let fresh = self
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(msg.dedup_id.clone(), ())
+            .is_none();
+        if fresh {
+            self.tx
+                .send(msg.clone())
+                .map_err(|_| QueueError::Unavailable("consumer gone".into()))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,30 @@
+//! The outbox relay: a committed change of a position aggregate (a stream record) becomes
+//! at most one queue message. Replaying a record sends the same deduplication id again,
+//! so the queue drops it.
+
+use closeflow_domain::{outbox_message, PositionAggregate};
+
+use crate::queue::{OrderQueue, QueueError, QueueMessage};
+
+pub fn message_for(
+    before: Option<&PositionAggregate>,
+    after: &PositionAggregate,
+) -> Option<QueueMessage> {
+    outbox_message(before, after).map(|req| QueueMessage::for_request(&req))
+}
+
+/// Relays one change; an error means "not relayed, retry this record" (never dropped).
+pub async fn relay(
+    queue: &dyn OrderQueue,
+    before: Option<&PositionAggregate>,
+    after: &PositionAggregate,
+) -> Result<bool, QueueError> {
+    match message_for(before, after) {
+        Some(msg) => {
+            queue.send(&msg).await?;
+            tracing::info!(position_id = %after.position.id, dedup_id = %msg.dedup_id, "close order requested");
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}

@@ -1,0 +1,267 @@
+//! The simulated broker: a real, configurable broker for `make run` and tests. Its fills
+//! reach closeflow the way a real broker's do: as signed webhook calls.
+//!
+//! Configured per symbol with `SIM_BROKER_SCENARIOS`, e.g.
+//! `AAPL=fill,TSLA=reject,MSFT=partial:3,NVDA=hold,AMD=not_found` (others: `fill`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use closeflow_domain::{format_timestamp, ClientOrderId, OrderIntent, OrderStatus, Quantity, Side};
+use tokio::task::JoinHandle;
+
+use crate::broker::{Broker, BrokerError, BrokerOrder, BrokerPosition};
+use crate::clock::Clock;
+use crate::webhook::sign;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimBehaviour {
+    /// Fills the whole order.
+    Fill,
+    /// Fills this many units, then cancels the rest.
+    Partial(Quantity),
+    /// Refuses the order (as for insufficient quantity).
+    Reject,
+    /// Accepts and never fills; fills can then only arrive through the webhook.
+    Hold,
+    /// Accepts, but every later lookup says the order does not exist.
+    NotFound,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimScenarios(HashMap<String, SimBehaviour>);
+
+impl SimScenarios {
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut map = HashMap::new();
+        for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (symbol, behaviour) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("`{entry}`: expected SYMBOL=behaviour"))?;
+            let b = match behaviour.trim() {
+                "fill" => SimBehaviour::Fill,
+                "reject" => SimBehaviour::Reject,
+                "hold" => SimBehaviour::Hold,
+                "not_found" => SimBehaviour::NotFound,
+                other => match other.strip_prefix("partial:").map(Quantity::parse) {
+                    Some(Ok(n)) if !n.is_negative() && !n.is_zero() => SimBehaviour::Partial(n),
+                    _ => {
+                        return Err(format!(
+                            "`{entry}`: behaviour must be fill, reject, hold, not_found or partial:N (N > 0)"
+                        ))
+                    }
+                },
+            };
+            map.insert(symbol.trim().to_string(), b);
+        }
+        Ok(SimScenarios(map))
+    }
+
+    pub fn behaviour(&self, symbol: &str) -> SimBehaviour {
+        self.0.get(symbol).copied().unwrap_or(SimBehaviour::Fill)
+    }
+}
+
+/// Where the simulated broker sends its signed webhook calls.
+#[async_trait]
+pub trait WebhookSink: Send + Sync {
+    async fn deliver(&self, body: Vec<u8>, signature: String);
+}
+
+struct SimOrder {
+    order: BrokerOrder,
+    symbol: String,
+    side: Side,
+    qty: Quantity,
+    forgotten: bool,
+}
+
+pub struct SimulatedBroker {
+    scenarios: SimScenarios,
+    secret: Vec<u8>,
+    clock: Arc<dyn Clock>,
+    sink: Mutex<Option<Arc<dyn WebhookSink>>>,
+    orders: Mutex<HashMap<String, SimOrder>>,
+    holdings: Mutex<HashMap<String, Quantity>>,
+    deliveries: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl SimulatedBroker {
+    pub fn new(scenarios: SimScenarios, secret: &[u8], clock: Arc<dyn Clock>) -> Self {
+        SimulatedBroker {
+            scenarios,
+            secret: secret.to_vec(),
+            clock,
+            sink: Mutex::new(None),
+            orders: Mutex::new(HashMap::new()),
+            holdings: Mutex::new(HashMap::new()),
+            deliveries: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Connects the webhook endpoint (set after construction: the router needs the broker).
+    pub fn connect(&self, sink: Arc<dyn WebhookSink>) {
+        *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+    }
+
+    /// Sets what the simulated account holds (for `list_positions`).
+    pub fn set_holding(&self, symbol: &str, qty: Quantity) {
+        self.holdings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(symbol.to_string(), qty);
+    }
+
+    /// Waits until every webhook call sent so far has been delivered.
+    pub async fn idle(&self) {
+        loop {
+            let pending: Vec<_> =
+                std::mem::take(&mut *self.deliveries.lock().unwrap_or_else(|p| p.into_inner()));
+            if pending.is_empty() {
+                return;
+            }
+            for h in pending {
+                let _ = h.await;
+            }
+        }
+    }
+
+    /// Moves an order and sends the matching signed webhook call (in the background, as a
+    /// broker would: the call may arrive before or after the submitter's write).
+    fn report(&self, client_order_id: &str, status: OrderStatus, filled: Quantity, seq: u64) {
+        let now = self.clock.now();
+        let body = {
+            let mut orders = self.orders.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(o) = orders.get_mut(client_order_id) else {
+                return;
+            };
+            o.order.status = status;
+            o.order.filled_qty = filled;
+            o.order.filled_avg_price =
+                (!filled.is_zero()).then(|| Quantity::parse("100").expect("literal"));
+            o.order.updated_at = now;
+            let signed = match o.side {
+                Side::Sell => Quantity::new(-filled.value()),
+                Side::Buy => filled,
+            };
+            let mut h = self.holdings.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(held) = h.get_mut(&o.symbol) {
+                *held = Quantity::new(held.value() + signed.value());
+            }
+            serde_json::json!({
+                "client_order_id": client_order_id,
+                "broker_order_id": o.order.broker_order_id,
+                "status": status.as_str(),
+                "filled_qty": filled,
+                "filled_avg_price": o.order.filled_avg_price,
+                "seq": seq,
+                "execution_id": format!("{}-x{seq}", o.order.broker_order_id),
+                "updated_at": format_timestamp(&now),
+            })
+            .to_string()
+            .into_bytes()
+        };
+        let Some(sink) = self.sink.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+            tracing::warn!("simulated broker has no webhook endpoint connected; fill not reported");
+            return;
+        };
+        let signature = sign(&self.secret, now.timestamp(), &body);
+        let handle = tokio::spawn(async move { sink.deliver(body, signature).await });
+        self.deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handle);
+    }
+}
+
+#[async_trait]
+impl Broker for SimulatedBroker {
+    async fn submit_order(&self, intent: &OrderIntent) -> Result<BrokerOrder, BrokerError> {
+        let key = intent.client_order_id.to_string();
+        let behaviour = self.scenarios.behaviour(&intent.symbol);
+        let order = {
+            let mut orders = self.orders.lock().unwrap_or_else(|p| p.into_inner());
+            if orders.contains_key(&key) {
+                return Err(BrokerError::DuplicateClientOrderId);
+            }
+            if behaviour == SimBehaviour::Reject {
+                return Err(BrokerError::Rejected(format!(
+                    "insufficient qty available for order (simulated broker, {})",
+                    intent.symbol
+                )));
+            }
+            let order = BrokerOrder {
+                broker_order_id: format!("sim-{}", uuid::Uuid::new_v4().simple()),
+                client_order_id: intent.client_order_id.clone(),
+                status: OrderStatus::Accepted,
+                filled_qty: Quantity::ZERO,
+                filled_avg_price: None,
+                updated_at: self.clock.now(),
+            };
+            orders.insert(
+                key.clone(),
+                SimOrder {
+                    order: order.clone(),
+                    symbol: intent.symbol.clone(),
+                    side: intent.side,
+                    qty: intent.qty,
+                    forgotten: behaviour == SimBehaviour::NotFound,
+                },
+            );
+            order
+        };
+        match behaviour {
+            SimBehaviour::Fill => self.report(&key, OrderStatus::Filled, intent.qty, 1),
+            SimBehaviour::Partial(n) if n >= intent.qty => {
+                self.report(&key, OrderStatus::Filled, intent.qty, 1)
+            }
+            SimBehaviour::Partial(n) => {
+                self.report(&key, OrderStatus::PartiallyFilled, n, 1);
+                self.report(&key, OrderStatus::Canceled, n, 2);
+            }
+            SimBehaviour::Hold | SimBehaviour::NotFound | SimBehaviour::Reject => {}
+        }
+        Ok(order)
+    }
+
+    async fn get_order_by_client_id(&self, id: &ClientOrderId) -> Result<BrokerOrder, BrokerError> {
+        let orders = self.orders.lock().unwrap_or_else(|p| p.into_inner());
+        match orders.get(&id.to_string()) {
+            Some(o) if !o.forgotten => Ok(o.order.clone()),
+            _ => Err(BrokerError::NotFound),
+        }
+    }
+
+    async fn cancel_order(&self, broker_order_id: &str) -> Result<(), BrokerError> {
+        let found = {
+            let orders = self.orders.lock().unwrap_or_else(|p| p.into_inner());
+            orders
+                .iter()
+                .find(|(_, o)| o.order.broker_order_id == broker_order_id && !o.forgotten)
+                .map(|(k, o)| (k.clone(), o.order.status, o.order.filled_qty, o.qty))
+        };
+        match found {
+            None => Err(BrokerError::NotFound),
+            Some((_, status, _, _)) if status.is_terminal() => Ok(()),
+            Some((k, _, filled, _)) => {
+                self.report(&k, OrderStatus::Canceled, filled, 99);
+                Ok(())
+            }
+        }
+    }
+
+    async fn list_positions(&self) -> Result<Vec<BrokerPosition>, BrokerError> {
+        let h = self.holdings.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = h
+            .iter()
+            .filter(|(_, q)| !q.is_zero())
+            .map(|(s, q)| BrokerPosition {
+                symbol: s.clone(),
+                qty: *q,
+            })
+            .collect();
+        out.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+        Ok(out)
+    }
+}
