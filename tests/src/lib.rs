@@ -27,6 +27,8 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
+pub mod pipeline;
+pub mod pipeline_scenarios;
 pub mod scenarios;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

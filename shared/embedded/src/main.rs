@@ -36,9 +36,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         scenarios,
         webhook_secret: secret.into_bytes(),
         clock: Arc::new(SystemClock),
+        broker_layer: None,
     });
     let app = stack.router.clone();
-    tokio::spawn(stack.clone().run());
+    tokio::spawn(async move { stack.driver.run(std::time::Duration::from_millis(20)).await });
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!(
         "closeflow embedded stack ready on http://{} (in-memory store, simulated broker{}; Ctrl-C to stop)",

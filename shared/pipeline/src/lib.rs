@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod clock;
+pub mod driver;
 pub mod queue;
 pub mod relay;
 pub mod sim_broker;
@@ -12,6 +13,7 @@ pub mod webhook;
 
 pub use broker::{Broker, BrokerError, BrokerOrder};
 pub use clock::{Clock, ManualClock, RandomSource, SystemClock, SystemRandom};
+pub use driver::{ChangeFeed, Delivery, Driver, FeedError, MemoryFeed, QueueConsumer};
 pub use queue::{MemoryQueue, OrderQueue, QueueError, QueueMessage};
 pub use sim_broker::{SimBehaviour, SimScenarios, SimulatedBroker, WebhookSink};
 pub use submitter::{submit, SubmitError, SubmitOutcome};

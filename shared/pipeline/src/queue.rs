@@ -1,13 +1,12 @@
 //! The order queue between the outbox relay and the submitter: FIFO per position, with
 //! deduplication by close request and attempt (SQS FIFO semantics).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use closeflow_domain::{CloseRequestId, PositionId, SubmitRequest};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueMessage {
@@ -67,28 +66,43 @@ pub trait OrderQueue: Send + Sync {
 
 /// In-process queue for the embedded stack: drops a message whose dedup id was already
 /// sent (like SQS FIFO within its deduplication window, here for the process lifetime).
+#[derive(Default)]
 pub struct MemoryQueue {
     seen: Mutex<HashMap<String, ()>>,
-    tx: mpsc::UnboundedSender<QueueMessage>,
+    messages: Mutex<VecDeque<QueueMessage>>,
 }
 
 impl MemoryQueue {
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<QueueMessage>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (
-            MemoryQueue {
-                seen: Mutex::new(HashMap::new()),
-                tx,
-            },
-            rx,
-        )
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Puts a message back for another delivery (the visibility timeout expiring).
     pub fn redeliver(&self, msg: QueueMessage) -> Result<(), QueueError> {
-        self.tx
-            .send(msg)
-            .map_err(|_| QueueError::Unavailable("consumer gone".into()))
+        self.messages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(msg);
+        Ok(())
+    }
+
+    pub fn take_all(&self) -> Vec<QueueMessage> {
+        self.messages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.messages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -102,9 +116,7 @@ impl OrderQueue for MemoryQueue {
             .insert(msg.dedup_id.clone(), ())
             .is_none();
         if fresh {
-            self.tx
-                .send(msg.clone())
-                .map_err(|_| QueueError::Unavailable("consumer gone".into()))?;
+            self.redeliver(msg.clone())?;
         }
         Ok(())
     }

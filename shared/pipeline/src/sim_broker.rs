@@ -113,6 +113,23 @@ impl SimulatedBroker {
             .insert(symbol.to_string(), qty);
     }
 
+    /// How many orders the broker accepted (what "exactly one order" is checked against).
+    pub fn orders_placed(&self) -> usize {
+        self.orders.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Sends a webhook call for an order as the broker would (for `hold` orders filled or
+    /// canceled "at the broker"), with the given status, cumulative fill and sequence number.
+    pub fn report_order(
+        &self,
+        client_order_id: &ClientOrderId,
+        status: OrderStatus,
+        filled: Quantity,
+        seq: u64,
+    ) {
+        self.report(&client_order_id.to_string(), status, filled, seq);
+    }
+
     /// Waits until every webhook call sent so far has been delivered.
     pub async fn idle(&self) {
         loop {

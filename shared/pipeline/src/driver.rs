@@ -1,0 +1,211 @@
+//! The local pipeline driver. In AWS, Lambda moves records from the table's stream to the
+//! relay and from SQS to the submitter. Locally (embedded stack, moto) nothing does, so
+//! this driver polls a change feed and a queue and calls the very same relay and submitter.
+//! One driver for every local backend: only the feed and queue adapters differ.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use closeflow_store::{Change, CloseStore};
+use tokio::sync::{mpsc, Mutex};
+
+use crate::broker::Broker;
+use crate::clock::Clock;
+use crate::queue::{MemoryQueue, OrderQueue, QueueError, QueueMessage};
+use crate::relay::relay;
+use crate::sim_broker::SimulatedBroker;
+use crate::submitter::{submit, SubmitError};
+
+#[derive(Debug, thiserror::Error)]
+#[error("change feed: {0}")]
+pub struct FeedError(pub String);
+
+/// Committed changes of position aggregates (the table's stream), oldest first.
+#[async_trait]
+pub trait ChangeFeed: Send + Sync {
+    /// Everything committed since the previous call; empty when nothing is new.
+    async fn next_batch(&self) -> Result<Vec<Change>, FeedError>;
+}
+
+/// A received queue message and the handle needed to delete or release it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: QueueMessage,
+    pub receipt: String,
+}
+
+#[async_trait]
+pub trait QueueConsumer: Send + Sync {
+    async fn receive(&self) -> Result<Vec<Delivery>, QueueError>;
+    /// Handled: delete it.
+    async fn ack(&self, d: &Delivery) -> Result<(), QueueError>;
+    /// Not handled: deliver it again later.
+    async fn release(&self, d: &Delivery) -> Result<(), QueueError>;
+}
+
+/// The memory store's change feed as a [`ChangeFeed`].
+pub struct MemoryFeed(Mutex<mpsc::UnboundedReceiver<Change>>);
+
+impl MemoryFeed {
+    pub fn new(rx: mpsc::UnboundedReceiver<Change>) -> Self {
+        MemoryFeed(Mutex::new(rx))
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for MemoryFeed {
+    async fn next_batch(&self) -> Result<Vec<Change>, FeedError> {
+        let mut rx = self.0.lock().await;
+        let mut out = Vec::new();
+        while let Ok(c) = rx.try_recv() {
+            out.push(c);
+        }
+        Ok(out)
+    }
+}
+
+pub struct Driver {
+    pub store: Arc<dyn CloseStore>,
+    pub broker: Arc<dyn Broker>,
+    /// When the broker is simulated, its webhook calls are awaited so `pump` is complete.
+    pub sim: Option<Arc<SimulatedBroker>>,
+    pub clock: Arc<dyn Clock>,
+    pub feed: Arc<dyn ChangeFeed>,
+    pub producer: Arc<dyn OrderQueue>,
+    pub consumer: Arc<dyn QueueConsumer>,
+}
+
+/// Attempts to hand one change to the queue before giving up on it loudly.
+const RELAY_ATTEMPTS: usize = 3;
+
+impl Driver {
+    /// Relays every change the feed has; returns how many changes it saw.
+    pub async fn relay_changes(&self) -> usize {
+        let batch = match self.feed.next_batch().await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "change feed unavailable");
+                return 0;
+            }
+        };
+        for change in &batch {
+            for attempt in 1..=RELAY_ATTEMPTS {
+                match relay(
+                    self.producer.as_ref(),
+                    change.before.as_ref(),
+                    &change.after,
+                )
+                .await
+                {
+                    Ok(_) => break,
+                    Err(e) if attempt == RELAY_ATTEMPTS => {
+                        // The reconciler recovers pending requests whose message was lost.
+                        tracing::error!(error = %e, position_id = %change.after.position.id, "outbox relay gave up")
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }
+        batch.len()
+    }
+
+    /// Submits one delivery; true when it is done with (acked), false when released.
+    pub async fn handle(&self, d: &Delivery) -> bool {
+        let done = match d.message.request() {
+            Err(e) => {
+                tracing::error!(error = %e, "malformed queue message dropped");
+                true
+            }
+            Ok(req) => match submit(
+                self.store.as_ref(),
+                self.broker.as_ref(),
+                self.clock.as_ref(),
+                &req,
+            )
+            .await
+            {
+                Ok(_) => true,
+                Err(SubmitError::Ambiguous(e)) => {
+                    tracing::warn!(error = %e, dedup_id = %d.message.dedup_id, "submission outcome unknown; will redeliver");
+                    false
+                }
+                Err(SubmitError::Store(e)) => {
+                    tracing::warn!(error = %e, dedup_id = %d.message.dedup_id, "store unavailable; will redeliver");
+                    false
+                }
+            },
+        };
+        let res = if done {
+            self.consumer.ack(d).await
+        } else {
+            self.consumer.release(d).await
+        };
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "queue acknowledgement failed; the message may be delivered again");
+        }
+        done
+    }
+
+    /// Runs until nothing new happens: relay, submit, wait for the simulated broker's
+    /// webhook calls, repeat. A message released in this call is retried on the next call.
+    pub async fn pump(&self) {
+        let mut released: HashSet<String> = HashSet::new();
+        loop {
+            let mut worked = self.relay_changes().await > 0;
+            match self.consumer.receive().await {
+                Ok(batch) => {
+                    for d in batch {
+                        if released.contains(&d.message.dedup_id) {
+                            let _ = self.consumer.release(&d).await;
+                            continue;
+                        }
+                        worked = true;
+                        if !self.handle(&d).await {
+                            released.insert(d.message.dedup_id.clone());
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "queue unavailable"),
+            }
+            if let Some(sim) = &self.sim {
+                sim.idle().await;
+            }
+            if !worked {
+                return;
+            }
+        }
+    }
+
+    /// Runs live: pumps, and sleeps `idle` whenever there is nothing to do.
+    pub async fn run(&self, idle: Duration) {
+        loop {
+            self.pump().await;
+            tokio::time::sleep(idle).await;
+        }
+    }
+}
+
+/// [`MemoryQueue`] as a consumer: released messages come back on the next receive.
+#[async_trait]
+impl QueueConsumer for MemoryQueue {
+    async fn receive(&self) -> Result<Vec<Delivery>, QueueError> {
+        Ok(self
+            .take_all()
+            .into_iter()
+            .map(|m| Delivery {
+                receipt: m.dedup_id.clone(),
+                message: m,
+            })
+            .collect())
+    }
+
+    async fn ack(&self, _d: &Delivery) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    async fn release(&self, d: &Delivery) -> Result<(), QueueError> {
+        self.redeliver(d.message.clone())
+    }
+}

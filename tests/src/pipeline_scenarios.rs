@@ -1,0 +1,412 @@
+//! End-to-end pipeline scenarios (seed 000 §12: 1, 5, 6, 7, 9, and delivery duplicates),
+//! each run on every backend by `pipeline_tests!`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use closeflow_domain::{
+    check_invariants, ClientOrderId, CloseRequestId, OrderIntent, OrderStatus, Quantity,
+};
+use closeflow_pipeline::broker::BrokerPosition;
+use closeflow_pipeline::relay::relay;
+use closeflow_pipeline::webhook::sign;
+use closeflow_pipeline::{
+    Broker, BrokerError, BrokerOrder, Delivery, QueueMessage, SimulatedBroker,
+};
+use serde_json::json;
+
+use crate::pipeline::{PipelineApp, SECRET};
+use crate::Backend;
+
+async fn assert_consistent(app: &PipelineApp, id: &str) {
+    let agg = app.aggregate(id).await;
+    assert_eq!(
+        check_invariants(&agg.position, agg.latest_close_request.as_ref()),
+        vec![],
+        "seed 000 §9 invariants"
+    );
+}
+
+fn coid(cr: &str, attempt: u32) -> String {
+    ClientOrderId::new(CloseRequestId::parse(cr).unwrap(), attempt).to_string()
+}
+
+fn update(cr: &str, status: &str, filled: &str, seq: Option<u64>, exec: Option<&str>) -> String {
+    json!({
+        "client_order_id": coid(cr, 1),
+        "broker_order_id": "brk-ext-1",
+        "status": status,
+        "filled_qty": filled,
+        "filled_avg_price": "101.25",
+        "seq": seq,
+        "execution_id": exec,
+        "updated_at": "2026-01-02T14:30:05Z",
+    })
+    .to_string()
+}
+
+/// Seed 000 §12.1: OPEN -> close -> CLOSING -> FILLED -> CLOSED, with one order at the broker.
+pub async fn a_close_travels_to_the_broker_and_back_to_closed(app: &PipelineApp) {
+    let cr = app.open_and_close("p-aapl", "AAPL", "10").await;
+    app.driver.pump().await;
+    let p = app.position("p-aapl").await;
+    assert_eq!(p.body["status"], "closed", "{}", p.body);
+    assert_eq!(p.body["active_close_request_id"], serde_json::Value::Null);
+    assert!(p.body["closed_at"].is_string());
+    let c = app.close_request(&cr).await;
+    assert_eq!(c.body["status"], "completed", "{}", c.body);
+    assert_eq!(
+        (
+            c.body["filled_qty"].as_str(),
+            c.body["remaining_qty"].as_str()
+        ),
+        (Some("10"), Some("0"))
+    );
+    let orders = c.body["orders"].as_array().unwrap();
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0]["client_order_id"], coid(&cr, 1));
+    assert_eq!(orders[0]["attempt"], 1);
+    assert_eq!(orders[0]["status"], "filled");
+    assert_eq!(orders[0]["qty"], "10");
+    assert!(orders[0]["broker_order_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("sim-"));
+    assert_eq!(app.sim.orders_placed(), 1);
+    assert_consistent(app, "p-aapl").await;
+}
+
+/// Seed 000 §12.5: a definitive broker rejection -> CLOSE_FAILED with the broker's reason.
+pub async fn a_broker_rejection_fails_the_close_with_the_reason(app: &PipelineApp) {
+    let cr = app.open_and_close("p-tsla", "TSLA", "5").await;
+    app.driver.pump().await;
+    assert_eq!(app.position("p-tsla").await.body["status"], "close_failed");
+    let c = app.close_request(&cr).await;
+    assert_eq!(c.body["status"], "failed");
+    assert!(
+        c.body["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("insufficient qty"),
+        "{}",
+        c.body
+    );
+    assert_eq!(c.body["orders"], json!([]));
+    assert_eq!(app.sim.orders_placed(), 0);
+    assert_consistent(app, "p-tsla").await;
+}
+
+/// Seed 000 §12.6: partial fill then cancel -> CLOSE_RETRYABLE with the remainder.
+pub async fn a_partial_fill_then_cancel_is_retryable(app: &PipelineApp) {
+    let cr = app.open_and_close("p-msft", "MSFT", "10").await;
+    app.driver.pump().await;
+    assert_eq!(
+        app.position("p-msft").await.body["status"],
+        "close_retryable"
+    );
+    let c = app.close_request(&cr).await;
+    assert_eq!(c.body["status"], "retryable");
+    assert_eq!(
+        (
+            c.body["filled_qty"].as_str(),
+            c.body["remaining_qty"].as_str()
+        ),
+        (Some("3"), Some("7"))
+    );
+    assert_eq!(c.body["orders"][0]["status"], "canceled");
+    assert_consistent(app, "p-msft").await;
+}
+
+/// Seed 000 §12.7: zero fill + cancel -> back to OPEN, and the position can be closed again.
+pub async fn a_zero_fill_cancel_reopens_the_position(app: &PipelineApp) {
+    let cr = app.open_and_close("p-nvda", "NVDA", "4").await;
+    app.driver.pump().await;
+    assert_eq!(app.close_request(&cr).await.body["status"], "submitted");
+    app.sim.report_order(
+        &ClientOrderId::parse(&coid(&cr, 1)).unwrap(),
+        OrderStatus::Canceled,
+        Quantity::ZERO,
+        2,
+    );
+    app.driver.pump().await;
+    let p = app.position("p-nvda").await;
+    assert_eq!(p.body["status"], "open", "{}", p.body);
+    assert_eq!(p.body["active_close_request_id"], serde_json::Value::Null);
+    assert_eq!(app.close_request(&cr).await.body["status"], "failed");
+    assert_consistent(app, "p-nvda").await;
+
+    let again = app
+        .call(
+            axum::http::Method::POST,
+            "/positions/p-nvda/close",
+            &[("idempotency-key", "k-2")],
+            None,
+        )
+        .await;
+    assert_eq!(again.status, 201, "{}", again.body);
+    app.driver.pump().await;
+    assert_eq!(
+        app.sim.orders_placed(),
+        2,
+        "a new close request places its own order"
+    );
+    assert_eq!(
+        app.close_request(&again.str("close_request_id")).await.body["status"],
+        "submitted"
+    );
+}
+
+/// Seed 000 §12.9: out-of-order updates cannot move FILLED back to CANCELED.
+pub async fn out_of_order_updates_never_regress_a_filled_close(app: &PipelineApp) {
+    let cr = app.open_and_close("p-ooo", "NVDA", "2").await;
+    app.driver.pump().await;
+    let r = app
+        .webhook(&update(&cr, "filled", "2", Some(5), None))
+        .await;
+    assert_eq!(
+        (r.status, r.body["result"].as_str()),
+        (200, Some("applied")),
+        "{}",
+        r.body
+    );
+    let stale = app
+        .webhook(&update(&cr, "canceled", "0", Some(4), None))
+        .await;
+    assert_eq!(
+        (stale.status, stale.body["result"].as_str()),
+        (200, Some("ignored")),
+        "{}",
+        stale.body
+    );
+    let later = app
+        .webhook(&update(&cr, "canceled", "0", Some(6), None))
+        .await;
+    assert_eq!(later.status, 200, "{}", later.body);
+    assert_eq!(app.position("p-ooo").await.body["status"], "closed");
+    let c = app.close_request(&cr).await;
+    assert_eq!(
+        (c.body["status"].as_str(), c.body["filled_qty"].as_str()),
+        (Some("completed"), Some("2"))
+    );
+    assert_eq!(c.body["orders"][0]["status"], "filled");
+    assert_consistent(app, "p-ooo").await;
+}
+
+pub async fn repeated_execution_ids_are_applied_once(app: &PipelineApp) {
+    let cr = app.open_and_close("p-exec", "NVDA", "10").await;
+    app.driver.pump().await;
+    let first = app
+        .webhook(&update(&cr, "partially_filled", "4", None, Some("x-1")))
+        .await;
+    assert_eq!(first.body["result"], "applied", "{}", first.body);
+    let again = app
+        .webhook(&update(&cr, "partially_filled", "4", None, Some("x-1")))
+        .await;
+    assert_eq!(again.body["result"], "ignored");
+    assert_eq!(again.body["reason"], "DuplicateExecution");
+    assert_eq!(app.close_request(&cr).await.body["filled_qty"], "4");
+}
+
+/// An SQS message delivered twice places one order.
+pub async fn a_redelivered_queue_message_places_no_second_order(app: &PipelineApp) {
+    let cr = app.open_and_close("p-redeliver", "NVDA", "3").await;
+    app.driver.pump().await;
+    let msg = QueueMessage::for_request(&closeflow_domain::SubmitRequest {
+        position_id: closeflow_domain::PositionId::parse("p-redeliver").unwrap(),
+        close_request_id: CloseRequestId::parse(&cr).unwrap(),
+        attempt: 1,
+    });
+    let delivery = Delivery {
+        message: msg,
+        receipt: "redelivered".into(),
+    };
+    assert!(
+        app.driver.handle(&delivery).await,
+        "a redelivery is handled (as nothing to do)"
+    );
+    app.driver.pump().await;
+    assert_eq!(app.sim.orders_placed(), 1);
+    assert_eq!(app.aggregate("p-redeliver").await.orders.len(), 1);
+}
+
+/// A stream record replayed (Lambda retry, relay crash) places one order.
+pub async fn a_replayed_stream_record_places_no_second_order(app: &PipelineApp) {
+    app.open_and_close("p-replay", "NVDA", "3").await;
+    let created = app.aggregate("p-replay").await;
+    app.driver.pump().await;
+    relay(app.driver.producer.as_ref(), None, &created)
+        .await
+        .expect("relay");
+    app.driver.pump().await;
+    assert_eq!(app.sim.orders_placed(), 1);
+    assert_eq!(app.aggregate("p-replay").await.orders.len(), 1);
+}
+
+/// The broker takes the order but the answer is lost (timeout): closeflow must not assume
+/// anything, must retry with the same client order id, and must end with one order.
+pub struct LostAnswerOnce {
+    inner: Arc<SimulatedBroker>,
+    lost: AtomicBool,
+}
+
+impl LostAnswerOnce {
+    pub fn layer(inner: Arc<SimulatedBroker>) -> Arc<dyn Broker> {
+        Arc::new(LostAnswerOnce {
+            inner,
+            lost: AtomicBool::new(false),
+        })
+    }
+}
+
+#[async_trait]
+impl Broker for LostAnswerOnce {
+    async fn submit_order(&self, intent: &OrderIntent) -> Result<BrokerOrder, BrokerError> {
+        let placed = self.inner.submit_order(intent).await;
+        if !self.lost.swap(true, Ordering::SeqCst) {
+            placed?;
+            return Err(BrokerError::Ambiguous(
+                "timed out waiting for the broker".into(),
+            ));
+        }
+        placed
+    }
+    async fn get_order_by_client_id(&self, id: &ClientOrderId) -> Result<BrokerOrder, BrokerError> {
+        self.inner.get_order_by_client_id(id).await
+    }
+    async fn cancel_order(&self, id: &str) -> Result<(), BrokerError> {
+        self.inner.cancel_order(id).await
+    }
+    async fn list_positions(&self) -> Result<Vec<BrokerPosition>, BrokerError> {
+        self.inner.list_positions().await
+    }
+}
+
+pub async fn an_unknown_submit_outcome_is_retried_into_exactly_one_order(backend: Backend) {
+    let app =
+        PipelineApp::with_broker(backend, "NVDA=hold", Some(Box::new(LostAnswerOnce::layer))).await;
+    let cr = app.open_and_close("p-lost", "NVDA", "6").await;
+    app.driver.pump().await;
+    assert_eq!(app.sim.orders_placed(), 1, "the broker has the order");
+    let c = app.close_request(&cr).await;
+    assert_eq!(
+        c.body["status"], "pending",
+        "an unknown outcome is not assumed: {}",
+        c.body
+    );
+    assert_eq!(app.position("p-lost").await.body["status"], "closing");
+
+    app.driver.pump().await;
+    assert_eq!(
+        app.sim.orders_placed(),
+        1,
+        "the retry found the order instead of placing another"
+    );
+    let c = app.close_request(&cr).await;
+    assert_eq!(c.body["status"], "submitted", "{}", c.body);
+    assert_eq!(c.body["orders"].as_array().unwrap().len(), 1);
+    assert_consistent(&app, "p-lost").await;
+}
+
+pub async fn webhooks_with_bad_signatures_or_bodies_change_nothing(app: &PipelineApp) {
+    let cr = app.open_and_close("p-sig", "NVDA", "2").await;
+    app.driver.pump().await;
+    let before = app.position("p-sig").await.body;
+    let body = update(&cr, "filled", "2", Some(9), None);
+    let now = closeflow_api::Clock::now(app.clock.as_ref()).timestamp();
+    let post = |headers: Vec<(String, String)>, body: String| async move {
+        let h: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        app.call(
+            axum::http::Method::POST,
+            "/webhooks/broker",
+            &h,
+            Some(&body),
+        )
+        .await
+    };
+    let sig = |secret: &[u8], t: i64| {
+        vec![(
+            "x-closeflow-signature".to_string(),
+            sign(secret, t, body.as_bytes()),
+        )]
+    };
+    for (headers, why) in [
+        (vec![], "missing"),
+        (sig(b"wrong-secret", now), "wrong secret"),
+        (sig(SECRET, now - 301), "older than 300 s"),
+        (
+            vec![("x-closeflow-signature".to_string(), "t=1,v1=zz".to_string())],
+            "malformed",
+        ),
+    ] {
+        let r = post(headers, body.clone()).await;
+        assert_eq!(r.status, 401, "{why}: {}", r.body);
+        assert_eq!(r.body["error"], "invalid_signature");
+    }
+    let tampered = post(sig(SECRET, now), body.replace("\"2\"", "\"1\"")).await;
+    assert_eq!(
+        tampered.status, 401,
+        "a body that is not the signed one is refused"
+    );
+    assert_eq!(
+        app.position("p-sig").await.body,
+        before,
+        "refused webhooks change nothing"
+    );
+
+    let malformed = app.webhook(r#"{"client_order_id": 5}"#).await;
+    assert_eq!(
+        (malformed.status, malformed.body["error"].as_str()),
+        (400, Some("invalid_body"))
+    );
+    let unknown_cr = CloseRequestId::new(
+        &closeflow_domain::PositionId::parse("p-sig").unwrap(),
+        [7; 16],
+    );
+    let unknown = app
+        .webhook(&update(&unknown_cr.to_string(), "filled", "2", None, None))
+        .await;
+    assert_eq!(
+        (unknown.status, unknown.body["result"].as_str()),
+        (202, Some("unknown_order"))
+    );
+    let foreign = app
+        .webhook(&update(&cr, "filled", "2", None, None).replace(&coid(&cr, 1), "not-ours-1"))
+        .await;
+    assert_eq!(foreign.status, 202);
+    assert_eq!(app.position("p-sig").await.body, before);
+}
+
+/// Generates one test per pipeline scenario for a backend; the list lives here once.
+#[macro_export]
+macro_rules! pipeline_tests {
+    ($backend:expr) => {
+        $crate::pipeline_tests!(@each $backend;
+            a_close_travels_to_the_broker_and_back_to_closed: "",
+            a_broker_rejection_fails_the_close_with_the_reason: "TSLA=reject",
+            a_partial_fill_then_cancel_is_retryable: "MSFT=partial:3",
+            a_zero_fill_cancel_reopens_the_position: "NVDA=hold",
+            out_of_order_updates_never_regress_a_filled_close: "NVDA=hold",
+            repeated_execution_ids_are_applied_once: "NVDA=hold",
+            a_redelivered_queue_message_places_no_second_order: "NVDA=hold",
+            a_replayed_stream_record_places_no_second_order: "NVDA=hold",
+            webhooks_with_bad_signatures_or_bodies_change_nothing: "NVDA=hold",
+        );
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn an_unknown_submit_outcome_is_retried_into_exactly_one_order() {
+            $crate::pipeline_scenarios::an_unknown_submit_outcome_is_retried_into_exactly_one_order($backend).await;
+        }
+    };
+    (@each $backend:expr; $($name:ident: $scenarios:expr),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let app = $crate::pipeline::PipelineApp::new($backend, $scenarios).await;
+                $crate::pipeline_scenarios::$name(&app).await;
+            }
+        )*
+    };
+}
