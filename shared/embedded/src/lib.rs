@@ -39,8 +39,6 @@ pub struct StackConfig {
     pub scenarios: SimScenarios,
     pub webhook_secret: Vec<u8>,
     pub clock: Arc<dyn Clock>,
-    /// Wraps the simulated broker as the submitter sees it (fault injection in tests).
-    pub broker_layer: Option<Box<dyn FnOnce(Arc<SimulatedBroker>) -> Arc<dyn Broker>>>,
 }
 
 pub struct Stack {
@@ -65,14 +63,10 @@ impl Stack {
         state.webhook_secret = Arc::new(cfg.webhook_secret);
         let router = router(state);
         sim.connect(Arc::new(RouterSink(router.clone())));
-        let broker: Arc<dyn Broker> = match cfg.broker_layer {
-            Some(layer) => layer(sim.clone()),
-            None => sim.clone(),
-        };
         let queue = Arc::new(MemoryQueue::new());
         let driver = Driver {
             store: store.clone(),
-            broker,
+            broker: sim.clone(),
             sim: Some(sim.clone()),
             clock: cfg.clock,
             feed,

@@ -36,7 +36,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         scenarios,
         webhook_secret: secret.into_bytes(),
         clock: Arc::new(SystemClock),
-        broker_layer: None,
     });
     let app = stack.router.clone();
     tokio::spawn(async move { stack.driver.run(std::time::Duration::from_millis(20)).await });
