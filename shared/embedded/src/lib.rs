@@ -11,7 +11,7 @@ use axum::http::Request;
 use axum::Router;
 use closeflow_api::{router, AppState, Clock};
 use closeflow_pipeline::{
-    Broker, Driver, MemoryFeed, MemoryQueue, SimScenarios, SimulatedBroker, WebhookSink,
+    Driver, MemoryFeed, MemoryQueue, SimScenarios, SimulatedBroker, WebhookSink,
 };
 use closeflow_store::MemoryStore;
 use tower::ServiceExt;
