@@ -32,6 +32,15 @@ pub struct PipelineApp {
     pub round_trips: Option<RoundTripCounter>,
 }
 
+/// Store, change feed, queue producer and consumer, round-trip counter.
+type Wiring = (
+    Arc<dyn CloseStore>,
+    Arc<dyn ChangeFeed>,
+    Arc<dyn OrderQueue>,
+    Arc<dyn QueueConsumer>,
+    Option<RoundTripCounter>,
+);
+
 pub type BrokerLayer = Box<dyn FnOnce(Arc<SimulatedBroker>) -> Arc<dyn Broker> + Send>;
 
 impl PipelineApp {
@@ -52,13 +61,7 @@ impl PipelineApp {
             .with_test_writer()
             .try_init();
         let clock = Arc::new(ManualClock::new(start_time()));
-        let (store, feed, producer, consumer, round_trips): (
-            Arc<dyn CloseStore>,
-            Arc<dyn ChangeFeed>,
-            Arc<dyn OrderQueue>,
-            Arc<dyn QueueConsumer>,
-            _,
-        ) = match backend {
+        let (store, feed, producer, consumer, round_trips): Wiring = match backend {
             Backend::Embedded => {
                 let store = Arc::new(MemoryStore::new());
                 let feed = Arc::new(MemoryFeed::new(store.changes()));
