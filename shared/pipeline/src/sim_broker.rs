@@ -282,3 +282,141 @@ impl Broker for SimulatedBroker {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::webhook::verify_signature;
+    use chrono::TimeZone;
+    use closeflow_domain::{AccountId, AssetType, CloseRequestId, PositionId};
+
+    fn scenarios(s: &str) -> SimScenarios {
+        SimScenarios::parse(s).unwrap()
+    }
+
+    #[test]
+    fn scenario_specs_parse_and_unknown_symbols_fill() {
+        let s = scenarios("AAPL=fill, TSLA=reject,MSFT=partial:3,NVDA=hold,AMD=not_found");
+        assert_eq!(s.behaviour("TSLA"), SimBehaviour::Reject);
+        assert_eq!(
+            s.behaviour("MSFT"),
+            SimBehaviour::Partial(Quantity::from(3))
+        );
+        assert_eq!(s.behaviour("NVDA"), SimBehaviour::Hold);
+        assert_eq!(s.behaviour("AMD"), SimBehaviour::NotFound);
+        assert_eq!(s.behaviour("GOOG"), SimBehaviour::Fill);
+        assert_eq!(scenarios(""), SimScenarios::default());
+        for bad in ["AAPL", "AAPL=explode", "MSFT=partial:0", "MSFT=partial:x"] {
+            assert!(SimScenarios::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    struct Collect(std::sync::Mutex<Vec<(Vec<u8>, String)>>);
+
+    #[async_trait]
+    impl WebhookSink for Collect {
+        async fn deliver(&self, body: Vec<u8>, signature: String) {
+            self.0.lock().unwrap().push((body, signature));
+        }
+    }
+
+    fn intent(symbol: &str, attempt: u32) -> OrderIntent {
+        OrderIntent {
+            client_order_id: ClientOrderId::new(
+                CloseRequestId::new(&PositionId::parse("p").unwrap(), [1; 16]),
+                attempt,
+            ),
+            account_id: AccountId::parse("a").unwrap(),
+            symbol: symbol.into(),
+            asset_type: AssetType::Equity,
+            side: Side::Sell,
+            qty: Quantity::from(10),
+        }
+    }
+
+    fn broker(spec: &str) -> (SimulatedBroker, Arc<Collect>, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(
+            chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        ));
+        let b = SimulatedBroker::new(scenarios(spec), b"s3cret", clock.clone());
+        let sink = Arc::new(Collect(std::sync::Mutex::new(Vec::new())));
+        b.connect(sink.clone());
+        (b, sink, clock)
+    }
+
+    #[tokio::test]
+    async fn fills_arrive_as_correctly_signed_webhook_calls() {
+        let (b, sink, clock) = broker("");
+        b.set_holding("AAPL", Quantity::from(10));
+        b.submit_order(&intent("AAPL", 1)).await.unwrap();
+        b.idle().await;
+        let calls = sink.0.lock().unwrap().clone();
+        assert_eq!(calls.len(), 1);
+        let (body, sig) = &calls[0];
+        assert_eq!(
+            verify_signature(b"s3cret", Some(sig), body, clock.now()),
+            Ok(())
+        );
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(
+            (v["status"].as_str(), v["filled_qty"].as_str()),
+            (Some("filled"), Some("10"))
+        );
+        assert!(
+            b.list_positions().await.unwrap().is_empty(),
+            "the holding was sold"
+        );
+    }
+
+    #[tokio::test]
+    async fn partial_fills_then_cancels_and_duplicates_are_refused() {
+        let (b, sink, _) = broker("MSFT=partial:3");
+        b.submit_order(&intent("MSFT", 1)).await.unwrap();
+        assert_eq!(
+            b.submit_order(&intent("MSFT", 1)).await,
+            Err(BrokerError::DuplicateClientOrderId)
+        );
+        b.idle().await;
+        let mut statuses: Vec<String> = sink
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(body, _)| {
+                serde_json::from_slice::<serde_json::Value>(body).unwrap()["status"].to_string()
+            })
+            .collect();
+        statuses.sort();
+        assert_eq!(statuses, ["\"canceled\"", "\"partially_filled\""]);
+        assert_eq!(b.orders_placed(), 1);
+    }
+
+    #[tokio::test]
+    async fn reject_hold_and_not_found_behave_as_named() {
+        let (b, sink, _) = broker("TSLA=reject,NVDA=hold,AMD=not_found");
+        assert!(matches!(
+            b.submit_order(&intent("TSLA", 1)).await,
+            Err(BrokerError::Rejected(_))
+        ));
+        let held = b.submit_order(&intent("NVDA", 2)).await.unwrap();
+        assert_eq!(
+            b.get_order_by_client_id(&held.client_order_id)
+                .await
+                .unwrap()
+                .status,
+            OrderStatus::Accepted
+        );
+        let lost = b.submit_order(&intent("AMD", 3)).await.unwrap();
+        assert_eq!(
+            b.get_order_by_client_id(&lost.client_order_id).await,
+            Err(BrokerError::NotFound)
+        );
+        b.idle().await;
+        assert!(
+            sink.0.lock().unwrap().is_empty(),
+            "hold and not_found never fill on their own"
+        );
+        assert_eq!(b.orders_placed(), 2);
+    }
+}
