@@ -139,7 +139,7 @@ fn to_broker_order(o: AlpacaOrder) -> Result<BrokerOrder, BrokerError> {
             .updated_at
             .as_deref()
             .and_then(closeflow_domain::parse_timestamp)
-            .unwrap_or_else(|| chrono::DateTime::<chrono::Utc>::UNIX_EPOCH),
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH),
     })
 }
 
