@@ -221,6 +221,18 @@ impl TestApp {
         call(&self.router, method, path, headers, body).await
     }
 
+    /// The whole aggregate, read through the store port.
+    pub async fn aggregate(&self, id: &str) -> PositionAggregate {
+        let key =
+            closeflow_store::AggregateKey::Position(PositionId::parse(id).expect("position id"));
+        self.faults
+            .modify(&key, &|_| None)
+            .await
+            .expect("store")
+            .expect("position exists")
+            .before
+    }
+
     /// The idempotency keys stored on a position, read straight from the backend.
     pub async fn stored_idempotency_keys(&self, id: &str) -> Vec<String> {
         let id = PositionId::parse(id).expect("position id");

@@ -16,6 +16,8 @@ pub const SIGNATURE_TOLERANCE_SECS: i64 = 300;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
+    #[error("the broker webhook has no secret configured; no update is accepted")]
+    NotConfigured,
     #[error("missing X-Closeflow-Signature header")]
     MissingSignature,
     #[error("malformed X-Closeflow-Signature header")]

@@ -1,0 +1,21 @@
+//! Lambda entry point of the broker webhook: the shared router (API Gateway routes only
+//! `POST /webhooks/broker` here), with the HMAC secret it must have.
+
+use std::sync::Arc;
+
+use closeflow_api::{router, AppState};
+use closeflow_store::DynamoStore;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    tracing_subscriber::fmt().json().without_time().init();
+    let table = std::env::var("TABLE_NAME").map_err(|_| "TABLE_NAME must be set")?;
+    let secret = std::env::var("WEBHOOK_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .ok_or("WEBHOOK_SECRET must be set: unsigned broker updates are never accepted")?;
+    let client = DynamoStore::client_from_env(None).await;
+    let mut state = AppState::new(Arc::new(DynamoStore::new(client, table)));
+    state.webhook_secret = Arc::new(secret.into_bytes());
+    lambda_http::run(router(state)).await
+}

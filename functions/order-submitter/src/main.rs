@@ -1,0 +1,21 @@
+//! Lambda entry point of the order submitter: store and broker clients built once.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use closeflow_alpaca::{AlpacaBroker, AlpacaConfig};
+use closeflow_aws::lambda::submit_sqs_event;
+use closeflow_pipeline::SystemClock;
+use closeflow_store::DynamoStore;
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt().json().without_time().init();
+    let table = std::env::var("TABLE_NAME").map_err(|_| "TABLE_NAME must be set")?;
+    let store = DynamoStore::new(DynamoStore::client_from_env(None).await, table);
+    let broker = AlpacaBroker::new(AlpacaConfig::from_env()?)?;
+    let (store, broker, clock) = (&store, &broker, &SystemClock);
+    run(service_fn(move |ev: LambdaEvent<SqsEvent>| async move {
+        Ok::<_, Error>(submit_sqs_event(store, broker, clock, ev.payload).await)
+    }))
+    .await
+}

@@ -1,0 +1,106 @@
+//! The bodies of the pipeline's Lambda functions, separate from their `main`s so they are
+//! tested on sample events without Lambda.
+
+use std::collections::HashSet;
+
+use aws_lambda_events::event::dynamodb;
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use closeflow_pipeline::relay::relay;
+use closeflow_pipeline::{submit, Broker, Clock, OrderQueue, QueueMessage, SubmitError};
+use closeflow_store::CloseStore;
+
+use crate::images::{change_from_images, lambda_item};
+
+/// Outbox relay: each stream record -> at most one SQS FIFO message. On the first record
+/// that cannot be relayed it stops and reports that record, so Lambda retries from it
+/// (records of a shard stay in order; nothing is dropped).
+pub async fn relay_stream_event(
+    queue: &dyn OrderQueue,
+    event: dynamodb::Event,
+) -> DynamoDbEventResponse {
+    let mut response = DynamoDbEventResponse::default();
+    for record in event.records {
+        let seq = record.change.sequence_number.clone();
+        let change = change_from_images(
+            Some(lambda_item(record.change.old_image)),
+            Some(lambda_item(record.change.new_image)),
+        );
+        let outcome = match change {
+            Ok(None) => Ok(()),
+            Ok(Some(c)) => relay(queue, c.before.as_ref(), &c.after)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            // An undecodable image is a bug or corruption: hold the shard and alarm rather
+            // than skip a possible close request.
+            Err(e) => Err(format!("undecodable stream image: {e}")),
+        };
+        if let Err(e) = outcome {
+            tracing::error!(error = %e, sequence_number = ?seq, "stream record not relayed");
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = seq;
+            response.batch_item_failures.push(failure);
+            break;
+        }
+    }
+    response
+}
+
+/// Order submitter: each SQS message -> `submit`. Messages with an unknown outcome are
+/// reported as failures (SQS redelivers them); so are later messages of the same group,
+/// which must not overtake them.
+pub async fn submit_sqs_event(
+    store: &dyn CloseStore,
+    broker: &dyn Broker,
+    clock: &dyn Clock,
+    event: SqsEvent,
+) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    let mut blocked_groups = HashSet::new();
+    for m in event.records {
+        let id = m.message_id.clone().unwrap_or_default();
+        let group = m
+            .attributes
+            .get("MessageGroupId")
+            .cloned()
+            .unwrap_or_default();
+        let fail = |response: &mut SqsBatchResponse| {
+            let mut f = BatchItemFailure::default();
+            f.item_identifier = id.clone();
+            response.batch_item_failures.push(f);
+        };
+        if blocked_groups.contains(&group) {
+            fail(&mut response);
+            continue;
+        }
+        let msg = QueueMessage {
+            dedup_id: m
+                .attributes
+                .get("MessageDeduplicationId")
+                .cloned()
+                .unwrap_or_default(),
+            group_id: group.clone(),
+            body: m.body.clone().unwrap_or_default(),
+        };
+        let req = match msg.request() {
+            Ok(r) => r,
+            Err(e) => {
+                // Poison message: retrying cannot help; the redrive policy moves it to the DLQ.
+                tracing::error!(error = %e, message_id = %id, "malformed order message");
+                fail(&mut response);
+                blocked_groups.insert(group);
+                continue;
+            }
+        };
+        match submit(store, broker, clock, &req).await {
+            Ok(outcome) => tracing::info!(?outcome, message_id = %id, "order message handled"),
+            Err(e @ (SubmitError::Ambiguous(_) | SubmitError::Store(_))) => {
+                tracing::warn!(error = %e, message_id = %id, "order message will be redelivered");
+                fail(&mut response);
+                blocked_groups.insert(group);
+            }
+        }
+    }
+    response
+}

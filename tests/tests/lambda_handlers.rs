@@ -1,0 +1,221 @@
+//! The pipeline Lambda bodies on realistic events: DynamoDB stream -> relay, SQS -> submitter.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::dynamodb;
+use aws_lambda_events::event::sqs::SqsEvent;
+use aws_sdk_dynamodb::types::AttributeValue as Av;
+use closeflow_aws::lambda::{relay_stream_event, submit_sqs_event};
+use closeflow_domain::{PositionAggregate, PositionId};
+use closeflow_pipeline::{ManualClock, MemoryQueue, QueueMessage, SimScenarios, SimulatedBroker};
+use closeflow_store::dynamo::codec;
+use closeflow_store::{AggregateKey, CloseStore, MemoryStore};
+use closeflow_tests::{start_time, Backend, TestApp};
+use serde_json::{json, Value};
+
+fn dynamo_json(v: &Av) -> Value {
+    match v {
+        Av::S(s) => json!({"S": s}),
+        Av::N(n) => json!({"N": n}),
+        Av::Bool(b) => json!({"BOOL": b}),
+        Av::Null(_) => json!({"NULL": true}),
+        Av::M(m) => {
+            json!({"M": m.iter().map(|(k, v)| (k.clone(), dynamo_json(v))).collect::<serde_json::Map<_, _>>()})
+        }
+        Av::L(l) => json!({"L": l.iter().map(dynamo_json).collect::<Vec<_>>()}),
+        other => panic!("unexpected attribute {other:?}"),
+    }
+}
+
+fn image(agg: &PositionAggregate) -> Value {
+    let item = codec::aggregate_item(agg);
+    Value::Object(
+        item.iter()
+            .map(|(k, v)| (k.clone(), dynamo_json(v)))
+            .collect(),
+    )
+}
+
+fn record(seq: &str, old: Option<Value>, new: Value) -> Value {
+    let mut change = json!({
+        "ApproximateCreationDateTime": 1767364200.0,
+        "Keys": {"pk": new["pk"].clone(), "sk": new["sk"].clone()},
+        "NewImage": new,
+        "SequenceNumber": seq,
+        "SizeBytes": 512,
+        "StreamViewType": "NEW_AND_OLD_IMAGES"
+    });
+    if let Some(o) = old {
+        change["OldImage"] = o;
+    }
+    json!({
+        "awsRegion": "us-east-1",
+        "dynamodb": change,
+        "eventID": format!("ev-{seq}"),
+        "eventName": "MODIFY",
+        "eventSource": "aws:dynamodb",
+        "eventVersion": "1.1",
+        "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/closeflow/stream/2026-01-01T00:00:00.000"
+    })
+}
+
+/// An aggregate before and after a close was accepted, produced by the real API.
+async fn closing_aggregates() -> (PositionAggregate, PositionAggregate) {
+    let app = TestApp::new(Backend::Embedded).await;
+    app.open_position("pos-ev", "10").await;
+    let before = app.aggregate("pos-ev").await;
+    assert_eq!(app.close("pos-ev", "k").await.status, 201);
+    (before, app.aggregate("pos-ev").await)
+}
+
+#[tokio::test]
+async fn a_stream_record_of_a_new_close_request_becomes_one_fifo_message_even_when_replayed() {
+    let (before, after) = closing_aggregates().await;
+    let event: dynamodb::Event = serde_json::from_value(
+        json!({"Records": [record("100", Some(image(&before)), image(&after))]}),
+    )
+    .unwrap();
+    let queue = MemoryQueue::new();
+    let resp = relay_stream_event(&queue, event.clone()).await;
+    assert!(resp.batch_item_failures.is_empty());
+    let replay = relay_stream_event(&queue, event).await;
+    assert!(replay.batch_item_failures.is_empty());
+    let msgs = queue.take_all();
+    assert_eq!(
+        msgs.len(),
+        1,
+        "the replay carried the same deduplication id"
+    );
+    let cr = after.latest_close_request.unwrap();
+    assert_eq!(msgs[0].dedup_id, format!("{}-1", cr.id));
+    assert_eq!(msgs[0].group_id, "pos-ev");
+}
+
+#[tokio::test]
+async fn an_undecodable_record_is_reported_and_holds_the_records_behind_it() {
+    let (before, after) = closing_aggregates().await;
+    let mut broken = image(&after);
+    broken["status"] = json!({"S": "BROKEN"});
+    let event: dynamodb::Event = serde_json::from_value(json!({"Records": [
+        record("200", Some(image(&before)), broken),
+        record("201", Some(image(&before)), image(&after)),
+    ]}))
+    .unwrap();
+    let queue = MemoryQueue::new();
+    let resp = relay_stream_event(&queue, event).await;
+    let ids: Vec<_> = resp
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(ids, [Some("200".to_string())]);
+    assert!(
+        queue.is_empty(),
+        "nothing behind the failed record was relayed out of order"
+    );
+}
+
+fn sqs_event(msgs: &[(&str, &QueueMessage)]) -> SqsEvent {
+    serde_json::from_value(json!({"Records": msgs.iter().map(|(id, m)| json!({
+        "messageId": id,
+        "receiptHandle": format!("rh-{id}"),
+        "body": m.body,
+        "attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": "1767364200000",
+            "MessageGroupId": m.group_id,
+            "MessageDeduplicationId": m.dedup_id,
+            "SequenceNumber": "18849496460467696128"
+        },
+        "messageAttributes": {},
+        "md5OfBody": "e4e68fb7bd0e697a0ae8f1bb342846b3",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:closeflow-orders.fifo",
+        "awsRegion": "us-east-1"
+    })).collect::<Vec<_>>()}))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_message_delivered_twice_in_one_batch_places_one_order() {
+    let store = Arc::new(MemoryStore::new());
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let (_, after) = closing_aggregates().await;
+    store.insert_aggregate(after.clone());
+    let msg = closeflow_pipeline::relay::message_for(None, &after).unwrap();
+
+    let sim = SimulatedBroker::new(
+        SimScenarios::parse("AAPL=hold").unwrap(),
+        b"s",
+        clock.clone(),
+    );
+    let resp = submit_sqs_event(
+        store.as_ref(),
+        &sim,
+        clock.as_ref(),
+        sqs_event(&[("m1", &msg), ("m2", &msg)]),
+    )
+    .await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!(
+        sim.orders_placed(),
+        1,
+        "the duplicate message placed nothing"
+    );
+    let agg = store
+        .modify(
+            &AggregateKey::Position(PositionId::parse("pos-ev").unwrap()),
+            &|_| None,
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .before;
+    assert_eq!(agg.orders.len(), 1);
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_fails_the_message_and_the_rest_of_its_group() {
+    let store = Arc::new(MemoryStore::new());
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let (_, after) = closing_aggregates().await;
+    store.insert_aggregate(after.clone());
+    let msg = closeflow_pipeline::relay::message_for(None, &after).unwrap();
+    let broken = QueueMessage {
+        body: "{not json".into(),
+        ..msg.clone()
+    };
+    // A broker that cannot be reached: every submission's outcome is unknown.
+    let broker = closeflow_alpaca::AlpacaBroker::new(closeflow_alpaca::AlpacaConfig {
+        base_url: "http://127.0.0.1:9".into(),
+        key_id: "k".into(),
+        secret_key: "s".into(),
+        timeout: std::time::Duration::from_millis(200),
+    })
+    .unwrap();
+    let resp = submit_sqs_event(
+        store.as_ref(),
+        &broker,
+        clock.as_ref(),
+        sqs_event(&[("m1", &msg), ("m2", &msg)]),
+    )
+    .await;
+    let ids: Vec<_> = resp
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(ids, ["m1", "m2"]);
+    let resp = submit_sqs_event(
+        store.as_ref(),
+        &broker,
+        clock.as_ref(),
+        sqs_event(&[("m3", &broken)]),
+    )
+    .await;
+    assert_eq!(
+        resp.batch_item_failures.len(),
+        1,
+        "a poison message goes to the DLQ via redrive"
+    );
+}
