@@ -46,12 +46,7 @@ async fn round_trips(rows: &mut Vec<Row>) {
             totals[n] += app.round_trips() - before;
         }
     }
-    let names = [
-        "create (201)",
-        "replay (200)",
-        "different key (409)",
-        "not found (404)",
-    ];
+    let names = ["create (201)", "replay (200)", "different key (409)", "not found (404)"];
     for (n, name) in names.iter().enumerate() {
         let avg = totals[n] as f64 / ROUND_TRIP_SAMPLES as f64;
         let (target, limit) = if n == 0 { ("= 1", 1.0) } else { ("<= 2", 2.0) };

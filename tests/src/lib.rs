@@ -15,13 +15,12 @@ use chrono::TimeZone;
 use closeflow_api::{router, AppState, ManualClock};
 use closeflow_domain::Order;
 use closeflow_domain::{
-    CloseCommand, CloseRequest, CloseRequestId, Position, PositionAggregate, PositionId,
-    RegisterPosition,
+    CloseCommand, CloseRequest, CloseRequestId, Position, PositionAggregate, PositionId, RegisterPosition,
 };
 use closeflow_store::dynamo::{codec, table};
 use closeflow_store::{
-    AggregateKey, CloseOutcome, CloseStore, DynamoStore, MemoryStore, Modified, ModifyFn,
-    RegisterOutcome, RoundTripCounter, StoreError,
+    AggregateKey, CloseOutcome, CloseStore, DynamoStore, MemoryStore, Modified, ModifyFn, RegisterOutcome,
+    RoundTripCounter, StoreError,
 };
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -55,10 +54,7 @@ pub struct FaultInjectingStore {
 
 #[async_trait]
 impl CloseStore for FaultInjectingStore {
-    async fn register_position(
-        &self,
-        cmd: &RegisterPosition,
-    ) -> Result<RegisterOutcome, StoreError> {
+    async fn register_position(&self, cmd: &RegisterPosition) -> Result<RegisterOutcome, StoreError> {
         self.inner.register_position(cmd).await
     }
     async fn position(&self, id: &PositionId) -> Result<Option<Position>, StoreError> {
@@ -74,17 +70,10 @@ impl CloseStore for FaultInjectingStore {
         }
         self.inner.open_close_request(cmd).await
     }
-    async fn close_request(
-        &self,
-        id: &CloseRequestId,
-    ) -> Result<Option<(CloseRequest, Vec<Order>)>, StoreError> {
+    async fn close_request(&self, id: &CloseRequestId) -> Result<Option<(CloseRequest, Vec<Order>)>, StoreError> {
         self.inner.close_request(id).await
     }
-    async fn modify(
-        &self,
-        key: &AggregateKey,
-        f: &ModifyFn<'_>,
-    ) -> Result<Option<Modified>, StoreError> {
+    async fn modify(&self, key: &AggregateKey, f: &ModifyFn<'_>) -> Result<Option<Modified>, StoreError> {
         self.inner.modify(key, f).await
     }
 }
@@ -152,18 +141,9 @@ impl TestApp {
                 let counter = RoundTripCounter::default();
                 let client = dynamo_client(counter.clone()).await;
                 let name = unique_table_name();
-                table::create_table(&client, &name)
-                    .await
-                    .expect("create test table");
+                table::create_table(&client, &name).await.expect("create test table");
                 let store = Arc::new(DynamoStore::new(client.clone(), name.clone()));
-                (
-                    store,
-                    Seeder::Dynamo {
-                        client,
-                        table: name,
-                    },
-                    Some(counter),
-                )
+                (store, Seeder::Dynamo { client, table: name }, Some(counter))
             }
         };
         let faults = Arc::new(FaultInjectingStore {
@@ -205,26 +185,16 @@ impl TestApp {
     }
 
     pub fn round_trips(&self) -> u64 {
-        self.round_trips
-            .as_ref()
-            .map(RoundTripCounter::get)
-            .unwrap_or(0)
+        self.round_trips.as_ref().map(RoundTripCounter::get).unwrap_or(0)
     }
 
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&str>,
-    ) -> Reply {
+    pub async fn call(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Reply {
         call(&self.router, method, path, headers, body).await
     }
 
     /// The whole aggregate, read through the store port.
     pub async fn aggregate(&self, id: &str) -> PositionAggregate {
-        let key =
-            closeflow_store::AggregateKey::Position(PositionId::parse(id).expect("position id"));
+        let key = closeflow_store::AggregateKey::Position(PositionId::parse(id).expect("position id"));
         self.faults
             .modify(&key, &|_| None)
             .await
@@ -294,13 +264,7 @@ impl TestApp {
 }
 
 /// Sends one request through the router in-process.
-pub async fn call(
-    router: &Router,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> Reply {
+pub async fn call(router: &Router, method: Method, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Reply {
     let mut req = Request::builder().method(method).uri(path);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -309,31 +273,19 @@ pub async fn call(
         req = req.header("content-type", "application/json");
     }
     let req = req
-        .body(
-            body.map(|b| Body::from(b.to_string()))
-                .unwrap_or_else(Body::empty),
-        )
+        .body(body.map(|b| Body::from(b.to_string())).unwrap_or_else(Body::empty))
         .expect("request");
-    let resp = router
-        .clone()
-        .oneshot(req)
-        .await
-        .expect("router is infallible");
+    let resp = router.clone().oneshot(req).await.expect("router is infallible");
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
     let body = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            panic!("non-JSON answer ({e}): {}", String::from_utf8_lossy(&bytes))
-        })
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("non-JSON answer ({e}): {}", String::from_utf8_lossy(&bytes)))
     };
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    Reply { status, headers, body }
 }
 
 /// Generates one `#[tokio::test]` per scenario for a backend. The list lives here once,

@@ -12,8 +12,7 @@ use closeflow_domain::{PositionAggregate, PositionId};
 use closeflow_embedded::RouterSink;
 use closeflow_pipeline::webhook::sign;
 use closeflow_pipeline::{
-    Broker, ChangeFeed, Driver, MemoryFeed, MemoryQueue, OrderQueue, QueueConsumer, SimScenarios,
-    SimulatedBroker,
+    Broker, ChangeFeed, Driver, MemoryFeed, MemoryQueue, OrderQueue, QueueConsumer, SimScenarios, SimulatedBroker,
 };
 use closeflow_store::dynamo::table;
 use closeflow_store::{AggregateKey, CloseStore, DynamoStore, MemoryStore, RoundTripCounter};
@@ -48,11 +47,7 @@ impl PipelineApp {
         Self::with_broker(backend, scenarios, None).await
     }
 
-    pub async fn with_broker(
-        backend: Backend,
-        scenarios: &str,
-        layer: Option<BrokerLayer>,
-    ) -> PipelineApp {
+    pub async fn with_broker(backend: Backend, scenarios: &str, layer: Option<BrokerLayer>) -> PipelineApp {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -72,9 +67,7 @@ impl PipelineApp {
                 let counter = RoundTripCounter::default();
                 let client = crate::dynamo_client(counter.clone()).await;
                 let name = unique_table_name();
-                table::create_table(&client, &name)
-                    .await
-                    .expect("create table");
+                table::create_table(&client, &name).await.expect("create table");
                 let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
                 let streams = aws_sdk_dynamodbstreams::Client::new(&shared);
                 let feed = DynamoStreamFeed::for_table(&client, streams, &name)
@@ -129,13 +122,7 @@ impl PipelineApp {
         }
     }
 
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&str>,
-    ) -> Reply {
+    pub async fn call(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Reply {
         call(&self.router, method, path, headers, body).await
     }
 
@@ -165,8 +152,7 @@ impl PipelineApp {
     }
 
     pub async fn position(&self, id: &str) -> Reply {
-        self.call(Method::GET, &format!("/positions/{id}"), &[], None)
-            .await
+        self.call(Method::GET, &format!("/positions/{id}"), &[], None).await
     }
 
     pub async fn close_request(&self, id: &str) -> Reply {

@@ -5,15 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use closeflow_domain::{
-    check_invariants, ClientOrderId, CloseRequestId, OrderIntent, OrderStatus, Quantity,
-};
+use closeflow_domain::{check_invariants, ClientOrderId, CloseRequestId, OrderIntent, OrderStatus, Quantity};
 use closeflow_pipeline::broker::BrokerPosition;
 use closeflow_pipeline::relay::relay;
 use closeflow_pipeline::webhook::sign;
-use closeflow_pipeline::{
-    Broker, BrokerError, BrokerOrder, Delivery, QueueMessage, SimulatedBroker,
-};
+use closeflow_pipeline::{Broker, BrokerError, BrokerOrder, Delivery, QueueMessage, SimulatedBroker};
 use serde_json::json;
 
 use crate::pipeline::{PipelineApp, SECRET};
@@ -57,10 +53,7 @@ pub async fn a_close_travels_to_the_broker_and_back_to_closed(app: &PipelineApp)
     let c = app.close_request(&cr).await;
     assert_eq!(c.body["status"], "completed", "{}", c.body);
     assert_eq!(
-        (
-            c.body["filled_qty"].as_str(),
-            c.body["remaining_qty"].as_str()
-        ),
+        (c.body["filled_qty"].as_str(), c.body["remaining_qty"].as_str()),
         (Some("10"), Some("0"))
     );
     let orders = c.body["orders"].as_array().unwrap();
@@ -69,10 +62,7 @@ pub async fn a_close_travels_to_the_broker_and_back_to_closed(app: &PipelineApp)
     assert_eq!(orders[0]["attempt"], 1);
     assert_eq!(orders[0]["status"], "filled");
     assert_eq!(orders[0]["qty"], "10");
-    assert!(orders[0]["broker_order_id"]
-        .as_str()
-        .unwrap()
-        .starts_with("sim-"));
+    assert!(orders[0]["broker_order_id"].as_str().unwrap().starts_with("sim-"));
     assert_eq!(app.sim.orders_placed(), 1);
     assert_consistent(app, "p-aapl").await;
 }
@@ -85,10 +75,7 @@ pub async fn a_broker_rejection_fails_the_close_with_the_reason(app: &PipelineAp
     let c = app.close_request(&cr).await;
     assert_eq!(c.body["status"], "failed");
     assert!(
-        c.body["failure_reason"]
-            .as_str()
-            .unwrap()
-            .contains("insufficient qty"),
+        c.body["failure_reason"].as_str().unwrap().contains("insufficient qty"),
         "{}",
         c.body
     );
@@ -101,17 +88,11 @@ pub async fn a_broker_rejection_fails_the_close_with_the_reason(app: &PipelineAp
 pub async fn a_partial_fill_then_cancel_is_retryable(app: &PipelineApp) {
     let cr = app.open_and_close("p-msft", "MSFT", "10").await;
     app.driver.pump().await;
-    assert_eq!(
-        app.position("p-msft").await.body["status"],
-        "close_retryable"
-    );
+    assert_eq!(app.position("p-msft").await.body["status"], "close_retryable");
     let c = app.close_request(&cr).await;
     assert_eq!(c.body["status"], "retryable");
     assert_eq!(
-        (
-            c.body["filled_qty"].as_str(),
-            c.body["remaining_qty"].as_str()
-        ),
+        (c.body["filled_qty"].as_str(), c.body["remaining_qty"].as_str()),
         (Some("3"), Some("7"))
     );
     assert_eq!(c.body["orders"][0]["status"], "canceled");
@@ -146,11 +127,7 @@ pub async fn a_zero_fill_cancel_reopens_the_position(app: &PipelineApp) {
         .await;
     assert_eq!(again.status, 201, "{}", again.body);
     app.driver.pump().await;
-    assert_eq!(
-        app.sim.orders_placed(),
-        2,
-        "a new close request places its own order"
-    );
+    assert_eq!(app.sim.orders_placed(), 2, "a new close request places its own order");
     assert_eq!(
         app.close_request(&again.str("close_request_id")).await.body["status"],
         "submitted"
@@ -161,27 +138,21 @@ pub async fn a_zero_fill_cancel_reopens_the_position(app: &PipelineApp) {
 pub async fn out_of_order_updates_never_regress_a_filled_close(app: &PipelineApp) {
     let cr = app.open_and_close("p-ooo", "NVDA", "2").await;
     app.driver.pump().await;
-    let r = app
-        .webhook(&update(&cr, "filled", "2", Some(5), None))
-        .await;
+    let r = app.webhook(&update(&cr, "filled", "2", Some(5), None)).await;
     assert_eq!(
         (r.status, r.body["result"].as_str()),
         (200, Some("applied")),
         "{}",
         r.body
     );
-    let stale = app
-        .webhook(&update(&cr, "canceled", "0", Some(4), None))
-        .await;
+    let stale = app.webhook(&update(&cr, "canceled", "0", Some(4), None)).await;
     assert_eq!(
         (stale.status, stale.body["result"].as_str()),
         (200, Some("ignored")),
         "{}",
         stale.body
     );
-    let later = app
-        .webhook(&update(&cr, "canceled", "0", Some(6), None))
-        .await;
+    let later = app.webhook(&update(&cr, "canceled", "0", Some(6), None)).await;
     assert_eq!(later.status, 200, "{}", later.body);
     assert_eq!(app.position("p-ooo").await.body["status"], "closed");
     let c = app.close_request(&cr).await;
@@ -265,9 +236,7 @@ impl Broker for LostAnswerOnce {
         let placed = self.inner.submit_order(intent).await;
         if !self.lost.swap(true, Ordering::SeqCst) {
             placed?;
-            return Err(BrokerError::Ambiguous(
-                "timed out waiting for the broker".into(),
-            ));
+            return Err(BrokerError::Ambiguous("timed out waiting for the broker".into()));
         }
         placed
     }
@@ -283,8 +252,7 @@ impl Broker for LostAnswerOnce {
 }
 
 pub async fn an_unknown_submit_outcome_is_retried_into_exactly_one_order(backend: Backend) {
-    let app =
-        PipelineApp::with_broker(backend, "NVDA=hold", Some(Box::new(LostAnswerOnce::layer))).await;
+    let app = PipelineApp::with_broker(backend, "NVDA=hold", Some(Box::new(LostAnswerOnce::layer))).await;
     let cr = app.open_and_close("p-lost", "NVDA", "6").await;
     app.driver.pump().await;
     assert_eq!(app.sim.orders_placed(), 1, "the broker has the order");
@@ -315,24 +283,11 @@ pub async fn webhooks_with_bad_signatures_or_bodies_change_nothing(app: &Pipelin
     let body = update(&cr, "filled", "2", Some(9), None);
     let now = closeflow_api::Clock::now(app.clock.as_ref()).timestamp();
     let post = |headers: Vec<(String, String)>, body: String| async move {
-        let h: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        app.call(
-            axum::http::Method::POST,
-            "/webhooks/broker",
-            &h,
-            Some(&body),
-        )
-        .await
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        app.call(axum::http::Method::POST, "/webhooks/broker", &h, Some(&body))
+            .await
     };
-    let sig = |secret: &[u8], t: i64| {
-        vec![(
-            "x-closeflow-signature".to_string(),
-            sign(secret, t, body.as_bytes()),
-        )]
-    };
+    let sig = |secret: &[u8], t: i64| vec![("x-closeflow-signature".to_string(), sign(secret, t, body.as_bytes()))];
     for (headers, why) in [
         (vec![], "missing"),
         (sig(b"wrong-secret", now), "wrong secret"),
@@ -347,10 +302,7 @@ pub async fn webhooks_with_bad_signatures_or_bodies_change_nothing(app: &Pipelin
         assert_eq!(r.body["error"], "invalid_signature");
     }
     let tampered = post(sig(SECRET, now), body.replace("\"2\"", "\"1\"")).await;
-    assert_eq!(
-        tampered.status, 401,
-        "a body that is not the signed one is refused"
-    );
+    assert_eq!(tampered.status, 401, "a body that is not the signed one is refused");
     assert_eq!(
         app.position("p-sig").await.body,
         before,
@@ -362,10 +314,7 @@ pub async fn webhooks_with_bad_signatures_or_bodies_change_nothing(app: &Pipelin
         (malformed.status, malformed.body["error"].as_str()),
         (400, Some("invalid_body"))
     );
-    let unknown_cr = CloseRequestId::new(
-        &closeflow_domain::PositionId::parse("p-sig").unwrap(),
-        [7; 16],
-    );
+    let unknown_cr = CloseRequestId::new(&closeflow_domain::PositionId::parse("p-sig").unwrap(), [7; 16]);
     let unknown = app
         .webhook(&update(&unknown_cr.to_string(), "filled", "2", None, None))
         .await;

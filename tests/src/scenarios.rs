@@ -3,8 +3,8 @@
 
 use axum::http::Method;
 use closeflow_domain::{
-    check_invariants, AccountId, AssetType, CloseRequest, CloseRequestId, CloseRequestStatus,
-    IdempotencyKey, Position, PositionAggregate, PositionId, PositionStatus, Quantity,
+    check_invariants, AccountId, AssetType, CloseRequest, CloseRequestId, CloseRequestStatus, IdempotencyKey, Position,
+    PositionAggregate, PositionId, PositionStatus, Quantity,
 };
 use serde_json::{json, Value};
 
@@ -85,23 +85,13 @@ pub async fn same_key_replays_the_same_close_request(app: &TestApp) {
 
     let replay = app.close("pos-r", "key-r").await;
     assert_eq!(replay.status, 200, "{}", replay.body);
-    assert_eq!(
-        replay.body, first.body,
-        "a replay answers with the same close request"
-    );
+    assert_eq!(replay.body, first.body, "a replay answers with the same close request");
     // An explicit `{}` is the same request as an empty body.
     let replay2 = app.close_with("pos-r", "key-r", Some(" { } ")).await;
     assert_eq!(replay2.status, 200, "{}", replay2.body);
-    assert_eq!(
-        replay2.str("close_request_id"),
-        first.str("close_request_id")
-    );
+    assert_eq!(replay2.str("close_request_id"), first.str("close_request_id"));
 
-    assert_eq!(
-        snapshot(app, "pos-r").await,
-        before,
-        "a replay must not write"
-    );
+    assert_eq!(snapshot(app, "pos-r").await, before, "a replay must not write");
     assert_eq!(app.stored_idempotency_keys("pos-r").await, ["key-r"]);
 }
 
@@ -114,10 +104,7 @@ pub async fn different_key_while_closing_is_rejected_with_409(app: &TestApp) {
 
     let second = app.close("pos-c", "key-b").await;
     assert_error(&second, 409, "position_already_closing");
-    assert_eq!(
-        second.body["active_close_request_id"],
-        first.body["close_request_id"]
-    );
+    assert_eq!(second.body["active_close_request_id"], first.body["close_request_id"]);
     assert_eq!(snapshot(app, "pos-c").await, before);
     assert_eq!(app.stored_idempotency_keys("pos-c").await, ["key-a"]);
 }
@@ -131,10 +118,7 @@ pub async fn busy_position_answers_409_with_a_retry_hint_and_changes_nothing(app
     let r = app.close("pos-busy", "key-busy").await;
     assert_error(&r, 409, "position_locked");
     assert_eq!(r.body["retry_after_ms"], 1000);
-    assert_eq!(
-        r.headers.get("retry-after").map(|v| v.to_str().unwrap()),
-        Some("1")
-    );
+    assert_eq!(r.headers.get("retry-after").map(|v| v.to_str().unwrap()), Some("1"));
     assert_eq!(snapshot(app, "pos-busy").await, before);
     assert!(app.stored_idempotency_keys("pos-busy").await.is_empty());
 
@@ -148,11 +132,7 @@ pub async fn busy_position_answers_409_with_a_retry_hint_and_changes_nothing(app
 
 pub async fn unknown_ids_answer_404(app: &TestApp) {
     assert_error(&app.close("ghost", "k").await, 404, "position_not_found");
-    assert_error(
-        &app.get("/positions/ghost").await,
-        404,
-        "position_not_found",
-    );
+    assert_error(&app.get("/positions/ghost").await, 404, "position_not_found");
     let well_formed = CloseRequestId::new(&PositionId::parse("ghost").unwrap(), [3; 16]);
     assert_error(
         &app.get(&format!("/close-requests/{well_formed}")).await,
@@ -166,17 +146,12 @@ pub async fn unknown_ids_answer_404(app: &TestApp) {
     );
     assert_error(&app.get("/no/such/route").await, 404, "route_not_found");
     assert_error(
-        &app.call(Method::DELETE, "/positions/ghost", &[], None)
-            .await,
+        &app.call(Method::DELETE, "/positions/ghost", &[], None).await,
         405,
         "method_not_allowed",
     );
     // Nothing was created along the way.
-    assert_error(
-        &app.get("/positions/ghost").await,
-        404,
-        "position_not_found",
-    );
+    assert_error(&app.get("/positions/ghost").await, 404, "position_not_found");
 }
 
 pub async fn zero_quantity_position_is_refused(app: &TestApp) {
@@ -244,16 +219,8 @@ fn fixture(id: &str, status: PositionStatus, cr_status: CloseRequestStatus) -> P
 
 pub async fn closed_and_failed_positions_are_refused_as_invalid_state(app: &TestApp) {
     let cases = [
-        (
-            "pos-closed",
-            PositionStatus::Closed,
-            CloseRequestStatus::Completed,
-        ),
-        (
-            "pos-failed",
-            PositionStatus::CloseFailed,
-            CloseRequestStatus::Failed,
-        ),
+        ("pos-closed", PositionStatus::Closed, CloseRequestStatus::Completed),
+        ("pos-failed", PositionStatus::CloseFailed, CloseRequestStatus::Failed),
         (
             "pos-retry",
             PositionStatus::CloseRetryable,
@@ -280,9 +247,7 @@ pub async fn closed_and_failed_positions_are_refused_as_invalid_state(app: &Test
 pub async fn bad_idempotency_keys_are_refused_before_any_write(app: &TestApp) {
     app.open_position("pos-keys", "1").await;
     let before = snapshot(app, "pos-keys").await;
-    let missing = app
-        .call(Method::POST, "/positions/pos-keys/close", &[], None)
-        .await;
+    let missing = app.call(Method::POST, "/positions/pos-keys/close", &[], None).await;
     assert_error(&missing, 400, "missing_idempotency_key");
     let too_long = "k".repeat(256);
     for bad in ["", too_long.as_str(), "caf\u{e9}", "tab\there"] {
@@ -407,11 +372,7 @@ pub async fn invalid_position_bodies_are_refused_and_change_nothing(app: &TestAp
         let r = app.put_position("pos-bad", body).await;
         assert_error(&r, 400, "invalid_body");
     }
-    assert_error(
-        &app.get("/positions/pos-bad").await,
-        404,
-        "position_not_found",
-    );
+    assert_error(&app.get("/positions/pos-bad").await, 404, "position_not_found");
     let r = app
         .put_position(
             "bad%20id",
@@ -423,11 +384,7 @@ pub async fn invalid_position_bodies_are_refused_and_change_nothing(app: &TestAp
     app.open_position("pos-bad", "3").await;
     let before = snapshot(app, "pos-bad").await;
     for body in bad_bodies {
-        assert_error(
-            &app.put_position("pos-bad", body).await,
-            400,
-            "invalid_body",
-        );
+        assert_error(&app.put_position("pos-bad", body).await, 400, "invalid_body");
     }
     assert_eq!(snapshot(app, "pos-bad").await, before);
 }
@@ -449,32 +406,17 @@ pub async fn short_fractional_positions_close_for_their_exact_absolute_quantity(
     // A JSON number keeps its exact decimal text (no trip through f64).
     let r = app.open_position("pos-tenth", "0.1").await;
     assert_eq!(r.body["quantity"], "0.1");
-    let r = app
-        .open_position("pos-long-decimal", "1234567890.123456789")
-        .await;
+    let r = app.open_position("pos-long-decimal", "1234567890.123456789").await;
     assert_eq!(r.body["quantity"], "1234567890.123456789");
 }
 
-async fn concurrent_closes(
-    app: &TestApp,
-    id: &str,
-    key_of: impl Fn(usize) -> String,
-) -> Vec<Reply> {
+async fn concurrent_closes(app: &TestApp, id: &str, key_of: impl Fn(usize) -> String) -> Vec<Reply> {
     let tasks: Vec<_> = (0..32)
         .map(|i| {
             let router = app.router.clone();
             let path = format!("/positions/{id}/close");
             let key = key_of(i);
-            tokio::spawn(async move {
-                call(
-                    &router,
-                    Method::POST,
-                    &path,
-                    &[("idempotency-key", &key)],
-                    None,
-                )
-                .await
-            })
+            tokio::spawn(async move { call(&router, Method::POST, &path, &[("idempotency-key", &key)], None).await })
         })
         .collect();
     let mut out = Vec::new();
@@ -511,8 +453,7 @@ pub async fn thirty_two_concurrent_closes_with_distinct_keys_create_exactly_one(
 pub async fn thirty_two_concurrent_closes_with_one_key_share_one_close_request(app: &TestApp) {
     app.open_position("pos-same", "100").await;
     let replies = concurrent_closes(app, "pos-same", |_| "the-key".to_string()).await;
-    let ids: std::collections::BTreeSet<_> =
-        replies.iter().map(|r| r.str("close_request_id")).collect();
+    let ids: std::collections::BTreeSet<_> = replies.iter().map(|r| r.str("close_request_id")).collect();
     assert_eq!(ids.len(), 1, "every answer names the same close request");
     assert_eq!(replies.iter().filter(|r| r.status == 201).count(), 1);
     assert_eq!(replies.iter().filter(|r| r.status == 200).count(), 31);
@@ -524,16 +465,9 @@ pub async fn close_request_ids_route_to_their_own_position_only(app: &TestApp) {
     app.open_position("pos-b", "2").await;
     let a = app.close("pos-a", "same-key").await;
     let b = app.close("pos-b", "same-key").await;
-    assert_eq!(
-        (a.status, b.status),
-        (201, 201),
-        "keys are scoped to their position"
-    );
+    assert_eq!((a.status, b.status), (201, 201), "keys are scoped to their position");
     assert_ne!(a.str("close_request_id"), b.str("close_request_id"));
-    assert_eq!(
-        app.get(&a.str("poll_url")).await.body["position_id"],
-        "pos-a"
-    );
+    assert_eq!(app.get(&a.str("poll_url")).await.body["position_id"], "pos-a");
     assert_eq!(app.get(&b.str("poll_url")).await.body["target_qty"], "2");
     let sibling = CloseRequestId::new(&PositionId::parse("pos-a").unwrap(), [0xab; 16]);
     assert_error(

@@ -29,11 +29,7 @@ fn dynamo_json(v: &Av) -> Value {
 
 fn image(agg: &PositionAggregate) -> Value {
     let item = codec::aggregate_item(agg);
-    Value::Object(
-        item.iter()
-            .map(|(k, v)| (k.clone(), dynamo_json(v)))
-            .collect(),
-    )
+    Value::Object(item.iter().map(|(k, v)| (k.clone(), dynamo_json(v))).collect())
 }
 
 fn record(seq: &str, old: Option<Value>, new: Value) -> Value {
@@ -71,21 +67,15 @@ async fn closing_aggregates() -> (PositionAggregate, PositionAggregate) {
 #[tokio::test]
 async fn a_stream_record_of_a_new_close_request_becomes_one_fifo_message_even_when_replayed() {
     let (before, after) = closing_aggregates().await;
-    let event: dynamodb::Event = serde_json::from_value(
-        json!({"Records": [record("100", Some(image(&before)), image(&after))]}),
-    )
-    .unwrap();
+    let event: dynamodb::Event =
+        serde_json::from_value(json!({"Records": [record("100", Some(image(&before)), image(&after))]})).unwrap();
     let queue = MemoryQueue::new();
     let resp = relay_stream_event(&queue, event.clone()).await;
     assert!(resp.batch_item_failures.is_empty());
     let replay = relay_stream_event(&queue, event).await;
     assert!(replay.batch_item_failures.is_empty());
     let msgs = queue.take_all();
-    assert_eq!(
-        msgs.len(),
-        1,
-        "the replay carried the same deduplication id"
-    );
+    assert_eq!(msgs.len(), 1, "the replay carried the same deduplication id");
     let cr = after.latest_close_request.unwrap();
     assert_eq!(msgs[0].dedup_id, format!("{}-1", cr.id));
     assert_eq!(msgs[0].group_id, "pos-ev");
@@ -144,11 +134,7 @@ async fn a_message_delivered_twice_in_one_batch_places_one_order() {
     store.insert_aggregate(after.clone());
     let msg = closeflow_pipeline::relay::message_for(None, &after).unwrap();
 
-    let sim = SimulatedBroker::new(
-        SimScenarios::parse("AAPL=hold").unwrap(),
-        b"s",
-        clock.clone(),
-    );
+    let sim = SimulatedBroker::new(SimScenarios::parse("AAPL=hold").unwrap(), b"s", clock.clone());
     let resp = submit_sqs_event(
         store.as_ref(),
         &sim,
@@ -157,16 +143,9 @@ async fn a_message_delivered_twice_in_one_batch_places_one_order() {
     )
     .await;
     assert!(resp.batch_item_failures.is_empty());
-    assert_eq!(
-        sim.orders_placed(),
-        1,
-        "the duplicate message placed nothing"
-    );
+    assert_eq!(sim.orders_placed(), 1, "the duplicate message placed nothing");
     let agg = store
-        .modify(
-            &AggregateKey::Position(PositionId::parse("pos-ev").unwrap()),
-            &|_| None,
-        )
+        .modify(&AggregateKey::Position(PositionId::parse("pos-ev").unwrap()), &|_| None)
         .await
         .unwrap()
         .unwrap()
@@ -206,13 +185,7 @@ async fn an_unknown_outcome_fails_the_message_and_the_rest_of_its_group() {
         .map(|f| f.item_identifier.as_str())
         .collect();
     assert_eq!(ids, ["m1", "m2"]);
-    let resp = submit_sqs_event(
-        store.as_ref(),
-        &broker,
-        clock.as_ref(),
-        sqs_event(&[("m3", &broken)]),
-    )
-    .await;
+    let resp = submit_sqs_event(store.as_ref(), &broker, clock.as_ref(), sqs_event(&[("m3", &broken)])).await;
     assert_eq!(
         resp.batch_item_failures.len(),
         1,

@@ -12,10 +12,8 @@ async fn main() -> Result<(), Error> {
     let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&shared), url);
     let queue = &queue;
-    run(service_fn(
-        move |ev: LambdaEvent<dynamodb::Event>| async move {
-            Ok::<_, Error>(relay_stream_event(queue, ev.payload).await)
-        },
-    ))
+    run(service_fn(move |ev: LambdaEvent<dynamodb::Event>| async move {
+        Ok::<_, Error>(relay_stream_event(queue, ev.payload).await)
+    }))
     .await
 }

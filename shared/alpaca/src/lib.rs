@@ -118,12 +118,10 @@ pub fn map_status(alpaca: &str, filled: Quantity) -> Option<OrderStatus> {
 fn to_broker_order(o: AlpacaOrder) -> Result<BrokerOrder, BrokerError> {
     let filled = match o.filled_qty.as_deref() {
         None | Some("") => Quantity::ZERO,
-        Some(q) => Quantity::parse(q)
-            .map_err(|e| BrokerError::Ambiguous(format!("bad filled_qty: {e}")))?,
+        Some(q) => Quantity::parse(q).map_err(|e| BrokerError::Ambiguous(format!("bad filled_qty: {e}")))?,
     };
-    let status = map_status(&o.status, filled).ok_or_else(|| {
-        BrokerError::Ambiguous(format!("unknown Alpaca order status `{}`", o.status))
-    })?;
+    let status = map_status(&o.status, filled)
+        .ok_or_else(|| BrokerError::Ambiguous(format!("unknown Alpaca order status `{}`", o.status)))?;
     let client_order_id = ClientOrderId::parse(&o.client_order_id)
         .map_err(|_| BrokerError::Ambiguous(format!("order {} is not closeflow's", o.id)))?;
     Ok(BrokerOrder {
@@ -131,10 +129,7 @@ fn to_broker_order(o: AlpacaOrder) -> Result<BrokerOrder, BrokerError> {
         client_order_id,
         status,
         filled_qty: filled,
-        filled_avg_price: o
-            .filled_avg_price
-            .as_deref()
-            .and_then(|p| Quantity::parse(p).ok()),
+        filled_avg_price: o.filled_avg_price.as_deref().and_then(|p| Quantity::parse(p).ok()),
         updated_at: o
             .updated_at
             .as_deref()
@@ -154,10 +149,7 @@ impl AlpacaBroker {
 
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
-            .request(
-                method,
-                format!("{}{path}", self.cfg.base_url.trim_end_matches('/')),
-            )
+            .request(method, format!("{}{path}", self.cfg.base_url.trim_end_matches('/')))
             .header("APCA-API-KEY-ID", &self.cfg.key_id)
             .header("APCA-API-SECRET-KEY", &self.cfg.secret_key)
     }
@@ -193,8 +185,8 @@ fn unknown(status: StatusCode, body: &str) -> BrokerError {
 }
 
 fn parse_order(body: &str) -> Result<BrokerOrder, BrokerError> {
-    let o: AlpacaOrder = serde_json::from_str(body)
-        .map_err(|e| BrokerError::Ambiguous(format!("unreadable order: {e}")))?;
+    let o: AlpacaOrder =
+        serde_json::from_str(body).map_err(|e| BrokerError::Ambiguous(format!("unreadable order: {e}")))?;
     to_broker_order(o)
 }
 
@@ -229,9 +221,7 @@ impl Broker for AlpacaBroker {
                 Err(BrokerError::DuplicateClientOrderId)
             }
             // 403: insufficient qty / buying power; 422: invalid order. Both are final.
-            StatusCode::FORBIDDEN | StatusCode::UNPROCESSABLE_ENTITY => {
-                Err(BrokerError::Rejected(message(&text)))
-            }
+            StatusCode::FORBIDDEN | StatusCode::UNPROCESSABLE_ENTITY => Err(BrokerError::Rejected(message(&text))),
             s => Err(unknown(s, &text)),
         }
     }
@@ -250,10 +240,7 @@ impl Broker for AlpacaBroker {
 
     async fn cancel_order(&self, broker_order_id: &str) -> Result<(), BrokerError> {
         let (status, text) = self
-            .send(self.req(
-                reqwest::Method::DELETE,
-                &format!("/v2/orders/{broker_order_id}"),
-            ))
+            .send(self.req(reqwest::Method::DELETE, &format!("/v2/orders/{broker_order_id}")))
             .await?;
         match status {
             s if s.is_success() => Ok(()),
@@ -265,14 +252,12 @@ impl Broker for AlpacaBroker {
     }
 
     async fn list_positions(&self) -> Result<Vec<BrokerPosition>, BrokerError> {
-        let (status, text) = self
-            .send(self.req(reqwest::Method::GET, "/v2/positions"))
-            .await?;
+        let (status, text) = self.send(self.req(reqwest::Method::GET, "/v2/positions")).await?;
         if !status.is_success() {
             return Err(unknown(status, &text));
         }
-        let list: Vec<AlpacaPosition> = serde_json::from_str(&text)
-            .map_err(|e| BrokerError::Ambiguous(format!("unreadable positions: {e}")))?;
+        let list: Vec<AlpacaPosition> =
+            serde_json::from_str(&text).map_err(|e| BrokerError::Ambiguous(format!("unreadable positions: {e}")))?;
         list.into_iter()
             .map(|p| {
                 let q = Quantity::parse(&p.qty)
@@ -283,10 +268,7 @@ impl Broker for AlpacaBroker {
                 } else {
                     q
                 };
-                Ok(BrokerPosition {
-                    symbol: p.symbol,
-                    qty,
-                })
+                Ok(BrokerPosition { symbol: p.symbol, qty })
             })
             .collect()
     }

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use closeflow_alpaca::{map_status, AlpacaBroker, AlpacaConfig};
 use closeflow_domain::{
-    AccountId, AssetType, ClientOrderId, CloseRequestId, OrderIntent, OrderStatus, PositionId,
-    Quantity, Side,
+    AccountId, AssetType, ClientOrderId, CloseRequestId, OrderIntent, OrderStatus, PositionId, Quantity, Side,
 };
 use closeflow_pipeline::{Broker, BrokerError};
 use serde_json::{json, Value};
@@ -15,10 +14,7 @@ use wiremock::matchers::{body_partial_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn coid() -> ClientOrderId {
-    ClientOrderId::new(
-        CloseRequestId::new(&PositionId::parse("pos-1").unwrap(), [4; 16]),
-        1,
-    )
+    ClientOrderId::new(CloseRequestId::new(&PositionId::parse("pos-1").unwrap(), [4; 16]), 1)
 }
 
 fn intent(asset_type: AssetType, side: Side) -> OrderIntent {
@@ -163,10 +159,7 @@ async fn rate_limits_server_errors_and_bad_credentials_are_ambiguous() {
         (401, json!({"message": "request is not authorized"})),
     ] {
         let r = submit_answer(status, body).await;
-        assert!(
-            matches!(r, Err(BrokerError::Ambiguous(_))),
-            "{status}: {r:?}"
-        );
+        assert!(matches!(r, Err(BrokerError::Ambiguous(_))), "{status}: {r:?}");
     }
 }
 
@@ -210,16 +203,10 @@ async fn orders_are_found_by_client_order_id_and_404_means_not_found() {
     Mock::given(method("GET"))
         .and(path("/v2/orders:by_client_order_id"))
         .and(query_param("client_order_id", other.to_string()))
-        .respond_with(
-            ResponseTemplate::new(404)
-                .set_body_json(json!({"code": 40410000, "message": "order not found"})),
-        )
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({"code": 40410000, "message": "order not found"})))
         .mount(&server)
         .await;
-    assert_eq!(
-        b.get_order_by_client_id(&other).await,
-        Err(BrokerError::NotFound)
-    );
+    assert_eq!(b.get_order_by_client_id(&other).await, Err(BrokerError::NotFound));
 }
 
 #[tokio::test]
@@ -232,9 +219,7 @@ async fn cancel_and_positions() {
         .await;
     Mock::given(method("DELETE"))
         .and(path("/v2/orders/o-done"))
-        .respond_with(
-            ResponseTemplate::new(422).set_body_json(json!({"message": "order is not cancelable"})),
-        )
+        .respond_with(ResponseTemplate::new(422).set_body_json(json!({"message": "order is not cancelable"})))
         .mount(&server)
         .await;
     Mock::given(method("GET"))
@@ -248,10 +233,7 @@ async fn cancel_and_positions() {
     let b = broker(&server, Duration::from_secs(2)).await;
     assert_eq!(b.cancel_order("o-1").await, Ok(()));
     assert_eq!(b.cancel_order("o-done").await, Ok(()));
-    assert_eq!(
-        b.cancel_order("o-missing").await,
-        Err(BrokerError::NotFound)
-    );
+    assert_eq!(b.cancel_order("o-missing").await, Err(BrokerError::NotFound));
     let p = b.list_positions().await.unwrap();
     assert_eq!(p[0].qty, Quantity::from(10));
     assert_eq!(p[1].qty, Quantity::from(-5));
@@ -277,11 +259,7 @@ fn every_alpaca_order_status_is_mapped() {
     ];
     for s in working {
         assert_eq!(map_status(s, zero), Some(OrderStatus::Accepted), "{s}");
-        assert_eq!(
-            map_status(s, some),
-            Some(OrderStatus::PartiallyFilled),
-            "{s}"
-        );
+        assert_eq!(map_status(s, some), Some(OrderStatus::PartiallyFilled), "{s}");
     }
     assert_eq!(map_status("filled", some), Some(OrderStatus::Filled));
     assert_eq!(map_status("canceled", some), Some(OrderStatus::Canceled));

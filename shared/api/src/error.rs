@@ -87,15 +87,13 @@ impl ApiError {
                 "active_close_request_id",
                 json!(active_close_request_id.map(|id| id.to_string())),
             ),
-            CloseRejection::ZeroQuantity => ApiError::bad_request(
-                "zero_quantity",
-                "Position already has zero quantity",
-            ),
-            CloseRejection::InvalidState(s) => ApiError::bad_request(
-                "invalid_state",
-                format!("Cannot close a position in state `{s}`"),
-            )
-            .with("position_status", json!(s.as_str())),
+            CloseRejection::ZeroQuantity => {
+                ApiError::bad_request("zero_quantity", "Position already has zero quantity")
+            }
+            CloseRejection::InvalidState(s) => {
+                ApiError::bad_request("invalid_state", format!("Cannot close a position in state `{s}`"))
+                    .with("position_status", json!(s.as_str()))
+            }
         }
     }
 }

@@ -7,8 +7,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use closeflow_domain::{
-    AccountId, AssetType, CloseCommand, CloseRequestId, Fingerprint, IdempotencyKey, PositionId,
-    Quantity, RegisterDecision, RegisterPosition, RegisterRejection,
+    AccountId, AssetType, CloseCommand, CloseRequestId, Fingerprint, IdempotencyKey, PositionId, Quantity,
+    RegisterDecision, RegisterPosition, RegisterRejection,
 };
 use closeflow_store::CloseOutcome;
 use serde::Deserialize;
@@ -28,8 +28,7 @@ fn json_body(body: &Bytes) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid_body(format!("Request body is not valid JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid_body(format!("Request body is not valid JSON: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -64,10 +63,9 @@ fn parse_position_body(
             "A JSON body with account_id, symbol, asset_type and quantity is required",
         ));
     }
-    let b: PositionBody = serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid_body(format!("Invalid position: {e}")))?;
-    let account_id =
-        AccountId::parse(&b.account_id).map_err(|e| ApiError::invalid_body(e.to_string()))?;
+    let b: PositionBody =
+        serde_json::from_slice(body).map_err(|e| ApiError::invalid_body(format!("Invalid position: {e}")))?;
+    let account_id = AccountId::parse(&b.account_id).map_err(|e| ApiError::invalid_body(e.to_string()))?;
     if !valid_symbol(&b.symbol) {
         return Err(ApiError::invalid_body(
             "symbol must be 1 to 64 characters of letters, digits, spaces, '.', '/', '-' or '_'",
@@ -77,9 +75,7 @@ fn parse_position_body(
         .ok_or_else(|| ApiError::invalid_body("asset_type must be `equity` or `option`"))?;
     if let Some(p) = b.avg_entry_price {
         if p.is_negative() {
-            return Err(ApiError::invalid_body(
-                "avg_entry_price must not be negative",
-            ));
+            return Err(ApiError::invalid_body("avg_entry_price must not be negative"));
         }
     }
     if let Some(s) = &b.strategy_id {
@@ -101,11 +97,7 @@ fn parse_position_body(
     })
 }
 
-pub async fn put_position(
-    State(app): State<AppState>,
-    Path(raw): Path<String>,
-    body: Bytes,
-) -> ApiResult {
+pub async fn put_position(State(app): State<AppState>, Path(raw): Path<String>, body: Bytes) -> ApiResult {
     let id = position_id(&raw)?;
     let cmd = parse_position_body(id, &body, app.clock.now())?;
     let outcome = app
@@ -127,6 +119,11 @@ pub async fn put_position(
             format!("Position is `{status}`; only an open position can be changed"),
         )
         .with("position_status", json!(status.as_str()))),
+        Err(RegisterRejection::RoutingKeyTaken(_)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "position_id_collision",
+            "This position id collides with an existing position's storage key; register it under another id",
+        )),
     }
 }
 
@@ -148,20 +145,13 @@ pub async fn get_position(State(app): State<AppState>, Path(raw): Path<String>) 
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
-    let value = headers.get("idempotency-key").ok_or_else(|| {
-        ApiError::bad_request(
-            "missing_idempotency_key",
-            "The Idempotency-Key header is required",
-        )
-    })?;
-    let text = value.to_str().map_err(|_| {
-        ApiError::bad_request(
-            "invalid_idempotency_key",
-            "Idempotency-Key must be printable ASCII",
-        )
-    })?;
-    IdempotencyKey::parse(text)
-        .map_err(|e| ApiError::bad_request("invalid_idempotency_key", e.to_string()))
+    let value = headers
+        .get("idempotency-key")
+        .ok_or_else(|| ApiError::bad_request("missing_idempotency_key", "The Idempotency-Key header is required"))?;
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be printable ASCII"))?;
+    IdempotencyKey::parse(text).map_err(|e| ApiError::bad_request("invalid_idempotency_key", e.to_string()))
 }
 
 /// Fields a close body may carry in this version. Anything else is refused rather than
@@ -172,25 +162,16 @@ const CLOSE_BODY_FIELDS: &[&str] = &["reason"];
 fn close_body(body: &Bytes) -> Result<(Value, Option<String>), ApiError> {
     let value = json_body(body)?;
     let Value::Object(map) = &value else {
-        return Err(ApiError::invalid_body(
-            "The close body must be a JSON object",
-        ));
+        return Err(ApiError::invalid_body("The close body must be a JSON object"));
     };
-    if let Some(unknown) = map
-        .keys()
-        .find(|k| !CLOSE_BODY_FIELDS.contains(&k.as_str()))
-    {
+    if let Some(unknown) = map.keys().find(|k| !CLOSE_BODY_FIELDS.contains(&k.as_str())) {
         return Err(ApiError::invalid_body(format!(
             "Unsupported field `{unknown}` in close body"
         )));
     }
     let reason = match map.get("reason") {
         None | Some(Value::Null) => None,
-        Some(Value::String(r))
-            if (1..=256).contains(&r.len()) && !r.chars().any(char::is_control) =>
-        {
-            Some(r.clone())
-        }
+        Some(Value::String(r)) if (1..=256).contains(&r.len()) && !r.chars().any(char::is_control) => Some(r.clone()),
         Some(_) => {
             return Err(ApiError::invalid_body(
                 "reason must be a string of 1 to 256 printable characters",
@@ -242,12 +223,7 @@ pub async fn close_position(
             orders,
         } => Ok((
             StatusCode::OK,
-            Json(views::close_accepted(
-                &position,
-                &close_request,
-                &orders,
-                poll,
-            )),
+            Json(views::close_accepted(&position, &close_request, &orders, poll)),
         )
             .into_response()),
         CloseOutcome::Rejected(r) => Err(ApiError::from_rejection(r)),
@@ -255,8 +231,8 @@ pub async fn close_position(
 }
 
 pub async fn get_close_request(State(app): State<AppState>, Path(raw): Path<String>) -> ApiResult {
-    let id = CloseRequestId::parse(&raw)
-        .map_err(|e| ApiError::bad_request("invalid_close_request_id", e.to_string()))?;
+    let id =
+        CloseRequestId::parse(&raw).map_err(|e| ApiError::bad_request("invalid_close_request_id", e.to_string()))?;
     match app
         .store
         .close_request(&id)
@@ -285,15 +261,9 @@ pub async fn method_not_allowed() -> ApiError {
 }
 
 /// POST /webhooks/broker: signed broker order updates (see closeflow_pipeline::webhook).
-pub async fn broker_webhook(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
+pub async fn broker_webhook(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
     use closeflow_pipeline::webhook::{parse_body, verify_signature, UpdateResult};
-    let signature = headers
-        .get("x-closeflow-signature")
-        .and_then(|v| v.to_str().ok());
+    let signature = headers.get("x-closeflow-signature").and_then(|v| v.to_str().ok());
     verify_signature(&app.webhook_secret, signature, &body, app.clock.now()).map_err(|e| {
         tracing::warn!(error = %e, "webhook refused");
         ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string())
@@ -302,18 +272,13 @@ pub async fn broker_webhook(
         Ok(Some(u)) => u,
         Ok(None) => {
             tracing::warn!("webhook for an order closeflow did not place; nothing written");
-            return Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({"result": "unknown_order"})),
-            )
-                .into_response());
+            return Ok((StatusCode::ACCEPTED, Json(json!({"result": "unknown_order"}))).into_response());
         }
         Err(e) => return Err(ApiError::invalid_body(e.to_string())),
     };
-    let result =
-        closeflow_pipeline::apply_broker_update(app.store.as_ref(), &update, app.clock.now())
-            .await
-            .map_err(|e| ApiError::from_store(e, app.config.retry_after_ms))?;
+    let result = closeflow_pipeline::apply_broker_update(app.store.as_ref(), &update, app.clock.now())
+        .await
+        .map_err(|e| ApiError::from_store(e, app.config.retry_after_ms))?;
     Ok(match result {
         UpdateResult::Applied {
             position_status,
@@ -333,11 +298,7 @@ pub async fn broker_webhook(
         }
         UpdateResult::UnknownOrder => {
             tracing::warn!(client_order_id = %update.client_order_id, "webhook for an unknown order; nothing written");
-            (
-                StatusCode::ACCEPTED,
-                Json(json!({"result": "unknown_order"})),
-            )
-                .into_response()
+            (StatusCode::ACCEPTED, Json(json!({"result": "unknown_order"}))).into_response()
         }
     })
 }

@@ -11,9 +11,7 @@ pub mod error;
 mod handlers;
 mod views;
 
-pub use closeflow_pipeline::clock::{
-    self, Clock, ManualClock, RandomSource, SystemClock, SystemRandom,
-};
+pub use closeflow_pipeline::clock::{self, Clock, ManualClock, RandomSource, SystemClock, SystemRandom};
 pub use error::ApiError;
 
 #[derive(Debug, Clone)]
@@ -64,14 +62,8 @@ pub fn router(state: AppState) -> Router {
             "/positions/{position_id}",
             get(handlers::get_position).put(handlers::put_position),
         )
-        .route(
-            "/positions/{position_id}/close",
-            post(handlers::close_position),
-        )
-        .route(
-            "/close-requests/{close_request_id}",
-            get(handlers::get_close_request),
-        )
+        .route("/positions/{position_id}/close", post(handlers::close_position))
+        .route("/close-requests/{close_request_id}", get(handlers::get_close_request))
         .route("/webhooks/broker", post(handlers::broker_webhook))
         .fallback(handlers::route_not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)

@@ -4,10 +4,7 @@ use closeflow_domain::{format_timestamp, CloseRequest, Order, Position};
 use serde_json::{json, Value};
 
 fn time(t: &Option<closeflow_domain::Timestamp>) -> Value {
-    t.as_ref()
-        .map(format_timestamp)
-        .map(Value::from)
-        .unwrap_or(Value::Null)
+    t.as_ref().map(format_timestamp).map(Value::from).unwrap_or(Value::Null)
 }
 
 pub fn position(p: &Position) -> Value {
@@ -32,12 +29,7 @@ pub fn poll_url(cr: &CloseRequest) -> String {
 }
 
 /// Answer to POST /positions/{id}/close (201 create and 200 replay alike).
-pub fn close_accepted(
-    p: &Position,
-    cr: &CloseRequest,
-    list: &[Order],
-    poll_interval_ms: u64,
-) -> Value {
+pub fn close_accepted(p: &Position, cr: &CloseRequest, list: &[Order], poll_interval_ms: u64) -> Value {
     json!({
         "close_request_id": cr.id.to_string(),
         "position_id": p.id.as_str(),

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue as Av;
 use aws_sdk_dynamodbstreams::types::AttributeValue as StreamAv;
-use closeflow_store::dynamo::codec::{self, Item, POSITION_SK_PREFIX, SK};
+use closeflow_store::dynamo::codec::{self, Item, POSITION_SK, SK};
 use closeflow_store::{Change, StoreError};
 
 /// An image from a Lambda DynamoDB stream event.
@@ -27,10 +27,7 @@ pub fn lambda_item(item: serde_dynamo::Item) -> Item {
             S::Bs(v) => Av::Bs(v.into_iter().map(Blob::new).collect()),
         }
     }
-    item.into_inner()
-        .into_iter()
-        .map(|(k, v)| (k, conv(v)))
-        .collect()
+    item.into_inner().into_iter().map(|(k, v)| (k, conv(v))).collect()
 }
 
 /// An image from the DynamoDB Streams API (local driver).
@@ -55,17 +52,14 @@ pub fn streams_item(item: &HashMap<String, StreamAv>) -> Item {
 
 /// The change a stream record describes, or `None` for records that are not a position
 /// aggregate being written (deletes, other item kinds).
-pub fn change_from_images(
-    old: Option<Item>,
-    new: Option<Item>,
-) -> Result<Option<Change>, StoreError> {
+pub fn change_from_images(old: Option<Item>, new: Option<Item>) -> Result<Option<Change>, StoreError> {
     let Some(new) = new.filter(|i| !i.is_empty()) else {
         return Ok(None);
     };
     let is_position = new
         .get(SK)
         .and_then(|v| v.as_s().ok())
-        .is_some_and(|sk| sk.starts_with(POSITION_SK_PREFIX));
+        .is_some_and(|sk| sk == POSITION_SK);
     if !is_position {
         return Ok(None);
     }

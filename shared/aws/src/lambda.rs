@@ -15,10 +15,7 @@ use crate::images::{change_from_images, lambda_item};
 /// Outbox relay: each stream record -> at most one SQS FIFO message. On the first record
 /// that cannot be relayed it stops and reports that record, so Lambda retries from it
 /// (records of a shard stay in order; nothing is dropped).
-pub async fn relay_stream_event(
-    queue: &dyn OrderQueue,
-    event: dynamodb::Event,
-) -> DynamoDbEventResponse {
+pub async fn relay_stream_event(queue: &dyn OrderQueue, event: dynamodb::Event) -> DynamoDbEventResponse {
     let mut response = DynamoDbEventResponse::default();
     for record in event.records {
         let seq = record.change.sequence_number.clone();
@@ -60,11 +57,7 @@ pub async fn submit_sqs_event(
     let mut blocked_groups = HashSet::new();
     for m in event.records {
         let id = m.message_id.clone().unwrap_or_default();
-        let group = m
-            .attributes
-            .get("MessageGroupId")
-            .cloned()
-            .unwrap_or_default();
+        let group = m.attributes.get("MessageGroupId").cloned().unwrap_or_default();
         let fail = |response: &mut SqsBatchResponse| {
             let mut f = BatchItemFailure::default();
             f.item_identifier = id.clone();
@@ -75,11 +68,7 @@ pub async fn submit_sqs_event(
             continue;
         }
         let msg = QueueMessage {
-            dedup_id: m
-                .attributes
-                .get("MessageDeduplicationId")
-                .cloned()
-                .unwrap_or_default(),
+            dedup_id: m.attributes.get("MessageDeduplicationId").cloned().unwrap_or_default(),
             group_id: group.clone(),
             body: m.body.clone().unwrap_or_default(),
         };

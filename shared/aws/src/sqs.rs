@@ -25,11 +25,7 @@ impl SqsQueue {
     }
 
     /// Creates a FIFO queue (name must end in `.fifo`) for tests and local stacks.
-    pub async fn create_fifo(
-        client: Client,
-        name: &str,
-        visibility_timeout_secs: u32,
-    ) -> Result<Self, QueueError> {
+    pub async fn create_fifo(client: Client, name: &str, visibility_timeout_secs: u32) -> Result<Self, QueueError> {
         let out = client
             .create_queue()
             .queue_name(name)
@@ -41,10 +37,7 @@ impl SqsQueue {
             .send()
             .await
             .map_err(|e| unavailable(aws_sdk_sqs::error::DisplayErrorContext(e)))?;
-        let url = out
-            .queue_url()
-            .ok_or_else(|| unavailable("no queue url"))?
-            .to_string();
+        let url = out.queue_url().ok_or_else(|| unavailable("no queue url"))?.to_string();
         Ok(SqsQueue { client, url })
     }
 
@@ -91,12 +84,8 @@ impl QueueConsumer for SqsQueue {
                 };
                 Some(Delivery {
                     message: QueueMessage {
-                        group_id: get(
-                            aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId,
-                        ),
-                        dedup_id: get(
-                            aws_sdk_sqs::types::MessageSystemAttributeName::MessageDeduplicationId,
-                        ),
+                        group_id: get(aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId),
+                        dedup_id: get(aws_sdk_sqs::types::MessageSystemAttributeName::MessageDeduplicationId),
                         body: m.body()?.to_string(),
                     },
                     receipt: m.receipt_handle()?.to_string(),

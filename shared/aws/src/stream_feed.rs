@@ -100,11 +100,8 @@ impl ChangeFeed for DynamoStreamFeed {
                 .map_err(feed_error)?;
             for r in out.records() {
                 let Some(rec) = r.dynamodb() else { continue };
-                let change = change_from_images(
-                    rec.old_image().map(streams_item),
-                    rec.new_image().map(streams_item),
-                )
-                .map_err(feed_error)?;
+                let change = change_from_images(rec.old_image().map(streams_item), rec.new_image().map(streams_item))
+                    .map_err(feed_error)?;
                 changes.extend(change);
             }
             iterators.insert(shard, out.next_shard_iterator().map(str::to_string));

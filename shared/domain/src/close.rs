@@ -73,7 +73,7 @@ pub enum CloseDecision {
 /// Decides a close command against the current aggregate. The order of checks is the
 /// seed's: existence, idempotency, in-flight close, state, quantity.
 pub fn decide_close(current: Option<&PositionAggregate>, cmd: &CloseCommand) -> CloseDecision {
-    let Some(agg) = current else {
+    let Some(agg) = current.filter(|a| a.position.id == cmd.position_id) else {
         return CloseDecision::Reject(CloseRejection::PositionNotFound);
     };
     if let Some(seen) = agg.idempotency.get(&cmd.idempotency_key) {
@@ -224,13 +224,9 @@ mod tests {
     #[test]
     fn body_fingerprints_ignore_key_order() {
         let a: serde_json::Value = serde_json::from_str(r#"{"a":1,"b":{"c":2,"d":3}}"#).unwrap();
-        let b: serde_json::Value =
-            serde_json::from_str(r#"{ "b": {"d":3, "c":2}, "a": 1 }"#).unwrap();
+        let b: serde_json::Value = serde_json::from_str(r#"{ "b": {"d":3, "c":2}, "a": 1 }"#).unwrap();
         assert_eq!(Fingerprint::of_body(&a), Fingerprint::of_body(&b));
-        assert_ne!(
-            Fingerprint::of_body(&a),
-            Fingerprint::of_body(&serde_json::json!({}))
-        );
+        assert_ne!(Fingerprint::of_body(&a), Fingerprint::of_body(&serde_json::json!({})));
     }
 
     #[test]

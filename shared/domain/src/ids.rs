@@ -97,30 +97,34 @@ impl fmt::Display for IdempotencyKey {
     }
 }
 
-/// The first 48 bits of SHA-256(position id). Every record that belongs to a position
-/// (the position itself, its close requests, later its orders) lives under this key, and
-/// every close request id carries it, so a close request id alone finds its position with
-/// one strongly consistent read. Two positions sharing a routing key only share a
-/// partition; nothing else depends on uniqueness.
+/// The first 60 bits of SHA-256(position id): the key of the position's item. Every close
+/// request id carries it, so a close request id (or a client order id) alone addresses
+/// its position with one strongly consistent read or one conditional write. Two position
+/// ids with the same routing key cannot both be registered (the second is refused as a
+/// collision; about 1 in 2^60 per pair), so a routing key always means one position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RoutingKey([u8; 6]);
+pub struct RoutingKey(u64);
+
+const ROUTING_BITS: u32 = 60;
 
 impl RoutingKey {
     pub fn of(position: &PositionId) -> Self {
         let digest = Sha256::digest(position.as_str().as_bytes());
-        let mut k = [0u8; 6];
-        k.copy_from_slice(&digest[..6]);
-        RoutingKey(k)
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        RoutingKey(u64::from_be_bytes(first) >> (64 - ROUTING_BITS))
     }
 
+    /// 15 hex digits.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        format!("{:015x}", self.0)
     }
 }
 
-/// Close request id: a UUID (version 8, RFC 9562 "custom") whose first 48 bits are the
-/// position's [`RoutingKey`] and whose remaining bits are random. 36 characters, so the
-/// client order id `{close_request_id}-{attempt}` stays within 48.
+/// Close request id: a UUID (version 8, RFC 9562 "custom") whose 60 non-fixed bits before
+/// the variant carry the position's [`RoutingKey`] (bytes 0-5, the low nibble of byte 6,
+/// byte 7); the remaining 62 bits are random. 36 characters, so the client order id
+/// `{close_request_id}-{attempt}` stays within 48.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct CloseRequestId(Uuid);
@@ -128,8 +132,11 @@ pub struct CloseRequestId(Uuid);
 impl CloseRequestId {
     /// Builds an id for `position` from 16 random bytes supplied by the caller.
     pub fn new(position: &PositionId, random: [u8; 16]) -> Self {
+        let k = RoutingKey::of(position).0;
         let mut bytes = random;
-        bytes[..6].copy_from_slice(&RoutingKey::of(position).0);
+        bytes[..6].copy_from_slice(&(k >> 12).to_be_bytes()[2..8]);
+        bytes[6] = (bytes[6] & 0xf0) | ((k >> 8) as u8 & 0x0f);
+        bytes[7] = k as u8;
         CloseRequestId(uuid::Builder::from_custom_bytes(bytes).into_uuid())
     }
 
@@ -142,8 +149,10 @@ impl CloseRequestId {
     }
 
     pub fn routing_key(&self) -> RoutingKey {
-        let mut k = [0u8; 6];
-        k.copy_from_slice(&self.0.as_bytes()[..6]);
+        let b = self.0.as_bytes();
+        let mut high = [0u8; 8];
+        high[2..8].copy_from_slice(&b[..6]);
+        let k = (u64::from_be_bytes(high) << 12) | (((b[6] & 0x0f) as u64) << 8) | b[7] as u64;
         RoutingKey(k)
     }
 

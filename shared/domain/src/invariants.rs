@@ -47,12 +47,10 @@ pub fn check_invariants(position: &Position, latest: Option<&CloseRequest>) -> V
     match position.status {
         P::Closing | P::CloseRetryable => match position.active_close_request_id {
             None => out.push(Violation::ClosingWithoutActiveRequest),
-            Some(active) if Some(active) != latest.map(|c| c.id) => {
-                out.push(Violation::ActiveRequestMismatch {
-                    active: Some(active),
-                    latest: latest.map(|c| c.id),
-                })
-            }
+            Some(active) if Some(active) != latest.map(|c| c.id) => out.push(Violation::ActiveRequestMismatch {
+                active: Some(active),
+                latest: latest.map(|c| c.id),
+            }),
             Some(_) => {}
         },
         P::Open => {
@@ -139,9 +137,7 @@ mod tests {
     fn every_legal_pair_of_the_seed_table_passes() {
         let cr = request(C::Pending, 0);
         assert!(check_invariants(&position(P::Open, None), None).is_empty());
-        assert!(
-            check_invariants(&position(P::Open, None), Some(&request(C::Failed, 0))).is_empty()
-        );
+        assert!(check_invariants(&position(P::Open, None), Some(&request(C::Failed, 0))).is_empty());
         assert!(check_invariants(&position(P::Closing, Some(cr.id)), Some(&cr)).is_empty());
         let sub = request(C::Submitted, 4);
         assert!(check_invariants(&position(P::Closing, Some(sub.id)), Some(&sub)).is_empty());
@@ -150,11 +146,7 @@ mod tests {
         assert!(check_invariants(&closed, Some(&request(C::Completed, 10))).is_empty());
         let r = request(C::Retryable, 4);
         assert!(check_invariants(&position(P::CloseRetryable, Some(r.id)), Some(&r)).is_empty());
-        assert!(check_invariants(
-            &position(P::CloseFailed, None),
-            Some(&request(C::Failed, 0))
-        )
-        .is_empty());
+        assert!(check_invariants(&position(P::CloseFailed, None), Some(&request(C::Failed, 0))).is_empty());
     }
 
     #[test]
@@ -183,13 +175,11 @@ mod tests {
         let mut cr = request(C::Pending, 11);
         cr.retry_count = 4;
         let v = check_invariants(&position(P::Closing, Some(cr.id)), Some(&cr));
-        assert_eq!(
-            v,
-            [Violation::FilledExceedsTarget, Violation::RetriesExceeded]
-        );
+        assert_eq!(v, [Violation::FilledExceedsTarget, Violation::RetriesExceeded]);
         let mut closed = position(P::Closed, None);
         closed.closed_at = None;
-        assert!(check_invariants(&closed, Some(&request(C::Completed, 10)))
-            .contains(&Violation::ClosedWithoutTimestamp));
+        assert!(
+            check_invariants(&closed, Some(&request(C::Completed, 10))).contains(&Violation::ClosedWithoutTimestamp)
+        );
     }
 }

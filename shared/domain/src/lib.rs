@@ -19,13 +19,11 @@ pub use close::{decide_close, CloseCommand, CloseDecision, CloseRejection, Finge
 pub use ids::{AccountId, CloseRequestId, IdError, IdempotencyKey, PositionId, RoutingKey};
 pub use invariants::{check_invariants, Violation};
 pub use lifecycle::{
-    apply_order_update, intent_for, outbox_message, record_submission, Applied, OrderIntent,
-    SubmitAnswer, SubmitRequest,
+    apply_order_update, intent_for, outbox_message, record_submission, Applied, OrderIntent, SubmitAnswer,
+    SubmitRequest,
 };
 pub use model::{AssetType, CloseRequest, IdempotencyRecord, Position, PositionAggregate, Side};
-pub use order::{
-    merge_order_update, ClientOrderId, Ignored, Merge, Order, OrderStatus, OrderUpdate,
-};
+pub use order::{merge_order_update, ClientOrderId, Ignored, Merge, Order, OrderStatus, OrderUpdate};
 pub use quantity::{DecimalError, Quantity};
 pub use register::{decide_register, RegisterDecision, RegisterPosition, RegisterRejection};
 pub use status::{CloseRequestStatus, PositionStatus, UnknownStatus};

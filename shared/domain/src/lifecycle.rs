@@ -7,9 +7,7 @@
 
 use crate::ids::{CloseRequestId, PositionId};
 use crate::model::{AssetType, PositionAggregate, Side};
-use crate::order::{
-    merge_order_update, ClientOrderId, Ignored, Merge, Order, OrderStatus, OrderUpdate,
-};
+use crate::order::{merge_order_update, ClientOrderId, Ignored, Merge, Order, OrderStatus, OrderUpdate};
 use crate::quantity::Quantity;
 use crate::status::{CloseRequestStatus, PositionStatus};
 use crate::transition::{CloseRequestEvent, IllegalTransition, PositionEvent};
@@ -31,21 +29,14 @@ impl SubmitRequest {
 
 /// Derives the outbox message from a change of one aggregate (the stream record's old and
 /// new image): a close request that became `pending` for a new attempt.
-pub fn outbox_message(
-    before: Option<&PositionAggregate>,
-    after: &PositionAggregate,
-) -> Option<SubmitRequest> {
+pub fn outbox_message(before: Option<&PositionAggregate>, after: &PositionAggregate) -> Option<SubmitRequest> {
     let cr = after.latest_close_request.as_ref()?;
     if cr.status != CloseRequestStatus::Pending {
         return None;
     }
-    let was_waiting = before
-        .and_then(|b| b.latest_close_request.as_ref())
-        .is_some_and(|old| {
-            old.id == cr.id
-                && old.status == CloseRequestStatus::Pending
-                && old.retry_count == cr.retry_count
-        });
+    let was_waiting = before.and_then(|b| b.latest_close_request.as_ref()).is_some_and(|old| {
+        old.id == cr.id && old.status == CloseRequestStatus::Pending && old.retry_count == cr.retry_count
+    });
     (!was_waiting).then(|| SubmitRequest {
         position_id: after.position.id.clone(),
         close_request_id: cr.id,
@@ -101,19 +92,12 @@ pub enum Applied {
     UnknownOrder,
 }
 
-fn transition(
-    agg: &mut PositionAggregate,
-    p: PositionEvent,
-    c: CloseRequestEvent,
-) -> Result<(), IllegalTransition> {
-    let cr = agg
-        .latest_close_request
-        .as_mut()
-        .ok_or_else(|| IllegalTransition {
-            entity: "close request",
-            from: "none",
-            event: format!("{c:?}"),
-        })?;
+fn transition(agg: &mut PositionAggregate, p: PositionEvent, c: CloseRequestEvent) -> Result<(), IllegalTransition> {
+    let cr = agg.latest_close_request.as_mut().ok_or_else(|| IllegalTransition {
+        entity: "close request",
+        from: "none",
+        event: format!("{c:?}"),
+    })?;
     let next_cr = cr.status.apply(c)?;
     let next_pos = agg.position.status.apply(p)?;
     cr.status = next_cr;
@@ -143,10 +127,7 @@ pub fn record_submission(
                 PositionEvent::BrokerRejected,
                 CloseRequestEvent::BrokerRejected,
             )?;
-            let cr = next
-                .latest_close_request
-                .as_mut()
-                .expect("checked by intent_for");
+            let cr = next.latest_close_request.as_mut().expect("checked by intent_for");
             cr.failure_reason = Some(reason.clone());
             cr.completed_at = Some(now);
             next.position.active_close_request_id = None;
@@ -168,10 +149,7 @@ pub fn record_submission(
                 Merge::Ignored(_) => order,
             };
             next.orders.push(order);
-            let cr = next
-                .latest_close_request
-                .as_mut()
-                .expect("checked by intent_for");
+            let cr = next.latest_close_request.as_mut().expect("checked by intent_for");
             cr.status = cr.status.apply(CloseRequestEvent::OrderSubmitted)?;
             cr.submitted_at = Some(now);
             settle(&mut next, now)?;
@@ -195,11 +173,7 @@ pub fn apply_order_update(
         return Ok(Applied::UnknownOrder);
     }
     let mut next = agg.clone();
-    match next
-        .orders
-        .iter()
-        .position(|o| o.client_order_id == u.client_order_id)
-    {
+    match next.orders.iter().position(|o| o.client_order_id == u.client_order_id) {
         Some(i) => match merge_order_update(&next.orders[i], u) {
             Merge::Changed(o) => next.orders[i] = o,
             Merge::Ignored(why) => return Ok(Applied::Ignored(why)),
@@ -249,10 +223,7 @@ pub fn settle(agg: &mut PositionAggregate, now: Timestamp) -> Result<(), Illegal
         return Ok(());
     };
     cr.filled_qty = filled;
-    let attempt_placed = agg
-        .orders
-        .iter()
-        .any(|o| o.attempt() == cr.current_attempt());
+    let attempt_placed = agg.orders.iter().any(|o| o.attempt() == cr.current_attempt());
     let all_ended = agg.orders.iter().all(|o| o.status.is_terminal());
     if cr.status != CloseRequestStatus::Submitted || !attempt_placed || !all_ended {
         return Ok(());
@@ -261,10 +232,7 @@ pub fn settle(agg: &mut PositionAggregate, now: Timestamp) -> Result<(), Illegal
     let (p, c) = if remaining.is_zero() || remaining.is_negative() {
         (PositionEvent::FullyFilled, CloseRequestEvent::FullyFilled)
     } else if filled.is_zero() {
-        (
-            PositionEvent::EndedUnfilled,
-            CloseRequestEvent::EndedUnfilled,
-        )
+        (PositionEvent::EndedUnfilled, CloseRequestEvent::EndedUnfilled)
     } else {
         (
             PositionEvent::PartiallyFilledAndEnded,
@@ -380,11 +348,7 @@ mod tests {
             t(1),
         ));
         assert_eq!(statuses(&agg).1, CloseRequestStatus::Submitted);
-        assert_eq!(
-            outbox_message(None, &agg),
-            None,
-            "submitted asks for nothing"
-        );
+        assert_eq!(outbox_message(None, &agg), None, "submitted asks for nothing");
         consistent(&agg);
         let agg = changed(apply_order_update(
             &agg,
@@ -418,10 +382,7 @@ mod tests {
         let cr = agg.latest_close_request.as_ref().unwrap();
         assert_eq!(
             (cr.status, cr.failure_reason.as_deref()),
-            (
-                CloseRequestStatus::Failed,
-                Some("insufficient qty available")
-            )
+            (CloseRequestStatus::Failed, Some("insufficient qty available"))
         );
         consistent(&agg);
     }
@@ -474,11 +435,7 @@ mod tests {
         ));
         assert_eq!(
             statuses(&zero),
-            (
-                PositionStatus::Open,
-                CloseRequestStatus::Failed,
-                Quantity::ZERO
-            )
+            (PositionStatus::Open, CloseRequestStatus::Failed, Quantity::ZERO)
         );
         assert_eq!(zero.position.active_close_request_id, None);
         consistent(&zero);
@@ -503,8 +460,7 @@ mod tests {
             apply_order_update(&closed, &update(&msg, OrderStatus::Canceled, 0, 4), t(6)),
             Ok(Applied::Ignored(Ignored::StaleSeq))
         );
-        let after =
-            apply_order_update(&closed, &update(&msg, OrderStatus::Canceled, 0, 6), t(6)).unwrap();
+        let after = apply_order_update(&closed, &update(&msg, OrderStatus::Canceled, 0, 6), t(6)).unwrap();
         if let Applied::Changed(a) = after {
             assert_eq!(
                 statuses(&a),
@@ -522,11 +478,7 @@ mod tests {
         let (agg, msg) = closing();
         let answer = SubmitAnswer::Accepted(update(&msg, OrderStatus::Accepted, 0, 1));
         let sub = changed(record_submission(&agg, &msg, &answer, t(1)));
-        assert_eq!(
-            intent_for(&sub, &msg),
-            None,
-            "no second order for the same attempt"
-        );
+        assert_eq!(intent_for(&sub, &msg), None, "no second order for the same attempt");
         assert_eq!(
             record_submission(&sub, &msg, &answer, t(2)),
             Ok(Applied::Ignored(Ignored::StaleSeq))

@@ -225,10 +225,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn coid() -> ClientOrderId {
-        ClientOrderId::new(
-            CloseRequestId::new(&PositionId::parse("p").unwrap(), [1; 16]),
-            1,
-        )
+        ClientOrderId::new(CloseRequestId::new(&PositionId::parse("p").unwrap(), [1; 16]), 1)
     }
 
     fn order(qty: i64) -> Order {
@@ -245,12 +242,7 @@ mod tests {
         }
     }
 
-    fn update(
-        status: OrderStatus,
-        filled: i64,
-        seq: Option<u64>,
-        exec: Option<&str>,
-    ) -> OrderUpdate {
+    fn update(status: OrderStatus, filled: i64, seq: Option<u64>, exec: Option<&str>) -> OrderUpdate {
         OrderUpdate {
             client_order_id: coid(),
             broker_order_id: Some("b-1".into()),
@@ -290,10 +282,7 @@ mod tests {
         let o = apply(&order(10), &update(OrderStatus::Filled, 10, Some(5), None));
         let after = merge_order_update(&o, &update(OrderStatus::Canceled, 10, Some(6), None));
         match after {
-            Merge::Changed(n) => assert_eq!(
-                (n.status, n.filled_qty),
-                (OrderStatus::Filled, Quantity::from(10))
-            ),
+            Merge::Changed(n) => assert_eq!((n.status, n.filled_qty), (OrderStatus::Filled, Quantity::from(10))),
             Merge::Ignored(r) => panic!("seq 6 is newer: {r:?}"),
         }
     }
@@ -302,41 +291,26 @@ mod tests {
     fn a_fill_reported_after_cancel_still_counts() {
         let o = apply(&order(10), &update(OrderStatus::Canceled, 3, Some(4), None));
         let o = apply(&o, &update(OrderStatus::Filled, 10, Some(5), None));
-        assert_eq!(
-            (o.status, o.filled_qty),
-            (OrderStatus::Filled, Quantity::from(10))
-        );
+        assert_eq!((o.status, o.filled_qty), (OrderStatus::Filled, Quantity::from(10)));
     }
 
     #[test]
     fn stale_seq_and_repeated_execution_ids_are_ignored() {
-        let o = apply(
-            &order(10),
-            &update(OrderStatus::PartiallyFilled, 4, Some(7), None),
-        );
+        let o = apply(&order(10), &update(OrderStatus::PartiallyFilled, 4, Some(7), None));
         assert_eq!(
             merge_order_update(&o, &update(OrderStatus::PartiallyFilled, 6, Some(7), None)),
             Merge::Ignored(Ignored::StaleSeq)
         );
-        let o = apply(
-            &order(10),
-            &update(OrderStatus::PartiallyFilled, 4, None, Some("x1")),
-        );
+        let o = apply(&order(10), &update(OrderStatus::PartiallyFilled, 4, None, Some("x1")));
         assert_eq!(
-            merge_order_update(
-                &o,
-                &update(OrderStatus::PartiallyFilled, 4, None, Some("x1"))
-            ),
+            merge_order_update(&o, &update(OrderStatus::PartiallyFilled, 4, None, Some("x1"))),
             Merge::Ignored(Ignored::DuplicateExecution)
         );
     }
 
     #[test]
     fn filled_qty_never_decreases() {
-        let o = apply(
-            &order(10),
-            &update(OrderStatus::PartiallyFilled, 6, None, None),
-        );
+        let o = apply(&order(10), &update(OrderStatus::PartiallyFilled, 6, None, None));
         let o = apply(&o, &update(OrderStatus::PartiallyFilled, 2, None, None));
         assert_eq!(o.filled_qty, Quantity::from(6));
         assert_eq!(o.filled_avg_price, Some(Quantity::from(106)));

@@ -116,10 +116,7 @@ mod tests {
     fn json_numbers_keep_their_exact_text() {
         let q: Quantity = serde_json::from_str("0.1").unwrap();
         let r: Quantity = serde_json::from_str("\"0.2\"").unwrap();
-        assert_eq!(
-            Quantity::new(q.value() + r.value()),
-            Quantity::parse("0.3").unwrap()
-        );
+        assert_eq!(Quantity::new(q.value() + r.value()), Quantity::parse("0.3").unwrap());
         let big: Quantity = serde_json::from_str("12345678901234567.123456789").unwrap();
         assert_eq!(big.to_string(), "12345678901234567.123456789");
         assert!(serde_json::from_str::<Quantity>("true").is_err());
@@ -128,9 +125,6 @@ mod tests {
 
     #[test]
     fn serialises_as_a_string() {
-        assert_eq!(
-            serde_json::to_string(&Quantity::from(-3)).unwrap(),
-            "\"-3\""
-        );
+        assert_eq!(serde_json::to_string(&Quantity::from(-3)).unwrap(), "\"-3\"");
     }
 }

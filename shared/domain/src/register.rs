@@ -30,6 +30,8 @@ pub enum RegisterDecision {
 pub enum RegisterRejection {
     /// A position that is closing (or closed, failed, ...) cannot change what is being closed.
     PositionNotOpen(PositionStatus),
+    /// Another position id already holds this id's routing key (about 1 in 2^60 per pair).
+    RoutingKeyTaken(PositionId),
 }
 
 /// Decides a registration against the stored aggregate.
@@ -55,6 +57,9 @@ pub fn decide_register(
         }));
     };
     let old = &agg.position;
+    if old.id != cmd.position_id {
+        return Err(RegisterRejection::RoutingKeyTaken(old.id.clone()));
+    }
     let same = old.account_id == cmd.account_id
         && old.symbol == cmd.symbol
         && old.asset_type == cmd.asset_type
@@ -129,5 +134,19 @@ mod tests {
             decide_register(Some(&agg), &cmd(5)),
             Ok(RegisterDecision::Unchanged(_))
         ));
+    }
+
+    #[test]
+    fn a_stored_position_with_another_id_is_a_routing_collision_not_an_update() {
+        let Ok(RegisterDecision::Created(p)) = decide_register(None, &cmd(5)) else {
+            panic!()
+        };
+        let agg = PositionAggregate::new(p);
+        let mut other = cmd(5);
+        other.position_id = PositionId::parse("q").unwrap();
+        assert_eq!(
+            decide_register(Some(&agg), &other),
+            Err(RegisterRejection::RoutingKeyTaken(PositionId::parse("p").unwrap()))
+        );
     }
 }

@@ -59,18 +59,12 @@ status_enum!(CloseRequestStatus, "close request", {
 impl CloseRequestStatus {
     /// Still driving orders at the broker (seed 000 §9: "exactly one active close request").
     pub fn is_in_flight(&self) -> bool {
-        matches!(
-            self,
-            CloseRequestStatus::Pending | CloseRequestStatus::Submitted
-        )
+        matches!(self, CloseRequestStatus::Pending | CloseRequestStatus::Submitted)
     }
 
     /// Nothing will move it again without a human or the reconciler starting a new attempt.
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            CloseRequestStatus::Completed | CloseRequestStatus::Failed
-        )
+        matches!(self, CloseRequestStatus::Completed | CloseRequestStatus::Failed)
     }
 }
 
@@ -81,21 +75,9 @@ mod tests {
     #[test]
     fn statuses_round_trip_through_their_wire_names() {
         let names: Vec<_> = PositionStatus::ALL.iter().map(|s| s.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "open",
-                "closing",
-                "closed",
-                "close_retryable",
-                "close_failed"
-            ]
-        );
+        assert_eq!(names, ["open", "closing", "closed", "close_retryable", "close_failed"]);
         let names: Vec<_> = CloseRequestStatus::ALL.iter().map(|s| s.as_str()).collect();
-        assert_eq!(
-            names,
-            ["pending", "submitted", "completed", "retryable", "failed"]
-        );
+        assert_eq!(names, ["pending", "submitted", "completed", "retryable", "failed"]);
         for s in PositionStatus::ALL {
             assert_eq!(PositionStatus::parse(s.as_str()).unwrap(), *s);
             assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{s}\""));

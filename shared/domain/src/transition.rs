@@ -113,17 +113,11 @@ mod tests {
         use PositionEvent as E;
         assert_eq!(P::Open.apply(E::CloseAccepted), Ok(P::Closing));
         assert_eq!(P::Closing.apply(E::FullyFilled), Ok(P::Closed));
-        assert_eq!(
-            P::Closing.apply(E::PartiallyFilledAndEnded),
-            Ok(P::CloseRetryable)
-        );
+        assert_eq!(P::Closing.apply(E::PartiallyFilledAndEnded), Ok(P::CloseRetryable));
         assert_eq!(P::Closing.apply(E::EndedUnfilled), Ok(P::Open));
         assert_eq!(P::Closing.apply(E::BrokerRejected), Ok(P::CloseFailed));
         assert_eq!(P::CloseRetryable.apply(E::RetryStarted), Ok(P::Closing));
-        assert_eq!(
-            P::CloseRetryable.apply(E::NeedsAttention),
-            Ok(P::CloseFailed)
-        );
+        assert_eq!(P::CloseRetryable.apply(E::NeedsAttention), Ok(P::CloseFailed));
     }
 
     #[test]
@@ -139,10 +133,7 @@ mod tests {
 
     #[test]
     fn open_only_accepts_a_close() {
-        let legal: Vec<_> = POSITION_EVENTS
-            .iter()
-            .filter(|e| P::Open.apply(**e).is_ok())
-            .collect();
+        let legal: Vec<_> = POSITION_EVENTS.iter().filter(|e| P::Open.apply(**e).is_ok()).collect();
         assert_eq!(legal, [&PositionEvent::CloseAccepted]);
     }
 
@@ -174,14 +165,9 @@ mod tests {
 
     #[test]
     fn completed_close_requests_never_move() {
-        assert!(C::Completed
-            .apply(CloseRequestEvent::EndedUnfilled)
-            .is_err());
+        assert!(C::Completed.apply(CloseRequestEvent::EndedUnfilled).is_err());
         assert!(C::Completed.apply(CloseRequestEvent::RetryStarted).is_err());
         assert!(C::Failed.apply(CloseRequestEvent::FullyFilled).is_err());
-        assert_eq!(
-            C::Retryable.apply(CloseRequestEvent::RetryStarted),
-            Ok(C::Pending)
-        );
+        assert_eq!(C::Retryable.apply(CloseRequestEvent::RetryStarted), Ok(C::Pending));
     }
 }

@@ -10,9 +10,7 @@ use axum::body::Body;
 use axum::http::Request;
 use axum::Router;
 use closeflow_api::{router, AppState, Clock};
-use closeflow_pipeline::{
-    Driver, MemoryFeed, MemoryQueue, SimScenarios, SimulatedBroker, WebhookSink,
-};
+use closeflow_pipeline::{Driver, MemoryFeed, MemoryQueue, SimScenarios, SimulatedBroker, WebhookSink};
 use closeflow_store::MemoryStore;
 use tower::ServiceExt;
 

@@ -43,7 +43,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "closeflow embedded stack ready on http://{} (in-memory store, simulated broker{}; Ctrl-C to stop)",
         listener.local_addr()?,
-        if spec.is_empty() { String::new() } else { format!(": {spec}") }
+        if spec.is_empty() {
+            String::new()
+        } else {
+            format!(": {spec}")
+        }
     );
     axum::serve(listener, app)
         .with_graceful_shutdown(async {

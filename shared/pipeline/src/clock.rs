@@ -16,8 +16,7 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         let now = Utc::now();
-        now.duration_trunc(TimeDelta::milliseconds(1))
-            .unwrap_or(now)
+        now.duration_trunc(TimeDelta::milliseconds(1)).unwrap_or(now)
     }
 }
 

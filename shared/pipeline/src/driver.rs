@@ -92,13 +92,7 @@ impl Driver {
         };
         for change in &batch {
             for attempt in 1..=RELAY_ATTEMPTS {
-                match relay(
-                    self.producer.as_ref(),
-                    change.before.as_ref(),
-                    &change.after,
-                )
-                .await
-                {
+                match relay(self.producer.as_ref(), change.before.as_ref(), &change.after).await {
                     Ok(_) => break,
                     Err(e) if attempt == RELAY_ATTEMPTS => {
                         // The reconciler recovers pending requests whose message was lost.
@@ -118,14 +112,7 @@ impl Driver {
                 tracing::error!(error = %e, "malformed queue message dropped");
                 true
             }
-            Ok(req) => match submit(
-                self.store.as_ref(),
-                self.broker.as_ref(),
-                self.clock.as_ref(),
-                &req,
-            )
-            .await
-            {
+            Ok(req) => match submit(self.store.as_ref(), self.broker.as_ref(), self.clock.as_ref(), &req).await {
                 Ok(_) => true,
                 Err(SubmitError::Ambiguous(e)) => {
                     tracing::warn!(error = %e, dedup_id = %d.message.dedup_id, "submission outcome unknown; will redeliver");

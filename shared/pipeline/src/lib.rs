@@ -17,6 +17,4 @@ pub use driver::{ChangeFeed, Delivery, Driver, FeedError, MemoryFeed, QueueConsu
 pub use queue::{MemoryQueue, OrderQueue, QueueError, QueueMessage};
 pub use sim_broker::{SimBehaviour, SimScenarios, SimulatedBroker, WebhookSink};
 pub use submitter::{submit, SubmitError, SubmitOutcome};
-pub use webhook::{
-    apply_broker_update, sign, verify_signature, UpdateResult, WebhookBody, WebhookError,
-};
+pub use webhook::{apply_broker_update, sign, verify_signature, UpdateResult, WebhookBody, WebhookError};

@@ -39,11 +39,9 @@ impl QueueMessage {
     }
 
     pub fn request(&self) -> Result<SubmitRequest, QueueError> {
-        let b: Body =
-            serde_json::from_str(&self.body).map_err(|e| QueueError::BadMessage(e.to_string()))?;
+        let b: Body = serde_json::from_str(&self.body).map_err(|e| QueueError::BadMessage(e.to_string()))?;
         Ok(SubmitRequest {
-            position_id: PositionId::parse(&b.position_id)
-                .map_err(|e| QueueError::BadMessage(e.to_string()))?,
+            position_id: PositionId::parse(&b.position_id).map_err(|e| QueueError::BadMessage(e.to_string()))?,
             close_request_id: CloseRequestId::parse(&b.close_request_id)
                 .map_err(|e| QueueError::BadMessage(e.to_string()))?,
             attempt: b.attempt,
@@ -79,10 +77,7 @@ impl MemoryQueue {
 
     /// Puts a message back for another delivery (the visibility timeout expiring).
     pub fn redeliver(&self, msg: QueueMessage) -> Result<(), QueueError> {
-        self.messages
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(msg);
+        self.messages.lock().unwrap_or_else(|p| p.into_inner()).push_back(msg);
         Ok(())
     }
 
@@ -95,10 +90,7 @@ impl MemoryQueue {
     }
 
     pub fn len(&self) -> usize {
-        self.messages
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.messages.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -6,10 +6,7 @@ use closeflow_domain::{outbox_message, PositionAggregate};
 
 use crate::queue::{OrderQueue, QueueError, QueueMessage};
 
-pub fn message_for(
-    before: Option<&PositionAggregate>,
-    after: &PositionAggregate,
-) -> Option<QueueMessage> {
+pub fn message_for(before: Option<&PositionAggregate>, after: &PositionAggregate) -> Option<QueueMessage> {
     outbox_message(before, after).map(|req| QueueMessage::for_request(&req))
 }
 

@@ -120,21 +120,14 @@ impl SimulatedBroker {
 
     /// Sends a webhook call for an order as the broker would (for `hold` orders filled or
     /// canceled "at the broker"), with the given status, cumulative fill and sequence number.
-    pub fn report_order(
-        &self,
-        client_order_id: &ClientOrderId,
-        status: OrderStatus,
-        filled: Quantity,
-        seq: u64,
-    ) {
+    pub fn report_order(&self, client_order_id: &ClientOrderId, status: OrderStatus, filled: Quantity, seq: u64) {
         self.report(&client_order_id.to_string(), status, filled, seq);
     }
 
     /// Waits until every webhook call sent so far has been delivered.
     pub async fn idle(&self) {
         loop {
-            let pending: Vec<_> =
-                std::mem::take(&mut *self.deliveries.lock().unwrap_or_else(|p| p.into_inner()));
+            let pending: Vec<_> = std::mem::take(&mut *self.deliveries.lock().unwrap_or_else(|p| p.into_inner()));
             if pending.is_empty() {
                 return;
             }
@@ -155,8 +148,7 @@ impl SimulatedBroker {
             };
             o.order.status = status;
             o.order.filled_qty = filled;
-            o.order.filled_avg_price =
-                (!filled.is_zero()).then(|| Quantity::parse("100").expect("literal"));
+            o.order.filled_avg_price = (!filled.is_zero()).then(|| Quantity::parse("100").expect("literal"));
             o.order.updated_at = now;
             let signed = match o.side {
                 Side::Sell => Quantity::new(-filled.value()),
@@ -185,10 +177,7 @@ impl SimulatedBroker {
         };
         let signature = sign(&self.secret, now.timestamp(), &body);
         let handle = tokio::spawn(async move { sink.deliver(body, signature).await });
-        self.deliveries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(handle);
+        self.deliveries.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
     }
 }
 
@@ -230,9 +219,7 @@ impl Broker for SimulatedBroker {
         };
         match behaviour {
             SimBehaviour::Fill => self.report(&key, OrderStatus::Filled, intent.qty, 1),
-            SimBehaviour::Partial(n) if n >= intent.qty => {
-                self.report(&key, OrderStatus::Filled, intent.qty, 1)
-            }
+            SimBehaviour::Partial(n) if n >= intent.qty => self.report(&key, OrderStatus::Filled, intent.qty, 1),
             SimBehaviour::Partial(n) => {
                 self.report(&key, OrderStatus::PartiallyFilled, n, 1);
                 self.report(&key, OrderStatus::Canceled, n, 2);
@@ -299,10 +286,7 @@ mod tests {
     fn scenario_specs_parse_and_unknown_symbols_fill() {
         let s = scenarios("AAPL=fill, TSLA=reject,MSFT=partial:3,NVDA=hold,AMD=not_found");
         assert_eq!(s.behaviour("TSLA"), SimBehaviour::Reject);
-        assert_eq!(
-            s.behaviour("MSFT"),
-            SimBehaviour::Partial(Quantity::from(3))
-        );
+        assert_eq!(s.behaviour("MSFT"), SimBehaviour::Partial(Quantity::from(3)));
         assert_eq!(s.behaviour("NVDA"), SimBehaviour::Hold);
         assert_eq!(s.behaviour("AMD"), SimBehaviour::NotFound);
         assert_eq!(s.behaviour("GOOG"), SimBehaviour::Fill);
@@ -354,19 +338,13 @@ mod tests {
         let calls = sink.0.lock().unwrap().clone();
         assert_eq!(calls.len(), 1);
         let (body, sig) = &calls[0];
-        assert_eq!(
-            verify_signature(b"s3cret", Some(sig), body, clock.now()),
-            Ok(())
-        );
+        assert_eq!(verify_signature(b"s3cret", Some(sig), body, clock.now()), Ok(()));
         let v: serde_json::Value = serde_json::from_slice(body).unwrap();
         assert_eq!(
             (v["status"].as_str(), v["filled_qty"].as_str()),
             (Some("filled"), Some("10"))
         );
-        assert!(
-            b.list_positions().await.unwrap().is_empty(),
-            "the holding was sold"
-        );
+        assert!(b.list_positions().await.unwrap().is_empty(), "the holding was sold");
     }
 
     #[tokio::test]
@@ -383,9 +361,7 @@ mod tests {
             .lock()
             .unwrap()
             .iter()
-            .map(|(body, _)| {
-                serde_json::from_slice::<serde_json::Value>(body).unwrap()["status"].to_string()
-            })
+            .map(|(body, _)| serde_json::from_slice::<serde_json::Value>(body).unwrap()["status"].to_string())
             .collect();
         statuses.sort();
         assert_eq!(statuses, ["\"canceled\"", "\"partially_filled\""]);
@@ -401,10 +377,7 @@ mod tests {
         ));
         let held = b.submit_order(&intent("NVDA", 2)).await.unwrap();
         assert_eq!(
-            b.get_order_by_client_id(&held.client_order_id)
-                .await
-                .unwrap()
-                .status,
+            b.get_order_by_client_id(&held.client_order_id).await.unwrap().status,
             OrderStatus::Accepted
         );
         let lost = b.submit_order(&intent("AMD", 3)).await.unwrap();

@@ -45,11 +45,7 @@ pub async fn submit(
             // An earlier delivery reached the broker: record that order, place nothing.
             match broker.get_order_by_client_id(&intent.client_order_id).await {
                 Ok(order) => SubmitAnswer::Accepted(order.to_update()),
-                Err(e) => {
-                    return Err(SubmitError::Ambiguous(format!(
-                        "duplicate, then lookup failed: {e}"
-                    )))
-                }
+                Err(e) => return Err(SubmitError::Ambiguous(format!("duplicate, then lookup failed: {e}"))),
             }
         }
         Err(BrokerError::Rejected(reason)) => SubmitAnswer::Rejected { reason },
@@ -59,13 +55,10 @@ pub async fn submit(
     };
     let now = clock.now();
     store
-        .modify(
-            &key,
-            &|agg| match record_submission(agg, req, &answer, now) {
-                Ok(Applied::Changed(next)) => Some(*next),
-                _ => None,
-            },
-        )
+        .modify(&key, &|agg| match record_submission(agg, req, &answer, now) {
+            Ok(Applied::Changed(next)) => Some(*next),
+            _ => None,
+        })
         .await?;
     Ok(match answer {
         SubmitAnswer::Accepted(_) => {

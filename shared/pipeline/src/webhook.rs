@@ -2,11 +2,8 @@
 //!
 //! Header: `X-Closeflow-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`.
 
-use closeflow_domain::{
-    apply_order_update, Applied, ClientOrderId, CloseRequestStatus, Ignored, OrderStatus,
-    OrderUpdate, PositionStatus, Quantity, Timestamp,
-};
-use closeflow_store::{AggregateKey, CloseStore, StoreError};
+use closeflow_domain::{ClientOrderId, OrderStatus, OrderUpdate, Quantity, Timestamp};
+use closeflow_store::{CloseStore, StoreError};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
@@ -40,33 +37,18 @@ fn mac(secret: &[u8], t: i64, body: &[u8]) -> Hmac<Sha256> {
 
 /// The header value for `body` signed at unix time `t`.
 pub fn sign(secret: &[u8], t: i64, body: &[u8]) -> String {
-    format!(
-        "t={t},v1={}",
-        hex::encode(mac(secret, t, body).finalize().into_bytes())
-    )
+    format!("t={t},v1={}", hex::encode(mac(secret, t, body).finalize().into_bytes()))
 }
 
 /// Checks a signature header against the raw body at time `now` (constant-time compare).
-pub fn verify_signature(
-    secret: &[u8],
-    header: Option<&str>,
-    body: &[u8],
-    now: Timestamp,
-) -> Result<(), WebhookError> {
+pub fn verify_signature(secret: &[u8], header: Option<&str>, body: &[u8], now: Timestamp) -> Result<(), WebhookError> {
     let header = header.ok_or(WebhookError::MissingSignature)?;
     let mut t = None;
     let mut sigs = Vec::new();
     for part in header.split(',') {
         match part.trim().split_once('=') {
-            Some(("t", v)) => {
-                t = Some(
-                    v.parse::<i64>()
-                        .map_err(|_| WebhookError::MalformedSignature)?,
-                )
-            }
-            Some(("v1", v)) => {
-                sigs.push(hex::decode(v).map_err(|_| WebhookError::MalformedSignature)?)
-            }
+            Some(("t", v)) => t = Some(v.parse::<i64>().map_err(|_| WebhookError::MalformedSignature)?),
+            Some(("v1", v)) => sigs.push(hex::decode(v).map_err(|_| WebhookError::MalformedSignature)?),
             _ => {}
         }
     }
@@ -78,10 +60,7 @@ pub fn verify_signature(
         return Err(WebhookError::Expired);
     }
     // Several v1 values allow secret rotation: any match is enough.
-    if sigs
-        .iter()
-        .any(|s| mac(secret, t, body).verify_slice(s).is_ok())
-    {
+    if sigs.iter().any(|s| mac(secret, t, body).verify_slice(s).is_ok()) {
         Ok(())
     } else {
         Err(WebhookError::BadSignature)
@@ -106,18 +85,14 @@ pub struct WebhookBody {
 
 /// What the body says, or `Ok(None)` when the client order id is not one of ours.
 pub fn parse_body(raw: &[u8]) -> Result<Option<OrderUpdate>, WebhookError> {
-    let b: WebhookBody =
-        serde_json::from_slice(raw).map_err(|e| WebhookError::InvalidBody(e.to_string()))?;
+    let b: WebhookBody = serde_json::from_slice(raw).map_err(|e| WebhookError::InvalidBody(e.to_string()))?;
     let status = OrderStatus::parse(&b.status)
         .ok_or_else(|| WebhookError::InvalidBody(format!("unknown status `{}`", b.status)))?;
     if b.filled_qty.is_negative() {
-        return Err(WebhookError::InvalidBody(
-            "filled_qty must not be negative".into(),
-        ));
+        return Err(WebhookError::InvalidBody("filled_qty must not be negative".into()));
     }
-    let updated_at = closeflow_domain::parse_timestamp(&b.updated_at).ok_or_else(|| {
-        WebhookError::InvalidBody("updated_at must be an RFC 3339 timestamp".into())
-    })?;
+    let updated_at = closeflow_domain::parse_timestamp(&b.updated_at)
+        .ok_or_else(|| WebhookError::InvalidBody("updated_at must be an RFC 3339 timestamp".into()))?;
     let Ok(client_order_id) = ClientOrderId::parse(&b.client_order_id) else {
         return Ok(None);
     };
@@ -133,51 +108,17 @@ pub fn parse_body(raw: &[u8]) -> Result<Option<OrderUpdate>, WebhookError> {
     }))
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpdateResult {
-    Applied {
-        position_status: PositionStatus,
-        close_request_status: CloseRequestStatus,
-    },
-    Ignored(Ignored),
-    UnknownOrder,
-}
+pub use closeflow_store::UpdateResult;
 
-/// Applies a broker order update through the store with one conditional write. The same
-/// path serves the webhook, the simulated broker and (later) the reconciler's lookups.
+/// Applies a broker order update through the store (one conditional write; see
+/// [`CloseStore::apply_order_update`]). The same path serves the webhook, the simulated
+/// broker and the reconciler's lookups.
 pub async fn apply_broker_update(
     store: &dyn CloseStore,
     update: &OrderUpdate,
     now: Timestamp,
 ) -> Result<UpdateResult, StoreError> {
-    let key = AggregateKey::CloseRequest(update.client_order_id.close_request_id);
-    let decide = |agg: &closeflow_domain::PositionAggregate| apply_order_update(agg, update, now);
-    let modified = store
-        .modify(&key, &|agg| match decide(agg) {
-            Ok(Applied::Changed(next)) => Some(*next),
-            _ => None,
-        })
-        .await?;
-    let Some(m) = modified else {
-        return Ok(UpdateResult::UnknownOrder);
-    };
-    if let Some(after) = &m.after {
-        let cr = after.latest_close_request.as_ref().map(|c| c.status);
-        return Ok(UpdateResult::Applied {
-            position_status: after.position.status,
-            close_request_status: cr.unwrap_or(CloseRequestStatus::Pending),
-        });
-    }
-    Ok(match decide(&m.before) {
-        Ok(Applied::Ignored(why)) => UpdateResult::Ignored(why),
-        Ok(Applied::UnknownOrder) => UpdateResult::UnknownOrder,
-        Ok(Applied::Changed(_)) => UpdateResult::Ignored(Ignored::NoChange),
-        Err(illegal) => {
-            // The domain refused the move; nothing was written. Worth a human's eye.
-            tracing::error!(error = %illegal, client_order_id = %update.client_order_id, "illegal transition from broker update");
-            UpdateResult::Ignored(Ignored::NoChange)
-        }
-    })
+    store.apply_order_update(update, now).await
 }
 
 #[cfg(test)]
@@ -194,10 +135,7 @@ mod tests {
         let body = br#"{"a":1}"#;
         let t = now().timestamp();
         let header = sign(b"secret", t, body);
-        assert_eq!(
-            verify_signature(b"secret", Some(&header), body, now()),
-            Ok(())
-        );
+        assert_eq!(verify_signature(b"secret", Some(&header), body, now()), Ok(()));
         assert_eq!(
             verify_signature(b"other", Some(&header), body, now()),
             Err(WebhookError::BadSignature)
@@ -233,13 +171,7 @@ mod tests {
         let foreign = br#"{"client_order_id":"someone-else","broker_order_id":"b","status":"filled","filled_qty":"1","updated_at":"2026-01-01T00:00:00Z"}"#;
         assert_eq!(parse_body(foreign), Ok(None));
         let bad_status = br#"{"client_order_id":"x","broker_order_id":"b","status":"done","filled_qty":"1","updated_at":"2026-01-01T00:00:00Z"}"#;
-        assert!(matches!(
-            parse_body(bad_status),
-            Err(WebhookError::InvalidBody(_))
-        ));
-        assert!(matches!(
-            parse_body(b"not json"),
-            Err(WebhookError::InvalidBody(_))
-        ));
+        assert!(matches!(parse_body(bad_status), Err(WebhookError::InvalidBody(_))));
+        assert!(matches!(parse_body(b"not json"), Err(WebhookError::InvalidBody(_))));
     }
 }

@@ -8,8 +8,9 @@
 
 use async_trait::async_trait;
 use closeflow_domain::{
-    CloseCommand, CloseRejection, CloseRequest, CloseRequestId, Order, Position, PositionAggregate,
-    PositionId, RegisterDecision, RegisterPosition, RegisterRejection,
+    apply_order_update, Applied, CloseCommand, CloseRejection, CloseRequest, CloseRequestId, CloseRequestStatus,
+    Ignored, Order, OrderUpdate, Position, PositionAggregate, PositionId, PositionStatus, RegisterDecision,
+    RegisterPosition, RegisterRejection, Timestamp,
 };
 
 pub mod dynamo;
@@ -68,10 +69,7 @@ pub struct Modified {
 #[async_trait]
 pub trait CloseStore: Send + Sync {
     /// Registers a new position or updates an open one (PUT semantics).
-    async fn register_position(
-        &self,
-        cmd: &RegisterPosition,
-    ) -> Result<RegisterOutcome, StoreError>;
+    async fn register_position(&self, cmd: &RegisterPosition) -> Result<RegisterOutcome, StoreError>;
 
     async fn position(&self, id: &PositionId) -> Result<Option<Position>, StoreError>;
 
@@ -80,17 +78,64 @@ pub trait CloseStore: Send + Sync {
     async fn open_close_request(&self, cmd: &CloseCommand) -> Result<CloseOutcome, StoreError>;
 
     /// A close request with its orders.
-    async fn close_request(
-        &self,
-        id: &CloseRequestId,
-    ) -> Result<Option<(CloseRequest, Vec<Order>)>, StoreError>;
+    async fn close_request(&self, id: &CloseRequestId) -> Result<Option<(CloseRequest, Vec<Order>)>, StoreError>;
 
     /// Loads an aggregate, applies `f`, and writes the result only if nothing changed the
     /// aggregate meanwhile (optimistic concurrency; re-decides a few times, then
     /// `Contention`). `None` when the aggregate does not exist.
-    async fn modify(
-        &self,
-        key: &AggregateKey,
-        f: &ModifyFn<'_>,
-    ) -> Result<Option<Modified>, StoreError>;
+    async fn modify(&self, key: &AggregateKey, f: &ModifyFn<'_>) -> Result<Option<Modified>, StoreError>;
+
+    /// Applies one broker order update (seed 000 §6 merge and settlement) with one
+    /// conditional write. Adapters may take a cheaper path for updates that cannot settle
+    /// anything (DynamoDB: a partial fill is one `UpdateItem`), with identical results.
+    async fn apply_order_update(&self, update: &OrderUpdate, now: Timestamp) -> Result<UpdateResult, StoreError> {
+        apply_order_update_by_modify(self, update, now).await
+    }
+}
+
+/// What applying a broker order update did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateResult {
+    Applied {
+        position_status: PositionStatus,
+        close_request_status: CloseRequestStatus,
+    },
+    Ignored(Ignored),
+    UnknownOrder,
+}
+
+/// The general path: load, decide with the domain, write with an optimistic condition.
+pub async fn apply_order_update_by_modify<S: CloseStore + ?Sized>(
+    store: &S,
+    update: &OrderUpdate,
+    now: Timestamp,
+) -> Result<UpdateResult, StoreError> {
+    let key = AggregateKey::CloseRequest(update.client_order_id.close_request_id);
+    let decide = |agg: &PositionAggregate| apply_order_update(agg, update, now);
+    let modified = store
+        .modify(&key, &|agg| match decide(agg) {
+            Ok(Applied::Changed(next)) => Some(*next),
+            _ => None,
+        })
+        .await?;
+    let Some(m) = modified else {
+        return Ok(UpdateResult::UnknownOrder);
+    };
+    if let Some(after) = &m.after {
+        let cr = after.latest_close_request.as_ref().map(|c| c.status);
+        return Ok(UpdateResult::Applied {
+            position_status: after.position.status,
+            close_request_status: cr.unwrap_or(CloseRequestStatus::Pending),
+        });
+    }
+    Ok(match decide(&m.before) {
+        Ok(Applied::Ignored(why)) => UpdateResult::Ignored(why),
+        Ok(Applied::UnknownOrder) => UpdateResult::UnknownOrder,
+        Ok(Applied::Changed(_)) => UpdateResult::Ignored(Ignored::NoChange),
+        Err(illegal) => {
+            // The domain refused the move; nothing was written. Worth a human's eye.
+            tracing::error!(error = %illegal, client_order_id = %update.client_order_id, "illegal transition from broker update");
+            UpdateResult::Ignored(Ignored::NoChange)
+        }
+    })
 }

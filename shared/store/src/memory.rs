@@ -8,14 +8,12 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use closeflow_domain::{
-    decide_close, decide_register, CloseCommand, CloseDecision, CloseRequest, CloseRequestId,
-    Order, Position, PositionAggregate, PositionId, RegisterDecision, RegisterPosition,
+    decide_close, decide_register, CloseCommand, CloseDecision, CloseRequest, CloseRequestId, Order, Position,
+    PositionAggregate, PositionId, RegisterDecision, RegisterPosition,
 };
 use tokio::sync::mpsc;
 
-use crate::{
-    AggregateKey, CloseOutcome, CloseStore, Modified, ModifyFn, RegisterOutcome, StoreError,
-};
+use crate::{AggregateKey, CloseOutcome, CloseStore, Modified, ModifyFn, RegisterOutcome, StoreError};
 
 /// One committed write, as a stream record with old and new images.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,25 +86,15 @@ impl Inner {
         }
     }
 
-    fn find_close_request(
-        &self,
-        id: &CloseRequestId,
-    ) -> Option<(&Position, &CloseRequest, &[Order])> {
+    fn find_close_request(&self, id: &CloseRequestId) -> Option<(&Position, &CloseRequest, &[Order])> {
         let agg = self.find(&AggregateKey::CloseRequest(*id))?;
-        Some((
-            &agg.position,
-            agg.latest_close_request.as_ref()?,
-            &agg.orders,
-        ))
+        Some((&agg.position, agg.latest_close_request.as_ref()?, &agg.orders))
     }
 }
 
 #[async_trait]
 impl CloseStore for MemoryStore {
-    async fn register_position(
-        &self,
-        cmd: &RegisterPosition,
-    ) -> Result<RegisterOutcome, StoreError> {
+    async fn register_position(&self, cmd: &RegisterPosition) -> Result<RegisterOutcome, StoreError> {
         let mut inner = self.lock();
         let current = inner.positions.get(&cmd.position_id);
         let decision = decide_register(current, cmd);
@@ -132,9 +120,10 @@ impl CloseStore for MemoryStore {
         match decide_close(inner.positions.get(&cmd.position_id), cmd) {
             CloseDecision::Create(next) => {
                 let next = *next;
-                let cr = next.latest_close_request.clone().ok_or_else(|| {
-                    StoreError::Corrupt("created aggregate has no close request".into())
-                })?;
+                let cr = next
+                    .latest_close_request
+                    .clone()
+                    .ok_or_else(|| StoreError::Corrupt("created aggregate has no close request".into()))?;
                 let position = next.position.clone();
                 inner.write(next);
                 Ok(CloseOutcome::Created {
@@ -144,9 +133,7 @@ impl CloseStore for MemoryStore {
             }
             CloseDecision::Replay(id) => {
                 let (position, cr, orders) = inner.find_close_request(&id).ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "idempotency record points at missing close request {id}"
-                    ))
+                    StoreError::Corrupt(format!("idempotency record points at missing close request {id}"))
                 })?;
                 Ok(CloseOutcome::Replayed {
                     position: position.clone(),
@@ -158,30 +145,21 @@ impl CloseStore for MemoryStore {
         }
     }
 
-    async fn close_request(
-        &self,
-        id: &CloseRequestId,
-    ) -> Result<Option<(CloseRequest, Vec<Order>)>, StoreError> {
+    async fn close_request(&self, id: &CloseRequestId) -> Result<Option<(CloseRequest, Vec<Order>)>, StoreError> {
         Ok(self
             .lock()
             .find_close_request(id)
             .map(|(_, cr, orders)| (cr.clone(), orders.to_vec())))
     }
 
-    async fn modify(
-        &self,
-        key: &AggregateKey,
-        f: &ModifyFn<'_>,
-    ) -> Result<Option<Modified>, StoreError> {
+    async fn modify(&self, key: &AggregateKey, f: &ModifyFn<'_>) -> Result<Option<Modified>, StoreError> {
         let mut inner = self.lock();
         let Some(before) = inner.find(key).cloned() else {
             return Ok(None);
         };
         let after = f(&before);
         if let Some(next) = &after {
-            if next.position.version != before.position.version + 1
-                || next.position.id != before.position.id
-            {
+            if next.position.version != before.position.version + 1 || next.position.id != before.position.id {
                 return Err(StoreError::Corrupt(
                     "modify must bump the version of the same position".into(),
                 ));

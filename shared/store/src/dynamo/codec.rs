@@ -8,10 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use closeflow_domain::{
-    format_timestamp, parse_timestamp, AccountId, AssetType, ClientOrderId, CloseRequest,
-    CloseRequestId, CloseRequestStatus, Fingerprint, IdempotencyKey, IdempotencyRecord, Order,
-    OrderStatus, Position, PositionAggregate, PositionId, PositionStatus, Quantity, RoutingKey,
-    Timestamp,
+    format_timestamp, parse_timestamp, AccountId, AssetType, ClientOrderId, CloseRequest, CloseRequestId,
+    CloseRequestStatus, Fingerprint, IdempotencyKey, IdempotencyRecord, Order, OrderStatus, Position,
+    PositionAggregate, PositionId, PositionStatus, Quantity, RoutingKey, Timestamp,
 };
 
 use crate::StoreError;
@@ -20,16 +19,22 @@ pub type Item = HashMap<String, AttributeValue>;
 
 pub const PK: &str = "pk";
 pub const SK: &str = "sk";
-pub const POSITION_SK_PREFIX: &str = "POSITION#";
+/// The sort key of a position item (one position per routing key).
+pub const POSITION_SK: &str = "POSITION";
 
 pub fn partition_key(routing: RoutingKey) -> String {
     format!("P#{}", routing.to_hex())
 }
 
 pub fn position_key(id: &PositionId) -> (AttributeValue, AttributeValue) {
+    routed_key(RoutingKey::of(id))
+}
+
+/// The key of the position item a routing key (e.g. from a close request id) points at.
+pub fn routed_key(routing: RoutingKey) -> (AttributeValue, AttributeValue) {
     (
-        AttributeValue::S(partition_key(RoutingKey::of(id))),
-        AttributeValue::S(format!("{POSITION_SK_PREFIX}{id}")),
+        AttributeValue::S(partition_key(routing)),
+        AttributeValue::S(POSITION_SK.to_string()),
     )
 }
 
@@ -87,11 +92,7 @@ pub fn position_attributes(p: &Position) -> Vec<(&'static str, Option<AttributeV
 }
 
 fn corrupt(what: &str, item: &Item) -> StoreError {
-    let key = item
-        .get(SK)
-        .and_then(|v| v.as_s().ok())
-        .cloned()
-        .unwrap_or_default();
+    let key = item.get(SK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
     StoreError::Corrupt(format!("{what} in item {key}"))
 }
 
@@ -103,9 +104,7 @@ fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
 }
 
 fn opt_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
-    item.get(name)
-        .and_then(|v| v.as_s().ok())
-        .map(String::as_str)
+    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
 
 fn get_n<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
@@ -135,15 +134,12 @@ fn uint<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreError> 
 }
 
 fn time(item: &Item, name: &str) -> Result<Timestamp, StoreError> {
-    parse_timestamp(get_s(item, name)?)
-        .ok_or_else(|| corrupt(&format!("bad timestamp `{name}`"), item))
+    parse_timestamp(get_s(item, name)?).ok_or_else(|| corrupt(&format!("bad timestamp `{name}`"), item))
 }
 
 fn opt_time(item: &Item, name: &str) -> Result<Option<Timestamp>, StoreError> {
     opt_s(item, name)
-        .map(|t| {
-            parse_timestamp(t).ok_or_else(|| corrupt(&format!("bad timestamp `{name}`"), item))
-        })
+        .map(|t| parse_timestamp(t).ok_or_else(|| corrupt(&format!("bad timestamp `{name}`"), item)))
         .transpose()
 }
 
@@ -153,18 +149,14 @@ fn cr_id(item: &Item, text: &str) -> Result<CloseRequestId, StoreError> {
 
 pub fn position_from_item(item: &Item) -> Result<Position, StoreError> {
     Ok(Position {
-        id: PositionId::parse(get_s(item, "position_id")?)
-            .map_err(|_| corrupt("bad position_id", item))?,
-        account_id: AccountId::parse(get_s(item, "account_id")?)
-            .map_err(|_| corrupt("bad account_id", item))?,
+        id: PositionId::parse(get_s(item, "position_id")?).map_err(|_| corrupt("bad position_id", item))?,
+        account_id: AccountId::parse(get_s(item, "account_id")?).map_err(|_| corrupt("bad account_id", item))?,
         symbol: get_s(item, "symbol")?.to_string(),
-        asset_type: AssetType::parse(get_s(item, "asset_type")?)
-            .ok_or_else(|| corrupt("bad asset_type", item))?,
+        asset_type: AssetType::parse(get_s(item, "asset_type")?).ok_or_else(|| corrupt("bad asset_type", item))?,
         quantity: qty(item, "quantity")?,
         avg_entry_price: opt_qty(item, "avg_entry_price")?,
         strategy_id: opt_s(item, "strategy_id").map(str::to_string),
-        status: PositionStatus::parse(get_s(item, "status")?)
-            .map_err(|e| corrupt(&e.to_string(), item))?,
+        status: PositionStatus::parse(get_s(item, "status")?).map_err(|e| corrupt(&e.to_string(), item))?,
         active_close_request_id: opt_s(item, "active_close_request_id")
             .map(|t| cr_id(item, t))
             .transpose()?,
@@ -176,22 +168,18 @@ pub fn position_from_item(item: &Item) -> Result<Position, StoreError> {
 }
 
 /// The latest close request stored as `cr_*` attributes on the position item.
-pub fn latest_close_request_from_item(
-    item: &Item,
-    position: &PositionId,
-) -> Result<Option<CloseRequest>, StoreError> {
+pub fn latest_close_request_from_item(item: &Item, position: &PositionId) -> Result<Option<CloseRequest>, StoreError> {
     let Some(id) = opt_s(item, "cr_id") else {
         return Ok(None);
     };
     Ok(Some(CloseRequest {
         id: cr_id(item, id)?,
         position_id: position.clone(),
-        idempotency_key: IdempotencyKey::parse(get_s(item, "cr_key")?)
-            .map_err(|_| corrupt("bad cr_key", item))?,
-        status: CloseRequestStatus::parse(get_s(item, "cr_status")?)
-            .map_err(|e| corrupt(&e.to_string(), item))?,
+        idempotency_key: IdempotencyKey::parse(get_s(item, "cr_key")?).map_err(|_| corrupt("bad cr_key", item))?,
+        status: CloseRequestStatus::parse(get_s(item, "cr_status")?).map_err(|e| corrupt(&e.to_string(), item))?,
         target_qty: qty(item, "cr_target_qty")?,
-        filled_qty: qty(item, "cr_filled_qty")?,
+        // Derived from the orders (the fast partial-fill write updates only its order).
+        filled_qty: Quantity::ZERO,
         retry_count: uint(item, "cr_retry_count")?,
         max_retries: uint(item, "cr_max_retries")?,
         reason: opt_s(item, "cr_reason").map(str::to_string),
@@ -209,7 +197,6 @@ pub fn close_request_attributes(cr: &CloseRequest) -> Vec<(&'static str, Option<
         ("cr_key", Some(s(cr.idempotency_key.as_str()))),
         ("cr_status", Some(s(cr.status.as_str()))),
         ("cr_target_qty", Some(n(cr.target_qty))),
-        ("cr_filled_qty", Some(n(cr.filled_qty))),
         ("cr_retry_count", Some(n(cr.retry_count))),
         ("cr_max_retries", Some(n(cr.max_retries))),
         ("cr_reason", cr.reason.as_deref().map(s)),
@@ -281,19 +268,20 @@ fn orders_from_item(item: &Item) -> Result<Vec<Order>, StoreError> {
             let AttributeValue::M(o) = v else {
                 return Err(corrupt("bad order", item));
             };
-            let execution_ids = match o.get("execution_ids") {
-                Some(AttributeValue::L(l)) => {
-                    l.iter().filter_map(|v| v.as_s().ok().cloned()).collect()
-                }
+            let mut execution_ids: Vec<String> = match o.get("execution_ids") {
+                Some(AttributeValue::L(l)) => l.iter().filter_map(|v| v.as_s().ok().cloned()).collect(),
                 _ => Vec::new(),
             };
+            // The fast partial-fill write appends without trimming; keep the domain's bound.
+            let excess = execution_ids
+                .len()
+                .saturating_sub(closeflow_domain::order::EXECUTION_IDS_KEPT);
+            execution_ids.drain(..excess);
             Ok(Order {
-                client_order_id: ClientOrderId::parse(k)
-                    .map_err(|_| corrupt("bad client order id", item))?,
+                client_order_id: ClientOrderId::parse(k).map_err(|_| corrupt("bad client order id", item))?,
                 broker_order_id: opt_s(o, "broker_order_id").map(str::to_string),
                 qty: qty(o, "qty")?,
-                status: OrderStatus::parse(get_s(o, "status")?)
-                    .ok_or_else(|| corrupt("bad order status", item))?,
+                status: OrderStatus::parse(get_s(o, "status")?).ok_or_else(|| corrupt("bad order status", item))?,
                 filled_qty: qty(o, "filled_qty")?,
                 filled_avg_price: opt_qty(o, "filled_avg_price")?,
                 last_seq: match o.get("last_seq") {
@@ -317,9 +305,7 @@ pub fn idempotency_record(r: &IdempotencyRecord) -> AttributeValue {
     ]))
 }
 
-fn idempotency_from_item(
-    item: &Item,
-) -> Result<BTreeMap<IdempotencyKey, IdempotencyRecord>, StoreError> {
+fn idempotency_from_item(item: &Item) -> Result<BTreeMap<IdempotencyKey, IdempotencyRecord>, StoreError> {
     let Some(AttributeValue::M(map)) = item.get("idem") else {
         return Err(corrupt("missing map `idem`", item));
     };
@@ -341,11 +327,17 @@ fn idempotency_from_item(
 
 pub fn aggregate_from_item(item: &Item) -> Result<PositionAggregate, StoreError> {
     let position = position_from_item(item)?;
-    let latest = latest_close_request_from_item(item, &position.id)?;
+    let mut latest = latest_close_request_from_item(item, &position.id)?;
+    let orders = orders_from_item(item)?;
+    if let Some(cr) = latest.as_mut() {
+        cr.filled_qty = orders.iter().fold(Quantity::ZERO, |acc, o| {
+            Quantity::new(acc.value() + o.filled_qty.value())
+        });
+    }
     Ok(PositionAggregate {
         idempotency: idempotency_from_item(item)?,
         latest_close_request: latest,
-        orders: orders_from_item(item)?,
+        orders,
         position,
     })
 }
@@ -410,15 +402,9 @@ mod tests {
     fn a_damaged_item_is_reported_as_corrupt_not_guessed() {
         let mut item = new_position_item(&position());
         item.insert("status".into(), s("OPEN"));
-        assert!(matches!(
-            aggregate_from_item(&item),
-            Err(StoreError::Corrupt(_))
-        ));
+        assert!(matches!(aggregate_from_item(&item), Err(StoreError::Corrupt(_))));
         let mut item = new_position_item(&position());
         item.remove("quantity");
-        assert!(matches!(
-            aggregate_from_item(&item),
-            Err(StoreError::Corrupt(_))
-        ));
+        assert!(matches!(aggregate_from_item(&item), Err(StoreError::Corrupt(_))));
     }
 }

@@ -11,19 +11,16 @@ use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use aws_smithy_runtime_api::box_error::BoxError;
 use closeflow_domain::{
-    decide_close, decide_register, format_timestamp, CloseCommand, CloseDecision, CloseRequest,
-    CloseRequestId, Order, Position, PositionAggregate, PositionId, RegisterDecision,
-    RegisterPosition,
+    decide_close, decide_register, format_timestamp, CloseCommand, CloseDecision, CloseRequest, CloseRequestId, Order,
+    Position, PositionAggregate, PositionId, RegisterDecision, RegisterPosition, RoutingKey,
 };
 
-use crate::{
-    AggregateKey, CloseOutcome, CloseStore, Modified, ModifyFn, RegisterOutcome, StoreError,
-};
+use crate::{AggregateKey, CloseOutcome, CloseStore, Modified, ModifyFn, RegisterOutcome, StoreError};
 
 pub mod codec;
 pub mod table;
 
-use codec::{n, s, Item, PK, POSITION_SK_PREFIX, SK};
+use codec::{n, s, Item, PK, SK};
 
 /// Counts HTTP round trips to DynamoDB (one per attempt, retries included), for the
 /// round-trip assertions and the benchmark.
@@ -81,10 +78,7 @@ where
             se.code().unwrap_or("service error"),
             se.message().unwrap_or("")
         ),
-        None => format!(
-            "{}",
-            aws_smithy_types::error::display::DisplayErrorContext(&e)
-        ),
+        None => format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&e)),
     };
     classify_error_code(code.as_deref(), message)
 }
@@ -144,11 +138,7 @@ impl DynamoStore {
     }
 
     /// Writes the position's own attributes if the item is still at `expected_version`.
-    async fn update_position(
-        &self,
-        p: &Position,
-        expected_version: u64,
-    ) -> Result<Option<Item>, StoreError> {
+    async fn update_position(&self, p: &Position, expected_version: u64) -> Result<Option<Item>, StoreError> {
         let (pk, sk) = codec::position_key(&p.id);
         let mut sets = Vec::new();
         let mut removes = Vec::new();
@@ -206,10 +196,7 @@ const REGISTER_ATTEMPTS: usize = 3;
 
 #[async_trait]
 impl CloseStore for DynamoStore {
-    async fn register_position(
-        &self,
-        cmd: &RegisterPosition,
-    ) -> Result<RegisterOutcome, StoreError> {
+    async fn register_position(&self, cmd: &RegisterPosition) -> Result<RegisterOutcome, StoreError> {
         // Create-first: a new position costs one conditional put; an existing one comes back
         // in the failed condition's ALL_OLD image, so no separate read is needed.
         let mut current = match decide_register(None, cmd) {
@@ -241,18 +228,10 @@ impl CloseStore for DynamoStore {
     }
 
     async fn position(&self, id: &PositionId) -> Result<Option<Position>, StoreError> {
-        let (pk, sk) = codec::position_key(id);
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, pk)
-            .key(SK, sk)
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(backend)?;
-        out.item().map(codec::position_from_item).transpose()
+        Ok(self
+            .load(&AggregateKey::Position(id.clone()))
+            .await?
+            .map(|(_, agg)| agg.position))
     }
 
     async fn open_close_request(&self, cmd: &CloseCommand) -> Result<CloseOutcome, StoreError> {
@@ -276,29 +255,40 @@ impl CloseStore for DynamoStore {
             .key(PK, pk)
             .key(SK, sk)
             .condition_expression(
-                "attribute_exists(pk) AND attribute_not_exists(idem.#key) \
+                "attribute_exists(pk) AND position_id = :pid AND attribute_not_exists(idem.#key) \
                  AND #status = :open AND #qty <> :zero",
             )
             .update_expression(format!(
                 "SET #status = :closing, active_close_request_id = :crid, idem.#key = :idem, \
                  cr_id = :crid, cr_key = :keytext, cr_status = :pending, cr_target_qty = close_qty, \
-                 cr_filled_qty = :zero, cr_retry_count = :zero, cr_max_retries = :maxr, \
+                 cr_retry_count = :zero, cr_max_retries = :maxr, \
                  cr_created_at = :now, updated_at = :now, orders = :no_orders, #ver = #ver + :one{} \
                  REMOVE cr_submitted_at, cr_completed_at, cr_failure_reason{}",
-                if cmd.reason.is_some() { ", cr_reason = :reason" } else { "" },
+                if cmd.reason.is_some() {
+                    ", cr_reason = :reason"
+                } else {
+                    ""
+                },
                 if cmd.reason.is_some() { "" } else { ", cr_reason" },
             ))
             .expression_attribute_names("#key", cmd.idempotency_key.as_str())
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#qty", "quantity")
             .expression_attribute_names("#ver", "version")
+            .expression_attribute_values(":pid", s(cmd.position_id.as_str()))
             .expression_attribute_values(":open", s("open"))
             .expression_attribute_values(":closing", s("closing"))
             .expression_attribute_values(":pending", s("pending"))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":no_orders", aws_sdk_dynamodb::types::AttributeValue::M(Default::default()))
-            .expression_attribute_values(":no_orders", aws_sdk_dynamodb::types::AttributeValue::M(Default::default()))
+            .expression_attribute_values(
+                ":no_orders",
+                aws_sdk_dynamodb::types::AttributeValue::M(Default::default()),
+            )
+            .expression_attribute_values(
+                ":no_orders",
+                aws_sdk_dynamodb::types::AttributeValue::M(Default::default()),
+            )
             .expression_attribute_values(":crid", s(cmd.new_id.to_string()))
             .expression_attribute_values(":keytext", s(cmd.idempotency_key.as_str()))
             .expression_attribute_values(":idem", codec::idempotency_record(&record))
@@ -331,8 +321,7 @@ impl CloseStore for DynamoStore {
         match decide_close(agg.as_ref(), cmd) {
             CloseDecision::Reject(r) => Ok(CloseOutcome::Rejected(r)),
             CloseDecision::Replay(id) => {
-                let agg =
-                    agg.ok_or_else(|| StoreError::Corrupt("replay without a position".into()))?;
+                let agg = agg.ok_or_else(|| StoreError::Corrupt("replay without a position".into()))?;
                 match agg.latest_close_request {
                     Some(cr) if cr.id == id => Ok(CloseOutcome::Replayed {
                         position: agg.position,
@@ -353,34 +342,22 @@ impl CloseStore for DynamoStore {
         }
     }
 
-    async fn close_request(
-        &self,
-        id: &CloseRequestId,
-    ) -> Result<Option<(CloseRequest, Vec<Order>)>, StoreError> {
+    async fn close_request(&self, id: &CloseRequestId) -> Result<Option<(CloseRequest, Vec<Order>)>, StoreError> {
         Ok(self
             .load(&AggregateKey::CloseRequest(*id))
             .await?
             .and_then(|(_, agg)| Some((agg.latest_close_request?, agg.orders))))
     }
 
-    async fn modify(
-        &self,
-        key: &AggregateKey,
-        f: &ModifyFn<'_>,
-    ) -> Result<Option<Modified>, StoreError> {
+    async fn modify(&self, key: &AggregateKey, f: &ModifyFn<'_>) -> Result<Option<Modified>, StoreError> {
         for _ in 0..MODIFY_ATTEMPTS {
             let Some((_, before)) = self.load(key).await? else {
                 return Ok(None);
             };
             let Some(after) = f(&before) else {
-                return Ok(Some(Modified {
-                    before,
-                    after: None,
-                }));
+                return Ok(Some(Modified { before, after: None }));
             };
-            if after.position.version != before.position.version + 1
-                || after.position.id != before.position.id
-            {
+            if after.position.version != before.position.version + 1 || after.position.id != before.position.id {
                 return Err(StoreError::Corrupt(
                     "modify must bump the version of the same position".into(),
                 ));
@@ -419,44 +396,33 @@ impl CloseStore for DynamoStore {
 const MODIFY_ATTEMPTS: usize = 5;
 
 impl DynamoStore {
-    /// The aggregate (and its raw item) by position or by its latest close request: a
-    /// strongly consistent GetItem, or a Query of the partition the id routes to.
-    pub async fn load(
-        &self,
-        key: &AggregateKey,
-    ) -> Result<Option<(Item, PositionAggregate)>, StoreError> {
-        let item = match key {
-            AggregateKey::Position(id) => {
-                let (pk, sk) = codec::position_key(id);
-                self.client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key(PK, pk)
-                    .key(SK, sk)
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(backend)?
-                    .item
-            }
-            AggregateKey::CloseRequest(id) => self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :pos)")
-                .filter_expression("cr_id = :id")
-                .expression_attribute_values(":pk", s(codec::partition_key(id.routing_key())))
-                .expression_attribute_values(":pos", s(POSITION_SK_PREFIX))
-                .expression_attribute_values(":id", s(id.to_string()))
-                .send()
-                .await
-                .map_err(backend)?
-                .items
-                .and_then(|mut items| items.pop()),
+    /// The aggregate (and its raw item) by position or by its latest close request: one
+    /// strongly consistent GetItem of the item the id's routing key names.
+    pub async fn load(&self, key: &AggregateKey) -> Result<Option<(Item, PositionAggregate)>, StoreError> {
+        let routing = match key {
+            AggregateKey::Position(id) => RoutingKey::of(id),
+            AggregateKey::CloseRequest(id) => id.routing_key(),
         };
-        item.map(|i| codec::aggregate_from_item(&i).map(|a| (i, a)))
-            .transpose()
+        let (pk, sk) = codec::routed_key(routing);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, pk)
+            .key(SK, sk)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let agg = codec::aggregate_from_item(&item)?;
+        let matches = match key {
+            AggregateKey::Position(id) => agg.position.id == *id,
+            AggregateKey::CloseRequest(id) => agg.latest_close_request.as_ref().is_some_and(|c| c.id == *id),
+        };
+        Ok(matches.then_some((item, agg)))
     }
 }
 
@@ -476,9 +442,6 @@ mod tests {
             classify_error_code(Some("ValidationException"), "bad".into()),
             StoreError::Backend(m) if m == "bad"
         ));
-        assert!(matches!(
-            classify_error_code(None, "io".into()),
-            StoreError::Backend(_)
-        ));
+        assert!(matches!(classify_error_code(None, "io".into()), StoreError::Backend(_)));
     }
 }

@@ -1,8 +1,8 @@
 //! The table definition (keys, stream) used by tests, benchmarks and local stacks.
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, StreamSpecification,
+    StreamViewType,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -55,19 +55,12 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError>
             .send()
             .await
             .map_err(|e| StoreError::Backend(format!("describe table {name}: {e}")))?;
-        if out
-            .table()
-            .and_then(|t| t.table_status())
-            .map(|s| s.as_str())
-            == Some("ACTIVE")
-        {
+        if out.table().and_then(|t| t.table_status()).map(|s| s.as_str()) == Some("ACTIVE") {
             return Ok(());
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    Err(StoreError::Backend(format!(
-        "table {name} did not become active"
-    )))
+    Err(StoreError::Backend(format!("table {name} did not become active")))
 }
 
 pub async fn delete_table(client: &Client, name: &str) -> Result<(), StoreError> {
