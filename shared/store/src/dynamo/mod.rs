@@ -7,15 +7,19 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use aws_smithy_runtime_api::box_error::BoxError;
 use closeflow_domain::{
     decide_close, decide_register, format_timestamp, CloseCommand, CloseDecision, CloseRequest, CloseRequestId, Order,
-    Position, PositionAggregate, PositionId, RegisterDecision, RegisterPosition, RoutingKey,
+    OrderStatus, OrderUpdate, Position, PositionAggregate, PositionId, RegisterDecision, RegisterPosition, RoutingKey,
+    Timestamp,
 };
 
-use crate::{AggregateKey, CloseOutcome, CloseStore, Modified, ModifyFn, RegisterOutcome, StoreError};
+use crate::{
+    apply_order_update_by_modify, AggregateKey, CloseOutcome, CloseStore, Modified, ModifyFn, RegisterOutcome,
+    StoreError, UpdateResult,
+};
 
 pub mod codec;
 pub mod table;
@@ -349,6 +353,15 @@ impl CloseStore for DynamoStore {
             .and_then(|(_, agg)| Some((agg.latest_close_request?, agg.orders))))
     }
 
+    async fn apply_order_update(&self, update: &OrderUpdate, now: Timestamp) -> Result<UpdateResult, StoreError> {
+        if update.status == OrderStatus::PartiallyFilled {
+            if let Some(done) = self.partial_fill_in_place(update, now).await? {
+                return Ok(done);
+            }
+        }
+        apply_order_update_by_modify(self, update, now).await
+    }
+
     async fn modify(&self, key: &AggregateKey, f: &ModifyFn<'_>) -> Result<Option<Modified>, StoreError> {
         for _ in 0..MODIFY_ATTEMPTS {
             let Some((_, before)) = self.load(key).await? else {
@@ -396,6 +409,98 @@ impl CloseStore for DynamoStore {
 const MODIFY_ATTEMPTS: usize = 5;
 
 impl DynamoStore {
+    /// A partial fill that settles nothing, as one conditional `UpdateItem` on its order:
+    /// the condition is exactly when the domain merge would only raise the order's fill
+    /// (order recorded and working, close request submitted, strictly more filled, newer
+    /// `seq` or unseen execution id, not older than the last update). Anything else fails
+    /// the condition and takes the general path, so results are the same either way.
+    async fn partial_fill_in_place(&self, u: &OrderUpdate, now: Timestamp) -> Result<Option<UpdateResult>, StoreError> {
+        let (pk, sk) = codec::routed_key(u.client_order_id.close_request_id.routing_key());
+        let mut cond = vec![
+            "cr_id = :crid",
+            "cr_status = :submitted",
+            "#status = :closing",
+            "attribute_exists(orders.#c)",
+            "orders.#c.#st IN (:new, :accepted, :pf)",
+            "orders.#c.filled_qty < :filled",
+            "(attribute_not_exists(orders.#c.last_broker_update_at) OR orders.#c.last_broker_update_at <= :t)",
+        ];
+        let mut sets = vec![
+            "orders.#c.filled_qty = :filled",
+            "orders.#c.#st = :pf",
+            "orders.#c.last_broker_update_at = :t",
+            "updated_at = :now",
+            "#ver = #ver + :one",
+        ];
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, pk)
+            .key(SK, sk)
+            .expression_attribute_names("#c", u.client_order_id.to_string())
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#ver", "version")
+            .expression_attribute_values(":crid", s(u.client_order_id.close_request_id.to_string()))
+            .expression_attribute_values(":submitted", s("submitted"))
+            .expression_attribute_values(":closing", s("closing"))
+            .expression_attribute_values(":new", s("new"))
+            .expression_attribute_values(":accepted", s("accepted"))
+            .expression_attribute_values(":pf", s("partially_filled"))
+            .expression_attribute_values(":filled", n(u.filled_qty))
+            .expression_attribute_values(":t", s(format_timestamp(&u.updated_at)))
+            .expression_attribute_values(":now", s(format_timestamp(&now)))
+            .expression_attribute_values(":one", n(1));
+        match (u.seq, &u.execution_id) {
+            (Some(seq), _) => {
+                cond.push("(attribute_not_exists(orders.#c.last_seq) OR orders.#c.last_seq < :seq)");
+                sets.push("orders.#c.last_seq = :seq");
+                req = req.expression_attribute_values(":seq", n(seq));
+            }
+            (None, Some(exec)) => {
+                cond.push("NOT contains(orders.#c.execution_ids, :exec)");
+                sets.push("orders.#c.execution_ids = list_append(orders.#c.execution_ids, :execl)");
+                req = req
+                    .expression_attribute_values(":exec", s(exec))
+                    .expression_attribute_values(":execl", AttributeValue::L(vec![s(exec)]));
+            }
+            (None, None) => {}
+        }
+        if let Some(price) = u.filled_avg_price {
+            sets.push("orders.#c.filled_avg_price = :price");
+            req = req.expression_attribute_values(":price", n(price));
+        }
+        if let Some(b) = &u.broker_order_id {
+            sets.push("orders.#c.broker_order_id = if_not_exists(orders.#c.broker_order_id, :bid)");
+            req = req.expression_attribute_values(":bid", s(b));
+        }
+        let res = req
+            .condition_expression(cond.join(" AND "))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match res {
+            Ok(out) => {
+                let agg = codec::aggregate_from_item(&out.attributes().cloned().unwrap_or_default())?;
+                Ok(Some(UpdateResult::Applied {
+                    position_status: agg.position.status,
+                    close_request_status: agg
+                        .latest_close_request
+                        .map(|c| c.status)
+                        .unwrap_or(closeflow_domain::CloseRequestStatus::Pending),
+                }))
+            }
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_)) => {
+                    Ok(None)
+                }
+                _ => Err(backend(e)),
+            },
+        }
+    }
+
     /// The aggregate (and its raw item) by position or by its latest close request: one
     /// strongly consistent GetItem of the item the id's routing key names.
     pub async fn load(&self, key: &AggregateKey) -> Result<Option<(Item, PositionAggregate)>, StoreError> {
