@@ -6,10 +6,15 @@
 
 use std::time::{Duration, Instant};
 
+use closeflow_domain::{ClientOrderId, CloseRequestId, OrderStatus, OrderUpdate, Quantity};
+use closeflow_tests::pipeline::PipelineApp;
 use closeflow_tests::{Backend, TestApp};
 
 const ROUND_TRIP_SAMPLES: usize = 20;
 const LATENCY_SAMPLES: usize = 5_000;
+const E2E_SAMPLES: usize = 2_000;
+const FILL_POSITIONS: usize = 500;
+const FILLS_PER_POSITION: i64 = 20;
 
 struct Row {
     metric: String,
@@ -96,11 +101,146 @@ async fn embedded_latency(rows: &mut Vec<Row>) {
     }
 }
 
+fn update(cr: &str, status: OrderStatus, filled: i64, seq: u64) -> OrderUpdate {
+    OrderUpdate {
+        client_order_id: ClientOrderId::new(CloseRequestId::parse(cr).unwrap(), 1),
+        broker_order_id: Some("brk".into()),
+        status,
+        filled_qty: Quantity::from(filled),
+        filled_avg_price: Some(Quantity::from(100)),
+        seq: Some(seq),
+        execution_id: None,
+        updated_at: closeflow_tests::start_time(),
+    }
+}
+
+async fn fill_round_trips(rows: &mut Vec<Row>) {
+    let app = PipelineApp::new(Backend::DynamoDb, "NVDA=hold").await;
+    let counter = app.round_trips.clone().expect("dynamodb");
+    let now = closeflow_tests::start_time();
+    let (mut partial, mut terminal) = (0u64, 0u64);
+    for i in 0..ROUND_TRIP_SAMPLES {
+        let cr = app.open_and_close(&format!("fill-{i}"), "NVDA", "10").await;
+        app.driver.pump().await;
+        let before = counter.get();
+        app.store
+            .apply_order_update(&update(&cr, OrderStatus::PartiallyFilled, 4, 2), now)
+            .await
+            .unwrap();
+        partial += counter.get() - before;
+        let before = counter.get();
+        app.store
+            .apply_order_update(&update(&cr, OrderStatus::Filled, 10, 3), now)
+            .await
+            .unwrap();
+        terminal += counter.get() - before;
+    }
+    let n = ROUND_TRIP_SAMPLES as f64;
+    rows.push(Row {
+        metric: "DynamoDB round trips per applied fill, partial".into(),
+        value: format!("{:.2}", partial as f64 / n),
+        target: "= 1",
+        ok: partial as f64 / n <= 1.0,
+    });
+    rows.push(Row {
+        metric: "DynamoDB round trips per applied fill, terminal".into(),
+        value: format!("{:.2}", terminal as f64 / n),
+        target: "<= 2",
+        ok: terminal as f64 / n <= 2.0,
+    });
+}
+
+/// Request -> `closed` through the whole embedded pipeline (relay, queue, submitter,
+/// simulated broker, signed webhook).
+async fn end_to_end(rows: &mut Vec<Row>) {
+    let app = PipelineApp::new(Backend::Embedded, "").await;
+    let mut samples = Vec::with_capacity(E2E_SAMPLES);
+    for i in 0..E2E_SAMPLES {
+        let id = format!("e2e-{i}");
+        let r = app
+            .call(
+                axum::http::Method::PUT,
+                &format!("/positions/{id}"),
+                &[],
+                Some(r#"{"account_id":"a","symbol":"AAPL","asset_type":"equity","quantity":10}"#),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+        let t = Instant::now();
+        let r = app
+            .call(
+                axum::http::Method::POST,
+                &format!("/positions/{id}/close"),
+                &[("idempotency-key", "k")],
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 201);
+        app.driver.pump().await;
+        samples.push(t.elapsed());
+        assert_eq!(app.position(&id).await.body["status"], "closed");
+    }
+    samples.sort();
+    rows.push(Row {
+        metric: "end-to-end close latency, embedded, p50".into(),
+        value: micros(percentile(&samples, 0.50)),
+        target: "-",
+        ok: true,
+    });
+    rows.push(Row {
+        metric: "end-to-end close latency, embedded, p99".into(),
+        value: micros(percentile(&samples, 0.99)),
+        target: "-",
+        ok: true,
+    });
+}
+
+/// Signed webhook fills applied through the router, one after another.
+async fn fills_per_second(rows: &mut Vec<Row>) {
+    let app = PipelineApp::new(Backend::Embedded, "NVDA=hold").await;
+    let mut crs = Vec::new();
+    for i in 0..FILL_POSITIONS {
+        crs.push(
+            app.open_and_close(&format!("fps-{i}"), "NVDA", &(FILLS_PER_POSITION * 10).to_string())
+                .await,
+        );
+    }
+    app.driver.pump().await;
+    let t = Instant::now();
+    let mut applied = 0u64;
+    for step in 1..=FILLS_PER_POSITION {
+        for cr in &crs {
+            let body = serde_json::json!({
+                "client_order_id": format!("{cr}-1"),
+                "broker_order_id": "brk",
+                "status": "partially_filled",
+                "filled_qty": (step * 10).to_string(),
+                "seq": step,
+                "updated_at": "2026-01-02T14:30:00Z",
+            })
+            .to_string();
+            let r = app.webhook(&body).await;
+            assert_eq!(r.body["result"], "applied", "{}", r.body);
+            applied += 1;
+        }
+    }
+    let rate = applied as f64 / t.elapsed().as_secs_f64();
+    rows.push(Row {
+        metric: "fills applied per second, embedded (signed webhook)".into(),
+        value: format!("{rate:.0}"),
+        target: "-",
+        ok: true,
+    });
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut rows = Vec::new();
     round_trips(&mut rows).await;
+    fill_round_trips(&mut rows).await;
     embedded_latency(&mut rows).await;
+    end_to_end(&mut rows).await;
+    fills_per_second(&mut rows).await;
 
     let width = rows.iter().map(|r| r.metric.len()).max().unwrap_or(10);
     println!();
@@ -126,6 +266,7 @@ async fn main() {
     }
     println!();
     println!(
-        "samples: {ROUND_TRIP_SAMPLES} positions for round trips (moto), {LATENCY_SAMPLES} closes + {LATENCY_SAMPLES} replays for latency"
+        "samples: {ROUND_TRIP_SAMPLES} positions per round-trip row (moto); {LATENCY_SAMPLES} closes + replays (handler); {E2E_SAMPLES} end-to-end closes; {} webhook fills",
+        FILL_POSITIONS as i64 * FILLS_PER_POSITION
     );
 }

@@ -2,7 +2,9 @@
 
 closeflow_tests::pipeline_tests!(closeflow_tests::Backend::DynamoDb);
 
-use closeflow_domain::{apply_order_update, Applied, ClientOrderId, CloseRequestId, OrderStatus, OrderUpdate, Quantity};
+use closeflow_domain::{
+    apply_order_update, Applied, ClientOrderId, CloseRequestId, OrderStatus, OrderUpdate, Quantity,
+};
 use closeflow_tests::pipeline::PipelineApp;
 use closeflow_tests::Backend;
 
@@ -62,6 +64,9 @@ async fn fills_cost_one_or_two_round_trips_and_match_the_domain_merge() {
         .apply_order_update(&fill(&cr, OrderStatus::PartiallyFilled, 4, Some(1), None, 4), now)
         .await
         .unwrap();
-    assert_eq!(r, closeflow_store::UpdateResult::Ignored(closeflow_domain::Ignored::StaleSeq));
+    assert_eq!(
+        r,
+        closeflow_store::UpdateResult::Ignored(closeflow_domain::Ignored::StaleSeq)
+    );
     assert_eq!(counter.get() - rt, 2);
 }
