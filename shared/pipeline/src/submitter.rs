@@ -1,6 +1,6 @@
 //! The submitter: one queue message -> at most one order at the broker for that attempt.
 
-use closeflow_domain::{intent_for, record_submission, Applied, SubmitAnswer, SubmitRequest};
+use closeflow_domain::{intent_for, record_submission, Applied, OrderStatus, SubmitAnswer, SubmitRequest};
 use closeflow_store::{AggregateKey, CloseStore, StoreError};
 
 use crate::broker::{Broker, BrokerError};
@@ -40,6 +40,10 @@ pub async fn submit(
         return Ok(SubmitOutcome::NothingToDo);
     };
     let answer = match broker.submit_order(&intent).await {
+        // An order object that comes back already rejected is a definitive refusal too.
+        Ok(order) if order.status == OrderStatus::Rejected => SubmitAnswer::Rejected {
+            reason: format!("order {} rejected by the broker on submission", order.broker_order_id),
+        },
         Ok(order) => SubmitAnswer::Accepted(order.to_update()),
         Err(BrokerError::DuplicateClientOrderId) => {
             // An earlier delivery reached the broker: record that order, place nothing.
@@ -70,4 +74,92 @@ pub async fn submit(
             SubmitOutcome::Rejected(reason)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::{BrokerOrder, BrokerPosition};
+    use crate::clock::ManualClock;
+    use async_trait::async_trait;
+    use chrono::TimeZone;
+    use closeflow_domain::{
+        AccountId, AssetType, ClientOrderId, CloseCommand, CloseRequestId, CloseRequestStatus, Fingerprint,
+        IdempotencyKey, OrderIntent, PositionId, PositionStatus, Quantity, RegisterPosition,
+    };
+    use closeflow_store::{CloseOutcome, MemoryStore};
+
+    /// Answers every submission with an order object whose status is `rejected`.
+    struct RejectsInBody;
+
+    #[async_trait]
+    impl Broker for RejectsInBody {
+        async fn submit_order(&self, intent: &OrderIntent) -> Result<BrokerOrder, BrokerError> {
+            Ok(BrokerOrder {
+                broker_order_id: "b-9".into(),
+                client_order_id: intent.client_order_id.clone(),
+                status: OrderStatus::Rejected,
+                filled_qty: Quantity::ZERO,
+                filled_avg_price: None,
+                updated_at: chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            })
+        }
+        async fn get_order_by_client_id(&self, _: &ClientOrderId) -> Result<BrokerOrder, BrokerError> {
+            Err(BrokerError::NotFound)
+        }
+        async fn cancel_order(&self, _: &str) -> Result<(), BrokerError> {
+            Ok(())
+        }
+        async fn list_positions(&self) -> Result<Vec<BrokerPosition>, BrokerError> {
+            Ok(vec![])
+        }
+    }
+
+    #[tokio::test]
+    async fn an_order_returned_as_rejected_fails_the_close_for_a_human() {
+        let now = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let store = MemoryStore::new();
+        let pid = PositionId::parse("p").unwrap();
+        store
+            .register_position(&RegisterPosition {
+                position_id: pid.clone(),
+                account_id: AccountId::parse("a").unwrap(),
+                symbol: "AAPL".into(),
+                asset_type: AssetType::Equity,
+                quantity: Quantity::from(3),
+                avg_entry_price: None,
+                strategy_id: None,
+                now,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let CloseOutcome::Created { close_request, .. } = store
+            .open_close_request(&CloseCommand {
+                position_id: pid.clone(),
+                idempotency_key: IdempotencyKey::parse("k").unwrap(),
+                fingerprint: Fingerprint::of_body(&serde_json::json!({})),
+                new_id: CloseRequestId::new(&pid, [1; 16]),
+                max_retries: 3,
+                reason: None,
+                now,
+            })
+            .await
+            .unwrap()
+        else {
+            panic!("created")
+        };
+        let req = SubmitRequest {
+            position_id: pid.clone(),
+            close_request_id: close_request.id,
+            attempt: 1,
+        };
+        let out = submit(&store, &RejectsInBody, &ManualClock::new(now), &req)
+            .await
+            .unwrap();
+        assert!(matches!(out, SubmitOutcome::Rejected(_)));
+        let agg = store.aggregate(&pid).unwrap();
+        assert_eq!(agg.position.status, PositionStatus::CloseFailed);
+        assert_eq!(agg.latest_close_request.unwrap().status, CloseRequestStatus::Failed);
+    }
 }
