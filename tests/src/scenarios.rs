@@ -184,6 +184,7 @@ fn fixture(id: &str, status: PositionStatus, cr_status: CloseRequestStatus) -> P
         created_at: start_time(),
         submitted_at: Some(start_time()),
         completed_at: cr_status.is_terminal().then(start_time),
+        updated_at: start_time(),
     };
     let position = Position {
         id: pid,

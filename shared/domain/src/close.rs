@@ -129,6 +129,7 @@ pub fn decide_close(current: Option<&PositionAggregate>, cmd: &CloseCommand) -> 
         created_at: cmd.now,
         submitted_at: None,
         completed_at: None,
+        updated_at: cmd.now,
     });
     CloseDecision::Create(Box::new(next))
 }

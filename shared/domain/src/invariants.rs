@@ -130,6 +130,7 @@ mod tests {
             created_at: t(),
             submitted_at: None,
             completed_at: None,
+            updated_at: t(),
         }
     }
 

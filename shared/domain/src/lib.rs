@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod order;
 pub mod quantity;
+pub mod reconcile;
 pub mod register;
 pub mod status;
 pub mod transition;
@@ -25,6 +26,7 @@ pub use lifecycle::{
 pub use model::{AssetType, CloseRequest, IdempotencyRecord, Position, PositionAggregate, Side};
 pub use order::{merge_order_update, ClientOrderId, Ignored, Merge, Order, OrderStatus, OrderUpdate};
 pub use quantity::{DecimalError, Quantity};
+pub use reconcile::{after_lookup, attention_since, expire, expiry_at, reconcile, Alert, Due, Expire, Lookup, Policy};
 pub use register::{decide_register, RegisterDecision, RegisterPosition, RegisterRejection};
 pub use status::{CloseRequestStatus, PositionStatus, UnknownStatus};
 pub use transition::{CloseRequestEvent, IllegalTransition, PositionEvent};

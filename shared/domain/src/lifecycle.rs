@@ -143,6 +143,7 @@ pub fn record_submission(
                 last_seq: None,
                 execution_ids: vec![],
                 last_broker_update_at: None,
+                not_found_count: 0,
             };
             let order = match merge_order_update(&order, u) {
                 Merge::Changed(o) => o,
@@ -155,8 +156,7 @@ pub fn record_submission(
             settle(&mut next, now)?;
         }
     }
-    next.position.updated_at = now;
-    next.position.version += 1;
+    touch(&mut next, now);
     Ok(Applied::Changed(Box::new(next)))
 }
 
@@ -194,6 +194,7 @@ pub fn apply_order_update(
                 last_seq: None,
                 execution_ids: vec![],
                 last_broker_update_at: None,
+                not_found_count: 0,
             };
             match merge_order_update(&blank, u) {
                 Merge::Changed(o) => next.orders.push(o),
@@ -207,9 +208,17 @@ pub fn apply_order_update(
         }
     }
     settle(&mut next, now)?;
-    next.position.updated_at = now;
-    next.position.version += 1;
+    touch(&mut next, now);
     Ok(Applied::Changed(Box::new(next)))
+}
+
+/// Stamps a change: the position's and the close request's `updated_at`, and the version.
+pub fn touch(agg: &mut PositionAggregate, now: Timestamp) {
+    agg.position.updated_at = now;
+    agg.position.version += 1;
+    if let Some(cr) = agg.latest_close_request.as_mut() {
+        cr.updated_at = now;
+    }
 }
 
 /// Aggregates the orders into the close request and, once every order has ended, moves

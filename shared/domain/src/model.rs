@@ -88,6 +88,9 @@ pub struct CloseRequest {
     pub created_at: Timestamp,
     pub submitted_at: Option<Timestamp>,
     pub completed_at: Option<Timestamp>,
+    /// Last change of the close request or its orders: what the reconciler's deadlines
+    /// (zombie, stuck, retry backoff) count from.
+    pub updated_at: Timestamp,
 }
 
 impl CloseRequest {
@@ -119,6 +122,8 @@ pub struct PositionAggregate {
     pub latest_close_request: Option<CloseRequest>,
     /// Broker orders of the latest close request, one per attempt.
     pub orders: Vec<crate::order::Order>,
+    /// The last thing a human should know about (published once, from the stream).
+    pub last_alert: Option<crate::reconcile::Alert>,
 }
 
 impl PositionAggregate {
@@ -128,6 +133,7 @@ impl PositionAggregate {
             idempotency: BTreeMap::new(),
             latest_close_request: None,
             orders: Vec::new(),
+            last_alert: None,
         }
     }
 }

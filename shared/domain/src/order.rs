@@ -121,6 +121,8 @@ pub struct Order {
     pub last_seq: Option<u64>,
     pub execution_ids: Vec<String>,
     pub last_broker_update_at: Option<Timestamp>,
+    /// Consecutive reconciler lookups that found no such order at the broker.
+    pub not_found_count: u32,
 }
 
 impl Order {
@@ -239,6 +241,7 @@ mod tests {
             last_seq: None,
             execution_ids: vec![],
             last_broker_update_at: None,
+            not_found_count: 0,
         }
     }
 

@@ -19,6 +19,8 @@ pub enum PositionEvent {
     Abandoned,
     /// The reconciler starts a new attempt for the remaining quantity.
     RetryStarted,
+    /// A retry attempt never reached the broker; earlier attempts filled part: retryable again.
+    AttemptAbandoned,
     /// No attempts left, or the broker cannot account for the order: a human must look.
     NeedsAttention,
 }
@@ -32,6 +34,7 @@ pub enum CloseRequestEvent {
     BrokerRejected,
     Abandoned,
     RetryStarted,
+    AttemptAbandoned,
     NeedsAttention,
 }
 
@@ -54,6 +57,7 @@ impl PositionStatus {
             (S::Closing, E::EndedUnfilled) => Ok(S::Open),
             (S::Closing, E::BrokerRejected) => Ok(S::CloseFailed),
             (S::Closing, E::Abandoned) => Ok(S::Open),
+            (S::Closing, E::AttemptAbandoned) => Ok(S::CloseRetryable),
             (S::Closing, E::NeedsAttention) => Ok(S::CloseFailed),
             (S::CloseRetryable, E::RetryStarted) => Ok(S::Closing),
             (S::CloseRetryable, E::NeedsAttention) => Ok(S::CloseFailed),
@@ -74,6 +78,7 @@ impl CloseRequestStatus {
             (S::Pending, E::OrderSubmitted) => Ok(S::Submitted),
             (S::Pending, E::BrokerRejected) => Ok(S::Failed),
             (S::Pending, E::Abandoned) => Ok(S::Failed),
+            (S::Pending, E::AttemptAbandoned) => Ok(S::Retryable),
             // A broker may report the outcome before the submitter has recorded the
             // submission (fast fill, slow write): outcomes are legal from both.
             (S::Pending | S::Submitted, E::FullyFilled) => Ok(S::Completed),
@@ -97,7 +102,7 @@ mod tests {
     use CloseRequestStatus as C;
     use PositionStatus as P;
 
-    const POSITION_EVENTS: [PositionEvent; 8] = [
+    const POSITION_EVENTS: [PositionEvent; 9] = [
         PositionEvent::CloseAccepted,
         PositionEvent::FullyFilled,
         PositionEvent::PartiallyFilledAndEnded,
@@ -105,6 +110,7 @@ mod tests {
         PositionEvent::BrokerRejected,
         PositionEvent::Abandoned,
         PositionEvent::RetryStarted,
+        PositionEvent::AttemptAbandoned,
         PositionEvent::NeedsAttention,
     ];
 
@@ -144,7 +150,7 @@ mod tests {
             .flat_map(|s| POSITION_EVENTS.iter().map(move |e| s.apply(*e)))
             .filter(Result::is_ok)
             .count();
-        assert_eq!(position_moves, 9);
+        assert_eq!(position_moves, 10);
         let cr_events = [
             CloseRequestEvent::OrderSubmitted,
             CloseRequestEvent::FullyFilled,
@@ -153,6 +159,7 @@ mod tests {
             CloseRequestEvent::BrokerRejected,
             CloseRequestEvent::Abandoned,
             CloseRequestEvent::RetryStarted,
+            CloseRequestEvent::AttemptAbandoned,
             CloseRequestEvent::NeedsAttention,
         ];
         let cr_moves = C::ALL
@@ -160,7 +167,7 @@ mod tests {
             .flat_map(|s| cr_events.iter().map(move |e| s.apply(*e)))
             .filter(Result::is_ok)
             .count();
-        assert_eq!(cr_moves, 12);
+        assert_eq!(cr_moves, 13);
     }
 
     #[test]

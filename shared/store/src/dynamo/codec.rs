@@ -187,6 +187,7 @@ pub fn latest_close_request_from_item(item: &Item, position: &PositionId) -> Res
         created_at: time(item, "cr_created_at")?,
         submitted_at: opt_time(item, "cr_submitted_at")?,
         completed_at: opt_time(item, "cr_completed_at")?,
+        updated_at: time(item, "cr_updated_at")?,
     }))
 }
 
@@ -204,6 +205,7 @@ pub fn close_request_attributes(cr: &CloseRequest) -> Vec<(&'static str, Option<
         ("cr_created_at", Some(ts(&cr.created_at))),
         ("cr_submitted_at", cr.submitted_at.as_ref().map(ts)),
         ("cr_completed_at", cr.completed_at.as_ref().map(ts)),
+        ("cr_updated_at", Some(ts(&cr.updated_at))),
     ]
 }
 
@@ -222,6 +224,11 @@ pub fn aggregate_item(agg: &PositionAggregate) -> Item {
         .map(|o| (o.client_order_id.to_string(), order_value(o)))
         .collect();
     item.insert("orders".into(), AttributeValue::M(orders));
+    if let Some(a) = &agg.last_alert {
+        item.insert("alert_kind".into(), s(&a.kind));
+        item.insert("alert_message".into(), s(&a.message));
+        item.insert("alert_at".into(), ts(&a.at));
+    }
     if let Some(cr) = &agg.latest_close_request {
         for (k, v) in close_request_attributes(cr) {
             if let Some(v) = v {
@@ -253,6 +260,9 @@ fn order_value(o: &Order) -> AttributeValue {
     }
     if let Some(t) = &o.last_broker_update_at {
         m.insert("last_broker_update_at".into(), ts(t));
+    }
+    if o.not_found_count > 0 {
+        m.insert("not_found_count".into(), n(o.not_found_count));
     }
     AttributeValue::M(m)
 }
@@ -290,6 +300,10 @@ fn orders_from_item(item: &Item) -> Result<Vec<Order>, StoreError> {
                 },
                 execution_ids,
                 last_broker_update_at: opt_time(o, "last_broker_update_at")?,
+                not_found_count: match o.get("not_found_count") {
+                    Some(_) => uint(o, "not_found_count")?,
+                    None => 0,
+                },
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -338,6 +352,14 @@ pub fn aggregate_from_item(item: &Item) -> Result<PositionAggregate, StoreError>
         idempotency: idempotency_from_item(item)?,
         latest_close_request: latest,
         orders,
+        last_alert: match (opt_s(item, "alert_kind"), opt_s(item, "alert_message")) {
+            (Some(kind), Some(message)) => Some(closeflow_domain::reconcile::Alert {
+                kind: kind.to_string(),
+                message: message.to_string(),
+                at: time(item, "alert_at")?,
+            }),
+            _ => None,
+        },
         position,
     })
 }

@@ -266,7 +266,7 @@ impl CloseStore for DynamoStore {
                 "SET #status = :closing, active_close_request_id = :crid, idem.#key = :idem, \
                  cr_id = :crid, cr_key = :keytext, cr_status = :pending, cr_target_qty = close_qty, \
                  cr_retry_count = :zero, cr_max_retries = :maxr, \
-                 cr_created_at = :now, updated_at = :now, orders = :no_orders, #ver = #ver + :one{} \
+                 cr_created_at = :now, cr_updated_at = :now, updated_at = :now, orders = :no_orders, #ver = #ver + :one{} \
                  REMOVE cr_submitted_at, cr_completed_at, cr_failure_reason{}",
                 if cmd.reason.is_some() {
                     ", cr_reason = :reason"
@@ -430,6 +430,7 @@ impl DynamoStore {
             "orders.#c.#st = :pf",
             "orders.#c.last_broker_update_at = :t",
             "updated_at = :now",
+            "cr_updated_at = :now",
             "#ver = #ver + :one",
         ];
         let mut req = self
