@@ -76,6 +76,24 @@ impl CloseStore for FaultInjectingStore {
     async fn modify(&self, key: &AggregateKey, f: &ModifyFn<'_>) -> Result<Option<Modified>, StoreError> {
         self.inner.modify(key, f).await
     }
+    async fn apply_order_update(
+        &self,
+        update: &closeflow_domain::OrderUpdate,
+        now: closeflow_domain::Timestamp,
+    ) -> Result<closeflow_store::UpdateResult, StoreError> {
+        self.inner.apply_order_update(update, now).await
+    }
+    async fn work_list(
+        &self,
+        list: closeflow_store::WorkList,
+        since: closeflow_domain::Timestamp,
+        limit: usize,
+    ) -> Result<closeflow_store::Listed, StoreError> {
+        self.inner.work_list(list, since, limit).await
+    }
+    async fn delete_if_unchanged(&self, id: &PositionId, version: u64) -> Result<bool, StoreError> {
+        self.inner.delete_if_unchanged(id, version).await
+    }
 }
 
 pub struct TestApp {

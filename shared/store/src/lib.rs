@@ -91,6 +91,35 @@ pub trait CloseStore: Send + Sync {
     async fn apply_order_update(&self, update: &OrderUpdate, now: Timestamp) -> Result<UpdateResult, StoreError> {
         apply_order_update_by_modify(self, update, now).await
     }
+
+    /// Aggregates on one work list (`WorkList::Attention`: in-flight or retryable closes;
+    /// `WorkList::Expiry`: something can expire) whose clock started at or before `since`,
+    /// oldest first, at most `limit`. Reads only listed items (a sparse index; never a Scan).
+    async fn work_list(&self, list: WorkList, since: Timestamp, limit: usize) -> Result<Listed, StoreError>;
+
+    /// Deletes a position if it is still at `version`; false when it changed or is gone.
+    async fn delete_if_unchanged(&self, id: &PositionId, version: u64) -> Result<bool, StoreError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WorkList {
+    Attention,
+    Expiry,
+}
+
+/// A page of a work list, with how many stored items were read to produce it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listed {
+    pub aggregates: Vec<PositionAggregate>,
+    pub items_read: usize,
+}
+
+/// The work list an aggregate belongs on, and since when (see `closeflow_domain::reconcile`).
+pub fn work_list_entry(agg: &PositionAggregate) -> Option<(WorkList, Timestamp)> {
+    if let Some(t) = closeflow_domain::attention_since(agg) {
+        return Some((WorkList::Attention, t));
+    }
+    closeflow_domain::expiry_at(agg, chrono::TimeDelta::zero()).map(|t| (WorkList::Expiry, t))
 }
 
 /// What applying a broker order update did.

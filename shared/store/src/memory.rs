@@ -3,17 +3,20 @@
 //! single-item conditional writes. Every write is also published, in commit order, on a
 //! change feed: the embedded twin of the table's DynamoDB stream (the outbox).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use closeflow_domain::{
     decide_close, decide_register, CloseCommand, CloseDecision, CloseRequest, CloseRequestId, Order, Position,
-    PositionAggregate, PositionId, RegisterDecision, RegisterPosition,
+    PositionAggregate, PositionId, RegisterDecision, RegisterPosition, Timestamp,
 };
 use tokio::sync::mpsc;
 
-use crate::{AggregateKey, CloseOutcome, CloseStore, Modified, ModifyFn, RegisterOutcome, StoreError};
+use crate::{
+    work_list_entry, AggregateKey, CloseOutcome, CloseStore, Listed, Modified, ModifyFn, RegisterOutcome, StoreError,
+    WorkList,
+};
 
 /// One committed write, as a stream record with old and new images.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +36,8 @@ struct Inner {
     /// Close request id -> owning position (the in-memory twin of the routing key).
     owners: HashMap<CloseRequestId, PositionId>,
     feed: Option<mpsc::UnboundedSender<Change>>,
+    /// The sparse work-list index: (list, since, position) for listed aggregates only.
+    lists: BTreeSet<(WorkList, Timestamp, PositionId)>,
 }
 
 impl MemoryStore {
@@ -69,6 +74,12 @@ impl Inner {
             self.owners.insert(cr.id, agg.position.id.clone());
         }
         let before = self.positions.insert(agg.position.id.clone(), agg.clone());
+        if let Some((list, t)) = before.as_ref().and_then(work_list_entry) {
+            self.lists.remove(&(list, t, agg.position.id.clone()));
+        }
+        if let Some((list, t)) = work_list_entry(&agg) {
+            self.lists.insert((list, t, agg.position.id.clone()));
+        }
         if let Some(feed) = &self.feed {
             // A dropped subscriber only means nobody is relaying (tests without a pipeline).
             let _ = feed.send(Change { before, after: agg });
@@ -167,5 +178,36 @@ impl CloseStore for MemoryStore {
             inner.write(next.clone());
         }
         Ok(Some(Modified { before, after }))
+    }
+
+    async fn work_list(&self, list: WorkList, since: Timestamp, limit: usize) -> Result<Listed, StoreError> {
+        let inner = self.lock();
+        let aggregates: Vec<_> = inner
+            .lists
+            .range((list, Timestamp::MIN_UTC, PositionId::parse("0").expect("literal"))..)
+            .take_while(|(l, t, _)| *l == list && *t <= since)
+            .take(limit)
+            .filter_map(|(_, _, id)| inner.positions.get(id).cloned())
+            .collect();
+        Ok(Listed {
+            items_read: aggregates.len(),
+            aggregates,
+        })
+    }
+
+    async fn delete_if_unchanged(&self, id: &PositionId, version: u64) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        if inner.positions.get(id).map(|a| a.position.version) != Some(version) {
+            return Ok(false);
+        }
+        if let Some(agg) = inner.positions.remove(id) {
+            if let Some((list, t)) = work_list_entry(&agg) {
+                inner.lists.remove(&(list, t, id.clone()));
+            }
+            if let Some(cr) = &agg.latest_close_request {
+                inner.owners.remove(&cr.id);
+            }
+        }
+        Ok(true)
     }
 }

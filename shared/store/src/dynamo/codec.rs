@@ -210,8 +210,32 @@ pub fn close_request_attributes(cr: &CloseRequest) -> Vec<(&'static str, Option<
 }
 
 /// The whole aggregate as one item (fixtures, and any full rewrite of a position).
+/// Name of the sparse index of items the reconciler or the cleaner must look at.
+pub const ATTENTION_INDEX: &str = "attention";
+/// `attn` values: which job's list the item is on.
+pub const ATTENTION: &str = "ATTENTION";
+pub const EXPIRY: &str = "EXPIRY";
+
+/// The index entry of an aggregate: on the reconciler's list while a close is in flight or
+/// retryable (sorted by when its clock started), on the cleaner's once something in it can
+/// expire (sorted by when that clock started), on neither otherwise (absent = not indexed).
+pub fn index_entry(agg: &PositionAggregate) -> Option<(&'static str, Timestamp)> {
+    crate::work_list_entry(agg).map(|(list, t)| (list_name(list), t))
+}
+
+pub fn list_name(list: crate::WorkList) -> &'static str {
+    match list {
+        crate::WorkList::Attention => ATTENTION,
+        crate::WorkList::Expiry => EXPIRY,
+    }
+}
+
 pub fn aggregate_item(agg: &PositionAggregate) -> Item {
     let mut item = new_position_item(&agg.position);
+    if let Some((list, since)) = index_entry(agg) {
+        item.insert("attn".into(), s(list));
+        item.insert("attn_at".into(), ts(&since));
+    }
     let idem = agg
         .idempotency
         .iter()

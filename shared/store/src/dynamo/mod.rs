@@ -17,8 +17,8 @@ use closeflow_domain::{
 };
 
 use crate::{
-    apply_order_update_by_modify, AggregateKey, CloseOutcome, CloseStore, Modified, ModifyFn, RegisterOutcome,
-    StoreError, UpdateResult,
+    apply_order_update_by_modify, AggregateKey, CloseOutcome, CloseStore, Listed, Modified, ModifyFn, RegisterOutcome,
+    StoreError, UpdateResult, WorkList,
 };
 
 pub mod codec;
@@ -91,6 +91,7 @@ where
 pub struct DynamoStore {
     client: Client,
     table: String,
+    retention: chrono::TimeDelta,
 }
 
 impl DynamoStore {
@@ -98,6 +99,7 @@ impl DynamoStore {
         DynamoStore {
             client,
             table: table.into(),
+            retention: closeflow_domain::Policy::default().retention,
         }
     }
 
@@ -110,6 +112,25 @@ impl DynamoStore {
             builder = builder.interceptor(c);
         }
         Client::from_conf(builder.build())
+    }
+
+    /// Sets how long closed positions are kept before DynamoDB's TTL removes them.
+    pub fn with_retention(mut self, retention: chrono::TimeDelta) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// The whole item, with the TTL attribute on positions that are closed.
+    fn item_with_ttl(&self, agg: &PositionAggregate) -> Item {
+        let mut item = codec::aggregate_item(agg);
+        if let Some(closed) = agg
+            .position
+            .closed_at
+            .filter(|_| agg.position.status == closeflow_domain::PositionStatus::Closed)
+        {
+            item.insert("expires_at".into(), n((closed + self.retention).timestamp()));
+        }
+        item
     }
 
     pub fn client(&self) -> &Client {
@@ -266,7 +287,7 @@ impl CloseStore for DynamoStore {
                 "SET #status = :closing, active_close_request_id = :crid, idem.#key = :idem, \
                  cr_id = :crid, cr_key = :keytext, cr_status = :pending, cr_target_qty = close_qty, \
                  cr_retry_count = :zero, cr_max_retries = :maxr, \
-                 cr_created_at = :now, cr_updated_at = :now, updated_at = :now, orders = :no_orders, #ver = #ver + :one{} \
+                 cr_created_at = :now, cr_updated_at = :now, updated_at = :now, attn = :attn, attn_at = :now, orders = :no_orders, #ver = #ver + :one{} \
                  REMOVE cr_submitted_at, cr_completed_at, cr_failure_reason{}",
                 if cmd.reason.is_some() {
                     ", cr_reason = :reason"
@@ -280,6 +301,7 @@ impl CloseStore for DynamoStore {
             .expression_attribute_names("#qty", "quantity")
             .expression_attribute_names("#ver", "version")
             .expression_attribute_values(":pid", s(cmd.position_id.as_str()))
+            .expression_attribute_values(":attn", s(codec::ATTENTION))
             .expression_attribute_values(":open", s("open"))
             .expression_attribute_values(":closing", s("closing"))
             .expression_attribute_values(":pending", s("pending"))
@@ -362,6 +384,56 @@ impl CloseStore for DynamoStore {
         apply_order_update_by_modify(self, update, now).await
     }
 
+    async fn work_list(&self, list: WorkList, since: Timestamp, limit: usize) -> Result<Listed, StoreError> {
+        // The index is sparse: only listed items are in it, so this reads nothing else.
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(codec::ATTENTION_INDEX)
+            .key_condition_expression("attn = :list AND attn_at <= :since")
+            .expression_attribute_values(":list", s(codec::list_name(list)))
+            .expression_attribute_values(":since", s(format_timestamp(&since)))
+            .limit(limit.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(backend)?;
+        let aggregates = out
+            .items()
+            .iter()
+            .map(codec::aggregate_from_item)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Listed {
+            items_read: out.scanned_count().max(0) as usize,
+            aggregates,
+        })
+    }
+
+    async fn delete_if_unchanged(&self, id: &PositionId, version: u64) -> Result<bool, StoreError> {
+        let (pk, sk) = codec::position_key(id);
+        let res = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, pk)
+            .key(SK, sk)
+            .condition_expression("position_id = :pid AND #ver = :v")
+            .expression_attribute_names("#ver", "version")
+            .expression_attribute_values(":pid", s(id.as_str()))
+            .expression_attribute_values(":v", n(version))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(_)) => {
+                    Ok(false)
+                }
+                _ => Err(backend(e)),
+            },
+        }
+    }
+
     async fn modify(&self, key: &AggregateKey, f: &ModifyFn<'_>) -> Result<Option<Modified>, StoreError> {
         for _ in 0..MODIFY_ATTEMPTS {
             let Some((_, before)) = self.load(key).await? else {
@@ -380,7 +452,7 @@ impl CloseStore for DynamoStore {
                 .client
                 .put_item()
                 .table_name(&self.table)
-                .set_item(Some(codec::aggregate_item(&after)))
+                .set_item(Some(self.item_with_ttl(&after)))
                 .condition_expression("#ver = :expected")
                 .expression_attribute_names("#ver", "version")
                 .expression_attribute_values(":expected", n(before.position.version))
@@ -431,6 +503,7 @@ impl DynamoStore {
             "orders.#c.last_broker_update_at = :t",
             "updated_at = :now",
             "cr_updated_at = :now",
+            "attn_at = :now",
             "#ver = #ver + :one",
         ];
         let mut req = self

@@ -1,8 +1,8 @@
 //! The table definition (keys, stream) used by tests, benchmarks and local stacks.
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, StreamSpecification,
-    StreamViewType,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -33,6 +33,17 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError>
         .key_schema(key("sk", KeyType::Range))
         .attribute_definitions(attr("pk"))
         .attribute_definitions(attr("sk"))
+        .attribute_definitions(attr("attn"))
+        .attribute_definitions(attr("attn_at"))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(super::codec::ATTENTION_INDEX)
+                .key_schema(key("attn", KeyType::Hash))
+                .key_schema(key("attn_at", KeyType::Range))
+                .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                .build()
+                .expect("index"),
+        )
         .stream_specification(
             StreamSpecification::builder()
                 .stream_enabled(true)
@@ -56,6 +67,21 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError>
             .await
             .map_err(|e| StoreError::Backend(format!("describe table {name}: {e}")))?;
         if out.table().and_then(|t| t.table_status()).map(|s| s.as_str()) == Some("ACTIVE") {
+            // TTL removes closed positions after retention (the cleanup function catches up
+            // with what TTL has not deleted yet).
+            client
+                .update_time_to_live()
+                .table_name(name)
+                .time_to_live_specification(
+                    TimeToLiveSpecification::builder()
+                        .attribute_name("expires_at")
+                        .enabled(true)
+                        .build()
+                        .expect("ttl"),
+                )
+                .send()
+                .await
+                .map_err(|e| StoreError::Backend(format!("ttl on {name}: {e}")))?;
             return Ok(());
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
