@@ -28,6 +28,7 @@ use tower::ServiceExt;
 
 pub mod pipeline;
 pub mod pipeline_scenarios;
+pub mod reconcile_scenarios;
 pub mod scenarios;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,12 +37,29 @@ pub enum Backend {
     DynamoDb,
 }
 
-enum Seeder {
+pub(crate) enum Seeder {
     Memory(Arc<MemoryStore>),
     Dynamo {
         client: aws_sdk_dynamodb::Client,
         table: String,
     },
+}
+
+impl Seeder {
+    pub(crate) async fn put(&self, agg: PositionAggregate) {
+        match self {
+            Seeder::Memory(m) => m.insert_aggregate(agg),
+            Seeder::Dynamo { client, table } => {
+                client
+                    .put_item()
+                    .table_name(table)
+                    .set_item(Some(codec::aggregate_item(&agg)))
+                    .send()
+                    .await
+                    .expect("seed item");
+            }
+        }
+    }
 }
 
 /// Wraps a store and makes its next N close attempts fail with `Contention`, which is how
@@ -188,18 +206,7 @@ impl TestApp {
 
     /// Writes an aggregate directly, for states the API cannot produce in this version.
     pub async fn seed(&self, agg: PositionAggregate) {
-        match &self.seeder {
-            Seeder::Memory(m) => m.insert_aggregate(agg),
-            Seeder::Dynamo { client, table } => {
-                client
-                    .put_item()
-                    .table_name(table)
-                    .set_item(Some(codec::aggregate_item(&agg)))
-                    .send()
-                    .await
-                    .expect("seed item");
-            }
-        }
+        self.seeder.put(agg).await
     }
 
     pub fn round_trips(&self) -> u64 {

@@ -7,15 +7,19 @@ use std::sync::Arc;
 use axum::http::Method;
 use axum::Router;
 use closeflow_api::{router, AppState, ManualClock};
-use closeflow_aws::{DynamoStreamFeed, SqsQueue};
+use closeflow_aws::{DynamoStreamFeed, EventBridgeSink, SqsQueue};
 use closeflow_domain::{PositionAggregate, PositionId};
 use closeflow_embedded::RouterSink;
 use closeflow_pipeline::webhook::sign;
+use closeflow_pipeline::{
+    cleanup_once, reconcile_once, CleanupReport, EventSink, ReconcileConfig, ReconcileReport, RecordingSink,
+};
 use closeflow_pipeline::{
     Broker, ChangeFeed, Driver, MemoryFeed, MemoryQueue, OrderQueue, QueueConsumer, SimScenarios, SimulatedBroker,
 };
 use closeflow_store::dynamo::table;
 use closeflow_store::{AggregateKey, CloseStore, DynamoStore, MemoryStore, RoundTripCounter};
+use serde_json::Value;
 
 use crate::{call, start_time, unique_table_name, Backend, Reply};
 
@@ -29,6 +33,19 @@ pub struct PipelineApp {
     pub clock: Arc<ManualClock>,
     pub driver: Driver,
     pub round_trips: Option<RoundTripCounter>,
+    events: Events,
+    seeder: crate::Seeder,
+}
+
+/// Where the harness reads published events back: a recorder (embedded), or the SQS queue
+/// an EventBridge rule on the test bus delivers to (moto).
+enum Events {
+    Recorded(Arc<RecordingSink>),
+    Bus {
+        sqs: aws_sdk_sqs::Client,
+        url: String,
+        seen: std::sync::Mutex<Vec<(String, Value)>>,
+    },
 }
 
 /// Store, change feed, queue producer and consumer, round-trip counter.
@@ -56,11 +73,16 @@ impl PipelineApp {
             .with_test_writer()
             .try_init();
         let clock = Arc::new(ManualClock::new(start_time()));
+        let seeder;
+        let sink;
         let (store, feed, producer, consumer, round_trips): Wiring = match backend {
             Backend::Embedded => {
                 let store = Arc::new(MemoryStore::new());
                 let feed = Arc::new(MemoryFeed::new(store.changes()));
                 let queue = Arc::new(MemoryQueue::new());
+                let recorder = Arc::new(RecordingSink::default());
+                seeder = Some(crate::Seeder::Memory(store.clone()));
+                sink = Some((recorder.clone() as Arc<dyn EventSink>, Events::Recorded(recorder)));
                 (store, feed, queue.clone(), queue, None)
             }
             Backend::DynamoDb => {
@@ -75,10 +97,62 @@ impl PipelineApp {
                     .expect("stream feed");
                 let sqs = aws_sdk_sqs::Client::new(&shared);
                 let queue = Arc::new(
-                    SqsQueue::create_fifo(sqs, &format!("{name}.fifo"), 30)
+                    SqsQueue::create_fifo(sqs.clone(), &format!("{name}.fifo"), 30)
                         .await
                         .expect("create queue"),
                 );
+                // Events: a bus per test, and a rule delivering closeflow's events to a queue.
+                let eb = aws_sdk_eventbridge::Client::new(&shared);
+                eb.create_event_bus().name(&name).send().await.expect("bus");
+                let target = sqs
+                    .create_queue()
+                    .queue_name(format!("{name}-events"))
+                    .send()
+                    .await
+                    .expect("queue");
+                let url = target.queue_url().unwrap().to_string();
+                let arn = sqs
+                    .get_queue_attributes()
+                    .queue_url(&url)
+                    .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                    .send()
+                    .await
+                    .expect("arn")
+                    .attributes()
+                    .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
+                    .unwrap();
+                eb.put_rule()
+                    .name("all-closeflow")
+                    .event_bus_name(&name)
+                    .event_pattern(r#"{"source":["closeflow"]}"#)
+                    .send()
+                    .await
+                    .expect("rule");
+                eb.put_targets()
+                    .rule("all-closeflow")
+                    .event_bus_name(&name)
+                    .targets(
+                        aws_sdk_eventbridge::types::Target::builder()
+                            .id("q")
+                            .arn(arn)
+                            .build()
+                            .unwrap(),
+                    )
+                    .send()
+                    .await
+                    .expect("target");
+                seeder = Some(crate::Seeder::Dynamo {
+                    client: client.clone(),
+                    table: name.clone(),
+                });
+                sink = Some((
+                    Arc::new(EventBridgeSink::new(eb, &name)) as Arc<dyn EventSink>,
+                    Events::Bus {
+                        sqs,
+                        url,
+                        seen: Default::default(),
+                    },
+                ));
                 (
                     Arc::new(DynamoStore::new(client, name)),
                     Arc::new(feed),
@@ -88,6 +162,7 @@ impl PipelineApp {
                 )
             }
         };
+        let (event_sink, events) = sink.expect("set per backend");
         let sim = Arc::new(SimulatedBroker::new(
             SimScenarios::parse(scenarios).expect("scenarios"),
             SECRET,
@@ -110,6 +185,7 @@ impl PipelineApp {
             feed,
             producer,
             consumer,
+            events: event_sink,
         };
         PipelineApp {
             backend,
@@ -119,7 +195,68 @@ impl PipelineApp {
             clock,
             driver,
             round_trips,
+            events,
+            seeder: seeder.expect("set per backend"),
         }
+    }
+
+    /// Writes an aggregate directly (states the API cannot produce on purpose).
+    pub async fn seed(&self, agg: PositionAggregate) {
+        self.seeder.put(agg).await
+    }
+
+    /// Detail types of every event published so far, in publication order.
+    pub async fn published(&self) -> Vec<(String, Value)> {
+        match &self.events {
+            Events::Recorded(r) => r
+                .events()
+                .into_iter()
+                .map(|e| (e.detail_type.to_string(), e.detail()))
+                .collect(),
+            Events::Bus { sqs, url, seen } => {
+                loop {
+                    let out = sqs
+                        .receive_message()
+                        .queue_url(url)
+                        .max_number_of_messages(10)
+                        .send()
+                        .await
+                        .expect("receive events");
+                    if out.messages().is_empty() {
+                        break;
+                    }
+                    for m in out.messages() {
+                        let v: Value = serde_json::from_str(m.body().unwrap_or("{}")).expect("event json");
+                        let dt = v["detail-type"].as_str().unwrap_or_default().to_string();
+                        seen.lock().unwrap().push((dt, v["detail"].clone()));
+                        sqs.delete_message()
+                            .queue_url(url)
+                            .receipt_handle(m.receipt_handle().unwrap())
+                            .send()
+                            .await
+                            .expect("delete");
+                    }
+                }
+                seen.lock().unwrap().clone()
+            }
+        }
+    }
+
+    pub async fn reconcile(&self, cfg: &ReconcileConfig) -> ReconcileReport {
+        reconcile_once(
+            self.store.as_ref(),
+            self.driver.broker.as_ref(),
+            self.clock.as_ref(),
+            cfg,
+        )
+        .await
+        .expect("reconciler run")
+    }
+
+    pub async fn cleanup(&self, retention: chrono::TimeDelta) -> CleanupReport {
+        cleanup_once(self.store.as_ref(), self.clock.as_ref(), retention, 100)
+            .await
+            .expect("cleanup run")
     }
 
     pub async fn call(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Reply {

@@ -5,6 +5,7 @@
 //! that the store adapters carry out.
 
 pub mod close;
+pub mod events;
 pub mod ids;
 pub mod invariants;
 pub mod lifecycle;
@@ -17,6 +18,7 @@ pub mod status;
 pub mod transition;
 
 pub use close::{decide_close, CloseCommand, CloseDecision, CloseRejection, Fingerprint};
+pub use events::{events_for, DomainEvent};
 pub use ids::{AccountId, CloseRequestId, IdError, IdempotencyKey, PositionId, RoutingKey};
 pub use invariants::{check_invariants, Violation};
 pub use lifecycle::{

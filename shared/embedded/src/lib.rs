@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::Request;
 use axum::Router;
 use closeflow_api::{router, AppState, Clock};
-use closeflow_pipeline::{Driver, MemoryFeed, MemoryQueue, SimScenarios, SimulatedBroker, WebhookSink};
+use closeflow_pipeline::{Driver, LogSink, MemoryFeed, MemoryQueue, SimScenarios, SimulatedBroker, WebhookSink};
 use closeflow_store::MemoryStore;
 use tower::ServiceExt;
 
@@ -70,6 +70,7 @@ impl Stack {
             feed,
             producer: queue.clone(),
             consumer: queue.clone(),
+            events: Arc::new(LogSink),
         };
         Stack {
             router,

@@ -13,10 +13,12 @@ use tokio::sync::{mpsc, Mutex};
 
 use crate::broker::Broker;
 use crate::clock::Clock;
+use crate::events::EventSink;
 use crate::queue::{MemoryQueue, OrderQueue, QueueError, QueueMessage};
 use crate::relay::relay;
 use crate::sim_broker::SimulatedBroker;
 use crate::submitter::{submit, SubmitError};
+use closeflow_domain::events_for;
 
 #[derive(Debug, thiserror::Error)]
 #[error("change feed: {0}")]
@@ -75,6 +77,8 @@ pub struct Driver {
     pub feed: Arc<dyn ChangeFeed>,
     pub producer: Arc<dyn OrderQueue>,
     pub consumer: Arc<dyn QueueConsumer>,
+    /// Where state-change events and alerts from the same changes go.
+    pub events: Arc<dyn EventSink>,
 }
 
 /// Attempts to hand one change to the queue before giving up on it loudly.
@@ -99,6 +103,12 @@ impl Driver {
                         tracing::error!(error = %e, position_id = %change.after.position.id, "outbox relay gave up")
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+            let events = events_for(change.before.as_ref(), &change.after);
+            if !events.is_empty() {
+                if let Err(e) = self.events.publish(&events).await {
+                    tracing::error!(error = %e, position_id = %change.after.position.id, "events not published");
                 }
             }
         }

@@ -124,6 +124,17 @@ impl SimulatedBroker {
         self.report(&client_order_id.to_string(), status, filled, seq);
     }
 
+    /// Moves an order at the broker *without* a webhook call: the broker's notification was
+    /// lost, and only a lookup (the reconciler) can learn the outcome.
+    pub fn settle_silently(&self, client_order_id: &ClientOrderId, status: OrderStatus, filled: Quantity) {
+        let mut orders = self.orders.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(o) = orders.get_mut(&client_order_id.to_string()) {
+            o.order.status = status;
+            o.order.filled_qty = filled;
+            o.order.updated_at = self.clock.now();
+        }
+    }
+
     /// Waits until every webhook call sent so far has been delivered.
     pub async fn idle(&self) {
         loop {

@@ -26,14 +26,19 @@ pub mod table;
 
 use codec::{n, s, Item, PK, SK};
 
-/// Counts HTTP round trips to DynamoDB (one per attempt, retries included), for the
-/// round-trip assertions and the benchmark.
+/// Counts HTTP round trips to DynamoDB (one per attempt, retries included) and records
+/// their operation names, for the round-trip and no-Scan assertions and the benchmark.
 #[derive(Debug, Clone, Default)]
-pub struct RoundTripCounter(Arc<AtomicU64>);
+pub struct RoundTripCounter(Arc<AtomicU64>, Arc<std::sync::Mutex<Vec<String>>>);
 
 impl RoundTripCounter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::SeqCst)
+    }
+
+    /// Operation names sent so far (`GetItem`, `Query`, ...), oldest first.
+    pub fn operations(&self) -> Vec<String> {
+        self.1.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -46,9 +51,14 @@ impl Intercept for RoundTripCounter {
         &self,
         _ctx: &BeforeTransmitInterceptorContextRef<'_>,
         _rc: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         self.0.fetch_add(1, Ordering::SeqCst);
+        let op = cfg
+            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .map(|m| m.name().to_string())
+            .unwrap_or_default();
+        self.1.lock().unwrap_or_else(|p| p.into_inner()).push(op);
         Ok(())
     }
 }

@@ -1,0 +1,157 @@
+//! The scheduled jobs: the reconciler (seed 000 §7, §9) and the cleaner (§8). Each run reads
+//! only its work list (a sparse index), does bounded work, and leaves the rest for the next.
+
+use closeflow_domain::{after_lookup, expire, reconcile, Applied, Due, Expire, Lookup, Policy};
+use closeflow_store::{AggregateKey, CloseStore, StoreError, WorkList};
+
+use crate::broker::{Broker, BrokerError};
+use crate::clock::Clock;
+
+#[derive(Debug, Clone)]
+pub struct ReconcileConfig {
+    pub policy: Policy,
+    /// Broker lookups per run; the rest waits for the next run.
+    pub max_broker_queries: usize,
+    /// Work-list items read per run.
+    pub page: usize,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            policy: Policy::default(),
+            max_broker_queries: 25,
+            page: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub items_read: usize,
+    pub changed: usize,
+    pub broker_queries: usize,
+    /// Lookups left for the next run (cap reached).
+    pub deferred: usize,
+    /// Broker lookups whose answer was unknown (retried next run).
+    pub broker_errors: usize,
+}
+
+pub async fn reconcile_once(
+    store: &dyn CloseStore,
+    broker: &dyn Broker,
+    clock: &dyn Clock,
+    cfg: &ReconcileConfig,
+) -> Result<ReconcileReport, StoreError> {
+    let now = clock.now();
+    let policy = &cfg.policy;
+    let listed = store
+        .work_list(WorkList::Attention, now - policy.earliest_due(), cfg.page)
+        .await?;
+    let mut report = ReconcileReport {
+        items_read: listed.items_read,
+        ..Default::default()
+    };
+    for agg in listed.aggregates {
+        let key = AggregateKey::Position(agg.position.id.clone());
+        let due = match reconcile(&agg, now, policy) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, position_id = %agg.position.id, "reconciler met an illegal state");
+                continue;
+            }
+        };
+        match due {
+            Due::Nothing => {}
+            Due::Change(_) => {
+                // Re-decided on the freshly loaded aggregate inside the conditional write.
+                let m = store
+                    .modify(&key, &|cur| match reconcile(cur, now, policy) {
+                        Ok(Due::Change(next)) => Some(*next),
+                        _ => None,
+                    })
+                    .await?;
+                report.changed += usize::from(m.is_some_and(|m| m.after.is_some()));
+            }
+            Due::Lookup {
+                client_order_id,
+                zombie,
+            } => {
+                if report.broker_queries >= cfg.max_broker_queries {
+                    report.deferred += 1;
+                    continue;
+                }
+                report.broker_queries += 1;
+                let answer = match broker.get_order_by_client_id(&client_order_id).await {
+                    Ok(order) => Lookup::Found(order.to_update()),
+                    Err(BrokerError::NotFound) => Lookup::NotFound,
+                    Err(e) => {
+                        tracing::warn!(error = %e, %client_order_id, "broker lookup failed; next run");
+                        report.broker_errors += 1;
+                        continue;
+                    }
+                };
+                let m = store
+                    .modify(
+                        &key,
+                        &|cur| match after_lookup(cur, &client_order_id, zombie, &answer, now, policy) {
+                            Ok(Applied::Changed(next)) => Some(*next),
+                            _ => None,
+                        },
+                    )
+                    .await?;
+                report.changed += usize::from(m.is_some_and(|m| m.after.is_some()));
+            }
+        }
+    }
+    tracing::info!(?report, "reconciler run");
+    Ok(report)
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CleanupReport {
+    pub items_read: usize,
+    /// Closed positions removed (TTL had not yet deleted them).
+    pub deleted: usize,
+    /// Positions whose expired idempotency records / finished close request were removed.
+    pub trimmed: usize,
+}
+
+pub async fn cleanup_once(
+    store: &dyn CloseStore,
+    clock: &dyn Clock,
+    retention: chrono::TimeDelta,
+    page: usize,
+) -> Result<CleanupReport, StoreError> {
+    let now = clock.now();
+    let listed = store.work_list(WorkList::Expiry, now - retention, page).await?;
+    let mut report = CleanupReport {
+        items_read: listed.items_read,
+        ..Default::default()
+    };
+    for agg in listed.aggregates {
+        match expire(&agg, now, retention) {
+            Expire::Nothing => {}
+            Expire::Delete => {
+                if store
+                    .delete_if_unchanged(&agg.position.id, agg.position.version)
+                    .await?
+                {
+                    report.deleted += 1;
+                }
+            }
+            Expire::Rewrite(_) => {
+                let key = AggregateKey::Position(agg.position.id.clone());
+                let m = store
+                    .modify(&key, &|cur| match expire(cur, now, retention) {
+                        Expire::Rewrite(next) => Some(*next),
+                        _ => None,
+                    })
+                    .await?;
+                report.trimmed += usize::from(m.is_some_and(|m| m.after.is_some()));
+            }
+        }
+    }
+    tracing::info!(?report, "cleanup run");
+    Ok(report)
+}

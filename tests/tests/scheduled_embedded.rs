@@ -1,0 +1,3 @@
+//! Reconciler and cleanup scenarios on the embedded stack.
+
+closeflow_tests::reconcile_tests!(closeflow_tests::Backend::Embedded);
