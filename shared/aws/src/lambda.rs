@@ -6,8 +6,9 @@ use std::collections::HashSet;
 use aws_lambda_events::event::dynamodb;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use closeflow_domain::events_for;
 use closeflow_pipeline::relay::relay;
-use closeflow_pipeline::{submit, Broker, Clock, OrderQueue, QueueMessage, SubmitError};
+use closeflow_pipeline::{submit, Broker, Clock, EventSink, OrderQueue, QueueMessage, SubmitError};
 use closeflow_store::CloseStore;
 
 use crate::images::{change_from_images, lambda_item};
@@ -35,6 +36,39 @@ pub async fn relay_stream_event(queue: &dyn OrderQueue, event: dynamodb::Event) 
         };
         if let Err(e) = outcome {
             tracing::error!(error = %e, sequence_number = ?seq, "stream record not relayed");
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = seq;
+            response.batch_item_failures.push(failure);
+            break;
+        }
+    }
+    response
+}
+
+/// Event publisher: each stream record -> its state-change events and alerts on the bus.
+/// Stops at the first record it cannot publish and reports it (Lambda retries from there).
+pub async fn publish_stream_event(sink: &dyn EventSink, event: dynamodb::Event) -> DynamoDbEventResponse {
+    let mut response = DynamoDbEventResponse::default();
+    for record in event.records {
+        let seq = record.change.sequence_number.clone();
+        let change = change_from_images(
+            Some(lambda_item(record.change.old_image)),
+            Some(lambda_item(record.change.new_image)),
+        );
+        let outcome = match change {
+            Ok(None) => Ok(()),
+            Ok(Some(c)) => {
+                let events = events_for(c.before.as_ref(), &c.after);
+                if events.is_empty() {
+                    Ok(())
+                } else {
+                    sink.publish(&events).await.map_err(|e| e.to_string())
+                }
+            }
+            Err(e) => Err(format!("undecodable stream image: {e}")),
+        };
+        if let Err(e) = outcome {
+            tracing::error!(error = %e, sequence_number = ?seq, "stream record not published");
             let mut failure = DynamoDbBatchItemFailure::default();
             failure.item_identifier = seq;
             response.batch_item_failures.push(failure);

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use closeflow_api::SystemClock;
 use closeflow_embedded::{Stack, StackConfig};
-use closeflow_pipeline::SimScenarios;
+use closeflow_pipeline::config::{reconcile_config_from_env, timers_from_env};
+use closeflow_pipeline::{cleanup_once, reconcile_once, SimScenarios};
 
 const DEV_WEBHOOK_SECRET: &str = "dev-webhook-secret";
 
@@ -37,7 +38,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         webhook_secret: secret.into_bytes(),
         clock: Arc::new(SystemClock),
     });
+    let cfg = reconcile_config_from_env()?;
+    let (reconcile_every, cleanup_every) = timers_from_env()?;
+    let p = &cfg.policy;
+    println!(
+        "reconciler every {}s (zombie after {}s, stuck after {}s, retry backoff {}s); cleanup every {}s (retention {}s)",
+        reconcile_every.num_seconds(),
+        p.zombie_after.num_seconds(),
+        p.stuck_after.num_seconds(),
+        p.retry_backoff.num_seconds(),
+        cleanup_every.num_seconds(),
+        p.retention.num_seconds()
+    );
     let app = stack.router.clone();
+    let stack = Arc::new(stack);
+    let jobs = stack.clone();
+    tokio::spawn(async move {
+        let mut reconcile_tick = tokio::time::interval(reconcile_every.to_std().unwrap_or_default());
+        let mut cleanup_tick = tokio::time::interval(cleanup_every.to_std().unwrap_or_default());
+        loop {
+            tokio::select! {
+                _ = reconcile_tick.tick() => {
+                    if let Err(e) = reconcile_once(jobs.store.as_ref(), jobs.driver.broker.as_ref(), &SystemClock, &cfg).await {
+                        tracing::error!(error = %e, "reconciler run failed");
+                    }
+                }
+                _ = cleanup_tick.tick() => {
+                    if let Err(e) = cleanup_once(jobs.store.as_ref(), &SystemClock, cfg.policy.retention, 500).await {
+                        tracing::error!(error = %e, "cleanup run failed");
+                    }
+                }
+            }
+        }
+    });
     tokio::spawn(async move { stack.driver.run(std::time::Duration::from_millis(20)).await });
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!(

@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod clock;
+pub mod config;
 pub mod driver;
 pub mod events;
 pub mod queue;

@@ -104,7 +104,11 @@ pub async fn reconcile_once(
             }
         }
     }
-    tracing::info!(?report, "reconciler run");
+    if report.changed + report.broker_queries + report.deferred > 0 {
+        tracing::info!(?report, "reconciler run");
+    } else {
+        tracing::debug!(?report, "reconciler run");
+    }
     Ok(report)
 }
 
@@ -152,6 +156,10 @@ pub async fn cleanup_once(
             }
         }
     }
-    tracing::info!(?report, "cleanup run");
+    if report.deleted + report.trimmed > 0 {
+        tracing::info!(?report, "cleanup run");
+    } else {
+        tracing::debug!(?report, "cleanup run");
+    }
     Ok(report)
 }

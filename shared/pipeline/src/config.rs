@@ -1,0 +1,83 @@
+//! Job settings from the environment. Durations accept `500ms`, `2s`, `10m`, `1h`, `3d`.
+
+use chrono::TimeDelta;
+use closeflow_domain::Policy;
+
+use crate::reconciler::ReconcileConfig;
+
+pub fn parse_duration(text: &str) -> Result<TimeDelta, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a number and a unit (ms, s, m, h, d)"))?;
+    let d = match unit {
+        "ms" => TimeDelta::milliseconds(n),
+        "s" => TimeDelta::seconds(n),
+        "m" => TimeDelta::minutes(n),
+        "h" => TimeDelta::hours(n),
+        "d" => TimeDelta::days(n),
+        _ => return Err(format!("`{text}`: unit must be ms, s, m, h or d")),
+    };
+    if d <= TimeDelta::zero() {
+        return Err(format!("`{text}`: must be positive"));
+    }
+    Ok(d)
+}
+
+fn env_duration(name: &str, default: TimeDelta) -> Result<TimeDelta, String> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => parse_duration(&v).map_err(|e| format!("{name}: {e}")),
+        _ => Ok(default),
+    }
+}
+
+fn env_number(name: &str, default: usize) -> Result<usize, String> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v.parse().map_err(|_| format!("{name}: `{v}` is not a number")),
+        _ => Ok(default),
+    }
+}
+
+/// `ZOMBIE_AFTER` (2m), `STUCK_AFTER` (10m), `RETRY_BACKOFF` (30s), `RETENTION` (3d),
+/// `MAX_BROKER_QUERIES` (25 per run).
+pub fn reconcile_config_from_env() -> Result<ReconcileConfig, String> {
+    let d = Policy::default();
+    let defaults = ReconcileConfig::default();
+    Ok(ReconcileConfig {
+        policy: Policy {
+            zombie_after: env_duration("ZOMBIE_AFTER", d.zombie_after)?,
+            stuck_after: env_duration("STUCK_AFTER", d.stuck_after)?,
+            retry_backoff: env_duration("RETRY_BACKOFF", d.retry_backoff)?,
+            not_found_limit: d.not_found_limit,
+            retention: env_duration("RETENTION", d.retention)?,
+        },
+        max_broker_queries: env_number("MAX_BROKER_QUERIES", defaults.max_broker_queries)?,
+        page: defaults.page,
+    })
+}
+
+/// `RECONCILE_EVERY` (1m) and `CLEANUP_EVERY` (1d): the embedded stack's timers.
+pub fn timers_from_env() -> Result<(TimeDelta, TimeDelta), String> {
+    Ok((
+        env_duration("RECONCILE_EVERY", TimeDelta::minutes(1))?,
+        env_duration("CLEANUP_EVERY", TimeDelta::days(1))?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_nonsense() {
+        assert_eq!(parse_duration("2s"), Ok(TimeDelta::seconds(2)));
+        assert_eq!(parse_duration("500ms"), Ok(TimeDelta::milliseconds(500)));
+        assert_eq!(parse_duration("10m"), Ok(TimeDelta::minutes(10)));
+        assert_eq!(parse_duration("3d"), Ok(TimeDelta::days(3)));
+        for bad in ["", "2", "s", "2w", "-1s", "0s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}
