@@ -233,6 +233,62 @@ async fn fills_per_second(rows: &mut Vec<Row>) {
     });
 }
 
+/// 10 stuck close requests among `total` positions: what one reconciler run reads and costs.
+async fn reconciler_scaling(rows: &mut Vec<Row>, backend: Backend, totals: &[usize]) {
+    let mut read = Vec::new();
+    for &total in totals {
+        let app = PipelineApp::new(backend, "NVDA=hold").await;
+        let body = r#"{"account_id":"a","symbol":"AAPL","asset_type":"equity","quantity":10}"#;
+        for i in 0..total - STUCK {
+            let r = app
+                .call(
+                    axum::http::Method::PUT,
+                    &format!("/positions/open-{i}"),
+                    &[],
+                    Some(body),
+                )
+                .await;
+            assert_eq!(r.status, 201);
+        }
+        for i in 0..STUCK {
+            app.open_and_close(&format!("stuck-{i}"), "NVDA", "10").await;
+        }
+        app.driver.pump().await;
+        app.clock.advance(chrono::TimeDelta::minutes(10));
+        let t = Instant::now();
+        let r = app.reconcile(&closeflow_pipeline::ReconcileConfig::default()).await;
+        let took = t.elapsed();
+        assert_eq!(r.broker_queries, STUCK, "{r:?}");
+        read.push(r.items_read);
+        let name = match backend {
+            Backend::Embedded => "embedded",
+            Backend::DynamoDb => "DynamoDB/moto",
+        };
+        rows.push(Row {
+            metric: format!("reconciler run, {STUCK} stuck among {total} positions, {name}: items read"),
+            value: r.items_read.to_string(),
+            target: "same",
+            ok: true,
+        });
+        rows.push(Row {
+            metric: format!("reconciler run, {STUCK} stuck among {total} positions, {name}: time"),
+            value: format!("{:.2} ms", took.as_secs_f64() * 1e3),
+            target: "-",
+            ok: true,
+        });
+    }
+    // Target: items read equal within 10% however many positions exist.
+    let (lo, hi) = (
+        read.iter().min().copied().unwrap_or(0),
+        read.iter().max().copied().unwrap_or(0),
+    );
+    if let Some(row) = rows.iter_mut().rev().find(|r| r.metric.contains("items read")) {
+        row.ok = hi as f64 <= lo as f64 * 1.1;
+    }
+}
+
+const STUCK: usize = 10;
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut rows = Vec::new();
@@ -241,6 +297,8 @@ async fn main() {
     embedded_latency(&mut rows).await;
     end_to_end(&mut rows).await;
     fills_per_second(&mut rows).await;
+    reconciler_scaling(&mut rows, Backend::Embedded, &[1_000, 100_000]).await;
+    reconciler_scaling(&mut rows, Backend::DynamoDb, &[20, 200]).await;
 
     let width = rows.iter().map(|r| r.metric.len()).max().unwrap_or(10);
     println!();

@@ -192,3 +192,18 @@ async fn an_unknown_outcome_fails_the_message_and_the_rest_of_its_group() {
         "a poison message goes to the DLQ via redrive"
     );
 }
+
+#[tokio::test]
+async fn the_event_publisher_turns_a_stream_record_into_its_state_change_event() {
+    let (before, after) = closing_aggregates().await;
+    let event: dynamodb::Event =
+        serde_json::from_value(json!({"Records": [record("300", Some(image(&before)), image(&after))]})).unwrap();
+    let sink = closeflow_pipeline::RecordingSink::default();
+    let resp = closeflow_aws::lambda::publish_stream_event(&sink, event).await;
+    assert!(resp.batch_item_failures.is_empty());
+    let events = sink.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].detail_type, "PositionClosing");
+    assert_eq!(events[0].position_id, "pos-ev");
+    assert_eq!(events[0].account_id, "acct-1");
+}
