@@ -141,6 +141,17 @@ impl Reply {
     }
 }
 
+/// Store failures are logged (not sent to clients): show warnings in failing tests.
+pub fn init_test_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
 pub fn start_time() -> closeflow_domain::Timestamp {
     chrono::Utc.with_ymd_and_hms(2026, 1, 2, 14, 30, 0).unwrap()
 }
@@ -160,14 +171,7 @@ pub fn unique_table_name() -> String {
 
 impl TestApp {
     pub async fn new(backend: Backend) -> TestApp {
-        // Store failures are logged (not sent to clients); show them in failing tests.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-            )
-            .with_test_writer()
-            .try_init();
+        init_test_logging();
         let (store, seeder, round_trips): (Arc<dyn CloseStore>, Seeder, _) = match backend {
             Backend::Embedded => {
                 let m = Arc::new(MemoryStore::new());

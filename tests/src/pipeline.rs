@@ -65,13 +65,7 @@ impl PipelineApp {
     }
 
     pub async fn with_broker(backend: Backend, scenarios: &str, layer: Option<BrokerLayer>) -> PipelineApp {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-            )
-            .with_test_writer()
-            .try_init();
+        crate::init_test_logging();
         let clock = Arc::new(ManualClock::new(start_time()));
         let seeder;
         let sink;

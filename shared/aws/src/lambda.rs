@@ -9,33 +9,32 @@ use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventR
 use closeflow_domain::events_for;
 use closeflow_pipeline::relay::relay;
 use closeflow_pipeline::{submit, Broker, Clock, EventSink, OrderQueue, QueueMessage, SubmitError};
-use closeflow_store::CloseStore;
+use closeflow_store::{Change, CloseStore};
 
 use crate::images::{change_from_images, lambda_item};
 
-/// Outbox relay: each stream record -> at most one SQS FIFO message. On the first record
-/// that cannot be relayed it stops and reports that record, so Lambda retries from it
-/// (records of a shard stay in order; nothing is dropped).
-pub async fn relay_stream_event(queue: &dyn OrderQueue, event: dynamodb::Event) -> DynamoDbEventResponse {
+/// Runs `handle` on the change of each stream record, in order. On the first record that
+/// fails it stops and reports that record, so Lambda retries from it: records of a shard
+/// stay in order and nothing is dropped. An undecodable image is a failure too (a bug or
+/// corruption holds the shard and raises the iterator-age alarm rather than skip a close).
+async fn for_each_change<F, Fut>(event: dynamodb::Event, mut handle: F) -> DynamoDbEventResponse
+where
+    F: FnMut(Change) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let mut response = DynamoDbEventResponse::default();
     for record in event.records {
         let seq = record.change.sequence_number.clone();
-        let change = change_from_images(
+        let outcome = match change_from_images(
             Some(lambda_item(record.change.old_image)),
             Some(lambda_item(record.change.new_image)),
-        );
-        let outcome = match change {
+        ) {
             Ok(None) => Ok(()),
-            Ok(Some(c)) => relay(queue, c.before.as_ref(), &c.after)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            // An undecodable image is a bug or corruption: hold the shard and alarm rather
-            // than skip a possible close request.
+            Ok(Some(change)) => handle(change).await,
             Err(e) => Err(format!("undecodable stream image: {e}")),
         };
         if let Err(e) = outcome {
-            tracing::error!(error = %e, sequence_number = ?seq, "stream record not relayed");
+            tracing::error!(error = %e, sequence_number = ?seq, "stream record not processed");
             let mut failure = DynamoDbBatchItemFailure::default();
             failure.item_identifier = seq;
             response.batch_item_failures.push(failure);
@@ -45,37 +44,27 @@ pub async fn relay_stream_event(queue: &dyn OrderQueue, event: dynamodb::Event) 
     response
 }
 
+/// Outbox relay: each stream record -> at most one SQS FIFO message.
+pub async fn relay_stream_event(queue: &dyn OrderQueue, event: dynamodb::Event) -> DynamoDbEventResponse {
+    for_each_change(event, |c| async move {
+        relay(queue, c.before.as_ref(), &c.after)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await
+}
+
 /// Event publisher: each stream record -> its state-change events and alerts on the bus.
-/// Stops at the first record it cannot publish and reports it (Lambda retries from there).
 pub async fn publish_stream_event(sink: &dyn EventSink, event: dynamodb::Event) -> DynamoDbEventResponse {
-    let mut response = DynamoDbEventResponse::default();
-    for record in event.records {
-        let seq = record.change.sequence_number.clone();
-        let change = change_from_images(
-            Some(lambda_item(record.change.old_image)),
-            Some(lambda_item(record.change.new_image)),
-        );
-        let outcome = match change {
-            Ok(None) => Ok(()),
-            Ok(Some(c)) => {
-                let events = events_for(c.before.as_ref(), &c.after);
-                if events.is_empty() {
-                    Ok(())
-                } else {
-                    sink.publish(&events).await.map_err(|e| e.to_string())
-                }
-            }
-            Err(e) => Err(format!("undecodable stream image: {e}")),
-        };
-        if let Err(e) = outcome {
-            tracing::error!(error = %e, sequence_number = ?seq, "stream record not published");
-            let mut failure = DynamoDbBatchItemFailure::default();
-            failure.item_identifier = seq;
-            response.batch_item_failures.push(failure);
-            break;
+    for_each_change(event, |c| async move {
+        let events = events_for(c.before.as_ref(), &c.after);
+        if events.is_empty() {
+            return Ok(());
         }
-    }
-    response
+        sink.publish(&events).await.map_err(|e| e.to_string())
+    })
+    .await
 }
 
 /// Order submitter: each SQS message -> `submit`. Messages with an unknown outcome are

@@ -7,7 +7,7 @@
 
 use crate::ids::{CloseRequestId, PositionId};
 use crate::model::{AssetType, PositionAggregate, Side};
-use crate::order::{merge_order_update, ClientOrderId, Ignored, Merge, Order, OrderStatus, OrderUpdate};
+use crate::order::{merge_order_update, ClientOrderId, Ignored, Merge, Order, OrderUpdate};
 use crate::quantity::Quantity;
 use crate::status::{CloseRequestStatus, PositionStatus};
 use crate::transition::{CloseRequestEvent, IllegalTransition, PositionEvent};
@@ -92,7 +92,12 @@ pub enum Applied {
     UnknownOrder,
 }
 
-fn transition(agg: &mut PositionAggregate, p: PositionEvent, c: CloseRequestEvent) -> Result<(), IllegalTransition> {
+/// Moves the position and its latest close request together, through both tables.
+pub(crate) fn transition(
+    agg: &mut PositionAggregate,
+    p: PositionEvent,
+    c: CloseRequestEvent,
+) -> Result<(), IllegalTransition> {
     let cr = agg.latest_close_request.as_mut().ok_or_else(|| IllegalTransition {
         entity: "close request",
         from: "none",
@@ -133,18 +138,7 @@ pub fn record_submission(
             next.position.active_close_request_id = None;
         }
         SubmitAnswer::Accepted(u) => {
-            let order = Order {
-                client_order_id: intent.client_order_id.clone(),
-                broker_order_id: None,
-                qty: intent.qty,
-                status: OrderStatus::New,
-                filled_qty: Quantity::ZERO,
-                filled_avg_price: None,
-                last_seq: None,
-                execution_ids: vec![],
-                last_broker_update_at: None,
-                not_found_count: 0,
-            };
+            let order = Order::new(intent.client_order_id.clone(), intent.qty);
             let order = match merge_order_update(&order, u) {
                 Merge::Changed(o) => o,
                 Merge::Ignored(_) => order,
@@ -184,18 +178,7 @@ pub fn apply_order_update(
             if !cr.status.is_in_flight() || u.client_order_id.attempt != cr.current_attempt() {
                 return Ok(Applied::UnknownOrder);
             }
-            let blank = Order {
-                client_order_id: u.client_order_id.clone(),
-                broker_order_id: None,
-                qty: cr.remaining_qty(),
-                status: OrderStatus::New,
-                filled_qty: Quantity::ZERO,
-                filled_avg_price: None,
-                last_seq: None,
-                execution_ids: vec![],
-                last_broker_update_at: None,
-                not_found_count: 0,
-            };
+            let blank = Order::new(u.client_order_id.clone(), cr.remaining_qty());
             match merge_order_update(&blank, u) {
                 Merge::Changed(o) => next.orders.push(o),
                 Merge::Ignored(why) => return Ok(Applied::Ignored(why)),
@@ -271,6 +254,7 @@ mod tests {
     use crate::close::{decide_close, CloseCommand, CloseDecision, Fingerprint};
     use crate::invariants::check_invariants;
     use crate::model::Position;
+    use crate::order::OrderStatus;
     use crate::{AccountId, IdempotencyKey};
     use chrono::TimeZone;
 

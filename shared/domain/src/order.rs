@@ -126,6 +126,22 @@ pub struct Order {
 }
 
 impl Order {
+    /// An order just placed for `qty`, before any broker report.
+    pub fn new(client_order_id: ClientOrderId, qty: Quantity) -> Self {
+        Order {
+            client_order_id,
+            broker_order_id: None,
+            qty,
+            status: OrderStatus::New,
+            filled_qty: Quantity::ZERO,
+            filled_avg_price: None,
+            last_seq: None,
+            execution_ids: vec![],
+            last_broker_update_at: None,
+            not_found_count: 0,
+        }
+    }
+
     pub fn attempt(&self) -> u32 {
         self.client_order_id.attempt
     }

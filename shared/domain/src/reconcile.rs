@@ -4,7 +4,7 @@
 use chrono::TimeDelta;
 
 use crate::invariants::{check_invariants, Violation};
-use crate::lifecycle::{apply_order_update, touch, Applied};
+use crate::lifecycle::{apply_order_update, touch, transition, Applied};
 use crate::model::PositionAggregate;
 use crate::order::{ClientOrderId, OrderUpdate};
 use crate::status::{CloseRequestStatus as C, PositionStatus as P};
@@ -145,26 +145,13 @@ fn alert(agg: &mut PositionAggregate, kind: &str, message: String, now: Timestam
     });
 }
 
-fn move_both(agg: &mut PositionAggregate, p: PE, c: CE) -> Result<(), IllegalTransition> {
-    let cr = agg.latest_close_request.as_mut().ok_or_else(|| IllegalTransition {
-        entity: "close request",
-        from: "none",
-        event: format!("{c:?}"),
-    })?;
-    let next_cr = cr.status.apply(c)?;
-    let next_p = agg.position.status.apply(p)?;
-    cr.status = next_cr;
-    agg.position.status = next_p;
-    Ok(())
-}
-
 fn needs_human(
     agg: &mut PositionAggregate,
     kind: &str,
     reason: String,
     now: Timestamp,
 ) -> Result<(), IllegalTransition> {
-    move_both(agg, PE::NeedsAttention, CE::NeedsAttention)?;
+    transition(agg, PE::NeedsAttention, CE::NeedsAttention)?;
     let cr = agg.latest_close_request.as_mut().expect("moved above");
     cr.failure_reason = Some(reason.clone());
     cr.completed_at = Some(now);
@@ -211,7 +198,7 @@ pub fn reconcile(agg: &PositionAggregate, now: Timestamp, policy: &Policy) -> Re
         }
         C::Retryable if age >= policy.backoff(cr.retry_count) => {
             let mut next = agg.clone();
-            move_both(&mut next, PE::RetryStarted, CE::RetryStarted)?;
+            transition(&mut next, PE::RetryStarted, CE::RetryStarted)?;
             let cr = next.latest_close_request.as_mut().expect("checked");
             cr.retry_count += 1;
             touch(&mut next, now);
@@ -308,13 +295,13 @@ pub fn after_lookup(
             }
             let mut next = agg.clone();
             if cr.filled_qty.is_zero() {
-                move_both(&mut next, PE::Abandoned, CE::Abandoned)?;
+                transition(&mut next, PE::Abandoned, CE::Abandoned)?;
                 let cr = next.latest_close_request.as_mut().expect("checked");
                 cr.completed_at = Some(now);
                 cr.failure_reason = Some("the close order never reached the broker".into());
                 next.position.active_close_request_id = None;
             } else {
-                move_both(&mut next, PE::AttemptAbandoned, CE::AttemptAbandoned)?;
+                transition(&mut next, PE::AttemptAbandoned, CE::AttemptAbandoned)?;
             }
             touch(&mut next, now);
             Ok(Applied::Changed(Box::new(next)))
