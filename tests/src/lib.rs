@@ -193,6 +193,7 @@ impl TestApp {
         let clock = Arc::new(ManualClock::new(start_time()));
         let mut state = AppState::new(faults.clone());
         state.clock = clock.clone();
+        state.auth = test_auth();
         TestApp {
             backend,
             router: router(state),
@@ -292,10 +293,27 @@ impl TestApp {
     }
 }
 
-/// Sends one request through the router in-process.
+/// The harness's bearer tokens: one for every account, one limited to `acct-2`.
+pub const TOKEN_ALL: &str = "test-token-all-accounts";
+pub const TOKEN_ACCT2: &str = "test-token-acct-2";
+
+pub fn test_auth() -> closeflow_api::auth::Auth {
+    closeflow_api::auth::Auth::Tokens(Arc::new(
+        closeflow_api::auth::parse_api_tokens(&format!("{TOKEN_ALL}=*;{TOKEN_ACCT2}=acct-2")).expect("tokens"),
+    ))
+}
+
+/// Sends one request through the router in-process, as `TOKEN_ALL` unless the headers say
+/// otherwise (an empty `authorization` value sends none).
 pub async fn call(router: &Router, method: Method, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Reply {
     let mut req = Request::builder().method(method).uri(path);
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+        req = req.header("authorization", format!("Bearer {TOKEN_ALL}"));
+    }
     for (k, v) in headers {
+        if k.eq_ignore_ascii_case("authorization") && v.is_empty() {
+            continue;
+        }
         req = req.header(*k, *v);
     }
     if body.is_some() {
@@ -339,6 +357,8 @@ macro_rules! scenario_tests {
             thirty_two_concurrent_closes_with_distinct_keys_create_exactly_one,
             thirty_two_concurrent_closes_with_one_key_share_one_close_request,
             close_request_ids_route_to_their_own_position_only,
+            callers_without_credentials_are_refused_with_401,
+            callers_may_act_only_on_their_accounts,
         );
     };
     (@each $backend:expr; $($name:ident),* $(,)?) => {

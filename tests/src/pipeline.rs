@@ -165,6 +165,7 @@ impl PipelineApp {
         let mut state = AppState::new(store.clone());
         state.clock = clock.clone();
         state.webhook_secret = Arc::new(SECRET.to_vec());
+        state.auth = crate::test_auth();
         let router = router(state);
         sim.connect(Arc::new(RouterSink(router.clone())));
         let broker: Arc<dyn Broker> = match layer {

@@ -477,3 +477,91 @@ pub async fn close_request_ids_route_to_their_own_position_only(app: &TestApp) {
         "close_request_not_found",
     );
 }
+
+/// Every route but the broker webhook needs a caller; refused requests change nothing.
+pub async fn callers_without_credentials_are_refused_with_401(app: &TestApp) {
+    app.open_position("pos-auth", "3").await;
+    let before = snapshot(app, "pos-auth").await;
+    let body = r#"{"account_id":"acct-1","symbol":"AAPL","asset_type":"equity","quantity":7}"#;
+    for auth in ["", "Bearer not-a-token", "Basic abc"] {
+        let h = [("authorization", auth), ("idempotency-key", "k-auth")];
+        let calls = [
+            app.call(Method::GET, "/positions/pos-auth", &h, None).await,
+            app.call(Method::PUT, "/positions/pos-auth", &h, Some(body)).await,
+            app.call(Method::POST, "/positions/pos-auth/close", &h, None).await,
+        ];
+        for r in calls {
+            assert_error(&r, 401, "unauthorized");
+        }
+    }
+    assert_eq!(snapshot(app, "pos-auth").await, before);
+    assert!(app.stored_idempotency_keys("pos-auth").await.is_empty());
+}
+
+/// A caller may act only on its own accounts (API_TOKENS / the JWT `accounts` claim).
+pub async fn callers_may_act_only_on_their_accounts(app: &TestApp) {
+    use crate::TOKEN_ACCT2;
+    let bearer = format!("Bearer {TOKEN_ACCT2}");
+    let acct2 = |key: &'static str| [("authorization", bearer.clone()), ("idempotency-key", key.to_string())];
+    let h = |v: &[(&'static str, String); 2]| v.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>();
+    let send = |method: Method, path: &str, key: &'static str, body: Option<&str>| {
+        let headers = h(&acct2(key));
+        let path = path.to_string();
+        let body = body.map(str::to_string);
+        async move {
+            let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            app.call(method, &path, &hs, body.as_deref()).await
+        }
+    };
+    // acct-1's position, closed by its owner.
+    app.open_position("pos-owner", "4").await;
+    let owner_close = app.close("pos-owner", "owner-key").await;
+    let before = snapshot(app, "pos-owner").await;
+
+    assert_error(
+        &send(Method::GET, "/positions/pos-owner", "k", None).await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        &send(Method::POST, "/positions/pos-owner/close", "k2", None).await,
+        403,
+        "forbidden",
+    );
+    // Not even a replay of the owner's key reveals the owner's close request.
+    assert_error(
+        &send(Method::POST, "/positions/pos-owner/close", "owner-key", None).await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        &send(Method::GET, &owner_close.str("poll_url"), "k", None).await,
+        403,
+        "forbidden",
+    );
+    let takeover = r#"{"account_id":"acct-2","symbol":"AAPL","asset_type":"equity","quantity":4}"#;
+    assert_error(
+        &send(Method::PUT, "/positions/pos-owner", "k", Some(takeover)).await,
+        403,
+        "forbidden",
+    );
+    let foreign = r#"{"account_id":"acct-1","symbol":"AAPL","asset_type":"equity","quantity":4}"#;
+    assert_error(
+        &send(Method::PUT, "/positions/pos-new", "k", Some(foreign)).await,
+        403,
+        "forbidden",
+    );
+    assert_eq!(snapshot(app, "pos-owner").await, before);
+    assert_eq!(app.stored_idempotency_keys("pos-owner").await, ["owner-key"]);
+    assert_error(&app.get("/positions/pos-new").await, 404, "position_not_found");
+
+    // Its own account works end to end.
+    let mine = r#"{"account_id":"acct-2","symbol":"TSLA","asset_type":"equity","quantity":2}"#;
+    assert_eq!(
+        send(Method::PUT, "/positions/pos-mine", "k", Some(mine)).await.status,
+        201
+    );
+    let close = send(Method::POST, "/positions/pos-mine/close", "k3", None).await;
+    assert_eq!(close.status, 201, "{}", close.body);
+    assert_eq!(send(Method::GET, &close.str("poll_url"), "k", None).await.status, 200);
+}

@@ -68,6 +68,7 @@ impl ApiError {
 
     pub fn from_rejection(r: CloseRejection) -> Self {
         match r {
+            CloseRejection::Forbidden => crate::auth::forbidden(),
             CloseRejection::PositionNotFound => {
                 ApiError::new(StatusCode::NOT_FOUND, "position_not_found", "Position not found")
             }

@@ -3,17 +3,18 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use closeflow_domain::{
-    AccountId, AssetType, CloseCommand, CloseRequestId, Fingerprint, IdempotencyKey, PositionId, Quantity,
+    Access, AccountId, AssetType, CloseCommand, CloseRequestId, Fingerprint, IdempotencyKey, PositionId, Quantity,
     RegisterDecision, RegisterPosition, RegisterRejection,
 };
-use closeflow_store::CloseOutcome;
+use closeflow_store::{AggregateKey, CloseOutcome};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::auth::{caller, forbidden};
 use crate::error::ApiError;
 use crate::{views, AppState};
 
@@ -56,6 +57,7 @@ fn valid_symbol(s: &str) -> bool {
 fn parse_position_body(
     id: PositionId,
     body: &Bytes,
+    access: Access,
     now: closeflow_domain::Timestamp,
 ) -> Result<RegisterPosition, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -93,13 +95,21 @@ fn parse_position_body(
         quantity: b.quantity,
         avg_entry_price: b.avg_entry_price,
         strategy_id: b.strategy_id,
+        access,
         now,
     })
 }
 
-pub async fn put_position(State(app): State<AppState>, Path(raw): Path<String>, body: Bytes) -> ApiResult {
+pub async fn put_position(
+    State(app): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    ext: Extensions,
+    body: Bytes,
+) -> ApiResult {
+    let access = caller(&app.auth, &headers, &ext)?;
     let id = position_id(&raw)?;
-    let cmd = parse_position_body(id, &body, app.clock.now())?;
+    let cmd = parse_position_body(id, &body, access, app.clock.now())?;
     let outcome = app
         .store
         .register_position(&cmd)
@@ -119,6 +129,7 @@ pub async fn put_position(State(app): State<AppState>, Path(raw): Path<String>, 
             format!("Position is `{status}`; only an open position can be changed"),
         )
         .with("position_status", json!(status.as_str()))),
+        Err(RegisterRejection::Forbidden) => Err(forbidden()),
         Err(RegisterRejection::RoutingKeyTaken(_)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "position_id_collision",
@@ -127,7 +138,13 @@ pub async fn put_position(State(app): State<AppState>, Path(raw): Path<String>, 
     }
 }
 
-pub async fn get_position(State(app): State<AppState>, Path(raw): Path<String>) -> ApiResult {
+pub async fn get_position(
+    State(app): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    ext: Extensions,
+) -> ApiResult {
+    let access = caller(&app.auth, &headers, &ext)?;
     let id = position_id(&raw)?;
     match app
         .store
@@ -135,6 +152,7 @@ pub async fn get_position(State(app): State<AppState>, Path(raw): Path<String>) 
         .await
         .map_err(|e| ApiError::from_store(e, app.config.retry_after_ms))?
     {
+        Some(p) if !access.allows(&p.account_id) => Err(forbidden()),
         Some(p) => Ok(Json(views::position(&p)).into_response()),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -185,8 +203,10 @@ pub async fn close_position(
     State(app): State<AppState>,
     Path(raw): Path<String>,
     headers: HeaderMap,
+    ext: Extensions,
     body: Bytes,
 ) -> ApiResult {
+    let access = caller(&app.auth, &headers, &ext)?;
     let id = position_id(&raw)?;
     let key = idempotency_key(&headers)?;
     let (body, reason) = close_body(&body)?;
@@ -197,6 +217,7 @@ pub async fn close_position(
         fingerprint: Fingerprint::of_body(&body),
         max_retries: app.config.max_retries,
         reason,
+        access,
         now: app.clock.now(),
     };
     let outcome = app
@@ -230,16 +251,25 @@ pub async fn close_position(
     }
 }
 
-pub async fn get_close_request(State(app): State<AppState>, Path(raw): Path<String>) -> ApiResult {
+pub async fn get_close_request(
+    State(app): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    ext: Extensions,
+) -> ApiResult {
+    let access = caller(&app.auth, &headers, &ext)?;
     let id =
         CloseRequestId::parse(&raw).map_err(|e| ApiError::bad_request("invalid_close_request_id", e.to_string()))?;
-    match app
+    // The aggregate, not just the close request: its account decides who may see it.
+    let found = app
         .store
-        .close_request(&id)
+        .modify(&AggregateKey::CloseRequest(id), &|_| None)
         .await
         .map_err(|e| ApiError::from_store(e, app.config.retry_after_ms))?
-    {
-        Some((cr, orders)) => Ok(Json(views::close_request(&cr, &orders)).into_response()),
+        .map(|m| m.before);
+    match found.and_then(|agg| Some((agg.latest_close_request?, agg.orders, agg.position.account_id))) {
+        Some((_, _, account)) if !access.allows(&account) => Err(forbidden()),
+        Some((cr, orders, _)) => Ok(Json(views::close_request(&cr, &orders)).into_response()),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "close_request_not_found",

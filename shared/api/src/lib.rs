@@ -7,6 +7,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use closeflow_store::CloseStore;
 
+pub mod auth;
 pub mod error;
 mod handlers;
 mod views;
@@ -42,6 +43,7 @@ pub struct AppState {
     pub config: ApiConfig,
     /// HMAC secret of the broker webhook.
     pub webhook_secret: Arc<Vec<u8>>,
+    pub auth: auth::Auth,
 }
 
 impl AppState {
@@ -52,6 +54,8 @@ impl AppState {
             random: Arc::new(SystemRandom),
             config: ApiConfig::default(),
             webhook_secret: Arc::new(Vec::new()),
+            // Secure by default: no token is valid until one is configured.
+            auth: auth::Auth::Tokens(Arc::new(Default::default())),
         }
     }
 }

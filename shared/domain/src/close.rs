@@ -46,12 +46,16 @@ pub struct CloseCommand {
     pub new_id: CloseRequestId,
     pub max_retries: u32,
     pub reason: Option<String>,
+    /// The caller's accounts: a close of another account's position is refused.
+    pub access: crate::Access,
     pub now: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseRejection {
     PositionNotFound,
+    /// The caller may not act on this position's account.
+    Forbidden,
     /// Same key, different body.
     IdempotencyKeyReused,
     AlreadyClosing {
@@ -76,6 +80,9 @@ pub fn decide_close(current: Option<&PositionAggregate>, cmd: &CloseCommand) -> 
     let Some(agg) = current.filter(|a| a.position.id == cmd.position_id) else {
         return CloseDecision::Reject(CloseRejection::PositionNotFound);
     };
+    if !cmd.access.allows(&agg.position.account_id) {
+        return CloseDecision::Reject(CloseRejection::Forbidden);
+    }
     if let Some(seen) = agg.idempotency.get(&cmd.idempotency_key) {
         return if seen.fingerprint == cmd.fingerprint {
             CloseDecision::Replay(seen.close_request_id)
@@ -173,6 +180,7 @@ mod tests {
             fingerprint: Fingerprint::of_body(&body),
             max_retries: 3,
             reason: None,
+            access: crate::Access::All,
             now: now(),
         }
     }

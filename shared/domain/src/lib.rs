@@ -4,6 +4,7 @@
 //! randomness. Time and random bytes come in as parameters; decisions come out as values
 //! that the store adapters carry out.
 
+pub mod access;
 pub mod close;
 pub mod events;
 pub mod ids;
@@ -17,6 +18,7 @@ pub mod register;
 pub mod status;
 pub mod transition;
 
+pub use access::Access;
 pub use close::{decide_close, CloseCommand, CloseDecision, CloseRejection, Fingerprint};
 pub use events::{events_for, DomainEvent};
 pub use ids::{AccountId, CloseRequestId, IdError, IdempotencyKey, PositionId, RoutingKey};

@@ -287,6 +287,7 @@ mod tests {
             new_id: CloseRequestId::new(&PositionId::parse("p").unwrap(), [2; 16]),
             max_retries: 3,
             reason: None,
+            access: crate::Access::All,
             now: t(0),
         };
         let CloseDecision::Create(next) = decide_close(Some(&agg), &cmd) else {

@@ -369,6 +369,7 @@ mod tests {
             new_id: CloseRequestId::new(&id, [3; 16]),
             max_retries: 2,
             reason: None,
+            access: crate::Access::All,
             now: t0(),
         };
         let CloseDecision::Create(agg) = decide_close(Some(&open), &cmd) else {

@@ -15,6 +15,8 @@ pub struct RegisterPosition {
     pub quantity: Quantity,
     pub avg_entry_price: Option<Quantity>,
     pub strategy_id: Option<String>,
+    /// The caller's accounts: both the new and any stored account must be among them.
+    pub access: crate::Access,
     pub now: Timestamp,
 }
 
@@ -32,6 +34,8 @@ pub enum RegisterRejection {
     PositionNotOpen(PositionStatus),
     /// Another position id already holds this id's routing key (about 1 in 2^60 per pair).
     RoutingKeyTaken(PositionId),
+    /// The caller may not act on this account (the requested one, or the stored one).
+    Forbidden,
 }
 
 /// Decides a registration against the stored aggregate.
@@ -39,6 +43,9 @@ pub fn decide_register(
     current: Option<&PositionAggregate>,
     cmd: &RegisterPosition,
 ) -> Result<RegisterDecision, RegisterRejection> {
+    if !cmd.access.allows(&cmd.account_id) {
+        return Err(RegisterRejection::Forbidden);
+    }
     let Some(agg) = current else {
         return Ok(RegisterDecision::Created(Position {
             id: cmd.position_id.clone(),
@@ -59,6 +66,9 @@ pub fn decide_register(
     let old = &agg.position;
     if old.id != cmd.position_id {
         return Err(RegisterRejection::RoutingKeyTaken(old.id.clone()));
+    }
+    if !cmd.access.allows(&old.account_id) {
+        return Err(RegisterRejection::Forbidden);
     }
     let same = old.account_id == cmd.account_id
         && old.symbol == cmd.symbol
@@ -98,6 +108,7 @@ mod tests {
             quantity: Quantity::from(qty),
             avg_entry_price: None,
             strategy_id: None,
+            access: crate::Access::All,
             now: chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
         }
     }

@@ -37,6 +37,7 @@ pub struct StackConfig {
     pub scenarios: SimScenarios,
     pub webhook_secret: Vec<u8>,
     pub clock: Arc<dyn Clock>,
+    pub auth: closeflow_api::auth::Auth,
 }
 
 pub struct Stack {
@@ -59,6 +60,7 @@ impl Stack {
         let mut state = AppState::new(store.clone());
         state.clock = cfg.clock.clone();
         state.webhook_secret = Arc::new(cfg.webhook_secret);
+        state.auth = cfg.auth;
         let router = router(state);
         sim.connect(Arc::new(RouterSink(router.clone())));
         let queue = Arc::new(MemoryQueue::new());

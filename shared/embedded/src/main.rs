@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
+use closeflow_api::auth::{parse_api_tokens, Auth};
 use closeflow_api::SystemClock;
 use closeflow_embedded::{Stack, StackConfig};
 use closeflow_pipeline::config::{reconcile_config_from_env, timers_from_env};
 use closeflow_pipeline::{cleanup_once, reconcile_once, SimScenarios};
 
 const DEV_WEBHOOK_SECRET: &str = "dev-webhook-secret";
+const DEV_TOKEN: &str = "dev-token";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,7 +35,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             DEV_WEBHOOK_SECRET.to_string()
         }
     };
+    let tokens = match std::env::var("API_TOKENS") {
+        Ok(spec) if !spec.is_empty() => parse_api_tokens(&spec)?,
+        _ => {
+            println!("API_TOKENS not set: `{DEV_TOKEN}` may act on every account (Authorization: Bearer {DEV_TOKEN})");
+            parse_api_tokens(&format!("{DEV_TOKEN}=*"))?
+        }
+    };
     let stack = Stack::new(StackConfig {
+        auth: Auth::Tokens(Arc::new(tokens)),
         scenarios,
         webhook_secret: secret.into_bytes(),
         clock: Arc::new(SystemClock),

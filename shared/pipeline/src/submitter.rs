@@ -129,6 +129,7 @@ mod tests {
                 quantity: Quantity::from(3),
                 avg_entry_price: None,
                 strategy_id: None,
+                access: closeflow_domain::Access::All,
                 now,
             })
             .await
@@ -142,6 +143,7 @@ mod tests {
                 new_id: CloseRequestId::new(&pid, [1; 16]),
                 max_retries: 3,
                 reason: None,
+                access: closeflow_domain::Access::All,
                 now,
             })
             .await

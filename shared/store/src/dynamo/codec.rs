@@ -434,6 +434,7 @@ mod tests {
             new_id: CloseRequestId::new(&p.id, [9; 16]),
             max_retries: 3,
             reason: Some("drawdown".into()),
+            access: closeflow_domain::Access::All,
             now: p.created_at,
         };
         let CloseDecision::Create(next) = decide_close(Some(&agg), &cmd) else {

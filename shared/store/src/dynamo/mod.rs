@@ -285,14 +285,23 @@ impl CloseStore for DynamoStore {
         if let Some(reason) = &cmd.reason {
             req = req.expression_attribute_values(":reason", s(reason));
         }
+        // The caller's accounts are part of the same condition: no read, no race.
+        let mut account_check = String::new();
+        if let closeflow_domain::Access::Accounts(accounts) = &cmd.access {
+            let names: Vec<String> = (0..accounts.len()).map(|i| format!(":acct{i}")).collect();
+            for (name, a) in names.iter().zip(accounts) {
+                req = req.expression_attribute_values(name, s(a.as_str()));
+            }
+            account_check = format!(" AND account_id IN ({})", names.join(", "));
+        }
         let res = req
             .table_name(&self.table)
             .key(PK, pk)
             .key(SK, sk)
-            .condition_expression(
+            .condition_expression(format!(
                 "attribute_exists(pk) AND position_id = :pid AND attribute_not_exists(idem.#key) \
-                 AND #status = :open AND #qty <> :zero",
-            )
+                 AND #status = :open AND #qty <> :zero{account_check}"
+            ))
             .update_expression(format!(
                 "SET #status = :closing, active_close_request_id = :crid, idem.#key = :idem, \
                  cr_id = :crid, cr_key = :keytext, cr_status = :pending, cr_target_qty = close_qty, \
