@@ -3,22 +3,28 @@ SHELL := /bin/bash
 PORT ?= 3000
 WITH_MOTO := infra/with-moto.sh
 
-.PHONY: run test test-embedded lint fmt bench build clean-moto
+.PHONY: run test test-embedded template-lint lint fmt bench build
 
 ## run: the embedded single-process stack on 127.0.0.1:$(PORT) (in-memory store, no AWS)
 run:
 	PORT=$(PORT) cargo run -p closeflow-embedded --bin closeflow
 
-## test: unit, domain and scenario tests on the embedded store and on DynamoDB (moto)
-test:
+## test: the template (cfn-lint), then unit, domain and scenario tests on the embedded
+## store and on DynamoDB, SQS and EventBridge (moto)
+test: template-lint
 	$(WITH_MOTO) cargo test --workspace --features closeflow-tests/moto
+
+## template-lint: cfn-lint on template.yaml (zero errors required)
+template-lint:
+	infra/venv.sh
+	.venv/bin/cfn-lint template.yaml
 
 ## test-embedded: everything that needs no emulator
 test-embedded:
 	cargo test --workspace
 
-## lint: formatting and clippy, warnings are errors
-lint:
+## lint: formatting, clippy (warnings are errors) and cfn-lint
+lint: template-lint
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --features closeflow-tests/moto -- -D warnings
 

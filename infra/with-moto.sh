@@ -1,17 +1,11 @@
 #!/usr/bin/env bash
 # Runs a command with a private moto server: installs moto into the project-local venv
-# (.venv) when missing, starts it on a free loopback port, exports the standard AWS
+# (.venv, see venv.sh) when missing, starts it on a free loopback port, exports the standard AWS
 # variables pointing at it, runs the command, and always stops the server.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.venv"
-moto_version="5.2.5"
-
-if ! "$venv/bin/python" -c "import moto, werkzeug; assert moto.__version__ == '$moto_version'" 2>/dev/null; then
-  echo "with-moto: installing moto[server]==$moto_version into $venv" >&2
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet "moto[server]==$moto_version"
-fi
+"$root/infra/venv.sh"
 
 state=$(mktemp -d)
 "$venv/bin/python" "$root/infra/moto_server.py" "$state/port" >"$state/moto.log" 2>&1 &
@@ -38,5 +32,5 @@ port=$(cat "$state/port")
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 unset AWS_PROFILE AWS_SESSION_TOKEN
-echo "with-moto: moto $moto_version on $AWS_ENDPOINT_URL" >&2
+echo "with-moto: moto on $AWS_ENDPOINT_URL" >&2
 "$@"

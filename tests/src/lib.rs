@@ -30,6 +30,7 @@ pub mod pipeline;
 pub mod pipeline_scenarios;
 pub mod reconcile_scenarios;
 pub mod scenarios;
+pub mod template;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -181,7 +182,9 @@ impl TestApp {
                 let counter = RoundTripCounter::default();
                 let client = dynamo_client(counter.clone()).await;
                 let name = unique_table_name();
-                table::create_table(&client, &name).await.expect("create test table");
+                table::create_table(&client, &name, &template::table_spec())
+                    .await
+                    .expect("create test table");
                 let store = Arc::new(DynamoStore::new(client.clone(), name.clone()));
                 (store, Seeder::Dynamo { client, table: name }, Some(counter))
             }

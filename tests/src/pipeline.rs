@@ -83,7 +83,9 @@ impl PipelineApp {
                 let counter = RoundTripCounter::default();
                 let client = crate::dynamo_client(counter.clone()).await;
                 let name = unique_table_name();
-                table::create_table(&client, &name).await.expect("create table");
+                table::create_table(&client, &name, &crate::template::table_spec())
+                    .await
+                    .expect("create table");
                 let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
                 let streams = aws_sdk_dynamodbstreams::Client::new(&shared);
                 let feed = DynamoStreamFeed::for_table(&client, streams, &name)
@@ -91,7 +93,7 @@ impl PipelineApp {
                     .expect("stream feed");
                 let sqs = aws_sdk_sqs::Client::new(&shared);
                 let queue = Arc::new(
-                    SqsQueue::create_fifo(sqs.clone(), &format!("{name}.fifo"), 30)
+                    SqsQueue::create_fifo(sqs.clone(), &format!("{name}.fifo"), crate::template::order_queue().1)
                         .await
                         .expect("create queue"),
                 );

@@ -1,4 +1,9 @@
-//! The table definition (keys, stream) used by tests, benchmarks and local stacks.
+//! The table's shape as data ([`TableSpec`]), and its creation for tests and local stacks.
+//!
+//! `TableSpec::required()` is what this code relies on (key names, the sparse index, the
+//! stream view, the TTL attribute). The tests build the spec from `template.yaml` and create
+//! tables from it, and a test fails when the template and `required()` differ, so key-schema
+//! drift between code and template cannot go unnoticed.
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
@@ -6,59 +11,102 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
+use super::codec::{ATTENTION_INDEX, PK, SK};
 use crate::StoreError;
 
-/// Creates the closeflow table (pk/sk strings, on-demand, stream with new and old images
-/// as the outbox) and waits until it is active.
-pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError> {
-    let key = |n: &str, t| {
-        KeySchemaElement::builder()
-            .attribute_name(n)
-            .key_type(t)
-            .build()
-            .expect("key schema")
-    };
-    let attr = |n: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(n)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .expect("attribute definition")
-    };
-    client
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexSpec {
+    pub name: String,
+    pub hash_key: String,
+    pub range_key: String,
+    pub projection: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSpec {
+    pub hash_key: String,
+    pub range_key: String,
+    /// Every key attribute (table and indexes) is a string.
+    pub string_attributes: Vec<String>,
+    pub indexes: Vec<IndexSpec>,
+    pub stream_view: String,
+    pub ttl_attribute: String,
+    pub billing_mode: String,
+}
+
+impl TableSpec {
+    /// The shape the store code depends on.
+    pub fn required() -> TableSpec {
+        TableSpec {
+            hash_key: PK.into(),
+            range_key: SK.into(),
+            string_attributes: vec![PK.into(), SK.into(), "attn".into(), "attn_at".into()],
+            indexes: vec![IndexSpec {
+                name: ATTENTION_INDEX.into(),
+                hash_key: "attn".into(),
+                range_key: "attn_at".into(),
+                projection: "ALL".into(),
+            }],
+            stream_view: "NEW_AND_OLD_IMAGES".into(),
+            ttl_attribute: "expires_at".into(),
+            billing_mode: "PAY_PER_REQUEST".into(),
+        }
+    }
+}
+
+fn key(n: &str, t: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder()
+        .attribute_name(n)
+        .key_type(t)
+        .build()
+        .expect("key schema")
+}
+
+/// Creates a table of `spec`'s shape and waits until it is active, then turns TTL on.
+pub async fn create_table(client: &Client, name: &str, spec: &TableSpec) -> Result<(), StoreError> {
+    let mut req = client
         .create_table()
         .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .attribute_definitions(attr("pk"))
-        .attribute_definitions(attr("sk"))
-        .attribute_definitions(attr("attn"))
-        .attribute_definitions(attr("attn_at"))
-        .global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name(super::codec::ATTENTION_INDEX)
-                .key_schema(key("attn", KeyType::Hash))
-                .key_schema(key("attn_at", KeyType::Range))
-                .projection(Projection::builder().projection_type(ProjectionType::All).build())
-                .build()
-                .expect("index"),
-        )
+        .billing_mode(BillingMode::from(spec.billing_mode.as_str()))
+        .key_schema(key(&spec.hash_key, KeyType::Hash))
+        .key_schema(key(&spec.range_key, KeyType::Range))
         .stream_specification(
             StreamSpecification::builder()
                 .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewAndOldImages)
+                .stream_view_type(StreamViewType::from(spec.stream_view.as_str()))
                 .build()
                 .expect("stream specification"),
-        )
-        .send()
-        .await
-        .map_err(|e| {
-            StoreError::Backend(format!(
-                "create table {name}: {}",
-                aws_smithy_types::error::display::DisplayErrorContext(&e)
-            ))
-        })?;
+        );
+    for a in &spec.string_attributes {
+        req = req.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(a)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attribute definition"),
+        );
+    }
+    for i in &spec.indexes {
+        req = req.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(&i.name)
+                .key_schema(key(&i.hash_key, KeyType::Hash))
+                .key_schema(key(&i.range_key, KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::from(i.projection.as_str()))
+                        .build(),
+                )
+                .build()
+                .expect("index"),
+        );
+    }
+    req.send().await.map_err(|e| {
+        StoreError::Backend(format!(
+            "create table {name}: {}",
+            aws_smithy_types::error::display::DisplayErrorContext(&e)
+        ))
+    })?;
     for _ in 0..100 {
         let out = client
             .describe_table()
@@ -74,7 +122,7 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError>
                 .table_name(name)
                 .time_to_live_specification(
                     TimeToLiveSpecification::builder()
-                        .attribute_name("expires_at")
+                        .attribute_name(&spec.ttl_attribute)
                         .enabled(true)
                         .build()
                         .expect("ttl"),
