@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PORT ?= 3000
 WITH_MOTO := infra/with-moto.sh
 
-.PHONY: run test test-embedded template-lint lint fmt bench build
+.PHONY: run test test-embedded template-lint lint fmt bench build invoke
 
 ## run: the embedded single-process stack on 127.0.0.1:$(PORT) (in-memory store, no AWS)
 run:
@@ -34,6 +34,14 @@ fmt:
 ## bench: performance targets as a table (round trips on moto, latency on the embedded store)
 bench:
 	$(WITH_MOTO) cargo bench -p closeflow-tests --bench bench
+
+## invoke: run one function's handler on a sample event, e.g.
+##   make invoke FN=http-api EVENT=events/http-api-put-position.json
+## (embedded store unless TABLE_NAME/AWS_ENDPOINT_URL point at DynamoDB; see README)
+FN ?= http-api
+EVENT ?= events/http-api-put-position.json
+invoke:
+	cargo run -q -p closeflow-embedded --bin closeflow-invoke -- $(FN) $(EVENT)
 
 build:
 	cargo build --workspace --all-targets

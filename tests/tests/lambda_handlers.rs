@@ -207,3 +207,81 @@ async fn the_event_publisher_turns_a_stream_record_into_its_state_change_event()
     assert_eq!(events[0].position_id, "pos-ev");
     assert_eq!(events[0].account_id, "acct-1");
 }
+
+/// Writes the generated sample events in `events/` (run with `--ignored` after changing the
+/// item layout; the other tests then check the committed samples still work).
+#[tokio::test]
+#[ignore = "regenerates events/*.json"]
+async fn generate_sample_events() {
+    let (before, after) = closing_aggregates().await;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../events");
+    let stream = json!({"Records": [record("4900000000000000000000001", Some(image(&before)), image(&after))]});
+    std::fs::write(
+        format!("{dir}/dynamodb-stream.json"),
+        serde_json::to_string_pretty(&stream).unwrap(),
+    )
+    .unwrap();
+    let msg = closeflow_pipeline::relay::message_for(Some(&before), &after).unwrap();
+    let sqs = serde_json::to_value(sqs_event_json(&[("0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", &msg)])).unwrap();
+    std::fs::write(
+        format!("{dir}/sqs-order-message.json"),
+        serde_json::to_string_pretty(&sqs).unwrap(),
+    )
+    .unwrap();
+}
+
+fn sqs_event_json(msgs: &[(&str, &QueueMessage)]) -> Value {
+    json!({"Records": msgs.iter().map(|(id, m)| json!({
+        "messageId": id,
+        "receiptHandle": format!("AQEB-{id}"),
+        "body": m.body,
+        "attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": "1795377600000",
+            "SenderId": "AROAEXAMPLE:outbox-relay",
+            "ApproximateFirstReceiveTimestamp": "1795377600050",
+            "MessageGroupId": m.group_id,
+            "MessageDeduplicationId": m.dedup_id,
+            "SequenceNumber": "18849496460467696128"
+        },
+        "messageAttributes": {},
+        "md5OfBody": "e4e68fb7bd0e697a0ae8f1bb342846b3",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:closeflow-orders.fifo",
+        "awsRegion": "us-east-1"
+    })).collect::<Vec<_>>()})
+}
+
+/// Every committed sample event runs through its function (embedded mode) with the
+/// expected outcome: what `make invoke` shows a person.
+#[tokio::test]
+async fn every_sample_event_runs_through_its_function() {
+    use closeflow_embedded::invoke::invoke;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../events");
+    let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).unwrap_or_else(|e| panic!("{f}: {e}"));
+    let put = invoke("http-api", &read("http-api-put-position.json")).await.unwrap();
+    assert_eq!(put["statusCode"], 201, "{put}");
+    assert_eq!(put["body"]["account_id"], "acct-1");
+    let close = invoke("http-api", &read("http-api-close-position.json")).await.unwrap();
+    assert_eq!(close["statusCode"], 404, "a fresh embedded store has no pos-1: {close}");
+    let hook = invoke("broker-webhook", &read("broker-webhook.json")).await.unwrap();
+    assert_eq!(
+        (hook["statusCode"].as_u64(), hook["body"]["result"].as_str()),
+        (Some(202), Some("unknown_order")),
+        "{hook}"
+    );
+    let relay = invoke("outbox-relay", &read("dynamodb-stream.json")).await.unwrap();
+    assert_eq!(relay["response"]["batchItemFailures"], json!([]));
+    assert_eq!(relay["messages"].as_array().unwrap().len(), 1);
+    let events = invoke("event-publisher", &read("dynamodb-stream.json")).await.unwrap();
+    assert_eq!(events["events"][0]["detail-type"], "PositionClosing");
+    let submit = invoke("order-submitter", &read("sqs-order-message.json"))
+        .await
+        .unwrap();
+    assert_eq!(submit["response"]["batchItemFailures"], json!([]), "{submit}");
+    for f in ["reconciler", "cleanup"] {
+        let r = invoke(f, &read("schedule.json")).await.unwrap();
+        assert_eq!(r["items_read"], 0, "{f}: {r}");
+    }
+    assert!(invoke("nope", "{}").await.is_err());
+}

@@ -4,26 +4,10 @@
 
 use std::sync::Arc;
 
-use closeflow_api::auth::{Auth, JwtClaims};
+use closeflow_api::auth::Auth;
 use closeflow_api::{router, AppState};
+use closeflow_aws::http::with_claims;
 use closeflow_store::DynamoStore;
-use lambda_http::request::RequestContext;
-use lambda_http::{Request, RequestExt};
-
-fn with_claims(mut req: Request) -> Request {
-    let claims = match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx
-            .authorizer
-            .as_ref()
-            .and_then(|a| a.jwt.as_ref())
-            .map(|jwt| jwt.claims.clone()),
-        _ => None,
-    };
-    if let Some(c) = claims {
-        req.extensions_mut().insert(JwtClaims(c));
-    }
-    req
-}
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {

@@ -3,6 +3,7 @@
 //! Lambda delivers. Same decoding for both, so Lambda and local runs see identical changes.
 
 pub mod eventbridge;
+pub mod http;
 pub mod images;
 pub mod lambda;
 pub mod sqs;

@@ -3,6 +3,8 @@
 //! stream, an in-process FIFO queue for SQS, and the simulated broker reports fills
 //! through the real webhook route with real signatures.
 
+pub mod invoke;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
