@@ -8,7 +8,7 @@ use closeflow_store::DynamoStore;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    tracing_subscriber::fmt().json().without_time().init();
+    closeflow_aws::init_lambda_logging();
     let table = std::env::var("TABLE_NAME").map_err(|_| "TABLE_NAME must be set")?;
     let secret = std::env::var("WEBHOOK_SECRET")
         .ok()

@@ -11,7 +11,7 @@ const PAGE: usize = 500;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt().json().without_time().init();
+    closeflow_aws::init_lambda_logging();
     let table = std::env::var("TABLE_NAME").map_err(|_| "TABLE_NAME must be set")?;
     let retention = reconcile_config_from_env()?.policy.retention;
     let store = DynamoStore::new(DynamoStore::client_from_env(None).await, table).with_retention(retention);

@@ -8,7 +8,7 @@ use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt().json().without_time().init();
+    closeflow_aws::init_lambda_logging();
     let bus = std::env::var("EVENT_BUS_NAME").map_err(|_| "EVENT_BUS_NAME must be set")?;
     let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let sink = EventBridgeSink::new(aws_sdk_eventbridge::Client::new(&shared), bus);

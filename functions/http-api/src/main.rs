@@ -11,11 +11,7 @@ use closeflow_store::DynamoStore;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_current_span(false)
-        .without_time()
-        .init();
+    closeflow_aws::init_lambda_logging();
     let table = std::env::var("TABLE_NAME").map_err(|_| "TABLE_NAME must be set")?;
     let claim = std::env::var("ACCOUNTS_CLAIM").unwrap_or_else(|_| "accounts".into());
     let client = DynamoStore::client_from_env(None).await;

@@ -9,7 +9,7 @@ use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt().json().without_time().init();
+    closeflow_aws::init_lambda_logging();
     let table = std::env::var("TABLE_NAME").map_err(|_| "TABLE_NAME must be set")?;
     let store = DynamoStore::new(DynamoStore::client_from_env(None).await, table);
     let broker = AlpacaBroker::new(AlpacaConfig::from_env()?)?;

@@ -7,7 +7,7 @@ use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt().json().without_time().init();
+    closeflow_aws::init_lambda_logging();
     let url = std::env::var("QUEUE_URL").map_err(|_| "QUEUE_URL must be set")?;
     let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&shared), url);

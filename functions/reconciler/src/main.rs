@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt().json().without_time().init();
+    closeflow_aws::init_lambda_logging();
     let table = std::env::var("TABLE_NAME").map_err(|_| "TABLE_NAME must be set")?;
     let cfg = reconcile_config_from_env()?;
     let store = DynamoStore::new(DynamoStore::client_from_env(None).await, table);

@@ -100,6 +100,7 @@ fn parse_position_body(
     })
 }
 
+#[tracing::instrument(name = "put_position", skip_all, fields(position_id = %raw))]
 pub async fn put_position(
     State(app): State<AppState>,
     Path(raw): Path<String>,
@@ -138,6 +139,7 @@ pub async fn put_position(
     }
 }
 
+#[tracing::instrument(name = "get_position", skip_all, fields(position_id = %raw))]
 pub async fn get_position(
     State(app): State<AppState>,
     Path(raw): Path<String>,
@@ -199,6 +201,7 @@ fn close_body(body: &Bytes) -> Result<(Value, Option<String>), ApiError> {
     Ok((value, reason))
 }
 
+#[tracing::instrument(name = "close_position", skip_all, fields(position_id = %raw))]
 pub async fn close_position(
     State(app): State<AppState>,
     Path(raw): Path<String>,
@@ -251,6 +254,7 @@ pub async fn close_position(
     }
 }
 
+#[tracing::instrument(name = "get_close_request", skip_all, fields(close_request_id = %raw))]
 pub async fn get_close_request(
     State(app): State<AppState>,
     Path(raw): Path<String>,
@@ -291,6 +295,7 @@ pub async fn method_not_allowed() -> ApiError {
 }
 
 /// POST /webhooks/broker: signed broker order updates (see closeflow_pipeline::webhook).
+#[tracing::instrument(name = "broker_webhook", skip_all, fields(client_order_id))]
 pub async fn broker_webhook(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
     use closeflow_pipeline::webhook::{parse_body, verify_signature, UpdateResult};
     let signature = headers.get("x-closeflow-signature").and_then(|v| v.to_str().ok());
@@ -306,6 +311,7 @@ pub async fn broker_webhook(State(app): State<AppState>, headers: HeaderMap, bod
         }
         Err(e) => return Err(ApiError::invalid_body(e.to_string())),
     };
+    tracing::Span::current().record("client_order_id", tracing::field::display(&update.client_order_id));
     let result = closeflow_pipeline::apply_broker_update(app.store.as_ref(), &update, app.clock.now())
         .await
         .map_err(|e| ApiError::from_store(e, app.config.retry_after_ms))?;

@@ -53,6 +53,15 @@ pub async fn reconcile_once(
         ..Default::default()
     };
     for agg in listed.aggregates {
+        let span = tracing::info_span!(
+            "reconcile",
+            position_id = %agg.position.id,
+            close_request_id = tracing::field::Empty
+        );
+        if let Some(cr) = &agg.latest_close_request {
+            span.record("close_request_id", tracing::field::display(cr.id));
+        }
+        let _entered = span.enter();
         let key = AggregateKey::Position(agg.position.id.clone());
         let due = match reconcile(&agg, now, policy) {
             Ok(d) => d,

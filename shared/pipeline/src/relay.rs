@@ -11,6 +11,7 @@ pub fn message_for(before: Option<&PositionAggregate>, after: &PositionAggregate
 }
 
 /// Relays one change; an error means "not relayed, retry this record" (never dropped).
+#[tracing::instrument(name = "relay", skip_all, fields(position_id = %after.position.id))]
 pub async fn relay(
     queue: &dyn OrderQueue,
     before: Option<&PositionAggregate>,

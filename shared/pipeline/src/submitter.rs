@@ -26,6 +26,7 @@ pub enum SubmitError {
     Store(#[from] StoreError),
 }
 
+#[tracing::instrument(name = "submit", skip_all, fields(position_id = %req.position_id, close_request_id = %req.close_request_id, attempt = req.attempt))]
 pub async fn submit(
     store: &dyn CloseStore,
     broker: &dyn Broker,
