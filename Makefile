@@ -32,7 +32,9 @@ fmt:
 	cargo fmt --all
 
 ## bench: performance targets as a table (round trips on moto, latency on the embedded store)
+LAMBDAS := http-api broker-webhook outbox-relay order-submitter event-publisher reconciler cleanup
 bench:
+	cargo build --release $(addprefix -p ,$(LAMBDAS))
 	$(WITH_MOTO) cargo bench -p closeflow-tests --bench bench
 
 ## invoke: run one function's handler on a sample event, e.g.

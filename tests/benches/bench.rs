@@ -289,6 +289,96 @@ async fn reconciler_scaling(rows: &mut Vec<Row>, backend: Backend, totals: &[usi
 
 const STUCK: usize = 10;
 
+const FUNCTIONS: &[&str] = &[
+    "http-api",
+    "broker-webhook",
+    "outbox-relay",
+    "order-submitter",
+    "event-publisher",
+    "reconciler",
+    "cleanup",
+];
+
+/// Time from process start until the function asks the Lambda Runtime API for its first
+/// event (the runtime API is a loopback listener here), median of 5 starts.
+fn start_to_ready(bin: &std::path::Path) -> Option<Duration> {
+    use std::io::Read;
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+        let addr = listener.local_addr().ok()?;
+        let t = Instant::now();
+        let mut child = std::process::Command::new(bin)
+            .env_clear()
+            .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", "bench")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "bench")
+            .env("AWS_SECRET_ACCESS_KEY", "bench")
+            .env("TABLE_NAME", "bench")
+            .env("QUEUE_URL", "http://127.0.0.1:9/q")
+            .env("EVENT_BUS_NAME", "bench")
+            .env("WEBHOOK_SECRET", "bench-secret")
+            .env("ALPACA_API_KEY_ID", "bench")
+            .env("ALPACA_API_SECRET_KEY", "bench")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        listener.set_nonblocking(false).ok()?;
+        let accepted = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                let (mut conn, _) = listener.accept().ok()?;
+                let mut buf = [0u8; 64];
+                let n = conn.read(&mut buf).ok()?;
+                let ready = t.elapsed();
+                String::from_utf8_lossy(&buf[..n])
+                    .contains("/runtime/invocation/next")
+                    .then_some(ready)
+            });
+            std::thread::sleep(Duration::from_millis(2000));
+            let _ = child.kill();
+            let _ = child.wait();
+            // Unblock accept if the process never connected.
+            let _ = std::net::TcpStream::connect(addr);
+            h.join().ok().flatten()
+        });
+        samples.push(accepted?);
+    }
+    samples.sort();
+    Some(samples[samples.len() / 2])
+}
+
+/// Release binaries (`make bench` builds them): size and start-to-ready of each function.
+fn lambda_binaries(rows: &mut Vec<Row>) {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release"));
+    for f in FUNCTIONS {
+        let bin = dir.join(f);
+        let size = std::fs::metadata(&bin).map(|m| m.len()).ok();
+        rows.push(Row {
+            metric: format!("release binary size, {f}"),
+            value: size
+                .map(|s| format!("{:.1} MB", s as f64 / 1e6))
+                .unwrap_or_else(|| "not built".into()),
+            target: "< 10 MB",
+            ok: size.is_some_and(|s| s < 10_000_000),
+        });
+        let ready = size.and_then(|_| start_to_ready(&bin));
+        rows.push(Row {
+            metric: format!("process start to ready, {f}"),
+            value: ready
+                .map(|d| format!("{:.1} ms", d.as_secs_f64() * 1e3))
+                .unwrap_or_else(|| "n/a".into()),
+            target: "< 50 ms",
+            ok: ready.is_some_and(|d| d < Duration::from_millis(50)),
+        });
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut rows = Vec::new();
@@ -299,6 +389,7 @@ async fn main() {
     fills_per_second(&mut rows).await;
     reconciler_scaling(&mut rows, Backend::Embedded, &[1_000, 100_000]).await;
     reconciler_scaling(&mut rows, Backend::DynamoDb, &[20, 200]).await;
+    lambda_binaries(&mut rows);
 
     let width = rows.iter().map(|r| r.metric.len()).max().unwrap_or(10);
     println!();
