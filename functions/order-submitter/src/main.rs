@@ -12,6 +12,10 @@ async fn main() -> Result<(), Error> {
     closeflow_aws::init_lambda_logging();
     let table = std::env::var("TABLE_NAME").map_err(|_| "TABLE_NAME must be set")?;
     let store = DynamoStore::new(DynamoStore::client_from_env(None).await, table);
+    match std::env::var("BROKER").as_deref() {
+        Ok("alpaca") | Err(_) => {}
+        Ok(other) => return Err(format!("BROKER `{other}` is not supported in AWS (alpaca)").into()),
+    }
     let broker = AlpacaBroker::new(AlpacaConfig::from_env()?)?;
     let (store, broker, clock) = (&store, &broker, &SystemClock);
     run(service_fn(move |ev: LambdaEvent<SqsEvent>| async move {

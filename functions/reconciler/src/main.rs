@@ -13,6 +13,10 @@ async fn main() -> Result<(), Error> {
     let table = std::env::var("TABLE_NAME").map_err(|_| "TABLE_NAME must be set")?;
     let cfg = reconcile_config_from_env()?;
     let store = DynamoStore::new(DynamoStore::client_from_env(None).await, table);
+    match std::env::var("BROKER").as_deref() {
+        Ok("alpaca") | Err(_) => {}
+        Ok(other) => return Err(format!("BROKER `{other}` is not supported in AWS (alpaca)").into()),
+    }
     let broker = AlpacaBroker::new(AlpacaConfig::from_env()?)?;
     let (store, broker, cfg) = (&store, &broker, &cfg);
     run(service_fn(move |_: LambdaEvent<Value>| async move {
