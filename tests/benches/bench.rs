@@ -289,16 +289,6 @@ async fn reconciler_scaling(rows: &mut Vec<Row>, backend: Backend, totals: &[usi
 
 const STUCK: usize = 10;
 
-const FUNCTIONS: &[&str] = &[
-    "http-api",
-    "broker-webhook",
-    "outbox-relay",
-    "order-submitter",
-    "event-publisher",
-    "reconciler",
-    "cleanup",
-];
-
 /// Time from process start until the function asks the Lambda Runtime API for its first
 /// event (the runtime API is a loopback listener here), median of 5 starts.
 fn start_to_ready(bin: &std::path::Path) -> Option<Duration> {
@@ -356,7 +346,7 @@ fn start_to_ready(bin: &std::path::Path) -> Option<Duration> {
 /// Release binaries (`make bench` builds them): size and start-to-ready of each function.
 fn lambda_binaries(rows: &mut Vec<Row>) {
     let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release"));
-    for f in FUNCTIONS {
+    for f in closeflow_embedded::invoke::FUNCTIONS {
         let bin = dir.join(f);
         let size = std::fs::metadata(&bin).map(|m| m.len()).ok();
         rows.push(Row {

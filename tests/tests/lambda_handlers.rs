@@ -106,24 +106,7 @@ async fn an_undecodable_record_is_reported_and_holds_the_records_behind_it() {
 }
 
 fn sqs_event(msgs: &[(&str, &QueueMessage)]) -> SqsEvent {
-    serde_json::from_value(json!({"Records": msgs.iter().map(|(id, m)| json!({
-        "messageId": id,
-        "receiptHandle": format!("rh-{id}"),
-        "body": m.body,
-        "attributes": {
-            "ApproximateReceiveCount": "1",
-            "SentTimestamp": "1767364200000",
-            "MessageGroupId": m.group_id,
-            "MessageDeduplicationId": m.dedup_id,
-            "SequenceNumber": "18849496460467696128"
-        },
-        "messageAttributes": {},
-        "md5OfBody": "e4e68fb7bd0e697a0ae8f1bb342846b3",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:closeflow-orders.fifo",
-        "awsRegion": "us-east-1"
-    })).collect::<Vec<_>>()}))
-    .unwrap()
+    serde_json::from_value(sqs_event_json(msgs)).unwrap()
 }
 
 #[tokio::test]

@@ -247,18 +247,7 @@ mod tests {
     }
 
     fn order(qty: i64) -> Order {
-        Order {
-            client_order_id: coid(),
-            broker_order_id: None,
-            qty: Quantity::from(qty),
-            status: OrderStatus::New,
-            filled_qty: Quantity::ZERO,
-            filled_avg_price: None,
-            last_seq: None,
-            execution_ids: vec![],
-            last_broker_update_at: None,
-            not_found_count: 0,
-        }
+        Order::new(coid(), Quantity::from(qty))
     }
 
     fn update(status: OrderStatus, filled: i64, seq: Option<u64>, exec: Option<&str>) -> OrderUpdate {
