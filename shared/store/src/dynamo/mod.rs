@@ -97,6 +97,47 @@ where
     classify_error_code(code.as_deref(), message)
 }
 
+/// Errors of conditional writes that can carry the item as it was (ALL_OLD).
+pub trait ConditionFailed {
+    /// `Some(old item)` (empty when not returned) if this is a failed condition.
+    fn condition_failed(&self) -> Option<Item>;
+}
+
+macro_rules! condition_failed {
+    ($($err:path),*) => {$(
+        impl ConditionFailed for $err {
+            fn condition_failed(&self) -> Option<Item> {
+                match self {
+                    Self::ConditionalCheckFailedException(c) => Some(c.item().cloned().unwrap_or_default()),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+
+condition_failed!(
+    aws_sdk_dynamodb::operation::put_item::PutItemError,
+    aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+    aws_sdk_dynamodb::operation::delete_item::DeleteItemError
+);
+
+/// A conditional write's result: `Ok(output)` written, `Err(old item)` condition failed;
+/// any other failure is a store error.
+fn conditional<T, E, R>(res: Result<T, SdkError<E, R>>) -> Result<Result<T, Item>, StoreError>
+where
+    E: ConditionFailed + ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match res {
+        Ok(out) => Ok(Ok(out)),
+        Err(e) => match e.as_service_error().and_then(ConditionFailed::condition_failed) {
+            Some(old) => Ok(Err(old)),
+            None => Err(backend(e)),
+        },
+    }
+}
+
 #[derive(Clone)]
 pub struct DynamoStore {
     client: Client,
@@ -161,15 +202,7 @@ impl DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(None),
-            Err(e) => match e.as_service_error() {
-                Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c)) => {
-                    Ok(Some(c.item().cloned().unwrap_or_default()))
-                }
-                _ => Err(backend(e)),
-            },
-        }
+        Ok(conditional(res)?.err())
     }
 
     /// Writes the position's own attributes if the item is still at `expected_version`.
@@ -205,15 +238,7 @@ impl DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(None),
-            Err(e) => match e.as_service_error() {
-                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
-                    Ok(Some(c.item().cloned().unwrap_or_default()))
-                }
-                _ => Err(backend(e)),
-            },
-        }
+        Ok(conditional(res)?.err())
     }
 }
 
@@ -343,7 +368,7 @@ impl CloseStore for DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        let old = match res {
+        let old = match conditional(res)? {
             Ok(out) => {
                 let item = out.attributes().cloned().unwrap_or_default();
                 let agg = codec::aggregate_from_item(&item)?;
@@ -355,12 +380,7 @@ impl CloseStore for DynamoStore {
                     close_request,
                 });
             }
-            Err(e) => match e.as_service_error() {
-                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c)) => {
-                    c.item().cloned().unwrap_or_default()
-                }
-                _ => return Err(backend(e)),
-            },
+            Err(old) => old,
         };
         let agg = aggregate_of(&old)?;
         match decide_close(agg.as_ref(), cmd) {
@@ -442,15 +462,7 @@ impl CloseStore for DynamoStore {
             .expression_attribute_values(":v", n(version))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) => match e.as_service_error() {
-                Some(aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(_)) => {
-                    Ok(false)
-                }
-                _ => Err(backend(e)),
-            },
-        }
+        Ok(conditional(res)?.is_ok())
     }
 
     async fn modify(&self, key: &AggregateKey, f: &ModifyFn<'_>) -> Result<Option<Modified>, StoreError> {
@@ -477,19 +489,12 @@ impl CloseStore for DynamoStore {
                 .expression_attribute_values(":expected", n(before.position.version))
                 .send()
                 .await;
-            match res {
-                Ok(_) => {
-                    return Ok(Some(Modified {
-                        before,
-                        after: Some(after),
-                    }))
-                }
-                Err(e) => match e.as_service_error() {
-                    Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(_)) => {
-                        continue
-                    }
-                    _ => return Err(backend(e)),
-                },
+            // A failed condition means someone wrote first: decide again on their result.
+            if conditional(res)?.is_ok() {
+                return Ok(Some(Modified {
+                    before,
+                    after: Some(after),
+                }));
             }
         }
         Err(StoreError::Contention)
@@ -574,24 +579,17 @@ impl DynamoStore {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match res {
-            Ok(out) => {
-                let agg = codec::aggregate_from_item(&out.attributes().cloned().unwrap_or_default())?;
-                Ok(Some(UpdateResult::Applied {
-                    position_status: agg.position.status,
-                    close_request_status: agg
-                        .latest_close_request
-                        .map(|c| c.status)
-                        .unwrap_or(closeflow_domain::CloseRequestStatus::Pending),
-                }))
-            }
-            Err(e) => match e.as_service_error() {
-                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(_)) => {
-                    Ok(None)
-                }
-                _ => Err(backend(e)),
-            },
-        }
+        let Ok(out) = conditional(res)? else {
+            return Ok(None); // not a plain partial fill: the general path decides
+        };
+        let agg = codec::aggregate_from_item(&out.attributes().cloned().unwrap_or_default())?;
+        Ok(Some(UpdateResult::Applied {
+            position_status: agg.position.status,
+            close_request_status: agg
+                .latest_close_request
+                .map(|c| c.status)
+                .unwrap_or(closeflow_domain::CloseRequestStatus::Pending),
+        }))
     }
 
     /// The aggregate (and its raw item) by position or by its latest close request: one
