@@ -260,6 +260,13 @@ impl TestApp {
             .unwrap_or_default()
     }
 
+    /// A request as the caller holding `token`, with an idempotency key.
+    pub async fn call_as(&self, token: &str, method: Method, path: &str, key: &str, body: Option<&str>) -> Reply {
+        let bearer = format!("Bearer {token}");
+        let headers = [("authorization", bearer.as_str()), ("idempotency-key", key)];
+        self.call(method, path, &headers, body).await
+    }
+
     pub async fn put_position(&self, id: &str, body: &str) -> Reply {
         self.call(Method::PUT, &format!("/positions/{id}"), &[], Some(body))
             .await

@@ -500,54 +500,71 @@ pub async fn callers_without_credentials_are_refused_with_401(app: &TestApp) {
 
 /// A caller may act only on its own accounts (API_TOKENS / the JWT `accounts` claim).
 pub async fn callers_may_act_only_on_their_accounts(app: &TestApp) {
-    use crate::TOKEN_ACCT2;
-    let bearer = format!("Bearer {TOKEN_ACCT2}");
-    let acct2 = |key: &'static str| [("authorization", bearer.clone()), ("idempotency-key", key.to_string())];
-    let h = |v: &[(&'static str, String); 2]| v.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>();
-    let send = |method: Method, path: &str, key: &'static str, body: Option<&str>| {
-        let headers = h(&acct2(key));
-        let path = path.to_string();
-        let body = body.map(str::to_string);
-        async move {
-            let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            app.call(method, &path, &hs, body.as_deref()).await
-        }
-    };
     // acct-1's position, closed by its owner.
     app.open_position("pos-owner", "4").await;
     let owner_close = app.close("pos-owner", "owner-key").await;
     let before = snapshot(app, "pos-owner").await;
 
     assert_error(
-        &send(Method::GET, "/positions/pos-owner", "k", None).await,
+        &app.call_as(crate::TOKEN_ACCT2, Method::GET, "/positions/pos-owner", "k", None)
+            .await,
         403,
         "forbidden",
     );
     assert_error(
-        &send(Method::POST, "/positions/pos-owner/close", "k2", None).await,
+        &app.call_as(
+            crate::TOKEN_ACCT2,
+            Method::POST,
+            "/positions/pos-owner/close",
+            "k2",
+            None,
+        )
+        .await,
         403,
         "forbidden",
     );
     // Not even a replay of the owner's key reveals the owner's close request.
     assert_error(
-        &send(Method::POST, "/positions/pos-owner/close", "owner-key", None).await,
+        &app.call_as(
+            crate::TOKEN_ACCT2,
+            Method::POST,
+            "/positions/pos-owner/close",
+            "owner-key",
+            None,
+        )
+        .await,
         403,
         "forbidden",
     );
     assert_error(
-        &send(Method::GET, &owner_close.str("poll_url"), "k", None).await,
+        &app.call_as(crate::TOKEN_ACCT2, Method::GET, &owner_close.str("poll_url"), "k", None)
+            .await,
         403,
         "forbidden",
     );
     let takeover = r#"{"account_id":"acct-2","symbol":"AAPL","asset_type":"equity","quantity":4}"#;
     assert_error(
-        &send(Method::PUT, "/positions/pos-owner", "k", Some(takeover)).await,
+        &app.call_as(
+            crate::TOKEN_ACCT2,
+            Method::PUT,
+            "/positions/pos-owner",
+            "k",
+            Some(takeover),
+        )
+        .await,
         403,
         "forbidden",
     );
     let foreign = r#"{"account_id":"acct-1","symbol":"AAPL","asset_type":"equity","quantity":4}"#;
     assert_error(
-        &send(Method::PUT, "/positions/pos-new", "k", Some(foreign)).await,
+        &app.call_as(
+            crate::TOKEN_ACCT2,
+            Method::PUT,
+            "/positions/pos-new",
+            "k",
+            Some(foreign),
+        )
+        .await,
         403,
         "forbidden",
     );
@@ -558,10 +575,25 @@ pub async fn callers_may_act_only_on_their_accounts(app: &TestApp) {
     // Its own account works end to end.
     let mine = r#"{"account_id":"acct-2","symbol":"TSLA","asset_type":"equity","quantity":2}"#;
     assert_eq!(
-        send(Method::PUT, "/positions/pos-mine", "k", Some(mine)).await.status,
+        app.call_as(crate::TOKEN_ACCT2, Method::PUT, "/positions/pos-mine", "k", Some(mine))
+            .await
+            .status,
         201
     );
-    let close = send(Method::POST, "/positions/pos-mine/close", "k3", None).await;
+    let close = app
+        .call_as(
+            crate::TOKEN_ACCT2,
+            Method::POST,
+            "/positions/pos-mine/close",
+            "k3",
+            None,
+        )
+        .await;
     assert_eq!(close.status, 201, "{}", close.body);
-    assert_eq!(send(Method::GET, &close.str("poll_url"), "k", None).await.status, 200);
+    assert_eq!(
+        app.call_as(crate::TOKEN_ACCT2, Method::GET, &close.str("poll_url"), "k", None)
+            .await
+            .status,
+        200
+    );
 }
