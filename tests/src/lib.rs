@@ -13,10 +13,7 @@ use axum::http::{HeaderMap, Method, Request};
 use axum::Router;
 use chrono::TimeZone;
 use closeflow_api::{router, AppState, ManualClock};
-use closeflow_domain::Order;
-use closeflow_domain::{
-    CloseCommand, CloseRequest, CloseRequestId, Position, PositionAggregate, PositionId, RegisterPosition,
-};
+use closeflow_domain::{CloseCommand, Position, PositionAggregate, PositionId, RegisterPosition};
 use closeflow_store::dynamo::{codec, table};
 use closeflow_store::{
     AggregateKey, CloseOutcome, CloseStore, DynamoStore, MemoryStore, Modified, ModifyFn, RegisterOutcome,
@@ -89,8 +86,8 @@ impl CloseStore for FaultInjectingStore {
         }
         self.inner.open_close_request(cmd).await
     }
-    async fn close_request(&self, id: &CloseRequestId) -> Result<Option<(CloseRequest, Vec<Order>)>, StoreError> {
-        self.inner.close_request(id).await
+    async fn aggregate(&self, key: &AggregateKey) -> Result<Option<PositionAggregate>, StoreError> {
+        self.inner.aggregate(key).await
     }
     async fn modify(&self, key: &AggregateKey, f: &ModifyFn<'_>) -> Result<Option<Modified>, StoreError> {
         self.inner.modify(key, f).await
@@ -229,33 +226,16 @@ impl TestApp {
     pub async fn aggregate(&self, id: &str) -> PositionAggregate {
         let key = closeflow_store::AggregateKey::Position(PositionId::parse(id).expect("position id"));
         self.faults
-            .modify(&key, &|_| None)
+            .aggregate(&key)
             .await
             .expect("store")
             .expect("position exists")
-            .before
     }
 
-    /// The idempotency keys stored on a position, read straight from the backend.
+    /// The idempotency keys stored on a position.
     pub async fn stored_idempotency_keys(&self, id: &str) -> Vec<String> {
-        let id = PositionId::parse(id).expect("position id");
-        let agg = match &self.seeder {
-            Seeder::Memory(m) => m.aggregate(&id),
-            Seeder::Dynamo { client, table } => {
-                let (pk, sk) = codec::position_key(&id);
-                let out = client
-                    .get_item()
-                    .table_name(table)
-                    .key(codec::PK, pk)
-                    .key(codec::SK, sk)
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .expect("get item");
-                out.item()
-                    .map(|i| codec::aggregate_from_item(i).expect("decodable item"))
-            }
-        };
+        let key = closeflow_store::AggregateKey::Position(PositionId::parse(id).expect("position id"));
+        let agg = self.faults.aggregate(&key).await.expect("store");
         agg.map(|a| a.idempotency.keys().map(|k| k.to_string()).collect())
             .unwrap_or_default()
     }

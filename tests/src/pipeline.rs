@@ -309,11 +309,10 @@ impl PipelineApp {
     pub async fn aggregate(&self, id: &str) -> PositionAggregate {
         let key = AggregateKey::Position(PositionId::parse(id).unwrap());
         self.store
-            .modify(&key, &|_| None)
+            .aggregate(&key)
             .await
             .expect("store")
             .expect("position exists")
-            .before
     }
 }
 

@@ -128,11 +128,10 @@ async fn a_message_delivered_twice_in_one_batch_places_one_order() {
     assert!(resp.batch_item_failures.is_empty());
     assert_eq!(sim.orders_placed(), 1, "the duplicate message placed nothing");
     let agg = store
-        .modify(&AggregateKey::Position(PositionId::parse("pos-ev").unwrap()), &|_| None)
+        .aggregate(&AggregateKey::Position(PositionId::parse("pos-ev").unwrap()))
         .await
         .unwrap()
-        .unwrap()
-        .before;
+        .unwrap();
     assert_eq!(agg.orders.len(), 1);
 }
 

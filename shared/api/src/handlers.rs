@@ -267,10 +267,9 @@ pub async fn get_close_request(
     // The aggregate, not just the close request: its account decides who may see it.
     let found = app
         .store
-        .modify(&AggregateKey::CloseRequest(id), &|_| None)
+        .aggregate(&AggregateKey::CloseRequest(id))
         .await
-        .map_err(|e| ApiError::from_store(e, app.config.retry_after_ms))?
-        .map(|m| m.before);
+        .map_err(|e| ApiError::from_store(e, app.config.retry_after_ms))?;
     match found.and_then(|agg| Some((agg.latest_close_request?, agg.orders, agg.position.account_id))) {
         Some((_, _, account)) if !access.allows(&account) => Err(forbidden()),
         Some((cr, orders, _)) => Ok(Json(views::close_request(&cr, &orders)).into_response()),

@@ -34,10 +34,10 @@ pub async fn submit(
     req: &SubmitRequest,
 ) -> Result<SubmitOutcome, SubmitError> {
     let key = AggregateKey::Position(req.position_id.clone());
-    let Some(current) = store.modify(&key, &|_| None).await? else {
+    let Some(current) = store.aggregate(&key).await? else {
         return Ok(SubmitOutcome::NothingToDo);
     };
-    let Some(intent) = intent_for(&current.before, req) else {
+    let Some(intent) = intent_for(&current, req) else {
         return Ok(SubmitOutcome::NothingToDo);
     };
     let answer = match broker.submit_order(&intent).await {
@@ -161,7 +161,7 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(out, SubmitOutcome::Rejected(_)));
-        let agg = store.aggregate(&pid).unwrap();
+        let agg = store.aggregate(&AggregateKey::Position(pid)).await.unwrap().unwrap();
         assert_eq!(agg.position.status, PositionStatus::CloseFailed);
         assert_eq!(agg.latest_close_request.unwrap().status, CloseRequestStatus::Failed);
     }

@@ -77,8 +77,8 @@ pub trait CloseStore: Send + Sync {
     /// validation, close request creation, position -> `closing`.
     async fn open_close_request(&self, cmd: &CloseCommand) -> Result<CloseOutcome, StoreError>;
 
-    /// A close request with its orders.
-    async fn close_request(&self, id: &CloseRequestId) -> Result<Option<(CloseRequest, Vec<Order>)>, StoreError>;
+    /// The whole aggregate (strongly consistent), by position or by its latest close request.
+    async fn aggregate(&self, key: &AggregateKey) -> Result<Option<PositionAggregate>, StoreError>;
 
     /// Loads an aggregate, applies `f`, and writes the result only if nothing changed the
     /// aggregate meanwhile (optimistic concurrency; re-decides a few times, then

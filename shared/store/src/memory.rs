@@ -61,11 +61,6 @@ impl MemoryStore {
     pub fn insert_aggregate(&self, agg: PositionAggregate) {
         self.lock().write(agg);
     }
-
-    /// A copy of the whole aggregate, for tests and invariant checks.
-    pub fn aggregate(&self, id: &PositionId) -> Option<PositionAggregate> {
-        self.lock().positions.get(id).cloned()
-    }
 }
 
 impl Inner {
@@ -156,11 +151,8 @@ impl CloseStore for MemoryStore {
         }
     }
 
-    async fn close_request(&self, id: &CloseRequestId) -> Result<Option<(CloseRequest, Vec<Order>)>, StoreError> {
-        Ok(self
-            .lock()
-            .find_close_request(id)
-            .map(|(_, cr, orders)| (cr.clone(), orders.to_vec())))
+    async fn aggregate(&self, key: &AggregateKey) -> Result<Option<PositionAggregate>, StoreError> {
+        Ok(self.lock().find(key).cloned())
     }
 
     async fn modify(&self, key: &AggregateKey, f: &ModifyFn<'_>) -> Result<Option<Modified>, StoreError> {

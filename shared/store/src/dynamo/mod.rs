@@ -11,9 +11,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 use aws_sdk_dynamodb::Client;
 use aws_smithy_runtime_api::box_error::BoxError;
 use closeflow_domain::{
-    decide_close, decide_register, format_timestamp, CloseCommand, CloseDecision, CloseRequest, CloseRequestId, Order,
-    OrderStatus, OrderUpdate, Position, PositionAggregate, PositionId, RegisterDecision, RegisterPosition, RoutingKey,
-    Timestamp,
+    decide_close, decide_register, format_timestamp, CloseCommand, CloseDecision, OrderStatus, OrderUpdate, Position,
+    PositionAggregate, PositionId, RegisterDecision, RegisterPosition, RoutingKey, Timestamp,
 };
 
 use crate::{
@@ -407,11 +406,8 @@ impl CloseStore for DynamoStore {
         }
     }
 
-    async fn close_request(&self, id: &CloseRequestId) -> Result<Option<(CloseRequest, Vec<Order>)>, StoreError> {
-        Ok(self
-            .load(&AggregateKey::CloseRequest(*id))
-            .await?
-            .and_then(|(_, agg)| Some((agg.latest_close_request?, agg.orders))))
+    async fn aggregate(&self, key: &AggregateKey) -> Result<Option<PositionAggregate>, StoreError> {
+        Ok(self.load(key).await?.map(|(_, agg)| agg))
     }
 
     async fn apply_order_update(&self, update: &OrderUpdate, now: Timestamp) -> Result<UpdateResult, StoreError> {

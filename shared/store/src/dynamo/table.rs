@@ -136,13 +136,3 @@ pub async fn create_table(client: &Client, name: &str, spec: &TableSpec) -> Resu
     }
     Err(StoreError::Backend(format!("table {name} did not become active")))
 }
-
-pub async fn delete_table(client: &Client, name: &str) -> Result<(), StoreError> {
-    client
-        .delete_table()
-        .table_name(name)
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| StoreError::Backend(format!("delete table {name}: {e}")))
-}
