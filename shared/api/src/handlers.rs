@@ -111,11 +111,7 @@ pub async fn put_position(
     let access = caller(&app.auth, &headers, &ext)?;
     let id = position_id(&raw)?;
     let cmd = parse_position_body(id, &body, access, app.clock.now())?;
-    let outcome = app
-        .store
-        .register_position(&cmd)
-        .await
-        .map_err(|e| ApiError::from_store(e, app.config.retry_after_ms))?;
+    let outcome = app.store.register_position(&cmd).await.map_err(app.store_error())?;
     match outcome {
         Ok(RegisterDecision::Created(p)) => {
             tracing::info!(position_id = %p.id, "position registered");
@@ -148,12 +144,7 @@ pub async fn get_position(
 ) -> ApiResult {
     let access = caller(&app.auth, &headers, &ext)?;
     let id = position_id(&raw)?;
-    match app
-        .store
-        .position(&id)
-        .await
-        .map_err(|e| ApiError::from_store(e, app.config.retry_after_ms))?
-    {
+    match app.store.position(&id).await.map_err(app.store_error())? {
         Some(p) if !access.allows(&p.account_id) => Err(forbidden()),
         Some(p) => Ok(Json(views::position(&p)).into_response()),
         None => Err(ApiError::new(
@@ -223,11 +214,7 @@ pub async fn close_position(
         access,
         now: app.clock.now(),
     };
-    let outcome = app
-        .store
-        .open_close_request(&cmd)
-        .await
-        .map_err(|e| ApiError::from_store(e, app.config.retry_after_ms))?;
+    let outcome = app.store.open_close_request(&cmd).await.map_err(app.store_error())?;
     let poll = app.config.poll_interval_ms;
     match outcome {
         CloseOutcome::Created {
@@ -269,7 +256,7 @@ pub async fn get_close_request(
         .store
         .aggregate(&AggregateKey::CloseRequest(id))
         .await
-        .map_err(|e| ApiError::from_store(e, app.config.retry_after_ms))?;
+        .map_err(app.store_error())?;
     match found.and_then(|agg| Some((agg.latest_close_request?, agg.orders, agg.position.account_id))) {
         Some((_, _, account)) if !access.allows(&account) => Err(forbidden()),
         Some((cr, orders, _)) => Ok(Json(views::close_request(&cr, &orders)).into_response()),
@@ -313,7 +300,7 @@ pub async fn broker_webhook(State(app): State<AppState>, headers: HeaderMap, bod
     tracing::Span::current().record("client_order_id", tracing::field::display(&update.client_order_id));
     let result = closeflow_pipeline::apply_broker_update(app.store.as_ref(), &update, app.clock.now())
         .await
-        .map_err(|e| ApiError::from_store(e, app.config.retry_after_ms))?;
+        .map_err(app.store_error())?;
     Ok(match result {
         UpdateResult::Applied {
             position_status,

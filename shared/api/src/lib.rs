@@ -47,6 +47,12 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Maps a store failure to the API's answer (busy -> 409 with this state's retry hint).
+    pub fn store_error(&self) -> impl Fn(closeflow_store::StoreError) -> ApiError {
+        let retry_after_ms = self.config.retry_after_ms;
+        move |e| ApiError::from_store(e, retry_after_ms)
+    }
+
     pub fn new(store: Arc<dyn CloseStore>) -> Self {
         AppState {
             store,
