@@ -262,6 +262,7 @@ async fn reconciler_scaling(rows: &mut Vec<Row>, backend: Backend, totals: &[usi
         read.push(r.items_read);
         let name = match backend {
             Backend::Embedded => "embedded",
+            Backend::Sqlite => "SQLite",
             Backend::DynamoDb => "DynamoDB/moto",
         };
         rows.push(Row {

@@ -13,11 +13,11 @@ use axum::http::{HeaderMap, Method, Request};
 use axum::Router;
 use chrono::TimeZone;
 use closeflow_api::{router, AppState, ManualClock};
-use closeflow_domain::{CloseCommand, Position, PositionAggregate, PositionId, RegisterPosition};
-use closeflow_store::dynamo::{codec, table};
+use closeflow_domain::{CloseCommand, OrderUpdate, PositionAggregate, PositionId, RegisterPosition, RoutingKey, Timestamp};
+use closeflow_store::dynamo::table;
 use closeflow_store::{
-    AggregateKey, CloseOutcome, CloseStore, DynamoStore, MemoryStore, Modified, ModifyFn, RegisterOutcome,
-    RoundTripCounter, StoreError,
+    Backend as StoreBackend, CloseOutcome, CloseStore, Conflict, DynamoStore, Listed, MemoryStore, RegisterOutcome,
+    RoundTripCounter, SqliteStore, StoreError, UpdateResult, WorkList, Write,
 };
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -31,50 +31,64 @@ pub mod template;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// The in-memory store.
     Embedded,
+    /// The SQLite store in a fresh database file.
+    Sqlite,
     DynamoDb,
 }
 
-pub(crate) enum Seeder {
-    Memory(Arc<MemoryStore>),
-    Dynamo {
-        client: aws_sdk_dynamodb::Client,
-        table: String,
-    },
+/// A fresh, uniquely named SQLite database file (tests run in parallel).
+pub fn temp_db_path() -> String {
+    std::env::temp_dir()
+        .join(format!("closeflow-test-{}.db", uuid::Uuid::new_v4().simple()))
+        .to_string_lossy()
+        .into_owned()
 }
 
-impl Seeder {
-    pub(crate) async fn put(&self, agg: PositionAggregate) {
-        match self {
-            Seeder::Memory(m) => m.insert_aggregate(agg),
-            Seeder::Dynamo { client, table } => {
-                client
-                    .put_item()
-                    .table_name(table)
-                    .set_item(Some(codec::aggregate_item(&agg)))
-                    .send()
-                    .await
-                    .expect("seed item");
-            }
-        }
-    }
+/// Stores an aggregate as given (over whatever is there): fixtures for states the API
+/// cannot reach on its own. Goes through the store's own primitives, on every backend.
+pub async fn seed(store: &dyn CloseStore, agg: PositionAggregate) {
+    let current = store
+        .load(RoutingKey::of(&agg.position.id))
+        .await
+        .expect("load for seeding");
+    let write = match current {
+        None => Write::Create(agg),
+        Some(c) => Write::Put {
+            next: agg,
+            expected: c.position.version,
+        },
+    };
+    store.commit(&[write]).await.expect("store").expect("seed write");
 }
 
 /// Wraps a store and makes its next N close attempts fail with `Contention`, which is how
-/// DynamoDB answers a write that collides with a transaction or is throttled. Both
-/// backends sit behind it, so the API's handling of contention is tested on each.
+/// DynamoDB answers a write that collides with a transaction or is throttled. Every
+/// backend sits behind it, so the API's handling of contention is tested on each.
 pub struct FaultInjectingStore {
     inner: Arc<dyn CloseStore>,
     contention_left: AtomicU32,
 }
 
 #[async_trait]
+impl StoreBackend for FaultInjectingStore {
+    async fn load(&self, routing: RoutingKey) -> Result<Option<PositionAggregate>, StoreError> {
+        self.inner.load(routing).await
+    }
+    async fn commit(&self, writes: &[Write]) -> Result<Result<(), Conflict>, StoreError> {
+        self.inner.commit(writes).await
+    }
+    async fn work_list(&self, list: WorkList, since: Timestamp, limit: usize) -> Result<Listed, StoreError> {
+        self.inner.work_list(list, since, limit).await
+    }
+}
+
+/// Every protocol step goes to the wrapped store, so its own fast paths are the ones tested.
+#[async_trait]
 impl CloseStore for FaultInjectingStore {
     async fn register_position(&self, cmd: &RegisterPosition) -> Result<RegisterOutcome, StoreError> {
         self.inner.register_position(cmd).await
-    }
-    async fn position(&self, id: &PositionId) -> Result<Option<Position>, StoreError> {
-        self.inner.position(id).await
     }
     async fn open_close_request(&self, cmd: &CloseCommand) -> Result<CloseOutcome, StoreError> {
         let injected = self
@@ -86,29 +100,8 @@ impl CloseStore for FaultInjectingStore {
         }
         self.inner.open_close_request(cmd).await
     }
-    async fn aggregate(&self, key: &AggregateKey) -> Result<Option<PositionAggregate>, StoreError> {
-        self.inner.aggregate(key).await
-    }
-    async fn modify(&self, key: &AggregateKey, f: &ModifyFn<'_>) -> Result<Option<Modified>, StoreError> {
-        self.inner.modify(key, f).await
-    }
-    async fn apply_order_update(
-        &self,
-        update: &closeflow_domain::OrderUpdate,
-        now: closeflow_domain::Timestamp,
-    ) -> Result<closeflow_store::UpdateResult, StoreError> {
+    async fn apply_order_update(&self, update: &OrderUpdate, now: Timestamp) -> Result<UpdateResult, StoreError> {
         self.inner.apply_order_update(update, now).await
-    }
-    async fn work_list(
-        &self,
-        list: closeflow_store::WorkList,
-        since: closeflow_domain::Timestamp,
-        limit: usize,
-    ) -> Result<closeflow_store::Listed, StoreError> {
-        self.inner.work_list(list, since, limit).await
-    }
-    async fn delete_if_unchanged(&self, id: &PositionId, version: u64) -> Result<bool, StoreError> {
-        self.inner.delete_if_unchanged(id, version).await
     }
 }
 
@@ -119,7 +112,6 @@ pub struct TestApp {
     /// DynamoDB round trips so far (DynamoDB backend only).
     pub round_trips: Option<RoundTripCounter>,
     faults: Arc<FaultInjectingStore>,
-    seeder: Seeder,
 }
 
 #[derive(Debug, Clone)]
@@ -170,11 +162,9 @@ pub fn unique_table_name() -> String {
 impl TestApp {
     pub async fn new(backend: Backend) -> TestApp {
         init_test_logging();
-        let (store, seeder, round_trips): (Arc<dyn CloseStore>, Seeder, _) = match backend {
-            Backend::Embedded => {
-                let m = Arc::new(MemoryStore::new());
-                (m.clone(), Seeder::Memory(m), None)
-            }
+        let (store, round_trips): (Arc<dyn CloseStore>, _) = match backend {
+            Backend::Embedded => (Arc::new(MemoryStore::new()), None),
+            Backend::Sqlite => (Arc::new(SqliteStore::open(&temp_db_path()).expect("sqlite")), None),
             Backend::DynamoDb => {
                 let counter = RoundTripCounter::default();
                 let client = dynamo_client(counter.clone()).await;
@@ -182,8 +172,7 @@ impl TestApp {
                 table::create_table(&client, &name, &template::table_spec())
                     .await
                     .expect("create test table");
-                let store = Arc::new(DynamoStore::new(client.clone(), name.clone()));
-                (store, Seeder::Dynamo { client, table: name }, Some(counter))
+                (Arc::new(DynamoStore::new(client, name)), Some(counter))
             }
         };
         let faults = Arc::new(FaultInjectingStore {
@@ -200,7 +189,6 @@ impl TestApp {
             clock,
             round_trips,
             faults,
-            seeder,
         }
     }
 
@@ -211,7 +199,7 @@ impl TestApp {
 
     /// Writes an aggregate directly, for states the API cannot produce in this version.
     pub async fn seed(&self, agg: PositionAggregate) {
-        self.seeder.put(agg).await
+        seed(self.faults.as_ref(), agg).await
     }
 
     pub fn round_trips(&self) -> u64 {

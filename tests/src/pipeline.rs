@@ -15,10 +15,10 @@ use closeflow_pipeline::{
     cleanup_once, reconcile_once, CleanupReport, EventSink, ReconcileConfig, ReconcileReport, RecordingSink,
 };
 use closeflow_pipeline::{
-    Broker, ChangeFeed, Driver, MemoryFeed, MemoryQueue, OrderQueue, QueueConsumer, SimScenarios, SimulatedBroker,
+    Broker, ChangeFeed, Driver, LogFeed, MemoryQueue, OrderQueue, QueueConsumer, SimScenarios, SimulatedBroker,
 };
 use closeflow_store::dynamo::table;
-use closeflow_store::{AggregateKey, CloseStore, DynamoStore, MemoryStore, RoundTripCounter};
+use closeflow_store::{AggregateKey, CloseStore, DynamoStore, MemoryStore, RoundTripCounter, SqliteStore};
 use serde_json::Value;
 
 use crate::{call, start_time, unique_table_name, Backend, Reply};
@@ -34,7 +34,6 @@ pub struct PipelineApp {
     pub driver: Driver,
     pub round_trips: Option<RoundTripCounter>,
     events: Events,
-    seeder: crate::Seeder,
 }
 
 /// Where the harness reads published events back: a recorder (embedded), or the SQS queue
@@ -67,17 +66,22 @@ impl PipelineApp {
     pub async fn with_broker(backend: Backend, scenarios: &str, layer: Option<BrokerLayer>) -> PipelineApp {
         crate::init_test_logging();
         let clock = Arc::new(ManualClock::new(start_time()));
-        let seeder;
         let sink;
         let (store, feed, producer, consumer, round_trips): Wiring = match backend {
             Backend::Embedded => {
                 let store = Arc::new(MemoryStore::new());
-                let feed = Arc::new(MemoryFeed::new(store.changes()));
+                let feed = Arc::new(LogFeed::new(store.clone()));
                 let queue = Arc::new(MemoryQueue::new());
                 let recorder = Arc::new(RecordingSink::default());
-                seeder = Some(crate::Seeder::Memory(store.clone()));
                 sink = Some((recorder.clone() as Arc<dyn EventSink>, Events::Recorded(recorder)));
                 (store, feed, queue.clone(), queue, None)
+            }
+            Backend::Sqlite => {
+                let store = Arc::new(SqliteStore::open(&crate::temp_db_path()).expect("sqlite"));
+                let feed = Arc::new(LogFeed::new(store.clone()));
+                let recorder = Arc::new(RecordingSink::default());
+                sink = Some((recorder.clone() as Arc<dyn EventSink>, Events::Recorded(recorder)));
+                (store.clone(), feed, store.clone(), store, None)
             }
             Backend::DynamoDb => {
                 let counter = RoundTripCounter::default();
@@ -137,10 +141,6 @@ impl PipelineApp {
                     .send()
                     .await
                     .expect("target");
-                seeder = Some(crate::Seeder::Dynamo {
-                    client: client.clone(),
-                    table: name.clone(),
-                });
                 sink = Some((
                     Arc::new(EventBridgeSink::new(eb, &name)) as Arc<dyn EventSink>,
                     Events::Bus {
@@ -193,13 +193,12 @@ impl PipelineApp {
             driver,
             round_trips,
             events,
-            seeder: seeder.expect("set per backend"),
         }
     }
 
     /// Writes an aggregate directly (states the API cannot produce on purpose).
     pub async fn seed(&self, agg: PositionAggregate) {
-        self.seeder.put(agg).await
+        crate::seed(self.store.as_ref(), agg).await
     }
 
     /// Detail types of every event published so far, in publication order.

@@ -257,9 +257,10 @@ pub async fn get_close_request(
         .aggregate(&AggregateKey::CloseRequest(id))
         .await
         .map_err(app.store_error())?;
-    match found.and_then(|agg| Some((agg.latest_close_request?, agg.orders, agg.position.account_id))) {
-        Some((_, _, account)) if !access.allows(&account) => Err(forbidden()),
-        Some((cr, orders, _)) => Ok(Json(views::close_request(&cr, &orders)).into_response()),
+    let found = found.as_ref().and_then(|agg| Some((agg.close_request(&id)?, &agg.position.account_id)));
+    match found {
+        Some((_, account)) if !access.allows(account) => Err(forbidden()),
+        Some(((cr, orders), _)) => Ok(Json(views::close_request(cr, orders)).into_response()),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "close_request_not_found",

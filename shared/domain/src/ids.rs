@@ -102,7 +102,7 @@ impl fmt::Display for IdempotencyKey {
 /// its position with one strongly consistent read or one conditional write. Two position
 /// ids with the same routing key cannot both be registered (the second is refused as a
 /// collision; about 1 in 2^60 per pair), so a routing key always means one position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RoutingKey(u64);
 
 const ROUTING_BITS: u32 = 60;
@@ -115,9 +115,16 @@ impl RoutingKey {
         RoutingKey(u64::from_be_bytes(first) >> (64 - ROUTING_BITS))
     }
 
+    pub const MIN: RoutingKey = RoutingKey(0);
+
     /// 15 hex digits.
     pub fn to_hex(&self) -> String {
         format!("{:015x}", self.0)
+    }
+
+    /// The key as a number (it fits in 60 bits, so also in a signed 64-bit column).
+    pub fn value(&self) -> u64 {
+        self.0
     }
 }
 

@@ -27,7 +27,7 @@ pub use lifecycle::{
     apply_order_update, intent_for, outbox_message, record_submission, Applied, OrderIntent, SubmitAnswer,
     SubmitRequest,
 };
-pub use model::{AssetType, CloseRequest, IdempotencyRecord, Position, PositionAggregate, Side};
+pub use model::{AssetType, CloseRequest, IdempotencyRecord, PastClose, Position, PositionAggregate, Side};
 pub use order::{merge_order_update, ClientOrderId, Ignored, Merge, Order, OrderStatus, OrderUpdate};
 pub use quantity::{DecimalError, Quantity};
 pub use reconcile::{after_lookup, attention_since, expire, expiry_at, reconcile, Alert, Due, Expire, Lookup, Policy};

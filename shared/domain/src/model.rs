@@ -124,6 +124,17 @@ pub struct PositionAggregate {
     pub orders: Vec<crate::order::Order>,
     /// The last thing a human should know about (published once, from the stream).
     pub last_alert: Option<crate::reconcile::Alert>,
+    /// Earlier close requests of this position (each ended before the next began), with
+    /// their orders: a replay of an old Idempotency-Key and a poll of an old close request
+    /// must still find what happened. Cleanup drops them after retention.
+    pub history: Vec<PastClose>,
+}
+
+/// A superseded close request and the orders it placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PastClose {
+    pub close_request: CloseRequest,
+    pub orders: Vec<crate::order::Order>,
 }
 
 impl PositionAggregate {
@@ -134,6 +145,18 @@ impl PositionAggregate {
             latest_close_request: None,
             orders: Vec::new(),
             last_alert: None,
+            history: Vec::new(),
         }
+    }
+
+    /// A close request of this position, latest or past, with its orders.
+    pub fn close_request(&self, id: &CloseRequestId) -> Option<(&CloseRequest, &[crate::order::Order])> {
+        if let Some(cr) = self.latest_close_request.as_ref().filter(|c| c.id == *id) {
+            return Some((cr, &self.orders));
+        }
+        self.history
+            .iter()
+            .find(|p| p.close_request.id == *id)
+            .map(|p| (&p.close_request, p.orders.as_slice()))
     }
 }

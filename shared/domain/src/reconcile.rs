@@ -81,7 +81,13 @@ pub fn expiry_at(agg: &PositionAggregate, retention: TimeDelta) -> Option<Timest
         .filter(|c| c.status.is_terminal())
         .and_then(|c| c.completed_at);
     let oldest_key = agg.idempotency.values().map(|r| r.created_at).min();
-    finished.into_iter().chain(oldest_key).min().map(|t| t + retention)
+    let oldest_past = agg.history.iter().filter_map(|p| p.close_request.completed_at).min();
+    finished
+        .into_iter()
+        .chain(oldest_key)
+        .chain(oldest_past)
+        .min()
+        .map(|t| t + retention)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +124,9 @@ pub fn expire(agg: &PositionAggregate, now: Timestamp, retention: TimeDelta) -> 
         next.latest_close_request = None;
         next.orders.clear();
     }
+    // A past close without a completion time is kept: it cannot be aged safely.
+    next.history
+        .retain(|p| p.close_request.completed_at.is_none_or(|t| t > cutoff));
     if next == *agg {
         return Expire::Nothing;
     }

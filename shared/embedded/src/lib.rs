@@ -1,6 +1,6 @@
 //! The embedded single-process stack: the same router, store semantics and pipeline code
-//! as in AWS, wired in-process. The memory store's change feed stands in for the DynamoDB
-//! stream, an in-process FIFO queue for SQS, and the simulated broker reports fills
+//! as in AWS, wired in-process. The store's change log (SQLite's outbox table) stands in
+//! for the DynamoDB stream, a durable FIFO queue in the same file for SQS, and the simulated broker reports fills
 //! through the real webhook route with real signatures.
 
 pub mod invoke;
@@ -12,8 +12,10 @@ use axum::body::Body;
 use axum::http::Request;
 use axum::Router;
 use closeflow_api::{router, AppState, Clock};
-use closeflow_pipeline::{Driver, LogSink, MemoryFeed, MemoryQueue, SimScenarios, SimulatedBroker, WebhookSink};
-use closeflow_store::MemoryStore;
+use closeflow_pipeline::{
+    Driver, LogFeed, LogSink, MemoryQueue, OrderQueue, QueueConsumer, SimScenarios, SimulatedBroker, WebhookSink,
+};
+use closeflow_store::{ChangeLog, CloseStore, MemoryStore, SqliteStore, StoreError};
 use tower::ServiceExt;
 
 /// Delivers the simulated broker's webhook calls to the router, exactly as HTTP would.
@@ -35,7 +37,39 @@ impl WebhookSink for RouterSink {
     }
 }
 
+/// Where the embedded stack keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// Nothing survives the process (`CLOSEFLOW_DB=:memory:`).
+    Memory,
+    /// A SQLite database file: positions, close requests, idempotency keys, the outbox and
+    /// the order queue survive restarts and crashes.
+    Sqlite(String),
+}
+
+/// The default database file, under the project root.
+pub const DEFAULT_DB: &str = ".closeflow/closeflow.db";
+
+impl Storage {
+    /// `CLOSEFLOW_DB`: a file path (default [`DEFAULT_DB`]) or `:memory:`.
+    pub fn from_env() -> Storage {
+        match std::env::var("CLOSEFLOW_DB") {
+            Ok(v) if v == ":memory:" => Storage::Memory,
+            Ok(v) if !v.is_empty() => Storage::Sqlite(v),
+            _ => Storage::Sqlite(DEFAULT_DB.into()),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Storage::Memory => "in-memory store: nothing survives a restart".into(),
+            Storage::Sqlite(path) => format!("SQLite store at {path}"),
+        }
+    }
+}
+
 pub struct StackConfig {
+    pub storage: Storage,
     pub scenarios: SimScenarios,
     pub webhook_secret: Vec<u8>,
     pub clock: Arc<dyn Clock>,
@@ -44,16 +78,38 @@ pub struct StackConfig {
 
 pub struct Stack {
     pub router: Router,
-    pub store: Arc<MemoryStore>,
+    pub store: Arc<dyn CloseStore>,
     pub broker: Arc<SimulatedBroker>,
-    pub queue: Arc<MemoryQueue>,
     pub driver: Driver,
 }
 
+type Wiring = (
+    Arc<dyn CloseStore>,
+    Arc<dyn ChangeLog>,
+    Arc<dyn OrderQueue>,
+    Arc<dyn QueueConsumer>,
+);
+
+/// The store with its change log and order queue: in memory, or all three in one SQLite
+/// file so a restart resumes exactly where the process stopped.
+fn wiring(storage: &Storage) -> Result<Wiring, StoreError> {
+    Ok(match storage {
+        Storage::Memory => {
+            let store = Arc::new(MemoryStore::new());
+            let queue = Arc::new(MemoryQueue::new());
+            (store.clone(), store, queue.clone(), queue)
+        }
+        Storage::Sqlite(path) => {
+            let store = Arc::new(SqliteStore::open(path)?);
+            (store.clone(), store.clone(), store.clone(), store)
+        }
+    })
+}
+
 impl Stack {
-    pub fn new(cfg: StackConfig) -> Stack {
-        let store = Arc::new(MemoryStore::new());
-        let feed = Arc::new(MemoryFeed::new(store.changes()));
+    pub fn new(cfg: StackConfig) -> Result<Stack, StoreError> {
+        let (store, log, producer, consumer) = wiring(&cfg.storage)?;
+        let feed = Arc::new(LogFeed::new(log));
         let sim = Arc::new(SimulatedBroker::new(
             cfg.scenarios,
             &cfg.webhook_secret,
@@ -65,23 +121,21 @@ impl Stack {
         state.auth = cfg.auth;
         let router = router(state);
         sim.connect(Arc::new(RouterSink(router.clone())));
-        let queue = Arc::new(MemoryQueue::new());
         let driver = Driver {
             store: store.clone(),
             broker: sim.clone(),
             sim: Some(sim.clone()),
             clock: cfg.clock,
             feed,
-            producer: queue.clone(),
-            consumer: queue.clone(),
+            producer,
+            consumer,
             events: Arc::new(LogSink),
         };
-        Stack {
+        Ok(Stack {
             router,
             store,
             broker: sim,
-            queue,
             driver,
-        }
+        })
     }
 }

@@ -1,11 +1,12 @@
-//! `make run`: the embedded single-process closeflow stack. In-memory store, the same
-//! router as the Lambda function, the order pipeline and the simulated broker.
+//! `make run`: the embedded single-process closeflow stack. A durable SQLite store
+//! (`CLOSEFLOW_DB`), the same router as the Lambda function, the order pipeline and the
+//! simulated broker.
 
 use std::sync::Arc;
 
 use closeflow_api::auth::{parse_api_tokens, Auth};
 use closeflow_api::SystemClock;
-use closeflow_embedded::{Stack, StackConfig};
+use closeflow_embedded::{Stack, StackConfig, Storage};
 use closeflow_pipeline::config::{reconcile_config_from_env, timers_from_env};
 use closeflow_pipeline::{cleanup_once, reconcile_once, SimScenarios};
 
@@ -42,12 +43,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             parse_api_tokens(&format!("{DEV_TOKEN}=*"))?
         }
     };
+    let storage = Storage::from_env();
     let stack = Stack::new(StackConfig {
+        storage: storage.clone(),
         auth: Auth::Tokens(Arc::new(tokens)),
         scenarios,
         webhook_secret: secret.into_bytes(),
         clock: Arc::new(SystemClock),
-    });
+    })
+    .map_err(|e| format!("cannot open the store ({}): {e}", storage.describe()))?;
     let cfg = reconcile_config_from_env()?;
     let (reconcile_every, cleanup_every) = timers_from_env()?;
     let p = &cfg.policy;
@@ -84,8 +88,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(async move { stack.driver.run(std::time::Duration::from_millis(20)).await });
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!(
-        "closeflow embedded stack ready on http://{} (in-memory store, simulated broker{}; Ctrl-C to stop)",
+        "closeflow embedded stack ready on http://{} ({}, simulated broker{}; Ctrl-C to stop)",
         listener.local_addr()?,
+        storage.describe(),
         if spec.is_empty() {
             String::new()
         } else {

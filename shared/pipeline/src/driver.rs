@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use closeflow_store::{Change, CloseStore};
-use tokio::sync::{mpsc, Mutex};
+use closeflow_store::{Change, ChangeLog, CloseStore, SqliteStore};
+use tokio::sync::Mutex;
 
 use crate::broker::Broker;
 use crate::clock::Clock;
@@ -27,8 +27,15 @@ pub struct FeedError(pub String);
 /// Committed changes of position aggregates (the table's stream), oldest first.
 #[async_trait]
 pub trait ChangeFeed: Send + Sync {
-    /// Everything committed since the previous call; empty when nothing is new.
+    /// Committed changes not yet handled, oldest first; empty when nothing is new.
     async fn next_batch(&self) -> Result<Vec<Change>, FeedError>;
+
+    /// The first `count` changes of the last batch are handled: they are not read again.
+    /// The rest come back in the next batch. (A stream's position moves on read: nothing
+    /// to record.)
+    async fn handled(&self, _count: usize) -> Result<(), FeedError> {
+        Ok(())
+    }
 }
 
 /// A received queue message and the handle needed to delete or release it.
@@ -47,24 +54,44 @@ pub trait QueueConsumer: Send + Sync {
     async fn release(&self, d: &Delivery) -> Result<(), QueueError>;
 }
 
-/// The memory store's change feed as a [`ChangeFeed`].
-pub struct MemoryFeed(Mutex<mpsc::UnboundedReceiver<Change>>);
+/// A store's change log (outbox) as a [`ChangeFeed`]: a change is acknowledged only once
+/// it is handled, so after a crash the driver resumes at the first unhandled change.
+pub struct LogFeed {
+    log: Arc<dyn ChangeLog>,
+    /// Sequence numbers of the last batch, in order.
+    last: Mutex<Vec<u64>>,
+}
 
-impl MemoryFeed {
-    pub fn new(rx: mpsc::UnboundedReceiver<Change>) -> Self {
-        MemoryFeed(Mutex::new(rx))
+/// Changes read per batch.
+const FEED_BATCH: usize = 500;
+
+impl LogFeed {
+    pub fn new(log: Arc<dyn ChangeLog>) -> Self {
+        LogFeed {
+            log,
+            last: Mutex::new(Vec::new()),
+        }
     }
 }
 
 #[async_trait]
-impl ChangeFeed for MemoryFeed {
+impl ChangeFeed for LogFeed {
     async fn next_batch(&self) -> Result<Vec<Change>, FeedError> {
-        let mut rx = self.0.lock().await;
-        let mut out = Vec::new();
-        while let Ok(c) = rx.try_recv() {
-            out.push(c);
+        let batch = self
+            .log
+            .unacknowledged(FEED_BATCH)
+            .await
+            .map_err(|e| FeedError(e.to_string()))?;
+        *self.last.lock().await = batch.iter().map(|s| s.seq).collect();
+        Ok(batch.into_iter().map(|s| s.change).collect())
+    }
+
+    async fn handled(&self, count: usize) -> Result<(), FeedError> {
+        let last = self.last.lock().await;
+        match count.checked_sub(1).and_then(|i| last.get(i)) {
+            Some(seq) => self.log.acknowledge(*seq).await.map_err(|e| FeedError(e.to_string())),
+            None => Ok(()),
         }
-        Ok(out)
     }
 }
 
@@ -85,7 +112,8 @@ pub struct Driver {
 const RELAY_ATTEMPTS: usize = 3;
 
 impl Driver {
-    /// Relays every change the feed has; returns how many changes it saw.
+    /// Relays the changes the feed has, in order, stopping at the first one the queue will
+    /// not take (it comes back next time: nothing is skipped); returns how many it handled.
     pub async fn relay_changes(&self) -> usize {
         let batch = match self.feed.next_batch().await {
             Ok(b) => b,
@@ -94,13 +122,14 @@ impl Driver {
                 return 0;
             }
         };
-        for change in &batch {
+        let mut handled = 0;
+        'changes: for change in &batch {
             for attempt in 1..=RELAY_ATTEMPTS {
                 match relay(self.producer.as_ref(), change.before.as_ref(), &change.after).await {
                     Ok(_) => break,
                     Err(e) if attempt == RELAY_ATTEMPTS => {
-                        // The reconciler recovers pending requests whose message was lost.
-                        tracing::error!(error = %e, position_id = %change.after.position.id, "outbox relay gave up")
+                        tracing::error!(error = %e, position_id = %change.after.position.id, "outbox relay failed; will retry");
+                        break 'changes;
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
@@ -111,8 +140,14 @@ impl Driver {
                     tracing::error!(error = %e, position_id = %change.after.position.id, "events not published");
                 }
             }
+            handled += 1;
         }
-        batch.len()
+        if let Err(e) = self.feed.handled(handled).await {
+            // Not acknowledged: the same changes are relayed again, and the queue's
+            // deduplication drops the repeats.
+            tracing::warn!(error = %e, "change feed acknowledgement failed");
+        }
+        handled
     }
 
     /// Submits one delivery; true when it is done with (acked), false when released.
@@ -204,5 +239,49 @@ impl QueueConsumer for MemoryQueue {
 
     async fn release(&self, d: &Delivery) -> Result<(), QueueError> {
         self.redeliver(d.message.clone())
+    }
+}
+
+/// The SQLite store's durable queue as the order queue: a relayed message survives a
+/// restart until the submitter has handled it.
+#[async_trait]
+impl OrderQueue for SqliteStore {
+    async fn send(&self, msg: &QueueMessage) -> Result<(), QueueError> {
+        self.enqueue(&msg.group_id, &msg.dedup_id, &msg.body)
+            .map(|_| ())
+            .map_err(|e| QueueError::Unavailable(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl QueueConsumer for SqliteStore {
+    async fn receive(&self) -> Result<Vec<Delivery>, QueueError> {
+        let rows = self
+            .queued(FEED_BATCH)
+            .map_err(|e| QueueError::Unavailable(e.to_string()))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Delivery {
+                receipt: r.seq.to_string(),
+                message: QueueMessage {
+                    group_id: r.group_id,
+                    dedup_id: r.dedup_id,
+                    body: r.body,
+                },
+            })
+            .collect())
+    }
+
+    async fn ack(&self, d: &Delivery) -> Result<(), QueueError> {
+        let seq = d
+            .receipt
+            .parse()
+            .map_err(|_| QueueError::BadMessage(format!("receipt `{}`", d.receipt)))?;
+        self.dequeue(seq).map_err(|e| QueueError::Unavailable(e.to_string()))
+    }
+
+    /// Not handled: it stays queued and comes back on the next receive.
+    async fn release(&self, _d: &Delivery) -> Result<(), QueueError> {
+        Ok(())
     }
 }

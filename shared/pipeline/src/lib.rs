@@ -16,7 +16,7 @@ pub mod webhook;
 
 pub use broker::{Broker, BrokerError, BrokerOrder};
 pub use clock::{Clock, ManualClock, RandomSource, SystemClock, SystemRandom};
-pub use driver::{ChangeFeed, Delivery, Driver, FeedError, MemoryFeed, QueueConsumer};
+pub use driver::{ChangeFeed, Delivery, Driver, FeedError, LogFeed, QueueConsumer};
 pub use events::{EventError, EventSink, LogSink, RecordingSink};
 pub use queue::{MemoryQueue, OrderQueue, QueueError, QueueMessage};
 pub use reconciler::{cleanup_once, reconcile_once, CleanupReport, ReconcileConfig, ReconcileReport};

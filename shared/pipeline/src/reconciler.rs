@@ -1,8 +1,8 @@
 //! The scheduled jobs: the reconciler (seed 000 §7, §9) and the cleaner (§8). Each run reads
 //! only its work list (a sparse index), does bounded work, and leaves the rest for the next.
 
-use closeflow_domain::{after_lookup, expire, reconcile, Applied, Due, Expire, Lookup, Policy};
-use closeflow_store::{AggregateKey, CloseStore, StoreError, WorkList};
+use closeflow_domain::{after_lookup, expire, reconcile, Due, Expire, Lookup, Policy};
+use closeflow_store::{modify, AggregateKey, CloseStore, Step, StoreError, WorkList};
 
 use crate::broker::{Broker, BrokerError};
 use crate::clock::Clock;
@@ -74,12 +74,14 @@ pub async fn reconcile_once(
             Due::Nothing => {}
             Due::Change(_) => {
                 // Re-decided on the freshly loaded aggregate inside the conditional write.
-                let m = store
-                    .modify(&key, &|cur| match reconcile(cur, now, policy) {
+                let m = modify(store, &key, |cur| Step {
+                    write: match reconcile(cur, now, policy) {
                         Ok(Due::Change(next)) => Some(*next),
                         _ => None,
-                    })
-                    .await?;
+                    },
+                    decision: (),
+                })
+                .await?;
                 report.changed += usize::from(m.is_some_and(|m| m.after.is_some()));
             }
             Due::Lookup {
@@ -100,15 +102,10 @@ pub async fn reconcile_once(
                         continue;
                     }
                 };
-                let m = store
-                    .modify(
-                        &key,
-                        &|cur| match after_lookup(cur, &client_order_id, zombie, &answer, now, policy) {
-                            Ok(Applied::Changed(next)) => Some(*next),
-                            _ => None,
-                        },
-                    )
-                    .await?;
+                let m = modify(store, &key, |cur| {
+                    Step::applied(after_lookup(cur, &client_order_id, zombie, &answer, now, policy))
+                })
+                .await?;
                 report.changed += usize::from(m.is_some_and(|m| m.after.is_some()));
             }
         }
@@ -155,12 +152,14 @@ pub async fn cleanup_once(
             }
             Expire::Rewrite(_) => {
                 let key = AggregateKey::Position(agg.position.id.clone());
-                let m = store
-                    .modify(&key, &|cur| match expire(cur, now, retention) {
+                let m = modify(store, &key, |cur| Step {
+                    write: match expire(cur, now, retention) {
                         Expire::Rewrite(next) => Some(*next),
                         _ => None,
-                    })
-                    .await?;
+                    },
+                    decision: (),
+                })
+                .await?;
                 report.trimmed += usize::from(m.is_some_and(|m| m.after.is_some()));
             }
         }

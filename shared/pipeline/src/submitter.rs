@@ -1,6 +1,6 @@
 //! The submitter: one queue message -> at most one order at the broker for that attempt.
 
-use closeflow_domain::{intent_for, record_submission, Applied, OrderStatus, SubmitAnswer, SubmitRequest};
+use closeflow_domain::{intent_for, record_submission, OrderStatus, SubmitAnswer, SubmitRequest};
 use closeflow_store::{AggregateKey, CloseStore, StoreError};
 
 use crate::broker::{Broker, BrokerError};
@@ -59,12 +59,10 @@ pub async fn submit(
         }
     };
     let now = clock.now();
-    store
-        .modify(&key, &|agg| match record_submission(agg, req, &answer, now) {
-            Ok(Applied::Changed(next)) => Some(*next),
-            _ => None,
-        })
-        .await?;
+    closeflow_store::modify(store, &key, |agg| {
+        closeflow_store::Step::applied(record_submission(agg, req, &answer, now))
+    })
+    .await?;
     Ok(match answer {
         SubmitAnswer::Accepted(_) => {
             tracing::info!(client_order_id = %intent.client_order_id, "close order placed");

@@ -1,23 +1,32 @@
-//! The store port for positions and close requests, with two adapters of identical
-//! semantics: [`MemoryStore`] (embedded stack, fast tests) and [`DynamoStore`] (AWS, moto).
+//! The store of position aggregates: one protocol ([`CloseStore`]) written once over a
+//! few primitives ([`Backend`]) that each adapter provides — [`MemoryStore`] (tests, and
+//! `CLOSEFLOW_DB=:memory:`), [`SqliteStore`] (the durable embedded stack) and
+//! [`DynamoStore`] (AWS, moto).
 //!
-//! Both adapters keep a position, the idempotency keys used on it and its latest close
-//! request together in one record, so that phase 1 of a close (seed 000 §4) is a single
-//! atomic conditional write, and both classify outcomes with the same pure domain
-//! functions ([`decide_close`], [`decide_register`]).
+//! Every adapter keeps a position, the idempotency keys used on it and its close requests
+//! together in one record, addressed by the position's routing key, so phase 1 of a close
+//! is a single conditional write. The protocol decides with the pure domain
+//! ([`decide_close`], [`decide_register`], ...) and writes with a version condition; an
+//! adapter may override a protocol step with a cheaper path (DynamoDB's one-`UpdateItem`
+//! close and partial fill) only where a test proves it writes what the domain decides.
 
 use async_trait::async_trait;
 use closeflow_domain::{
-    apply_order_update, Applied, CloseCommand, CloseRejection, CloseRequest, CloseRequestId, CloseRequestStatus,
-    Ignored, Order, OrderUpdate, Position, PositionAggregate, PositionId, PositionStatus, RegisterDecision,
-    RegisterPosition, RegisterRejection, Timestamp,
+    apply_order_update, decide_close, decide_register, Applied, CloseCommand, CloseDecision, CloseRejection,
+    CloseRequest, CloseRequestId, CloseRequestStatus, IllegalTransition, Ignored, Order, OrderUpdate, Position,
+    PositionAggregate, PositionId, PositionStatus, RegisterDecision, RegisterPosition, RegisterRejection, RoutingKey,
+    Timestamp,
 };
 
 pub mod dynamo;
 pub mod memory;
+pub mod outbox;
+pub mod sqlite;
 
 pub use dynamo::{DynamoStore, RoundTripCounter};
-pub use memory::{Change, MemoryStore};
+pub use memory::MemoryStore;
+pub use outbox::{Change, ChangeLog, Sequenced};
+pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -28,6 +37,52 @@ pub enum StoreError {
     Backend(String),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
+}
+
+/// One conditional write of a [`Backend::commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Store a new aggregate if nothing is stored under its routing key.
+    Create(PositionAggregate),
+    /// Replace the aggregate if the stored one is the same position at version `expected`.
+    Put { next: PositionAggregate, expected: u64 },
+    /// Remove the aggregate if the stored one is this position at version `expected`.
+    Delete { id: PositionId, expected: u64 },
+}
+
+impl Write {
+    pub fn routing_key(&self) -> RoutingKey {
+        match self {
+            Write::Create(a) | Write::Put { next: a, .. } => RoutingKey::of(&a.position.id),
+            Write::Delete { id, .. } => RoutingKey::of(id),
+        }
+    }
+}
+
+/// A commit whose condition failed: nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// Which write's condition failed (the first one found).
+    pub index: usize,
+    /// What is stored under that write's routing key, when the backend got it for free
+    /// (DynamoDB's ALL_OLD image); `None` means "load it again".
+    pub current: Option<Option<PositionAggregate>>,
+}
+
+/// The primitives an adapter provides. Everything else is [`CloseStore`]'s protocol.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// The aggregate stored under a routing key (strongly consistent).
+    async fn load(&self, routing: RoutingKey) -> Result<Option<PositionAggregate>, StoreError>;
+
+    /// All of `writes` or none: each write's condition must hold. Keeps the work lists and,
+    /// where the backend has one, the change log in the same atomic step.
+    async fn commit(&self, writes: &[Write]) -> Result<Result<(), Conflict>, StoreError>;
+
+    /// Aggregates on one work list (`WorkList::Attention`: in-flight or retryable closes;
+    /// `WorkList::Expiry`: something can expire) whose clock started at or before `since`,
+    /// oldest first, at most `limit`. Reads only listed items (a sparse index; never a Scan).
+    async fn work_list(&self, list: WorkList, since: Timestamp, limit: usize) -> Result<Listed, StoreError>;
 }
 
 /// Result of [`CloseStore::open_close_request`].
@@ -47,7 +102,7 @@ pub enum CloseOutcome {
 
 pub type RegisterOutcome = Result<RegisterDecision, RegisterRejection>;
 
-/// How to find an aggregate: by its position, or by its latest close request (webhooks
+/// How to find an aggregate: by its position, or by one of its close requests (webhooks
 /// and queue messages only know the close request).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AggregateKey {
@@ -55,56 +110,238 @@ pub enum AggregateKey {
     CloseRequest(CloseRequestId),
 }
 
-/// A pure step on an aggregate: `Some(next)` to write `next`, `None` to write nothing.
-/// `next.position.version` must be the loaded version + 1.
-pub type ModifyFn<'a> = dyn Fn(&PositionAggregate) -> Option<PositionAggregate> + Send + Sync + 'a;
+impl AggregateKey {
+    pub fn routing_key(&self) -> RoutingKey {
+        match self {
+            AggregateKey::Position(id) => RoutingKey::of(id),
+            AggregateKey::CloseRequest(id) => id.routing_key(),
+        }
+    }
 
-/// What [`CloseStore::modify`] did: the aggregate it decided on, and what it wrote.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Modified {
-    pub before: PositionAggregate,
-    pub after: Option<PositionAggregate>,
+    /// Whether `agg` is what this key names (a routing key is shared by 1 in 2^60 pairs).
+    pub fn names(&self, agg: &PositionAggregate) -> bool {
+        match self {
+            AggregateKey::Position(id) => agg.position.id == *id,
+            AggregateKey::CloseRequest(id) => agg.close_request(id).is_some(),
+        }
+    }
 }
 
-#[async_trait]
-pub trait CloseStore: Send + Sync {
-    /// Registers a new position or updates an open one (PUT semantics).
-    async fn register_position(&self, cmd: &RegisterPosition) -> Result<RegisterOutcome, StoreError>;
+/// What a pure step decided: the aggregate to write (or nothing) and the decision itself,
+/// which [`modify`] hands back so no caller decides twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step<T> {
+    pub write: Option<PositionAggregate>,
+    pub decision: T,
+}
 
-    async fn position(&self, id: &PositionId) -> Result<Option<Position>, StoreError>;
+impl Step<Result<Applied, IllegalTransition>> {
+    /// The usual domain answer: write what changed, nothing otherwise.
+    pub fn applied(decision: Result<Applied, IllegalTransition>) -> Self {
+        let write = match &decision {
+            Ok(Applied::Changed(next)) => Some((**next).clone()),
+            _ => None,
+        };
+        Step { write, decision }
+    }
+}
+
+/// What [`modify`] did: the aggregate it decided on, what it wrote, and the decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Modified<T> {
+    pub before: PositionAggregate,
+    pub after: Option<PositionAggregate>,
+    pub decision: T,
+}
+
+/// Re-decisions after losing an optimistic-concurrency race before answering "busy".
+const ATTEMPTS: usize = 5;
+
+/// The store protocol: decide with the domain, write with a condition, re-decide on a lost
+/// race. Adapters implement [`Backend`] and may override a step with a proven fast path.
+#[async_trait]
+pub trait CloseStore: Backend {
+    /// Registers a new position or updates an open one (PUT semantics).
+    async fn register_position(&self, cmd: &RegisterPosition) -> Result<RegisterOutcome, StoreError> {
+        // Create first: a new position costs one conditional write, and an existing one
+        // comes back with the failed condition where the backend returns it.
+        let mut current: Option<Option<PositionAggregate>> = Some(None);
+        for _ in 0..ATTEMPTS {
+            let agg = match current.take() {
+                Some(known) => known,
+                None => self.load(RoutingKey::of(&cmd.position_id)).await?,
+            };
+            let write = match decide_register(agg.as_ref(), cmd) {
+                Ok(RegisterDecision::Created(p)) => Write::Create(PositionAggregate::new(p)),
+                Ok(RegisterDecision::Updated(p)) => {
+                    let mut next = agg.clone().ok_or_else(|| StoreError::Corrupt("update without a position".into()))?;
+                    let expected = next.position.version;
+                    next.position = p;
+                    Write::Put { next, expected }
+                }
+                other => return Ok(other),
+            };
+            match self.commit(std::slice::from_ref(&write)).await? {
+                Ok(()) => {
+                    return Ok(Ok(match write {
+                        Write::Create(a) => RegisterDecision::Created(a.position),
+                        Write::Put { next, .. } => RegisterDecision::Updated(next.position),
+                        Write::Delete { .. } => unreachable!("register never deletes"),
+                    }))
+                }
+                Err(conflict) => current = conflict.current,
+            }
+        }
+        Err(StoreError::Contention)
+    }
+
+    async fn position(&self, id: &PositionId) -> Result<Option<Position>, StoreError> {
+        Ok(self
+            .aggregate(&AggregateKey::Position(id.clone()))
+            .await?
+            .map(|a| a.position))
+    }
 
     /// Phase 1 of a close in one atomic conditional write: idempotency check, state
     /// validation, close request creation, position -> `closing`.
-    async fn open_close_request(&self, cmd: &CloseCommand) -> Result<CloseOutcome, StoreError>;
-
-    /// The whole aggregate (strongly consistent), by position or by its latest close request.
-    async fn aggregate(&self, key: &AggregateKey) -> Result<Option<PositionAggregate>, StoreError>;
-
-    /// Loads an aggregate, applies `f`, and writes the result only if nothing changed the
-    /// aggregate meanwhile (optimistic concurrency; re-decides a few times, then
-    /// `Contention`). `None` when the aggregate does not exist.
-    async fn modify(&self, key: &AggregateKey, f: &ModifyFn<'_>) -> Result<Option<Modified>, StoreError>;
-
-    /// Applies one broker order update (seed 000 §6 merge and settlement) with one
-    /// conditional write. Adapters may take a cheaper path for updates that cannot settle
-    /// anything (DynamoDB: a partial fill is one `UpdateItem`), with identical results.
-    async fn apply_order_update(&self, update: &OrderUpdate, now: Timestamp) -> Result<UpdateResult, StoreError> {
-        apply_order_update_by_modify(self, update, now).await
+    async fn open_close_request(&self, cmd: &CloseCommand) -> Result<CloseOutcome, StoreError> {
+        open_close_request_from(self, cmd, None).await
     }
 
-    /// Aggregates on one work list (`WorkList::Attention`: in-flight or retryable closes;
-    /// `WorkList::Expiry`: something can expire) whose clock started at or before `since`,
-    /// oldest first, at most `limit`. Reads only listed items (a sparse index; never a Scan).
-    async fn work_list(&self, list: WorkList, since: Timestamp, limit: usize) -> Result<Listed, StoreError>;
+    /// The whole aggregate (strongly consistent), by position or by any of its close requests.
+    async fn aggregate(&self, key: &AggregateKey) -> Result<Option<PositionAggregate>, StoreError> {
+        Ok(self.load(key.routing_key()).await?.filter(|a| key.names(a)))
+    }
+
+    /// Applies one broker order update (merge and settlement rules of the domain) with one
+    /// conditional write.
+    async fn apply_order_update(&self, update: &OrderUpdate, now: Timestamp) -> Result<UpdateResult, StoreError> {
+        apply_order_update_by_protocol(self, update, now).await
+    }
 
     /// Deletes a position if it is still at `version`; false when it changed or is gone.
-    async fn delete_if_unchanged(&self, id: &PositionId, version: u64) -> Result<bool, StoreError>;
+    async fn delete_if_unchanged(&self, id: &PositionId, version: u64) -> Result<bool, StoreError> {
+        let write = Write::Delete {
+            id: id.clone(),
+            expected: version,
+        };
+        Ok(self.commit(&[write]).await?.is_ok())
+    }
+}
+
+/// Phase 1 of a close, starting from an aggregate the caller already has (`current`, e.g.
+/// a failed fast path's ALL_OLD image) or from a fresh load.
+pub async fn open_close_request_from<S: Backend + ?Sized>(
+    store: &S,
+    cmd: &CloseCommand,
+    mut current: Option<Option<PositionAggregate>>,
+) -> Result<CloseOutcome, StoreError> {
+    for _ in 0..ATTEMPTS {
+        let agg = match current.take() {
+            Some(known) => known,
+            None => store.load(RoutingKey::of(&cmd.position_id)).await?,
+        };
+        match decide_close(agg.as_ref(), cmd) {
+            CloseDecision::Reject(r) => return Ok(CloseOutcome::Rejected(r)),
+            CloseDecision::Replay(id) => {
+                let agg = agg.ok_or_else(|| StoreError::Corrupt("replay without a position".into()))?;
+                let (cr, orders) = agg.close_request(&id).ok_or_else(|| {
+                    StoreError::Corrupt(format!("idempotency record points at missing close request {id}"))
+                })?;
+                return Ok(CloseOutcome::Replayed {
+                    position: agg.position.clone(),
+                    close_request: cr.clone(),
+                    orders: orders.to_vec(),
+                });
+            }
+            CloseDecision::Create(next) => {
+                let expected = agg.as_ref().map(|a| a.position.version).unwrap_or_default();
+                let next = *next;
+                let write = Write::Put {
+                    next: next.clone(),
+                    expected,
+                };
+                match store.commit(&[write]).await? {
+                    Ok(()) => {
+                        let close_request = next
+                            .latest_close_request
+                            .ok_or_else(|| StoreError::Corrupt("created aggregate has no close request".into()))?;
+                        return Ok(CloseOutcome::Created {
+                            position: next.position,
+                            close_request,
+                        });
+                    }
+                    Err(conflict) => current = conflict.current,
+                }
+            }
+        }
+    }
+    Err(StoreError::Contention)
+}
+
+/// Loads an aggregate, applies the pure step `f`, and writes its result only if nothing
+/// changed the aggregate meanwhile (re-decides a few times, then `Contention`). `None`
+/// when the aggregate does not exist. `f`'s write must be the same position, version + 1.
+pub async fn modify<S, T, F>(store: &S, key: &AggregateKey, f: F) -> Result<Option<Modified<T>>, StoreError>
+where
+    S: Backend + ?Sized,
+    F: Fn(&PositionAggregate) -> Step<T> + Send + Sync,
+    T: Send,
+{
+    let mut current: Option<Option<PositionAggregate>> = None;
+    for _ in 0..ATTEMPTS {
+        let loaded = match current.take() {
+            Some(known) => known,
+            None => store.load(key.routing_key()).await?,
+        };
+        let Some(before) = loaded.filter(|a| key.names(a)) else {
+            return Ok(None);
+        };
+        let Step { write, decision } = f(&before);
+        let Some(after) = write else {
+            return Ok(Some(Modified {
+                before,
+                after: None,
+                decision,
+            }));
+        };
+        if after.position.version != before.position.version + 1 || after.position.id != before.position.id {
+            return Err(StoreError::Corrupt(
+                "modify must bump the version of the same position".into(),
+            ));
+        }
+        let w = Write::Put {
+            next: after.clone(),
+            expected: before.position.version,
+        };
+        match store.commit(&[w]).await? {
+            Ok(()) => {
+                return Ok(Some(Modified {
+                    before,
+                    after: Some(after),
+                    decision,
+                }))
+            }
+            // Someone wrote first: decide again on their result.
+            Err(conflict) => current = conflict.current,
+        }
+    }
+    Err(StoreError::Contention)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum WorkList {
     Attention,
     Expiry,
+}
+
+impl WorkList {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            WorkList::Attention => "ATTENTION",
+            WorkList::Expiry => "EXPIRY",
+        }
+    }
 }
 
 /// A page of a work list, with how many stored items were read to produce it.
@@ -133,35 +370,36 @@ pub enum UpdateResult {
     UnknownOrder,
 }
 
-/// The general path: load, decide with the domain, write with an optimistic condition.
-pub async fn apply_order_update_by_modify<S: CloseStore + ?Sized>(
+impl UpdateResult {
+    fn applied(after: &PositionAggregate) -> Self {
+        UpdateResult::Applied {
+            position_status: after.position.status,
+            close_request_status: after
+                .latest_close_request
+                .as_ref()
+                .map(|c| c.status)
+                .unwrap_or(CloseRequestStatus::Pending),
+        }
+    }
+}
+
+/// The protocol's path for a broker update: load, decide with the domain, conditional write.
+pub async fn apply_order_update_by_protocol<S: Backend + ?Sized>(
     store: &S,
     update: &OrderUpdate,
     now: Timestamp,
 ) -> Result<UpdateResult, StoreError> {
     let key = AggregateKey::CloseRequest(update.client_order_id.close_request_id);
-    let decide = |agg: &PositionAggregate| apply_order_update(agg, update, now);
-    let modified = store
-        .modify(&key, &|agg| match decide(agg) {
-            Ok(Applied::Changed(next)) => Some(*next),
-            _ => None,
-        })
-        .await?;
-    let Some(m) = modified else {
+    let decided = modify(store, &key, |agg| Step::applied(apply_order_update(agg, update, now))).await?;
+    let Some(m) = decided else {
         return Ok(UpdateResult::UnknownOrder);
     };
-    if let Some(after) = &m.after {
-        let cr = after.latest_close_request.as_ref().map(|c| c.status);
-        return Ok(UpdateResult::Applied {
-            position_status: after.position.status,
-            close_request_status: cr.unwrap_or(CloseRequestStatus::Pending),
-        });
-    }
-    Ok(match decide(&m.before) {
-        Ok(Applied::Ignored(why)) => UpdateResult::Ignored(why),
-        Ok(Applied::UnknownOrder) => UpdateResult::UnknownOrder,
-        Ok(Applied::Changed(_)) => UpdateResult::Ignored(Ignored::NoChange),
-        Err(illegal) => {
+    Ok(match (&m.after, m.decision) {
+        (Some(after), _) => UpdateResult::applied(after),
+        (None, Ok(Applied::Ignored(why))) => UpdateResult::Ignored(why),
+        (None, Ok(Applied::UnknownOrder)) => UpdateResult::UnknownOrder,
+        (None, Ok(Applied::Changed(_))) => UpdateResult::Ignored(Ignored::NoChange),
+        (None, Err(illegal)) => {
             // The domain refused the move; nothing was written. Worth a human's eye.
             tracing::error!(error = %illegal, client_order_id = %update.client_order_id, "illegal transition from broker update");
             UpdateResult::Ignored(Ignored::NoChange)

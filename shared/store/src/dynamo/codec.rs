@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use closeflow_domain::{
     format_timestamp, parse_timestamp, AccountId, AssetType, ClientOrderId, CloseRequest, CloseRequestId,
     CloseRequestStatus, Fingerprint, IdempotencyKey, IdempotencyRecord, Order, OrderStatus, Position,
-    PositionAggregate, PositionId, PositionStatus, Quantity, RoutingKey, Timestamp,
+    PastClose, PositionAggregate, PositionId, PositionStatus, Quantity, RoutingKey, Timestamp,
 };
 
 use crate::StoreError;
@@ -212,22 +212,12 @@ pub fn close_request_attributes(cr: &CloseRequest) -> Vec<(&'static str, Option<
 /// The whole aggregate as one item (fixtures, and any full rewrite of a position).
 /// Name of the sparse index of items the reconciler or the cleaner must look at.
 pub const ATTENTION_INDEX: &str = "attention";
-/// `attn` values: which job's list the item is on.
-pub const ATTENTION: &str = "ATTENTION";
-pub const EXPIRY: &str = "EXPIRY";
 
 /// The index entry of an aggregate: on the reconciler's list while a close is in flight or
 /// retryable (sorted by when its clock started), on the cleaner's once something in it can
 /// expire (sorted by when that clock started), on neither otherwise (absent = not indexed).
 pub fn index_entry(agg: &PositionAggregate) -> Option<(&'static str, Timestamp)> {
-    crate::work_list_entry(agg).map(|(list, t)| (list_name(list), t))
-}
-
-pub fn list_name(list: crate::WorkList) -> &'static str {
-    match list {
-        crate::WorkList::Attention => ATTENTION,
-        crate::WorkList::Expiry => EXPIRY,
-    }
+    crate::work_list_entry(agg).map(|(list, t)| (list.as_str(), t))
 }
 
 pub fn aggregate_item(agg: &PositionAggregate) -> Item {
@@ -242,25 +232,75 @@ pub fn aggregate_item(agg: &PositionAggregate) -> Item {
         .map(|(k, r)| (k.to_string(), idempotency_record(r)))
         .collect();
     item.insert("idem".into(), AttributeValue::M(idem));
-    let orders = agg
-        .orders
-        .iter()
-        .map(|o| (o.client_order_id.to_string(), order_value(o)))
-        .collect();
-    item.insert("orders".into(), AttributeValue::M(orders));
+    item.insert("orders".into(), orders_value(&agg.orders));
     if let Some(a) = &agg.last_alert {
         item.insert("alert_kind".into(), s(&a.kind));
         item.insert("alert_message".into(), s(&a.message));
         item.insert("alert_at".into(), ts(&a.at));
     }
     if let Some(cr) = &agg.latest_close_request {
-        for (k, v) in close_request_attributes(cr) {
-            if let Some(v) = v {
-                item.insert(k.into(), v);
-            }
-        }
+        insert_close_request(&mut item, cr);
+    }
+    if !agg.history.is_empty() {
+        let past = agg
+            .history
+            .iter()
+            .map(|p| {
+                let mut m = Item::new();
+                insert_close_request(&mut m, &p.close_request);
+                m.insert("orders".into(), orders_value(&p.orders));
+                AttributeValue::M(m)
+            })
+            .collect();
+        item.insert("history".into(), AttributeValue::L(past));
     }
     item
+}
+
+fn insert_close_request(item: &mut Item, cr: &CloseRequest) {
+    for (k, v) in close_request_attributes(cr) {
+        if let Some(v) = v {
+            item.insert(k.into(), v);
+        }
+    }
+}
+
+fn orders_value(orders: &[Order]) -> AttributeValue {
+    AttributeValue::M(
+        orders
+            .iter()
+            .map(|o| (o.client_order_id.to_string(), order_value(o)))
+            .collect(),
+    )
+}
+
+/// Past close requests: each a map of `cr_*` attributes and its `orders`, like the item.
+fn history_from_item(item: &Item, position: &PositionId) -> Result<Vec<PastClose>, StoreError> {
+    let Some(AttributeValue::L(list)) = item.get("history") else {
+        return Ok(Vec::new());
+    };
+    list.iter()
+        .map(|v| {
+            let AttributeValue::M(m) = v else {
+                return Err(corrupt("bad history entry", item));
+            };
+            let orders = orders_from_item(m)?;
+            let mut close_request =
+                latest_close_request_from_item(m, position)?.ok_or_else(|| corrupt("history entry without id", item))?;
+            close_request.filled_qty = filled(&orders)?;
+            Ok(PastClose { close_request, orders })
+        })
+        .collect()
+}
+
+/// What the orders filled together (derived, never stored twice).
+fn filled(orders: &[Order]) -> Result<Quantity, StoreError> {
+    orders.iter().try_fold(Quantity::ZERO, |acc, o| {
+        acc.value()
+            .checked_add(o.filled_qty.value())
+            .map(Quantity::new)
+            .ok_or_else(|| StoreError::Corrupt("filled quantity overflows".into()))
+    })
 }
 
 fn order_value(o: &Order) -> AttributeValue {
@@ -368,11 +408,10 @@ pub fn aggregate_from_item(item: &Item) -> Result<PositionAggregate, StoreError>
     let mut latest = latest_close_request_from_item(item, &position.id)?;
     let orders = orders_from_item(item)?;
     if let Some(cr) = latest.as_mut() {
-        cr.filled_qty = orders.iter().fold(Quantity::ZERO, |acc, o| {
-            Quantity::new(acc.value() + o.filled_qty.value())
-        });
+        cr.filled_qty = filled(&orders)?;
     }
     Ok(PositionAggregate {
+        history: history_from_item(item, &position.id)?,
         idempotency: idempotency_from_item(item)?,
         latest_close_request: latest,
         orders,

@@ -10,15 +10,9 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use aws_smithy_runtime_api::box_error::BoxError;
-use closeflow_domain::{
-    decide_close, decide_register, format_timestamp, CloseCommand, CloseDecision, OrderStatus, OrderUpdate, Position,
-    PositionAggregate, PositionId, RegisterDecision, RegisterPosition, RoutingKey, Timestamp,
-};
+use closeflow_domain::{format_timestamp, CloseCommand, OrderStatus, OrderUpdate, PositionAggregate, RoutingKey, Timestamp};
 
-use crate::{
-    apply_order_update_by_modify, AggregateKey, CloseOutcome, CloseStore, Listed, Modified, ModifyFn, RegisterOutcome,
-    StoreError, UpdateResult, WorkList,
-};
+use crate::{Backend, CloseOutcome, CloseStore, Conflict, Listed, StoreError, UpdateResult, WorkList, Write};
 
 pub mod codec;
 pub mod table;
@@ -190,55 +184,6 @@ impl DynamoStore {
     pub fn table(&self) -> &str {
         &self.table
     }
-
-    async fn put_new_position(&self, p: &Position) -> Result<Option<Item>, StoreError> {
-        let res = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(codec::new_position_item(p)))
-            .condition_expression("attribute_not_exists(pk)")
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        Ok(conditional(res)?.err())
-    }
-
-    /// Writes the position's own attributes if the item is still at `expected_version`.
-    async fn update_position(&self, p: &Position, expected_version: u64) -> Result<Option<Item>, StoreError> {
-        let (pk, sk) = codec::position_key(&p.id);
-        let mut sets = Vec::new();
-        let mut removes = Vec::new();
-        let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, pk)
-            .key(SK, sk);
-        for (i, (name, value)) in codec::position_attributes(p).into_iter().enumerate() {
-            req = req.expression_attribute_names(format!("#a{i}"), name);
-            match value {
-                Some(v) => {
-                    sets.push(format!("#a{i} = :v{i}"));
-                    req = req.expression_attribute_values(format!(":v{i}"), v);
-                }
-                None => removes.push(format!("#a{i}")),
-            }
-        }
-        let mut expr = format!("SET {}", sets.join(", "));
-        if !removes.is_empty() {
-            expr.push_str(&format!(" REMOVE {}", removes.join(", ")));
-        }
-        let res = req
-            .update_expression(expr)
-            .condition_expression("attribute_exists(pk) AND #ver = :expected")
-            .expression_attribute_names("#ver", "version")
-            .expression_attribute_values(":expected", n(expected_version))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        Ok(conditional(res)?.err())
-    }
 }
 
 fn aggregate_of(item: &Item) -> Result<Option<closeflow_domain::PositionAggregate>, StoreError> {
@@ -249,62 +194,234 @@ fn aggregate_of(item: &Item) -> Result<Option<closeflow_domain::PositionAggregat
     }
 }
 
-/// How many times a PUT re-reads and re-decides after losing an optimistic-concurrency race
-/// before answering "busy".
-const REGISTER_ATTEMPTS: usize = 3;
+/// The condition of one write: the shape [`crate::memory::condition_holds`] checks in memory.
+fn write_condition(w: &Write) -> (String, Vec<(&'static str, AttributeValue)>) {
+    match w {
+        Write::Create(_) => ("attribute_not_exists(pk)".into(), vec![]),
+        Write::Put { next, expected } => (
+            "position_id = :pid AND #ver = :expected".into(),
+            vec![(":pid", s(next.position.id.as_str())), (":expected", n(*expected))],
+        ),
+        Write::Delete { id, expected } => (
+            "position_id = :pid AND #ver = :expected".into(),
+            vec![(":pid", s(id.as_str())), (":expected", n(*expected))],
+        ),
+    }
+}
+
+#[async_trait]
+impl Backend for DynamoStore {
+    async fn load(&self, routing: RoutingKey) -> Result<Option<PositionAggregate>, StoreError> {
+        let (pk, sk) = codec::routed_key(routing);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, pk)
+            .key(SK, sk)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        out.item.as_ref().map(codec::aggregate_from_item).transpose()
+    }
+
+    async fn commit(&self, writes: &[Write]) -> Result<Result<(), Conflict>, StoreError> {
+        match writes {
+            [] => Ok(Ok(())),
+            [one] => self.commit_one(one).await,
+            many => self.commit_transaction(many).await,
+        }
+    }
+
+    async fn work_list(&self, list: WorkList, since: Timestamp, limit: usize) -> Result<Listed, StoreError> {
+        // The index is sparse: only listed items are in it, so this reads nothing else.
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(codec::ATTENTION_INDEX)
+            .key_condition_expression("attn = :list AND attn_at <= :since")
+            .expression_attribute_values(":list", s(list.as_str()))
+            .expression_attribute_values(":since", s(format_timestamp(&since)))
+            .limit(limit.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(backend)?;
+        let aggregates = out
+            .items()
+            .iter()
+            .map(codec::aggregate_from_item)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Listed {
+            items_read: out.scanned_count().max(0) as usize,
+            aggregates,
+        })
+    }
+}
 
 #[async_trait]
 impl CloseStore for DynamoStore {
-    async fn register_position(&self, cmd: &RegisterPosition) -> Result<RegisterOutcome, StoreError> {
-        // Create-first: a new position costs one conditional put; an existing one comes back
-        // in the failed condition's ALL_OLD image, so no separate read is needed.
-        let mut current = match decide_register(None, cmd) {
-            Ok(RegisterDecision::Created(p)) => match self.put_new_position(&p).await? {
-                None => return Ok(Ok(RegisterDecision::Created(p))),
-                Some(old) => old,
-            },
-            other => return Ok(other),
-        };
-        for _ in 0..REGISTER_ATTEMPTS {
-            let agg = aggregate_of(&current)?;
-            match decide_register(agg.as_ref(), cmd) {
-                Ok(RegisterDecision::Updated(p)) => {
-                    let expected = p.version - 1;
-                    match self.update_position(&p, expected).await? {
-                        None => return Ok(Ok(RegisterDecision::Updated(p))),
-                        Some(old) => current = old,
-                    }
-                }
-                Ok(RegisterDecision::Created(p)) => match self.put_new_position(&p).await? {
-                    // Deleted between our calls: it is ours now.
-                    None => return Ok(Ok(RegisterDecision::Created(p))),
-                    Some(old) => current = old,
-                },
-                other => return Ok(other),
+    async fn open_close_request(&self, cmd: &CloseCommand) -> Result<CloseOutcome, StoreError> {
+        match self.open_close_request_in_place(cmd).await? {
+            Ok(created) => Ok(created),
+            // The fast path's condition failed: the domain decides on the item as it was
+            // (ALL_OLD), with no second read; a re-close of a reopened position lands here.
+            Err(old) => crate::open_close_request_from(self, cmd, Some(old)).await,
+        }
+    }
+
+    async fn apply_order_update(&self, update: &OrderUpdate, now: Timestamp) -> Result<UpdateResult, StoreError> {
+        if update.status == OrderStatus::PartiallyFilled {
+            if let Some(done) = self.partial_fill_in_place(update, now).await? {
+                return Ok(done);
             }
         }
-        Err(StoreError::Contention)
+        crate::apply_order_update_by_protocol(self, update, now).await
+    }
+}
+
+impl DynamoStore {
+    async fn commit_one(&self, w: &Write) -> Result<Result<(), Conflict>, StoreError> {
+        let (cond, values) = write_condition(w);
+        let conflict = |old: Item| -> Result<Conflict, StoreError> {
+            Ok(Conflict {
+                index: 0,
+                current: Some(aggregate_of(&old)?),
+            })
+        };
+        match w {
+            Write::Create(agg) | Write::Put { next: agg, .. } => {
+                let mut req = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(self.item_with_ttl(agg)))
+                    .condition_expression(cond)
+                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+                if matches!(w, Write::Put { .. }) {
+                    req = req.expression_attribute_names("#ver", "version");
+                }
+                for (k, v) in values {
+                    req = req.expression_attribute_values(k, v);
+                }
+                match conditional(req.send().await)? {
+                    Ok(_) => Ok(Ok(())),
+                    Err(old) => Ok(Err(conflict(old)?)),
+                }
+            }
+            Write::Delete { id, .. } => {
+                let (pk, sk) = codec::position_key(id);
+                let mut req = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .key(PK, pk)
+                    .key(SK, sk)
+                    .condition_expression(cond)
+                    .expression_attribute_names("#ver", "version")
+                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+                for (k, v) in values {
+                    req = req.expression_attribute_values(k, v);
+                }
+                match conditional(req.send().await)? {
+                    Ok(_) => Ok(Ok(())),
+                    Err(old) => Ok(Err(conflict(old)?)),
+                }
+            }
+        }
     }
 
-    async fn position(&self, id: &PositionId) -> Result<Option<Position>, StoreError> {
-        Ok(self
-            .load(&AggregateKey::Position(id.clone()))
-            .await?
-            .map(|(_, agg)| agg.position))
+    /// Several writes as one `TransactWriteItems`: all or none.
+    async fn commit_transaction(&self, writes: &[Write]) -> Result<Result<(), Conflict>, StoreError> {
+        use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
+        let mut items = Vec::with_capacity(writes.len());
+        for w in writes {
+            let (cond, values) = write_condition(w);
+            let values: std::collections::HashMap<String, AttributeValue> =
+                values.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            let names = (!matches!(w, Write::Create(_)))
+                .then(|| std::collections::HashMap::from([("#ver".to_string(), "version".to_string())]));
+            let values = (!values.is_empty()).then_some(values);
+            let fail = ReturnValuesOnConditionCheckFailure::AllOld;
+            let item = match w {
+                Write::Create(agg) | Write::Put { next: agg, .. } => TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.table)
+                            .set_item(Some(self.item_with_ttl(agg)))
+                            .condition_expression(cond)
+                            .set_expression_attribute_names(names)
+                            .set_expression_attribute_values(values)
+                            .return_values_on_condition_check_failure(fail)
+                            .build()
+                            .map_err(|e| StoreError::Backend(e.to_string()))?,
+                    )
+                    .build(),
+                Write::Delete { id, .. } => {
+                    let (pk, sk) = codec::position_key(id);
+                    TransactWriteItem::builder()
+                        .delete(
+                            Delete::builder()
+                                .table_name(&self.table)
+                                .key(PK, pk)
+                                .key(SK, sk)
+                                .condition_expression(cond)
+                                .set_expression_attribute_names(names)
+                                .set_expression_attribute_values(values)
+                                .return_values_on_condition_check_failure(fail)
+                                .build()
+                                .map_err(|e| StoreError::Backend(e.to_string()))?,
+                        )
+                        .build()
+                }
+            };
+            items.push(item);
+        }
+        let res = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        let err = match res {
+            Ok(_) => return Ok(Ok(())),
+            Err(e) => e,
+        };
+        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+        if let Some(TransactWriteItemsError::TransactionCanceledException(tc)) = err.as_service_error() {
+            let reasons = tc.cancellation_reasons();
+            if let Some(index) = reasons
+                .iter()
+                .position(|r| r.code() == Some("ConditionalCheckFailed"))
+            {
+                let current = match reasons[index].item() {
+                    Some(old) => Some(aggregate_of(old)?),
+                    None => None,
+                };
+                return Ok(Err(Conflict { index, current }));
+            }
+            // Cancelled for a concurrent transaction or throttling: nothing was written.
+            return Err(StoreError::Contention);
+        }
+        Err(backend(err))
     }
 
-    async fn open_close_request(&self, cmd: &CloseCommand) -> Result<CloseOutcome, StoreError> {
+    /// Phase 1 of a close as one conditional `UpdateItem`: the condition is the "accept"
+    /// branch of `decide_close` for a position with no close request on it yet (the first
+    /// close, or the first after cleanup); a test proves it writes what the domain decides.
+    /// `Err(current)`: the condition failed, with the item as it was (ALL_OLD).
+    async fn open_close_request_in_place(
+        &self,
+        cmd: &CloseCommand,
+    ) -> Result<Result<CloseOutcome, Option<PositionAggregate>>, StoreError> {
         let (pk, sk) = codec::position_key(&cmd.position_id);
         let now = format_timestamp(&cmd.now);
-
         let record = closeflow_domain::IdempotencyRecord {
             close_request_id: cmd.new_id,
             fingerprint: cmd.fingerprint.clone(),
             created_at: cmd.now,
         };
-        // The whole of phase 1 as one conditional UpdateItem. The condition is the "accept"
-        // branch of `decide_close`; on failure the ALL_OLD image is run through
-        // `decide_close` itself to say why (or to find the request to replay).
         let mut req = self.client.update_item();
         if let Some(reason) = &cmd.reason {
             req = req.expression_attribute_values(":reason", s(reason));
@@ -324,19 +441,16 @@ impl CloseStore for DynamoStore {
             .key(SK, sk)
             .condition_expression(format!(
                 "attribute_exists(pk) AND position_id = :pid AND attribute_not_exists(idem.#key) \
-                 AND #status = :open AND #qty <> :zero{account_check}"
+                 AND attribute_not_exists(cr_id) AND #status = :open AND #qty <> :zero{account_check}"
             ))
             .update_expression(format!(
                 "SET #status = :closing, active_close_request_id = :crid, idem.#key = :idem, \
                  cr_id = :crid, cr_key = :keytext, cr_status = :pending, cr_target_qty = close_qty, \
                  cr_retry_count = :zero, cr_max_retries = :maxr, \
-                 cr_created_at = :now, cr_updated_at = :now, updated_at = :now, attn = :attn, attn_at = :now, orders = :no_orders, #ver = #ver + :one{} \
+                 cr_created_at = :now, cr_updated_at = :now, updated_at = :now, attn = :attn, attn_at = :now, \
+                 orders = :no_orders, #ver = #ver + :one{} \
                  REMOVE cr_submitted_at, cr_completed_at, cr_failure_reason{}",
-                if cmd.reason.is_some() {
-                    ", cr_reason = :reason"
-                } else {
-                    ""
-                },
+                if cmd.reason.is_some() { ", cr_reason = :reason" } else { "" },
                 if cmd.reason.is_some() { "" } else { ", cr_reason" },
             ))
             .expression_attribute_names("#key", cmd.idempotency_key.as_str())
@@ -344,20 +458,13 @@ impl CloseStore for DynamoStore {
             .expression_attribute_names("#qty", "quantity")
             .expression_attribute_names("#ver", "version")
             .expression_attribute_values(":pid", s(cmd.position_id.as_str()))
-            .expression_attribute_values(":attn", s(codec::ATTENTION))
+            .expression_attribute_values(":attn", s(WorkList::Attention.as_str()))
             .expression_attribute_values(":open", s("open"))
             .expression_attribute_values(":closing", s("closing"))
             .expression_attribute_values(":pending", s("pending"))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(
-                ":no_orders",
-                aws_sdk_dynamodb::types::AttributeValue::M(Default::default()),
-            )
-            .expression_attribute_values(
-                ":no_orders",
-                aws_sdk_dynamodb::types::AttributeValue::M(Default::default()),
-            )
+            .expression_attribute_values(":no_orders", AttributeValue::M(Default::default()))
             .expression_attribute_values(":crid", s(cmd.new_id.to_string()))
             .expression_attribute_values(":keytext", s(cmd.idempotency_key.as_str()))
             .expression_attribute_values(":idem", codec::idempotency_record(&record))
@@ -367,140 +474,21 @@ impl CloseStore for DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        let old = match conditional(res)? {
+        match conditional(res)? {
             Ok(out) => {
-                let item = out.attributes().cloned().unwrap_or_default();
-                let agg = codec::aggregate_from_item(&item)?;
+                let agg = codec::aggregate_from_item(&out.attributes().cloned().unwrap_or_default())?;
                 let close_request = agg
                     .latest_close_request
                     .ok_or_else(|| StoreError::Corrupt("close request missing after create".into()))?;
-                return Ok(CloseOutcome::Created {
+                Ok(Ok(CloseOutcome::Created {
                     position: agg.position,
                     close_request,
-                });
+                }))
             }
-            Err(old) => old,
-        };
-        let agg = aggregate_of(&old)?;
-        match decide_close(agg.as_ref(), cmd) {
-            CloseDecision::Reject(r) => Ok(CloseOutcome::Rejected(r)),
-            CloseDecision::Replay(id) => {
-                let agg = agg.ok_or_else(|| StoreError::Corrupt("replay without a position".into()))?;
-                match agg.latest_close_request {
-                    Some(cr) if cr.id == id => Ok(CloseOutcome::Replayed {
-                        position: agg.position,
-                        close_request: cr,
-                        orders: agg.orders,
-                    }),
-                    _ => Err(StoreError::Corrupt(format!(
-                        "idempotency record points at missing close request {id}"
-                    ))),
-                }
-            }
-            CloseDecision::Create(_) => {
-                // The condition failed yet the domain would accept: the item changed shape
-                // under us (or the two disagree). Never guess; let the client retry.
-                tracing::error!(position_id = %cmd.position_id, "close condition failed but domain accepts");
-                Err(StoreError::Contention)
-            }
+            Err(old) => Ok(Err(aggregate_of(&old)?)),
         }
     }
 
-    async fn aggregate(&self, key: &AggregateKey) -> Result<Option<PositionAggregate>, StoreError> {
-        Ok(self.load(key).await?.map(|(_, agg)| agg))
-    }
-
-    async fn apply_order_update(&self, update: &OrderUpdate, now: Timestamp) -> Result<UpdateResult, StoreError> {
-        if update.status == OrderStatus::PartiallyFilled {
-            if let Some(done) = self.partial_fill_in_place(update, now).await? {
-                return Ok(done);
-            }
-        }
-        apply_order_update_by_modify(self, update, now).await
-    }
-
-    async fn work_list(&self, list: WorkList, since: Timestamp, limit: usize) -> Result<Listed, StoreError> {
-        // The index is sparse: only listed items are in it, so this reads nothing else.
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(codec::ATTENTION_INDEX)
-            .key_condition_expression("attn = :list AND attn_at <= :since")
-            .expression_attribute_values(":list", s(codec::list_name(list)))
-            .expression_attribute_values(":since", s(format_timestamp(&since)))
-            .limit(limit.clamp(1, 1000) as i32)
-            .send()
-            .await
-            .map_err(backend)?;
-        let aggregates = out
-            .items()
-            .iter()
-            .map(codec::aggregate_from_item)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Listed {
-            items_read: out.scanned_count().max(0) as usize,
-            aggregates,
-        })
-    }
-
-    async fn delete_if_unchanged(&self, id: &PositionId, version: u64) -> Result<bool, StoreError> {
-        let (pk, sk) = codec::position_key(id);
-        let res = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key(PK, pk)
-            .key(SK, sk)
-            .condition_expression("position_id = :pid AND #ver = :v")
-            .expression_attribute_names("#ver", "version")
-            .expression_attribute_values(":pid", s(id.as_str()))
-            .expression_attribute_values(":v", n(version))
-            .send()
-            .await;
-        Ok(conditional(res)?.is_ok())
-    }
-
-    async fn modify(&self, key: &AggregateKey, f: &ModifyFn<'_>) -> Result<Option<Modified>, StoreError> {
-        for _ in 0..MODIFY_ATTEMPTS {
-            let Some((_, before)) = self.load(key).await? else {
-                return Ok(None);
-            };
-            let Some(after) = f(&before) else {
-                return Ok(Some(Modified { before, after: None }));
-            };
-            if after.position.version != before.position.version + 1 || after.position.id != before.position.id {
-                return Err(StoreError::Corrupt(
-                    "modify must bump the version of the same position".into(),
-                ));
-            }
-            // Whole-item put guarded by the version we decided on: one conditional write.
-            let res = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(self.item_with_ttl(&after)))
-                .condition_expression("#ver = :expected")
-                .expression_attribute_names("#ver", "version")
-                .expression_attribute_values(":expected", n(before.position.version))
-                .send()
-                .await;
-            // A failed condition means someone wrote first: decide again on their result.
-            if conditional(res)?.is_ok() {
-                return Ok(Some(Modified {
-                    before,
-                    after: Some(after),
-                }));
-            }
-        }
-        Err(StoreError::Contention)
-    }
-}
-
-/// Re-decisions after losing an optimistic-concurrency race before answering "busy".
-const MODIFY_ATTEMPTS: usize = 5;
-
-impl DynamoStore {
     /// A partial fill that settles nothing, as one conditional `UpdateItem` on its order:
     /// the condition is exactly when the domain merge would only raise the order's fill
     /// (order recorded and working, close request submitted, strictly more filled, newer
@@ -586,35 +574,6 @@ impl DynamoStore {
                 .map(|c| c.status)
                 .unwrap_or(closeflow_domain::CloseRequestStatus::Pending),
         }))
-    }
-
-    /// The aggregate (and its raw item) by position or by its latest close request: one
-    /// strongly consistent GetItem of the item the id's routing key names.
-    pub async fn load(&self, key: &AggregateKey) -> Result<Option<(Item, PositionAggregate)>, StoreError> {
-        let routing = match key {
-            AggregateKey::Position(id) => RoutingKey::of(id),
-            AggregateKey::CloseRequest(id) => id.routing_key(),
-        };
-        let (pk, sk) = codec::routed_key(routing);
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(PK, pk)
-            .key(SK, sk)
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(backend)?;
-        let Some(item) = out.item else {
-            return Ok(None);
-        };
-        let agg = codec::aggregate_from_item(&item)?;
-        let matches = match key {
-            AggregateKey::Position(id) => agg.position.id == *id,
-            AggregateKey::CloseRequest(id) => agg.latest_close_request.as_ref().is_some_and(|c| c.id == *id),
-        };
-        Ok(matches.then_some((item, agg)))
     }
 }
 

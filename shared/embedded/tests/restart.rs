@@ -1,0 +1,231 @@
+//! The embedded stack as a durable single node: the real `closeflow` binary on a SQLite
+//! file, killed with SIGKILL mid-close and started again.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const TOKEN: &str = "restart-test-token";
+
+struct Node {
+    child: Child,
+    base: String,
+    banner: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Starts the binary and waits for its ready line (which names the store).
+fn start(db: &str) -> Node {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_closeflow"))
+        .env("PORT", port.to_string())
+        .env("CLOSEFLOW_DB", db)
+        .env("API_TOKENS", format!("{TOKEN}=*"))
+        .env("WEBHOOK_SECRET", "restart-test-secret")
+        // Accepted at the broker and never filled: the close stays in flight.
+        .env("SIM_BROKER_SCENARIOS", "HOLD=hold")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start closeflow");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let banner = loop {
+        assert!(Instant::now() < deadline, "closeflow did not become ready");
+        match lines.next() {
+            Some(Ok(line)) if line.contains("ready on") => break line,
+            Some(Ok(_)) => continue,
+            _ => panic!("closeflow exited before it was ready"),
+        }
+    };
+    // Keep draining stdout so the process never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Node {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        banner,
+    }
+}
+
+async fn call(client: &reqwest::Client, method: reqwest::Method, url: String, key: Option<&str>, body: Option<&str>) -> (u16, Value) {
+    let mut req = client.request(method, url).bearer_auth(TOKEN);
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b.to_string());
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_close_in_flight_survives_kill_9_and_its_key_still_replays() {
+    let db = std::env::temp_dir()
+        .join(format!("closeflow-restart-{}.db", uuid::Uuid::new_v4().simple()))
+        .to_string_lossy()
+        .into_owned();
+    let http = reqwest::Client::new();
+    let node = start(&db);
+    assert!(node.banner.contains("SQLite store at") && node.banner.contains(&db), "{}", node.banner);
+
+    let (s, _) = call(
+        &http,
+        reqwest::Method::PUT,
+        format!("{}/positions/pos-r1", node.base),
+        None,
+        Some(r#"{"account_id":"acct-1","symbol":"HOLD","asset_type":"equity","quantity":"7"}"#),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, created) = call(&http, reqwest::Method::POST, format!("{}/positions/pos-r1/close", node.base), Some("key-r1"), None).await;
+    assert_eq!(s, 201, "{created}");
+    let crid = created["close_request_id"].as_str().expect("id").to_string();
+
+    // Wait until the order is at the broker: the close is now in flight there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let before = loop {
+        let (_, cr) = call(&http, reqwest::Method::GET, format!("{}/close-requests/{crid}", node.base), None, None).await;
+        if cr["status"] == "submitted" {
+            break cr;
+        }
+        assert!(Instant::now() < deadline, "order never submitted: {cr}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    // SIGKILL: no shutdown hook runs.
+    drop(node);
+    let node = start(&db);
+
+    let (s, position) = call(&http, reqwest::Method::GET, format!("{}/positions/pos-r1", node.base), None, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(position["status"], "closing", "{position}");
+    let (s, after) = call(&http, reqwest::Method::GET, format!("{}/close-requests/{crid}", node.base), None, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(after["status"], "submitted");
+    assert_eq!(after["orders"], before["orders"], "the order record survives");
+    let (s, replay) = call(&http, reqwest::Method::POST, format!("{}/positions/pos-r1/close", node.base), Some("key-r1"), None).await;
+    assert_eq!(s, 200, "{replay}");
+    assert_eq!(replay["close_request_id"], crid.as_str());
+    let _ = std::fs::remove_file(&db);
+}
+
+mod in_process {
+    //! Crashes at each hand-over of the local pipeline, simulated by dropping the whole
+    //! stack (nothing is flushed or shut down) and opening a new one on the same file.
+
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use closeflow_api::auth::{parse_api_tokens, Auth};
+    use closeflow_api::SystemClock;
+    use closeflow_embedded::{Stack, StackConfig, Storage};
+    use closeflow_pipeline::SimScenarios;
+    use tower::ServiceExt;
+
+    fn stack(db: &str) -> Stack {
+        Stack::new(StackConfig {
+            storage: Storage::Sqlite(db.to_string()),
+            scenarios: SimScenarios::default(),
+            webhook_secret: b"crash-test-secret".to_vec(),
+            clock: Arc::new(SystemClock),
+            auth: Auth::Tokens(Arc::new(parse_api_tokens("crash-token=*").expect("tokens"))),
+        })
+        .expect("open stack")
+    }
+
+    async fn send(stack: &Stack, method: &str, path: &str, key: Option<&str>, body: &str) -> u16 {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", "Bearer crash-token")
+            .header("content-type", "application/json");
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        let resp = stack
+            .router
+            .clone()
+            .oneshot(req.body(Body::from(body.to_string())).expect("request"))
+            .await
+            .expect("infallible");
+        resp.status().as_u16()
+    }
+
+    async fn open_and_close(stack: &Stack, id: &str) {
+        let body = r#"{"account_id":"a","symbol":"MSFT","asset_type":"equity","quantity":"3"}"#;
+        assert_eq!(send(stack, "PUT", &format!("/positions/{id}"), None, body).await, 201);
+        assert_eq!(send(stack, "POST", &format!("/positions/{id}/close"), Some("k"), "").await, 201);
+    }
+
+    async fn status(stack: &Stack, id: &str) -> String {
+        let p = closeflow_domain::PositionId::parse(id).expect("id");
+        stack.store.position(&p).await.expect("store").expect("exists").status.as_str().to_string()
+    }
+
+    fn db() -> String {
+        std::env::temp_dir()
+            .join(format!("closeflow-crash-{}.db", uuid::Uuid::new_v4().simple()))
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_crash_before_the_relay_resumes_with_exactly_one_order() {
+        let db = db();
+        let first = stack(&db);
+        open_and_close(&first, "c1").await;
+        drop(first);
+        let second = stack(&db);
+        second.driver.pump().await;
+        assert_eq!(second.broker.orders_placed(), 1);
+        assert_eq!(status(&second, "c1").await, "closed");
+    }
+
+    #[tokio::test]
+    async fn a_crash_between_relay_and_submitter_resumes_from_the_durable_queue() {
+        let db = db();
+        let first = stack(&db);
+        open_and_close(&first, "c2").await;
+        assert!(first.driver.relay_changes().await > 0);
+        assert_eq!(first.broker.orders_placed(), 0);
+        drop(first);
+        let second = stack(&db);
+        second.driver.pump().await;
+        assert_eq!(second.broker.orders_placed(), 1);
+        assert_eq!(status(&second, "c2").await, "closed");
+    }
+
+    #[tokio::test]
+    async fn after_a_restart_nothing_already_handled_is_relayed_or_submitted_again() {
+        let db = db();
+        let first = stack(&db);
+        open_and_close(&first, "c3").await;
+        first.driver.pump().await;
+        assert_eq!(first.broker.orders_placed(), 1);
+        drop(first);
+        let second = stack(&db);
+        second.driver.pump().await;
+        assert_eq!(second.broker.orders_placed(), 0, "no second order after a restart");
+        assert_eq!(status(&second, "c3").await, "closed");
+    }
+}

@@ -1,0 +1,352 @@
+//! SQLite backend: the durable single-node store of the embedded stack (`make run`).
+//!
+//! One row per aggregate, keyed by the position's routing key, holding the same item
+//! document as DynamoDB (its typed JSON form, so one codec and its round-trip tests serve
+//! both and decimals stay exact strings). A commit is one SQLite transaction that writes
+//! the rows, their work-list columns and the change log (`outbox`) together. WAL journal
+//! with `synchronous=NORMAL`: a committed transaction survives a process crash (`kill -9`);
+//! `CLOSEFLOW_DB_SYNC=full` also makes it survive a power loss, at an fsync per commit.
+//!
+//! The same file holds the durable order queue (`queue`), so a message relayed from the
+//! outbox and not yet handled by the submitter is still there after a restart.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use closeflow_domain::{format_timestamp, PositionAggregate, RoutingKey, Timestamp};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde_json::{Map, Value};
+
+use crate::dynamo::codec::{self, Item};
+use crate::{
+    work_list_entry, Backend, Change, ChangeLog, CloseStore, Conflict, Listed, Sequenced, StoreError, WorkList, Write,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS aggregates (
+    routing_key INTEGER PRIMARY KEY,
+    position_id TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    list        TEXT,
+    list_at     TEXT,
+    item        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS aggregates_work_list ON aggregates (list, list_at) WHERE list IS NOT NULL;
+CREATE TABLE IF NOT EXISTS outbox (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    before TEXT,
+    after  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queue (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    dedup_id TEXT NOT NULL UNIQUE,
+    group_id TEXT NOT NULL,
+    body     TEXT NOT NULL,
+    done     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS queue_pending ON queue (done, seq);
+";
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    /// Where the data lives (`:memory:` for a private in-memory database).
+    location: String,
+}
+
+fn sql(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
+        {
+            StoreError::Contention
+        }
+        other => StoreError::Backend(format!("sqlite: {other}")),
+    }
+}
+
+/// A queued message as stored: its sequence, group, deduplication id and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedRow {
+    pub seq: u64,
+    pub group_id: String,
+    pub dedup_id: String,
+    pub body: String,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, or a private in-memory one for
+    /// `:memory:`. Parent directories are created.
+    pub fn open(path: &str) -> Result<SqliteStore, StoreError> {
+        let conn = if path == ":memory:" {
+            Connection::open_in_memory().map_err(sql)?
+        } else {
+            if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            Connection::open(path).map_err(sql)?
+        };
+        let sync = match std::env::var("CLOSEFLOW_DB_SYNC").as_deref() {
+            Ok("full") => "FULL",
+            _ => "NORMAL",
+        };
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
+        conn.pragma_update(None, "synchronous", sync).map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql)?;
+        conn.execute_batch(SCHEMA).map_err(sql)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            location: path.to_string(),
+        })
+    }
+
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic inside a transaction rolls it back when the transaction is dropped, so
+        // a poisoned connection is still consistent.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a message unless one with the same deduplication id was ever queued (the
+    /// durable twin of SQS FIFO deduplication). True when it was added.
+    pub fn enqueue(&self, group_id: &str, dedup_id: &str, body: &str) -> Result<bool, StoreError> {
+        let n = self
+            .lock()
+            .execute(
+                "INSERT OR IGNORE INTO queue (dedup_id, group_id, body) VALUES (?1, ?2, ?3)",
+                params![dedup_id, group_id, body],
+            )
+            .map_err(sql)?;
+        Ok(n == 1)
+    }
+
+    /// Messages not yet handled, oldest first (FIFO within each group, as queued).
+    pub fn queued(&self, limit: usize) -> Result<Vec<QueuedRow>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT seq, group_id, dedup_id, body FROM queue WHERE done = 0 ORDER BY seq LIMIT ?1")
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map(params![limit as i64], |r| {
+                Ok(QueuedRow {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    group_id: r.get(1)?,
+                    dedup_id: r.get(2)?,
+                    body: r.get(3)?,
+                })
+            })
+            .map_err(sql)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql)
+    }
+
+    /// A message was handled: it is never delivered again (its dedup id stays known).
+    pub fn dequeue(&self, seq: u64) -> Result<(), StoreError> {
+        self.lock()
+            .execute("UPDATE queue SET done = 1 WHERE seq = ?1", params![seq as i64])
+            .map_err(sql)?;
+        Ok(())
+    }
+}
+
+fn read_row(conn: &Connection, routing: RoutingKey) -> Result<Option<PositionAggregate>, StoreError> {
+    let text: Option<String> = conn
+        .prepare_cached("SELECT item FROM aggregates WHERE routing_key = ?1")
+        .map_err(sql)?
+        .query_row(params![routing.value() as i64], |r| r.get(0))
+        .optional()
+        .map_err(sql)?;
+    text.map(|t| decode(&t)).transpose()
+}
+
+fn encode(agg: &PositionAggregate) -> String {
+    item_to_json(&codec::aggregate_item(agg)).to_string()
+}
+
+fn decode(text: &str) -> Result<PositionAggregate, StoreError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("item JSON: {e}")))?;
+    codec::aggregate_from_item(&item_from_json(&value)?)
+}
+
+#[async_trait]
+impl Backend for SqliteStore {
+    async fn load(&self, routing: RoutingKey) -> Result<Option<PositionAggregate>, StoreError> {
+        read_row(&self.lock(), routing)
+    }
+
+    async fn commit(&self, writes: &[Write]) -> Result<Result<(), Conflict>, StoreError> {
+        let mut conn = self.lock();
+        // IMMEDIATE: the write lock is taken before the conditions are read, so no other
+        // connection to the file can change a row between the check and the write.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let mut befores = Vec::with_capacity(writes.len());
+        for (index, w) in writes.iter().enumerate() {
+            let current = read_row(&tx, w.routing_key())?;
+            if !crate::memory::condition_holds(w, current.as_ref()) {
+                return Ok(Err(Conflict {
+                    index,
+                    current: Some(current),
+                }));
+            }
+            befores.push(current);
+        }
+        for (w, before) in writes.iter().zip(befores) {
+            let key = w.routing_key().value() as i64;
+            match w {
+                Write::Create(agg) | Write::Put { next: agg, .. } => {
+                    let entry = work_list_entry(agg);
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO aggregates (routing_key, position_id, version, list, list_at, item) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .map_err(sql)?
+                    .execute(params![
+                        key,
+                        agg.position.id.as_str(),
+                        agg.position.version as i64,
+                        entry.map(|(l, _)| l.as_str()),
+                        entry.map(|(_, t)| format_timestamp(&t)),
+                        encode(agg),
+                    ])
+                    .map_err(sql)?;
+                    tx.prepare_cached("INSERT INTO outbox (before, after) VALUES (?1, ?2)")
+                        .map_err(sql)?
+                        .execute(params![before.as_ref().map(encode), encode(agg)])
+                        .map_err(sql)?;
+                }
+                Write::Delete { .. } => {
+                    tx.prepare_cached("DELETE FROM aggregates WHERE routing_key = ?1")
+                        .map_err(sql)?
+                        .execute(params![key])
+                        .map_err(sql)?;
+                }
+            }
+        }
+        tx.commit().map_err(sql)?;
+        Ok(Ok(()))
+    }
+
+    async fn work_list(&self, list: WorkList, since: Timestamp, limit: usize) -> Result<Listed, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT item FROM aggregates WHERE list = ?1 AND list_at <= ?2 ORDER BY list_at, routing_key LIMIT ?3",
+            )
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map(params![list.as_str(), format_timestamp(&since), limit as i64], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(sql)?;
+        let aggregates = rows
+            .map(|t| decode(&t.map_err(sql)?))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Listed {
+            items_read: aggregates.len(),
+            aggregates,
+        })
+    }
+}
+
+impl CloseStore for SqliteStore {}
+
+#[async_trait]
+impl ChangeLog for SqliteStore {
+    async fn unacknowledged(&self, limit: usize) -> Result<Vec<Sequenced>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT seq, before, after FROM outbox ORDER BY seq LIMIT ?1")
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map(params![limit as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?))
+            })
+            .map_err(sql)?;
+        rows.map(|row| {
+            let (seq, before, after) = row.map_err(sql)?;
+            Ok(Sequenced {
+                seq: seq as u64,
+                change: Change {
+                    before: before.as_deref().map(decode).transpose()?,
+                    after: decode(&after)?,
+                },
+            })
+        })
+        .collect()
+    }
+
+    async fn acknowledge(&self, seq: u64) -> Result<(), StoreError> {
+        // AUTOINCREMENT never reuses a sequence, so trimming cannot confuse a later read.
+        self.lock()
+            .execute("DELETE FROM outbox WHERE seq <= ?1", params![seq as i64])
+            .map_err(sql)?;
+        Ok(())
+    }
+}
+
+/// DynamoDB's typed JSON form of an item (`{"S": ...}`, `{"N": "1.5"}`, ...): exact, and
+/// readable with the same tools as a DynamoDB export.
+pub fn item_to_json(item: &Item) -> Value {
+    Value::Object(item.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
+}
+
+fn value_to_json(v: &AttributeValue) -> Value {
+    let (tag, inner) = match v {
+        AttributeValue::S(s) => ("S", Value::String(s.clone())),
+        AttributeValue::N(n) => ("N", Value::String(n.clone())),
+        AttributeValue::Bool(b) => ("BOOL", Value::Bool(*b)),
+        AttributeValue::Null(_) => ("NULL", Value::Bool(true)),
+        AttributeValue::L(l) => ("L", Value::Array(l.iter().map(value_to_json).collect())),
+        AttributeValue::M(m) => ("M", item_to_json(m)),
+        AttributeValue::Ss(l) => ("SS", Value::Array(l.iter().cloned().map(Value::String).collect())),
+        AttributeValue::Ns(l) => ("NS", Value::Array(l.iter().cloned().map(Value::String).collect())),
+        // The codec writes no binary attributes.
+        _ => ("NULL", Value::Bool(true)),
+    };
+    Value::Object(Map::from_iter([(tag.to_string(), inner)]))
+}
+
+pub fn item_from_json(v: &Value) -> Result<Item, StoreError> {
+    let bad = || StoreError::Corrupt("item JSON is not DynamoDB's typed form".into());
+    v.as_object()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), value_from_json(v)?)))
+        .collect()
+}
+
+fn value_from_json(v: &Value) -> Result<AttributeValue, StoreError> {
+    let bad = || StoreError::Corrupt("attribute JSON is not DynamoDB's typed form".into());
+    let (tag, inner) = v.as_object().and_then(|o| o.iter().next()).ok_or_else(bad)?;
+    let strings = |x: &Value| -> Result<Vec<String>, StoreError> {
+        x.as_array()
+            .ok_or_else(bad)?
+            .iter()
+            .map(|s| s.as_str().map(str::to_string).ok_or_else(bad))
+            .collect()
+    };
+    Ok(match tag.as_str() {
+        "S" => AttributeValue::S(inner.as_str().ok_or_else(bad)?.to_string()),
+        "N" => AttributeValue::N(inner.as_str().ok_or_else(bad)?.to_string()),
+        "BOOL" => AttributeValue::Bool(inner.as_bool().ok_or_else(bad)?),
+        "NULL" => AttributeValue::Null(true),
+        "L" => AttributeValue::L(
+            inner
+                .as_array()
+                .ok_or_else(bad)?
+                .iter()
+                .map(value_from_json)
+                .collect::<Result<_, _>>()?,
+        ),
+        "M" => AttributeValue::M(item_from_json(inner)?),
+        "SS" => AttributeValue::Ss(strings(inner)?),
+        "NS" => AttributeValue::Ns(strings(inner)?),
+        _ => return Err(bad()),
+    })
+}

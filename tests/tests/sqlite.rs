@@ -1,0 +1,14 @@
+//! Every scenario suite on the SQLite store (the durable embedded stack), each test in its
+//! own database file.
+
+mod scenarios {
+    closeflow_tests::scenario_tests!(closeflow_tests::Backend::Sqlite);
+}
+
+mod pipeline {
+    closeflow_tests::pipeline_tests!(closeflow_tests::Backend::Sqlite);
+}
+
+mod scheduled {
+    closeflow_tests::reconcile_tests!(closeflow_tests::Backend::Sqlite);
+}
