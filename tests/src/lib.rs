@@ -13,7 +13,9 @@ use axum::http::{HeaderMap, Method, Request};
 use axum::Router;
 use chrono::TimeZone;
 use closeflow_api::{router, AppState, ManualClock};
-use closeflow_domain::{CloseCommand, OrderUpdate, PositionAggregate, PositionId, RegisterPosition, RoutingKey, Timestamp};
+use closeflow_domain::{
+    CloseCommand, OrderUpdate, PositionAggregate, PositionId, RegisterPosition, RoutingKey, Timestamp,
+};
 use closeflow_store::dynamo::table;
 use closeflow_store::{
     Backend as StoreBackend, CloseOutcome, CloseStore, Conflict, DynamoStore, Listed, MemoryStore, RegisterOutcome,
@@ -23,6 +25,8 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
+pub mod builders;
+pub mod contract;
 pub mod pipeline;
 pub mod pipeline_scenarios;
 pub mod reconcile_scenarios;

@@ -35,3 +35,7 @@ async fn every_close_path_costs_one_dynamodb_round_trip() {
     assert_eq!(app.get("/positions/pos-rt").await.status, 200);
     assert_eq!(app.round_trips() - before, 1, "GET position is one read");
 }
+
+mod store_contract {
+    closeflow_tests::store_contract_tests!(closeflow_tests::Backend::DynamoDb);
+}

@@ -1,3 +1,7 @@
 //! Scenario tests on the embedded in-memory store.
 
 closeflow_tests::scenario_tests!(closeflow_tests::Backend::Embedded);
+
+mod store_contract {
+    closeflow_tests::store_contract_tests!(closeflow_tests::Backend::Embedded);
+}

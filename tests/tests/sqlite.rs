@@ -12,3 +12,7 @@ mod pipeline {
 mod scheduled {
     closeflow_tests::reconcile_tests!(closeflow_tests::Backend::Sqlite);
 }
+
+mod store_contract {
+    closeflow_tests::store_contract_tests!(closeflow_tests::Backend::Sqlite);
+}

@@ -257,7 +257,9 @@ pub async fn get_close_request(
         .aggregate(&AggregateKey::CloseRequest(id))
         .await
         .map_err(app.store_error())?;
-    let found = found.as_ref().and_then(|agg| Some((agg.close_request(&id)?, &agg.position.account_id)));
+    let found = found
+        .as_ref()
+        .and_then(|agg| Some((agg.close_request(&id)?, &agg.position.account_id)));
     match found {
         Some((_, account)) if !access.allows(account) => Err(forbidden()),
         Some(((cr, orders), _)) => Ok(Json(views::close_request(cr, orders)).into_response()),

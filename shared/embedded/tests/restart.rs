@@ -63,7 +63,13 @@ fn start(db: &str) -> Node {
     }
 }
 
-async fn call(client: &reqwest::Client, method: reqwest::Method, url: String, key: Option<&str>, body: Option<&str>) -> (u16, Value) {
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Value) {
     let mut req = client.request(method, url).bearer_auth(TOKEN);
     if let Some(k) = key {
         req = req.header("idempotency-key", k);
@@ -85,7 +91,11 @@ async fn a_close_in_flight_survives_kill_9_and_its_key_still_replays() {
         .into_owned();
     let http = reqwest::Client::new();
     let node = start(&db);
-    assert!(node.banner.contains("SQLite store at") && node.banner.contains(&db), "{}", node.banner);
+    assert!(
+        node.banner.contains("SQLite store at") && node.banner.contains(&db),
+        "{}",
+        node.banner
+    );
 
     let (s, _) = call(
         &http,
@@ -96,14 +106,28 @@ async fn a_close_in_flight_survives_kill_9_and_its_key_still_replays() {
     )
     .await;
     assert_eq!(s, 201);
-    let (s, created) = call(&http, reqwest::Method::POST, format!("{}/positions/pos-r1/close", node.base), Some("key-r1"), None).await;
+    let (s, created) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{}/positions/pos-r1/close", node.base),
+        Some("key-r1"),
+        None,
+    )
+    .await;
     assert_eq!(s, 201, "{created}");
     let crid = created["close_request_id"].as_str().expect("id").to_string();
 
     // Wait until the order is at the broker: the close is now in flight there.
     let deadline = Instant::now() + Duration::from_secs(20);
     let before = loop {
-        let (_, cr) = call(&http, reqwest::Method::GET, format!("{}/close-requests/{crid}", node.base), None, None).await;
+        let (_, cr) = call(
+            &http,
+            reqwest::Method::GET,
+            format!("{}/close-requests/{crid}", node.base),
+            None,
+            None,
+        )
+        .await;
         if cr["status"] == "submitted" {
             break cr;
         }
@@ -115,14 +139,35 @@ async fn a_close_in_flight_survives_kill_9_and_its_key_still_replays() {
     drop(node);
     let node = start(&db);
 
-    let (s, position) = call(&http, reqwest::Method::GET, format!("{}/positions/pos-r1", node.base), None, None).await;
+    let (s, position) = call(
+        &http,
+        reqwest::Method::GET,
+        format!("{}/positions/pos-r1", node.base),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(s, 200);
     assert_eq!(position["status"], "closing", "{position}");
-    let (s, after) = call(&http, reqwest::Method::GET, format!("{}/close-requests/{crid}", node.base), None, None).await;
+    let (s, after) = call(
+        &http,
+        reqwest::Method::GET,
+        format!("{}/close-requests/{crid}", node.base),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(s, 200);
     assert_eq!(after["status"], "submitted");
     assert_eq!(after["orders"], before["orders"], "the order record survives");
-    let (s, replay) = call(&http, reqwest::Method::POST, format!("{}/positions/pos-r1/close", node.base), Some("key-r1"), None).await;
+    let (s, replay) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{}/positions/pos-r1/close", node.base),
+        Some("key-r1"),
+        None,
+    )
+    .await;
     assert_eq!(s, 200, "{replay}");
     assert_eq!(replay["close_request_id"], crid.as_str());
     let _ = std::fs::remove_file(&db);
@@ -174,12 +219,23 @@ mod in_process {
     async fn open_and_close(stack: &Stack, id: &str) {
         let body = r#"{"account_id":"a","symbol":"MSFT","asset_type":"equity","quantity":"3"}"#;
         assert_eq!(send(stack, "PUT", &format!("/positions/{id}"), None, body).await, 201);
-        assert_eq!(send(stack, "POST", &format!("/positions/{id}/close"), Some("k"), "").await, 201);
+        assert_eq!(
+            send(stack, "POST", &format!("/positions/{id}/close"), Some("k"), "").await,
+            201
+        );
     }
 
     async fn status(stack: &Stack, id: &str) -> String {
         let p = closeflow_domain::PositionId::parse(id).expect("id");
-        stack.store.position(&p).await.expect("store").expect("exists").status.as_str().to_string()
+        stack
+            .store
+            .position(&p)
+            .await
+            .expect("store")
+            .expect("exists")
+            .status
+            .as_str()
+            .to_string()
     }
 
     fn db() -> String {

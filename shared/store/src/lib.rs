@@ -13,7 +13,7 @@
 use async_trait::async_trait;
 use closeflow_domain::{
     apply_order_update, decide_close, decide_register, Applied, CloseCommand, CloseDecision, CloseRejection,
-    CloseRequest, CloseRequestId, CloseRequestStatus, IllegalTransition, Ignored, Order, OrderUpdate, Position,
+    CloseRequest, CloseRequestId, CloseRequestStatus, Ignored, IllegalTransition, Order, OrderUpdate, Position,
     PositionAggregate, PositionId, PositionStatus, RegisterDecision, RegisterPosition, RegisterRejection, RoutingKey,
     Timestamp,
 };
@@ -174,7 +174,9 @@ pub trait CloseStore: Backend {
             let write = match decide_register(agg.as_ref(), cmd) {
                 Ok(RegisterDecision::Created(p)) => Write::Create(PositionAggregate::new(p)),
                 Ok(RegisterDecision::Updated(p)) => {
-                    let mut next = agg.clone().ok_or_else(|| StoreError::Corrupt("update without a position".into()))?;
+                    let mut next = agg
+                        .clone()
+                        .ok_or_else(|| StoreError::Corrupt("update without a position".into()))?;
                     let expected = next.position.version;
                     next.position = p;
                     Write::Put { next, expected }

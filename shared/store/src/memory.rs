@@ -76,7 +76,9 @@ pub(crate) fn condition_holds(write: &Write, current: Option<&PositionAggregate>
         Write::Put { next, expected } => {
             current.is_some_and(|c| c.position.id == next.position.id && c.position.version == *expected)
         }
-        Write::Delete { id, expected } => current.is_some_and(|c| c.position.id == *id && c.position.version == *expected),
+        Write::Delete { id, expected } => {
+            current.is_some_and(|c| c.position.id == *id && c.position.version == *expected)
+        }
     }
 }
 

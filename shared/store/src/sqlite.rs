@@ -58,7 +58,10 @@ pub struct SqliteStore {
 fn sql(e: rusqlite::Error) -> StoreError {
     match e {
         rusqlite::Error::SqliteFailure(f, _)
-            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
         {
             StoreError::Contention
         }
@@ -244,9 +247,7 @@ impl Backend for SqliteStore {
                 r.get::<_, String>(0)
             })
             .map_err(sql)?;
-        let aggregates = rows
-            .map(|t| decode(&t.map_err(sql)?))
-            .collect::<Result<Vec<_>, _>>()?;
+        let aggregates = rows.map(|t| decode(&t.map_err(sql)?)).collect::<Result<Vec<_>, _>>()?;
         Ok(Listed {
             items_read: aggregates.len(),
             aggregates,
@@ -265,7 +266,11 @@ impl ChangeLog for SqliteStore {
             .map_err(sql)?;
         let rows = stmt
             .query_map(params![limit as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
             })
             .map_err(sql)?;
         rows.map(|row| {

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use aws_sdk_dynamodb::types::AttributeValue;
 use closeflow_domain::{
     format_timestamp, parse_timestamp, AccountId, AssetType, ClientOrderId, CloseRequest, CloseRequestId,
-    CloseRequestStatus, Fingerprint, IdempotencyKey, IdempotencyRecord, Order, OrderStatus, Position,
-    PastClose, PositionAggregate, PositionId, PositionStatus, Quantity, RoutingKey, Timestamp,
+    CloseRequestStatus, Fingerprint, IdempotencyKey, IdempotencyRecord, Order, OrderStatus, PastClose, Position,
+    PositionAggregate, PositionId, PositionStatus, Quantity, RoutingKey, Timestamp,
 };
 
 use crate::StoreError;
@@ -285,8 +285,8 @@ fn history_from_item(item: &Item, position: &PositionId) -> Result<Vec<PastClose
                 return Err(corrupt("bad history entry", item));
             };
             let orders = orders_from_item(m)?;
-            let mut close_request =
-                latest_close_request_from_item(m, position)?.ok_or_else(|| corrupt("history entry without id", item))?;
+            let mut close_request = latest_close_request_from_item(m, position)?
+                .ok_or_else(|| corrupt("history entry without id", item))?;
             close_request.filled_qty = filled(&orders)?;
             Ok(PastClose { close_request, orders })
         })

@@ -10,7 +10,9 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use aws_smithy_runtime_api::box_error::BoxError;
-use closeflow_domain::{format_timestamp, CloseCommand, OrderStatus, OrderUpdate, PositionAggregate, RoutingKey, Timestamp};
+use closeflow_domain::{
+    format_timestamp, CloseCommand, OrderStatus, OrderUpdate, PositionAggregate, RoutingKey, Timestamp,
+};
 
 use crate::{Backend, CloseOutcome, CloseStore, Conflict, Listed, StoreError, UpdateResult, WorkList, Write};
 
@@ -391,10 +393,7 @@ impl DynamoStore {
         use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
         if let Some(TransactWriteItemsError::TransactionCanceledException(tc)) = err.as_service_error() {
             let reasons = tc.cancellation_reasons();
-            if let Some(index) = reasons
-                .iter()
-                .position(|r| r.code() == Some("ConditionalCheckFailed"))
-            {
+            if let Some(index) = reasons.iter().position(|r| r.code() == Some("ConditionalCheckFailed")) {
                 let current = match reasons[index].item() {
                     Some(old) => Some(aggregate_of(old)?),
                     None => None,
@@ -450,7 +449,11 @@ impl DynamoStore {
                  cr_created_at = :now, cr_updated_at = :now, updated_at = :now, attn = :attn, attn_at = :now, \
                  orders = :no_orders, #ver = #ver + :one{} \
                  REMOVE cr_submitted_at, cr_completed_at, cr_failure_reason{}",
-                if cmd.reason.is_some() { ", cr_reason = :reason" } else { "" },
+                if cmd.reason.is_some() {
+                    ", cr_reason = :reason"
+                } else {
+                    ""
+                },
                 if cmd.reason.is_some() { "" } else { ", cr_reason" },
             ))
             .expression_attribute_names("#key", cmd.idempotency_key.as_str())

@@ -1,0 +1,409 @@
+//! The store contract: the port's semantics, driven directly (no router), identical on
+//! every backend. A new adapter passes this suite or is not a store.
+
+use std::sync::Arc;
+
+use chrono::TimeDelta;
+use closeflow_domain::{
+    decide_close, record_submission, CloseDecision, CloseRejection, CloseRequestStatus, OrderStatus, PositionAggregate,
+    PositionStatus, RegisterDecision, RoutingKey, SubmitAnswer, SubmitRequest,
+};
+use closeflow_store::{
+    modify, AggregateKey, ChangeLog, CloseOutcome, CloseStore, DynamoStore, MemoryStore, SqliteStore, Step,
+    UpdateResult, WorkList, Write,
+};
+
+use crate::builders::{close, pid, register, update};
+use crate::{start_time, Backend};
+
+pub struct ContractStore {
+    pub store: Arc<dyn CloseStore>,
+    /// The change log, on backends that keep one (the DynamoDB stream is tested elsewhere).
+    pub log: Option<Arc<dyn ChangeLog>>,
+}
+
+pub async fn store_for(backend: Backend) -> ContractStore {
+    match backend {
+        Backend::Embedded => {
+            let m = Arc::new(MemoryStore::new());
+            ContractStore {
+                store: m.clone(),
+                log: Some(m),
+            }
+        }
+        Backend::Sqlite => {
+            let s = Arc::new(SqliteStore::open(&crate::temp_db_path()).expect("sqlite"));
+            ContractStore {
+                store: s.clone(),
+                log: Some(s),
+            }
+        }
+        Backend::DynamoDb => {
+            let client = crate::dynamo_client(Default::default()).await;
+            let name = crate::unique_table_name();
+            closeflow_store::dynamo::table::create_table(&client, &name, &crate::template::table_spec())
+                .await
+                .expect("table");
+            ContractStore {
+                store: Arc::new(DynamoStore::new(client, name)),
+                log: None,
+            }
+        }
+    }
+}
+
+async fn agg(s: &ContractStore, id: &str) -> PositionAggregate {
+    s.store
+        .aggregate(&AggregateKey::Position(pid(id)))
+        .await
+        .expect("store")
+        .expect("exists")
+}
+
+/// Submits attempt `attempt` of the latest close request as the submitter would.
+async fn submit(s: &ContractStore, id: &str, attempt: u32) {
+    let a = agg(s, id).await;
+    let cr = a.latest_close_request.as_ref().expect("close request").id;
+    let req = SubmitRequest {
+        position_id: pid(id),
+        close_request_id: cr,
+        attempt,
+    };
+    let accepted = SubmitAnswer::Accepted(update(cr, attempt, OrderStatus::Accepted, "0", 1, start_time()));
+    let m = modify(s.store.as_ref(), &AggregateKey::Position(pid(id)), |a| {
+        Step::applied(record_submission(a, &req, &accepted, start_time()))
+    })
+    .await
+    .expect("store")
+    .expect("exists");
+    assert!(m.after.is_some(), "submission recorded");
+}
+
+pub async fn registration_creates_updates_and_is_idempotent(s: &ContractStore) {
+    let t = start_time();
+    let created = s.store.register_position(&register("c-1", "10", t)).await.unwrap();
+    assert!(matches!(created, Ok(RegisterDecision::Created(ref p)) if p.version == 1));
+    let again = s.store.register_position(&register("c-1", "10", t)).await.unwrap();
+    assert!(matches!(again, Ok(RegisterDecision::Unchanged(_))));
+    let updated = s.store.register_position(&register("c-1", "12", t)).await.unwrap();
+    assert!(matches!(updated, Ok(RegisterDecision::Updated(ref p)) if p.version == 2));
+    assert_eq!(agg(s, "c-1").await.position.quantity, crate::builders::qty("12"));
+    assert_eq!(s.store.position(&pid("nope")).await.unwrap(), None);
+}
+
+pub async fn commits_are_conditional_and_all_or_nothing(s: &ContractStore) {
+    let t = start_time();
+    s.store
+        .register_position(&register("w-1", "5", t))
+        .await
+        .unwrap()
+        .unwrap();
+    let a = agg(s, "w-1").await;
+    // Create over an existing aggregate fails and reports what is there.
+    let c = s.store.commit(&[Write::Create(a.clone())]).await.unwrap().unwrap_err();
+    assert_eq!(c.index, 0);
+    if let Some(current) = c.current {
+        assert_eq!(current.as_ref(), Some(&a));
+    }
+    // A stale version writes nothing.
+    let mut stale = a.clone();
+    stale.position.version = 9;
+    let put = Write::Put {
+        next: stale,
+        expected: 8,
+    };
+    assert!(s.store.commit(&[put]).await.unwrap().is_err());
+    assert_eq!(agg(s, "w-1").await, a);
+    // Two writes, the second stale: neither happens.
+    let fresh = PositionAggregate::new(register_position("w-2"));
+    let mut bumped = a.clone();
+    bumped.position.version += 1;
+    let writes = [
+        Write::Create(fresh.clone()),
+        Write::Put {
+            next: bumped.clone(),
+            expected: a.position.version + 5,
+        },
+    ];
+    let c = s.store.commit(&writes).await.unwrap().unwrap_err();
+    assert_eq!(c.index, 1);
+    assert_eq!(
+        s.store.load(RoutingKey::of(&pid("w-2"))).await.unwrap(),
+        None,
+        "all or nothing"
+    );
+    // Both conditions hold: both are written.
+    let writes = [
+        Write::Create(fresh.clone()),
+        Write::Put {
+            next: bumped.clone(),
+            expected: a.position.version,
+        },
+    ];
+    s.store.commit(&writes).await.unwrap().unwrap();
+    assert_eq!(agg(s, "w-2").await, fresh);
+    assert_eq!(agg(s, "w-1").await, bumped);
+    // Delete only at the expected version.
+    assert!(!s.store.delete_if_unchanged(&pid("w-2"), 7).await.unwrap());
+    assert!(s.store.delete_if_unchanged(&pid("w-2"), 1).await.unwrap());
+    assert_eq!(s.store.position(&pid("w-2")).await.unwrap(), None);
+}
+
+fn register_position(id: &str) -> closeflow_domain::Position {
+    match closeflow_domain::decide_register(None, &register(id, "3", start_time())) {
+        Ok(RegisterDecision::Created(p)) => p,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Phase 1 stores exactly the aggregate the domain decides, on every path an adapter may
+/// take (DynamoDB: the one-UpdateItem fast path for a first close, the protocol otherwise).
+pub async fn a_close_stores_exactly_what_the_domain_decides(s: &ContractStore) {
+    let t = start_time();
+    s.store
+        .register_position(&register("e-1", "-4.5", t))
+        .await
+        .unwrap()
+        .unwrap();
+    for (round, key) in ["first", "second"].into_iter().enumerate() {
+        let before = agg(s, "e-1").await;
+        let mut cmd = close("e-1", key, t + TimeDelta::seconds(round as i64));
+        cmd.reason = (round == 1).then(|| "drawdown".to_string());
+        let CloseDecision::Create(expected) = decide_close(Some(&before), &cmd) else {
+            panic!("the domain accepts round {round}")
+        };
+        let out = s.store.open_close_request(&cmd).await.unwrap();
+        assert!(matches!(out, CloseOutcome::Created { .. }), "{out:?}");
+        assert_eq!(agg(s, "e-1").await, *expected, "round {round}");
+        // End the close with nothing filled: the position reopens for the next round.
+        submit(s, "e-1", 1).await;
+        let cr = expected.latest_close_request.as_ref().unwrap().id;
+        let r = s
+            .store
+            .apply_order_update(&update(cr, 1, OrderStatus::Canceled, "0", 2, t), t)
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                r,
+                UpdateResult::Applied {
+                    position_status: PositionStatus::Open,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+    }
+}
+
+pub async fn replays_find_superseded_close_requests(s: &ContractStore) {
+    let t = start_time();
+    s.store
+        .register_position(&register("h-1", "2", t))
+        .await
+        .unwrap()
+        .unwrap();
+    let CloseOutcome::Created { close_request: a, .. } =
+        s.store.open_close_request(&close("h-1", "key-a", t)).await.unwrap()
+    else {
+        panic!()
+    };
+    submit(s, "h-1", 1).await;
+    s.store
+        .apply_order_update(&update(a.id, 1, OrderStatus::Canceled, "0", 2, t), t)
+        .await
+        .unwrap();
+    let CloseOutcome::Created { close_request: b, .. } =
+        s.store.open_close_request(&close("h-1", "key-b", t)).await.unwrap()
+    else {
+        panic!()
+    };
+    assert_ne!(a.id, b.id);
+    match s.store.open_close_request(&close("h-1", "key-a", t)).await.unwrap() {
+        CloseOutcome::Replayed {
+            close_request, orders, ..
+        } => {
+            assert_eq!(close_request.id, a.id);
+            assert!(
+                close_request.status.is_terminal(),
+                "as it ended: {:?}",
+                close_request.status
+            );
+            assert_eq!(orders.len(), 1, "its order is kept with it");
+        }
+        other => panic!("{other:?}"),
+    }
+    let found = s
+        .store
+        .aggregate(&AggregateKey::CloseRequest(a.id))
+        .await
+        .unwrap()
+        .expect("found");
+    assert_eq!(found.close_request(&a.id).map(|(c, _)| c.id), Some(a.id));
+    // A different key while B is in flight is still refused.
+    let r = s.store.open_close_request(&close("h-1", "key-c", t)).await.unwrap();
+    assert!(matches!(
+        r,
+        CloseOutcome::Rejected(CloseRejection::AlreadyClosing { .. })
+    ));
+}
+
+pub async fn fills_settle_the_close_and_modify_returns_the_decision(s: &ContractStore) {
+    let t = start_time();
+    s.store
+        .register_position(&register("f-1", "10", t))
+        .await
+        .unwrap()
+        .unwrap();
+    let CloseOutcome::Created { close_request: cr, .. } =
+        s.store.open_close_request(&close("f-1", "k", t)).await.unwrap()
+    else {
+        panic!()
+    };
+    submit(s, "f-1", 1).await;
+    let partial = s
+        .store
+        .apply_order_update(&update(cr.id, 1, OrderStatus::PartiallyFilled, "4", 2, t), t)
+        .await
+        .unwrap();
+    assert!(matches!(
+        partial,
+        UpdateResult::Applied {
+            close_request_status: CloseRequestStatus::Submitted,
+            ..
+        }
+    ));
+    let stale = s
+        .store
+        .apply_order_update(&update(cr.id, 1, OrderStatus::PartiallyFilled, "3", 1, t), t)
+        .await
+        .unwrap();
+    assert!(matches!(stale, UpdateResult::Ignored(_)), "{stale:?}");
+    let done = s
+        .store
+        .apply_order_update(&update(cr.id, 1, OrderStatus::Filled, "10", 3, t), t)
+        .await
+        .unwrap();
+    assert!(matches!(
+        done,
+        UpdateResult::Applied {
+            position_status: PositionStatus::Closed,
+            ..
+        }
+    ));
+    let a = agg(s, "f-1").await;
+    assert_eq!(a.latest_close_request.unwrap().filled_qty, crate::builders::qty("10"));
+    // A step that writes nothing still hands back its decision.
+    let m = modify(s.store.as_ref(), &AggregateKey::Position(pid("f-1")), |a| Step {
+        write: None,
+        decision: a.position.version,
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!((m.after, m.decision), (None, a.position.version));
+    let unknown = update(
+        closeflow_domain::CloseRequestId::new(&pid("zz"), [1; 16]),
+        1,
+        OrderStatus::Filled,
+        "1",
+        1,
+        t,
+    );
+    assert_eq!(
+        s.store.apply_order_update(&unknown, t).await.unwrap(),
+        UpdateResult::UnknownOrder
+    );
+}
+
+pub async fn work_lists_hold_exactly_what_needs_a_job_oldest_first(s: &ContractStore) {
+    let t = start_time();
+    for (i, id) in ["l-1", "l-2", "l-3"].iter().enumerate() {
+        s.store.register_position(&register(id, "1", t)).await.unwrap().unwrap();
+        let at = t + TimeDelta::seconds(10 - i as i64);
+        s.store.open_close_request(&close(id, "k", at)).await.unwrap();
+    }
+    s.store
+        .register_position(&register("l-idle", "1", t))
+        .await
+        .unwrap()
+        .unwrap();
+    let listed = s
+        .store
+        .work_list(WorkList::Attention, t + TimeDelta::hours(1), 10)
+        .await
+        .unwrap();
+    let ids: Vec<_> = listed.aggregates.iter().map(|a| a.position.id.to_string()).collect();
+    assert_eq!(ids, ["l-3", "l-2", "l-1"], "oldest clock first, idle positions absent");
+    assert_eq!(listed.items_read, 3);
+    let early = s
+        .store
+        .work_list(WorkList::Attention, t + TimeDelta::seconds(8), 10)
+        .await
+        .unwrap();
+    assert_eq!(early.aggregates.len(), 1, "only clocks started by `since`");
+    let one = s
+        .store
+        .work_list(WorkList::Attention, t + TimeDelta::hours(1), 1)
+        .await
+        .unwrap();
+    assert_eq!(one.aggregates.len(), 1);
+    assert!(s
+        .store
+        .work_list(WorkList::Expiry, t + TimeDelta::hours(1), 10)
+        .await
+        .unwrap()
+        .aggregates
+        .is_empty());
+}
+
+/// Backends with a change log: every committed write once, in commit order, with its old
+/// image; acknowledged entries are never read again.
+pub async fn the_change_log_has_every_commit_once_in_order(s: &ContractStore) {
+    let Some(log) = &s.log else { return };
+    let t = start_time();
+    s.store
+        .register_position(&register("o-1", "1", t))
+        .await
+        .unwrap()
+        .unwrap();
+    s.store.open_close_request(&close("o-1", "k", t)).await.unwrap();
+    // A refused close writes nothing, so it logs nothing.
+    s.store.open_close_request(&close("o-1", "other", t)).await.unwrap();
+    let batch = log.unacknowledged(100).await.unwrap();
+    assert_eq!(batch.len(), 2);
+    assert!(batch[0].seq < batch[1].seq);
+    assert_eq!(batch[0].change.before, None);
+    assert_eq!(batch[1].change.before.as_ref(), Some(&batch[0].change.after));
+    assert_eq!(batch[1].change.after.position.status, PositionStatus::Closing);
+    log.acknowledge(batch[0].seq).await.unwrap();
+    let rest = log.unacknowledged(100).await.unwrap();
+    assert_eq!(rest, batch[1..].to_vec());
+    log.acknowledge(batch[1].seq).await.unwrap();
+    assert!(log.unacknowledged(100).await.unwrap().is_empty());
+}
+
+/// One `#[tokio::test]` per contract check for a backend.
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($backend:expr) => {
+        $crate::store_contract_tests!(@each $backend;
+            registration_creates_updates_and_is_idempotent,
+            commits_are_conditional_and_all_or_nothing,
+            a_close_stores_exactly_what_the_domain_decides,
+            replays_find_superseded_close_requests,
+            fills_settle_the_close_and_modify_returns_the_decision,
+            work_lists_hold_exactly_what_needs_a_job_oldest_first,
+            the_change_log_has_every_commit_once_in_order,
+        );
+    };
+    (@each $backend:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let store = $crate::contract::store_for($backend).await;
+                $crate::contract::$name(&store).await;
+            }
+        )*
+    };
+}
