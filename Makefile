@@ -3,9 +3,10 @@ SHELL := /bin/bash
 PORT ?= 3000
 WITH_MOTO := infra/with-moto.sh
 
-.PHONY: run test test-embedded template-lint lint fmt bench build invoke
+.PHONY: run test test-embedded template-lint lint fmt bench build invoke chaos
 
-## run: the embedded single-process stack on 127.0.0.1:$(PORT) (in-memory store, no AWS)
+## run: the embedded single-process stack on 127.0.0.1:$(PORT): a durable SQLite store at
+## CLOSEFLOW_DB (default .closeflow/closeflow.db; `:memory:` keeps nothing), no AWS
 run:
 	PORT=$(PORT) cargo run -p closeflow-embedded --bin closeflow
 
@@ -22,6 +23,12 @@ template-lint:
 ## test-embedded: everything that needs no emulator
 test-embedded:
 	cargo test --workspace
+
+## chaos: the deterministic chaos suite over SEEDS seeds (the test run uses 500);
+## SEED=n replays one seed
+SEEDS ?= 10000
+chaos:
+	CHAOS_SEEDS=$(SEEDS) $(if $(SEED),CHAOS_SEED=$(SEED)) cargo test -p closeflow-tests --test chaos -- --nocapture
 
 ## lint: formatting, clippy (warnings are errors) and cfn-lint
 lint: template-lint

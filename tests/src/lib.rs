@@ -26,6 +26,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 pub mod builders;
+pub mod chaos;
 pub mod contract;
 pub mod pipeline;
 pub mod pipeline_scenarios;

@@ -5,7 +5,8 @@
 //! both and decimals stay exact strings). A commit is one SQLite transaction that writes
 //! the rows, their work-list columns and the change log (`outbox`) together. WAL journal
 //! with `synchronous=NORMAL`: a committed transaction survives a process crash (`kill -9`);
-//! `CLOSEFLOW_DB_SYNC=full` also makes it survive a power loss, at an fsync per commit.
+//! `CLOSEFLOW_DB_SYNC=full` also makes it survive a power loss, at an fsync per commit
+//! (`off`: no fsync at all, for simulations).
 //!
 //! The same file holds the durable order queue (`queue`), so a message relayed from the
 //! outbox and not yet handled by the submitter is still there after a restart.
@@ -93,6 +94,9 @@ impl SqliteStore {
         };
         let sync = match std::env::var("CLOSEFLOW_DB_SYNC").as_deref() {
             Ok("full") => "FULL",
+            // Still safe against a process crash (every commit reaches the OS), not
+            // against an OS crash or power loss: for simulations and throwaway stacks.
+            Ok("off") => "OFF",
             _ => "NORMAL",
         };
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;

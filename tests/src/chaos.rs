@@ -1,0 +1,507 @@
+//! The deterministic chaos suite: a seeded simulation of the whole local pipeline on an
+//! embedded backend — closes with duplicate keys, the relay and the submitter crashing
+//! between any two steps, queue redelivery and reordering, a broker that times out, fails,
+//! throttles, fills in pieces, cancels and reports late, duplicated and out of order,
+//! reconciler runs at random times, and (on SQLite) process restarts. Every choice comes
+//! from the seed, so a failing seed replays exactly:
+//! `CHAOS_SEED=<seed> cargo test -p closeflow-tests --test chaos -- --nocapture`.
+//!
+//! After each run: at most one order per (close request, attempt) and never two live
+//! orders for one position at the broker; what the broker filled equals what closeflow
+//! recorded (no lost or invented fill); the invariants hold; every close is terminal, on
+//! the attention list, or `close_failed` with an alert for a human.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::TimeDelta;
+use closeflow_api::{Clock, ManualClock};
+use closeflow_domain::{
+    check_invariants, ClientOrderId, OrderIntent, OrderStatus, OrderUpdate, PositionAggregate, PositionStatus,
+    Quantity, RoutingKey,
+};
+use closeflow_pipeline::broker::BrokerPosition;
+use closeflow_pipeline::{
+    reconcile_once, relay::relay, submit, Broker, BrokerError, BrokerOrder, MemoryQueue, OrderQueue, QueueConsumer,
+    ReconcileConfig,
+};
+use closeflow_store::{AggregateKey, ChangeLog, CloseStore, MemoryStore, SqliteStore, WorkList};
+
+use crate::builders::{close, pid, qty, register};
+use crate::{start_time, Backend};
+
+/// SplitMix64: tiny, fast and fully determined by its seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+/// One order as the broker holds it.
+#[derive(Debug, Clone)]
+struct HeldOrder {
+    position: RoutingKey,
+    qty: Quantity,
+    filled: Quantity,
+    status: OrderStatus,
+    seq: u64,
+}
+
+#[derive(Default)]
+struct BrokerState {
+    orders: BTreeMap<ClientOrderId, HeldOrder>,
+    /// Updates sent and not yet delivered (the broker's notifications in flight).
+    outbox: Vec<OrderUpdate>,
+    violations: Vec<String>,
+    /// Fault injection is switched off for the final drain.
+    calm: bool,
+}
+
+/// A configurable broker for the chaos suite: deduplicates by client order id like
+/// Alpaca, and fails, times out (sometimes after placing the order) and throttles as the
+/// seed says.
+pub struct ChaosBroker {
+    state: Mutex<BrokerState>,
+    rng: Mutex<Rng>,
+    clock: Arc<ManualClock>,
+}
+
+impl ChaosBroker {
+    fn new(seed: u64, clock: Arc<ManualClock>) -> Self {
+        ChaosBroker {
+            state: Mutex::default(),
+            rng: Mutex::new(Rng::new(seed.wrapping_mul(31).wrapping_add(7))),
+            clock,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BrokerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn roll(&self, percent: u64) -> bool {
+        !self.lock().calm && self.rng.lock().unwrap_or_else(|p| p.into_inner()).chance(percent)
+    }
+
+    fn view(&self, id: &ClientOrderId, o: &HeldOrder) -> BrokerOrder {
+        BrokerOrder {
+            broker_order_id: format!("chaos-{id}"),
+            client_order_id: id.clone(),
+            status: o.status,
+            filled_qty: o.filled,
+            filled_avg_price: (!o.filled.is_zero()).then(|| qty("100")),
+            updated_at: self.clock.now(),
+        }
+    }
+
+    /// Moves one live order on: a partial fill, a full fill or a cancel, and notifies.
+    fn progress(&self, rng: &mut Rng) {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        let live: Vec<ClientOrderId> = st
+            .orders
+            .iter()
+            .filter(|(_, o)| !o.status.is_terminal())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let id = live[rng.below(live.len())].clone();
+        let o = st.orders.get_mut(&id).expect("listed");
+        let left = o.qty.minus(o.filled);
+        match rng.below(4) {
+            0 if left.value() > rust_decimal::Decimal::ONE => {
+                o.filled = Quantity::new(o.filled.value() + rust_decimal::Decimal::ONE);
+                o.status = OrderStatus::PartiallyFilled;
+            }
+            0 | 1 => {
+                o.filled = o.qty;
+                o.status = OrderStatus::Filled;
+            }
+            2 => o.status = OrderStatus::Canceled,
+            _ => {
+                o.filled = o.qty;
+                o.status = OrderStatus::Filled;
+            }
+        }
+        o.seq += 1;
+        let update = OrderUpdate {
+            client_order_id: id.clone(),
+            broker_order_id: Some(format!("chaos-{id}")),
+            status: o.status,
+            filled_qty: o.filled,
+            filled_avg_price: (!o.filled.is_zero()).then(|| qty("100")),
+            seq: Some(o.seq),
+            execution_id: Some(format!("chaos-{id}-{}", o.seq)),
+            updated_at: now,
+        };
+        st.outbox.push(update);
+    }
+
+    /// Ends every live order (fill what is left, or cancel) for the final drain.
+    fn settle_all(&self, rng: &mut Rng) {
+        while self.lock().orders.values().any(|o| !o.status.is_terminal()) {
+            self.progress(rng);
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for ChaosBroker {
+    async fn submit_order(&self, intent: &OrderIntent) -> Result<BrokerOrder, BrokerError> {
+        if self.roll(8) {
+            return Err(BrokerError::Ambiguous("503 from the broker".into()));
+        }
+        if self.roll(5) {
+            return Err(BrokerError::Ambiguous("429 rate limited".into()));
+        }
+        let lost_answer = self.roll(8);
+        let mut st = self.lock();
+        if st.orders.contains_key(&intent.client_order_id) {
+            return Err(BrokerError::DuplicateClientOrderId);
+        }
+        let position = intent.client_order_id.close_request_id.routing_key();
+        if let Some((other, _)) = st
+            .orders
+            .iter()
+            .find(|(_, o)| !o.status.is_terminal() && o.position == position)
+        {
+            let v = format!("{} placed while {} is still live", intent.client_order_id, other);
+            st.violations.push(v);
+        }
+        let held = HeldOrder {
+            position,
+            qty: intent.qty,
+            filled: Quantity::ZERO,
+            status: OrderStatus::Accepted,
+            seq: 0,
+        };
+        let view = self.view(&intent.client_order_id, &held);
+        st.orders.insert(intent.client_order_id.clone(), held);
+        if lost_answer {
+            // Placed, but the answer never arrives: the caller cannot know.
+            return Err(BrokerError::Ambiguous("timeout after sending".into()));
+        }
+        Ok(view)
+    }
+
+    async fn get_order_by_client_id(&self, id: &ClientOrderId) -> Result<BrokerOrder, BrokerError> {
+        if self.roll(10) {
+            return Err(BrokerError::Ambiguous("timeout".into()));
+        }
+        let st = self.lock();
+        match st.orders.get(id) {
+            Some(o) => Ok(self.view(id, o)),
+            None => Err(BrokerError::NotFound),
+        }
+    }
+
+    async fn cancel_order(&self, _broker_order_id: &str) -> Result<(), BrokerError> {
+        Err(BrokerError::Ambiguous(
+            "the chaos broker does not cancel on request".into(),
+        ))
+    }
+
+    async fn list_positions(&self) -> Result<Vec<BrokerPosition>, BrokerError> {
+        Ok(Vec::new())
+    }
+}
+
+/// What one seed did, for the suite's totals.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ChaosStats {
+    pub closes_created: usize,
+    pub orders_placed: usize,
+    pub restarts: usize,
+}
+
+struct Node {
+    store: Arc<dyn CloseStore>,
+    log: Arc<dyn ChangeLog>,
+    producer: Arc<dyn OrderQueue>,
+    consumer: Arc<dyn QueueConsumer>,
+}
+
+fn open(backend: Backend, db: &str, memory: &Option<(Arc<MemoryStore>, Arc<MemoryQueue>)>) -> Node {
+    match (backend, memory) {
+        (Backend::Sqlite, _) => {
+            let s = Arc::new(SqliteStore::open(db).expect("sqlite"));
+            Node {
+                store: s.clone(),
+                log: s.clone(),
+                producer: s.clone(),
+                consumer: s,
+            }
+        }
+        (_, Some((m, q))) => Node {
+            store: m.clone(),
+            log: m.clone(),
+            producer: q.clone(),
+            consumer: q.clone(),
+        },
+        _ => unreachable!("memory wiring is made once per seed"),
+    }
+}
+
+const POSITIONS: usize = 4;
+const STEPS: usize = 80;
+
+/// Runs one seed; `Err` says which promise broke.
+pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String> {
+    let mut rng = Rng::new(seed);
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let broker = Arc::new(ChaosBroker::new(seed, clock.clone()));
+    let db = crate::temp_db_path();
+    let memory = (backend != Backend::Sqlite).then(|| (Arc::new(MemoryStore::new()), Arc::new(MemoryQueue::new())));
+    let mut node = open(backend, &db, &memory);
+    let mut stats = ChaosStats::default();
+    let cfg = ReconcileConfig::default();
+    let quantities: Vec<String> = (0..POSITIONS).map(|_| (2 + rng.below(5)).to_string()).collect();
+    for (i, q) in quantities.iter().enumerate() {
+        node.store
+            .register_position(&register(&format!("x-{i}"), q, clock.now()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{e:?}"))?;
+    }
+    for step in 0..STEPS + 400 {
+        let calm = step >= STEPS;
+        broker.lock().calm = calm;
+        let action = if calm { 2 + step % 5 } else { rng.below(10) };
+        match action {
+            // A close from the API, with keys from a small pool: duplicates and refusals.
+            0 | 1 => {
+                let p = rng.below(POSITIONS);
+                let key = format!("key-{}", rng.below(3));
+                let out = node
+                    .store
+                    .open_close_request(&close(&format!("x-{p}"), &key, clock.now()))
+                    .await;
+                if let Ok(closeflow_store::CloseOutcome::Created { .. }) = out {
+                    stats.closes_created += 1;
+                }
+            }
+            // The relay: some changes, then maybe a crash before acknowledging them.
+            2 | 9 => {
+                let batch = node
+                    .log
+                    .unacknowledged(1 + rng.below(4))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut last = None;
+                for s in &batch {
+                    if !calm && rng.chance(10) {
+                        break; // crashed mid-batch
+                    }
+                    relay(node.producer.as_ref(), s.change.before.as_ref(), &s.change.after)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    last = Some(s.seq);
+                }
+                if let Some(seq) = last.filter(|_| calm || !rng.chance(15)) {
+                    node.log.acknowledge(seq).await.map_err(|e| e.to_string())?;
+                }
+            }
+            // The submitter: a message in any order; maybe a crash before the ack.
+            3 => {
+                let mut msgs = node.consumer.receive().await.map_err(|e| e.to_string())?;
+                if msgs.is_empty() {
+                    continue;
+                }
+                let d = msgs.swap_remove(rng.below(msgs.len()));
+                // What is not taken now goes back to the queue (redelivered later).
+                for other in &msgs {
+                    node.consumer.release(other).await.map_err(|e| e.to_string())?;
+                }
+                let req = d.message.request().map_err(|e| e.to_string())?;
+                let done = submit(node.store.as_ref(), broker.as_ref(), clock.as_ref(), &req)
+                    .await
+                    .is_ok();
+                if done && (calm || !rng.chance(10)) {
+                    node.consumer.ack(&d).await.map_err(|e| e.to_string())?;
+                } else {
+                    node.consumer.release(&d).await.map_err(|e| e.to_string())?;
+                }
+            }
+            // The broker moves an order on and notifies.
+            4 => broker.progress(&mut rng),
+            // A notification arrives: any one in flight, maybe delivered again later.
+            5 => {
+                let pending = broker.lock().outbox.len();
+                if pending > 0 {
+                    let i = rng.below(pending);
+                    let u = if !calm && rng.chance(25) {
+                        broker.lock().outbox[i].clone()
+                    } else {
+                        broker.lock().outbox.swap_remove(i)
+                    };
+                    node.store
+                        .apply_order_update(&u, clock.now())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            // The reconciler, at a random later time.
+            6 => {
+                clock.advance(TimeDelta::seconds(rng.below(180) as i64));
+                reconcile_once(node.store.as_ref(), broker.as_ref(), clock.as_ref(), &cfg)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            // A process restart (SQLite: everything is reopened from the file).
+            7 if backend == Backend::Sqlite => {
+                drop(node);
+                node = open(backend, &db, &memory);
+                stats.restarts += 1;
+            }
+            _ => clock.advance(TimeDelta::seconds(1 + rng.below(20) as i64)),
+        }
+        if calm && step % 50 == 0 {
+            broker.settle_all(&mut rng);
+        }
+    }
+    // Drain: every notification delivered, the reconciler given time to finish retries.
+    broker.settle_all(&mut rng);
+    for _ in 0..40 {
+        let updates: Vec<_> = std::mem::take(&mut broker.lock().outbox);
+        let mut worked = !updates.is_empty();
+        for u in updates {
+            node.store
+                .apply_order_update(&u, clock.now())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        loop {
+            let batch = node.log.unacknowledged(100).await.map_err(|e| e.to_string())?;
+            let Some(last) = batch.last().map(|s| s.seq) else { break };
+            worked = true;
+            for s in &batch {
+                relay(node.producer.as_ref(), s.change.before.as_ref(), &s.change.after)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            node.log.acknowledge(last).await.map_err(|e| e.to_string())?;
+        }
+        for d in node.consumer.receive().await.map_err(|e| e.to_string())? {
+            worked = true;
+            let req = d.message.request().map_err(|e| e.to_string())?;
+            if submit(node.store.as_ref(), broker.as_ref(), clock.as_ref(), &req)
+                .await
+                .is_ok()
+            {
+                node.consumer.ack(&d).await.map_err(|e| e.to_string())?;
+            } else {
+                node.consumer.release(&d).await.map_err(|e| e.to_string())?;
+            }
+        }
+        broker.settle_all(&mut rng);
+        clock.advance(TimeDelta::minutes(11));
+        let r = reconcile_once(node.store.as_ref(), broker.as_ref(), clock.as_ref(), &cfg)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !worked && r.changed == 0 && r.broker_queries == 0 {
+            break;
+        }
+    }
+    let result = check(&node, &broker, &quantities, &clock).await;
+    drop(node);
+    if backend == Backend::Sqlite {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{db}{suffix}"));
+        }
+    }
+    stats.orders_placed = broker.lock().orders.len();
+    result.map(|_| stats)
+}
+
+/// The promises, checked against the broker's truth and the store's record.
+async fn check(node: &Node, broker: &ChaosBroker, quantities: &[String], clock: &ManualClock) -> Result<(), String> {
+    let st = broker.lock();
+    if let Some(v) = st.violations.first() {
+        return Err(format!("two live orders for one position: {v}"));
+    }
+    let attention: HashSet<String> = node
+        .store
+        .work_list(WorkList::Attention, clock.now() + TimeDelta::days(365), 1000)
+        .await
+        .map_err(|e| e.to_string())?
+        .aggregates
+        .into_iter()
+        .map(|a| a.position.id.to_string())
+        .collect();
+    for (i, q) in quantities.iter().enumerate() {
+        let id = format!("x-{i}");
+        let agg: PositionAggregate = node
+            .store
+            .aggregate(&AggregateKey::Position(pid(&id)))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{id} vanished"))?;
+        let violations = check_invariants(&agg.position, agg.latest_close_request.as_ref());
+        if !violations.is_empty() {
+            return Err(format!("{id}: invariants violated: {violations:?}"));
+        }
+        // Every order the broker holds for this position is recorded, with the same fill.
+        let recorded: BTreeMap<ClientOrderId, Quantity> = agg
+            .orders
+            .iter()
+            .chain(agg.history.iter().flat_map(|p| p.orders.iter()))
+            .map(|o| (o.client_order_id.clone(), o.filled_qty))
+            .collect();
+        let mut broker_filled = Quantity::ZERO;
+        for (cid, o) in st
+            .orders
+            .iter()
+            .filter(|(k, _)| k.close_request_id.belongs_to(&pid(&id)))
+        {
+            broker_filled = Quantity::new(broker_filled.value() + o.filled.value());
+            match recorded.get(cid) {
+                Some(f) if *f == o.filled => {}
+                Some(f) => return Err(format!("{cid}: broker filled {}, closeflow recorded {f}", o.filled)),
+                None if o.filled.is_zero() => {}
+                None => {
+                    return Err(format!(
+                        "{cid}: broker filled {}, closeflow never recorded it",
+                        o.filled
+                    ))
+                }
+            }
+        }
+        if broker_filled.value() > qty(q).value() {
+            return Err(format!("{id}: the broker closed {broker_filled} of a {q} position"));
+        }
+        let settled = match agg.latest_close_request.as_ref() {
+            None => true,
+            Some(cr) => cr.status.is_terminal(),
+        };
+        let needs_human = agg.position.status == PositionStatus::CloseFailed && agg.last_alert.is_some();
+        if !(settled || attention.contains(&id) || needs_human) {
+            return Err(format!(
+                "{id}: close neither terminal nor on the attention list: {:?}",
+                agg.latest_close_request
+            ));
+        }
+    }
+    Ok(())
+}
