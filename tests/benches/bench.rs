@@ -64,8 +64,12 @@ async fn round_trips(rows: &mut Vec<Row>) {
     }
 }
 
-async fn embedded_latency(rows: &mut Vec<Row>) {
-    let app = TestApp::new(Backend::Embedded).await;
+async fn close_latency(rows: &mut Vec<Row>, backend: Backend) {
+    let app = TestApp::new(backend).await;
+    let (name, target, limit) = match backend {
+        Backend::Sqlite => ("SQLite", "< 2 ms", Duration::from_millis(2)),
+        _ => ("embedded", "< 1 ms", Duration::from_millis(1)),
+    };
     for i in 0..LATENCY_SAMPLES {
         app.open_position(&format!("lat-{i}"), "10").await;
     }
@@ -82,23 +86,194 @@ async fn embedded_latency(rows: &mut Vec<Row>) {
         replay.push(t.elapsed());
         assert_eq!(r.status, 200);
     }
-    for (name, mut samples) in [("create", create), ("replay", replay)] {
+    for (step, mut samples) in [("create", create), ("replay", replay)] {
         samples.sort();
         let p50 = percentile(&samples, 0.50);
         let p99 = percentile(&samples, 0.99);
         rows.push(Row {
-            metric: format!("close handler latency, embedded, {name} p50"),
+            metric: format!("close handler latency, {name}, {step} p50"),
             value: micros(p50),
             target: "-",
             ok: true,
         });
         rows.push(Row {
-            metric: format!("close handler latency, embedded, {name} p99"),
+            metric: format!("close handler latency, {name}, {step} p99"),
             value: micros(p99),
-            target: "< 1 ms",
-            ok: p99 < Duration::from_millis(1),
+            target,
+            ok: p99 < limit,
         });
     }
+}
+
+const LOAD_CLOSES: usize = 20_000;
+const LOAD_CONNECTIONS: usize = 32;
+
+/// The running embedded stack over loopback: a real HTTP client, `LOAD_CONNECTIONS`
+/// concurrent connections, `LOAD_CLOSES` closes (positions registered beforehand), with
+/// the pipeline running beside the API as in `make run`.
+async fn socket_load(rows: &mut Vec<Row>, storage: closeflow_embedded::Storage, name: &str) {
+    use closeflow_api::auth::{parse_api_tokens, Auth};
+    let stack = closeflow_embedded::Stack::new(closeflow_embedded::StackConfig {
+        storage,
+        scenarios: Default::default(),
+        webhook_secret: b"bench-secret".to_vec(),
+        clock: std::sync::Arc::new(closeflow_api::SystemClock),
+        auth: Auth::Tokens(std::sync::Arc::new(parse_api_tokens("bench-token=*").expect("token"))),
+    })
+    .expect("stack");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = stack.router.clone();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let stack = std::sync::Arc::new(stack);
+    let pipeline = {
+        let stack = stack.clone();
+        tokio::spawn(async move { stack.driver.run(Duration::from_millis(20)).await })
+    };
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(LOAD_CONNECTIONS)
+        .build()
+        .expect("client");
+    let per_worker = LOAD_CLOSES / LOAD_CONNECTIONS;
+    let run = |phase: &'static str| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            let workers = (0..LOAD_CONNECTIONS).map(|w| {
+                let client = client.clone();
+                let base = base.clone();
+                tokio::spawn(async move {
+                    let mut samples = Vec::with_capacity(per_worker);
+                    for i in 0..per_worker {
+                        let id = format!("load-{w}-{i}");
+                        let t = Instant::now();
+                        let resp = if phase == "register" {
+                            client
+                                .put(format!("{base}/positions/{id}"))
+                                .bearer_auth("bench-token")
+                                .header("content-type", "application/json")
+                                .body(r#"{"account_id":"a","symbol":"AAPL","asset_type":"equity","quantity":"10"}"#)
+                                .send()
+                                .await
+                        } else {
+                            client
+                                .post(format!("{base}/positions/{id}/close"))
+                                .bearer_auth("bench-token")
+                                .header("idempotency-key", "k")
+                                .send()
+                                .await
+                        };
+                        let status = resp.expect("response").status().as_u16();
+                        assert_eq!(status, 201, "{phase} {id}");
+                        samples.push(t.elapsed());
+                    }
+                    samples
+                })
+            });
+            let t = Instant::now();
+            let mut all = Vec::new();
+            for w in workers {
+                all.extend(w.await.expect("worker"));
+            }
+            (t.elapsed(), all)
+        }
+    };
+    run("register").await;
+    let (took, mut samples) = run("close").await;
+    samples.sort();
+    rows.push(Row {
+        metric: format!(
+            "socket load, {name}: closes/s ({} closes, {LOAD_CONNECTIONS} connections)",
+            samples.len()
+        ),
+        value: format!("{:.0}", samples.len() as f64 / took.as_secs_f64()),
+        target: "-",
+        ok: true,
+    });
+    for (p, label) in [(0.50, "p50"), (0.99, "p99")] {
+        rows.push(Row {
+            metric: format!("socket load, {name}: close latency {label}"),
+            value: micros(percentile(&samples, p)),
+            target: "-",
+            ok: true,
+        });
+    }
+    pipeline.abort();
+    server.abort();
+}
+
+/// Seeds per second of the chaos suite, alternating memory and SQLite as the test does.
+async fn chaos_rate(rows: &mut Vec<Row>) {
+    std::env::set_var("CLOSEFLOW_DB_SYNC", "off");
+    let seeds = 400u64;
+    let t = Instant::now();
+    for seed in 0..seeds {
+        let backend = if seed % 2 == 0 {
+            Backend::Embedded
+        } else {
+            Backend::Sqlite
+        };
+        closeflow_tests::chaos::run_seed(seed, backend)
+            .await
+            .expect("chaos seed");
+    }
+    let rate = seeds as f64 / t.elapsed().as_secs_f64();
+    rows.push(Row {
+        metric: "chaos suite seeds/s (half memory, half SQLite with restarts)".into(),
+        value: format!("{rate:.0}"),
+        target: ">= 17",
+        ok: rate >= 10_000.0 / 600.0,
+    });
+    std::env::remove_var("CLOSEFLOW_DB_SYNC");
+}
+
+/// DynamoDB's item size (its documented rules: names and values by UTF-8 length, numbers
+/// by significant digits, 3 bytes per map or list plus 1 per element).
+fn item_size(item: &closeflow_store::dynamo::codec::Item) -> usize {
+    fn value(v: &aws_sdk_dynamodb::types::AttributeValue) -> usize {
+        use aws_sdk_dynamodb::types::AttributeValue as A;
+        match v {
+            A::S(s) => s.len(),
+            A::N(n) => {
+                let digits = n.chars().filter(|c| c.is_ascii_digit()).count();
+                digits.div_ceil(2) + 1
+            }
+            A::Bool(_) | A::Null(_) => 1,
+            A::L(l) => 3 + l.iter().map(|x| 1 + value(x)).sum::<usize>(),
+            A::M(m) => 3 + m.iter().map(|(k, x)| 1 + k.len() + value(x)).sum::<usize>(),
+            A::Ss(l) | A::Ns(l) => l.iter().map(String::len).sum(),
+            _ => 0,
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + value(v)).sum()
+}
+
+/// The aggregate item after a close that took four attempts (first order + 3 retries,
+/// each filling a part), and what each write of it costs.
+async fn item_growth(rows: &mut Vec<Row>) {
+    let app = PipelineApp::new(Backend::Embedded, "MSFT=partial:3").await;
+    app.open_and_close("grow", "MSFT", "10").await;
+    app.driver.pump().await;
+    for _ in 0..10 {
+        app.clock.advance(chrono::TimeDelta::minutes(5));
+        app.reconcile(&closeflow_pipeline::ReconcileConfig::default()).await;
+        app.driver.pump().await;
+    }
+    let agg = app.aggregate("grow").await;
+    assert_eq!(agg.orders.len(), 4, "four attempts");
+    let size = item_size(&closeflow_store::dynamo::codec::aggregate_item(&agg));
+    rows.push(Row {
+        metric: "DynamoDB item size after a close with 4 attempts".into(),
+        value: format!("{size} B"),
+        target: "< 400 KB",
+        ok: size < 400_000,
+    });
+    rows.push(Row {
+        metric: "write units per full-item write of that aggregate".into(),
+        value: size.div_ceil(1024).to_string(),
+        target: "-",
+        ok: true,
+    });
 }
 
 fn update(cr: &str, status: OrderStatus, filled: i64, seq: u64) -> OrderUpdate {
@@ -373,14 +548,40 @@ fn lambda_binaries(rows: &mut Vec<Row>) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut rows = Vec::new();
-    round_trips(&mut rows).await;
-    fill_round_trips(&mut rows).await;
-    embedded_latency(&mut rows).await;
-    end_to_end(&mut rows).await;
-    fills_per_second(&mut rows).await;
-    reconciler_scaling(&mut rows, Backend::Embedded, &[1_000, 100_000]).await;
-    reconciler_scaling(&mut rows, Backend::DynamoDb, &[20, 200]).await;
-    lambda_binaries(&mut rows);
+    // `BENCH_ONLY=word` runs the sections whose name contains it (all by default).
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let run = |section: &str| section.contains(only.as_str());
+    if run("moto round trips") {
+        round_trips(&mut rows).await;
+        fill_round_trips(&mut rows).await;
+    }
+    if run("embedded latency") {
+        close_latency(&mut rows, Backend::Embedded).await;
+        close_latency(&mut rows, Backend::Sqlite).await;
+        end_to_end(&mut rows).await;
+        fills_per_second(&mut rows).await;
+    }
+    if run("embedded socket load") {
+        socket_load(&mut rows, closeflow_embedded::Storage::Memory, "memory").await;
+        let db = closeflow_tests::temp_db_path();
+        socket_load(&mut rows, closeflow_embedded::Storage::Sqlite(db.clone()), "SQLite").await;
+        let _ = std::fs::remove_file(&db);
+    }
+    if run("embedded chaos") {
+        chaos_rate(&mut rows).await;
+    }
+    if run("embedded item size") {
+        item_growth(&mut rows).await;
+    }
+    if run("embedded reconciler") {
+        reconciler_scaling(&mut rows, Backend::Embedded, &[1_000, 100_000]).await;
+    }
+    if run("moto reconciler") {
+        reconciler_scaling(&mut rows, Backend::DynamoDb, &[20, 200]).await;
+    }
+    if run("release binaries") {
+        lambda_binaries(&mut rows);
+    }
 
     let width = rows.iter().map(|r| r.metric.len()).max().unwrap_or(10);
     println!();
