@@ -368,9 +368,8 @@ pub fn aggregate_from_item(item: &Item) -> Result<PositionAggregate, StoreError>
     let mut latest = latest_close_request_from_item(item, &position.id)?;
     let orders = orders_from_item(item)?;
     if let Some(cr) = latest.as_mut() {
-        cr.filled_qty = orders.iter().fold(Quantity::ZERO, |acc, o| {
-            Quantity::new(acc.value() + o.filled_qty.value())
-        });
+        cr.filled_qty = closeflow_domain::total_filled(&orders)
+            .ok_or_else(|| corrupt("order fills do not add up within the decimal range", item))?;
     }
     Ok(PositionAggregate {
         idempotency: idempotency_from_item(item)?,
