@@ -13,6 +13,8 @@ pub mod error;
 mod extract;
 mod handlers;
 pub mod limits;
+pub mod rate_limit;
+pub mod server;
 mod views;
 
 pub use closeflow_pipeline::clock::{self, Clock, ManualClock, RandomSource, SystemClock, SystemRandom};
