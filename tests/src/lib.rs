@@ -23,6 +23,8 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
+pub mod fuzz;
+pub mod hardening;
 pub mod pipeline;
 pub mod pipeline_scenarios;
 pub mod reconcile_scenarios;
