@@ -28,6 +28,8 @@ use tower::ServiceExt;
 pub mod builders;
 pub mod chaos;
 pub mod contract;
+pub mod fuzz;
+pub mod hardening;
 pub mod pipeline;
 pub mod pipeline_scenarios;
 pub mod reconcile_scenarios;

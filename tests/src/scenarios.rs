@@ -498,63 +498,55 @@ pub async fn callers_without_credentials_are_refused_with_401(app: &TestApp) {
     assert!(app.stored_idempotency_keys("pos-auth").await.is_empty());
 }
 
-/// A caller may act only on its own accounts (API_TOKENS / the JWT `accounts` claim).
+/// A caller may act only on its own accounts (API_TOKENS / the JWT `accounts` claim), and
+/// another account's ids answer exactly like unknown ones, so they cannot be probed.
 pub async fn callers_may_act_only_on_their_accounts(app: &TestApp) {
     // acct-1's position, closed by its owner.
     app.open_position("pos-owner", "4").await;
     let owner_close = app.close("pos-owner", "owner-key").await;
     let before = snapshot(app, "pos-owner").await;
 
+    let as_acct2 = |method: Method, path: String, key: &'static str| async move {
+        app.call_as(crate::TOKEN_ACCT2, method, &path, key, None).await
+    };
+    let foreign = as_acct2(Method::GET, "/positions/pos-owner".into(), "k").await;
+    let unknown = as_acct2(Method::GET, "/positions/pos-nobody".into(), "k").await;
+    assert_error(&foreign, 404, "position_not_found");
+    assert_eq!(foreign.body, unknown.body, "another account's position looks missing");
     assert_error(
-        &app.call_as(crate::TOKEN_ACCT2, Method::GET, "/positions/pos-owner", "k", None)
-            .await,
-        403,
-        "forbidden",
-    );
-    assert_error(
-        &app.call_as(
-            crate::TOKEN_ACCT2,
-            Method::POST,
-            "/positions/pos-owner/close",
-            "k2",
-            None,
-        )
-        .await,
-        403,
-        "forbidden",
+        &as_acct2(Method::POST, "/positions/pos-owner/close".into(), "k2").await,
+        404,
+        "position_not_found",
     );
     // Not even a replay of the owner's key reveals the owner's close request.
     assert_error(
-        &app.call_as(
-            crate::TOKEN_ACCT2,
-            Method::POST,
-            "/positions/pos-owner/close",
-            "owner-key",
-            None,
-        )
-        .await,
-        403,
-        "forbidden",
+        &as_acct2(Method::POST, "/positions/pos-owner/close".into(), "owner-key").await,
+        404,
+        "position_not_found",
     );
-    assert_error(
-        &app.call_as(crate::TOKEN_ACCT2, Method::GET, &owner_close.str("poll_url"), "k", None)
-            .await,
-        403,
-        "forbidden",
+    let foreign_cr = as_acct2(Method::GET, owner_close.str("poll_url"), "k").await;
+    assert_error(&foreign_cr, 404, "close_request_not_found");
+    let sibling = CloseRequestId::new(&PositionId::parse("pos-owner").unwrap(), [0xcd; 16]);
+    let unknown_cr = as_acct2(Method::GET, format!("/close-requests/{sibling}"), "k").await;
+    assert_eq!(
+        foreign_cr.body, unknown_cr.body,
+        "another account's close request looks missing"
     );
+    // A write to an id another account holds cannot pretend the id is free: 409, naming
+    // no account.
     let takeover = r#"{"account_id":"acct-2","symbol":"AAPL","asset_type":"equity","quantity":4}"#;
-    assert_error(
-        &app.call_as(
+    let taken = app
+        .call_as(
             crate::TOKEN_ACCT2,
             Method::PUT,
             "/positions/pos-owner",
             "k",
             Some(takeover),
         )
-        .await,
-        403,
-        "forbidden",
-    );
+        .await;
+    assert_error(&taken, 409, "position_id_unavailable");
+    assert!(!taken.body.to_string().contains("acct-1"), "{}", taken.body);
+    // Asking for an account the caller does not hold is the caller's own business: 403.
     let foreign = r#"{"account_id":"acct-1","symbol":"AAPL","asset_type":"equity","quantity":4}"#;
     assert_error(
         &app.call_as(

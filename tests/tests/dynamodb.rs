@@ -4,6 +4,7 @@
 use closeflow_tests::{Backend, TestApp};
 
 closeflow_tests::scenario_tests!(closeflow_tests::Backend::DynamoDb);
+closeflow_tests::hardening_tests!(closeflow_tests::Backend::DynamoDb);
 
 /// Issue target: phase 1 is one conditional write, so every close path is one round trip.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,8 @@
 //! Scenario tests on the embedded in-memory store.
 
 closeflow_tests::scenario_tests!(closeflow_tests::Backend::Embedded);
+closeflow_tests::hardening_tests!(closeflow_tests::Backend::Embedded);
+closeflow_tests::hardening_embedded_tests!();
 
 mod store_contract {
     closeflow_tests::store_contract_tests!(closeflow_tests::Backend::Embedded);

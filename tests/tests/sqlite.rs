@@ -16,3 +16,7 @@ mod scheduled {
 mod store_contract {
     closeflow_tests::store_contract_tests!(closeflow_tests::Backend::Sqlite);
 }
+
+mod hardening {
+    closeflow_tests::hardening_tests!(closeflow_tests::Backend::Sqlite);
+}

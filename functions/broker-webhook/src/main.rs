@@ -1,9 +1,9 @@
-//! Lambda entry point of the broker webhook: the shared router (API Gateway routes only
-//! `POST /webhooks/broker` here), with the HMAC secret it must have.
+//! Lambda entry point of the broker webhook: `POST /webhooks/broker` alone, with the HMAC
+//! secret it must have.
 
 use std::sync::Arc;
 
-use closeflow_api::{router, AppState};
+use closeflow_api::{webhook_router, AppState};
 use closeflow_store::DynamoStore;
 
 #[tokio::main]
@@ -17,5 +17,5 @@ async fn main() -> Result<(), lambda_http::Error> {
     let client = DynamoStore::client_from_env(None).await;
     let mut state = AppState::new(Arc::new(DynamoStore::new(client, table)));
     state.webhook_secret = Arc::new(secret.into_bytes());
-    lambda_http::run(router(state)).await
+    lambda_http::run(webhook_router(state)).await
 }

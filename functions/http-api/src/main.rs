@@ -1,4 +1,5 @@
-//! Lambda entry point of the HTTP API: build clients once, then serve the shared router.
+//! Lambda entry point of the HTTP API: build clients once, then serve the close API router
+//! (no webhook route and no webhook secret: those belong to the broker-webhook function).
 //! API Gateway's JWT authorizer has verified the caller; its claims are handed to the
 //! router as `JwtClaims` (the function then checks the `accounts` claim per position).
 

@@ -52,24 +52,28 @@ impl ApiError {
         e
     }
 
+    pub fn internal() -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Internal error; nothing was changed by this request if it was refused",
+        )
+    }
+
     pub fn from_store(e: StoreError, retry_after_ms: u64) -> Self {
         match e {
             StoreError::Contention => ApiError::locked(retry_after_ms),
             other => {
                 tracing::error!(error = %other, "store failure");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    "Internal error; nothing was changed by this request if it was refused",
-                )
+                ApiError::internal()
             }
         }
     }
 
     pub fn from_rejection(r: CloseRejection) -> Self {
         match r {
-            CloseRejection::Forbidden => crate::auth::forbidden(),
-            CloseRejection::PositionNotFound => {
+            // Another account's position is answered like a missing one: ids cannot be probed.
+            CloseRejection::Forbidden | CloseRejection::PositionNotFound => {
                 ApiError::new(StatusCode::NOT_FOUND, "position_not_found", "Position not found")
             }
             CloseRejection::IdempotencyKeyReused => ApiError::new(

@@ -2,13 +2,14 @@
 //! here; those live in `closeflow_domain`.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use closeflow_domain::json::from_slice_strict;
 use closeflow_domain::{
-    Access, AccountId, AssetType, CloseCommand, CloseRequestId, Fingerprint, IdempotencyKey, PositionId, Quantity,
-    RegisterDecision, RegisterPosition, RegisterRejection,
+    Access, AccountId, AssetType, CloseCommand, CloseRequestId, Fingerprint, IdempotencyKey, Ignored, PositionId,
+    Quantity, RegisterDecision, RegisterPosition, RegisterRejection,
 };
 use closeflow_store::{AggregateKey, CloseOutcome};
 use serde::Deserialize;
@@ -16,6 +17,7 @@ use serde_json::{json, Value};
 
 use crate::auth::{caller, forbidden};
 use crate::error::ApiError;
+use crate::extract::{Body, PathParam};
 use crate::{views, AppState};
 
 type ApiResult = Result<Response, ApiError>;
@@ -24,12 +26,24 @@ fn position_id(raw: &str) -> Result<PositionId, ApiError> {
     PositionId::parse(raw).map_err(|e| ApiError::bad_request("invalid_position_id", e.to_string()))
 }
 
-/// Parses a request body as JSON; an empty body counts as `{}`.
+/// Parses a request body as JSON (no key twice in an object); an empty body counts as `{}`.
 fn json_body(body: &Bytes) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid_body(format!("Request body is not valid JSON: {e}")))
+    from_slice_strict(body).map_err(|e| ApiError::invalid_body(format!("Request body is not valid JSON: {e}")))
+}
+
+fn position_not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "position_not_found", "Position not found")
+}
+
+fn close_request_not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "close_request_not_found",
+        "Close request not found",
+    )
 }
 
 #[derive(Deserialize)]
@@ -66,7 +80,7 @@ fn parse_position_body(
         ));
     }
     let b: PositionBody =
-        serde_json::from_slice(body).map_err(|e| ApiError::invalid_body(format!("Invalid position: {e}")))?;
+        from_slice_strict(body).map_err(|e| ApiError::invalid_body(format!("Invalid position: {e}")))?;
     let account_id = AccountId::parse(&b.account_id).map_err(|e| ApiError::invalid_body(e.to_string()))?;
     if !valid_symbol(&b.symbol) {
         return Err(ApiError::invalid_body(
@@ -103,14 +117,20 @@ fn parse_position_body(
 #[tracing::instrument(name = "put_position", skip_all, fields(position_id = %raw))]
 pub async fn put_position(
     State(app): State<AppState>,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
     headers: HeaderMap,
     ext: Extensions,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
     let access = caller(&app.auth, &headers, &ext)?;
     let id = position_id(&raw)?;
     let cmd = parse_position_body(id, &body, access, app.clock.now())?;
+    // Asking for an account the caller does not hold says nothing about stored data, so it
+    // is 403; past this check a refusal on account grounds means the id is held by another
+    // account (below).
+    if !cmd.access.allows(&cmd.account_id) {
+        return Err(forbidden());
+    }
     let outcome = app.store.register_position(&cmd).await.map_err(app.store_error())?;
     match outcome {
         Ok(RegisterDecision::Created(p)) => {
@@ -126,7 +146,14 @@ pub async fn put_position(
             format!("Position is `{status}`; only an open position can be changed"),
         )
         .with("position_status", json!(status.as_str()))),
-        Err(RegisterRejection::Forbidden) => Err(forbidden()),
+        Err(RegisterRejection::Forbidden) => {
+            tracing::info!("position id held by another account");
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "position_id_unavailable",
+                "This position id is not available; register the position under another id",
+            ))
+        }
         Err(RegisterRejection::RoutingKeyTaken(_)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "position_id_collision",
@@ -138,20 +165,16 @@ pub async fn put_position(
 #[tracing::instrument(name = "get_position", skip_all, fields(position_id = %raw))]
 pub async fn get_position(
     State(app): State<AppState>,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
     headers: HeaderMap,
     ext: Extensions,
 ) -> ApiResult {
     let access = caller(&app.auth, &headers, &ext)?;
     let id = position_id(&raw)?;
+    // Another account's position answers exactly like a missing one: ids cannot be probed.
     match app.store.position(&id).await.map_err(app.store_error())? {
-        Some(p) if !access.allows(&p.account_id) => Err(forbidden()),
-        Some(p) => Ok(Json(views::position(&p)).into_response()),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "position_not_found",
-            "Position not found",
-        )),
+        Some(p) if access.allows(&p.account_id) => Ok(Json(views::position(&p)).into_response()),
+        _ => Err(position_not_found()),
     }
 }
 
@@ -195,10 +218,10 @@ fn close_body(body: &Bytes) -> Result<(Value, Option<String>), ApiError> {
 #[tracing::instrument(name = "close_position", skip_all, fields(position_id = %raw))]
 pub async fn close_position(
     State(app): State<AppState>,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
     headers: HeaderMap,
     ext: Extensions,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
     let access = caller(&app.auth, &headers, &ext)?;
     let id = position_id(&raw)?;
@@ -244,30 +267,32 @@ pub async fn close_position(
 #[tracing::instrument(name = "get_close_request", skip_all, fields(close_request_id = %raw))]
 pub async fn get_close_request(
     State(app): State<AppState>,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
     headers: HeaderMap,
     ext: Extensions,
 ) -> ApiResult {
     let access = caller(&app.auth, &headers, &ext)?;
-    let id =
-        CloseRequestId::parse(&raw).map_err(|e| ApiError::bad_request("invalid_close_request_id", e.to_string()))?;
+    let id = match CloseRequestId::parse(&raw) {
+        Ok(id) => id,
+        // A UUID closeflow did not mint is well formed, it just names nothing here.
+        Err(_) if uuid::Uuid::try_parse(&raw).is_ok() => return Err(close_request_not_found()),
+        Err(e) => return Err(ApiError::bad_request("invalid_close_request_id", e.to_string())),
+    };
     // The aggregate, not just the close request: its account decides who may see it.
     let found = app
         .store
         .aggregate(&AggregateKey::CloseRequest(id))
         .await
         .map_err(app.store_error())?;
+    // Another account's close request answers exactly like a missing one.
     let found = found
         .as_ref()
         .and_then(|agg| Some((agg.close_request(&id)?, &agg.position.account_id)));
     match found {
-        Some((_, account)) if !access.allows(account) => Err(forbidden()),
-        Some(((cr, orders), _)) => Ok(Json(views::close_request(cr, orders)).into_response()),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "close_request_not_found",
-            "Close request not found",
-        )),
+        Some(((cr, orders), account)) if access.allows(account) => {
+            Ok(Json(views::close_request(cr, orders)).into_response())
+        }
+        _ => Err(close_request_not_found()),
     }
 }
 
@@ -283,22 +308,48 @@ pub async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// Bodies up to this size are verified on the async worker; larger ones (up to
+/// `MAX_BODY_BYTES`) on the blocking pool, so hashing them never stalls other requests.
+const INLINE_WEBHOOK_BYTES: usize = 8 * 1024;
+
 /// POST /webhooks/broker: signed broker order updates (see closeflow_pipeline::webhook).
 #[tracing::instrument(name = "broker_webhook", skip_all, fields(client_order_id))]
-pub async fn broker_webhook(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    use closeflow_pipeline::webhook::{parse_body, verify_signature, UpdateResult};
-    let signature = headers.get("x-closeflow-signature").and_then(|v| v.to_str().ok());
-    verify_signature(&app.webhook_secret, signature, &body, app.clock.now()).map_err(|e| {
-        tracing::warn!(error = %e, "webhook refused");
-        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string())
-    })?;
-    let update = match parse_body(&body) {
+pub async fn broker_webhook(State(app): State<AppState>, headers: HeaderMap, Body(body): Body) -> ApiResult {
+    use closeflow_pipeline::webhook::{parse_body, verify_signature, UpdateResult, WebhookError};
+    let signature = headers
+        .get("x-closeflow-signature")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let secret = app.webhook_secret.clone();
+    let now = app.clock.now();
+    let inline = body.len() <= INLINE_WEBHOOK_BYTES;
+    let check = move || {
+        verify_signature(&secret, signature.as_deref(), &body, now)?;
+        parse_body(&body, now)
+    };
+    let checked = if inline {
+        check()
+    } else {
+        tokio::task::spawn_blocking(check).await.map_err(|e| {
+            tracing::error!(error = %e, "webhook verification task failed");
+            ApiError::internal()
+        })?
+    };
+    let update = match checked {
         Ok(Some(u)) => u,
         Ok(None) => {
             tracing::warn!("webhook for an order closeflow did not place; nothing written");
             return Ok((StatusCode::ACCEPTED, Json(json!({"result": "unknown_order"}))).into_response());
         }
-        Err(e) => return Err(ApiError::invalid_body(e.to_string())),
+        Err(WebhookError::InvalidBody(e)) => return Err(ApiError::invalid_body(e)),
+        Err(e) => {
+            tracing::warn!(error = %e, "webhook refused");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_signature",
+                e.to_string(),
+            ));
+        }
     };
     tracing::Span::current().record("client_order_id", tracing::field::display(&update.client_order_id));
     let result = closeflow_pipeline::apply_broker_update(app.store.as_ref(), &update, app.clock.now())
@@ -316,6 +367,19 @@ pub async fn broker_webhook(State(app): State<AppState>, headers: HeaderMap, bod
                 "close_request_status": close_request_status.as_str(),
             });
             (StatusCode::OK, Json(body)).into_response()
+        }
+        UpdateResult::Ignored(Ignored::OverFill) => {
+            // Nothing was written; a broker reporting more than was ordered needs a human.
+            tracing::error!(
+                alert = "invalid_fill",
+                client_order_id = %update.client_order_id,
+                filled_qty = %update.filled_qty,
+                "ALERT: the broker reports more filled than the order was for; not applied"
+            );
+            return Err(ApiError::bad_request(
+                "invalid_fill",
+                "filled_qty exceeds the order's quantity; the update was not applied",
+            ));
         }
         UpdateResult::Ignored(why) => {
             let body = json!({"result": "ignored", "reason": format!("{why:?}")});

@@ -3,13 +3,18 @@
 
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use closeflow_store::CloseStore;
 
 pub mod auth;
 pub mod error;
+mod extract;
 mod handlers;
+pub mod limits;
+pub mod rate_limit;
+pub mod server;
 mod views;
 
 pub use closeflow_pipeline::clock::{self, Clock, ManualClock, RandomSource, SystemClock, SystemRandom};
@@ -41,7 +46,7 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub random: Arc<dyn RandomSource>,
     pub config: ApiConfig,
-    /// HMAC secret of the broker webhook.
+    /// HMAC secret of the broker webhook. Empty: every webhook call is refused (401).
     pub webhook_secret: Arc<Vec<u8>>,
     pub auth: auth::Auth,
 }
@@ -66,16 +71,57 @@ impl AppState {
     }
 }
 
+/// Which routes a router serves. Each Lambda function serves only its own: the http-api
+/// function has no webhook route (and no webhook secret), the broker-webhook function
+/// nothing else. The embedded stack (`make run`) serves both on one router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routes {
+    pub close_api: bool,
+    pub broker_webhook: bool,
+}
+
+impl Routes {
+    pub const CLOSE_API: Routes = Routes {
+        close_api: true,
+        broker_webhook: false,
+    };
+    pub const BROKER_WEBHOOK: Routes = Routes {
+        close_api: false,
+        broker_webhook: true,
+    };
+    pub const ALL: Routes = Routes {
+        close_api: true,
+        broker_webhook: true,
+    };
+}
+
+/// The close API (positions and close requests), without the broker webhook.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route(
-            "/positions/{position_id}",
-            get(handlers::get_position).put(handlers::put_position),
-        )
-        .route("/positions/{position_id}/close", post(handlers::close_position))
-        .route("/close-requests/{close_request_id}", get(handlers::get_close_request))
-        .route("/webhooks/broker", post(handlers::broker_webhook))
-        .fallback(handlers::route_not_found)
+    router_for(state, Routes::CLOSE_API)
+}
+
+/// `POST /webhooks/broker` alone: the broker-webhook function's router.
+pub fn webhook_router(state: AppState) -> Router {
+    router_for(state, Routes::BROKER_WEBHOOK)
+}
+
+pub fn router_for(state: AppState, routes: Routes) -> Router {
+    let mut r = Router::new();
+    if routes.close_api {
+        r = r
+            .route(
+                "/positions/{position_id}",
+                get(handlers::get_position).put(handlers::put_position),
+            )
+            .route("/positions/{position_id}/close", post(handlers::close_position))
+            .route("/close-requests/{close_request_id}", get(handlers::get_close_request));
+    }
+    if routes.broker_webhook {
+        r = r.route("/webhooks/broker", post(handlers::broker_webhook));
+    }
+    r.fallback(handlers::route_not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(DefaultBodyLimit::max(limits::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(limits::limit_headers))
         .with_state(state)
 }

@@ -9,6 +9,7 @@ pub mod close;
 pub mod events;
 pub mod ids;
 pub mod invariants;
+pub mod json;
 pub mod lifecycle;
 pub mod model;
 pub mod order;
@@ -24,8 +25,8 @@ pub use events::{events_for, DomainEvent};
 pub use ids::{AccountId, CloseRequestId, IdError, IdempotencyKey, PositionId, RoutingKey};
 pub use invariants::{check_invariants, Violation};
 pub use lifecycle::{
-    apply_order_update, intent_for, outbox_message, record_submission, Applied, OrderIntent, SubmitAnswer,
-    SubmitRequest,
+    apply_order_update, intent_for, outbox_message, record_submission, total_filled, Applied, OrderIntent,
+    SubmitAnswer, SubmitRequest,
 };
 pub use model::{AssetType, CloseRequest, IdempotencyRecord, PastClose, Position, PositionAggregate, Side};
 pub use order::{merge_order_update, ClientOrderId, Ignored, Merge, Order, OrderStatus, OrderUpdate};

@@ -144,10 +144,13 @@ pub fn record_submission(
                 Merge::Ignored(_) => order,
             };
             next.orders.push(order);
+            let Some(filled) = total_filled(&next.orders) else {
+                return Ok(Applied::Ignored(Ignored::OverFill));
+            };
             let cr = next.latest_close_request.as_mut().expect("checked by intent_for");
             cr.status = cr.status.apply(CloseRequestEvent::OrderSubmitted)?;
             cr.submitted_at = Some(now);
-            settle(&mut next, now)?;
+            settle(&mut next, filled, now)?;
         }
     }
     touch(&mut next, now);
@@ -190,7 +193,10 @@ pub fn apply_order_update(
             }
         }
     }
-    settle(&mut next, now)?;
+    let Some(filled) = total_filled(&next.orders) else {
+        return Ok(Applied::Ignored(Ignored::OverFill));
+    };
+    settle(&mut next, filled, now)?;
     touch(&mut next, now);
     Ok(Applied::Changed(Box::new(next)))
 }
@@ -204,13 +210,16 @@ pub fn touch(agg: &mut PositionAggregate, now: Timestamp) {
     }
 }
 
-/// Aggregates the orders into the close request and, once every order has ended, moves
+/// What the orders of a close request filled together, or `None` when the sum leaves the
+/// exact decimal range (then the update that caused it is refused as an over-fill).
+pub fn total_filled(orders: &[Order]) -> Option<Quantity> {
+    Quantity::checked_sum(orders.iter().map(|o| o.filled_qty))
+}
+
+/// Records `filled` (see [`total_filled`]) on the close request and, once every order has ended, moves
 /// the close request and position to their outcome (seed 000 §6, with one fix: a retry
 /// that fills the rest completes the close even though an earlier order was canceled).
-pub fn settle(agg: &mut PositionAggregate, now: Timestamp) -> Result<(), IllegalTransition> {
-    let filled = agg.orders.iter().fold(Quantity::ZERO, |acc, o| {
-        Quantity::new(acc.value() + o.filled_qty.value())
-    });
+fn settle(agg: &mut PositionAggregate, filled: Quantity, now: Timestamp) -> Result<(), IllegalTransition> {
     let Some(cr) = agg.latest_close_request.as_mut() else {
         return Ok(());
     };
@@ -359,6 +368,49 @@ mod tests {
         );
         assert_eq!(agg.position.closed_at, Some(t(2)));
         consistent(&agg);
+    }
+
+    #[test]
+    fn an_over_fill_is_refused_and_changes_nothing() {
+        let (agg, msg) = closing();
+        let sub = changed(record_submission(
+            &agg,
+            &msg,
+            &SubmitAnswer::Accepted(update(&msg, OrderStatus::Accepted, 0, 1)),
+            t(1),
+        ));
+        // 1,000 filled on a 10-unit order: once `completed` with remaining -990.
+        assert_eq!(
+            apply_order_update(&sub, &update(&msg, OrderStatus::Filled, 1000, 2), t(2)),
+            Ok(Applied::Ignored(Ignored::OverFill))
+        );
+        // The same before the submitter recorded the order (adopted as a blank order).
+        assert_eq!(
+            apply_order_update(&agg, &update(&msg, OrderStatus::Filled, 11, 2), t(2)),
+            Ok(Applied::Ignored(Ignored::OverFill))
+        );
+    }
+
+    #[test]
+    fn fills_that_cannot_be_added_up_exactly_are_refused_not_panicked_on() {
+        let (mut agg, msg) = closing();
+        // A position too large to sum twice: a late fill of an earlier attempt plus the
+        // retry's fill would overflow.
+        let huge = Quantity::new(rust_decimal::Decimal::MAX);
+        agg.latest_close_request.as_mut().unwrap().target_qty = huge;
+        let mut first = Order::new(msg.client_order_id(), huge);
+        first.status = OrderStatus::Canceled;
+        first.filled_qty = huge;
+        let mut second = Order::new(ClientOrderId::new(msg.close_request_id, 2), huge);
+        second.status = OrderStatus::Accepted;
+        agg.orders = vec![first, second];
+        let mut u = update(&msg, OrderStatus::Filled, 0, 9);
+        u.client_order_id = ClientOrderId::new(msg.close_request_id, 2);
+        u.filled_qty = huge;
+        assert_eq!(
+            apply_order_update(&agg, &u, t(3)),
+            Ok(Applied::Ignored(Ignored::OverFill))
+        );
     }
 
     #[test]

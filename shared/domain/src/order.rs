@@ -169,6 +169,10 @@ pub enum Ignored {
     DuplicateExecution,
     /// Nothing in the update is news (duplicate, or older status and quantity).
     NoChange,
+    /// The broker reports more filled than the order was for (or than the close request
+    /// can add up exactly). Refused: a broker out of step with what was ordered needs a
+    /// human, not a guess.
+    OverFill,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +185,9 @@ pub enum Merge {
 /// without it, by execution id; in both cases status only moves up by rank and
 /// `filled_qty` only grows, which makes the result independent of arrival order.
 pub fn merge_order_update(order: &Order, u: &OrderUpdate) -> Merge {
+    if u.filled_qty > order.qty {
+        return Merge::Ignored(Ignored::OverFill);
+    }
     match (u.seq, order.last_seq) {
         (Some(new), Some(last)) if new <= last => return Merge::Ignored(Ignored::StaleSeq),
         (None, _) => {
@@ -314,6 +321,21 @@ mod tests {
             merge_order_update(&o, &update(OrderStatus::PartiallyFilled, 4, None, Some("x1"))),
             Merge::Ignored(Ignored::DuplicateExecution)
         );
+    }
+
+    #[test]
+    fn a_fill_above_the_order_quantity_is_refused_whatever_else_it_says() {
+        let o = apply(&order(10), &update(OrderStatus::PartiallyFilled, 4, Some(1), None));
+        for u in [
+            update(OrderStatus::Filled, 1000, Some(2), None),
+            update(OrderStatus::PartiallyFilled, 11, None, Some("x9")),
+            // Even a stale one: the anomaly is what matters.
+            update(OrderStatus::Filled, 11, Some(1), None),
+        ] {
+            assert_eq!(merge_order_update(&o, &u), Merge::Ignored(Ignored::OverFill));
+        }
+        let exact = apply(&o, &update(OrderStatus::Filled, 10, Some(3), None));
+        assert_eq!(exact.filled_qty, Quantity::from(10));
     }
 
     #[test]

@@ -290,6 +290,20 @@ pub fn after_lookup(
                 reset_not_found(&mut next, client_order_id);
                 Ok(Applied::Changed(next))
             }
+            Applied::Ignored(crate::order::Ignored::OverFill) => {
+                // Not applied, but a human must know; asked again later, alerted once.
+                let mut next = agg.clone();
+                reset_not_found(&mut next, client_order_id);
+                let message = format!(
+                    "the broker reports {} filled on {client_order_id}, more than the order was for; not applied",
+                    u.filled_qty
+                );
+                if agg.last_alert.as_ref().is_none_or(|a| a.message != message) {
+                    alert(&mut next, "invalid_fill", message, now);
+                }
+                touch(&mut next, now);
+                Ok(Applied::Changed(Box::new(next)))
+            }
             _ => {
                 // Nothing new: note that we asked, so it is asked again in `stuck_after`.
                 let mut next = agg.clone();
@@ -484,6 +498,28 @@ mod tests {
         let found = Lookup::Found(upd(&msg, OrderStatus::Filled, 10, now));
         let closed = changed(after_lookup(&agg, &client_order_id, false, &found, now, &p));
         assert_eq!(statuses(&closed), (P::Closed, C::Completed));
+    }
+
+    #[test]
+    fn a_lookup_reporting_more_than_was_ordered_is_not_applied_and_alerted_once() {
+        let (agg, msg) = pending();
+        let p = Policy::default();
+        let agg = changed(record_submission(
+            &agg,
+            &msg,
+            &SubmitAnswer::Accepted(upd(&msg, OrderStatus::Accepted, 0, t0())),
+            t0(),
+        ));
+        let now = t0() + TimeDelta::minutes(11);
+        let found = Lookup::Found(upd(&msg, OrderStatus::Filled, 1000, now));
+        let noted = changed(after_lookup(&agg, &msg.client_order_id(), false, &found, now, &p));
+        assert_eq!(statuses(&noted), (P::Closing, C::Submitted));
+        assert_eq!(noted.orders, agg.orders, "the fill is not applied");
+        let alert = noted.last_alert.clone().expect("alerted");
+        assert_eq!(alert.kind, "invalid_fill");
+        let later = now + TimeDelta::minutes(11);
+        let again = changed(after_lookup(&noted, &msg.client_order_id(), false, &found, later, &p));
+        assert_eq!(again.last_alert, Some(alert), "the same anomaly is alerted once");
     }
 
     #[test]

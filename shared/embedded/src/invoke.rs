@@ -12,7 +12,7 @@ use aws_lambda_events::event::dynamodb;
 use aws_lambda_events::event::sqs::SqsEvent;
 use axum::body::to_bytes;
 use closeflow_api::auth::Auth;
-use closeflow_api::{router, AppState, SystemClock};
+use closeflow_api::{router, webhook_router, AppState, SystemClock};
 use closeflow_aws::lambda::{publish_stream_event, relay_stream_event, submit_sqs_event};
 use closeflow_aws::{EventBridgeSink, SqsQueue};
 use closeflow_pipeline::config::reconcile_config_from_env;
@@ -73,7 +73,8 @@ async fn http(function: &str, event: &str, store: Arc<dyn CloseStore>) -> Result
     state.auth = Auth::Jwt {
         claim: env("ACCOUNTS_CLAIM").unwrap_or_else(|| "accounts".into()),
     };
-    if function == "broker-webhook" {
+    let broker_webhook = function == "broker-webhook";
+    if broker_webhook {
         let secret = env("WEBHOOK_SECRET").unwrap_or_else(|| "dev-webhook-secret".into());
         if req.headers().get("x-closeflow-signature").and_then(|v| v.to_str().ok()) == Some(SIGN_AT_INVOKE) {
             let body = match req.body() {
@@ -88,7 +89,12 @@ async fn http(function: &str, event: &str, store: Arc<dyn CloseStore>) -> Result
         state.webhook_secret = Arc::new(secret.into_bytes());
     }
     let req = closeflow_aws::http::with_claims(req);
-    let resp = router(state).oneshot(req).await.map_err(|e| e.to_string())?;
+    let app = if broker_webhook {
+        webhook_router(state)
+    } else {
+        router(state)
+    };
+    let resp = app.oneshot(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let body = to_bytes(resp.into_body(), 1 << 20).await.map_err(|e| e.to_string())?;
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);

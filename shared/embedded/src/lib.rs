@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::Request;
 use axum::Router;
-use closeflow_api::{router, AppState, Clock};
+use closeflow_api::{router_for, AppState, Clock, Routes};
 use closeflow_pipeline::{
     Driver, LogFeed, LogSink, MemoryQueue, OrderQueue, QueueConsumer, SimScenarios, SimulatedBroker, WebhookSink,
 };
@@ -119,7 +119,7 @@ impl Stack {
         state.clock = cfg.clock.clone();
         state.webhook_secret = Arc::new(cfg.webhook_secret);
         state.auth = cfg.auth;
-        let router = router(state);
+        let router = router_for(state, Routes::ALL);
         sim.connect(Arc::new(RouterSink(router.clone())));
         let driver = Driver {
             store: store.clone(),

@@ -44,9 +44,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let storage = Storage::from_env();
+    let auth = Auth::Tokens(Arc::new(tokens));
     let stack = Stack::new(StackConfig {
         storage: storage.clone(),
-        auth: Auth::Tokens(Arc::new(tokens)),
+        auth: auth.clone(),
         scenarios,
         webhook_secret: secret.into_bytes(),
         clock: Arc::new(SystemClock),
@@ -64,7 +65,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         cleanup_every.num_seconds(),
         p.retention.num_seconds()
     );
-    let app = stack.router.clone();
+    let app = match closeflow_api::rate_limit::RateLimit::from_env()? {
+        Some(limit) => {
+            println!(
+                "rate limit: {} requests/s per caller, bursts of {} (RATE_LIMIT_PER_SECOND=0 turns it off)",
+                limit.per_second, limit.burst
+            );
+            closeflow_api::rate_limit::rate_limited(stack.router.clone(), limit, &auth)
+        }
+        None => stack.router.clone(),
+    };
     let stack = Arc::new(stack);
     let jobs = stack.clone();
     tokio::spawn(async move {
@@ -97,10 +107,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             format!(": {spec}")
         }
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    closeflow_api::server::serve(listener, app, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }

@@ -167,7 +167,8 @@ impl SimulatedBroker {
             };
             let mut h = self.holdings.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(held) = h.get_mut(&o.symbol) {
-                *held = Quantity::new(held.value() + signed.value());
+                // A simulated holding beyond the decimal range stays where it was.
+                *held = held.checked_add(signed).unwrap_or(*held);
             }
             serde_json::json!({
                 "client_order_id": client_order_id,

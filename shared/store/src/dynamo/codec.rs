@@ -295,12 +295,8 @@ fn history_from_item(item: &Item, position: &PositionId) -> Result<Vec<PastClose
 
 /// What the orders filled together (derived, never stored twice).
 fn filled(orders: &[Order]) -> Result<Quantity, StoreError> {
-    orders.iter().try_fold(Quantity::ZERO, |acc, o| {
-        acc.value()
-            .checked_add(o.filled_qty.value())
-            .map(Quantity::new)
-            .ok_or_else(|| StoreError::Corrupt("filled quantity overflows".into()))
-    })
+    closeflow_domain::total_filled(orders)
+        .ok_or_else(|| StoreError::Corrupt("order fills do not add up within the decimal range".into()))
 }
 
 fn order_value(o: &Order) -> AttributeValue {

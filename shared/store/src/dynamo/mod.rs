@@ -494,8 +494,9 @@ impl DynamoStore {
 
     /// A partial fill that settles nothing, as one conditional `UpdateItem` on its order:
     /// the condition is exactly when the domain merge would only raise the order's fill
-    /// (order recorded and working, close request submitted, strictly more filled, newer
-    /// `seq` or unseen execution id, not older than the last update). Anything else fails
+    /// (order recorded and working, close request submitted, strictly more filled but not
+    /// more than ordered, newer `seq` or unseen execution id, not older than the last
+    /// update). Anything else fails
     /// the condition and takes the general path, so results are the same either way.
     async fn partial_fill_in_place(&self, u: &OrderUpdate, now: Timestamp) -> Result<Option<UpdateResult>, StoreError> {
         let (pk, sk) = codec::routed_key(u.client_order_id.close_request_id.routing_key());
@@ -506,6 +507,7 @@ impl DynamoStore {
             "attribute_exists(orders.#c)",
             "orders.#c.#st IN (:new, :accepted, :pf)",
             "orders.#c.filled_qty < :filled",
+            "orders.#c.qty >= :filled",
             "(attribute_not_exists(orders.#c.last_broker_update_at) OR orders.#c.last_broker_update_at <= :t)",
         ];
         let mut sets = vec![
