@@ -6,6 +6,7 @@ pub mod eventbridge;
 pub mod http;
 pub mod images;
 pub mod lambda;
+pub mod provision;
 pub mod sqs;
 pub mod stream_feed;
 pub mod template;
