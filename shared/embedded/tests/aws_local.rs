@@ -416,3 +416,32 @@ async fn a_restart_on_the_same_prefix_finds_its_resources_and_data_and_places_no
     assert!(second.wait_exit().success(), "{}", second.output());
     let _ = std::fs::remove_dir_all(env_file.parent().unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_table_of_another_shape_is_refused_with_a_clear_error() {
+    assert!(
+        std::env::var("AWS_ENDPOINT_URL").is_ok(),
+        "needs AWS_ENDPOINT_URL (a moto server); run with `make test`"
+    );
+    let prefix = format!("cf-t-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    // As an older version might have left it: no attention index.
+    let mut old = closeflow_store::dynamo::table::TableSpec::required();
+    old.indexes.clear();
+    old.string_attributes.retain(|a| a == "pk" || a == "sk");
+    let client = closeflow_store::DynamoStore::client_from_env(None).await;
+    closeflow_store::dynamo::table::create_table(&client, &format!("{prefix}-closes"), &old)
+        .await
+        .expect("create the old table");
+
+    let mut cmd = Command::new(BIN);
+    cmd.env("CLOSEFLOW_PREFIX", &prefix);
+    let mut stack = spawn(cmd, temp_env_file(), false);
+    let status = stack.wait_exit();
+    assert_eq!(status.code(), Some(1), "{}", stack.output());
+    let out = stack.output();
+    assert!(
+        out.contains(&format!("table {prefix}-closes exists with another shape")),
+        "{out}"
+    );
+    assert!(!stack.env_file.exists());
+}
