@@ -1,19 +1,27 @@
 # closeflow: the two commands a fresh machine needs are `make run` and `make test`.
 SHELL := /bin/bash
 PORT ?= 3000
+# Where a running `make run-aws-local` stack names its resources for `make invoke`.
+AWS_LOCAL_ENV_FILE ?= .closeflow/aws-local.env
 WITH_MOTO := infra/with-moto.sh
 
-.PHONY: run test test-embedded template-lint lint fmt bench build invoke chaos
+.PHONY: run run-aws-local test test-embedded template-lint lint fmt bench build invoke chaos
 
 ## run: the embedded single-process stack on 127.0.0.1:$(PORT): a durable SQLite store at
 ## CLOSEFLOW_DB (default .closeflow/closeflow.db; `:memory:` keeps nothing), no AWS
 run:
 	PORT=$(PORT) cargo run -p closeflow-embedded --bin closeflow
 
+## run-aws-local: the same stack on DynamoDB + Streams, SQS FIFO and EventBridge, emulated:
+## a private moto server, or the emulator at AWS_ENDPOINT_URL (LocalStack); Ctrl-C stops both
+run-aws-local:
+	cargo build -p closeflow-embedded --bin closeflow-aws-local
+	PORT=$(PORT) AWS_LOCAL_ENV_FILE=$(AWS_LOCAL_ENV_FILE) infra/run-aws-local.sh
+
 ## test: the template (cfn-lint), then unit, domain and scenario tests on the embedded
 ## store and on DynamoDB, SQS and EventBridge (moto)
 test: template-lint
-	$(WITH_MOTO) cargo test --workspace --features closeflow-tests/moto
+	$(WITH_MOTO) cargo test --workspace --features closeflow-tests/moto,closeflow-embedded/moto
 
 ## template-lint: cfn-lint on template.yaml (zero errors required)
 template-lint:
@@ -33,7 +41,7 @@ chaos:
 ## lint: formatting, clippy (warnings are errors) and cfn-lint
 lint: template-lint
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets --features closeflow-tests/moto -- -D warnings
+	cargo clippy --workspace --all-targets --features closeflow-tests/moto,closeflow-embedded/moto -- -D warnings
 
 fmt:
 	cargo fmt --all
@@ -46,10 +54,15 @@ bench:
 
 ## invoke: run one function's handler on a sample event, e.g.
 ##   make invoke FN=http-api EVENT=events/http-api-put-position.json
-## (embedded store unless TABLE_NAME/AWS_ENDPOINT_URL point at DynamoDB; see README)
+## (on a running `make run-aws-local` stack, found via AWS_LOCAL_ENV_FILE; else the embedded store
+## unless TABLE_NAME/AWS_ENDPOINT_URL point at DynamoDB; see README)
 FN ?= http-api
 EVENT ?= events/http-api-put-position.json
 invoke:
+	@if [ -z "$$TABLE_NAME" ] && [ -n "$(AWS_LOCAL_ENV_FILE)" ] && [ -f "$(AWS_LOCAL_ENV_FILE)" ]; then \
+	  echo "invoke: on the make run-aws-local stack ($(AWS_LOCAL_ENV_FILE))" >&2; \
+	  set -a; . "$(abspath $(AWS_LOCAL_ENV_FILE))"; set +a; \
+	fi; \
 	cargo run -q -p closeflow-embedded --bin closeflow-invoke -- $(FN) $(EVENT)
 
 build:

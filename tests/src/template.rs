@@ -1,75 +1,30 @@
 //! `template.yaml` as the one source of truth for what tests create: the table (keys,
-//! indexes, stream, TTL) and the order queue are built from its definitions.
+//! indexes, stream, TTL) and the order queue are built from its definitions, read by the
+//! same code (`closeflow_aws::template`) that `make run-aws-local` uses.
 
-use closeflow_store::dynamo::table::{IndexSpec, TableSpec};
-use serde_yaml::Value;
+use closeflow_aws::Template;
+use closeflow_store::dynamo::table::TableSpec;
 
-fn template() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
-    let text = std::fs::read_to_string(path).expect("template.yaml next to the workspace");
-    serde_yaml::from_str(&text).expect("template.yaml is YAML")
-}
-
-fn resource(t: &Value, name: &str) -> Value {
-    t["Resources"][name]["Properties"].clone()
-}
-
-fn text(v: &Value) -> String {
-    v.as_str().unwrap_or_default().to_string()
-}
-
-fn key_of(schema: &Value, kind: &str) -> String {
-    schema
-        .as_sequence()
-        .into_iter()
-        .flatten()
-        .find(|k| k["KeyType"] == kind)
-        .map(|k| text(&k["AttributeName"]))
-        .unwrap_or_default()
+/// The workspace's `template.yaml`.
+pub fn template() -> Template {
+    Template::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).expect("template.yaml")
 }
 
 /// The `ClosesTable` resource as a [`TableSpec`].
 pub fn table_spec() -> TableSpec {
-    let p = resource(&template(), "ClosesTable");
-    TableSpec {
-        hash_key: key_of(&p["KeySchema"], "HASH"),
-        range_key: key_of(&p["KeySchema"], "RANGE"),
-        string_attributes: p["AttributeDefinitions"]
-            .as_sequence()
-            .into_iter()
-            .flatten()
-            .filter(|a| a["AttributeType"] == "S")
-            .map(|a| text(&a["AttributeName"]))
-            .collect(),
-        indexes: p["GlobalSecondaryIndexes"]
-            .as_sequence()
-            .into_iter()
-            .flatten()
-            .map(|i| IndexSpec {
-                name: text(&i["IndexName"]),
-                hash_key: key_of(&i["KeySchema"], "HASH"),
-                range_key: key_of(&i["KeySchema"], "RANGE"),
-                projection: text(&i["Projection"]["ProjectionType"]),
-            })
-            .collect(),
-        stream_view: text(&p["StreamSpecification"]["StreamViewType"]),
-        ttl_attribute: text(&p["TimeToLiveSpecification"]["AttributeName"]),
-        billing_mode: text(&p["BillingMode"]),
-    }
+    template().table_spec().expect("ClosesTable")
 }
 
 /// The `OrderQueue` resource: (FIFO?, visibility timeout in seconds).
 pub fn order_queue() -> (bool, u32) {
-    let p = resource(&template(), "OrderQueue");
-    (
-        p["FifoQueue"] == true,
-        p["VisibilityTimeout"].as_u64().unwrap_or(30) as u32,
-    )
+    let q = template().order_queue().expect("OrderQueue");
+    (q.fifo, q.visibility_timeout)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_yaml::Value;
 
     #[test]
     fn the_template_defines_exactly_the_table_the_code_relies_on() {
@@ -85,6 +40,7 @@ mod tests {
         let (fifo, visibility) = order_queue();
         assert!(fifo);
         let t = template();
+        let t = t.value();
         let timeout = t["Resources"]["OrderSubmitterFunction"]["Properties"]["Timeout"]
             .as_u64()
             .unwrap();

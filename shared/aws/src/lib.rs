@@ -6,13 +6,16 @@ pub mod eventbridge;
 pub mod http;
 pub mod images;
 pub mod lambda;
+pub mod provision;
 pub mod sqs;
 pub mod stream_feed;
+pub mod template;
 
 pub use eventbridge::EventBridgeSink;
 pub use images::{change_from_images, lambda_item, streams_item};
 pub use sqs::SqsQueue;
 pub use stream_feed::DynamoStreamFeed;
+pub use template::Template;
 
 /// Structured JSON logs for Lambda: every line carries the fields of its spans (Lambda's
 /// `requestId`, and the position, close request or client order id of the work at hand).

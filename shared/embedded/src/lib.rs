@@ -3,6 +3,7 @@
 //! for the DynamoDB stream, a durable FIFO queue in the same file for SQS, and the simulated broker reports fills
 //! through the real webhook route with real signatures.
 
+pub mod aws_local;
 pub mod invoke;
 
 use std::sync::Arc;
