@@ -39,7 +39,7 @@ impl Rng {
         Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -48,12 +48,12 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 
     /// True with probability `percent` / 100.
     pub fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
+        self.next_u64() % 100 < percent
     }
 }
 
@@ -225,6 +225,17 @@ impl Broker for ChaosBroker {
 
     async fn list_positions(&self) -> Result<Vec<BrokerPosition>, BrokerError> {
         Ok(Vec::new())
+    }
+}
+
+/// The backend a seed runs on: memory for even seeds, SQLite (with restarts) for odd ones;
+/// `CHAOS_BACKEND=memory|sqlite` puts every seed on one.
+pub fn backend_of(seed: u64) -> Backend {
+    match std::env::var("CHAOS_BACKEND").as_deref() {
+        Ok("memory") => Backend::Embedded,
+        Ok("sqlite") => Backend::Sqlite,
+        _ if seed.is_multiple_of(2) => Backend::Embedded,
+        _ => Backend::Sqlite,
     }
 }
 
@@ -437,8 +448,11 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
 
 /// The promises, checked against the broker's truth and the store's record.
 async fn check(node: &Node, broker: &ChaosBroker, quantities: &[String], clock: &ManualClock) -> Result<(), String> {
-    let st = broker.lock();
-    if let Some(v) = st.violations.first() {
+    let (violations, orders) = {
+        let st = broker.lock();
+        (st.violations.clone(), st.orders.clone())
+    };
+    if let Some(v) = violations.first() {
         return Err(format!("two live orders for one position: {v}"));
     }
     let attention: HashSet<String> = node
@@ -470,11 +484,7 @@ async fn check(node: &Node, broker: &ChaosBroker, quantities: &[String], clock: 
             .map(|o| (o.client_order_id.clone(), o.filled_qty))
             .collect();
         let mut broker_filled = Quantity::ZERO;
-        for (cid, o) in st
-            .orders
-            .iter()
-            .filter(|(k, _)| k.close_request_id.belongs_to(&pid(&id)))
-        {
+        for (cid, o) in orders.iter().filter(|(k, _)| k.close_request_id.belongs_to(&pid(&id))) {
             broker_filled = Quantity::new(broker_filled.value() + o.filled.value());
             match recorded.get(cid) {
                 Some(f) if *f == o.filled => {}

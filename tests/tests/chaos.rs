@@ -2,18 +2,7 @@
 //! memory store and half on SQLite with restarts. `CHAOS_SEED=<n>` replays one seed;
 //! `make chaos SEEDS=N` runs N.
 
-use closeflow_tests::chaos::{run_seed, ChaosStats};
-use closeflow_tests::Backend;
-
-/// `CHAOS_BACKEND=memory|sqlite` runs every seed on one backend; otherwise they alternate.
-fn backend_of(seed: u64) -> Backend {
-    match std::env::var("CHAOS_BACKEND").as_deref() {
-        Ok("memory") => Backend::Embedded,
-        Ok("sqlite") => Backend::Sqlite,
-        _ if seed % 2 == 0 => Backend::Embedded,
-        _ => Backend::Sqlite,
-    }
-}
+use closeflow_tests::chaos::{backend_of, run_seed, ChaosStats};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use closeflow_api::auth::Auth;
-use closeflow_api::{router, AppState, SystemClock};
+use closeflow_api::{router_for, AppState, Routes, SystemClock};
 use closeflow_aws::provision::{provision, Resources};
 use closeflow_aws::{DynamoStreamFeed, EventBridgeSink, SqsQueue, Template};
 use closeflow_pipeline::{Broker, Driver, SimScenarios, SimulatedBroker};
@@ -74,7 +74,7 @@ impl AwsLocal {
         state.clock = clock.clone();
         state.webhook_secret = Arc::new(cfg.webhook_secret.clone());
         state.auth = cfg.auth;
-        let router = router(state);
+        let router = router_for(state, Routes::ALL);
         let (broker, sim): (Arc<dyn Broker>, _) = match cfg.broker {
             BrokerChoice::Simulated(scenarios) => {
                 let sim = Arc::new(SimulatedBroker::new(scenarios, &cfg.webhook_secret, clock.clone()));
