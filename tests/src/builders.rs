@@ -25,6 +25,7 @@ pub fn register(id: &str, quantity: &str, now: Timestamp) -> RegisterPosition {
         avg_entry_price: Some(qty("100")),
         strategy_id: None,
         access: Access::All,
+        max_live_positions: 10_000,
         now,
     }
 }

@@ -357,6 +357,63 @@ pub async fn work_lists_hold_exactly_what_needs_a_job_oldest_first(s: &ContractS
         .is_empty());
 }
 
+/// Live positions are counted per account in the same atomic write as the position: a
+/// registration over the quota writes nothing, and a close frees a slot.
+pub async fn the_account_quota_counts_live_positions_atomically(s: &ContractStore) {
+    let t = start_time();
+    let account = closeflow_domain::AccountId::parse("acct-1").unwrap();
+    let mut cmd = register("q-1", "1", t);
+    cmd.max_live_positions = 2;
+    for id in ["q-1", "q-2"] {
+        cmd.position_id = pid(id);
+        assert!(matches!(
+            s.store.register_position(&cmd).await.unwrap(),
+            Ok(RegisterDecision::Created(_))
+        ));
+    }
+    cmd.position_id = pid("q-3");
+    assert_eq!(
+        s.store.register_position(&cmd).await.unwrap(),
+        Err(closeflow_domain::RegisterRejection::QuotaExceeded { limit: 2 })
+    );
+    assert_eq!(s.store.position(&pid("q-3")).await.unwrap(), None, "nothing written");
+    assert_eq!(s.store.live_positions(&account).await.unwrap(), 2);
+    // Updating a counted position is not a new one.
+    let mut update_q1 = cmd.clone();
+    update_q1.position_id = pid("q-1");
+    update_q1.quantity = crate::builders::qty("2");
+    assert!(matches!(
+        s.store.register_position(&update_q1).await.unwrap(),
+        Ok(RegisterDecision::Updated(_))
+    ));
+    // q-1 closes: its slot is free for q-3.
+    let CloseOutcome::Created { close_request: cr, .. } =
+        s.store.open_close_request(&close("q-1", "k", t)).await.unwrap()
+    else {
+        panic!()
+    };
+    submit(s, "q-1", 1).await;
+    s.store
+        .apply_order_update(&update(cr.id, 1, OrderStatus::Filled, "2", 2, t), t)
+        .await
+        .unwrap();
+    assert_eq!(s.store.live_positions(&account).await.unwrap(), 1);
+    assert!(matches!(
+        s.store.register_position(&cmd).await.unwrap(),
+        Ok(RegisterDecision::Created(_))
+    ));
+    // Deleting the closed position changes nothing; deleting a live one frees its slot.
+    let q1 = agg(s, "q-1").await;
+    assert!(s
+        .store
+        .delete_if_unchanged(&pid("q-1"), q1.position.version)
+        .await
+        .unwrap());
+    assert_eq!(s.store.live_positions(&account).await.unwrap(), 2);
+    assert!(s.store.delete_if_unchanged(&pid("q-2"), 1).await.unwrap());
+    assert_eq!(s.store.live_positions(&account).await.unwrap(), 1);
+}
+
 /// Backends with a change log: every committed write once, in commit order, with its old
 /// image; acknowledged entries are never read again.
 pub async fn the_change_log_has_every_commit_once_in_order(s: &ContractStore) {
@@ -395,6 +452,7 @@ macro_rules! store_contract_tests {
             fills_settle_the_close_and_modify_returns_the_decision,
             work_lists_hold_exactly_what_needs_a_job_oldest_first,
             the_change_log_has_every_commit_once_in_order,
+            the_account_quota_counts_live_positions_atomically,
         );
     };
     (@each $backend:expr; $($name:ident),* $(,)?) => {

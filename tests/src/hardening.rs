@@ -288,6 +288,7 @@ macro_rules! hardening_tests {
             an_over_fill_is_refused_and_changes_nothing,
             an_unknown_order_without_optional_fields_is_202,
             abusive_signature_headers_are_refused_cheaply,
+            registrations_over_the_account_quota_answer_409_and_store_nothing,
         );
     };
     (@each $backend:expr; $($name:ident),* $(,)?) => {
@@ -298,6 +299,30 @@ macro_rules! hardening_tests {
             }
         )*
     };
+}
+
+/// Issue 16.9: an account holds at most `MAX_POSITIONS_PER_ACCOUNT` live positions.
+pub async fn registrations_over_the_account_quota_answer_409_and_store_nothing(backend: Backend) {
+    let config = closeflow_api::ApiConfig {
+        max_positions_per_account: 2,
+        ..Default::default()
+    };
+    let app = TestApp::with_config(backend, config).await;
+    app.open_position("quota-1", "1").await;
+    app.open_position("quota-2", "1").await;
+    let body = r#"{"account_id":"acct-1","symbol":"AAPL","asset_type":"equity","quantity":1}"#;
+    let r = app.put_position("quota-3", body).await;
+    assert_eq!(
+        (r.status, r.str("error")),
+        (409, "quota_exceeded".to_string()),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["limit"], 2);
+    assert_eq!(app.get("/positions/quota-3").await.status, 404, "nothing stored");
+    // Another account has its own allowance.
+    let other = r#"{"account_id":"acct-2","symbol":"AAPL","asset_type":"equity","quantity":1}"#;
+    assert_eq!(app.put_position("quota-4", other).await.status, 201);
 }
 
 /// Issue 16.9: per-caller rate limiting of the embedded stack.

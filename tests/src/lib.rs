@@ -86,6 +86,9 @@ impl StoreBackend for FaultInjectingStore {
     async fn commit(&self, writes: &[Write]) -> Result<Result<(), Conflict>, StoreError> {
         self.inner.commit(writes).await
     }
+    async fn live_positions(&self, account: &closeflow_domain::AccountId) -> Result<i64, StoreError> {
+        self.inner.live_positions(account).await
+    }
     async fn work_list(&self, list: WorkList, since: Timestamp, limit: usize) -> Result<Listed, StoreError> {
         self.inner.work_list(list, since, limit).await
     }
@@ -168,6 +171,10 @@ pub fn unique_table_name() -> String {
 
 impl TestApp {
     pub async fn new(backend: Backend) -> TestApp {
+        Self::with_config(backend, closeflow_api::ApiConfig::default()).await
+    }
+
+    pub async fn with_config(backend: Backend, config: closeflow_api::ApiConfig) -> TestApp {
         init_test_logging();
         let (store, round_trips): (Arc<dyn CloseStore>, _) = match backend {
             Backend::Embedded => (Arc::new(MemoryStore::new()), None),
@@ -190,6 +197,7 @@ impl TestApp {
         let mut state = AppState::new(faults.clone());
         state.clock = clock.clone();
         state.auth = test_auth();
+        state.config = config;
         TestApp {
             backend,
             router: router(state),

@@ -73,6 +73,7 @@ fn parse_position_body(
     body: &Bytes,
     access: Access,
     now: closeflow_domain::Timestamp,
+    max_live_positions: u64,
 ) -> Result<RegisterPosition, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid_body(
@@ -110,6 +111,7 @@ fn parse_position_body(
         avg_entry_price: b.avg_entry_price,
         strategy_id: b.strategy_id,
         access,
+        max_live_positions,
         now,
     })
 }
@@ -124,7 +126,7 @@ pub async fn put_position(
 ) -> ApiResult {
     let access = caller(&app.auth, &headers, &ext)?;
     let id = position_id(&raw)?;
-    let cmd = parse_position_body(id, &body, access, app.clock.now())?;
+    let cmd = parse_position_body(id, &body, access, app.clock.now(), app.config.max_positions_per_account)?;
     // Asking for an account the caller does not hold says nothing about stored data, so it
     // is 403; past this check a refusal on account grounds means the id is held by another
     // account (below).
@@ -154,6 +156,12 @@ pub async fn put_position(
                 "This position id is not available; register the position under another id",
             ))
         }
+        Err(RegisterRejection::QuotaExceeded { limit }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "quota_exceeded",
+            format!("This account already holds {limit} live positions, its limit; close some first"),
+        )
+        .with("limit", json!(limit))),
         Err(RegisterRejection::RoutingKeyTaken(_)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "position_id_collision",

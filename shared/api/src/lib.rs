@@ -27,6 +27,8 @@ pub struct ApiConfig {
     pub poll_interval_ms: u64,
     /// Suggested wait after a `position_locked` answer.
     pub retry_after_ms: u64,
+    /// Live (not yet closed) positions one account may hold: bounds what one caller stores.
+    pub max_positions_per_account: u64,
 }
 
 impl Default for ApiConfig {
@@ -35,7 +37,25 @@ impl Default for ApiConfig {
             max_retries: 3,
             poll_interval_ms: 1000,
             retry_after_ms: 1000,
+            max_positions_per_account: 10_000,
         }
+    }
+}
+
+impl ApiConfig {
+    /// Defaults, with `MAX_POSITIONS_PER_ACCOUNT` from the environment.
+    pub fn from_env() -> Result<ApiConfig, String> {
+        let mut cfg = ApiConfig::default();
+        if let Ok(v) = std::env::var("MAX_POSITIONS_PER_ACCOUNT") {
+            if !v.is_empty() {
+                cfg.max_positions_per_account = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("MAX_POSITIONS_PER_ACCOUNT: `{v}` is not a positive number"))?;
+            }
+        }
+        Ok(cfg)
     }
 }
 

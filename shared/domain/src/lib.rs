@@ -5,6 +5,7 @@
 //! that the store adapters carry out.
 
 pub mod access;
+pub mod account;
 pub mod close;
 pub mod events;
 pub mod ids;
@@ -20,6 +21,7 @@ pub mod status;
 pub mod transition;
 
 pub use access::Access;
+pub use account::{count_changes, CountChange};
 pub use close::{decide_close, CloseCommand, CloseDecision, CloseRejection, Fingerprint};
 pub use events::{events_for, DomainEvent};
 pub use ids::{AccountId, CloseRequestId, IdError, IdempotencyKey, PositionId, RoutingKey};

@@ -17,6 +17,8 @@ pub struct RegisterPosition {
     pub strategy_id: Option<String>,
     /// The caller's accounts: both the new and any stored account must be among them.
     pub access: crate::Access,
+    /// The account's quota of live positions (a new position beyond it is refused).
+    pub max_live_positions: u64,
     pub now: Timestamp,
 }
 
@@ -36,6 +38,8 @@ pub enum RegisterRejection {
     RoutingKeyTaken(PositionId),
     /// The caller may not act on this account (the requested one, or the stored one).
     Forbidden,
+    /// The account already holds its quota of live positions.
+    QuotaExceeded { limit: u64 },
 }
 
 /// Decides a registration against the stored aggregate.
@@ -109,6 +113,7 @@ mod tests {
             avg_entry_price: None,
             strategy_id: None,
             access: crate::Access::All,
+            max_live_positions: 100,
             now: chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
         }
     }

@@ -129,6 +129,7 @@ mod tests {
                 avg_entry_price: None,
                 strategy_id: None,
                 access: closeflow_domain::Access::All,
+                max_live_positions: 10,
                 now,
             })
             .await

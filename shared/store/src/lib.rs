@@ -12,10 +12,10 @@
 
 use async_trait::async_trait;
 use closeflow_domain::{
-    apply_order_update, decide_close, decide_register, Applied, CloseCommand, CloseDecision, CloseRejection,
-    CloseRequest, CloseRequestId, CloseRequestStatus, Ignored, IllegalTransition, Order, OrderUpdate, Position,
-    PositionAggregate, PositionId, PositionStatus, RegisterDecision, RegisterPosition, RegisterRejection, RoutingKey,
-    Timestamp,
+    apply_order_update, count_changes, decide_close, decide_register, AccountId, Applied, CloseCommand, CloseDecision,
+    CloseRejection, CloseRequest, CloseRequestId, CloseRequestStatus, CountChange, Ignored, IllegalTransition, Order,
+    OrderUpdate, Position, PositionAggregate, PositionId, PositionStatus, RegisterDecision, RegisterPosition,
+    RegisterRejection, RoutingKey, Timestamp,
 };
 
 pub mod dynamo;
@@ -48,16 +48,35 @@ pub enum Write {
     Put { next: PositionAggregate, expected: u64 },
     /// Remove the aggregate if the stored one is this position at version `expected`.
     Delete { id: PositionId, expected: u64 },
+    /// Change an account's count of live positions; with a ceiling, only if the count
+    /// stays at or below it.
+    Count(CountChange),
 }
 
 impl Write {
-    pub fn routing_key(&self) -> RoutingKey {
+    /// The position item this write addresses (`None` for an account's count).
+    pub fn routing_key(&self) -> Option<RoutingKey> {
         match self {
-            Write::Create(a) | Write::Put { next: a, .. } => RoutingKey::of(&a.position.id),
-            Write::Delete { id, .. } => RoutingKey::of(id),
+            Write::Create(a) | Write::Put { next: a, .. } => Some(RoutingKey::of(&a.position.id)),
+            Write::Delete { id, .. } => Some(RoutingKey::of(id)),
+            Write::Count(_) => None,
         }
     }
+
+    /// A position write with the account counts it changes (see
+    /// [`closeflow_domain::count_changes`]), to be committed together.
+    pub fn with_counts(self, before: Option<&PositionAggregate>, limit: u64) -> Vec<Write> {
+        let after = match &self {
+            Write::Create(a) | Write::Put { next: a, .. } => Some(a),
+            Write::Delete { .. } | Write::Count(_) => None,
+        };
+        let counts = count_changes(before, after, limit).into_iter().map(Write::Count);
+        std::iter::once(self.clone()).chain(counts).collect()
+    }
 }
+
+/// Writes that change no account's quota use this ceiling (only registration enforces one).
+const NO_LIMIT: u64 = u64::MAX;
 
 /// A commit whose condition failed: nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +97,9 @@ pub trait Backend: Send + Sync {
     /// All of `writes` or none: each write's condition must hold. Keeps the work lists and,
     /// where the backend has one, the change log in the same atomic step.
     async fn commit(&self, writes: &[Write]) -> Result<Result<(), Conflict>, StoreError>;
+
+    /// An account's count of live (registered, not yet closed) positions.
+    async fn live_positions(&self, account: &AccountId) -> Result<i64, StoreError>;
 
     /// Aggregates on one work list (`WorkList::Attention`: in-flight or retryable closes;
     /// `WorkList::Expiry`: something can expire) whose clock started at or before `since`,
@@ -171,27 +193,34 @@ pub trait CloseStore: Backend {
                 Some(known) => known,
                 None => self.load(RoutingKey::of(&cmd.position_id)).await?,
             };
-            let write = match decide_register(agg.as_ref(), cmd) {
-                Ok(RegisterDecision::Created(p)) => Write::Create(PositionAggregate::new(p)),
+            let (write, decided) = match decide_register(agg.as_ref(), cmd) {
+                Ok(RegisterDecision::Created(p)) => (
+                    Write::Create(PositionAggregate::new(p.clone())),
+                    RegisterDecision::Created(p),
+                ),
                 Ok(RegisterDecision::Updated(p)) => {
                     let mut next = agg
                         .clone()
                         .ok_or_else(|| StoreError::Corrupt("update without a position".into()))?;
                     let expected = next.position.version;
-                    next.position = p;
-                    Write::Put { next, expected }
+                    next.position = p.clone();
+                    (Write::Put { next, expected }, RegisterDecision::Updated(p))
                 }
                 other => return Ok(other),
             };
-            match self.commit(std::slice::from_ref(&write)).await? {
-                Ok(()) => {
-                    return Ok(Ok(match write {
-                        Write::Create(a) => RegisterDecision::Created(a.position),
-                        Write::Put { next, .. } => RegisterDecision::Updated(next.position),
-                        Write::Delete { .. } => unreachable!("register never deletes"),
-                    }))
-                }
-                Err(conflict) => current = conflict.current,
+            // The account's count moves in the same atomic write: the quota cannot be
+            // overrun by concurrent registrations.
+            let writes = write.with_counts(agg.as_ref(), cmd.max_live_positions);
+            match self.commit(&writes).await? {
+                Ok(()) => return Ok(Ok(decided)),
+                Err(conflict) => match &writes[conflict.index] {
+                    Write::Count(c) if c.ceiling.is_some() => {
+                        return Ok(Err(RegisterRejection::QuotaExceeded {
+                            limit: cmd.max_live_positions,
+                        }))
+                    }
+                    _ => current = conflict.current,
+                },
             }
         }
         Err(StoreError::Contention)
@@ -223,11 +252,14 @@ pub trait CloseStore: Backend {
 
     /// Deletes a position if it is still at `version`; false when it changed or is gone.
     async fn delete_if_unchanged(&self, id: &PositionId, version: u64) -> Result<bool, StoreError> {
+        let Some(before) = self.aggregate(&AggregateKey::Position(id.clone())).await? else {
+            return Ok(false);
+        };
         let write = Write::Delete {
             id: id.clone(),
             expected: version,
         };
-        Ok(self.commit(&[write]).await?.is_ok())
+        Ok(self.commit(&write.with_counts(Some(&before), NO_LIMIT)).await?.is_ok())
     }
 }
 
@@ -263,7 +295,7 @@ pub async fn open_close_request_from<S: Backend + ?Sized>(
                     next: next.clone(),
                     expected,
                 };
-                match store.commit(&[write]).await? {
+                match store.commit(&write.with_counts(agg.as_ref(), NO_LIMIT)).await? {
                     Ok(()) => {
                         let close_request = next
                             .latest_close_request
@@ -316,7 +348,7 @@ where
             next: after.clone(),
             expected: before.position.version,
         };
-        match store.commit(&[w]).await? {
+        match store.commit(&w.with_counts(Some(&before), NO_LIMIT)).await? {
             Ok(()) => {
                 return Ok(Some(Modified {
                     before,

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use closeflow_domain::{PositionAggregate, RoutingKey, Timestamp};
+use closeflow_domain::{AccountId, CountChange, PositionAggregate, RoutingKey, Timestamp};
 
 use crate::{
     work_list_entry, Backend, Change, ChangeLog, CloseStore, Conflict, Listed, Sequenced, StoreError, WorkList, Write,
@@ -24,6 +24,8 @@ struct Inner {
     lists: BTreeSet<(WorkList, Timestamp, RoutingKey)>,
     log: VecDeque<Sequenced>,
     next_seq: u64,
+    /// Live positions per account.
+    counts: HashMap<AccountId, i64>,
 }
 
 impl MemoryStore {
@@ -69,9 +71,17 @@ impl Inner {
     }
 }
 
-/// Whether `write`'s condition holds against `current`, the stored aggregate.
+/// Whether a count change may be applied to `current` (its ceiling, if any, holds).
+pub(crate) fn count_allows(current: i64, c: &CountChange) -> bool {
+    c.ceiling
+        .is_none_or(|max| i128::from(current) + i128::from(c.delta) <= i128::from(max))
+}
+
+/// Whether `write`'s condition holds against `current`, the stored aggregate (position
+/// writes only; see [`count_allows`] for counts).
 pub(crate) fn condition_holds(write: &Write, current: Option<&PositionAggregate>) -> bool {
     match write {
+        Write::Count(_) => true,
         Write::Create(_) => current.is_none(),
         Write::Put { next, expected } => {
             current.is_some_and(|c| c.position.id == next.position.id && c.position.version == *expected)
@@ -91,21 +101,34 @@ impl Backend for MemoryStore {
     async fn commit(&self, writes: &[Write]) -> Result<Result<(), Conflict>, StoreError> {
         let mut inner = self.lock();
         for (index, w) in writes.iter().enumerate() {
-            let current = inner.aggregates.get(&w.routing_key());
-            if !condition_holds(w, current) {
-                return Ok(Err(Conflict {
-                    index,
-                    current: Some(current.cloned()),
-                }));
+            let conflict = match (w, w.routing_key()) {
+                (Write::Count(c), _) => {
+                    let current = inner.counts.get(&c.account).copied().unwrap_or(0);
+                    (!count_allows(current, c)).then_some(None)
+                }
+                (_, Some(key)) => {
+                    let current = inner.aggregates.get(&key);
+                    (!condition_holds(w, current)).then(|| Some(current.cloned()))
+                }
+                (_, None) => None,
+            };
+            if let Some(current) = conflict {
+                return Ok(Err(Conflict { index, current }));
             }
         }
         for w in writes {
-            match w {
-                Write::Create(a) | Write::Put { next: a, .. } => inner.put(w.routing_key(), Some(a.clone())),
-                Write::Delete { .. } => inner.put(w.routing_key(), None),
+            match (w, w.routing_key()) {
+                (Write::Count(c), _) => *inner.counts.entry(c.account.clone()).or_default() += c.delta,
+                (Write::Create(a) | Write::Put { next: a, .. }, Some(key)) => inner.put(key, Some(a.clone())),
+                (Write::Delete { .. }, Some(key)) => inner.put(key, None),
+                _ => {}
             }
         }
         Ok(Ok(()))
+    }
+
+    async fn live_positions(&self, account: &AccountId) -> Result<i64, StoreError> {
+        Ok(self.lock().counts.get(account).copied().unwrap_or(0))
     }
 
     async fn work_list(&self, list: WorkList, since: Timestamp, limit: usize) -> Result<Listed, StoreError> {

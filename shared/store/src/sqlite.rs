@@ -16,7 +16,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
-use closeflow_domain::{format_timestamp, PositionAggregate, RoutingKey, Timestamp};
+use closeflow_domain::{format_timestamp, AccountId, PositionAggregate, RoutingKey, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::{Map, Value};
 
@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS queue (
     done     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS queue_pending ON queue (done, seq);
+CREATE TABLE IF NOT EXISTS account_counts (
+    account_id TEXT PRIMARY KEY,
+    live       INTEGER NOT NULL
+);
 ";
 
 pub struct SqliteStore {
@@ -170,6 +174,16 @@ fn read_row(conn: &Connection, routing: RoutingKey) -> Result<Option<PositionAgg
     text.map(|t| decode(&t)).transpose()
 }
 
+fn read_count(conn: &Connection, account: &AccountId) -> Result<i64, StoreError> {
+    let n: Option<i64> = conn
+        .prepare_cached("SELECT live FROM account_counts WHERE account_id = ?1")
+        .map_err(sql)?
+        .query_row(params![account.as_str()], |r| r.get(0))
+        .optional()
+        .map_err(sql)?;
+    Ok(n.unwrap_or(0))
+}
+
 fn encode(agg: &PositionAggregate) -> String {
     item_to_json(&codec::aggregate_item(agg)).to_string()
 }
@@ -194,7 +208,16 @@ impl Backend for SqliteStore {
             .map_err(sql)?;
         let mut befores = Vec::with_capacity(writes.len());
         for (index, w) in writes.iter().enumerate() {
-            let current = read_row(&tx, w.routing_key())?;
+            let Some(routing) = w.routing_key() else {
+                if let Write::Count(c) = w {
+                    if !crate::memory::count_allows(read_count(&tx, &c.account)?, c) {
+                        return Ok(Err(Conflict { index, current: None }));
+                    }
+                }
+                befores.push(None);
+                continue;
+            };
+            let current = read_row(&tx, routing)?;
             if !crate::memory::condition_holds(w, current.as_ref()) {
                 return Ok(Err(Conflict {
                     index,
@@ -204,8 +227,17 @@ impl Backend for SqliteStore {
             befores.push(current);
         }
         for (w, before) in writes.iter().zip(befores) {
-            let key = w.routing_key().value() as i64;
+            let key = w.routing_key().map(|k| k.value() as i64);
             match w {
+                Write::Count(c) => {
+                    tx.prepare_cached(
+                        "INSERT INTO account_counts (account_id, live) VALUES (?1, ?2) \
+                         ON CONFLICT (account_id) DO UPDATE SET live = live + excluded.live",
+                    )
+                    .map_err(sql)?
+                    .execute(params![c.account.as_str(), c.delta])
+                    .map_err(sql)?;
+                }
                 Write::Create(agg) | Write::Put { next: agg, .. } => {
                     let entry = work_list_entry(agg);
                     tx.prepare_cached(
@@ -237,6 +269,10 @@ impl Backend for SqliteStore {
         }
         tx.commit().map_err(sql)?;
         Ok(Ok(()))
+    }
+
+    async fn live_positions(&self, account: &AccountId) -> Result<i64, StoreError> {
+        read_count(&self.lock(), account)
     }
 
     async fn work_list(&self, list: WorkList, since: Timestamp, limit: usize) -> Result<Listed, StoreError> {

@@ -38,6 +38,14 @@ pub fn routed_key(routing: RoutingKey) -> (AttributeValue, AttributeValue) {
     )
 }
 
+/// The key of an account's item (its live-position count): `A#{account id}`.
+pub fn account_key(account: &AccountId) -> (AttributeValue, AttributeValue) {
+    (
+        AttributeValue::S(format!("A#{}", account.as_str())),
+        AttributeValue::S("ACCOUNT".to_string()),
+    )
+}
+
 pub fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }

@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 use aws_sdk_dynamodb::Client;
 use aws_smithy_runtime_api::box_error::BoxError;
 use closeflow_domain::{
-    format_timestamp, CloseCommand, OrderStatus, OrderUpdate, PositionAggregate, RoutingKey, Timestamp,
+    format_timestamp, AccountId, CloseCommand, OrderStatus, OrderUpdate, PositionAggregate, RoutingKey, Timestamp,
 };
 
 use crate::{Backend, CloseOutcome, CloseStore, Conflict, Listed, StoreError, UpdateResult, WorkList, Write};
@@ -208,6 +208,18 @@ fn write_condition(w: &Write) -> (String, Vec<(&'static str, AttributeValue)>) {
             "position_id = :pid AND #ver = :expected".into(),
             vec![(":pid", s(id.as_str())), (":expected", n(*expected))],
         ),
+        // An atomic ADD needs no read; a ceiling is a condition on the value before it.
+        Write::Count(c) => match c.ceiling {
+            Some(max) => {
+                let before_max =
+                    (i128::from(max) - i128::from(c.delta)).clamp(i128::from(i64::MIN), i128::from(i64::MAX));
+                (
+                    "attribute_not_exists(live_positions) OR live_positions <= :max".into(),
+                    vec![(":max", n(before_max))],
+                )
+            }
+            None => (String::new(), vec![]),
+        },
     }
 }
 
@@ -231,8 +243,34 @@ impl Backend for DynamoStore {
     async fn commit(&self, writes: &[Write]) -> Result<Result<(), Conflict>, StoreError> {
         match writes {
             [] => Ok(Ok(())),
-            [one] => self.commit_one(one).await,
+            [one] if one.routing_key().is_some() => self.commit_one(one).await,
             many => self.commit_transaction(many).await,
+        }
+    }
+
+    async fn live_positions(&self, account: &AccountId) -> Result<i64, StoreError> {
+        let (pk, sk) = codec::account_key(account);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, pk)
+            .key(SK, sk)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        match out
+            .item
+            .as_ref()
+            .and_then(|i| i.get("live_positions"))
+            .map(|v| v.as_n())
+        {
+            None => Ok(0),
+            Some(Ok(text)) => text
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("live_positions `{text}` of account {account}"))),
+            Some(Err(_)) => Err(StoreError::Corrupt(format!("live_positions of account {account}"))),
         }
     }
 
@@ -293,6 +331,7 @@ impl DynamoStore {
             })
         };
         match w {
+            Write::Count(_) => self.commit_transaction(std::slice::from_ref(w)).await,
             Write::Create(agg) | Write::Put { next: agg, .. } => {
                 let mut req = self
                     .client
@@ -336,17 +375,35 @@ impl DynamoStore {
 
     /// Several writes as one `TransactWriteItems`: all or none.
     async fn commit_transaction(&self, writes: &[Write]) -> Result<Result<(), Conflict>, StoreError> {
-        use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
+        use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
         let mut items = Vec::with_capacity(writes.len());
         for w in writes {
             let (cond, values) = write_condition(w);
             let values: std::collections::HashMap<String, AttributeValue> =
                 values.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-            let names = (!matches!(w, Write::Create(_)))
+            let names = matches!(w, Write::Put { .. } | Write::Delete { .. })
                 .then(|| std::collections::HashMap::from([("#ver".to_string(), "version".to_string())]));
             let values = (!values.is_empty()).then_some(values);
             let fail = ReturnValuesOnConditionCheckFailure::AllOld;
             let item = match w {
+                Write::Count(c) => {
+                    let (pk, sk) = codec::account_key(&c.account);
+                    let mut values = values.unwrap_or_default();
+                    values.insert(":d".into(), n(c.delta));
+                    TransactWriteItem::builder()
+                        .update(
+                            Update::builder()
+                                .table_name(&self.table)
+                                .key(PK, pk)
+                                .key(SK, sk)
+                                .update_expression("ADD live_positions :d")
+                                .set_condition_expression((!cond.is_empty()).then_some(cond))
+                                .set_expression_attribute_values(Some(values))
+                                .build()
+                                .map_err(|e| StoreError::Backend(e.to_string()))?,
+                        )
+                        .build()
+                }
                 Write::Create(agg) | Write::Put { next: agg, .. } => TransactWriteItem::builder()
                     .put(
                         Put::builder()
