@@ -119,6 +119,10 @@ async fn socket_load(rows: &mut Vec<Row>, storage: closeflow_embedded::Storage, 
         webhook_secret: b"bench-secret".to_vec(),
         clock: std::sync::Arc::new(closeflow_api::SystemClock),
         auth: Auth::Tokens(std::sync::Arc::new(parse_api_tokens("bench-token=*").expect("token"))),
+        api: closeflow_api::ApiConfig {
+            max_positions_per_account: LOAD_CLOSES as u64,
+            ..Default::default()
+        },
     })
     .expect("stack");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -1,21 +1,16 @@
-//! Lambda entry point of the broker webhook: `POST /webhooks/broker` alone, with the HMAC
-//! secret it must have.
+//! Lambda entry point of the broker webhook: the webhook router (API Gateway routes only
+//! `POST /webhooks/broker` here), with the HMAC secret it must have.
 
 use std::sync::Arc;
 
 use closeflow_api::{webhook_router, AppState};
-use closeflow_store::DynamoStore;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     closeflow_aws::init_lambda_logging();
-    let table = std::env::var("TABLE_NAME").map_err(|_| "TABLE_NAME must be set")?;
-    let secret = std::env::var("WEBHOOK_SECRET")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .ok_or("WEBHOOK_SECRET must be set: unsigned broker updates are never accepted")?;
-    let client = DynamoStore::client_from_env(None).await;
-    let mut state = AppState::new(Arc::new(DynamoStore::new(client, table)));
-    state.webhook_secret = Arc::new(secret.into_bytes());
+    let policy = closeflow_root::Policy::from_env()?;
+    let mut state = AppState::new(Arc::new(closeflow_root::dynamo_store(&policy).await?));
+    state.config = policy.api;
+    state.webhook_secret = Arc::new(closeflow_root::webhook_secret()?);
     lambda_http::run(webhook_router(state)).await
 }

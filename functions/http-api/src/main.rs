@@ -8,16 +8,16 @@ use std::sync::Arc;
 use closeflow_api::auth::Auth;
 use closeflow_api::{router, AppState};
 use closeflow_aws::http::with_claims;
-use closeflow_store::DynamoStore;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     closeflow_aws::init_lambda_logging();
-    let table = std::env::var("TABLE_NAME").map_err(|_| "TABLE_NAME must be set")?;
-    let claim = std::env::var("ACCOUNTS_CLAIM").unwrap_or_else(|_| "accounts".into());
-    let client = DynamoStore::client_from_env(None).await;
-    let mut state = AppState::new(Arc::new(DynamoStore::new(client, table)));
-    state.auth = Auth::Jwt { claim };
+    let policy = closeflow_root::Policy::from_env()?;
+    let mut state = AppState::new(Arc::new(closeflow_root::dynamo_store(&policy).await?));
+    state.config = policy.api;
+    state.auth = Auth::Jwt {
+        claim: closeflow_root::env("ACCOUNTS_CLAIM").unwrap_or_else(|| "accounts".into()),
+    };
     let app = router(state);
     lambda_http::run(tower::ServiceBuilder::new().map_request(with_claims).service(app)).await
 }

@@ -36,8 +36,7 @@ pub struct AwsLocalConfig {
     pub broker: BrokerChoice,
     pub webhook_secret: Vec<u8>,
     pub auth: Auth,
-    /// How long closed positions are kept (the table's TTL attribute).
-    pub retention: chrono::TimeDelta,
+    pub policy: closeflow_root::Policy,
 }
 
 pub struct AwsLocal {
@@ -68,12 +67,13 @@ impl AwsLocal {
             &names.bus,
         ));
         let store: Arc<dyn CloseStore> =
-            Arc::new(DynamoStore::new(dynamodb, &names.table).with_retention(cfg.retention));
+            Arc::new(DynamoStore::new(dynamodb, &names.table).with_retention(cfg.policy.jobs.policy.retention));
         let clock = Arc::new(SystemClock);
         let mut state = AppState::new(store.clone());
         state.clock = clock.clone();
         state.webhook_secret = Arc::new(cfg.webhook_secret.clone());
         state.auth = cfg.auth;
+        state.config = cfg.policy.api;
         let router = router_for(state, Routes::ALL);
         let (broker, sim): (Arc<dyn Broker>, _) = match cfg.broker {
             BrokerChoice::Simulated(scenarios) => {

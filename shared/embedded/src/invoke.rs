@@ -15,13 +15,13 @@ use closeflow_api::auth::Auth;
 use closeflow_api::{router, webhook_router, AppState, SystemClock};
 use closeflow_aws::lambda::{publish_stream_event, relay_stream_event, submit_sqs_event};
 use closeflow_aws::{EventBridgeSink, SqsQueue};
-use closeflow_pipeline::config::reconcile_config_from_env;
 use closeflow_pipeline::webhook::sign;
 use closeflow_pipeline::{
     cleanup_once, reconcile_once, Broker, Clock, EventSink, MemoryQueue, OrderQueue, RecordingSink, SimScenarios,
     SimulatedBroker,
 };
-use closeflow_store::{CloseStore, DynamoStore, MemoryStore};
+use closeflow_root::Policy;
+use closeflow_store::{CloseStore, MemoryStore};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -39,15 +39,15 @@ pub const FUNCTIONS: &[&str] = &[
 /// time (a committed signature would be older than the 300 s tolerance).
 pub const SIGN_AT_INVOKE: &str = "sign-at-invoke";
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
+use closeflow_root::env;
 
-async fn store() -> Arc<dyn CloseStore> {
-    match env("TABLE_NAME") {
-        Some(table) => Arc::new(DynamoStore::new(DynamoStore::client_from_env(None).await, table)),
+/// DynamoDB through the composition root when `TABLE_NAME` is set, as the function would
+/// build it; otherwise a fresh embedded store.
+async fn store() -> Result<Arc<dyn CloseStore>, String> {
+    Ok(match env("TABLE_NAME") {
+        Some(_) => Arc::new(closeflow_root::dynamo_store(&Policy::from_env()?).await?),
         None => Arc::new(MemoryStore::new()),
-    }
+    })
 }
 
 async fn shared_config() -> aws_config::SdkConfig {
@@ -70,6 +70,7 @@ fn broker() -> Result<Arc<dyn Broker>, String> {
 async fn http(function: &str, event: &str, store: Arc<dyn CloseStore>) -> Result<Value, String> {
     let mut req = lambda_http::request::from_str(event).map_err(|e| format!("not an API Gateway event: {e}"))?;
     let mut state = AppState::new(store);
+    state.config = Policy::from_env()?.api;
     state.auth = Auth::Jwt {
         claim: env("ACCOUNTS_CLAIM").unwrap_or_else(|| "accounts".into()),
     };
@@ -104,7 +105,7 @@ async fn http(function: &str, event: &str, store: Arc<dyn CloseStore>) -> Result
 /// Runs `function`'s handler on `event` (the JSON text of a sample event).
 pub async fn invoke(function: &str, event: &str) -> Result<Value, String> {
     match function {
-        "http-api" | "broker-webhook" => http(function, event, store().await).await,
+        "http-api" | "broker-webhook" => http(function, event, store().await?).await,
         "outbox-relay" => {
             let ev: dynamodb::Event = serde_json::from_str(event).map_err(|e| e.to_string())?;
             match env("QUEUE_URL") {
@@ -141,12 +142,12 @@ pub async fn invoke(function: &str, event: &str) -> Result<Value, String> {
         }
         "order-submitter" => {
             let ev: SqsEvent = serde_json::from_str(event).map_err(|e| e.to_string())?;
-            let (store, broker) = (store().await, broker()?);
+            let (store, broker) = (store().await?, broker()?);
             Ok(json!({"response": submit_sqs_event(store.as_ref(), broker.as_ref(), &SystemClock, ev).await}))
         }
         "reconciler" => {
-            let cfg = reconcile_config_from_env()?;
-            let (store, broker) = (store().await, broker()?);
+            let cfg = Policy::from_env()?.jobs;
+            let (store, broker) = (store().await?, broker()?);
             let r = reconcile_once(store.as_ref(), broker.as_ref(), &SystemClock, &cfg)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -156,8 +157,8 @@ pub async fn invoke(function: &str, event: &str) -> Result<Value, String> {
             )
         }
         "cleanup" => {
-            let retention = reconcile_config_from_env()?.policy.retention;
-            let r = cleanup_once(store().await.as_ref(), &SystemClock, retention, 500)
+            let retention = Policy::from_env()?.jobs.policy.retention;
+            let r = cleanup_once(store().await?.as_ref(), &SystemClock, retention, 500)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(json!({"items_read": r.items_read, "deleted": r.deleted, "trimmed": r.trimmed}))

@@ -5,6 +5,7 @@
 
 pub mod aws_local;
 pub mod invoke;
+pub mod local;
 
 use std::sync::Arc;
 
@@ -75,6 +76,7 @@ pub struct StackConfig {
     pub webhook_secret: Vec<u8>,
     pub clock: Arc<dyn Clock>,
     pub auth: closeflow_api::auth::Auth,
+    pub api: closeflow_api::ApiConfig,
 }
 
 pub struct Stack {
@@ -120,6 +122,7 @@ impl Stack {
         state.clock = cfg.clock.clone();
         state.webhook_secret = Arc::new(cfg.webhook_secret);
         state.auth = cfg.auth;
+        state.config = cfg.api;
         let router = router_for(state, Routes::ALL);
         sim.connect(Arc::new(RouterSink(router.clone())));
         let driver = Driver {

@@ -194,6 +194,7 @@ mod in_process {
             webhook_secret: b"crash-test-secret".to_vec(),
             clock: Arc::new(SystemClock),
             auth: Auth::Tokens(Arc::new(parse_api_tokens("crash-token=*").expect("tokens"))),
+            api: Default::default(),
         })
         .expect("open stack")
     }

@@ -7,23 +7,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use closeflow_api::auth::{parse_api_tokens, Auth};
-use closeflow_api::SystemClock;
 use closeflow_embedded::aws_local::{
     write_env_file, AwsLocal, AwsLocalConfig, BrokerChoice, DEFAULT_ENV_FILE, DEFAULT_PREFIX,
 };
-use closeflow_pipeline::config::{reconcile_config_from_env, timers_from_env};
-use closeflow_pipeline::{cleanup_once, reconcile_once, SimScenarios};
-
-const DEV_WEBHOOK_SECRET: &str = "dev-webhook-secret";
-const DEV_TOKEN: &str = "dev-token";
+use closeflow_embedded::local::LocalSettings;
 /// Each idle poll costs the emulator a few requests (stream, shards, queue): poll less
 /// often than the embedded stack does.
 const POLL_IDLE: Duration = Duration::from_millis(100);
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
+use closeflow_root::env;
 
 async fn stop_requested() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
@@ -53,28 +45,11 @@ async fn run() -> Result<(), String> {
         "AWS_ENDPOINT_URL is not set: point it at an emulator (LocalStack: `set -a; . infra/localstack.env; \
          set +a`), or use `make run-aws-local`, which starts moto",
     )?;
-    let port: u16 = match env("PORT") {
-        Some(p) => p
-            .parse()
-            .map_err(|_| format!("PORT must be a port number, got `{p}`"))?,
-        None => 3000,
-    };
-    let secret = env("WEBHOOK_SECRET").unwrap_or_else(|| {
-        println!("WEBHOOK_SECRET not set: using the development secret `{DEV_WEBHOOK_SECRET}`");
-        DEV_WEBHOOK_SECRET.into()
-    });
-    let tokens = match env("API_TOKENS") {
-        Some(spec) => parse_api_tokens(&spec)?,
-        None => {
-            println!("API_TOKENS not set: `{DEV_TOKEN}` may act on every account (Authorization: Bearer {DEV_TOKEN})");
-            parse_api_tokens(&format!("{DEV_TOKEN}=*"))?
-        }
-    };
-    let scenarios = env("SIM_BROKER_SCENARIOS").unwrap_or_default();
+    let settings = Arc::new(LocalSettings::from_env()?);
     let (broker, broker_text) = match env("BROKER").as_deref() {
         None | Some("sim") | Some("simulated") => (
-            BrokerChoice::Simulated(SimScenarios::parse(&scenarios).map_err(|e| format!("SIM_BROKER_SCENARIOS: {e}"))?),
-            match scenarios.as_str() {
+            BrokerChoice::Simulated(settings.scenarios.clone()),
+            match settings.scenarios_text.as_str() {
                 "" => "simulated broker".to_string(),
                 s => format!("simulated broker: {s}"),
             },
@@ -86,8 +61,6 @@ async fn run() -> Result<(), String> {
         }
         Some(other) => return Err(format!("BROKER `{other}`: use `sim` (default) or `alpaca`")),
     };
-    let cfg = reconcile_config_from_env()?;
-    let (reconcile_every, cleanup_every) = timers_from_env()?;
     let prefix = env("CLOSEFLOW_PREFIX").unwrap_or_else(|| DEFAULT_PREFIX.into());
     let env_file = PathBuf::from(env("AWS_LOCAL_ENV_FILE").unwrap_or_else(|| DEFAULT_ENV_FILE.into()));
 
@@ -95,38 +68,21 @@ async fn run() -> Result<(), String> {
         template: PathBuf::from(env("CLOSEFLOW_TEMPLATE").unwrap_or_else(|| "template.yaml".into())),
         prefix,
         broker,
-        webhook_secret: secret.into_bytes(),
-        auth: Auth::Tokens(Arc::new(tokens)),
-        retention: cfg.policy.retention,
+        webhook_secret: settings.webhook_secret.clone(),
+        auth: settings.auth.clone(),
+        policy: settings.policy.clone(),
     })
     .await
     .map_err(|e| format!("cannot set up the stack on {endpoint}: {e}"))?;
 
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port))
         .await
-        .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", settings.port))?;
     let api_url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
     let app = stack.router.clone();
     let stack = Arc::new(stack);
-    let jobs = stack.clone();
-    tokio::spawn(async move {
-        let mut reconcile_tick = tokio::time::interval(reconcile_every.to_std().unwrap_or_default());
-        let mut cleanup_tick = tokio::time::interval(cleanup_every.to_std().unwrap_or_default());
-        loop {
-            tokio::select! {
-                _ = reconcile_tick.tick() => {
-                    if let Err(e) = reconcile_once(jobs.store.as_ref(), jobs.driver.broker.as_ref(), &SystemClock, &cfg).await {
-                        tracing::error!(error = %e, "reconciler run failed");
-                    }
-                }
-                _ = cleanup_tick.tick() => {
-                    if let Err(e) = cleanup_once(jobs.store.as_ref(), &SystemClock, cfg.policy.retention, 500).await {
-                        tracing::error!(error = %e, "cleanup run failed");
-                    }
-                }
-            }
-        }
-    });
+    let jobs = (settings.clone(), stack.store.clone(), stack.driver.broker.clone());
+    tokio::spawn(async move { jobs.0.run_jobs(jobs.1, jobs.2).await });
     let pipeline = stack.clone();
     tokio::spawn(async move { pipeline.driver.run(POLL_IDLE).await });
 
@@ -145,8 +101,8 @@ async fn run() -> Result<(), String> {
     );
     println!(
         "  timers      reconciler every {}s, cleanup every {}s",
-        reconcile_every.num_seconds(),
-        cleanup_every.num_seconds()
+        settings.reconcile_every.num_seconds(),
+        settings.cleanup_every.num_seconds()
     );
     println!("  make invoke uses this stack via {}", env_file.display());
     println!("closeflow aws-local stack ready on {api_url} (Ctrl-C to stop)");

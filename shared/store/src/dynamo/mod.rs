@@ -169,12 +169,11 @@ impl DynamoStore {
     /// The whole item, with the TTL attribute on positions that are closed.
     fn item_with_ttl(&self, agg: &PositionAggregate) -> Item {
         let mut item = codec::aggregate_item(agg);
-        if let Some(closed) = agg
-            .position
-            .closed_at
-            .filter(|_| agg.position.status == closeflow_domain::PositionStatus::Closed)
-        {
-            item.insert("expires_at".into(), n((closed + self.retention).timestamp()));
+        // Only a closed position goes as a whole; its expiry is the domain's rule.
+        if agg.position.status == closeflow_domain::PositionStatus::Closed {
+            if let Some(at) = closeflow_domain::expiry_at(agg, self.retention) {
+                item.insert("expires_at".into(), n(at.timestamp()));
+            }
         }
         item
     }

@@ -1,0 +1,102 @@
+//! What both local stacks (`make run` and `make run-aws-local`) read from the environment
+//! and run beside the API: port, development credentials, simulated-broker scenarios,
+//! the policy (through the composition root), and the reconciler and cleanup timers.
+
+use std::sync::Arc;
+
+use chrono::TimeDelta;
+use closeflow_api::auth::{parse_api_tokens, Auth};
+use closeflow_api::SystemClock;
+use closeflow_pipeline::config::timers_from_env;
+use closeflow_pipeline::{cleanup_once, reconcile_once, Broker, SimScenarios};
+use closeflow_root::{env, Policy};
+use closeflow_store::CloseStore;
+
+pub const DEV_WEBHOOK_SECRET: &str = "dev-webhook-secret";
+pub const DEV_TOKEN: &str = "dev-token";
+
+pub struct LocalSettings {
+    pub port: u16,
+    pub webhook_secret: Vec<u8>,
+    pub auth: Auth,
+    /// `SIM_BROKER_SCENARIOS` as given (for the ready line) and parsed.
+    pub scenarios_text: String,
+    pub scenarios: SimScenarios,
+    pub policy: Policy,
+    pub reconcile_every: TimeDelta,
+    pub cleanup_every: TimeDelta,
+}
+
+impl LocalSettings {
+    /// Reads the settings, announcing each development default it falls back to.
+    pub fn from_env() -> Result<LocalSettings, String> {
+        let port = match env("PORT") {
+            Some(p) => p
+                .parse()
+                .map_err(|_| format!("PORT must be a port number, got `{p}`"))?,
+            None => 3000,
+        };
+        let secret = env("WEBHOOK_SECRET").unwrap_or_else(|| {
+            println!("WEBHOOK_SECRET not set: using the development secret `{DEV_WEBHOOK_SECRET}`");
+            DEV_WEBHOOK_SECRET.into()
+        });
+        let tokens = match env("API_TOKENS") {
+            Some(spec) => parse_api_tokens(&spec)?,
+            None => {
+                println!(
+                    "API_TOKENS not set: `{DEV_TOKEN}` may act on every account (Authorization: Bearer {DEV_TOKEN})"
+                );
+                parse_api_tokens(&format!("{DEV_TOKEN}=*"))?
+            }
+        };
+        let scenarios_text = env("SIM_BROKER_SCENARIOS").unwrap_or_default();
+        let scenarios = SimScenarios::parse(&scenarios_text).map_err(|e| format!("SIM_BROKER_SCENARIOS: {e}"))?;
+        let (reconcile_every, cleanup_every) = timers_from_env()?;
+        Ok(LocalSettings {
+            port,
+            webhook_secret: secret.into_bytes(),
+            auth: Auth::Tokens(Arc::new(tokens)),
+            scenarios_text,
+            scenarios,
+            policy: Policy::from_env()?,
+            reconcile_every,
+            cleanup_every,
+        })
+    }
+
+    /// One line on the job timings, printed at start-up.
+    pub fn describe_jobs(&self) -> String {
+        let p = &self.policy.jobs.policy;
+        format!(
+            "reconciler every {}s (zombie after {}s, stuck after {}s, retry backoff {}s); cleanup every {}s (retention {}s)",
+            self.reconcile_every.num_seconds(),
+            p.zombie_after.num_seconds(),
+            p.stuck_after.num_seconds(),
+            p.retry_backoff.num_seconds(),
+            self.cleanup_every.num_seconds(),
+            p.retention.num_seconds()
+        )
+    }
+
+    /// Runs the reconciler and the cleanup job on their timers, forever (what EventBridge
+    /// schedules do in AWS).
+    pub async fn run_jobs(&self, store: Arc<dyn CloseStore>, broker: Arc<dyn Broker>) {
+        let cfg = self.policy.jobs.clone();
+        let mut reconcile_tick = tokio::time::interval(self.reconcile_every.to_std().unwrap_or_default());
+        let mut cleanup_tick = tokio::time::interval(self.cleanup_every.to_std().unwrap_or_default());
+        loop {
+            tokio::select! {
+                _ = reconcile_tick.tick() => {
+                    if let Err(e) = reconcile_once(store.as_ref(), broker.as_ref(), &SystemClock, &cfg).await {
+                        tracing::error!(error = %e, "reconciler run failed");
+                    }
+                }
+                _ = cleanup_tick.tick() => {
+                    if let Err(e) = cleanup_once(store.as_ref(), &SystemClock, cfg.policy.retention, 500).await {
+                        tracing::error!(error = %e, "cleanup run failed");
+                    }
+                }
+            }
+        }
+    }
+}

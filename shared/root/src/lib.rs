@@ -1,0 +1,71 @@
+//! The composition root. Every deployable — the Lambda functions, `make run`,
+//! `make run-aws-local`, `make invoke` — builds its store, broker and policy here from the
+//! environment, so one setting means the same thing everywhere (e.g. `RETENTION` sets
+//! both the cleanup job's horizon and the TTL every function stamps on closed positions).
+
+use std::sync::Arc;
+
+use closeflow_alpaca::{AlpacaBroker, AlpacaConfig};
+use closeflow_api::ApiConfig;
+use closeflow_pipeline::config::reconcile_config_from_env;
+use closeflow_pipeline::{Broker, ReconcileConfig};
+use closeflow_store::DynamoStore;
+
+/// A set, non-empty environment variable.
+pub fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+pub fn required(name: &str) -> Result<String, String> {
+    env(name).ok_or_else(|| format!("{name} must be set"))
+}
+
+/// The policy knobs: reconciler and cleanup timings and retention (`ZOMBIE_AFTER`,
+/// `STUCK_AFTER`, `RETRY_BACKOFF`, `RETENTION`, `MAX_BROKER_QUERIES`) and the API's limits
+/// (`MAX_POSITIONS_PER_ACCOUNT`).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub jobs: ReconcileConfig,
+    pub api: ApiConfig,
+}
+
+impl Policy {
+    pub fn from_env() -> Result<Policy, String> {
+        Ok(Policy {
+            jobs: reconcile_config_from_env()?,
+            api: ApiConfig::from_env()?,
+        })
+    }
+}
+
+/// The AWS SDK's shared configuration (region, credentials, `AWS_ENDPOINT_URL`).
+pub async fn aws() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// The DynamoDB store of `TABLE_NAME`, stamping closed positions with the policy's
+/// retention as their TTL.
+pub async fn dynamo_store(policy: &Policy) -> Result<DynamoStore, String> {
+    let table = required("TABLE_NAME")?;
+    let client = DynamoStore::client_from_env(None).await;
+    Ok(DynamoStore::new(client, table).with_retention(policy.jobs.policy.retention))
+}
+
+/// The broker of a deployed stack: Alpaca (`BROKER=alpaca`, the default; `ALPACA_*`).
+pub fn aws_broker() -> Result<Arc<dyn Broker>, String> {
+    match env("BROKER").as_deref() {
+        None | Some("alpaca") => Ok(Arc::new(alpaca()?)),
+        Some(other) => Err(format!("BROKER `{other}` is not supported in AWS (alpaca)")),
+    }
+}
+
+pub fn alpaca() -> Result<AlpacaBroker, String> {
+    AlpacaBroker::new(AlpacaConfig::from_env()?)
+}
+
+/// The broker webhook's HMAC secret; unsigned updates are never accepted.
+pub fn webhook_secret() -> Result<Vec<u8>, String> {
+    env("WEBHOOK_SECRET")
+        .map(String::into_bytes)
+        .ok_or_else(|| "WEBHOOK_SECRET must be set: unsigned broker updates are never accepted".into())
+}
