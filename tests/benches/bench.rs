@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use closeflow_domain::{ClientOrderId, CloseRequestId, OrderStatus, OrderUpdate, Quantity};
+use closeflow_domain::OrderStatus;
 use closeflow_tests::pipeline::PipelineApp;
 use closeflow_tests::{Backend, TestApp};
 
@@ -280,17 +280,9 @@ async fn item_growth(rows: &mut Vec<Row>) {
     });
 }
 
-fn update(cr: &str, status: OrderStatus, filled: i64, seq: u64) -> OrderUpdate {
-    OrderUpdate {
-        client_order_id: ClientOrderId::new(CloseRequestId::parse(cr).unwrap(), 1),
-        broker_order_id: Some("brk".into()),
-        status,
-        filled_qty: Quantity::from(filled),
-        filled_avg_price: Some(Quantity::from(100)),
-        seq: Some(seq),
-        execution_id: None,
-        updated_at: closeflow_tests::start_time(),
-    }
+fn update(cr: &str, status: OrderStatus, filled: i64, seq: u64) -> closeflow_domain::OrderUpdate {
+    let cr = closeflow_domain::CloseRequestId::parse(cr).expect("close request id");
+    closeflow_tests::builders::update(cr, 1, status, &filled.to_string(), seq, closeflow_tests::start_time())
 }
 
 async fn fill_round_trips(rows: &mut Vec<Row>) {

@@ -301,17 +301,30 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
         broker.lock().calm = calm;
         let action = if calm { 2 + step % 5 } else { rng.below(10) };
         match action {
-            // A close from the API, with keys from a small pool: duplicates and refusals.
+            // Closes from the API, with keys from a small pool (duplicates and refusals),
+            // sometimes two racing on one position (a double click, two risk guards).
             0 | 1 => {
-                let p = rng.below(POSITIONS);
-                let key = format!("key-{}", rng.below(3));
-                let out = node
-                    .store
-                    .open_close_request(&close(&format!("x-{p}"), &key, clock.now()))
-                    .await;
-                if let Ok(closeflow_store::CloseOutcome::Created { .. }) = out {
-                    stats.closes_created += 1;
+                let p = format!("x-{}", rng.below(POSITIONS));
+                let first = close(&p, &format!("key-{}", rng.below(3)), clock.now());
+                let second = close(&p, &format!("key-{}", rng.below(3)), clock.now());
+                let (a, b) = if rng.chance(30) {
+                    let (a, b) = tokio::join!(
+                        node.store.open_close_request(&first),
+                        node.store.open_close_request(&second)
+                    );
+                    (a, Some(b))
+                } else {
+                    (node.store.open_close_request(&first).await, None)
+                };
+                let created = [Some(a), b]
+                    .into_iter()
+                    .flatten()
+                    .filter(|o| matches!(o, Ok(closeflow_store::CloseOutcome::Created { .. })))
+                    .count();
+                if created > 1 {
+                    return Err(format!("two racing closes of {p} both created a close request"));
                 }
+                stats.closes_created += created;
             }
             // The relay: some changes, then maybe a crash before acknowledging them.
             2 | 9 => {

@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request};
 use axum::Router;
-use chrono::TimeZone;
 use closeflow_api::{router, AppState, ManualClock};
 use closeflow_domain::{
     CloseCommand, OrderUpdate, PositionAggregate, PositionId, RegisterPosition, RoutingKey, Timestamp,
@@ -153,7 +152,7 @@ pub fn init_test_logging() {
 }
 
 pub fn start_time() -> closeflow_domain::Timestamp {
-    chrono::Utc.with_ymd_and_hms(2026, 1, 2, 14, 30, 0).unwrap()
+    closeflow_domain::testing::t0()
 }
 
 /// A client for the emulator named by `AWS_ENDPOINT_URL`, counting round trips.

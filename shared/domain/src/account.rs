@@ -50,27 +50,11 @@ pub fn count_changes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Position;
-    use crate::Quantity;
-    use chrono::TimeZone;
 
     fn agg(account: &str, status: PositionStatus) -> PositionAggregate {
-        let t = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        PositionAggregate::new(Position {
-            id: crate::PositionId::parse("p").unwrap(),
-            account_id: AccountId::parse(account).unwrap(),
-            symbol: "AAPL".into(),
-            asset_type: crate::AssetType::Equity,
-            quantity: Quantity::from(1),
-            avg_entry_price: None,
-            strategy_id: None,
-            status,
-            active_close_request_id: None,
-            closed_at: None,
-            created_at: t,
-            updated_at: t,
-            version: 1,
-        })
+        let mut a = crate::testing::aggregate("p", "1", status);
+        a.position.account_id = AccountId::parse(account).unwrap();
+        a
     }
 
     #[test]

@@ -151,8 +151,8 @@ pub fn decide_close(current: Option<&PositionAggregate>, cmd: &CloseCommand) -> 
 mod tests {
     use super::*;
     use crate::invariants::check_invariants;
-    use crate::model::{AssetType, Position};
-    use crate::{AccountId, Quantity};
+
+    use crate::Quantity;
     use chrono::TimeZone;
 
     fn now() -> Timestamp {
@@ -160,21 +160,10 @@ mod tests {
     }
 
     fn aggregate(qty: i64, status: PositionStatus) -> PositionAggregate {
-        PositionAggregate::new(Position {
-            id: PositionId::parse("p1").unwrap(),
-            account_id: AccountId::parse("acct").unwrap(),
-            symbol: "AAPL".into(),
-            asset_type: AssetType::Equity,
-            quantity: Quantity::from(qty),
-            avg_entry_price: None,
-            strategy_id: None,
-            status,
-            active_close_request_id: None,
-            closed_at: None,
-            created_at: now(),
-            updated_at: now(),
-            version: 1,
-        })
+        let mut a = crate::testing::aggregate("p1", &qty.to_string(), status);
+        a.position.created_at = now();
+        a.position.updated_at = now();
+        a
     }
 
     fn cmd(key: &str, body: serde_json::Value, random: u8) -> CloseCommand {

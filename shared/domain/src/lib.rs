@@ -18,6 +18,8 @@ pub mod quantity;
 pub mod reconcile;
 pub mod register;
 pub mod status;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod transition;
 
 pub use access::Access;

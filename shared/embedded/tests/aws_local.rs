@@ -2,6 +2,8 @@
 //! private moto server and the real `closeflow-aws-local` binary, driven over HTTP, with
 //! `make invoke`'s way of finding the stack, and stopped the way a person does (Ctrl-C).
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -143,17 +145,7 @@ async fn call(
     key: Option<&str>,
     body: Option<&str>,
 ) -> (u16, Value) {
-    let mut req = http.request(method, url).bearer_auth(TOKEN);
-    if let Some(k) = key {
-        req = req.header("idempotency-key", k);
-    }
-    if let Some(b) = body {
-        req = req.header("content-type", "application/json").body(b.to_string());
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    common::call(http, TOKEN, method, url, key, body).await
 }
 
 /// Registers `id` and closes it; returns the close request id.

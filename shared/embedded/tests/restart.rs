@@ -1,6 +1,8 @@
 //! The embedded stack as a durable single node: the real `closeflow` binary on a SQLite
 //! file, killed with SIGKILL mid-close and started again.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,23 +66,13 @@ fn start(db: &str) -> Node {
 }
 
 async fn call(
-    client: &reqwest::Client,
+    http: &reqwest::Client,
     method: reqwest::Method,
     url: String,
     key: Option<&str>,
     body: Option<&str>,
 ) -> (u16, Value) {
-    let mut req = client.request(method, url).bearer_auth(TOKEN);
-    if let Some(k) = key {
-        req = req.header("idempotency-key", k);
-    }
-    if let Some(b) = body {
-        req = req.header("content-type", "application/json").body(b.to_string());
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    common::call(http, TOKEN, method, url, key, body).await
 }
 
 #[tokio::test]
