@@ -23,8 +23,8 @@ use closeflow_domain::{
 };
 use closeflow_pipeline::broker::BrokerPosition;
 use closeflow_pipeline::{
-    reconcile_once, relay::relay, submit, Broker, BrokerError, BrokerOrder, MemoryQueue, OrderQueue, QueueConsumer,
-    ReconcileConfig,
+    reconcile_once, relay::relay, submit, watch_change, watch_order, Broker, BrokerError, BrokerOrder, MemoryQueue,
+    MemoryWatch, OrderQueue, QueueConsumer, ReconcileConfig,
 };
 use closeflow_store::{AggregateKey, ChangeLog, CloseStore, MemoryStore, SqliteStore, WorkList};
 
@@ -248,17 +248,26 @@ pub struct ChaosStats {
 }
 
 struct Node {
+    /// In memory even on SQLite: a restart loses it, and the reconciler covers.
+    watch: Arc<MemoryWatch>,
     store: Arc<dyn CloseStore>,
     log: Arc<dyn ChangeLog>,
     producer: Arc<dyn OrderQueue>,
     consumer: Arc<dyn QueueConsumer>,
 }
 
-fn open(backend: Backend, db: &str, memory: &Option<(Arc<MemoryStore>, Arc<MemoryQueue>)>) -> Node {
+fn open(
+    backend: Backend,
+    db: &str,
+    memory: &Option<(Arc<MemoryStore>, Arc<MemoryQueue>)>,
+    clock: Arc<ManualClock>,
+) -> Node {
+    let watch = Arc::new(MemoryWatch::new(clock));
     match (backend, memory) {
         (Backend::Sqlite, _) => {
             let s = Arc::new(SqliteStore::open(db).expect("sqlite"));
             Node {
+                watch,
                 store: s.clone(),
                 log: s.clone(),
                 producer: s.clone(),
@@ -266,6 +275,7 @@ fn open(backend: Backend, db: &str, memory: &Option<(Arc<MemoryStore>, Arc<Memor
             }
         }
         (_, Some((m, q))) => Node {
+            watch,
             store: m.clone(),
             log: m.clone(),
             producer: q.clone(),
@@ -285,7 +295,7 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
     let broker = Arc::new(ChaosBroker::new(seed, clock.clone()));
     let db = crate::temp_db_path();
     let memory = (backend != Backend::Sqlite).then(|| (Arc::new(MemoryStore::new()), Arc::new(MemoryQueue::new())));
-    let mut node = open(backend, &db, &memory);
+    let mut node = open(backend, &db, &memory, clock.clone());
     let mut stats = ChaosStats::default();
     let cfg = ReconcileConfig::default();
     let quantities: Vec<String> = (0..POSITIONS).map(|_| (2 + rng.below(5)).to_string()).collect();
@@ -299,7 +309,11 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
     for step in 0..STEPS + 400 {
         let calm = step >= STEPS;
         broker.lock().calm = calm;
-        let action = if calm { 2 + step % 5 } else { rng.below(10) };
+        let action = if calm {
+            [2, 3, 4, 5, 6, 8][step % 6]
+        } else {
+            rng.below(11)
+        };
         match action {
             // Closes from the API, with keys from a small pool (duplicates and refusals),
             // sometimes two racing on one position (a double click, two risk guards).
@@ -339,6 +353,9 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
                         break; // crashed mid-batch
                     }
                     relay(node.producer.as_ref(), s.change.before.as_ref(), &s.change.after)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    watch_change(node.watch.as_ref(), s.change.before.as_ref(), &s.change.after)
                         .await
                         .map_err(|e| e.to_string())?;
                     last = Some(s.seq);
@@ -393,10 +410,24 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
                     .await
                     .map_err(|e| e.to_string())?;
             }
+            // The order watch runs whatever checks are due (lookups applied like webhooks).
+            8 => {
+                for req in node.watch.take_due() {
+                    watch_order(
+                        node.store.as_ref(),
+                        broker.as_ref(),
+                        clock.as_ref(),
+                        node.watch.as_ref(),
+                        &req,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                }
+            }
             // A process restart (SQLite: everything is reopened from the file).
             7 if backend == Backend::Sqlite => {
                 drop(node);
-                node = open(backend, &db, &memory);
+                node = open(backend, &db, &memory, clock.clone());
                 stats.restarts += 1;
             }
             _ => clock.advance(TimeDelta::seconds(1 + rng.below(20) as i64)),

@@ -183,6 +183,7 @@ impl PipelineApp {
             producer,
             consumer,
             events: event_sink,
+            watch: Arc::new(closeflow_pipeline::MemoryWatch::new(clock.clone())),
         };
         PipelineApp {
             backend,

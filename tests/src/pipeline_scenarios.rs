@@ -42,6 +42,45 @@ fn update(cr: &str, status: &str, filled: &str, seq: Option<u64>, exec: Option<&
     .to_string()
 }
 
+fn client_order_id(cr: &str, attempt: u32) -> ClientOrderId {
+    ClientOrderId::new(CloseRequestId::parse(cr).unwrap(), attempt)
+}
+
+/// A broker that calls no webhook (Alpaca): the order fills silently, and the order
+/// watch's first check, one second after the order was recorded, closes the position.
+pub async fn a_fill_the_broker_never_reports_is_found_by_the_order_watch_in_seconds(app: &PipelineApp) {
+    let cr = app.open_and_close("w-1", "NVDA", "10").await;
+    app.driver.pump().await;
+    app.sim
+        .settle_silently(&client_order_id(&cr, 1), OrderStatus::Filled, Quantity::from(10));
+    app.driver.pump().await;
+    assert_eq!(app.position("w-1").await.body["status"], "closing", "nothing due yet");
+    app.clock.advance(chrono::TimeDelta::seconds(1));
+    app.driver.pump().await;
+    assert_eq!(app.position("w-1").await.body["status"], "closed");
+    assert_eq!(app.close_request(&cr).await.body["filled_qty"], "10");
+    assert!(app.driver.watch.is_empty(), "an ended order is not watched again");
+    assert_consistent(app, "w-1").await;
+}
+
+/// A working order is checked at 1 s, 3 s, 10 s, 30 s and 2 min after the previous check,
+/// then left to the reconciler; each check changes nothing while the broker holds it.
+pub async fn the_order_watch_backs_off_then_hands_over_to_the_reconciler(app: &PipelineApp) {
+    app.open_and_close("w-2", "NVDA", "10").await;
+    app.driver.pump().await;
+    let mut checks = 0;
+    for delay in closeflow_domain::lifecycle::WATCH_DELAYS_SECS {
+        app.clock.advance(chrono::TimeDelta::seconds(delay - 1));
+        assert_eq!(app.driver.watch_due().await, 0, "not due before {delay} s");
+        app.clock.advance(chrono::TimeDelta::seconds(1));
+        checks += app.driver.watch_due().await;
+    }
+    assert_eq!(checks, 5);
+    assert!(app.driver.watch.is_empty(), "handed over to the reconciler");
+    assert_eq!(app.position("w-2").await.body["status"], "closing");
+    assert_eq!(app.sim.orders_placed(), 1);
+}
+
 /// Seed 000 §12.1: OPEN -> close -> CLOSING -> FILLED -> CLOSED, with one order at the broker.
 pub async fn a_close_travels_to_the_broker_and_back_to_closed(app: &PipelineApp) {
     let cr = app.open_and_close("p-aapl", "AAPL", "10").await;
@@ -343,6 +382,8 @@ macro_rules! pipeline_tests {
             a_redelivered_queue_message_places_no_second_order: "NVDA=hold",
             a_replayed_stream_record_places_no_second_order: "NVDA=hold",
             webhooks_with_bad_signatures_or_bodies_change_nothing: "NVDA=hold",
+            a_fill_the_broker_never_reports_is_found_by_the_order_watch_in_seconds: "NVDA=hold",
+            the_order_watch_backs_off_then_hands_over_to_the_reconciler: "NVDA=hold",
         );
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn an_unknown_submit_outcome_is_retried_into_exactly_one_order() {

@@ -29,8 +29,8 @@ pub use events::{events_for, DomainEvent};
 pub use ids::{AccountId, CloseRequestId, IdError, IdempotencyKey, PositionId, RoutingKey};
 pub use invariants::{check_invariants, Violation};
 pub use lifecycle::{
-    apply_order_update, intent_for, outbox_message, record_submission, total_filled, Applied, OrderIntent,
-    SubmitAnswer, SubmitRequest,
+    apply_order_update, intent_for, outbox_message, record_submission, total_filled, watch_delay, watch_for, Applied,
+    OrderIntent, SubmitAnswer, SubmitRequest,
 };
 pub use model::{AssetType, CloseRequest, IdempotencyRecord, PastClose, Position, PositionAggregate, Side};
 pub use order::{merge_order_update, ClientOrderId, Ignored, Merge, Order, OrderStatus, OrderUpdate};

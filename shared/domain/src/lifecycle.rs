@@ -44,6 +44,29 @@ pub fn outbox_message(before: Option<&PositionAggregate>, after: &PositionAggreg
     })
 }
 
+/// The order to watch at the broker until it ends: the one this change recorded for the
+/// current attempt, still working. A broker that calls no webhook (Alpaca) then still
+/// reports its outcome within seconds, through lookups at growing delays.
+pub fn watch_for(before: Option<&PositionAggregate>, after: &PositionAggregate) -> Option<ClientOrderId> {
+    let cr = after.latest_close_request.as_ref()?;
+    let order = after
+        .orders
+        .iter()
+        .find(|o| o.attempt() == cr.current_attempt() && !o.status.is_terminal())?;
+    let seen = before.is_some_and(|b| b.orders.iter().any(|o| o.client_order_id == order.client_order_id));
+    (!seen).then(|| order.client_order_id.clone())
+}
+
+/// Delays before each check of a watched order (1 s, 3 s, 10 s, 30 s, 2 min); after the
+/// last one the reconciler's "stuck" rule takes over at its own cadence.
+pub const WATCH_DELAYS_SECS: [i64; 5] = [1, 3, 10, 30, 120];
+
+pub fn watch_delay(step: u32) -> Option<chrono::TimeDelta> {
+    WATCH_DELAYS_SECS
+        .get(step as usize)
+        .map(|s| chrono::TimeDelta::seconds(*s))
+}
+
 /// Everything the submitter sends to the broker for one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderIntent {

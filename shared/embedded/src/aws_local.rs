@@ -87,6 +87,7 @@ impl AwsLocal {
             store: store.clone(),
             broker,
             sim,
+            watch: Arc::new(closeflow_pipeline::MemoryWatch::new(clock.clone())),
             clock,
             feed: Arc::new(feed),
             producer: queue.clone(),

@@ -15,7 +15,8 @@ use axum::http::Request;
 use axum::Router;
 use closeflow_api::{router_for, AppState, Clock, Routes};
 use closeflow_pipeline::{
-    Driver, LogFeed, LogSink, MemoryQueue, OrderQueue, QueueConsumer, SimScenarios, SimulatedBroker, WebhookSink,
+    Driver, LogFeed, LogSink, MemoryQueue, MemoryWatch, OrderQueue, QueueConsumer, SimScenarios, SimulatedBroker,
+    WebhookSink,
 };
 use closeflow_store::{ChangeLog, CloseStore, MemoryStore, SqliteStore, StoreError};
 use tower::ServiceExt;
@@ -129,6 +130,7 @@ impl Stack {
             store: store.clone(),
             broker: sim.clone(),
             sim: Some(sim.clone()),
+            watch: Arc::new(MemoryWatch::new(cfg.clock.clone())),
             clock: cfg.clock,
             feed,
             producer,

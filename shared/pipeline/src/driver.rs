@@ -18,6 +18,7 @@ use crate::queue::{MemoryQueue, OrderQueue, QueueError, QueueMessage};
 use crate::relay::relay;
 use crate::sim_broker::SimulatedBroker;
 use crate::submitter::{submit, SubmitError};
+use crate::watch::{watch_change, watch_order, MemoryWatch, WatchQueue};
 use closeflow_domain::events_for;
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +107,8 @@ pub struct Driver {
     pub consumer: Arc<dyn QueueConsumer>,
     /// Where state-change events and alerts from the same changes go.
     pub events: Arc<dyn EventSink>,
+    /// The order watch: each recorded order is looked up at growing delays until it ends.
+    pub watch: Arc<MemoryWatch>,
 }
 
 /// Attempts to hand one change to the queue before giving up on it loudly.
@@ -133,6 +136,9 @@ impl Driver {
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
+            }
+            if let Err(e) = watch_change(self.watch.as_ref(), change.before.as_ref(), &change.after).await {
+                tracing::warn!(error = %e, position_id = %change.after.position.id, "order watch not scheduled");
             }
             let events = events_for(change.before.as_ref(), &change.after);
             if !events.is_empty() {
@@ -180,12 +186,35 @@ impl Driver {
         done
     }
 
-    /// Runs until nothing new happens: relay, submit, wait for the simulated broker's
-    /// webhook calls, repeat. A message released in this call is retried on the next call.
+    /// Runs the order-watch checks that are due; returns how many ran.
+    pub async fn watch_due(&self) -> usize {
+        let due = self.watch.take_due();
+        for req in &due {
+            let outcome = watch_order(
+                self.store.as_ref(),
+                self.broker.as_ref(),
+                self.clock.as_ref(),
+                self.watch.as_ref(),
+                req,
+            )
+            .await;
+            if let Err(e) = outcome {
+                // The store was unavailable: look again at the next delay's pace.
+                tracing::warn!(error = %e, client_order_id = %req.client_order_id, "order watch failed; retrying");
+                let _ = self.watch.schedule(req, chrono::TimeDelta::seconds(1)).await;
+            }
+        }
+        due.len()
+    }
+
+    /// Runs until nothing new happens: relay, submit, due order watches, wait for the
+    /// simulated broker's webhook calls, repeat. A message released in this call is retried
+    /// on the next call.
     pub async fn pump(&self) {
         let mut released: HashSet<String> = HashSet::new();
         loop {
             let mut worked = self.relay_changes().await > 0;
+            worked |= self.watch_due().await > 0;
             match self.consumer.receive().await {
                 Ok(batch) => {
                     for d in batch {
