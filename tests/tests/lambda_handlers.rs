@@ -4,32 +4,18 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::dynamodb;
 use aws_lambda_events::event::sqs::SqsEvent;
-use aws_sdk_dynamodb::types::AttributeValue as Av;
-use closeflow_aws::lambda::{relay_stream_event, submit_sqs_event};
+use closeflow_aws::lambda::{relay_stream_event, submit_sqs_event, watch_sqs_event};
 use closeflow_domain::{PositionAggregate, PositionId};
-use closeflow_pipeline::{ManualClock, MemoryQueue, QueueMessage, SimScenarios, SimulatedBroker};
+use closeflow_pipeline::{
+    ManualClock, MemoryQueue, MemoryWatch, QueueMessage, SimScenarios, SimulatedBroker, WatchRequest,
+};
 use closeflow_store::dynamo::codec;
 use closeflow_store::{AggregateKey, CloseStore, MemoryStore};
 use closeflow_tests::{start_time, Backend, TestApp};
 use serde_json::{json, Value};
 
-fn dynamo_json(v: &Av) -> Value {
-    match v {
-        Av::S(s) => json!({"S": s}),
-        Av::N(n) => json!({"N": n}),
-        Av::Bool(b) => json!({"BOOL": b}),
-        Av::Null(_) => json!({"NULL": true}),
-        Av::M(m) => {
-            json!({"M": m.iter().map(|(k, v)| (k.clone(), dynamo_json(v))).collect::<serde_json::Map<_, _>>()})
-        }
-        Av::L(l) => json!({"L": l.iter().map(dynamo_json).collect::<Vec<_>>()}),
-        other => panic!("unexpected attribute {other:?}"),
-    }
-}
-
 fn image(agg: &PositionAggregate) -> Value {
-    let item = codec::aggregate_item(agg);
-    Value::Object(item.iter().map(|(k, v)| (k.clone(), dynamo_json(v))).collect())
+    closeflow_store::dynamo::json::item_to_json(&codec::aggregate_item(agg))
 }
 
 fn record(seq: &str, old: Option<Value>, new: Value) -> Value {
@@ -55,6 +41,10 @@ fn record(seq: &str, old: Option<Value>, new: Value) -> Value {
     })
 }
 
+fn watch() -> MemoryWatch {
+    MemoryWatch::new(Arc::new(ManualClock::new(start_time())))
+}
+
 /// An aggregate before and after a close was accepted, produced by the real API.
 async fn closing_aggregates() -> (PositionAggregate, PositionAggregate) {
     let app = TestApp::new(Backend::Embedded).await;
@@ -70,9 +60,10 @@ async fn a_stream_record_of_a_new_close_request_becomes_one_fifo_message_even_wh
     let event: dynamodb::Event =
         serde_json::from_value(json!({"Records": [record("100", Some(image(&before)), image(&after))]})).unwrap();
     let queue = MemoryQueue::new();
-    let resp = relay_stream_event(&queue, event.clone()).await;
+    let watch = watch();
+    let resp = relay_stream_event(&queue, &watch, event.clone()).await;
     assert!(resp.batch_item_failures.is_empty());
-    let replay = relay_stream_event(&queue, event).await;
+    let replay = relay_stream_event(&queue, &watch, event).await;
     assert!(replay.batch_item_failures.is_empty());
     let msgs = queue.take_all();
     assert_eq!(msgs.len(), 1, "the replay carried the same deduplication id");
@@ -92,7 +83,7 @@ async fn an_undecodable_record_is_reported_and_holds_the_records_behind_it() {
     ]}))
     .unwrap();
     let queue = MemoryQueue::new();
-    let resp = relay_stream_event(&queue, event).await;
+    let resp = relay_stream_event(&queue, &watch(), event).await;
     let ids: Vec<_> = resp
         .batch_item_failures
         .iter()
@@ -261,9 +252,63 @@ async fn every_sample_event_runs_through_its_function() {
         .await
         .unwrap();
     assert_eq!(submit["response"]["batchItemFailures"], json!([]), "{submit}");
+    let watch = invoke("order-watch", &read("sqs-order-watch.json")).await.unwrap();
+    assert_eq!(
+        (
+            watch["response"]["batchItemFailures"].clone(),
+            watch["watches_scheduled"].clone()
+        ),
+        (json!([]), json!(0)),
+        "a fresh embedded store has no such order: nothing to check again: {watch}"
+    );
     for f in ["reconciler", "cleanup"] {
         let r = invoke(f, &read("schedule.json")).await.unwrap();
         assert_eq!(r["items_read"], 0, "{f}: {r}");
     }
     assert!(invoke("nope", "{}").await.is_err());
+}
+
+/// The relay schedules the first check of an order exactly when a record shows it recorded;
+/// the watch Lambda applies what the broker says (a fill no webhook reported) and stops.
+#[tokio::test]
+async fn recorded_orders_are_watched_and_a_silent_fill_closes_the_position() {
+    let app = closeflow_tests::pipeline::PipelineApp::new(Backend::Embedded, "NVDA=hold").await;
+    let cr = app.open_and_close("pos-w", "NVDA", "10").await;
+    let closing = app.aggregate("pos-w").await;
+    app.driver.pump().await;
+    let submitted = app.aggregate("pos-w").await;
+    let stream = |old: &PositionAggregate, new: &PositionAggregate| -> dynamodb::Event {
+        serde_json::from_value(json!({"Records": [record("300", Some(image(old)), image(new))]})).unwrap()
+    };
+    let queue = MemoryQueue::new();
+    let scheduled = watch();
+    relay_stream_event(&queue, &scheduled, stream(&closing, &submitted)).await;
+    assert_eq!(scheduled.len(), 1, "the order the submitter recorded");
+    let unrelated = watch();
+    relay_stream_event(&queue, &unrelated, stream(&submitted, &submitted)).await;
+    assert!(
+        unrelated.is_empty(),
+        "a record that recorded no new order schedules nothing"
+    );
+
+    let coid = closeflow_domain::ClientOrderId::new(closeflow_domain::CloseRequestId::parse(&cr).unwrap(), 1);
+    app.sim.settle_silently(
+        &coid,
+        closeflow_domain::OrderStatus::Filled,
+        closeflow_domain::Quantity::from(10),
+    );
+    let body = serde_json::to_string(&WatchRequest::first(&coid)).unwrap();
+    let event: SqsEvent = serde_json::from_value(json!({"Records": [
+        {"messageId": "w-1", "body": body},
+        {"messageId": "w-2", "body": "not a watch request"},
+    ]}))
+    .unwrap();
+    let next = watch();
+    let resp = watch_sqs_event(app.store.as_ref(), app.sim.as_ref(), app.clock.as_ref(), &next, event).await;
+    assert!(
+        resp.batch_item_failures.is_empty(),
+        "a malformed message is dropped, not retried"
+    );
+    assert_eq!(app.position("pos-w").await.body["status"], "closed");
+    assert!(next.is_empty(), "an ended order is not checked again");
 }

@@ -70,3 +70,41 @@ async fn fills_cost_one_or_two_round_trips_and_match_the_domain_merge() {
     );
     assert_eq!(counter.get() - rt, 2);
 }
+
+/// The order watch's SQS schedule: a check is delivered only after its delay (a standard
+/// queue's per-message delay), with the request intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_check_on_sqs_arrives_after_its_delay() {
+    use closeflow_pipeline::{WatchQueue, WatchRequest};
+    let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sqs = aws_sdk_sqs::Client::new(&shared);
+    let name = format!("{}-watch", closeflow_tests::unique_table_name());
+    let queue = closeflow_aws::SqsWatchQueue::create(sqs.clone(), &name).await.unwrap();
+    let req = WatchRequest {
+        client_order_id: "7c3e1a2b-9d4f-8a6b-8c1d-2e3f4a5b6c7d-1".into(),
+        step: 2,
+    };
+    queue.schedule(&req, chrono::TimeDelta::seconds(1)).await.unwrap();
+    let receive = || async {
+        sqs.receive_message()
+            .queue_url(queue.url())
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap()
+            .messages()
+            .to_vec()
+    };
+    assert!(receive().await.is_empty(), "not visible before its delay");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let got = loop {
+        let msgs = receive().await;
+        if !msgs.is_empty() || std::time::Instant::now() > deadline {
+            break msgs;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(got.len(), 1, "delivered after the delay");
+    let back: WatchRequest = serde_json::from_str(got[0].body().unwrap()).unwrap();
+    assert_eq!(back, req);
+}

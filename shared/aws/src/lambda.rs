@@ -8,7 +8,10 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use closeflow_domain::events_for;
 use closeflow_pipeline::relay::relay;
-use closeflow_pipeline::{submit, Broker, Clock, EventSink, OrderQueue, QueueMessage, SubmitError};
+use closeflow_pipeline::{
+    submit, watch_change, watch_order, Broker, Clock, EventSink, OrderQueue, QueueMessage, SubmitError, WatchQueue,
+    WatchRequest,
+};
 use closeflow_store::{Change, CloseStore};
 
 use crate::images::{change_from_images, lambda_item};
@@ -44,15 +47,58 @@ where
     response
 }
 
-/// Outbox relay: each stream record -> at most one SQS FIFO message.
-pub async fn relay_stream_event(queue: &dyn OrderQueue, event: dynamodb::Event) -> DynamoDbEventResponse {
+/// Outbox relay: each stream record -> at most one SQS FIFO message, and the first check
+/// of an order the record shows recorded (the order watch).
+pub async fn relay_stream_event(
+    queue: &dyn OrderQueue,
+    watch: &dyn WatchQueue,
+    event: dynamodb::Event,
+) -> DynamoDbEventResponse {
     for_each_change(event, |c| async move {
         relay(queue, c.before.as_ref(), &c.after)
+            .await
+            .map_err(|e| e.to_string())?;
+        // A failure retries the record: the order message is deduplicated, and a second
+        // watch of the same order only looks it up once more.
+        watch_change(watch, c.before.as_ref(), &c.after)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
     })
     .await
+}
+
+/// Order watch: each SQS message is one check of one order. A check that cannot reach the
+/// store is a failure (SQS redelivers it); broker trouble is handled inside the check.
+pub async fn watch_sqs_event(
+    store: &dyn CloseStore,
+    broker: &dyn Broker,
+    clock: &dyn Clock,
+    queue: &dyn WatchQueue,
+    event: SqsEvent,
+) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for m in event.records {
+        let id = m.message_id.clone().unwrap_or_default();
+        let req: WatchRequest = match serde_json::from_str(m.body.as_deref().unwrap_or_default()) {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing to watch; a redelivery cannot make it readable.
+                tracing::error!(error = %e, message_id = %id, "malformed order watch message dropped");
+                continue;
+            }
+        };
+        match watch_order(store, broker, clock, queue, &req).await {
+            Ok(outcome) => tracing::info!(?outcome, client_order_id = %req.client_order_id, "order checked"),
+            Err(e) => {
+                tracing::warn!(error = %e, message_id = %id, "order watch will be redelivered");
+                let mut f = BatchItemFailure::default();
+                f.item_identifier = id;
+                response.batch_item_failures.push(f);
+            }
+        }
+    }
+    response
 }
 
 /// Event publisher: each stream record -> its state-change events and alerts on the bus.

@@ -13,7 +13,7 @@ pub mod template;
 
 pub use eventbridge::EventBridgeSink;
 pub use images::{change_from_images, lambda_item, streams_item};
-pub use sqs::SqsQueue;
+pub use sqs::{SqsQueue, SqsWatchQueue};
 pub use stream_feed::DynamoStreamFeed;
 pub use template::Template;
 

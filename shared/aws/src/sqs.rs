@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use aws_sdk_sqs::types::QueueAttributeName;
 use aws_sdk_sqs::Client;
-use closeflow_pipeline::{Delivery, OrderQueue, QueueConsumer, QueueError, QueueMessage};
+use closeflow_pipeline::{Delivery, OrderQueue, QueueConsumer, QueueError, QueueMessage, WatchQueue, WatchRequest};
 
 #[derive(Clone)]
 pub struct SqsQueue {
@@ -111,6 +111,55 @@ impl QueueConsumer for SqsQueue {
             .queue_url(&self.url)
             .receipt_handle(&d.receipt)
             .visibility_timeout(0)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| unavailable(aws_sdk_sqs::error::DisplayErrorContext(e)))
+    }
+}
+
+/// The order watch's schedule on a standard SQS queue: each check is a message delayed by
+/// its step's delay (SQS allows up to 15 minutes, more than the longest step).
+#[derive(Clone)]
+pub struct SqsWatchQueue {
+    client: Client,
+    url: String,
+}
+
+impl SqsWatchQueue {
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        SqsWatchQueue {
+            client,
+            url: url.into(),
+        }
+    }
+
+    /// Creates a standard queue for tests and local stacks.
+    pub async fn create(client: Client, name: &str) -> Result<Self, QueueError> {
+        let out = client
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await
+            .map_err(|e| unavailable(aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+        let url = out.queue_url().ok_or_else(|| unavailable("no queue url"))?.to_string();
+        Ok(SqsWatchQueue { client, url })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+#[async_trait]
+impl WatchQueue for SqsWatchQueue {
+    async fn schedule(&self, req: &WatchRequest, delay: chrono::TimeDelta) -> Result<(), QueueError> {
+        let body = serde_json::to_string(req).map_err(|e| QueueError::BadMessage(e.to_string()))?;
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .delay_seconds(delay.num_seconds().clamp(0, 900) as i32)
+            .message_body(body)
             .send()
             .await
             .map(|_| ())

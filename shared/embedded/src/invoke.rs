@@ -13,12 +13,12 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use axum::body::to_bytes;
 use closeflow_api::auth::Auth;
 use closeflow_api::{router, webhook_router, AppState, SystemClock};
-use closeflow_aws::lambda::{publish_stream_event, relay_stream_event, submit_sqs_event};
-use closeflow_aws::{EventBridgeSink, SqsQueue};
+use closeflow_aws::lambda::{publish_stream_event, relay_stream_event, submit_sqs_event, watch_sqs_event};
+use closeflow_aws::{EventBridgeSink, SqsQueue, SqsWatchQueue};
 use closeflow_pipeline::webhook::sign;
 use closeflow_pipeline::{
-    cleanup_once, reconcile_once, Broker, Clock, EventSink, MemoryQueue, OrderQueue, RecordingSink, SimScenarios,
-    SimulatedBroker,
+    cleanup_once, reconcile_once, Broker, Clock, EventSink, MemoryQueue, MemoryWatch, OrderQueue, RecordingSink,
+    SimScenarios, SimulatedBroker, WatchQueue,
 };
 use closeflow_root::Policy;
 use closeflow_store::{CloseStore, MemoryStore};
@@ -30,6 +30,7 @@ pub const FUNCTIONS: &[&str] = &[
     "broker-webhook",
     "outbox-relay",
     "order-submitter",
+    "order-watch",
     "event-publisher",
     "reconciler",
     "cleanup",
@@ -48,6 +49,24 @@ async fn store() -> Result<Arc<dyn CloseStore>, String> {
         Some(_) => Arc::new(closeflow_root::dynamo_store(&Policy::from_env()?).await?),
         None => Arc::new(MemoryStore::new()),
     })
+}
+
+/// The order watch's queue: `WATCH_QUEUE_URL`, or an in-process schedule whose size the
+/// caller reports.
+async fn watch_queue() -> (Arc<dyn WatchQueue>, Option<Arc<MemoryWatch>>) {
+    match env("WATCH_QUEUE_URL") {
+        Some(url) => (
+            Arc::new(SqsWatchQueue::new(
+                aws_sdk_sqs::Client::new(&shared_config().await),
+                url,
+            )),
+            None,
+        ),
+        None => {
+            let local = Arc::new(MemoryWatch::new(Arc::new(SystemClock)));
+            (local.clone(), Some(local))
+        }
+    }
 }
 
 async fn shared_config() -> aws_config::SdkConfig {
@@ -108,18 +127,28 @@ pub async fn invoke(function: &str, event: &str) -> Result<Value, String> {
         "http-api" | "broker-webhook" => http(function, event, store().await?).await,
         "outbox-relay" => {
             let ev: dynamodb::Event = serde_json::from_str(event).map_err(|e| e.to_string())?;
+            let (watch, local_watch) = watch_queue().await;
             match env("QUEUE_URL") {
                 Some(url) => {
                     let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&shared_config().await), url);
-                    Ok(json!({"response": relay_stream_event(&queue, ev).await}))
+                    Ok(json!({"response": relay_stream_event(&queue, watch.as_ref(), ev).await}))
                 }
                 None => {
                     let queue = MemoryQueue::new();
-                    let resp = relay_stream_event(&queue as &dyn OrderQueue, ev).await;
+                    let resp = relay_stream_event(&queue as &dyn OrderQueue, watch.as_ref(), ev).await;
                     let sent: Vec<_> = queue.take_all();
-                    Ok(json!({"response": resp, "messages": sent}))
+                    let watches = local_watch.map(|w| w.len()).unwrap_or_default();
+                    Ok(json!({"response": resp, "messages": sent, "watches_scheduled": watches}))
                 }
             }
+        }
+        "order-watch" => {
+            let ev: SqsEvent = serde_json::from_str(event).map_err(|e| e.to_string())?;
+            let (store, broker) = (store().await?, broker()?);
+            let (watch, local_watch) = watch_queue().await;
+            let resp = watch_sqs_event(store.as_ref(), broker.as_ref(), &SystemClock, watch.as_ref(), ev).await;
+            let watches = local_watch.map(|w| w.len()).unwrap_or_default();
+            Ok(json!({"response": resp, "watches_scheduled": watches}))
         }
         "event-publisher" => {
             let ev: dynamodb::Event = serde_json::from_str(event).map_err(|e| e.to_string())?;

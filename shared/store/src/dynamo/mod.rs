@@ -17,6 +17,7 @@ use closeflow_domain::{
 use crate::{Backend, CloseOutcome, CloseStore, Conflict, Listed, StoreError, UpdateResult, WorkList, Write};
 
 pub mod codec;
+pub mod json;
 pub mod table;
 
 use codec::{n, s, Item, PK, SK};
