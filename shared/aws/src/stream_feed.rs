@@ -15,8 +15,8 @@ use crate::images::{change_from_images, streams_item};
 pub struct DynamoStreamFeed {
     client: Client,
     stream_arn: String,
-    /// Next iterator per shard; `None` once a closed shard is exhausted.
-    iterators: Mutex<HashMap<String, Option<String>>>,
+    /// The last sequence number read, per shard.
+    positions: Mutex<HashMap<String, String>>,
 }
 
 fn feed_error(e: impl std::fmt::Display) -> FeedError {
@@ -44,7 +44,7 @@ impl DynamoStreamFeed {
         Ok(DynamoStreamFeed {
             client: streams,
             stream_arn: arn,
-            iterators: Mutex::new(HashMap::new()),
+            positions: Mutex::new(HashMap::new()),
         })
     }
 }
@@ -52,7 +52,7 @@ impl DynamoStreamFeed {
 #[async_trait]
 impl ChangeFeed for DynamoStreamFeed {
     async fn next_batch(&self) -> Result<Vec<Change>, FeedError> {
-        let mut iterators = self.iterators.lock().await;
+        let mut positions = self.positions.lock().await;
         let desc = self
             .client
             .describe_stream()
@@ -60,7 +60,7 @@ impl ChangeFeed for DynamoStreamFeed {
             .send()
             .await
             .map_err(feed_error)?;
-        let shards: Vec<String> = desc
+        let mut shards: Vec<String> = desc
             .stream_description()
             .map(|d| {
                 d.shards()
@@ -69,28 +69,27 @@ impl ChangeFeed for DynamoStreamFeed {
                     .collect()
             })
             .unwrap_or_default();
+        shards.sort();
+        let mut changes = Vec::new();
+        // Positions move only when the whole batch was read: an error re-reads it all.
+        let mut advanced = Vec::new();
         for shard in shards {
-            if iterators.contains_key(&shard) {
-                continue;
-            }
-            let it = self
+            // A fresh iterator from the last sequence number read, every time: iterators
+            // expire (15 minutes in DynamoDB), and moto's go stale after a failed
+            // transaction (it restores a copy of the table, stream included).
+            let req = self
                 .client
                 .get_shard_iterator()
                 .stream_arn(&self.stream_arn)
-                .shard_id(&shard)
-                .shard_iterator_type(ShardIteratorType::TrimHorizon)
-                .send()
-                .await
-                .map_err(feed_error)?;
-            iterators.insert(shard, it.shard_iterator().map(str::to_string));
-        }
-        let mut changes = Vec::new();
-        let mut shard_ids: Vec<String> = iterators.keys().cloned().collect();
-        shard_ids.sort();
-        for shard in shard_ids {
-            let Some(Some(it)) = iterators.get(&shard).cloned() else {
-                continue;
+                .shard_id(&shard);
+            let req = match positions.get(&shard) {
+                Some(seq) => req
+                    .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                    .sequence_number(seq),
+                None => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
             };
+            let it = req.send().await.map_err(feed_error)?;
+            let Some(it) = it.shard_iterator() else { continue };
             let out = self
                 .client
                 .get_records()
@@ -104,8 +103,11 @@ impl ChangeFeed for DynamoStreamFeed {
                     .map_err(feed_error)?;
                 changes.extend(change);
             }
-            iterators.insert(shard, out.next_shard_iterator().map(str::to_string));
+            if let Some(last) = out.records().last().and_then(|r| r.dynamodb()?.sequence_number()) {
+                advanced.push((shard, last.to_string()));
+            }
         }
+        positions.extend(advanced);
         Ok(changes)
     }
 }
