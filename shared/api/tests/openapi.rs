@@ -1,0 +1,225 @@
+//! The OpenAPI document against the router: every route served is documented (and nothing
+//! else), every documented route is really served, and the document's own rules hold.
+//! (Examples are checked against the handlers in `closeflow-embedded`'s `openapi_examples`,
+//! which can drive the pipeline.)
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use closeflow_api::openapi::{document, ERROR_CODES};
+use closeflow_api::{router_for, served_routes, AppState, Routes};
+use closeflow_store::MemoryStore;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+fn doc() -> Value {
+    serde_json::to_value(document()).unwrap()
+}
+
+fn documented_routes(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "put", "post", "delete", "patch", "head", "options", "trace"].contains(&method.as_str()) {
+                out.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_served_route_is_documented_and_every_documented_route_is_served() {
+    let served: BTreeSet<(String, String)> = served_routes(Routes::ALL)
+        .into_iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    let documented = documented_routes(&doc());
+    let missing: Vec<_> = served.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "routes served but not in the OpenAPI document: {missing:?}"
+    );
+    let extra: Vec<_> = documented.difference(&served).collect();
+    assert!(extra.is_empty(), "routes documented but not served: {extra:?}");
+}
+
+/// `served_routes` is what the router answers: each route reaches a handler (no
+/// `route_not_found` / `method_not_allowed`), for each router the Lambdas serve.
+#[tokio::test]
+async fn the_route_list_is_what_the_router_serves() {
+    for routes in [Routes::ALL, Routes::CLOSE_API, Routes::BROKER_WEBHOOK] {
+        let app = router_for(AppState::new(Arc::new(MemoryStore::new())), routes);
+        for (method, path) in served_routes(routes) {
+            let concrete = path
+                .replace("{position_id}", "pos-1")
+                .replace("{close_request_id}", "0b9d5d8a-9c33-8e61-8000-000000000000");
+            let req = Request::builder()
+                .method(method.clone())
+                .uri(&concrete)
+                .body(Body::empty())
+                .unwrap();
+            let resp = app.clone().oneshot(req).await.unwrap();
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let code = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string));
+            assert!(
+                !matches!(code.as_deref(), Some("route_not_found" | "method_not_allowed")),
+                "{method} {path} on {routes:?}: {status} {code:?}"
+            );
+        }
+        // And a route outside the list is not served.
+        let req = Request::builder().uri("/no-such-route").body(Body::empty()).unwrap();
+        assert_eq!(app.clone().oneshot(req).await.unwrap().status(), StatusCode::NOT_FOUND);
+    }
+    // The Lambda routers serve only their own routes.
+    assert!(!served_routes(Routes::CLOSE_API).contains(&(Method::POST, "/webhooks/broker")));
+    assert_eq!(
+        served_routes(Routes::BROKER_WEBHOOK),
+        vec![(Method::POST, "/webhooks/broker")]
+    );
+}
+
+#[tokio::test]
+async fn the_document_and_the_docs_page_are_served_without_credentials() {
+    let app = router_for(AppState::new(Arc::new(MemoryStore::new())), Routes::ALL);
+    let get = |uri: &str| Request::builder().uri(uri).body(Body::empty()).unwrap();
+    let resp = app.clone().oneshot(get("/openapi.json")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let served: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(served, doc());
+    assert_eq!(served["openapi"], "3.1.0");
+
+    let resp = app.clone().oneshot(get("/docs")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()["location"], "/docs/");
+    let resp = app.clone().oneshot(get("/docs/")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let page = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(page.contains("swagger-ui"), "{page}");
+    // Assets come from the binary, never from a CDN.
+    assert!(
+        !page.contains("https://"),
+        "the page loads something from the network: {page}"
+    );
+    let resp = app.clone().oneshot(get("/docs/swagger-initializer.js")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let init = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(init.contains("/openapi.json"), "{init}");
+    let resp = app.clone().oneshot(get("/docs/swagger-ui-bundle.js")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// Every `error` value the document lists is a known code, every operation lists the
+/// headers and security the handlers read, and decimals are strings.
+#[test]
+fn the_document_names_codes_headers_and_security() {
+    let doc = doc();
+    let known: BTreeSet<&str> = ERROR_CODES.iter().map(|(c, _)| *c).collect();
+    let mut listed = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for (status, resp) in op["responses"].as_object().unwrap() {
+                let schema = &resp["content"]["application/json"]["schema"];
+                if let Some(all) = schema["allOf"].as_array() {
+                    assert_eq!(all[0]["$ref"], "#/components/schemas/Error", "{method} {path} {status}");
+                    for code in all[1]["properties"]["error"]["enum"].as_array().unwrap() {
+                        let code = code.as_str().unwrap();
+                        assert!(known.contains(code), "{method} {path} {status}: unknown code {code}");
+                        listed.insert(code);
+                    }
+                }
+            }
+        }
+    }
+    // Every code the service has is answered somewhere.
+    assert_eq!(listed, known);
+
+    let op = |path: &str, method: &str| doc["paths"][path][method].clone();
+    let close = op("/positions/{position_id}/close", "post");
+    let headers: Vec<_> = close["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["in"] == "header")
+        .map(|p| (p["name"].as_str().unwrap().to_string(), p["required"].clone()))
+        .collect();
+    assert_eq!(headers, vec![("Idempotency-Key".to_string(), Value::Bool(true))]);
+    for (path, method) in [
+        ("/positions/{position_id}", "put"),
+        ("/positions/{position_id}", "get"),
+        ("/positions/{position_id}/close", "post"),
+        ("/close-requests/{close_request_id}", "get"),
+    ] {
+        assert_eq!(
+            op(path, method)["security"],
+            serde_json::json!([{"bearerAuth": []}]),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        op("/webhooks/broker", "post")["security"],
+        serde_json::json!([{"webhookSignature": []}])
+    );
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["bearerAuth"]["scheme"], "bearer");
+    assert_eq!(schemes["webhookSignature"]["in"], "header");
+    assert_eq!(schemes["webhookSignature"]["name"], "X-Closeflow-Signature");
+    assert_eq!(op("/openapi.json", "get")["security"], serde_json::json!([{}]));
+
+    // Decimals in answers are strings.
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["Decimal"]["type"], "string");
+    for (schema, field) in [
+        ("Position", "quantity"),
+        ("CloseRequest", "remaining_qty"),
+        ("Order", "qty"),
+        ("CloseAccepted", "target_qty"),
+    ] {
+        assert_eq!(
+            schemas[schema]["properties"][field]["$ref"], "#/components/schemas/Decimal",
+            "{schema}.{field}"
+        );
+    }
+}
+
+/// Links make schemathesis (and people) walk the real flow: register, close, poll.
+#[test]
+fn links_walk_register_close_poll() {
+    let doc = doc();
+    let put = &doc["paths"]["/positions/{position_id}"]["put"]["responses"]["201"]["links"];
+    assert_eq!(put["closePosition"]["operationId"], "closePosition");
+    assert_eq!(
+        put["closePosition"]["parameters"]["position_id"],
+        "$request.path.position_id"
+    );
+    let close = &doc["paths"]["/positions/{position_id}/close"]["post"]["responses"]["201"]["links"];
+    assert_eq!(close["getCloseRequest"]["operationId"], "getCloseRequest");
+    assert_eq!(
+        close["getCloseRequest"]["parameters"]["close_request_id"],
+        "$response.body#/close_request_id"
+    );
+    let ids: BTreeSet<_> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    for target in ["closePosition", "getCloseRequest", "getPosition"] {
+        assert!(ids.contains(target), "{target}");
+    }
+}
+
+#[test]
+#[ignore]
+fn dump() {
+    std::fs::write("/tmp/openapi.json", serde_json::to_string_pretty(&doc()).unwrap()).unwrap();
+}
