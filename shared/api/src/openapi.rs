@@ -155,8 +155,7 @@ fn decimal_input(pattern: &str, minimum: Option<f64>, what: &str) -> RefOr<Schem
         .item(
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .pattern(Some(pattern))
-                .max_length(Some(64)),
+                .pattern(Some(pattern)),
         )
         .item(number)
         .description(Some(format!(
@@ -664,7 +663,7 @@ pub struct WebhookBodyDoc {
     #[schema(value_type = Option<NonNegativeDecimalInput>)]
     pub filled_avg_price: Option<String>,
     /// The broker's sequence number; an update not newer than the last applied is ignored.
-    #[schema(minimum = 0)]
+    #[schema(schema_with = unsigned_64)]
     pub seq: Option<u64>,
     /// A repeated execution id is ignored.
     pub execution_id: Option<String>,
@@ -691,6 +690,14 @@ pub enum WebhookResult {
         #[schema(inline, value_type = IgnoredReasonSchema)]
         reason: String,
     },
+}
+
+/// Any u64 (utoipa's default `int64` format would cap it at i64::MAX, below what is accepted).
+fn unsigned_64() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::Integer, Type::Null]))
+        .minimum(Some(0.0))
+        .maximum(Some(u64::MAX as f64))
 }
 
 enum_schema!(
