@@ -57,10 +57,10 @@ fn close_request_not_found() -> ApiError {
 #[serde(deny_unknown_fields)]
 #[schema(as = PositionRegistration)]
 struct PositionBody {
-    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,64}$", example = "acct-1")]
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
     account_id: String,
     /// An equity ticker (`BRK.B`) or an OCC option symbol.
-    #[schema(pattern = r"^[A-Za-z0-9./_-][A-Za-z0-9./_ -]{0,63}$", example = "AAPL")]
+    #[schema(pattern = r"^[A-Za-z0-9./_-][A-Za-z0-9./_ -]{0,63}$")]
     symbol: String,
     #[schema(inline, value_type = crate::openapi::AssetTypeSchema)]
     asset_type: String,
@@ -223,7 +223,7 @@ pub async fn put_position(
     responses(
         (status = 200, description = "The position", body = views::PositionView,
             example = json!({"position_id": "pos-1", "account_id": "acct-1", "symbol": "AAPL", "asset_type": "equity",
-                "quantity": "0", "avg_entry_price": "187.25", "strategy_id": null, "status": "closed",
+                "quantity": "10", "avg_entry_price": "187.25", "strategy_id": null, "status": "closed",
                 "active_close_request_id": null, "closed_at": "2026-01-02T15:00:00.000Z",
                 "created_at": "2026-01-02T15:00:00.000Z", "updated_at": "2026-01-02T15:00:00.000Z"})),
         GetPositionErrors
@@ -258,7 +258,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
 
 /// Fields a close body may carry in this version. Anything else is refused rather than
 /// ignored: silently ignoring `qty` would close the whole position.
-const CLOSE_BODY_FIELDS: &[&str] = &["reason"];
+pub(crate) const CLOSE_BODY_FIELDS: &[&str] = &["reason"];
 
 /// Parses the close body: the JSON value (for the fingerprint) and the reason.
 fn close_body(body: &Bytes) -> Result<(Value, Option<String>), ApiError> {

@@ -241,7 +241,6 @@ enum_schema!(AssetTypeSchema, "AssetType", ["equity", "option"]);
 #[derive(Serialize, ToSchema)]
 #[schema(as = Error)]
 pub struct ErrorBody {
-    #[schema(example = "position_not_found")]
     pub error: String,
     /// For people; wording may change.
     pub message: String,
@@ -636,23 +635,17 @@ close request (200) instead of creating another.",
 #[allow(dead_code)] // only its schema is used: the handler reads the body as JSON to fingerprint it
 pub struct CloseBody {
     /// Why the position is closed (kept on the close request).
-    #[schema(
-        min_length = 1,
-        max_length = 256,
-        pattern = r"^[^\x00-\x1F\x7F-\x9F]+$",
-        example = "risk limit"
-    )]
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]+$")]
     pub reason: Option<String>,
 }
 
 /// Body of `POST /webhooks/broker` (`closeflow_pipeline::webhook::WebhookBody`, which refuses
-/// unknown fields; a test checks that this mirror lists exactly the fields it accepts).
+/// unknown fields; a test checks this mirror's fields and which are required against it).
 #[derive(ToSchema)]
 #[schema(as = BrokerUpdate)]
 #[allow(dead_code)] // only its schema is used; the handler parses the raw, signed bytes
 pub struct WebhookBodyDoc {
     /// `{close_request_id}-{attempt}`. An id closeflow did not mint is answered 202 `unknown_order`.
-    #[schema(example = "0b9d5d8a-9c33-8e61-8000-000000000000-1")]
     pub client_order_id: String,
     pub broker_order_id: Option<String>,
     #[schema(inline, value_type = OrderStatusSchema)]
@@ -695,7 +688,10 @@ pub enum WebhookResult {
 /// Any u64 (utoipa's default `int64` format would cap it at i64::MAX, below what is accepted).
 fn unsigned_64() -> ObjectBuilder {
     ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::Integer, Type::Null]))
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::Integer,
+            Type::Null,
+        ]))
         .minimum(Some(0.0))
         .maximum(Some(u64::MAX as f64))
 }
@@ -764,4 +760,21 @@ pub fn docs_page_routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
                 .validator_url("none"),
         )
         .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_close_body_schema_lists_the_fields_the_handler_takes() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let props: Vec<&str> = doc["components"]["schemas"]["CloseBody"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(props, handlers::CLOSE_BODY_FIELDS);
+    }
 }

@@ -16,15 +16,12 @@ fn time(t: &Option<closeflow_domain::Timestamp>) -> Option<String> {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Position)]
 pub struct PositionView {
-    #[schema(example = "pos-1")]
     pub position_id: String,
-    #[schema(example = "acct-1")]
     pub account_id: String,
-    #[schema(example = "AAPL")]
     pub symbol: String,
     #[schema(inline, value_type = crate::openapi::AssetTypeSchema)]
     pub asset_type: &'static str,
-    /// Signed: > 0 long, < 0 short, 0 once closed.
+    /// Signed: > 0 long, < 0 short (as registered; a closed position keeps it).
     #[schema(value_type = Decimal)]
     pub quantity: Quantity,
     #[schema(value_type = Option<Decimal>)]
@@ -81,7 +78,6 @@ pub struct CloseAcceptedView {
     pub filled_qty: Quantity,
     pub orders: Vec<OrderView>,
     /// Where to poll the close request (`GET /close-requests/{close_request_id}`).
-    #[schema(example = "/close-requests/0b9d5d8a-9c33-8e61-8000-000000000000")]
     pub poll_url: String,
     #[schema(minimum = 0)]
     pub poll_interval_ms: u64,

@@ -218,8 +218,63 @@ fn links_walk_register_close_poll() {
     }
 }
 
+/// The documented webhook body is the one the webhook reads: every documented field is
+/// accepted, the required ones are required, and anything else is refused.
 #[test]
-#[ignore]
-fn dump() {
-    std::fs::write("/tmp/openapi.json", serde_json::to_string_pretty(&doc()).unwrap()).unwrap();
+fn the_webhook_body_schema_matches_the_parser() {
+    use closeflow_pipeline::webhook::parse_body;
+    let doc = doc();
+    let schema = &doc["components"]["schemas"]["BrokerUpdate"];
+    let required: BTreeSet<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let full = serde_json::json!({
+        "client_order_id": "0b9d5d8a-9c33-8e61-8000-000000000000-1", "broker_order_id": "b-1", "status": "filled",
+        "filled_qty": "10", "filled_avg_price": "187.5", "seq": 7, "execution_id": "e-1",
+        "updated_at": "2026-01-02T15:00:00Z"
+    });
+    let documented: BTreeSet<&str> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let sample: BTreeSet<&str> = full.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(documented, sample, "update this test's body with the documented fields");
+    let now = chrono::Utc::now();
+    let parse = |v: &Value| parse_body(&serde_json::to_vec(v).unwrap(), now);
+    assert!(parse(&full).is_ok());
+    for field in &documented {
+        let mut without = full.clone();
+        without.as_object_mut().unwrap().remove(*field);
+        assert_eq!(parse(&without).is_ok(), !required.contains(field), "without {field}");
+    }
+    let mut extra = full.clone();
+    extra["undocumented"] = Value::from(1);
+    assert!(parse(&extra).is_err());
+}
+
+/// The decimal schemas' examples are read by the handlers' own decimal parser, and the
+/// answers' decimals match the documented pattern.
+#[test]
+fn decimal_examples_parse_as_the_handlers_parse_them() {
+    let doc = doc();
+    let schemas = &doc["components"]["schemas"];
+    for name in ["Decimal", "DecimalInput", "NonNegativeDecimalInput"] {
+        let examples = schemas[name]["examples"].as_array().unwrap();
+        assert!(!examples.is_empty(), "{name}");
+        for ex in examples {
+            let q: closeflow_domain::Quantity =
+                serde_json::from_value(ex.clone()).unwrap_or_else(|e| panic!("{name} example {ex} is refused: {e}"));
+            if name == "Decimal" {
+                // Answered exactly as written.
+                assert_eq!(serde_json::to_value(q).unwrap(), *ex);
+            }
+        }
+    }
+    let pattern = schemas["Decimal"]["pattern"].as_str().unwrap();
+    assert_eq!(pattern, closeflow_api::openapi::DECIMAL_OUT_PATTERN);
 }
