@@ -44,7 +44,8 @@ done
 # - positive_data_acceptance: a schema-valid request may still be refused for the state it
 #   meets (a fresh position id is 404 on GET, a second close is 409); those answers are
 #   documented, and checked by status_code_conformance and response_schema_conformance.
-status=0
+out=$(mktemp)
+set +o pipefail
 PYTHONPATH="$root/infra" SCHEMATHESIS_HOOKS=schemathesis_hooks WEBHOOK_SECRET="$secret" \
   timeout --kill-after=10 $((seconds + 60)) \
   "$root/.venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
@@ -54,11 +55,17 @@ PYTHONPATH="$root/infra" SCHEMATHESIS_HOOKS=schemathesis_hooks WEBHOOK_SECRET="$
   --workers 1 \
   --seed "${CONTRACT_TEST_SEED:-17}" \
   --warnings off \
-  "$@" || status=$?
+  "$@" 2>&1 | tee "$out"
+status=${PIPESTATUS[0]}
+set -o pipefail
 
-if [ "$status" -ne 0 ]; then
+if [ "$status" -eq 0 ]; then
+  # The summary as a plain closing line ("Test cases: N generated, N passed, ...").
+  passed=$(sed -n 's/.*generated, \([0-9]*\) passed.*/\1/p' "$out" | tail -n 1)
+  echo "contract-test: ${passed:-0} passed, 0 failed"
+else
   echo "contract-test: schemathesis found failures (reproducing requests above); the server's log:" >&2
   tail -n 50 "$log" >&2
 fi
-rm -f "$log"
+rm -f "$log" "$out"
 exit "$status"
