@@ -250,6 +250,9 @@ pub struct ErrorBody {
     /// `position_already_closing`: the close request in flight (null when unknown).
     #[schema(format = Uuid)]
     pub active_close_request_id: Option<Option<String>>,
+    /// `quota_exceeded`: the account's limit of live positions.
+    #[schema(minimum = 0)]
+    pub limit: Option<u64>,
     /// `invalid_state`, `position_not_open`: the position's status.
     #[schema(value_type = Option<PositionStatusSchema>)]
     pub position_status: Option<String>,
@@ -303,6 +306,10 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
     (
         "position_id_collision",
         "the id's storage key collides with another position's; use another id",
+    ),
+    (
+        "quota_exceeded",
+        "the account already holds its limit of live positions (`limit`)",
     ),
     (
         "position_locked",
@@ -452,6 +459,7 @@ errors!(
                 "position_id_unavailable",
                 "position_not_open",
                 "position_id_collision",
+                "quota_exceeded",
                 "position_locked"
             ],
             || json!({"error": "position_id_unavailable", "message": "This position id is not available; register the position under another id"})

@@ -278,3 +278,53 @@ fn decimal_examples_parse_as_the_handlers_parse_them() {
     let pattern = schemas["Decimal"]["pattern"].as_str().unwrap();
     assert_eq!(pattern, closeflow_api::openapi::DECIMAL_OUT_PATTERN);
 }
+
+/// Every `error` code the API's sources can answer is in `ERROR_CODES` (and so, by the test
+/// above, in the document), except the router's own answers for undocumented routes.
+#[test]
+fn every_error_code_in_the_sources_is_documented() {
+    let sources = [
+        include_str!("../src/handlers.rs"),
+        include_str!("../src/error.rs"),
+        include_str!("../src/auth.rs"),
+        include_str!("../src/limits.rs"),
+        include_str!("../src/extract.rs"),
+        include_str!("../src/rate_limit.rs"),
+    ];
+    let known: BTreeSet<&str> = ERROR_CODES.iter().map(|(c, _)| *c).collect();
+    let mut found = BTreeSet::new();
+    for src in sources {
+        // `ApiError::new(StatusCode::X, "code", …)` and `bad_request("code", …)`.
+        let flat: String = src.split_whitespace().collect::<Vec<_>>().join(" ");
+        for marker in ["StatusCode::", "bad_request("] {
+            for rest in flat.split(marker).skip(1) {
+                let rest = if marker == "StatusCode::" {
+                    match rest.split_once(", \"") {
+                        Some((status, tail)) if status.chars().all(|c| c.is_ascii_uppercase() || c == '_') => tail,
+                        _ => continue,
+                    }
+                } else {
+                    match rest.strip_prefix('"') {
+                        Some(tail) => tail,
+                        None => continue,
+                    }
+                };
+                if let Some((code, _)) = rest.split_once('"') {
+                    if !code.is_empty() && code.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                        found.insert(code.to_string());
+                    }
+                }
+            }
+        }
+    }
+    found.insert("invalid_body".into()); // ApiError::invalid_body
+    for code in ["route_not_found", "method_not_allowed"] {
+        assert!(found.remove(code), "{code} no longer answered?");
+    }
+    assert!(found.len() >= 20, "the scan found too little: {found:?}");
+    let missing: Vec<_> = found.iter().filter(|c| !known.contains(c.as_str())).collect();
+    assert!(
+        missing.is_empty(),
+        "error codes answered but not documented: {missing:?}"
+    );
+}

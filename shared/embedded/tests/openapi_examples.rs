@@ -126,6 +126,7 @@ async fn every_documented_example_is_what_the_handlers_answer() {
         webhook_secret: SECRET.to_vec(),
         clock: clock.clone(),
         auth: Auth::Tokens(Arc::new(tokens)),
+        api: Default::default(),
     })
     .unwrap();
     let mut s = Story {
