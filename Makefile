@@ -5,7 +5,7 @@ PORT ?= 3000
 AWS_LOCAL_ENV_FILE ?= .closeflow/aws-local.env
 WITH_MOTO := infra/with-moto.sh
 
-.PHONY: run run-aws-local test test-embedded template-lint lint fmt bench build invoke chaos
+.PHONY: run run-aws-local test test-embedded template-lint lint fmt bench build invoke chaos contract-test
 
 ## run: the embedded single-process stack on 127.0.0.1:$(PORT): a durable SQLite store at
 ## CLOSEFLOW_DB (default .closeflow/closeflow.db; `:memory:` keeps nothing), no AWS
@@ -19,9 +19,15 @@ run-aws-local:
 	PORT=$(PORT) AWS_LOCAL_ENV_FILE=$(AWS_LOCAL_ENV_FILE) infra/run-aws-local.sh
 
 ## test: the template (cfn-lint), then unit, domain and scenario tests on the embedded
-## store and on DynamoDB, SQS and EventBridge (moto)
+## store and on DynamoDB, SQS and EventBridge (moto), then the contract test
 test: template-lint
 	$(WITH_MOTO) cargo test --workspace --features closeflow-tests/moto,closeflow-embedded/moto
+	$(MAKE) contract-test
+
+## contract-test: schemathesis fuzzes the embedded binary from its own /openapi.json
+## (CONTRACT_TEST_SECONDS, default 120; CONTRACT_TEST_SEED, default 17)
+contract-test:
+	infra/contract-test.sh
 
 ## template-lint: cfn-lint on template.yaml (zero errors required)
 template-lint:

@@ -18,6 +18,12 @@ use serde_json::{json, Value};
 use crate::auth::{caller, forbidden};
 use crate::error::ApiError;
 use crate::extract::{Body, PathParam};
+#[allow(unused_imports)] // names used by the #[utoipa::path] annotations only
+use crate::openapi::{
+    BrokerWebhookErrors, CloseBody, ClosePositionErrors, CloseRequestIdParam, DecimalInput, GetCloseRequestErrors,
+    GetPositionErrors, IdempotencyKeyHeader, NonNegativeDecimalInput, PositionIdParam, PutPositionErrors,
+    WebhookBodyDoc, WebhookResult, WebhookUnknownOrder,
+};
 use crate::{views, AppState};
 
 type ApiResult = Result<Response, ApiError>;
@@ -46,16 +52,26 @@ fn close_request_not_found() -> ApiError {
     )
 }
 
-#[derive(Deserialize)]
+/// Body of `PUT /positions/{position_id}`. Unknown fields are refused.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PositionRegistration)]
 struct PositionBody {
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
     account_id: String,
+    /// An equity ticker (`BRK.B`) or an OCC option symbol.
+    #[schema(pattern = r"^[A-Za-z0-9./_-][A-Za-z0-9./_ -]{0,63}$")]
     symbol: String,
+    #[schema(inline, value_type = crate::openapi::AssetTypeSchema)]
     asset_type: String,
+    /// Signed: > 0 long, < 0 short.
+    #[schema(value_type = DecimalInput)]
     quantity: Quantity,
     #[serde(default)]
+    #[schema(value_type = Option<NonNegativeDecimalInput>)]
     avg_entry_price: Option<Quantity>,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1F\x7F-\x9F]+$")]
     strategy_id: Option<String>,
 }
 
@@ -116,6 +132,33 @@ fn parse_position_body(
     })
 }
 
+/// Registers a position, or updates an open one (same account).
+#[utoipa::path(
+    put,
+    path = "/positions/{position_id}",
+    operation_id = "putPosition",
+    tag = "positions",
+    params(PositionIdParam),
+    request_body(
+        content = PositionBody,
+        example = json!({"account_id": "acct-1", "symbol": "AAPL", "asset_type": "equity", "quantity": "10", "avg_entry_price": "187.25"})
+    ),
+    responses(
+        (status = 201, description = "Registered", body = views::PositionView,
+            links(
+                ("closePosition" = (operation_id = "closePosition", parameters(("position_id" = "$request.path.position_id")),
+                    description = "Close the position just registered")),
+                ("getPosition" = (operation_id = "getPosition", parameters(("position_id" = "$request.path.position_id"))))
+            ),
+            example = json!({"position_id": "pos-1", "account_id": "acct-1", "symbol": "AAPL", "asset_type": "equity",
+                "quantity": "10", "avg_entry_price": "187.25", "strategy_id": null, "status": "open",
+                "active_close_request_id": null, "closed_at": null,
+                "created_at": "2026-01-02T15:00:00.000Z", "updated_at": "2026-01-02T15:00:00.000Z"})),
+        (status = 200, description = "Updated, or unchanged (same body again)", body = views::PositionView),
+        PutPositionErrors
+    ),
+    security(("bearerAuth" = []))
+)]
 #[tracing::instrument(name = "put_position", skip_all, fields(position_id = %raw))]
 pub async fn put_position(
     State(app): State<AppState>,
@@ -170,6 +213,23 @@ pub async fn put_position(
     }
 }
 
+/// Reads a position. Another account's position answers like a missing one.
+#[utoipa::path(
+    get,
+    path = "/positions/{position_id}",
+    operation_id = "getPosition",
+    tag = "positions",
+    params(PositionIdParam),
+    responses(
+        (status = 200, description = "The position", body = views::PositionView,
+            example = json!({"position_id": "pos-1", "account_id": "acct-1", "symbol": "AAPL", "asset_type": "equity",
+                "quantity": "10", "avg_entry_price": "187.25", "strategy_id": null, "status": "closed",
+                "active_close_request_id": null, "closed_at": "2026-01-02T15:00:00.000Z",
+                "created_at": "2026-01-02T15:00:00.000Z", "updated_at": "2026-01-02T15:00:00.000Z"})),
+        GetPositionErrors
+    ),
+    security(("bearerAuth" = []))
+)]
 #[tracing::instrument(name = "get_position", skip_all, fields(position_id = %raw))]
 pub async fn get_position(
     State(app): State<AppState>,
@@ -198,7 +258,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
 
 /// Fields a close body may carry in this version. Anything else is refused rather than
 /// ignored: silently ignoring `qty` would close the whole position.
-const CLOSE_BODY_FIELDS: &[&str] = &["reason"];
+pub(crate) const CLOSE_BODY_FIELDS: &[&str] = &["reason"];
 
 /// Parses the close body: the JSON value (for the fingerprint) and the reason.
 fn close_body(body: &Bytes) -> Result<(Value, Option<String>), ApiError> {
@@ -223,6 +283,36 @@ fn close_body(body: &Bytes) -> Result<(Value, Option<String>), ApiError> {
     Ok((value, reason))
 }
 
+/// Closes a position: one close request per Idempotency-Key, exactly one broker order per attempt.
+#[utoipa::path(
+    post,
+    path = "/positions/{position_id}/close",
+    operation_id = "closePosition",
+    tag = "closes",
+    params(PositionIdParam, IdempotencyKeyHeader),
+    request_body(content = CloseBody, description = "Optional; an empty body is `{}`",
+        example = json!({"reason": "risk limit"})),
+    responses(
+        (status = 201, description = "A new close request", body = views::CloseAcceptedView,
+            links(
+                ("getCloseRequest" = (operation_id = "getCloseRequest",
+                    parameters(("close_request_id" = "$response.body#/close_request_id")),
+                    description = "Poll the close request")),
+                ("getPosition" = (operation_id = "getPosition", parameters(("position_id" = "$request.path.position_id"))))
+            ),
+            example = json!({"close_request_id": "0b9d5d8a-9c33-8e61-8000-000000000000", "position_id": "pos-1",
+                "position_status": "closing", "close_request_status": "pending", "target_qty": "10", "filled_qty": "0",
+                "orders": [], "poll_url": "/close-requests/0b9d5d8a-9c33-8e61-8000-000000000000", "poll_interval_ms": 1000})),
+        (status = 200, description = "Replay of the same key and body: the close request's current state",
+            body = views::CloseAcceptedView,
+            links(
+                ("getCloseRequest" = (operation_id = "getCloseRequest",
+                    parameters(("close_request_id" = "$response.body#/close_request_id"))))
+            )),
+        ClosePositionErrors
+    ),
+    security(("bearerAuth" = []))
+)]
 #[tracing::instrument(name = "close_position", skip_all, fields(position_id = %raw))]
 pub async fn close_position(
     State(app): State<AppState>,
@@ -272,6 +362,26 @@ pub async fn close_position(
     }
 }
 
+/// Reads a close request and its orders (poll it after a close).
+#[utoipa::path(
+    get,
+    path = "/close-requests/{close_request_id}",
+    operation_id = "getCloseRequest",
+    tag = "closes",
+    params(CloseRequestIdParam),
+    responses(
+        (status = 200, description = "The close request", body = views::CloseRequestView,
+            example = json!({"close_request_id": "0b9d5d8a-9c33-8e61-8000-000000000000", "position_id": "pos-1",
+                "status": "completed", "target_qty": "10", "filled_qty": "10", "remaining_qty": "0", "retry_count": 0,
+                "max_retries": 3, "reason": "risk limit", "created_at": "2026-01-02T15:00:00.000Z",
+                "submitted_at": "2026-01-02T15:00:00.000Z", "completed_at": "2026-01-02T15:00:00.000Z",
+                "failure_reason": null,
+                "orders": [{"client_order_id": "0b9d5d8a-9c33-8e61-8000-000000000000-1", "broker_order_id": "sim-1",
+                    "attempt": 1, "qty": "10", "status": "filled", "filled_qty": "10", "filled_avg_price": "187.5"}]})),
+        GetCloseRequestErrors
+    ),
+    security(("bearerAuth" = []))
+)]
 #[tracing::instrument(name = "get_close_request", skip_all, fields(close_request_id = %raw))]
 pub async fn get_close_request(
     State(app): State<AppState>,
@@ -321,6 +431,26 @@ pub async fn method_not_allowed() -> ApiError {
 const INLINE_WEBHOOK_BYTES: usize = 8 * 1024;
 
 /// POST /webhooks/broker: signed broker order updates (see closeflow_pipeline::webhook).
+#[utoipa::path(
+    post,
+    path = "/webhooks/broker",
+    operation_id = "brokerWebhook",
+    tag = "webhooks",
+    description = "A broker order update, applied idempotently and monotonically (stale `seq`, repeated \
+`execution_id`, older statuses are ignored). Signed with `X-Closeflow-Signature`; no bearer token.",
+    request_body(content = WebhookBodyDoc,
+        example = json!({"client_order_id": "0b9d5d8a-9c33-8e61-8000-000000000000-1", "broker_order_id": "b-1",
+            "status": "filled", "filled_qty": "10", "filled_avg_price": "187.5", "seq": 7,
+            "updated_at": "2026-01-02T15:00:00Z"})),
+    responses(
+        (status = 200, description = "Read: applied or ignored", body = WebhookResult,
+            example = json!({"result": "applied", "position_status": "closed", "close_request_status": "completed"})),
+        (status = 202, description = "An order closeflow did not place: nothing written", body = WebhookUnknownOrder,
+            example = json!({"result": "unknown_order"})),
+        BrokerWebhookErrors
+    ),
+    security(("webhookSignature" = []))
+)]
 #[tracing::instrument(name = "broker_webhook", skip_all, fields(client_order_id))]
 pub async fn broker_webhook(State(app): State<AppState>, headers: HeaderMap, Body(body): Body) -> ApiResult {
     use closeflow_pipeline::webhook::{parse_body, verify_signature, UpdateResult, WebhookError};

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::http::Method;
+use axum::routing::{get, post, put, MethodRouter};
 use axum::Router;
 use closeflow_store::CloseStore;
 
@@ -13,6 +14,7 @@ pub mod error;
 mod extract;
 mod handlers;
 pub mod limits;
+pub mod openapi;
 pub mod rate_limit;
 pub mod server;
 mod views;
@@ -125,19 +127,53 @@ pub fn webhook_router(state: AppState) -> Router {
     router_for(state, Routes::BROKER_WEBHOOK)
 }
 
-pub fn router_for(state: AppState, routes: Routes) -> Router {
-    let mut r = Router::new();
+/// Every route a router for `routes` serves, with its handler. The router is built from this
+/// list only, and the OpenAPI test compares the list with the document, so a route cannot be
+/// added without being documented.
+fn route_table(routes: Routes) -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
+    let mut table = Vec::new();
     if routes.close_api {
-        r = r
-            .route(
-                "/positions/{position_id}",
-                get(handlers::get_position).put(handlers::put_position),
-            )
-            .route("/positions/{position_id}/close", post(handlers::close_position))
-            .route("/close-requests/{close_request_id}", get(handlers::get_close_request));
+        table.extend([
+            (Method::PUT, "/positions/{position_id}", put(handlers::put_position)),
+            (Method::GET, "/positions/{position_id}", get(handlers::get_position)),
+            (
+                Method::POST,
+                "/positions/{position_id}/close",
+                post(handlers::close_position),
+            ),
+            (
+                Method::GET,
+                "/close-requests/{close_request_id}",
+                get(handlers::get_close_request),
+            ),
+            // Public: the contract and its page describe the API and change nothing.
+            (Method::GET, openapi::OPENAPI_PATH, get(openapi::openapi_json)),
+        ]);
     }
     if routes.broker_webhook {
-        r = r.route("/webhooks/broker", post(handlers::broker_webhook));
+        table.push((Method::POST, "/webhooks/broker", post(handlers::broker_webhook)));
+    }
+    table
+}
+
+/// The routes a router for `routes` serves, as (method, path template). `GET /docs` (with its
+/// assets under `/docs/`) is served alongside the close API.
+pub fn served_routes(routes: Routes) -> Vec<(Method, &'static str)> {
+    let mut served: Vec<_> = route_table(routes).into_iter().map(|(m, p, _)| (m, p)).collect();
+    if routes.close_api {
+        served.push((Method::GET, openapi::DOCS_PATH));
+    }
+    served
+}
+
+pub fn router_for(state: AppState, routes: Routes) -> Router {
+    let mut r = Router::new();
+    for (_, path, handler) in route_table(routes) {
+        // Routes on one path merge their methods.
+        r = r.route(path, handler);
+    }
+    if routes.close_api {
+        r = r.merge(openapi::docs_page_routes());
     }
     r.fallback(handlers::route_not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)

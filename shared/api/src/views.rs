@@ -1,27 +1,60 @@
 //! JSON shapes of the API's answers. Quantities are decimal strings, times RFC 3339 (ms).
+//! Typed, so the OpenAPI document's schemas are derived from the same structs that are
+//! serialised (see `crate::openapi`).
 
-use closeflow_domain::{format_timestamp, CloseRequest, Order, Position};
-use serde_json::{json, Value};
+use closeflow_domain::{format_timestamp, CloseRequest, Order, Position, Quantity};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-fn time(t: &Option<closeflow_domain::Timestamp>) -> Value {
-    t.as_ref().map(format_timestamp).map(Value::from).unwrap_or(Value::Null)
+use crate::openapi::{CloseRequestStatusSchema, Decimal, OrderStatusSchema, PositionStatusSchema};
+
+fn time(t: &Option<closeflow_domain::Timestamp>) -> Option<String> {
+    t.as_ref().map(format_timestamp)
 }
 
-pub fn position(p: &Position) -> Value {
-    json!({
-        "position_id": p.id.as_str(),
-        "account_id": p.account_id.as_str(),
-        "symbol": p.symbol,
-        "asset_type": p.asset_type.as_str(),
-        "quantity": p.quantity,
-        "avg_entry_price": p.avg_entry_price,
-        "strategy_id": p.strategy_id,
-        "status": p.status.as_str(),
-        "active_close_request_id": p.active_close_request_id.map(|id| id.to_string()),
-        "closed_at": time(&p.closed_at),
-        "created_at": format_timestamp(&p.created_at),
-        "updated_at": format_timestamp(&p.updated_at),
-    })
+/// A registered position.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Position)]
+pub struct PositionView {
+    pub position_id: String,
+    pub account_id: String,
+    pub symbol: String,
+    #[schema(inline, value_type = crate::openapi::AssetTypeSchema)]
+    pub asset_type: &'static str,
+    /// Signed: > 0 long, < 0 short (as registered; a closed position keeps it).
+    #[schema(value_type = Decimal)]
+    pub quantity: Quantity,
+    #[schema(value_type = Option<Decimal>)]
+    pub avg_entry_price: Option<Quantity>,
+    pub strategy_id: Option<String>,
+    #[schema(inline, value_type = PositionStatusSchema)]
+    pub status: &'static str,
+    /// The close request in flight, while the position is `closing`.
+    #[schema(format = Uuid)]
+    pub active_close_request_id: Option<String>,
+    #[schema(format = DateTime)]
+    pub closed_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+pub fn position(p: &Position) -> PositionView {
+    PositionView {
+        position_id: p.id.as_str().to_string(),
+        account_id: p.account_id.as_str().to_string(),
+        symbol: p.symbol.clone(),
+        asset_type: p.asset_type.as_str(),
+        quantity: p.quantity,
+        avg_entry_price: p.avg_entry_price,
+        strategy_id: p.strategy_id.clone(),
+        status: p.status.as_str(),
+        active_close_request_id: p.active_close_request_id.map(|id| id.to_string()),
+        closed_at: time(&p.closed_at),
+        created_at: format_timestamp(&p.created_at),
+        updated_at: format_timestamp(&p.updated_at),
+    }
 }
 
 pub fn poll_url(cr: &CloseRequest) -> String {
@@ -29,51 +62,121 @@ pub fn poll_url(cr: &CloseRequest) -> String {
 }
 
 /// Answer to POST /positions/{id}/close (201 create and 200 replay alike).
-pub fn close_accepted(p: &Position, cr: &CloseRequest, list: &[Order], poll_interval_ms: u64) -> Value {
-    json!({
-        "close_request_id": cr.id.to_string(),
-        "position_id": p.id.as_str(),
-        "position_status": p.status.as_str(),
-        "close_request_status": cr.status.as_str(),
-        "target_qty": cr.target_qty,
-        "filled_qty": cr.filled_qty,
-        "orders": orders(list),
-        "poll_url": poll_url(cr),
-        "poll_interval_ms": poll_interval_ms,
-    })
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CloseAccepted)]
+pub struct CloseAcceptedView {
+    #[schema(format = Uuid)]
+    pub close_request_id: String,
+    pub position_id: String,
+    #[schema(inline, value_type = PositionStatusSchema)]
+    pub position_status: &'static str,
+    #[schema(inline, value_type = CloseRequestStatusSchema)]
+    pub close_request_status: &'static str,
+    #[schema(value_type = Decimal)]
+    pub target_qty: Quantity,
+    #[schema(value_type = Decimal)]
+    pub filled_qty: Quantity,
+    pub orders: Vec<OrderView>,
+    /// Where to poll the close request (`GET /close-requests/{close_request_id}`).
+    pub poll_url: String,
+    #[schema(minimum = 0)]
+    pub poll_interval_ms: u64,
 }
 
-pub fn order(o: &Order) -> Value {
-    json!({
-        "client_order_id": o.client_order_id.to_string(),
-        "broker_order_id": o.broker_order_id,
-        "attempt": o.attempt(),
-        "qty": o.qty,
-        "status": o.status.as_str(),
-        "filled_qty": o.filled_qty,
-        "filled_avg_price": o.filled_avg_price,
-    })
+pub fn close_accepted(p: &Position, cr: &CloseRequest, list: &[Order], poll_interval_ms: u64) -> CloseAcceptedView {
+    CloseAcceptedView {
+        close_request_id: cr.id.to_string(),
+        position_id: p.id.as_str().to_string(),
+        position_status: p.status.as_str(),
+        close_request_status: cr.status.as_str(),
+        target_qty: cr.target_qty,
+        filled_qty: cr.filled_qty,
+        orders: orders(list),
+        poll_url: poll_url(cr),
+        poll_interval_ms,
+    }
 }
 
-fn orders(list: &[Order]) -> Value {
-    Value::Array(list.iter().map(order).collect())
+/// One order placed at the broker for an attempt of a close request.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Order)]
+pub struct OrderView {
+    /// `{close_request_id}-{attempt}`.
+    pub client_order_id: String,
+    pub broker_order_id: Option<String>,
+    #[schema(minimum = 1)]
+    pub attempt: u32,
+    #[schema(value_type = Decimal)]
+    pub qty: Quantity,
+    #[schema(inline, value_type = OrderStatusSchema)]
+    pub status: &'static str,
+    #[schema(value_type = Decimal)]
+    pub filled_qty: Quantity,
+    #[schema(value_type = Option<Decimal>)]
+    pub filled_avg_price: Option<Quantity>,
 }
 
-pub fn close_request(cr: &CloseRequest, list: &[Order]) -> Value {
-    json!({
-        "close_request_id": cr.id.to_string(),
-        "position_id": cr.position_id.as_str(),
-        "status": cr.status.as_str(),
-        "target_qty": cr.target_qty,
-        "filled_qty": cr.filled_qty,
-        "remaining_qty": cr.remaining_qty(),
-        "retry_count": cr.retry_count,
-        "max_retries": cr.max_retries,
-        "reason": cr.reason,
-        "created_at": format_timestamp(&cr.created_at),
-        "submitted_at": time(&cr.submitted_at),
-        "completed_at": time(&cr.completed_at),
-        "failure_reason": cr.failure_reason,
-        "orders": orders(list),
-    })
+pub fn order(o: &Order) -> OrderView {
+    OrderView {
+        client_order_id: o.client_order_id.to_string(),
+        broker_order_id: o.broker_order_id.clone(),
+        attempt: o.attempt(),
+        qty: o.qty,
+        status: o.status.as_str(),
+        filled_qty: o.filled_qty,
+        filled_avg_price: o.filled_avg_price,
+    }
+}
+
+fn orders(list: &[Order]) -> Vec<OrderView> {
+    list.iter().map(order).collect()
+}
+
+/// A close request and its orders.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CloseRequest)]
+pub struct CloseRequestView {
+    #[schema(format = Uuid)]
+    pub close_request_id: String,
+    pub position_id: String,
+    #[schema(inline, value_type = CloseRequestStatusSchema)]
+    pub status: &'static str,
+    #[schema(value_type = Decimal)]
+    pub target_qty: Quantity,
+    #[schema(value_type = Decimal)]
+    pub filled_qty: Quantity,
+    #[schema(value_type = Decimal)]
+    pub remaining_qty: Quantity,
+    #[schema(minimum = 0)]
+    pub retry_count: u32,
+    #[schema(minimum = 0)]
+    pub max_retries: u32,
+    pub reason: Option<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub submitted_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub completed_at: Option<String>,
+    pub failure_reason: Option<String>,
+    pub orders: Vec<OrderView>,
+}
+
+pub fn close_request(cr: &CloseRequest, list: &[Order]) -> CloseRequestView {
+    CloseRequestView {
+        close_request_id: cr.id.to_string(),
+        position_id: cr.position_id.as_str().to_string(),
+        status: cr.status.as_str(),
+        target_qty: cr.target_qty,
+        filled_qty: cr.filled_qty,
+        remaining_qty: cr.remaining_qty(),
+        retry_count: cr.retry_count,
+        max_retries: cr.max_retries,
+        reason: cr.reason.clone(),
+        created_at: format_timestamp(&cr.created_at),
+        submitted_at: time(&cr.submitted_at),
+        completed_at: time(&cr.completed_at),
+        failure_reason: cr.failure_reason.clone(),
+        orders: orders(list),
+    }
 }
