@@ -687,6 +687,20 @@ impl Engine {
         out
     }
 
+    /// Cash the fills moved: sells bring in qty × price, buys pay it (`None` past the
+    /// decimal range).
+    pub fn net_cash(&self) -> Option<Quantity> {
+        let st = self.lock();
+        st.orders.values().try_fold(Quantity::ZERO, |acc, o| {
+            let price = o.filled_avg_price.unwrap_or(Quantity::ZERO);
+            let amount = Quantity::new(o.filled_qty.value().checked_mul(price.value())?);
+            match o.side {
+                Side::Sell => acc.checked_add(amount),
+                Side::Buy => acc.checked_sub(amount),
+            }
+        })
+    }
+
     pub fn set_position(&self, symbol: &str, qty: Quantity) {
         self.lock().positions.insert(symbol.to_string(), qty);
     }
