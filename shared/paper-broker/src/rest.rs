@@ -91,49 +91,48 @@ struct OrderRequest {
 const TIMES_IN_FORCE: [&str; 6] = ["day", "gtc", "opg", "cls", "ioc", "fok"];
 const POSITION_INTENTS: [&str; 4] = ["buy_to_open", "buy_to_close", "sell_to_open", "sell_to_close"];
 
-fn validate(r: OrderRequest) -> Result<NewOrder, Response> {
+/// The order, or the message of Alpaca's 422.
+fn validate(r: OrderRequest) -> Result<NewOrder, String> {
     let symbol = r
         .symbol
         .filter(|s| !s.trim().is_empty())
-        .ok_or_else(|| invalid("symbol is required"))?;
+        .ok_or_else(|| "symbol is required".to_string())?;
     if r.notional.is_some() {
-        return Err(invalid(
-            "notional orders are not supported by the paper broker; use qty",
-        ));
+        return Err("notional orders are not supported by the paper broker; use qty".to_string());
     }
-    let qty = r.qty.ok_or_else(|| invalid("qty is required"))?;
+    let qty = r.qty.ok_or_else(|| "qty is required".to_string())?;
     if qty.is_zero() || qty.is_negative() {
-        return Err(invalid("qty must be > 0"));
+        return Err("qty must be > 0".to_string());
     }
     let side = match r.side.as_deref() {
         Some("buy") => Side::Buy,
         Some("sell") => Side::Sell,
-        _ => return Err(invalid("side must be buy or sell")),
+        _ => return Err("side must be buy or sell".to_string()),
     };
     let order_type = r.order_type.unwrap_or_else(|| "market".into());
     match (order_type.as_str(), r.limit_price) {
         ("market", None) => {}
-        ("market", Some(_)) => return Err(invalid("limit_price must not be given for market orders")),
+        ("market", Some(_)) => return Err("limit_price must not be given for market orders".to_string()),
         ("limit", Some(p)) if !p.is_zero() && !p.is_negative() => {}
-        ("limit", _) => return Err(invalid("limit_price is required for limit orders and must be > 0")),
+        ("limit", _) => return Err("limit_price is required for limit orders and must be > 0".to_string()),
         (other, _) => {
-            return Err(invalid(format!(
+            return Err(format!(
                 "order type {other} is not supported by the paper broker (market, limit)"
-            )))
+            ))
         }
     }
-    let time_in_force = r.time_in_force.ok_or_else(|| invalid("time_in_force is required"))?;
+    let time_in_force = r.time_in_force.ok_or_else(|| "time_in_force is required".to_string())?;
     if !TIMES_IN_FORCE.contains(&time_in_force.as_str()) {
-        return Err(invalid(format!("invalid time_in_force: {time_in_force}")));
+        return Err(format!("invalid time_in_force: {time_in_force}"));
     }
     if let Some(p) = &r.position_intent {
         if !POSITION_INTENTS.contains(&p.as_str()) {
-            return Err(invalid(format!("invalid position_intent: {p}")));
+            return Err(format!("invalid position_intent: {p}"));
         }
     }
     if let Some(c) = &r.client_order_id {
         if c.len() > 128 {
-            return Err(invalid("client_order_id must be no more than 128 characters"));
+            return Err("client_order_id must be no more than 128 characters".to_string());
         }
     }
     Ok(NewOrder {
@@ -155,7 +154,7 @@ async fn submit(State(b): Broker, body: Bytes) -> Response {
     };
     let new = match validate(req) {
         Ok(n) => n,
-        Err(resp) => return resp,
+        Err(message) => return invalid(message),
     };
     match b.engine.submit(new) {
         Ok(o) => Json(views::order(&o)).into_response(),
