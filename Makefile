@@ -5,7 +5,7 @@ PORT ?= 3000
 AWS_LOCAL_ENV_FILE ?= .closeflow/aws-local.env
 WITH_MOTO := infra/with-moto.sh
 
-.PHONY: run run-aws-local test test-embedded template-lint lint fmt bench build invoke chaos contract-test
+.PHONY: run run-aws-local paper-broker test test-embedded template-lint lint fmt bench build invoke chaos contract-test
 
 ## run: the embedded single-process stack on 127.0.0.1:$(PORT): a durable SQLite store at
 ## CLOSEFLOW_DB (default .closeflow/closeflow.db; `:memory:` keeps nothing), no AWS
@@ -17,6 +17,13 @@ run:
 run-aws-local:
 	cargo build -p closeflow-embedded --bin closeflow-aws-local
 	PORT=$(PORT) AWS_LOCAL_ENV_FILE=$(AWS_LOCAL_ENV_FILE) infra/run-aws-local.sh
+
+## paper-broker: the Alpaca-compatible paper broker on 127.0.0.1:PORT (default 4010, not
+## make run's 3000): REST /v2 and trade_updates at /stream; SIM_BROKER_SCENARIOS,
+## SIM_BROKER_PRICES, PAPER_RATE_LIMIT, PAPER_KEY_ID/PAPER_SECRET_KEY (see README)
+PAPER_PORT := $(if $(filter file,$(origin PORT)),4010,$(PORT))
+paper-broker:
+	PORT=$(PAPER_PORT) cargo run -p closeflow-paper-broker --bin closeflow-paper-broker
 
 ## test: the template (cfn-lint), then unit, domain and scenario tests on the embedded
 ## store and on DynamoDB, SQS and EventBridge (moto), then the contract test

@@ -78,7 +78,8 @@ fn broker() -> Result<Arc<dyn Broker>, String> {
         let cfg = closeflow_alpaca::AlpacaConfig::from_env()?;
         return Ok(Arc::new(closeflow_alpaca::AlpacaBroker::new(cfg)?));
     }
-    let scenarios = SimScenarios::parse(&env("SIM_BROKER_SCENARIOS").unwrap_or_default())?;
+    let scenarios = SimScenarios::parse(&env("SIM_BROKER_SCENARIOS").unwrap_or_default())?
+        .with_prices(&env("SIM_BROKER_PRICES").unwrap_or_default())?;
     Ok(Arc::new(SimulatedBroker::new(
         scenarios,
         b"invoke",

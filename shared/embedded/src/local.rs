@@ -19,7 +19,7 @@ pub struct LocalSettings {
     pub port: u16,
     pub webhook_secret: Vec<u8>,
     pub auth: Auth,
-    /// `SIM_BROKER_SCENARIOS` as given (for the ready line) and parsed.
+    /// `SIM_BROKER_SCENARIOS` as given (for the ready line) and parsed, with `SIM_BROKER_PRICES`.
     pub scenarios_text: String,
     pub scenarios: SimScenarios,
     pub policy: Policy,
@@ -50,7 +50,10 @@ impl LocalSettings {
             }
         };
         let scenarios_text = env("SIM_BROKER_SCENARIOS").unwrap_or_default();
-        let scenarios = SimScenarios::parse(&scenarios_text).map_err(|e| format!("SIM_BROKER_SCENARIOS: {e}"))?;
+        let scenarios = SimScenarios::parse(&scenarios_text)
+            .map_err(|e| format!("SIM_BROKER_SCENARIOS: {e}"))?
+            .with_prices(&env("SIM_BROKER_PRICES").unwrap_or_default())
+            .map_err(|e| format!("SIM_BROKER_PRICES: {e}"))?;
         let (reconcile_every, cleanup_every) = timers_from_env()?;
         Ok(LocalSettings {
             port,

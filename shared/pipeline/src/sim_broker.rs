@@ -1,16 +1,23 @@
 //! The simulated broker: a real, configurable broker for `make run` and tests. Its fills
-//! reach closeflow the way a real broker's do: as signed webhook calls.
+//! reach closeflow the way a real broker's do: as signed webhook calls. The order
+//! lifecycle lives in [`engine`], shared with the Alpaca-compatible paper broker.
 //!
 //! Configured per symbol with `SIM_BROKER_SCENARIOS`, e.g.
-//! `AAPL=fill,TSLA=reject,MSFT=partial:3,NVDA=hold,AMD=not_found` (others: `fill`).
+//! `AAPL=fill,TSLA=reject,MSFT=partial:3,NVDA=hold,AMD=not_found,META=fill_after:2s,
+//! GOOG=reject_first,AMZN=replace,NFLX=held` (others: `fill`), and fill prices with
+//! `SIM_BROKER_PRICES="AAPL=187.5,TSLA=250"` (others: 100).
+
+pub mod engine;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use closeflow_domain::{format_timestamp, ClientOrderId, OrderIntent, OrderStatus, Quantity, Side};
+use closeflow_domain::{format_timestamp, ClientOrderId, OrderIntent, OrderStatus, Quantity};
 use tokio::task::JoinHandle;
 
+use self::engine::{CancelError, Engine, NewOrder, Scheduler, SimStatus, SubmitError, TokioScheduler, TradeEvent};
 use crate::broker::{Broker, BrokerError, BrokerOrder, BrokerPosition};
 use crate::clock::Clock;
 use crate::webhook::sign;
@@ -27,39 +34,118 @@ pub enum SimBehaviour {
     Hold,
     /// Accepts, but every later lookup says the order does not exist.
     NotFound,
+    /// Accepts, and fills the whole order after this long (unless canceled first).
+    FillAfter(Duration),
+    /// Refuses attempt 1 (as `reject`), fills later attempts. The attempt is the one in
+    /// closeflow's client order id, or else the symbol's submission count.
+    RejectFirst,
+    /// Accepts, then the broker replaces the order: it ends `replaced`, naming its
+    /// replacement (`replaced_by`), which fills.
+    Replace,
+    /// An open order for the symbol holds its quantity from the start: every order is
+    /// refused as insufficient qty while any other open order for the symbol exists, and
+    /// fills once they are canceled.
+    Held,
 }
 
+/// The price every fill of a symbol gets unless `SIM_BROKER_PRICES` names one.
+pub const DEFAULT_PRICE: i64 = 100;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SimScenarios(HashMap<String, SimBehaviour>);
+pub struct SimScenarios {
+    behaviours: HashMap<String, SimBehaviour>,
+    prices: HashMap<String, Quantity>,
+}
+
+/// `500ms`, `2s`, `1m` (or `1min`), `1h`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" | "sec" => Some(Duration::from_secs(n)),
+        "m" | "min" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+fn entries(spec: &str) -> impl Iterator<Item = Result<(&str, &str), String>> {
+    spec.split(',').map(str::trim).filter(|e| !e.is_empty()).map(|entry| {
+        entry
+            .split_once('=')
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .ok_or_else(|| format!("`{entry}`: expected SYMBOL=value"))
+    })
+}
 
 impl SimScenarios {
     pub fn parse(spec: &str) -> Result<Self, String> {
-        let mut map = HashMap::new();
-        for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let (symbol, behaviour) = entry
-                .split_once('=')
-                .ok_or_else(|| format!("`{entry}`: expected SYMBOL=behaviour"))?;
-            let b = match behaviour.trim() {
+        let mut behaviours = HashMap::new();
+        for entry in entries(spec) {
+            let (symbol, behaviour) = entry?;
+            let b = match behaviour {
                 "fill" => SimBehaviour::Fill,
                 "reject" => SimBehaviour::Reject,
                 "hold" => SimBehaviour::Hold,
                 "not_found" => SimBehaviour::NotFound,
-                other => match other.strip_prefix("partial:").map(Quantity::parse) {
-                    Some(Ok(n)) if !n.is_negative() && !n.is_zero() => SimBehaviour::Partial(n),
+                "reject_first" => SimBehaviour::RejectFirst,
+                "replace" => SimBehaviour::Replace,
+                "held" => SimBehaviour::Held,
+                other => match (
+                    other.strip_prefix("partial:").map(Quantity::parse),
+                    other.strip_prefix("fill_after:").map(parse_duration),
+                ) {
+                    (Some(Ok(n)), _) if !n.is_negative() && !n.is_zero() => SimBehaviour::Partial(n),
+                    (_, Some(Some(d))) => SimBehaviour::FillAfter(d),
                     _ => {
                         return Err(format!(
-                            "`{entry}`: behaviour must be fill, reject, hold, not_found or partial:N (N > 0)"
+                            "`{symbol}={behaviour}`: behaviour must be fill, reject, hold, not_found, \
+                             partial:N (N > 0), fill_after:DURATION (500ms, 2s, 1m), reject_first, replace or held"
                         ))
                     }
                 },
             };
-            map.insert(symbol.trim().to_string(), b);
+            behaviours.insert(symbol.to_string(), b);
         }
-        Ok(SimScenarios(map))
+        Ok(SimScenarios {
+            behaviours,
+            prices: HashMap::new(),
+        })
+    }
+
+    /// Adds fill prices from a `SIM_BROKER_PRICES` spec (`AAPL=187.5,TSLA=250`).
+    pub fn with_prices(mut self, spec: &str) -> Result<Self, String> {
+        for entry in entries(spec) {
+            let (symbol, price) = entry?;
+            match Quantity::parse(price) {
+                Ok(p) if !p.is_negative() && !p.is_zero() => {
+                    self.prices.insert(symbol.to_string(), p);
+                }
+                _ => return Err(format!("`{symbol}={price}`: a price must be a decimal > 0")),
+            }
+        }
+        Ok(self)
     }
 
     pub fn behaviour(&self, symbol: &str) -> SimBehaviour {
-        self.0.get(symbol).copied().unwrap_or(SimBehaviour::Fill)
+        self.behaviours.get(symbol).copied().unwrap_or(SimBehaviour::Fill)
+    }
+
+    pub fn price(&self, symbol: &str) -> Quantity {
+        self.prices
+            .get(symbol)
+            .copied()
+            .unwrap_or(Quantity::from(DEFAULT_PRICE))
+    }
+
+    pub fn held_symbols(&self) -> impl Iterator<Item = &String> {
+        self.behaviours
+            .iter()
+            .filter(|(_, b)| **b == SimBehaviour::Held)
+            .map(|(s, _)| s)
     }
 }
 
@@ -69,76 +155,124 @@ pub trait WebhookSink: Send + Sync {
     async fn deliver(&self, body: Vec<u8>, signature: String);
 }
 
-struct SimOrder {
-    order: BrokerOrder,
-    symbol: String,
-    side: Side,
-    qty: Quantity,
-    forgotten: bool,
-}
-
-pub struct SimulatedBroker {
-    scenarios: SimScenarios,
+/// The webhook face: turns the engine's events for closeflow's orders into signed calls.
+struct Webhooks {
     secret: Vec<u8>,
     clock: Arc<dyn Clock>,
     sink: Mutex<Option<Arc<dyn WebhookSink>>>,
-    orders: Mutex<HashMap<String, SimOrder>>,
-    holdings: Mutex<HashMap<String, Quantity>>,
     deliveries: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Webhooks {
+    fn on_event(&self, e: &TradeEvent) {
+        // `new` is the submit answer's news; orders not named by closeflow (replacements,
+        // `held` orders) are none of its business.
+        if e.event == "new" || ClientOrderId::parse(&e.order.client_order_id).is_err() {
+            return;
+        }
+        let o = &e.order;
+        let body = serde_json::json!({
+            "client_order_id": o.client_order_id,
+            "broker_order_id": o.id,
+            "status": o.status.to_closeflow(o.filled_qty).as_str(),
+            "filled_qty": o.filled_qty,
+            "filled_avg_price": o.filled_avg_price,
+            "seq": o.seq,
+            "execution_id": format!("{}-x{}", o.id, o.seq),
+            "updated_at": format_timestamp(&o.updated_at),
+        })
+        .to_string()
+        .into_bytes();
+        let Some(sink) = self.sink.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+            tracing::warn!("simulated broker has no webhook endpoint connected; fill not reported");
+            return;
+        };
+        let signature = sign(&self.secret, self.clock.now().timestamp(), &body);
+        // In the background, as a broker would: the call may arrive before or after the
+        // submitter's write.
+        let handle = tokio::spawn(async move { sink.deliver(body, signature).await });
+        self.deliveries.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
+    }
+}
+
+pub struct SimulatedBroker {
+    engine: Arc<Engine>,
+    webhooks: Arc<Webhooks>,
 }
 
 impl SimulatedBroker {
     pub fn new(scenarios: SimScenarios, secret: &[u8], clock: Arc<dyn Clock>) -> Self {
-        SimulatedBroker {
-            scenarios,
+        Self::with_scheduler(scenarios, secret, clock, Arc::new(TokioScheduler))
+    }
+
+    /// With delayed work (`fill_after`) run by `scheduler` instead of tokio's timers.
+    pub fn with_scheduler(
+        scenarios: SimScenarios,
+        secret: &[u8],
+        clock: Arc<dyn Clock>,
+        scheduler: Arc<dyn Scheduler>,
+    ) -> Self {
+        let engine = Engine::new(scenarios, clock.clone(), scheduler, Some("sim-"));
+        let webhooks = Arc::new(Webhooks {
             secret: secret.to_vec(),
             clock,
             sink: Mutex::new(None),
-            orders: Mutex::new(HashMap::new()),
-            holdings: Mutex::new(HashMap::new()),
             deliveries: Mutex::new(Vec::new()),
-        }
+        });
+        let w = webhooks.clone();
+        engine.subscribe(Arc::new(move |e| w.on_event(e)));
+        SimulatedBroker { engine, webhooks }
+    }
+
+    /// The engine behind this broker (open orders, positions, events).
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     /// Connects the webhook endpoint (set after construction: the router needs the broker).
     pub fn connect(&self, sink: Arc<dyn WebhookSink>) {
-        *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+        *self.webhooks.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
     }
 
     /// Sets what the simulated account holds (for `list_positions`).
     pub fn set_holding(&self, symbol: &str, qty: Quantity) {
-        self.holdings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(symbol.to_string(), qty);
+        self.engine.set_position(symbol, qty);
     }
 
     /// How many orders the broker accepted (what "exactly one order" is checked against).
     pub fn orders_placed(&self) -> usize {
-        self.orders.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.engine.orders_placed()
     }
 
     /// Sends a webhook call for an order as the broker would (for `hold` orders filled or
     /// canceled "at the broker"), with the given status, cumulative fill and sequence number.
     pub fn report_order(&self, client_order_id: &ClientOrderId, status: OrderStatus, filled: Quantity, seq: u64) {
-        self.report(&client_order_id.to_string(), status, filled, seq);
+        self.engine.force(
+            &client_order_id.to_string(),
+            SimStatus::from_closeflow(status),
+            filled,
+            seq,
+            true,
+        );
     }
 
     /// Moves an order at the broker *without* a webhook call: the broker's notification was
     /// lost, and only a lookup (the reconciler) can learn the outcome.
     pub fn settle_silently(&self, client_order_id: &ClientOrderId, status: OrderStatus, filled: Quantity) {
-        let mut orders = self.orders.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(o) = orders.get_mut(&client_order_id.to_string()) {
-            o.order.status = status;
-            o.order.filled_qty = filled;
-            o.order.updated_at = self.clock.now();
-        }
+        self.engine.force(
+            &client_order_id.to_string(),
+            SimStatus::from_closeflow(status),
+            filled,
+            0,
+            false,
+        );
     }
 
     /// Waits until every webhook call sent so far has been delivered.
     pub async fn idle(&self) {
         loop {
-            let pending: Vec<_> = std::mem::take(&mut *self.deliveries.lock().unwrap_or_else(|p| p.into_inner()));
+            let pending: Vec<_> =
+                std::mem::take(&mut *self.webhooks.deliveries.lock().unwrap_or_else(|p| p.into_inner()));
             if pending.is_empty() {
                 return;
             }
@@ -147,138 +281,49 @@ impl SimulatedBroker {
             }
         }
     }
-
-    /// Moves an order and sends the matching signed webhook call (in the background, as a
-    /// broker would: the call may arrive before or after the submitter's write).
-    fn report(&self, client_order_id: &str, status: OrderStatus, filled: Quantity, seq: u64) {
-        let now = self.clock.now();
-        let body = {
-            let mut orders = self.orders.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(o) = orders.get_mut(client_order_id) else {
-                return;
-            };
-            o.order.status = status;
-            o.order.filled_qty = filled;
-            o.order.filled_avg_price = (!filled.is_zero()).then(|| Quantity::parse("100").expect("literal"));
-            o.order.updated_at = now;
-            let signed = match o.side {
-                Side::Sell => Quantity::new(-filled.value()),
-                Side::Buy => filled,
-            };
-            let mut h = self.holdings.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(held) = h.get_mut(&o.symbol) {
-                // A simulated holding beyond the decimal range stays where it was.
-                *held = held.checked_add(signed).unwrap_or(*held);
-            }
-            serde_json::json!({
-                "client_order_id": client_order_id,
-                "broker_order_id": o.order.broker_order_id,
-                "status": status.as_str(),
-                "filled_qty": filled,
-                "filled_avg_price": o.order.filled_avg_price,
-                "seq": seq,
-                "execution_id": format!("{}-x{seq}", o.order.broker_order_id),
-                "updated_at": format_timestamp(&now),
-            })
-            .to_string()
-            .into_bytes()
-        };
-        let Some(sink) = self.sink.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
-            tracing::warn!("simulated broker has no webhook endpoint connected; fill not reported");
-            return;
-        };
-        let signature = sign(&self.secret, now.timestamp(), &body);
-        let handle = tokio::spawn(async move { sink.deliver(body, signature).await });
-        self.deliveries.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
-    }
 }
 
 #[async_trait]
 impl Broker for SimulatedBroker {
     async fn submit_order(&self, intent: &OrderIntent) -> Result<BrokerOrder, BrokerError> {
-        let key = intent.client_order_id.to_string();
-        let behaviour = self.scenarios.behaviour(&intent.symbol);
-        let order = {
-            let mut orders = self.orders.lock().unwrap_or_else(|p| p.into_inner());
-            if orders.contains_key(&key) {
-                return Err(BrokerError::DuplicateClientOrderId);
-            }
-            if behaviour == SimBehaviour::Reject {
-                return Err(BrokerError::Rejected(format!(
-                    "insufficient qty available for order (simulated broker, {})",
-                    intent.symbol
-                )));
-            }
-            let order = BrokerOrder {
-                broker_order_id: format!("sim-{}", uuid::Uuid::new_v4().simple()),
-                client_order_id: intent.client_order_id.clone(),
-                status: OrderStatus::Accepted,
-                filled_qty: Quantity::ZERO,
-                filled_avg_price: None,
-                updated_at: self.clock.now(),
-            };
-            orders.insert(
-                key.clone(),
-                SimOrder {
-                    order: order.clone(),
-                    symbol: intent.symbol.clone(),
-                    side: intent.side,
-                    qty: intent.qty,
-                    forgotten: behaviour == SimBehaviour::NotFound,
-                },
-            );
-            order
-        };
-        match behaviour {
-            SimBehaviour::Fill => self.report(&key, OrderStatus::Filled, intent.qty, 1),
-            SimBehaviour::Partial(n) if n >= intent.qty => self.report(&key, OrderStatus::Filled, intent.qty, 1),
-            SimBehaviour::Partial(n) => {
-                self.report(&key, OrderStatus::PartiallyFilled, n, 1);
-                self.report(&key, OrderStatus::Canceled, n, 2);
-            }
-            SimBehaviour::Hold | SimBehaviour::NotFound | SimBehaviour::Reject => {}
-        }
-        Ok(order)
+        let order = self
+            .engine
+            .submit(NewOrder::market(
+                &intent.client_order_id.to_string(),
+                &intent.symbol,
+                intent.side,
+                intent.qty,
+            ))
+            .map_err(|e| match e {
+                SubmitError::DuplicateClientOrderId => BrokerError::DuplicateClientOrderId,
+                e @ SubmitError::InsufficientQty { .. } => BrokerError::Rejected(e.to_string()),
+            })?;
+        order
+            .to_broker_order()
+            .ok_or_else(|| BrokerError::Ambiguous("the simulated order lost its client order id".into()))
     }
 
     async fn get_order_by_client_id(&self, id: &ClientOrderId) -> Result<BrokerOrder, BrokerError> {
-        let orders = self.orders.lock().unwrap_or_else(|p| p.into_inner());
-        match orders.get(&id.to_string()) {
-            Some(o) if !o.forgotten => Ok(o.order.clone()),
-            _ => Err(BrokerError::NotFound),
-        }
+        self.engine
+            .by_client_order_id(&id.to_string())
+            .and_then(|o| o.to_broker_order())
+            .ok_or(BrokerError::NotFound)
     }
 
     async fn cancel_order(&self, broker_order_id: &str) -> Result<(), BrokerError> {
-        let found = {
-            let orders = self.orders.lock().unwrap_or_else(|p| p.into_inner());
-            orders
-                .iter()
-                .find(|(_, o)| o.order.broker_order_id == broker_order_id && !o.forgotten)
-                .map(|(k, o)| (k.clone(), o.order.status, o.order.filled_qty, o.qty))
-        };
-        match found {
-            None => Err(BrokerError::NotFound),
-            Some((_, status, _, _)) if status.is_terminal() => Ok(()),
-            Some((k, _, filled, _)) => {
-                self.report(&k, OrderStatus::Canceled, filled, 99);
-                Ok(())
-            }
+        match self.engine.cancel(broker_order_id) {
+            Ok(_) | Err(CancelError::NotCancelable(_)) => Ok(()),
+            Err(CancelError::NotFound) => Err(BrokerError::NotFound),
         }
     }
 
     async fn list_positions(&self) -> Result<Vec<BrokerPosition>, BrokerError> {
-        let h = self.holdings.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<_> = h
-            .iter()
-            .filter(|(_, q)| !q.is_zero())
-            .map(|(s, q)| BrokerPosition {
-                symbol: s.clone(),
-                qty: *q,
-            })
-            .collect();
-        out.sort_by(|a, b| a.symbol.cmp(&b.symbol));
-        Ok(out)
+        Ok(self
+            .engine
+            .positions()
+            .into_iter()
+            .map(|(symbol, qty)| BrokerPosition { symbol, qty })
+            .collect())
     }
 }
 
@@ -288,7 +333,8 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::webhook::verify_signature;
     use chrono::TimeZone;
-    use closeflow_domain::{AccountId, AssetType, CloseRequestId, PositionId};
+    use closeflow_domain::{AccountId, AssetType, CloseRequestId, PositionId, Side};
+    use engine::ManualScheduler;
 
     fn scenarios(s: &str) -> SimScenarios {
         SimScenarios::parse(s).unwrap()
@@ -305,6 +351,33 @@ mod tests {
         assert_eq!(scenarios(""), SimScenarios::default());
         for bad in ["AAPL", "AAPL=explode", "MSFT=partial:0", "MSFT=partial:x"] {
             assert!(SimScenarios::parse(bad).is_err(), "{bad}");
+        }
+        let s =
+            scenarios("META=fill_after:2s,X=fill_after:250ms,Y=fill_after:1m,GOOG=reject_first,AMZN=replace,NFLX=held");
+        assert_eq!(s.behaviour("META"), SimBehaviour::FillAfter(Duration::from_secs(2)));
+        assert_eq!(s.behaviour("X"), SimBehaviour::FillAfter(Duration::from_millis(250)));
+        assert_eq!(s.behaviour("Y"), SimBehaviour::FillAfter(Duration::from_secs(60)));
+        assert_eq!(s.behaviour("GOOG"), SimBehaviour::RejectFirst);
+        assert_eq!(s.behaviour("AMZN"), SimBehaviour::Replace);
+        assert_eq!(s.behaviour("NFLX"), SimBehaviour::Held);
+        for bad in [
+            "A=fill_after:",
+            "A=fill_after:2",
+            "A=fill_after:2days",
+            "A=fill_after:-1s",
+        ] {
+            assert!(SimScenarios::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn prices_parse_and_default_to_100() {
+        let s = SimScenarios::default().with_prices("AAPL=187.5, TSLA=250").unwrap();
+        assert_eq!(s.price("AAPL"), Quantity::parse("187.5").unwrap());
+        assert_eq!(s.price("TSLA"), Quantity::from(250));
+        assert_eq!(s.price("GOOG"), Quantity::from(100));
+        for bad in ["AAPL", "AAPL=0", "AAPL=-1", "AAPL=x", "AAPL=1e400"] {
+            assert!(SimScenarios::default().with_prices(bad).is_err(), "{bad}");
         }
     }
 
@@ -332,13 +405,41 @@ mod tests {
     }
 
     fn broker(spec: &str) -> (SimulatedBroker, Arc<Collect>, Arc<ManualClock>) {
+        let (b, sink, clock, _) = timed_broker(spec, "");
+        (b, sink, clock)
+    }
+
+    fn timed_broker(
+        spec: &str,
+        prices: &str,
+    ) -> (SimulatedBroker, Arc<Collect>, Arc<ManualClock>, Arc<ManualScheduler>) {
         let clock = Arc::new(ManualClock::new(
             chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
         ));
-        let b = SimulatedBroker::new(scenarios(spec), b"s3cret", clock.clone());
+        let timer = Arc::new(ManualScheduler::new());
+        let b = SimulatedBroker::with_scheduler(
+            scenarios(spec).with_prices(prices).unwrap(),
+            b"s3cret",
+            clock.clone(),
+            timer.clone(),
+        );
         let sink = Arc::new(Collect(std::sync::Mutex::new(Vec::new())));
         b.connect(sink.clone());
-        (b, sink, clock)
+        (b, sink, clock, timer)
+    }
+
+    /// The webhook bodies sent so far, in order of sequence number.
+    async fn calls(b: &SimulatedBroker, sink: &Collect) -> Vec<serde_json::Value> {
+        b.idle().await;
+        let mut v: Vec<serde_json::Value> = sink
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(body, _)| serde_json::from_slice(body).unwrap())
+            .collect();
+        v.sort_by_key(|c| (c["client_order_id"].to_string(), c["seq"].as_u64()));
+        v
     }
 
     #[tokio::test]
@@ -403,5 +504,114 @@ mod tests {
             "hold and not_found never fill on their own"
         );
         assert_eq!(b.orders_placed(), 2);
+    }
+
+    #[tokio::test]
+    async fn fill_after_fills_when_its_time_comes_unless_canceled_first() {
+        let (b, sink, _, timer) = timed_broker("META=fill_after:2s", "META=612.25");
+        let o = b.submit_order(&intent("META", 1)).await.unwrap();
+        assert_eq!(o.status, OrderStatus::Accepted);
+        timer.advance(Duration::from_millis(1999));
+        assert!(calls(&b, &sink).await.is_empty(), "not yet");
+        timer.advance(Duration::from_millis(1));
+        let c = calls(&b, &sink).await;
+        assert_eq!(c.len(), 1);
+        assert_eq!(
+            (
+                c[0]["status"].as_str(),
+                c[0]["filled_qty"].as_str(),
+                c[0]["filled_avg_price"].as_str()
+            ),
+            (Some("filled"), Some("10"), Some("612.25"))
+        );
+        assert_eq!(
+            b.get_order_by_client_id(&o.client_order_id).await.unwrap().status,
+            OrderStatus::Filled
+        );
+
+        let canceled = b.submit_order(&intent("META", 2)).await.unwrap();
+        b.cancel_order(&canceled.broker_order_id).await.unwrap();
+        timer.advance(Duration::from_secs(5));
+        let c = calls(&b, &sink).await;
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert_eq!(c[1]["status"], "canceled");
+        assert_eq!(
+            b.get_order_by_client_id(&canceled.client_order_id)
+                .await
+                .unwrap()
+                .status,
+            OrderStatus::Canceled
+        );
+    }
+
+    #[tokio::test]
+    async fn reject_first_refuses_attempt_one_and_fills_the_retry() {
+        let (b, sink, _) = broker("GOOG=reject_first");
+        assert_eq!(
+            b.submit_order(&intent("GOOG", 1)).await,
+            Err(BrokerError::Rejected(
+                "insufficient qty available for order (requested: 10, available: 0)".into()
+            ))
+        );
+        let o = b.submit_order(&intent("GOOG", 2)).await.unwrap();
+        let c = calls(&b, &sink).await;
+        assert_eq!((c.len(), c[0]["status"].as_str()), (1, Some("filled")));
+        assert_eq!(c[0]["client_order_id"], o.client_order_id.to_string());
+        assert_eq!(b.orders_placed(), 1, "the refused attempt placed nothing");
+    }
+
+    #[tokio::test]
+    async fn replace_ends_the_order_replaced_and_its_replacement_fills() {
+        let (b, sink, _) = broker("AMZN=replace");
+        let o = b.submit_order(&intent("AMZN", 1)).await.unwrap();
+        assert_eq!(o.status, OrderStatus::Accepted);
+        let original = b.engine().by_client_order_id(&o.client_order_id.to_string()).unwrap();
+        assert_eq!(original.status, SimStatus::Replaced);
+        let replacement = b.engine().by_id(original.replaced_by.as_deref().unwrap()).unwrap();
+        assert_eq!(replacement.replaces.as_deref(), Some(o.broker_order_id.as_str()));
+        assert_eq!(
+            (replacement.status, replacement.filled_qty),
+            (SimStatus::Filled, Quantity::from(10))
+        );
+        // closeflow sees its own order end (replaced reads as canceled); the replacement is
+        // not closeflow's, so no webhook names it.
+        let c = calls(&b, &sink).await;
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0]["status"], "canceled");
+        assert_eq!(
+            b.get_order_by_client_id(&o.client_order_id).await.unwrap().status,
+            OrderStatus::Canceled
+        );
+        assert_eq!(
+            b.list_positions().await.unwrap(),
+            vec![BrokerPosition {
+                symbol: "AMZN".into(),
+                qty: Quantity::from(-10)
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn held_refuses_until_the_symbols_other_open_orders_are_canceled() {
+        let (b, sink, _) = broker("NFLX=held");
+        let open = b.engine().list(&engine::ListQuery {
+            status: engine::StatusFilter::Open,
+            symbols: Some(vec!["NFLX".into()]),
+            limit: 50,
+            newest_first: true,
+        });
+        assert_eq!(open.len(), 1, "the held symbol starts with an open order");
+        assert!(matches!(
+            b.submit_order(&intent("NFLX", 1)).await,
+            Err(BrokerError::Rejected(m)) if m.starts_with("insufficient qty available")
+        ));
+        b.cancel_order(&open[0].id).await.unwrap();
+        let o = b.submit_order(&intent("NFLX", 1)).await.unwrap();
+        let c = calls(&b, &sink).await;
+        assert_eq!(c.len(), 1, "only closeflow's order is reported");
+        assert_eq!(
+            (c[0]["status"].as_str(), c[0]["client_order_id"].as_str()),
+            (Some("filled"), Some(o.client_order_id.to_string().as_str()))
+        );
     }
 }

@@ -1,0 +1,158 @@
+//! Alpaca's JSON shapes: the order object (quantities and prices as strings), positions,
+//! the account and `trade_updates` messages.
+
+use closeflow_domain::{format_timestamp, Quantity, Side, Timestamp};
+use closeflow_pipeline::sim_broker::engine::{SimOrder, TradeEvent};
+use serde_json::{json, Value};
+
+fn ts(t: &Option<Timestamp>) -> Value {
+    t.as_ref().map_or(Value::Null, |t| json!(format_timestamp(t)))
+}
+
+fn text(q: &Option<Quantity>) -> Value {
+    q.as_ref().map_or(Value::Null, |q| json!(q.to_string()))
+}
+
+pub fn side(s: Side) -> &'static str {
+    match s {
+        Side::Buy => "buy",
+        Side::Sell => "sell",
+    }
+}
+
+/// OCC option symbols (`AAPL240119C00150000`) are options; anything else an equity.
+pub fn asset_class(symbol: &str) -> &'static str {
+    let digits = symbol.chars().filter(char::is_ascii_digit).count();
+    if symbol.len() > 15 && digits >= 14 {
+        "us_option"
+    } else {
+        "us_equity"
+    }
+}
+
+pub fn order(o: &SimOrder) -> Value {
+    json!({
+        "id": o.id,
+        "client_order_id": o.client_order_id,
+        "created_at": format_timestamp(&o.created_at),
+        "updated_at": format_timestamp(&o.updated_at),
+        "submitted_at": format_timestamp(&o.submitted_at),
+        "filled_at": ts(&o.filled_at),
+        "expired_at": Value::Null,
+        "canceled_at": ts(&o.canceled_at),
+        "failed_at": Value::Null,
+        "replaced_at": ts(&o.replaced_at),
+        "replaced_by": o.replaced_by,
+        "replaces": o.replaces,
+        "asset_class": asset_class(&o.symbol),
+        "symbol": o.symbol,
+        "notional": Value::Null,
+        "qty": o.qty.to_string(),
+        "filled_qty": o.filled_qty.to_string(),
+        "filled_avg_price": text(&o.filled_avg_price),
+        "order_class": "",
+        "order_type": o.order_type,
+        "type": o.order_type,
+        "side": side(o.side),
+        "position_intent": o.position_intent,
+        "time_in_force": o.time_in_force,
+        "limit_price": text(&o.limit_price),
+        "stop_price": Value::Null,
+        "status": o.status.as_str(),
+        "extended_hours": false,
+        "legs": Value::Null,
+        "trail_percent": Value::Null,
+        "trail_price": Value::Null,
+        "hwm": Value::Null,
+    })
+}
+
+/// `None` when a value leaves the decimal range (a position that large is a test's typo).
+fn times(a: Quantity, b: Quantity) -> Option<Quantity> {
+    a.value().checked_mul(b.value()).map(Quantity::new)
+}
+
+/// A position at the symbol's (constant) simulated price, so no profit or loss.
+pub fn position(symbol: &str, qty: Quantity, price: Quantity) -> Value {
+    let value = times(qty, price).map(|v| v.to_string());
+    json!({
+        "symbol": symbol,
+        "exchange": "NASDAQ",
+        "asset_class": asset_class(symbol),
+        "qty": qty.to_string(),
+        "qty_available": qty.to_string(),
+        "side": if qty.is_negative() { "short" } else { "long" },
+        "avg_entry_price": price.to_string(),
+        "current_price": price.to_string(),
+        "lastday_price": price.to_string(),
+        "market_value": value,
+        "cost_basis": value,
+        "unrealized_pl": "0",
+        "unrealized_plpc": "0",
+        "unrealized_intraday_pl": "0",
+        "unrealized_intraday_plpc": "0",
+        "change_today": "0",
+    })
+}
+
+/// One `trade_updates` message. Fills carry the execution and the position after it.
+pub fn trade_update(e: &TradeEvent) -> Value {
+    let mut data = json!({
+        "event": e.event,
+        "timestamp": format_timestamp(&e.timestamp),
+        "order": order(&e.order),
+    });
+    if let Some(x) = &e.execution_id {
+        data["execution_id"] = json!(x);
+    }
+    if let Some(p) = &e.price {
+        data["price"] = json!(p.to_string());
+    }
+    if let Some(q) = &e.qty {
+        data["qty"] = json!(q.to_string());
+    }
+    if let Some(q) = &e.position_qty {
+        data["position_qty"] = json!(q.to_string());
+    }
+    json!({"stream": "trade_updates", "data": data})
+}
+
+/// The account: starting cash plus what the fills moved; positions at their price.
+pub fn account(id: &str, created_at: &Timestamp, cash: Quantity, long: Quantity, short: Quantity) -> Value {
+    let equity = cash.checked_add(long).and_then(|e| e.checked_add(short));
+    let equity = equity.map(|e| e.to_string());
+    json!({
+        "id": id,
+        "account_number": "PA0CLOSEFLOW",
+        "status": "ACTIVE",
+        "crypto_status": "INACTIVE",
+        "currency": "USD",
+        "cash": cash.to_string(),
+        "portfolio_value": equity,
+        "equity": equity,
+        "last_equity": equity,
+        "buying_power": equity,
+        "regt_buying_power": equity,
+        "daytrading_buying_power": "0",
+        "non_marginable_buying_power": cash.to_string(),
+        "long_market_value": long.to_string(),
+        "short_market_value": short.to_string(),
+        "initial_margin": "0",
+        "maintenance_margin": "0",
+        "last_maintenance_margin": "0",
+        "sma": "0",
+        "multiplier": "1",
+        "daytrade_count": 0,
+        "pattern_day_trader": false,
+        "trading_blocked": false,
+        "transfers_blocked": false,
+        "account_blocked": false,
+        "trade_suspended_by_user": false,
+        "shorting_enabled": true,
+        "created_at": format_timestamp(created_at),
+    })
+}
+
+pub fn market_value(qty: Quantity, price: Quantity) -> Option<Quantity> {
+    times(qty, price)
+}

@@ -1,0 +1,714 @@
+//! The paper broker over loopback, driven by closeflow's real Alpaca adapter (what closeflow
+//! will run against it) and by raw HTTP and WebSocket clients for what the adapter does
+//! not read (error bodies, headers, listings, the stream).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeZone;
+use closeflow_alpaca::{AlpacaBroker, AlpacaConfig};
+use closeflow_domain::{
+    AccountId, AssetType, ClientOrderId, CloseRequestId, OrderIntent, OrderStatus, PositionId, Quantity, Side,
+};
+use closeflow_paper_broker::{router, PaperBroker, PaperConfig, RateLimit};
+use closeflow_pipeline::sim_broker::engine::ManualScheduler;
+use closeflow_pipeline::{Broker, BrokerError, Clock, ManualClock, SimScenarios};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+const KEY: &str = "test-key";
+const SECRET: &str = "test-secret";
+
+struct Paper {
+    url: String,
+    broker: Arc<PaperBroker>,
+    clock: Arc<ManualClock>,
+    timer: Arc<ManualScheduler>,
+    http: reqwest::Client,
+}
+
+async fn paper(scenarios: &str, prices: &str, rate_limit: Option<&str>) -> Paper {
+    let clock = Arc::new(ManualClock::new(
+        chrono::Utc.with_ymd_and_hms(2026, 3, 16, 14, 30, 0).unwrap(),
+    ));
+    let timer = Arc::new(ManualScheduler::new());
+    let mut cfg = PaperConfig::new(SimScenarios::parse(scenarios).unwrap().with_prices(prices).unwrap());
+    cfg.key_id = KEY.into();
+    cfg.secret_key = SECRET.into();
+    cfg.clock = clock.clone();
+    cfg.scheduler = timer.clone();
+    cfg.rate_limit = rate_limit.map(|r| RateLimit::parse(r).unwrap());
+    let broker = PaperBroker::new(cfg);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = router(broker.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Paper {
+        url,
+        broker,
+        clock,
+        timer,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Paper {
+    fn adapter(&self) -> AlpacaBroker {
+        self.adapter_with(KEY, SECRET)
+    }
+
+    fn adapter_with(&self, key: &str, secret: &str) -> AlpacaBroker {
+        AlpacaBroker::new(AlpacaConfig {
+            base_url: self.url.clone(),
+            key_id: key.into(),
+            secret_key: secret.into(),
+            timeout: Duration::from_secs(5),
+        })
+        .unwrap()
+    }
+
+    /// A raw request with the keys: status, headers and JSON body (`Null` when empty).
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut rb = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .header("APCA-API-KEY-ID", KEY)
+            .header("APCA-API-SECRET-KEY", SECRET);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await.unwrap();
+        let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+        let text = resp.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap()
+        };
+        (status, headers, body)
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let (s, _, b) = self.call(reqwest::Method::GET, path, None).await;
+        (s, b)
+    }
+
+    async fn order_by_client_id(&self, coid: &ClientOrderId) -> Value {
+        let (s, b) = self
+            .get(&format!("/v2/orders:by_client_order_id?client_order_id={coid}"))
+            .await;
+        assert_eq!(s, 200, "{b}");
+        b
+    }
+}
+
+fn coid(position: &str, attempt: u32) -> ClientOrderId {
+    ClientOrderId::new(
+        CloseRequestId::new(&PositionId::parse(position).unwrap(), [7; 16]),
+        attempt,
+    )
+}
+
+fn sell(symbol: &str, qty: i64, attempt: u32) -> OrderIntent {
+    OrderIntent {
+        client_order_id: coid(&format!("pos-{symbol}"), attempt),
+        account_id: AccountId::parse("acct").unwrap(),
+        symbol: symbol.into(),
+        asset_type: AssetType::Equity,
+        side: Side::Sell,
+        qty: Quantity::from(qty),
+    }
+}
+
+#[tokio::test]
+async fn a_close_is_accepted_then_filled_at_the_configured_price_and_read_back() {
+    let p = paper("", "AAPL=187.5", None).await;
+    let a = p.adapter();
+    let intent = sell("AAPL", 10, 1);
+    let placed = a.submit_order(&intent).await.unwrap();
+    assert_eq!(
+        placed.status,
+        OrderStatus::Accepted,
+        "the answer is the order as accepted"
+    );
+    assert_eq!(placed.client_order_id, intent.client_order_id);
+
+    let o = a.get_order_by_client_id(&intent.client_order_id).await.unwrap();
+    assert_eq!(o.broker_order_id, placed.broker_order_id);
+    assert_eq!(
+        (o.status, o.filled_qty, o.filled_avg_price),
+        (
+            OrderStatus::Filled,
+            Quantity::from(10),
+            Some(Quantity::parse("187.5").unwrap())
+        )
+    );
+
+    let (s, raw) = p.get(&format!("/v2/orders/{}", placed.broker_order_id)).await;
+    assert_eq!(s, 200);
+    assert_eq!(raw["client_order_id"], intent.client_order_id.to_string());
+    assert_eq!(
+        (&raw["qty"], &raw["filled_qty"], &raw["filled_avg_price"]),
+        (&json!("10"), &json!("10"), &json!("187.5"))
+    );
+    assert_eq!(
+        (&raw["side"], &raw["type"], &raw["time_in_force"], &raw["status"]),
+        (&json!("sell"), &json!("market"), &json!("day"), &json!("filled"))
+    );
+    assert_eq!(raw["asset_class"], "us_equity");
+    assert!(raw["filled_at"].is_string() && raw["submitted_at"].is_string());
+    assert_eq!(raw["canceled_at"], Value::Null);
+    assert_eq!(p.broker.engine.orders_placed(), 1);
+}
+
+#[tokio::test]
+async fn option_closes_keep_their_position_intent() {
+    let p = paper("", "", None).await;
+    let mut intent = sell("AAPL240119C00150000", 2, 1);
+    intent.asset_type = AssetType::Option;
+    intent.side = Side::Buy;
+    p.adapter().submit_order(&intent).await.unwrap();
+    let raw = p.order_by_client_id(&intent.client_order_id).await;
+    assert_eq!(
+        (&raw["position_intent"], &raw["asset_class"], &raw["side"]),
+        (&json!("buy_to_close"), &json!("us_option"), &json!("buy"))
+    );
+}
+
+#[tokio::test]
+async fn a_client_order_id_is_unique_and_a_repeat_is_a_duplicate_not_a_rejection() {
+    let p = paper("", "", None).await;
+    let a = p.adapter();
+    a.submit_order(&sell("AAPL", 10, 1)).await.unwrap();
+    assert_eq!(
+        a.submit_order(&sell("AAPL", 10, 1)).await,
+        Err(BrokerError::DuplicateClientOrderId)
+    );
+    let (s, _, body) = p
+        .call(
+            reqwest::Method::POST,
+            "/v2/orders",
+            Some(json!({"symbol": "AAPL", "qty": "10", "side": "sell", "type": "market",
+                         "time_in_force": "day", "client_order_id": coid("pos-AAPL", 1).to_string()})),
+        )
+        .await;
+    assert_eq!(
+        (s, body),
+        (
+            422,
+            json!({"code": 40010001, "message": "client_order_id must be unique"})
+        )
+    );
+    assert_eq!(p.broker.engine.orders_placed(), 1);
+}
+
+#[tokio::test]
+async fn unknown_orders_are_404_with_alpacas_body() {
+    let p = paper("", "", None).await;
+    let a = p.adapter();
+    assert_eq!(
+        a.get_order_by_client_id(&coid("nobody", 1)).await,
+        Err(BrokerError::NotFound)
+    );
+    assert_eq!(a.cancel_order("no-such-order").await, Err(BrokerError::NotFound));
+    assert_eq!(
+        p.get("/v2/orders/no-such-order").await,
+        (404, json!({"code": 40410000, "message": "order not found"}))
+    );
+    assert_eq!(p.get("/v2/nothing-here").await.0, 404);
+}
+
+#[tokio::test]
+async fn an_open_order_cancels_once_and_a_second_cancel_is_422() {
+    let p = paper("NVDA=hold", "", None).await;
+    let a = p.adapter();
+    let placed = a.submit_order(&sell("NVDA", 4, 1)).await.unwrap();
+    assert_eq!(a.cancel_order(&placed.broker_order_id).await, Ok(()));
+    let o = a.get_order_by_client_id(&placed.client_order_id).await.unwrap();
+    assert_eq!((o.status, o.filled_qty), (OrderStatus::Canceled, Quantity::ZERO));
+    let (s, _, body) = p
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v2/orders/{}", placed.broker_order_id),
+            None,
+        )
+        .await;
+    assert_eq!((s, body["code"].clone()), (422, json!(42210000)));
+    assert_eq!(
+        a.cancel_order(&placed.broker_order_id).await,
+        Ok(()),
+        "the adapter reads 422 as nothing left to cancel"
+    );
+    assert!(p.order_by_client_id(&placed.client_order_id).await["canceled_at"].is_string());
+}
+
+#[tokio::test]
+async fn positions_and_the_account_follow_the_fills() {
+    let p = paper("", "AAPL=187.5,TSLA=250", None).await;
+    let a = p.adapter();
+    a.submit_order(&sell("AAPL", 10, 1)).await.unwrap();
+    let mut buy = sell("TSLA", 4, 1);
+    buy.side = Side::Buy;
+    a.submit_order(&buy).await.unwrap();
+    let positions = a.list_positions().await.unwrap();
+    assert_eq!(
+        positions.iter().map(|p| (p.symbol.as_str(), p.qty)).collect::<Vec<_>>(),
+        [("AAPL", Quantity::from(-10)), ("TSLA", Quantity::from(4))]
+    );
+    let (_, raw) = p.get("/v2/positions").await;
+    assert_eq!(
+        (&raw[0]["side"], &raw[0]["market_value"], &raw[0]["avg_entry_price"]),
+        (&json!("short"), &json!("-1875"), &json!("187.5"))
+    );
+    let (s, acct) = p.get("/v2/account").await;
+    assert_eq!(s, 200);
+    // 100000 + 10 × 187.5 sold − 4 × 250 bought.
+    assert_eq!(acct["cash"], "100875");
+    assert_eq!(
+        (&acct["long_market_value"], &acct["short_market_value"], &acct["equity"]),
+        (&json!("1000"), &json!("-1875"), &json!("100000"))
+    );
+    assert_eq!(acct["status"], "ACTIVE");
+}
+
+#[tokio::test]
+async fn reject_is_a_403_insufficient_qty_and_a_definitive_rejection() {
+    let p = paper("TSLA=reject", "", None).await;
+    assert_eq!(
+        p.adapter().submit_order(&sell("TSLA", 10, 1)).await,
+        Err(BrokerError::Rejected(
+            "insufficient qty available for order (requested: 10, available: 0)".into()
+        ))
+    );
+    let (s, _, body) = p
+        .call(
+            reqwest::Method::POST,
+            "/v2/orders",
+            Some(json!({"symbol": "TSLA", "qty": 3, "side": "sell", "type": "market", "time_in_force": "day"})),
+        )
+        .await;
+    assert_eq!((s, &body["code"]), (403, &json!(40310000)), "{body}");
+    assert_eq!(p.broker.engine.orders_placed(), 0);
+}
+
+#[tokio::test]
+async fn partial_fills_some_then_cancels_the_rest() {
+    let p = paper("MSFT=partial:3", "", None).await;
+    let placed = p.adapter().submit_order(&sell("MSFT", 10, 1)).await.unwrap();
+    let o = p
+        .adapter()
+        .get_order_by_client_id(&placed.client_order_id)
+        .await
+        .unwrap();
+    assert_eq!((o.status, o.filled_qty), (OrderStatus::Canceled, Quantity::from(3)));
+    assert_eq!(
+        p.order_by_client_id(&placed.client_order_id).await["status"],
+        "canceled"
+    );
+}
+
+#[tokio::test]
+async fn not_found_accepts_and_then_denies_the_order() {
+    let p = paper("AMD=not_found", "", None).await;
+    let a = p.adapter();
+    let placed = a.submit_order(&sell("AMD", 1, 1)).await.unwrap();
+    assert_eq!(
+        a.get_order_by_client_id(&placed.client_order_id).await,
+        Err(BrokerError::NotFound)
+    );
+    assert_eq!(p.get(&format!("/v2/orders/{}", placed.broker_order_id)).await.0, 404);
+    assert_eq!(p.broker.engine.orders_placed(), 1, "the broker has it all the same");
+}
+
+#[tokio::test]
+async fn fill_after_fills_once_its_time_has_come() {
+    let p = paper("META=fill_after:2s", "", None).await;
+    let a = p.adapter();
+    let placed = a.submit_order(&sell("META", 5, 1)).await.unwrap();
+    p.timer.advance(Duration::from_millis(1500));
+    let o = a.get_order_by_client_id(&placed.client_order_id).await.unwrap();
+    assert_eq!(o.status, OrderStatus::Accepted);
+    assert_eq!(p.order_by_client_id(&placed.client_order_id).await["status"], "new");
+    p.timer.advance(Duration::from_millis(500));
+    let o = a.get_order_by_client_id(&placed.client_order_id).await.unwrap();
+    assert_eq!((o.status, o.filled_qty), (OrderStatus::Filled, Quantity::from(5)));
+}
+
+#[tokio::test]
+async fn reject_first_refuses_attempt_one_and_fills_attempt_two() {
+    let p = paper("GOOG=reject_first", "", None).await;
+    let a = p.adapter();
+    assert!(matches!(
+        a.submit_order(&sell("GOOG", 10, 1)).await,
+        Err(BrokerError::Rejected(_))
+    ));
+    let retry = sell("GOOG", 10, 2);
+    a.submit_order(&retry).await.unwrap();
+    let o = a.get_order_by_client_id(&retry.client_order_id).await.unwrap();
+    assert_eq!(o.status, OrderStatus::Filled);
+    assert_eq!(
+        a.get_order_by_client_id(&coid("pos-GOOG", 1)).await,
+        Err(BrokerError::NotFound),
+        "the refused attempt left no order"
+    );
+}
+
+#[tokio::test]
+async fn replace_ends_the_order_replaced_and_names_the_replacement_which_fills() {
+    let p = paper("AMZN=replace", "AMZN=201.25", None).await;
+    let a = p.adapter();
+    let placed = a.submit_order(&sell("AMZN", 10, 1)).await.unwrap();
+    let o = a.get_order_by_client_id(&placed.client_order_id).await.unwrap();
+    assert_eq!(
+        (o.status, o.filled_qty),
+        (OrderStatus::Canceled, Quantity::ZERO),
+        "replaced ends closeflow's order"
+    );
+    let raw = p.order_by_client_id(&placed.client_order_id).await;
+    assert_eq!(raw["status"], "replaced");
+    assert!(raw["replaced_at"].is_string());
+    let by = raw["replaced_by"].as_str().unwrap();
+    let (s, replacement) = p.get(&format!("/v2/orders/{by}")).await;
+    assert_eq!(s, 200);
+    assert_eq!(replacement["replaces"], placed.broker_order_id);
+    assert_eq!(
+        (
+            &replacement["status"],
+            &replacement["filled_qty"],
+            &replacement["filled_avg_price"]
+        ),
+        (&json!("filled"), &json!("10"), &json!("201.25"))
+    );
+    assert_ne!(replacement["client_order_id"], raw["client_order_id"]);
+}
+
+#[tokio::test]
+async fn held_refuses_with_the_holding_orders_until_they_are_canceled() {
+    let p = paper("NFLX=held", "", None).await;
+    let a = p.adapter();
+    let intent = sell("NFLX", 10, 1);
+    assert_eq!(
+        a.submit_order(&intent).await,
+        Err(BrokerError::Rejected(
+            "insufficient qty available for order (requested: 10, available: 0)".into()
+        ))
+    );
+    let (s, _, body) = p
+        .call(
+            reqwest::Method::POST,
+            "/v2/orders",
+            Some(json!({"symbol": "NFLX", "qty": "10", "side": "sell", "type": "market",
+                         "time_in_force": "day", "client_order_id": "manual-1"})),
+        )
+        .await;
+    assert_eq!(
+        (s, &body["code"], &body["symbol"]),
+        (403, &json!(40310000), &json!("NFLX"))
+    );
+    let (_, open) = p.get("/v2/orders?status=open&symbols=NFLX").await;
+    let open = open.as_array().unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(body["related_orders"], json!([open[0]["id"]]));
+    assert_eq!(body["held_for_orders"], open[0]["qty"]);
+
+    a.cancel_order(open[0]["id"].as_str().unwrap()).await.unwrap();
+    a.submit_order(&intent).await.unwrap();
+    let o = a.get_order_by_client_id(&intent.client_order_id).await.unwrap();
+    assert_eq!(o.status, OrderStatus::Filled);
+}
+
+#[tokio::test]
+async fn listings_filter_by_status_and_symbol_newest_first() {
+    let p = paper("NVDA=hold", "", None).await;
+    let a = p.adapter();
+    a.submit_order(&sell("AAPL", 1, 1)).await.unwrap();
+    a.submit_order(&sell("NVDA", 2, 1)).await.unwrap();
+    a.submit_order(&sell("AAPL", 3, 2)).await.unwrap();
+    let symbols_qty = |v: &Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|o| format!("{}:{}", o["symbol"].as_str().unwrap(), o["qty"].as_str().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(symbols_qty(&p.get("/v2/orders").await.1), ["NVDA:2"], "open by default");
+    assert_eq!(
+        symbols_qty(&p.get("/v2/orders?status=all").await.1),
+        ["AAPL:3", "NVDA:2", "AAPL:1"]
+    );
+    assert_eq!(
+        symbols_qty(&p.get("/v2/orders?status=closed&direction=asc").await.1),
+        ["AAPL:1", "AAPL:3"]
+    );
+    assert_eq!(
+        symbols_qty(&p.get("/v2/orders?status=all&symbols=AAPL&limit=1").await.1),
+        ["AAPL:3"]
+    );
+    assert_eq!(p.get("/v2/orders?status=sometimes").await.0, 422);
+    assert_eq!(p.get("/v2/orders?limit=501").await.0, 422);
+}
+
+#[tokio::test]
+async fn invalid_orders_are_422_and_unreadable_bodies_400() {
+    let p = paper("", "", None).await;
+    let post = |body: Value| p.call(reqwest::Method::POST, "/v2/orders", Some(body));
+    let base = json!({"symbol": "AAPL", "qty": "1", "side": "sell", "type": "market", "time_in_force": "day"});
+    for (field, value, message) in [
+        ("qty", json!("0"), "qty must be > 0"),
+        ("side", json!("short"), "side must be buy or sell"),
+        ("time_in_force", json!("forever"), "invalid time_in_force: forever"),
+        (
+            "type",
+            json!("stop"),
+            "order type stop is not supported by the paper broker (market, limit)",
+        ),
+    ] {
+        let mut b = base.clone();
+        b[field] = value;
+        let (s, _, body) = post(b).await;
+        assert_eq!((s, body["message"].as_str()), (422, Some(message)), "{field}");
+    }
+    let mut limit = base.clone();
+    limit["type"] = json!("limit");
+    assert_eq!(post(limit.clone()).await.0, 422, "a limit order needs its price");
+    limit["limit_price"] = json!("180.5");
+    let (s, _, o) = post(limit).await;
+    assert_eq!(
+        (s, &o["limit_price"], &o["type"]),
+        (200, &json!("180.5"), &json!("limit"))
+    );
+    assert!(
+        o["client_order_id"].as_str().is_some_and(|c| c.len() == 36),
+        "named by the broker"
+    );
+    let resp = p
+        .http
+        .post(format!("{}/v2/orders", p.url))
+        .header("APCA-API-KEY-ID", KEY)
+        .header("APCA-API-SECRET-KEY", SECRET)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+}
+
+#[tokio::test]
+async fn wrong_or_missing_keys_are_401_and_ambiguous_to_the_adapter() {
+    let p = paper("", "", None).await;
+    let r = p.adapter_with(KEY, "wrong").submit_order(&sell("AAPL", 1, 1)).await;
+    assert!(
+        matches!(r, Err(BrokerError::Ambiguous(ref m)) if m.contains("401")),
+        "{r:?}"
+    );
+    let resp = p.http.get(format!("{}/v2/account", p.url)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"code": 40110000, "message": "request is not authorized"})
+    );
+    assert_eq!(p.broker.engine.orders_placed(), 0);
+}
+
+#[tokio::test]
+async fn past_the_rate_limit_answers_429_with_rate_limit_headers_until_the_window_resets() {
+    let p = paper("", "", Some("3/min")).await;
+    let reset = (p.clock.now() + chrono::TimeDelta::seconds(60)).timestamp().to_string();
+    for remaining in ["2", "1", "0"] {
+        let (s, h, _) = p.call(reqwest::Method::GET, "/v2/account", None).await;
+        assert_eq!(s, 200);
+        assert_eq!(h["x-ratelimit-limit"], "3");
+        assert_eq!(h["x-ratelimit-remaining"], remaining);
+        assert_eq!(h["x-ratelimit-reset"], reset.as_str());
+    }
+    let (s, h, body) = p.call(reqwest::Method::GET, "/v2/positions", None).await;
+    assert_eq!((s, &body["code"]), (429, &json!(42910000)));
+    assert_eq!(
+        (&h["x-ratelimit-remaining"], &h["x-ratelimit-reset"]),
+        (&"0".parse().unwrap(), &reset.parse().unwrap())
+    );
+    let r = p.adapter().submit_order(&sell("AAPL", 1, 1)).await;
+    assert!(
+        matches!(r, Err(BrokerError::Ambiguous(ref m)) if m.contains("429")),
+        "{r:?}"
+    );
+    assert_eq!(p.broker.engine.orders_placed(), 0, "a refused request places nothing");
+
+    p.clock.advance(chrono::TimeDelta::seconds(60));
+    p.adapter().submit_order(&sell("AAPL", 1, 1)).await.unwrap();
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(p: &Paper) -> Ws {
+    let url = format!("{}/stream", p.url.replacen("http", "ws", 1));
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+/// The next JSON message, which must come in a binary frame (as from Alpaca's paper stream).
+async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message in time")
+            .expect("the stream is open")
+            .unwrap();
+        match msg {
+            Message::Binary(b) => return serde_json::from_slice(&b).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a binary JSON frame, got {other:?}"),
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::text(v.to_string())).await.unwrap();
+}
+
+async fn listening(p: &Paper) -> Ws {
+    let mut ws = connect(p).await;
+    send(&mut ws, json!({"action": "auth", "key": KEY, "secret": SECRET})).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"stream": "authorization", "data": {"status": "authorized", "action": "authenticate"}})
+    );
+    send(
+        &mut ws,
+        json!({"action": "listen", "data": {"streams": ["trade_updates"]}}),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"stream": "listening", "data": {"streams": ["trade_updates"]}})
+    );
+    ws
+}
+
+#[tokio::test]
+async fn the_stream_refuses_wrong_keys_and_closes() {
+    let p = paper("", "", None).await;
+    let mut ws = connect(&p).await;
+    send(&mut ws, json!({"action": "auth", "key": KEY, "secret": "nope"})).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"stream": "authorization", "data": {"status": "unauthorized", "action": "authenticate"}})
+    );
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap();
+    assert!(
+        matches!(end, None | Some(Ok(Message::Close(_))) | Some(Err(_))),
+        "{end:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_stream_accepts_the_older_authenticate_form_and_an_empty_listen() {
+    let p = paper("", "", None).await;
+    let mut ws = connect(&p).await;
+    send(
+        &mut ws,
+        json!({"action": "authenticate", "data": {"key_id": KEY, "secret_key": SECRET}}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["data"]["status"], "authorized");
+    send(&mut ws, json!({"action": "listen", "data": {"streams": []}})).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"stream": "listening", "data": {"streams": []}})
+    );
+}
+
+#[tokio::test]
+async fn trade_updates_carry_new_and_fill_with_execution_and_cumulative_fill() {
+    let p = paper("", "AAPL=187.5", None).await;
+    let mut ws = listening(&p).await;
+    let intent = sell("AAPL", 10, 1);
+    let placed = p.adapter().submit_order(&intent).await.unwrap();
+
+    let new = next_json(&mut ws).await;
+    assert_eq!(new["stream"], "trade_updates");
+    assert_eq!(new["data"]["event"], "new");
+    assert_eq!(new["data"]["order"]["id"], placed.broker_order_id);
+    assert_eq!(
+        new["data"]["order"]["client_order_id"],
+        intent.client_order_id.to_string()
+    );
+    assert_eq!(new["data"]["order"]["status"], "new");
+
+    let fill = next_json(&mut ws).await["data"].clone();
+    assert_eq!(fill["event"], "fill");
+    assert!(fill["execution_id"].as_str().is_some_and(|x| !x.is_empty()));
+    assert_eq!(
+        (&fill["price"], &fill["qty"], &fill["position_qty"]),
+        (&json!("187.5"), &json!("10"), &json!("-10"))
+    );
+    assert_eq!(
+        (
+            &fill["order"]["status"],
+            &fill["order"]["filled_qty"],
+            &fill["order"]["filled_avg_price"]
+        ),
+        (&json!("filled"), &json!("10"), &json!("187.5"))
+    );
+    assert!(fill["timestamp"].is_string());
+}
+
+#[tokio::test]
+async fn trade_updates_carry_partial_fills_cancels_and_replacements() {
+    let p = paper("MSFT=partial:3,AMZN=replace,NVDA=hold", "", None).await;
+    let mut ws = listening(&p).await;
+    let a = p.adapter();
+    a.submit_order(&sell("MSFT", 10, 1)).await.unwrap();
+    let events: Vec<Value> = [
+        next_json(&mut ws).await,
+        next_json(&mut ws).await,
+        next_json(&mut ws).await,
+    ]
+    .into_iter()
+    .map(|m| m["data"].clone())
+    .collect();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e["event"].as_str().unwrap(), e["order"]["filled_qty"].as_str().unwrap()))
+            .collect::<Vec<_>>(),
+        [("new", "0"), ("partial_fill", "3"), ("canceled", "3")],
+        "filled_qty is cumulative"
+    );
+    assert_eq!(events[1]["qty"], "3");
+
+    let held = a.submit_order(&sell("NVDA", 2, 1)).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["data"]["event"], "new");
+    a.cancel_order(&held.broker_order_id).await.unwrap();
+    let canceled = next_json(&mut ws).await["data"].clone();
+    assert_eq!(
+        (canceled["event"].as_str(), canceled["order"]["status"].as_str()),
+        (Some("canceled"), Some("canceled"))
+    );
+
+    let original = a.submit_order(&sell("AMZN", 5, 1)).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let e = next_json(&mut ws).await["data"].clone();
+        seen.push((
+            e["event"].as_str().unwrap().to_string(),
+            e["order"]["id"].as_str().unwrap().to_string(),
+            e,
+        ));
+    }
+    assert_eq!(seen[0].0, "new");
+    assert_eq!(seen[0].1, original.broker_order_id);
+    let replaced = &seen.iter().find(|s| s.0 == "replaced").unwrap().2;
+    assert_eq!(replaced["order"]["id"], original.broker_order_id);
+    let by = replaced["order"]["replaced_by"].as_str().unwrap();
+    let fill = &seen.iter().find(|s| s.0 == "fill").unwrap().2;
+    assert_eq!(
+        (fill["order"]["id"].as_str(), fill["order"]["replaces"].as_str()),
+        (Some(by), Some(original.broker_order_id.as_str()))
+    );
+}
