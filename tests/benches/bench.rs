@@ -123,6 +123,7 @@ async fn socket_load(rows: &mut Vec<Row>, storage: closeflow_embedded::Storage, 
             max_positions_per_account: LOAD_CLOSES as u64,
             ..Default::default()
         },
+        alpaca: None,
     })
     .expect("stack");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

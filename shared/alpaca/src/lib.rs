@@ -5,6 +5,8 @@
 //! does not exist are `Rejected`; anything unknown (timeout, 5xx, 429, auth) is
 //! `Ambiguous`, so the same client order id is tried again and never assumed rejected.
 
+pub mod stream;
+
 use std::time::Duration;
 
 use async_trait::async_trait;

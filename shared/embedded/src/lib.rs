@@ -78,6 +78,8 @@ pub struct StackConfig {
     pub clock: Arc<dyn Clock>,
     pub auth: closeflow_api::auth::Auth,
     pub api: closeflow_api::ApiConfig,
+    /// Alpaca instead of the simulated broker (whose webhooks then never come).
+    pub alpaca: Option<closeflow_alpaca::AlpacaConfig>,
 }
 
 pub struct Stack {
@@ -111,8 +113,8 @@ fn wiring(storage: &Storage) -> Result<Wiring, StoreError> {
 }
 
 impl Stack {
-    pub fn new(cfg: StackConfig) -> Result<Stack, StoreError> {
-        let (store, log, producer, consumer) = wiring(&cfg.storage)?;
+    pub fn new(cfg: StackConfig) -> Result<Stack, String> {
+        let (store, log, producer, consumer) = wiring(&cfg.storage).map_err(|e| e.to_string())?;
         let feed = Arc::new(LogFeed::new(log));
         let sim = Arc::new(SimulatedBroker::new(
             cfg.scenarios,
@@ -126,10 +128,14 @@ impl Stack {
         state.config = cfg.api;
         let router = router_for(state, Routes::ALL);
         sim.connect(Arc::new(RouterSink(router.clone())));
+        let (broker, driven_sim): (Arc<dyn closeflow_pipeline::Broker>, _) = match cfg.alpaca {
+            Some(c) => (Arc::new(closeflow_alpaca::AlpacaBroker::new(c)?), None),
+            None => (sim.clone(), Some(sim.clone())),
+        };
         let driver = Driver {
             store: store.clone(),
-            broker: sim.clone(),
-            sim: Some(sim.clone()),
+            broker,
+            sim: driven_sim,
             watch: Arc::new(MemoryWatch::new(cfg.clock.clone())),
             clock: cfg.clock,
             feed,

@@ -25,6 +25,9 @@ pub struct LocalSettings {
     pub policy: Policy,
     pub reconcile_every: TimeDelta,
     pub cleanup_every: TimeDelta,
+    /// `BROKER=alpaca`: Alpaca (`ALPACA_*`, e.g. the paper broker at `ALPACA_BASE_URL`)
+    /// instead of the simulated broker.
+    pub alpaca: Option<closeflow_alpaca::AlpacaConfig>,
 }
 
 impl LocalSettings {
@@ -55,7 +58,13 @@ impl LocalSettings {
             .with_prices(&env("SIM_BROKER_PRICES").unwrap_or_default())
             .map_err(|e| format!("SIM_BROKER_PRICES: {e}"))?;
         let (reconcile_every, cleanup_every) = timers_from_env()?;
+        let alpaca = match env("BROKER").as_deref() {
+            None | Some("sim") | Some("simulated") => None,
+            Some("alpaca") => Some(closeflow_alpaca::AlpacaConfig::from_env()?),
+            Some(other) => return Err(format!("BROKER `{other}`: use `sim` (default) or `alpaca`")),
+        };
         Ok(LocalSettings {
+            alpaca,
             port,
             webhook_secret: secret.into_bytes(),
             auth: Auth::Tokens(Arc::new(tokens)),
@@ -65,6 +74,24 @@ impl LocalSettings {
             reconcile_every,
             cleanup_every,
         })
+    }
+
+    /// The broker, as the ready line names it.
+    pub fn describe_broker(&self) -> String {
+        match (&self.alpaca, self.scenarios_text.as_str()) {
+            (Some(cfg), _) => format!("Alpaca at {}; fills from its trade_updates stream", cfg.base_url),
+            (None, "") => "simulated broker".into(),
+            (None, spec) => format!("simulated broker: {spec}"),
+        }
+    }
+
+    /// Runs Alpaca's `trade_updates` consumer for `store` forever (reconnecting), when the
+    /// broker is Alpaca.
+    pub async fn run_trade_stream(&self, store: Arc<dyn CloseStore>, broker: Arc<dyn Broker>) {
+        let Some(cfg) = &self.alpaca else { return };
+        let handler = closeflow_pipeline::StoreUpdates::new(store, broker, Arc::new(SystemClock));
+        let stream = closeflow_alpaca::stream::StreamConfig::for_account(cfg);
+        closeflow_alpaca::stream::run(stream, &handler, std::future::pending()).await;
     }
 
     /// One line on the job timings, printed at start-up.

@@ -25,6 +25,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         webhook_secret: settings.webhook_secret.clone(),
         clock: Arc::new(SystemClock),
         api: settings.policy.api.clone(),
+        alpaca: settings.alpaca.clone(),
     })
     .map_err(|e| format!("cannot open the store ({}): {e}", storage.describe()))?;
     println!("{}", settings.describe_jobs());
@@ -40,17 +41,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let stack = Arc::new(stack);
     let jobs = (settings.clone(), stack.store.clone(), stack.driver.broker.clone());
+    let stream = jobs.clone();
     tokio::spawn(async move { jobs.0.run_jobs(jobs.1, jobs.2).await });
+    tokio::spawn(async move { stream.0.run_trade_stream(stream.1, stream.2).await });
     tokio::spawn(async move { stack.driver.run(std::time::Duration::from_millis(20)).await });
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port)).await?;
     println!(
-        "closeflow embedded stack ready on http://{} ({}, simulated broker{}; Ctrl-C to stop)",
+        "closeflow embedded stack ready on http://{} ({}, {}; Ctrl-C to stop)",
         listener.local_addr()?,
         storage.describe(),
-        match settings.scenarios_text.as_str() {
-            "" => String::new(),
-            spec => format!(": {spec}"),
-        }
+        settings.describe_broker()
     );
     closeflow_api::server::serve(listener, app, async {
         let _ = tokio::signal::ctrl_c().await;

@@ -127,6 +127,7 @@ async fn every_documented_example_is_what_the_handlers_answer() {
         clock: clock.clone(),
         auth: Auth::Tokens(Arc::new(tokens)),
         api: Default::default(),
+        alpaca: None,
     })
     .unwrap();
     let mut s = Story {

@@ -33,15 +33,22 @@ fn free_port() -> u16 {
 
 /// Starts the binary and waits for its ready line (which names the store).
 fn start(db: &str) -> Node {
+    // Accepted at the broker and never filled: the close stays in flight.
+    start_with(db, &[("SIM_BROKER_SCENARIOS", "HOLD=hold")])
+}
+
+fn start_with(db: &str, vars: &[(&str, &str)]) -> Node {
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_closeflow"))
-        .env("PORT", port.to_string())
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_closeflow"));
+    cmd.env("PORT", port.to_string())
         .env("CLOSEFLOW_DB", db)
         .env("API_TOKENS", format!("{TOKEN}=*"))
         .env("WEBHOOK_SECRET", "restart-test-secret")
-        // Accepted at the broker and never filled: the close stays in flight.
-        .env("SIM_BROKER_SCENARIOS", "HOLD=hold")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -165,6 +172,110 @@ async fn a_close_in_flight_survives_kill_9_and_its_key_still_replays() {
     let _ = std::fs::remove_file(&db);
 }
 
+/// `BROKER=alpaca` against the Alpaca-compatible paper broker: the real adapter places the
+/// order, the trade_updates stream brings the fill; closeflow is killed with SIGKILL while
+/// the order works at the broker and started again, and the broker holds exactly one
+/// order for the close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_alpaca_a_close_survives_kill_9_with_exactly_one_order_at_the_broker() {
+    use closeflow_paper_broker::{router, PaperBroker, PaperConfig, DEV_KEY_ID, DEV_SECRET_KEY};
+    let scenarios = closeflow_pipeline::SimScenarios::parse("AAPL=fill_after:3s").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let paper = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router(PaperBroker::new(PaperConfig::new(scenarios)))).await;
+    });
+    let db = std::env::temp_dir()
+        .join(format!("closeflow-alpaca-{}.db", uuid::Uuid::new_v4().simple()))
+        .to_string_lossy()
+        .into_owned();
+    let (base_url, stream_url) = (format!("http://{paper}"), format!("ws://{paper}/stream"));
+    let vars = [
+        ("BROKER", "alpaca"),
+        ("ALPACA_BASE_URL", base_url.as_str()),
+        ("ALPACA_STREAM_URL", stream_url.as_str()),
+        ("ALPACA_API_KEY_ID", DEV_KEY_ID),
+        ("ALPACA_API_SECRET_KEY", DEV_SECRET_KEY),
+    ];
+    let http = reqwest::Client::new();
+    let node = start_with(&db, &vars);
+    assert!(node.banner.contains("Alpaca at"), "{}", node.banner);
+    let body = r#"{"account_id":"acct-1","symbol":"AAPL","asset_type":"equity","quantity":"4"}"#;
+    let (s, _) = call(
+        &http,
+        reqwest::Method::PUT,
+        format!("{}/positions/al-1", node.base),
+        None,
+        Some(body),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, created) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{}/positions/al-1/close", node.base),
+        Some("k"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{created}");
+    let crid = created["close_request_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, cr) = call(
+            &http,
+            reqwest::Method::GET,
+            format!("{}/close-requests/{crid}", node.base),
+            None,
+            None,
+        )
+        .await;
+        if cr["status"] == "submitted" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never submitted: {cr}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(node);
+    let node = start_with(&db, &vars);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, p) = call(
+            &http,
+            reqwest::Method::GET,
+            format!("{}/positions/al-1", node.base),
+            None,
+            None,
+        )
+        .await;
+        if p["status"] == "closed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not closed after the restart: {p}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let orders: Value = http
+        .get(format!("http://{paper}/v2/orders"))
+        .query(&[("status", "all")])
+        .header("APCA-API-KEY-ID", DEV_KEY_ID)
+        .header("APCA-API-SECRET-KEY", DEV_SECRET_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ours: Vec<_> = orders
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["client_order_id"].as_str().is_some_and(|c| c.starts_with(&crid)))
+        .collect();
+    assert_eq!(ours.len(), 1, "exactly one order for the close at the broker: {orders}");
+    assert_eq!(ours[0]["status"], "filled");
+    let _ = std::fs::remove_file(&db);
+}
+
 mod in_process {
     //! Crashes at each hand-over of the local pipeline, simulated by dropping the whole
     //! stack (nothing is flushed or shut down) and opening a new one on the same file.
@@ -187,6 +298,7 @@ mod in_process {
             clock: Arc::new(SystemClock),
             auth: Auth::Tokens(Arc::new(parse_api_tokens("crash-token=*").expect("tokens"))),
             api: Default::default(),
+            alpaca: None,
         })
         .expect("open stack")
     }

@@ -12,6 +12,7 @@ pub mod reconciler;
 pub mod relay;
 pub mod sim_broker;
 pub mod submitter;
+pub mod trade_updates;
 pub mod watch;
 pub mod webhook;
 
@@ -23,5 +24,6 @@ pub use queue::{MemoryQueue, OrderQueue, QueueError, QueueMessage};
 pub use reconciler::{cleanup_once, reconcile_once, CleanupReport, ReconcileConfig, ReconcileReport};
 pub use sim_broker::{SimBehaviour, SimScenarios, SimulatedBroker, WebhookSink};
 pub use submitter::{submit, SubmitError, SubmitOutcome};
+pub use trade_updates::{StoreUpdates, TradeUpdateHandler};
 pub use watch::{watch_change, watch_order, MemoryWatch, WatchOutcome, WatchQueue, WatchRequest};
 pub use webhook::{apply_broker_update, sign, verify_signature, UpdateResult, WebhookBody, WebhookError};

@@ -46,21 +46,11 @@ async fn run() -> Result<(), String> {
          set +a`), or use `make run-aws-local`, which starts moto",
     )?;
     let settings = Arc::new(LocalSettings::from_env()?);
-    let (broker, broker_text) = match env("BROKER").as_deref() {
-        None | Some("sim") | Some("simulated") => (
-            BrokerChoice::Simulated(settings.scenarios.clone()),
-            match settings.scenarios_text.as_str() {
-                "" => "simulated broker".to_string(),
-                s => format!("simulated broker: {s}"),
-            },
-        ),
-        Some("alpaca") => {
-            let cfg = closeflow_alpaca::AlpacaConfig::from_env()?;
-            let text = format!("Alpaca at {}; fills arrive through the reconciler", cfg.base_url);
-            (BrokerChoice::Alpaca(cfg), text)
-        }
-        Some(other) => return Err(format!("BROKER `{other}`: use `sim` (default) or `alpaca`")),
+    let broker = match &settings.alpaca {
+        Some(cfg) => BrokerChoice::Alpaca(cfg.clone()),
+        None => BrokerChoice::Simulated(settings.scenarios.clone()),
     };
+    let broker_text = settings.describe_broker();
     let prefix = env("CLOSEFLOW_PREFIX").unwrap_or_else(|| DEFAULT_PREFIX.into());
     let env_file = PathBuf::from(env("AWS_LOCAL_ENV_FILE").unwrap_or_else(|| DEFAULT_ENV_FILE.into()));
 
@@ -82,7 +72,9 @@ async fn run() -> Result<(), String> {
     let app = stack.router.clone();
     let stack = Arc::new(stack);
     let jobs = (settings.clone(), stack.store.clone(), stack.driver.broker.clone());
+    let stream = jobs.clone();
     tokio::spawn(async move { jobs.0.run_jobs(jobs.1, jobs.2).await });
+    tokio::spawn(async move { stream.0.run_trade_stream(stream.1, stream.2).await });
     let pipeline = stack.clone();
     tokio::spawn(async move { pipeline.driver.run(POLL_IDLE).await });
 
