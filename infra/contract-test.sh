@@ -45,19 +45,31 @@ done
 #   meets (a fresh position id is 404 on GET, a second close is 409); those answers are
 #   documented, and checked by status_code_conformance and response_schema_conformance.
 out=$(mktemp)
-set +o pipefail
-PYTHONPATH="$root/infra" SCHEMATHESIS_HOOKS=schemathesis_hooks WEBHOOK_SECRET="$secret" \
-  timeout --kill-after=10 $((seconds + 60)) \
-  "$root/.venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
-  --header "Authorization: Bearer $token" \
-  --checks all --exclude-checks positive_data_acceptance \
-  --max-time "$seconds" \
-  --workers 1 \
-  --seed "${CONTRACT_TEST_SEED:-17}" \
-  --warnings off \
-  "$@" 2>&1 | tee "$out"
-status=${PIPESTATUS[0]}
-set -o pipefail
+run() {
+  set +o pipefail
+  PYTHONPATH="$root/infra" SCHEMATHESIS_HOOKS=schemathesis_hooks WEBHOOK_SECRET="$secret" \
+    timeout --kill-after=10 $((seconds + 60)) \
+    "$root/.venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+    --header "Authorization: Bearer $token" \
+    --checks all --exclude-checks positive_data_acceptance \
+    --max-time "$seconds" \
+    --workers 1 \
+    --seed "$1" \
+    --warnings off \
+    "${@:2}" 2>&1 | tee "$out"
+  status=${PIPESTATUS[0]}
+  set -o pipefail
+}
+seed=${CONTRACT_TEST_SEED:-17}
+run "$seed" "$@"
+# Hypothesis' state machine can reach a state where no link rule applies ("No progress can
+# be made from state ..."): a dead end of the test generator after every scenario passed,
+# not an answer of the API. Only that, with no check failure, earns one more run on the
+# next seed; anything else fails.
+if [ "$status" -ne 0 ] && grep -q "No progress can be made from state" "$out" && ! grep -q "= FAILURES =" "$out"; then
+  echo "contract-test: the stateful generator reached a dead end (no API failure); once more with seed $((seed + 1))" >&2
+  run "$((seed + 1))" "$@"
+fi
 
 if [ "$status" -eq 0 ]; then
   # The summary as a plain closing line ("Test cases: N generated, N passed, ...").
