@@ -5,7 +5,7 @@ PORT ?= 3000
 AWS_LOCAL_ENV_FILE ?= .closeflow/aws-local.env
 WITH_MOTO := infra/with-moto.sh
 
-.PHONY: run run-aws-local test test-embedded template-lint lint fmt bench build invoke chaos
+.PHONY: run run-aws-local test test-embedded template-lint sam-validate lint fmt bench build invoke chaos package
 
 ## run: the embedded single-process stack on 127.0.0.1:$(PORT): a durable SQLite store at
 ## CLOSEFLOW_DB (default .closeflow/closeflow.db; `:memory:` keeps nothing), no AWS
@@ -38,8 +38,14 @@ SEEDS ?= 10000
 chaos:
 	CHAOS_SEEDS=$(SEEDS) $(if $(SEED),CHAOS_SEED=$(SEED)) cargo test -p closeflow-tests --test chaos -- --nocapture
 
-## lint: formatting, clippy (warnings are errors) and cfn-lint
-lint: template-lint
+## sam-validate: the template as SAM reads it (`sam validate --lint`; no AWS account or
+## network). Not in make test: aws-sam-cli is a larger install than the tests need.
+sam-validate:
+	infra/venv.sh sam
+	SAM_CLI_TELEMETRY=0 .venv/bin/sam validate --lint --template-file template.yaml
+
+## lint: formatting, clippy (warnings are errors), cfn-lint and sam validate --lint
+lint: template-lint sam-validate
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --features closeflow-tests/moto,closeflow-embedded/moto -- -D warnings
 
