@@ -58,6 +58,12 @@ bench:
 	cargo build --release $(addprefix -p ,$(LAMBDAS))
 	$(WITH_MOTO) cargo bench -p closeflow-tests --bench bench
 
+## package: every function built for provided.al2023/arm64 by `sam build` (cargo-lambda +
+## zig from the venv, no Docker) into .aws-sam/build, zipped as sam deploy uploads them
+## (.aws-sam/zips); prints each artifact and its zipped size. See README "Deploying".
+package:
+	infra/package.sh
+
 ## invoke: run one function's handler on a sample event, e.g.
 ##   make invoke FN=http-api EVENT=events/http-api-put-position.json
 ## (on a running `make run-aws-local` stack, found via AWS_LOCAL_ENV_FILE; else the embedded store
