@@ -24,8 +24,7 @@ die() { echo "package: error: $*" >&2; exit 1; }
 infra/venv.sh package
 # sam, cargo-lambda, and `python3 -m ziglang` (how cargo-lambda finds zig) from the venv.
 export PATH="$root/.venv/bin:$PATH"
-# A build asks no AWS account, but SAM's boto3 session wants a region.
-export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
+# A build needs no AWS account or region; telemetry off keeps SAM from calling out.
 export SAM_CLI_TELEMETRY=0
 
 command -v cargo >/dev/null || die "cargo not found (install Rust with rustup)"
