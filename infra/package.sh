@@ -38,16 +38,29 @@ if [ ! -d "$sysroot/lib/rustlib/$target/lib" ]; then
     die "rustup could not add $target (it downloads rust-std from the Rust distribution server). Without it no arm64 function can be built; install it where that server is reachable: rustup target add $target"
 fi
 
-# (LogicalId, Binary) of every function SAM builds with cargo-lambda, from the template.
-mapfile -t fns < <(python3 - <<'PY'
+# (LogicalId, Binary) of every function SAM builds with cargo-lambda, from the template. Any
+# other code the template would run (another build method, an image, a container service or
+# an instance) is refused: this script would not build it, so it must not report success.
+fns_file=$(mktemp)
+trap 'rm -f "$fns_file"' EXIT
+python3 - >"$fns_file" <<'PY' || die "template.yaml deploys code that make package does not build (above)"
+import sys
 from samcli.yamlhelper import yaml_parse
 t = yaml_parse(open("template.yaml").read())
+unbuilt = []
 for lid, r in t["Resources"].items():
-    m = r.get("Metadata") or {}
-    if r["Type"] == "AWS::Serverless::Function" and m.get("BuildMethod") == "rust-cargolambda":
+    kind, m = r["Type"], r.get("Metadata") or {}
+    if kind == "AWS::Serverless::Function" and m.get("BuildMethod") == "rust-cargolambda":
         print(lid, m["BuildProperties"]["Binary"])
+    elif kind in ("AWS::Serverless::Function", "AWS::Lambda::Function", "AWS::Serverless::LayerVersion",
+                  "AWS::Lambda::LayerVersion", "AWS::EC2::Instance", "AWS::AutoScaling::AutoScalingGroup",
+                  "AWS::Batch::JobDefinition") or kind.startswith(("AWS::ECS::", "AWS::AppRunner::")):
+        unbuilt.append(f"{lid} ({kind})")
+for u in unbuilt:
+    print(f"package: error: {u}: code the template runs that make package does not build", file=sys.stderr)
+sys.exit(1 if unbuilt else 0)
 PY
-)
+mapfile -t fns <"$fns_file"
 [ "${#fns[@]}" -gt 0 ] || die "template.yaml has no rust-cargolambda function"
 bins=()
 for f in "${fns[@]}"; do bins+=(--bin "${f#* }"); done
