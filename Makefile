@@ -5,7 +5,7 @@ PORT ?= 3000
 AWS_LOCAL_ENV_FILE ?= .closeflow/aws-local.env
 WITH_MOTO := infra/with-moto.sh
 
-.PHONY: run run-aws-local paper-broker test test-embedded template-lint lint fmt bench build invoke chaos contract-test
+.PHONY: run run-aws-local paper-broker test test-embedded template-lint sam-validate lint fmt bench build invoke chaos contract-test package
 
 ## run: the embedded single-process stack on 127.0.0.1:$(PORT): a durable SQLite store at
 ## CLOSEFLOW_DB (default .closeflow/closeflow.db; `:memory:` keeps nothing), no AWS
@@ -51,8 +51,14 @@ SEEDS ?= 10000
 chaos:
 	CHAOS_SEEDS=$(SEEDS) $(if $(SEED),CHAOS_SEED=$(SEED)) cargo test -p closeflow-tests --test chaos -- --nocapture
 
-## lint: formatting, clippy (warnings are errors) and cfn-lint
-lint: template-lint
+## sam-validate: the template as SAM reads it (`sam validate --lint`; no AWS account or
+## network). Not in make test: aws-sam-cli is a larger install than the tests need.
+sam-validate:
+	infra/venv.sh sam
+	SAM_CLI_TELEMETRY=0 .venv/bin/sam validate --lint --template-file template.yaml
+
+## lint: formatting, clippy (warnings are errors), cfn-lint and sam validate --lint
+lint: template-lint sam-validate
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --features closeflow-tests/moto,closeflow-embedded/moto -- -D warnings
 
@@ -64,6 +70,12 @@ LAMBDAS := http-api broker-webhook outbox-relay order-submitter order-watch even
 bench:
 	cargo build --release $(addprefix -p ,$(LAMBDAS))
 	$(WITH_MOTO) cargo bench -p closeflow-tests --bench bench
+
+## package: every function built for provided.al2023/arm64 by `sam build` (cargo-lambda +
+## zig from the venv, no Docker) into .aws-sam/build, zipped as sam deploy uploads them
+## (.aws-sam/zips); prints each artifact and its zipped size. See README "Deploying".
+package:
+	infra/package.sh
 
 ## invoke: run one function's handler on a sample event, e.g.
 ##   make invoke FN=http-api EVENT=events/http-api-put-position.json
