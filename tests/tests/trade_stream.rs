@@ -58,6 +58,20 @@ async fn rig(scenarios: &str) -> (Rig, impl std::future::Future<Output = ()>) {
 }
 
 impl Rig {
+    /// Runs `scenario` while a stream consumer listens; stops the consumer after it.
+    async fn with_consumer(&self, scenario: impl std::future::Future<Output = ()>) {
+        let handler = StoreUpdates::new(self.store.clone(), self.driver.broker.clone(), Arc::new(SystemClock));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let consumer = run(self.stream(), &handler, async {
+            let _ = stopped.await;
+        });
+        let scenario = async {
+            scenario.await;
+            let _ = stop.send(());
+        };
+        tokio::join!(consumer, scenario);
+    }
+
     fn stream(&self) -> StreamConfig {
         StreamConfig {
             url: format!("ws://{}/stream", self.paper),
@@ -100,23 +114,13 @@ impl Rig {
 async fn a_fill_on_the_stream_closes_the_position_at_the_brokers_fill_time() {
     let (rig, serve) = rig("AAPL=fill_after:300ms").await;
     tokio::spawn(serve);
-    let alpaca = rig.driver.broker.clone();
-    let handler = StoreUpdates::new(rig.store.clone(), alpaca.clone(), Arc::new(SystemClock));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let consumer = run(rig.stream(), &handler, async {
-        let _ = stopped.await;
-    });
-    let scenario = async {
+    rig.with_consumer(async {
         rig.open_and_close("st-1").await;
-        assert_eq!(
-            rig.status("st-1").await,
-            PositionStatus::Closing,
-            "the broker fills later"
-        );
+        let status = rig.status("st-1").await;
+        assert_eq!(status, PositionStatus::Closing, "the broker fills later");
         rig.wait_closed("st-1").await;
-        let _ = stop.send(());
-    };
-    tokio::join!(consumer, scenario);
+    })
+    .await;
     let agg = rig
         .store
         .aggregate(&closeflow_store::AggregateKey::Position(pid("st-1")))
@@ -153,36 +157,19 @@ async fn what_filled_while_the_consumer_was_away_is_backfilled_on_connect() {
         PositionStatus::Closing,
         "filled at the broker, unheard"
     );
-    let alpaca = rig.driver.broker.clone();
-    let handler = StoreUpdates::new(rig.store.clone(), alpaca.clone(), Arc::new(SystemClock));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let consumer = run(rig.stream(), &handler, async {
-        let _ = stopped.await;
-    });
-    let scenario = async {
-        rig.wait_closed("late-1").await;
-        let _ = stop.send(());
-    };
-    tokio::join!(consumer, scenario);
+    rig.with_consumer(rig.wait_closed("late-1")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_retries_until_the_broker_answers_then_hears_the_fill() {
     let (rig, serve) = rig("AAPL=fill_after:300ms").await;
-    let alpaca = rig.driver.broker.clone();
-    let handler = StoreUpdates::new(rig.store.clone(), alpaca.clone(), Arc::new(SystemClock));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    // Started while the broker is down: connection refused, backoff, again.
-    let consumer = run(rig.stream(), &handler, async {
-        let _ = stopped.await;
-    });
-    let scenario = async {
+    // Listening while the broker is down: connection refused, backoff, again.
+    rig.with_consumer(async {
         tokio::time::sleep(Duration::from_millis(150)).await;
         tokio::spawn(serve);
         rig.open_and_close("retry-1").await;
         assert_eq!(rig.status("retry-1").await, PositionStatus::Closing);
         rig.wait_closed("retry-1").await;
-        let _ = stop.send(());
-    };
-    tokio::join!(consumer, scenario);
+    })
+    .await;
 }

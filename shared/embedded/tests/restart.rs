@@ -117,22 +117,8 @@ async fn a_close_in_flight_survives_kill_9_and_its_key_still_replays() {
     let crid = created["close_request_id"].as_str().expect("id").to_string();
 
     // Wait until the order is at the broker: the close is now in flight there.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let before = loop {
-        let (_, cr) = call(
-            &http,
-            reqwest::Method::GET,
-            format!("{}/close-requests/{crid}", node.base),
-            None,
-            None,
-        )
-        .await;
-        if cr["status"] == "submitted" {
-            break cr;
-        }
-        assert!(Instant::now() < deadline, "order never submitted: {cr}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let submitted = |cr: &Value| cr["status"] == "submitted";
+    let before = common::get_until(&http, TOKEN, format!("{}/close-requests/{crid}", node.base), submitted).await;
 
     // SIGKILL: no shutdown hook runs.
     drop(node);
@@ -220,40 +206,12 @@ async fn with_alpaca_a_close_survives_kill_9_with_exactly_one_order_at_the_broke
     .await;
     assert_eq!(s, 201, "{created}");
     let crid = created["close_request_id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, cr) = call(
-            &http,
-            reqwest::Method::GET,
-            format!("{}/close-requests/{crid}", node.base),
-            None,
-            None,
-        )
-        .await;
-        if cr["status"] == "submitted" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never submitted: {cr}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let url = format!("{}/close-requests/{crid}", node.base);
+    common::get_until(&http, TOKEN, url, |cr| cr["status"] == "submitted").await;
     drop(node);
     let node = start_with(&db, &vars);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, p) = call(
-            &http,
-            reqwest::Method::GET,
-            format!("{}/positions/al-1", node.base),
-            None,
-            None,
-        )
-        .await;
-        if p["status"] == "closed" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not closed after the restart: {p}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let url = format!("{}/positions/al-1", node.base);
+    common::get_until(&http, TOKEN, url, |p| p["status"] == "closed").await;
     let orders: Value = http
         .get(format!("http://{paper}/v2/orders"))
         .query(&[("status", "all")])

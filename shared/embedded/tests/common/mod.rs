@@ -24,3 +24,18 @@ pub async fn call(
     let text = resp.text().await.expect("body");
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
+
+/// GETs `url` every 50 ms until `done` holds for the JSON answer, and returns it; panics
+/// with the last answer after 20 s.
+#[allow(dead_code)] // not every test binary that includes this module polls
+pub async fn get_until(http: &reqwest::Client, token: &str, url: String, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, v) = call(http, token, reqwest::Method::GET, url.clone(), None, None).await;
+        if done(&v) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{url} never got there: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
