@@ -1,26 +1,47 @@
 """Starts an arm64 Lambda bootstrap under qemu-aarch64 (user-mode emulation, Debian's
 qemu-user + libc6-arm64-cross) against a loopback stand-in for the Lambda Runtime API, and
 checks it gets as far as asking for its first event: proof that the cross-built binary loads
-(interpreter, glibc symbols) and initialises, short of AWS. Usage: arm64_ready.py BOOTSTRAP
+(interpreter, glibc symbols) and initialises, short of AWS. The function's environment is
+the template's (Globals + its own), with parameters at their defaults and stand-ins for
+resource names, URLs and secrets, so a newly required variable shows up here too.
+Usage: arm64_ready.py TEMPLATE LOGICAL_ID BOOTSTRAP
 """
 import socket
 import subprocess
 import sys
 import time
 
+from samcli.yamlhelper import yaml_parse
+
 QEMU_SYSROOT = "/usr/aarch64-linux-gnu"  # libc6-arm64-cross: the aarch64 loader and glibc
 
-bootstrap = sys.argv[1]
+template_path, logical_id, bootstrap = sys.argv[1:4]
+template = yaml_parse(open(template_path).read())
+params = template.get("Parameters", {})
+
+
+def stand_in(name, value):
+    """A start-time value for one variable: parameters at their defaults, else a stand-in."""
+    if isinstance(value, dict) and set(value) == {"Ref"} and "Default" in params.get(value["Ref"], {}):
+        value = params[value["Ref"]]["Default"]
+    if isinstance(value, (str, int, float)) and "{{resolve:" not in str(value):
+        return str(value)
+    return "http://127.0.0.1:9/package-check" if name.endswith("_URL") else "package-check"
+
+
+variables = dict(template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {}))
+variables.update(template["Resources"][logical_id]["Properties"].get("Environment", {}).get("Variables", {}))
 listener = socket.socket()
 listener.bind(("127.0.0.1", 0))
 listener.listen(1)
 listener.settimeout(0.2)
 DEADLINE_S = 30  # emulated start on a loaded 2-core machine; normally < 1 s
 port = listener.getsockname()[1]
-# What every function reads at start (configuration only; nothing is called before an event).
-env = {
+env = {name: stand_in(name, value) for name, value in variables.items()}
+# What Lambda itself sets; the credentials are never used (nothing is called before an event).
+env.update({
     "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}",
-    "AWS_LAMBDA_FUNCTION_NAME": "package-check",
+    "AWS_LAMBDA_FUNCTION_NAME": logical_id,
     "AWS_LAMBDA_FUNCTION_VERSION": "1",
     "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
     "AWS_LAMBDA_LOG_STREAM_NAME": "package-check",
@@ -28,14 +49,7 @@ env = {
     "AWS_REGION": "us-east-1",
     "AWS_ACCESS_KEY_ID": "package-check",
     "AWS_SECRET_ACCESS_KEY": "package-check",
-    "TABLE_NAME": "package-check",
-    "QUEUE_URL": "http://127.0.0.1:9/q",
-    "EVENT_BUS_NAME": "package-check",
-    "WEBHOOK_SECRET": "package-check",
-    "BROKER": "alpaca",
-    "ALPACA_API_KEY_ID": "package-check",
-    "ALPACA_API_SECRET_KEY": "package-check",
-}
+})
 start = time.monotonic()
 proc = subprocess.Popen(
     ["qemu-aarch64", "-L", QEMU_SYSROOT, bootstrap],

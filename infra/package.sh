@@ -110,7 +110,7 @@ done
 if command -v qemu-aarch64 >/dev/null && [ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ]; then
   echo
   for f in "${fns[@]}"; do
-    python3 infra/arm64_ready.py "$build_dir/${f% *}/bootstrap" || status=1
+    python3 infra/arm64_ready.py template.yaml "${f% *}" "$build_dir/${f% *}/bootstrap" || status=1
   done
 else
   echo
