@@ -99,6 +99,7 @@ pub fn map_status(alpaca: &str, filled: Quantity) -> Option<OrderStatus> {
     Some(match alpaca {
         "new"
         | "pending_new"
+        | "pending_review"
         | "accepted"
         | "accepted_for_bidding"
         | "held"
@@ -174,6 +175,31 @@ impl AlpacaBroker {
     }
 }
 
+/// Alpaca takes at most 9 decimal places. A close is rounded toward zero, never up: an
+/// order for more than the position holds would open the opposite one. A quantity that
+/// rounds to nothing cannot be sent at all (a definitive refusal, for a human).
+pub fn order_qty(qty: Quantity) -> Result<String, BrokerError> {
+    let rounded = qty
+        .value()
+        .round_dp_with_strategy(9, rust_decimal::RoundingStrategy::ToZero)
+        .normalize();
+    if rounded.is_zero() {
+        return Err(BrokerError::Rejected(format!(
+            "quantity {qty} is below Alpaca's smallest tradable unit (9 decimal places)"
+        )));
+    }
+    Ok(rounded.to_string())
+}
+
+/// OCC option symbols arrive padded with spaces ("AAPL  240119C00150000"); Alpaca's are
+/// not. Equity symbols pass as they are.
+pub fn order_symbol(symbol: &str, asset_type: AssetType) -> String {
+    match asset_type {
+        AssetType::Option => symbol.chars().filter(|c| !c.is_whitespace()).collect(),
+        AssetType::Equity => symbol.to_string(),
+    }
+}
+
 fn message(body: &str) -> String {
     serde_json::from_str::<AlpacaErrorBody>(body)
         .map(|b| b.message)
@@ -200,8 +226,8 @@ impl Broker for AlpacaBroker {
             Side::Buy => "buy",
         };
         let mut body = json!({
-            "symbol": intent.symbol,
-            "qty": intent.qty.to_string(),
+            "symbol": order_symbol(&intent.symbol, intent.asset_type),
+            "qty": order_qty(intent.qty)?,
             "side": side,
             "type": "market",
             "time_in_force": "day",

@@ -246,6 +246,7 @@ fn every_alpaca_order_status_is_mapped() {
     let working = [
         "new",
         "pending_new",
+        "pending_review",
         "accepted",
         "accepted_for_bidding",
         "held",
@@ -267,4 +268,46 @@ fn every_alpaca_order_status_is_mapped() {
     assert_eq!(map_status("expired", zero), Some(OrderStatus::Expired));
     assert_eq!(map_status("rejected", zero), Some(OrderStatus::Rejected));
     assert_eq!(map_status("something_new", zero), None);
+}
+
+#[tokio::test]
+async fn quantities_go_out_with_at_most_9_decimals_rounded_down_and_option_symbols_unpadded() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v2/orders"))
+        .and(body_partial_json(
+            json!({"symbol": "AAPL240119C00150000", "qty": "1.123456789"}),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(order_json("new", "0")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut padded = intent(AssetType::Option, Side::Sell);
+    padded.symbol = "AAPL  240119C00150000".into();
+    padded.qty = Quantity::parse("1.1234567899").unwrap();
+    broker(&server, Duration::from_secs(2))
+        .await
+        .submit_order(&padded)
+        .await
+        .unwrap();
+    assert_eq!(
+        closeflow_alpaca::order_qty(Quantity::parse("10.500").unwrap()).unwrap(),
+        "10.5"
+    );
+    assert_eq!(closeflow_alpaca::order_symbol("AAPL", AssetType::Equity), "AAPL");
+}
+
+#[tokio::test]
+async fn a_quantity_below_alpacas_unit_is_refused_before_any_request() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v2/orders"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(order_json("new", "0")))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let mut tiny = intent(AssetType::Equity, Side::Sell);
+    tiny.qty = Quantity::parse("0.0000000001").unwrap();
+    let r = broker(&server, Duration::from_secs(2)).await.submit_order(&tiny).await;
+    assert!(matches!(r, Err(BrokerError::Rejected(_))), "{r:?}");
 }
