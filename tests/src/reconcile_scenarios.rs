@@ -27,10 +27,11 @@ async fn detail_types(app: &PipelineApp, position: &str) -> Vec<String> {
         .collect()
 }
 
-/// Seed 000 §12.8: crash after CLOSING, before any order: the reconciler reopens it, and the
-/// late queue message then places nothing.
-pub async fn a_zombie_close_request_is_reopened(app: &PipelineApp) {
-    let cr = app.open_and_close("p-zombie", "AAPL", "5").await;
+/// A crash after CLOSING, before any order (seed 000 §12.8): the broker has nothing, so the
+/// reconciler sends the same attempt again (a close intent is never dropped back to `open`);
+/// the original and the re-driven message together place exactly one order.
+pub async fn a_zombie_close_request_is_re_driven_into_exactly_one_order(app: &PipelineApp) {
+    app.open_and_close("p-zombie", "AAPL", "5").await;
     let cfg = ReconcileConfig::default();
     app.clock.advance(TimeDelta::seconds(119));
     let early = app.reconcile(&cfg).await;
@@ -38,22 +39,13 @@ pub async fn a_zombie_close_request_is_reopened(app: &PipelineApp) {
     app.clock.advance(TimeDelta::seconds(1));
     let r = app.reconcile(&cfg).await;
     assert_eq!((r.changed, r.broker_queries), (1, 1), "{r:?}");
-    assert_eq!(status(app, "p-zombie").await, "open");
-    let c = app.close_request(&cr).await;
-    assert_eq!(c.body["status"], "failed");
-    assert!(c.body["failure_reason"]
-        .as_str()
-        .unwrap()
-        .contains("never reached the broker"));
-    app.driver.pump().await; // the delayed message arrives now
-    assert_eq!(
-        app.sim.orders_placed(),
-        0,
-        "a late message for an abandoned request places nothing"
-    );
+    assert_eq!(status(app, "p-zombie").await, "closing", "still closing, sent again");
+    app.driver.pump().await; // the delayed message and the re-drive arrive now
+    assert_eq!(app.sim.orders_placed(), 1, "one order for the attempt");
+    assert_eq!(status(app, "p-zombie").await, "closed");
     assert_eq!(
         detail_types(app, "p-zombie").await,
-        ["PositionClosing", "PositionReopened"]
+        ["PositionClosing", "PositionClosed"]
     );
 }
 
@@ -212,7 +204,7 @@ pub async fn cleanup_removes_only_finished_records_past_retention(app: &Pipeline
 macro_rules! reconcile_tests {
     ($backend:expr) => {
         $crate::reconcile_tests!(@each $backend;
-            a_zombie_close_request_is_reopened: "",
+            a_zombie_close_request_is_re_driven_into_exactly_one_order: "",
             a_stuck_order_is_looked_up_and_its_fill_applied: "NVDA=hold",
             an_order_missing_at_the_broker_three_times_needs_a_human: "AMD=not_found",
             an_invariant_violation_is_repaired_and_alerted: "NVDA=hold",

@@ -181,6 +181,7 @@ fn fixture(id: &str, status: PositionStatus, cr_status: CloseRequestStatus) -> P
         max_retries: 3,
         reason: None,
         failure_reason: None,
+        redrives: 0,
         created_at: start_time(),
         submitted_at: Some(start_time()),
         completed_at: cr_status.is_terminal().then(start_time),

@@ -136,6 +136,7 @@ pub fn decide_close(current: Option<&PositionAggregate>, cmd: &CloseCommand) -> 
         target_qty: position.quantity.abs(),
         filled_qty: crate::Quantity::ZERO,
         retry_count: 0,
+        redrives: 0,
         max_retries: cmd.max_retries,
         reason: cmd.reason.clone(),
         failure_reason: None,

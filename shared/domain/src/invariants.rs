@@ -124,6 +124,7 @@ mod tests {
             target_qty: Quantity::from(10),
             filled_qty: Quantity::from(filled),
             retry_count: 0,
+            redrives: 0,
             max_retries: 3,
             reason: None,
             failure_reason: None,

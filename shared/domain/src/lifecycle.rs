@@ -35,7 +35,10 @@ pub fn outbox_message(before: Option<&PositionAggregate>, after: &PositionAggreg
         return None;
     }
     let was_waiting = before.and_then(|b| b.latest_close_request.as_ref()).is_some_and(|old| {
-        old.id == cr.id && old.status == CloseRequestStatus::Pending && old.retry_count == cr.retry_count
+        old.id == cr.id
+            && old.status == CloseRequestStatus::Pending
+            && old.retry_count == cr.retry_count
+            && old.redrives == cr.redrives
     });
     (!was_waiting).then(|| SubmitRequest {
         position_id: after.position.id.clone(),

@@ -81,6 +81,8 @@ pub struct CloseRequest {
     pub filled_qty: Quantity,
     pub retry_count: u32,
     pub max_retries: u32,
+    /// How often the current attempt was sent again because the broker never got it.
+    pub redrives: u32,
     /// Why the close was asked for ("manual", "drawdown_guard", ...), for the audit trail.
     pub reason: Option<String>,
     /// The broker's words when it refused the close, or why a human must look.

@@ -21,6 +21,9 @@ pub struct Policy {
     pub retry_backoff: TimeDelta,
     /// Consecutive "not found" lookups before a human must look.
     pub not_found_limit: u32,
+    /// Times an attempt the broker never received is sent again (same client order id)
+    /// before a human must look.
+    pub redrive_limit: u32,
     /// How long finished close requests and idempotency records are kept.
     pub retention: TimeDelta,
 }
@@ -32,6 +35,7 @@ impl Default for Policy {
             stuck_after: TimeDelta::minutes(10),
             retry_backoff: TimeDelta::seconds(30),
             not_found_limit: 3,
+            redrive_limit: 3,
             retention: TimeDelta::days(3),
         }
     }
@@ -316,15 +320,19 @@ pub fn after_lookup(
             if cr.status != C::Pending || cr.current_attempt() != client_order_id.attempt {
                 return Ok(Applied::Ignored(crate::order::Ignored::NoChange));
             }
+            // The intent to close is never dropped: the attempt is sent again with the
+            // same client order id (the broker refuses a duplicate if one did arrive), a
+            // few times, and then a human must look.
             let mut next = agg.clone();
-            if cr.filled_qty.is_zero() {
-                transition(&mut next, PE::Abandoned, CE::Abandoned)?;
+            if cr.redrives < policy.redrive_limit {
                 let cr = next.latest_close_request.as_mut().expect("checked");
-                cr.completed_at = Some(now);
-                cr.failure_reason = Some("the close order never reached the broker".into());
-                next.position.active_close_request_id = None;
+                cr.redrives += 1;
             } else {
-                transition(&mut next, PE::AttemptAbandoned, CE::AttemptAbandoned)?;
+                let reason = format!(
+                    "the close order {client_order_id} never reached the broker, sent {} times",
+                    cr.redrives + 1
+                );
+                needs_human(&mut next, "order_never_placed", reason, now)?;
             }
             touch(&mut next, now);
             Ok(Applied::Changed(Box::new(next)))
@@ -427,7 +435,7 @@ mod tests {
     }
 
     #[test]
-    fn a_zombie_is_looked_up_and_reopened_only_when_the_broker_has_nothing() {
+    fn a_zombie_is_re_driven_then_needs_a_human_and_is_never_silently_reopened() {
         let (agg, msg) = pending();
         let p = Policy::default();
         assert_eq!(reconcile(&agg, t0() + TimeDelta::seconds(119), &p), Ok(Due::Nothing));
@@ -440,9 +448,27 @@ mod tests {
             panic!()
         };
         assert_eq!(client_order_id, msg.client_order_id());
-        let reopened = changed(after_lookup(&agg, &client_order_id, true, &Lookup::NotFound, later, &p));
-        assert_eq!(statuses(&reopened), (P::Open, C::Failed));
-        assert!(check_invariants(&reopened.position, reopened.latest_close_request.as_ref()).is_empty());
+        // The broker has nothing: the same attempt is asked for again, `redrive_limit` times.
+        let mut now = later;
+        let mut cur = agg.clone();
+        for n in 1..=p.redrive_limit {
+            let next = changed(after_lookup(&cur, &client_order_id, true, &Lookup::NotFound, now, &p));
+            assert_eq!(statuses(&next), (P::Closing, C::Pending), "re-drive {n}");
+            assert_eq!(next.latest_close_request.as_ref().unwrap().redrives, n);
+            let again = crate::outbox_message(Some(&cur), &next).expect("the attempt is sent again");
+            assert_eq!(again.client_order_id(), client_order_id, "same client order id");
+            assert_eq!(
+                reconcile(&next, now + TimeDelta::seconds(119), &p),
+                Ok(Due::Nothing),
+                "clock restarted"
+            );
+            cur = next;
+            now += TimeDelta::minutes(2);
+        }
+        let failed = changed(after_lookup(&cur, &client_order_id, true, &Lookup::NotFound, now, &p));
+        assert_eq!(statuses(&failed), (P::CloseFailed, C::Failed), "a human must look");
+        assert_eq!(failed.last_alert.as_ref().unwrap().kind, "order_never_placed");
+        assert!(check_invariants(&failed.position, failed.latest_close_request.as_ref()).is_empty());
         // The broker did have it: adopted, not abandoned.
         let found = Lookup::Found(upd(&msg, OrderStatus::Accepted, 0, later));
         let adopted = changed(after_lookup(&agg, &client_order_id, true, &found, later, &p));

@@ -15,13 +15,10 @@ pub enum PositionEvent {
     EndedUnfilled,
     /// The broker definitively refused the close order (insufficient qty, invalid order).
     BrokerRejected,
-    /// The close request never reached the broker (zombie): safe to reopen.
-    Abandoned,
     /// The reconciler starts a new attempt for the remaining quantity.
     RetryStarted,
-    /// A retry attempt never reached the broker; earlier attempts filled part: retryable again.
-    AttemptAbandoned,
-    /// No attempts left, or the broker cannot account for the order: a human must look.
+    /// No attempts left, the broker cannot account for the order, or the order never
+    /// reached the broker after its re-drives: a human must look.
     NeedsAttention,
 }
 
@@ -32,9 +29,7 @@ pub enum CloseRequestEvent {
     PartiallyFilledAndEnded,
     EndedUnfilled,
     BrokerRejected,
-    Abandoned,
     RetryStarted,
-    AttemptAbandoned,
     NeedsAttention,
 }
 
@@ -56,8 +51,6 @@ impl PositionStatus {
             (S::Closing, E::PartiallyFilledAndEnded) => Ok(S::CloseRetryable),
             (S::Closing, E::EndedUnfilled) => Ok(S::Open),
             (S::Closing, E::BrokerRejected) => Ok(S::CloseFailed),
-            (S::Closing, E::Abandoned) => Ok(S::Open),
-            (S::Closing, E::AttemptAbandoned) => Ok(S::CloseRetryable),
             (S::Closing, E::NeedsAttention) => Ok(S::CloseFailed),
             (S::CloseRetryable, E::RetryStarted) => Ok(S::Closing),
             (S::CloseRetryable, E::NeedsAttention) => Ok(S::CloseFailed),
@@ -77,8 +70,8 @@ impl CloseRequestStatus {
         match (self, event) {
             (S::Pending, E::OrderSubmitted) => Ok(S::Submitted),
             (S::Pending, E::BrokerRejected) => Ok(S::Failed),
-            (S::Pending, E::Abandoned) => Ok(S::Failed),
-            (S::Pending, E::AttemptAbandoned) => Ok(S::Retryable),
+            // An order that never reached the broker, re-driven until the limit.
+            (S::Pending, E::NeedsAttention) => Ok(S::Failed),
             // A broker may report the outcome before the submitter has recorded the
             // submission (fast fill, slow write): outcomes are legal from both.
             (S::Pending | S::Submitted, E::FullyFilled) => Ok(S::Completed),
@@ -102,15 +95,13 @@ mod tests {
     use CloseRequestStatus as C;
     use PositionStatus as P;
 
-    const POSITION_EVENTS: [PositionEvent; 9] = [
+    const POSITION_EVENTS: [PositionEvent; 7] = [
         PositionEvent::CloseAccepted,
         PositionEvent::FullyFilled,
         PositionEvent::PartiallyFilledAndEnded,
         PositionEvent::EndedUnfilled,
         PositionEvent::BrokerRejected,
-        PositionEvent::Abandoned,
         PositionEvent::RetryStarted,
-        PositionEvent::AttemptAbandoned,
         PositionEvent::NeedsAttention,
     ];
 
@@ -150,16 +141,14 @@ mod tests {
             .flat_map(|s| POSITION_EVENTS.iter().map(move |e| s.apply(*e)))
             .filter(Result::is_ok)
             .count();
-        assert_eq!(position_moves, 10);
+        assert_eq!(position_moves, 8);
         let cr_events = [
             CloseRequestEvent::OrderSubmitted,
             CloseRequestEvent::FullyFilled,
             CloseRequestEvent::PartiallyFilledAndEnded,
             CloseRequestEvent::EndedUnfilled,
             CloseRequestEvent::BrokerRejected,
-            CloseRequestEvent::Abandoned,
             CloseRequestEvent::RetryStarted,
-            CloseRequestEvent::AttemptAbandoned,
             CloseRequestEvent::NeedsAttention,
         ];
         let cr_moves = C::ALL
@@ -167,7 +156,7 @@ mod tests {
             .flat_map(|s| cr_events.iter().map(move |e| s.apply(*e)))
             .filter(Result::is_ok)
             .count();
-        assert_eq!(cr_moves, 13);
+        assert_eq!(cr_moves, 12);
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub fn reconcile_config_from_env() -> Result<ReconcileConfig, String> {
             stuck_after: env_duration("STUCK_AFTER", d.stuck_after)?,
             retry_backoff: env_duration("RETRY_BACKOFF", d.retry_backoff)?,
             not_found_limit: d.not_found_limit,
+            redrive_limit: d.redrive_limit,
             retention: env_duration("RETENTION", d.retention)?,
         },
         max_broker_queries: env_number("MAX_BROKER_QUERIES", defaults.max_broker_queries)?,

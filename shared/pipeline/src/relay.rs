@@ -7,7 +7,14 @@ use closeflow_domain::{outbox_message, PositionAggregate};
 use crate::queue::{OrderQueue, QueueError, QueueMessage};
 
 pub fn message_for(before: Option<&PositionAggregate>, after: &PositionAggregate) -> Option<QueueMessage> {
-    outbox_message(before, after).map(|req| QueueMessage::for_request(&req))
+    let mut msg = outbox_message(before, after).map(|req| QueueMessage::for_request(&req))?;
+    // A re-drive asks for the same order again: a new deduplication id (the queue must not
+    // drop it), the same client order id (the broker must).
+    let redrives = after.latest_close_request.as_ref().map_or(0, |c| c.redrives);
+    if redrives > 0 {
+        msg.dedup_id = format!("{}-r{redrives}", msg.dedup_id);
+    }
+    Some(msg)
 }
 
 /// Relays one change; an error means "not relayed, retry this record" (never dropped).

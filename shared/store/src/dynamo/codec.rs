@@ -189,6 +189,10 @@ pub fn latest_close_request_from_item(item: &Item, position: &PositionId) -> Res
         // Derived from the orders (the fast partial-fill write updates only its order).
         filled_qty: Quantity::ZERO,
         retry_count: uint(item, "cr_retry_count")?,
+        redrives: match item.get("cr_redrives") {
+            Some(_) => uint(item, "cr_redrives")?,
+            None => 0,
+        },
         max_retries: uint(item, "cr_max_retries")?,
         reason: opt_s(item, "cr_reason").map(str::to_string),
         failure_reason: opt_s(item, "cr_failure_reason").map(str::to_string),
@@ -207,6 +211,7 @@ pub fn close_request_attributes(cr: &CloseRequest) -> Vec<(&'static str, Option<
         ("cr_status", Some(s(cr.status.as_str()))),
         ("cr_target_qty", Some(n(cr.target_qty))),
         ("cr_retry_count", Some(n(cr.retry_count))),
+        ("cr_redrives", (cr.redrives > 0).then(|| n(cr.redrives))),
         ("cr_max_retries", Some(n(cr.max_retries))),
         ("cr_reason", cr.reason.as_deref().map(s)),
         ("cr_failure_reason", cr.failure_reason.as_deref().map(s)),

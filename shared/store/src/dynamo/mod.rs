@@ -505,7 +505,7 @@ impl DynamoStore {
                  cr_retry_count = :zero, cr_max_retries = :maxr, \
                  cr_created_at = :now, cr_updated_at = :now, updated_at = :now, attn = :attn, attn_at = :now, \
                  orders = :no_orders, #ver = #ver + :one{} \
-                 REMOVE cr_submitted_at, cr_completed_at, cr_failure_reason{}",
+                 REMOVE cr_submitted_at, cr_completed_at, cr_failure_reason, cr_redrives{}",
                 if cmd.reason.is_some() {
                     ", cr_reason = :reason"
                 } else {
