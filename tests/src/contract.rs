@@ -143,9 +143,11 @@ pub async fn commits_are_conditional_and_all_or_nothing(s: &ContractStore) {
     s.store.commit(&writes).await.unwrap().unwrap();
     assert_eq!(agg(s, "w-2").await, fresh);
     assert_eq!(agg(s, "w-1").await, bumped);
-    // Delete only at the expected version.
-    assert!(!s.store.delete_if_unchanged(&pid("w-2"), 7).await.unwrap());
-    assert!(s.store.delete_if_unchanged(&pid("w-2"), 1).await.unwrap());
+    // Delete only at the version it was read at.
+    let mut stale = fresh.clone();
+    stale.position.version = 7;
+    assert!(!s.store.delete_if_unchanged(&stale).await.unwrap());
+    assert!(s.store.delete_if_unchanged(&fresh).await.unwrap());
     assert_eq!(s.store.position(&pid("w-2")).await.unwrap(), None);
 }
 
@@ -403,14 +405,9 @@ pub async fn the_account_quota_counts_live_positions_atomically(s: &ContractStor
         Ok(RegisterDecision::Created(_))
     ));
     // Deleting the closed position changes nothing; deleting a live one frees its slot.
-    let q1 = agg(s, "q-1").await;
-    assert!(s
-        .store
-        .delete_if_unchanged(&pid("q-1"), q1.position.version)
-        .await
-        .unwrap());
+    assert!(s.store.delete_if_unchanged(&agg(s, "q-1").await).await.unwrap());
     assert_eq!(s.store.live_positions(&account).await.unwrap(), 2);
-    assert!(s.store.delete_if_unchanged(&pid("q-2"), 1).await.unwrap());
+    assert!(s.store.delete_if_unchanged(&agg(s, "q-2").await).await.unwrap());
     assert_eq!(s.store.live_positions(&account).await.unwrap(), 1);
 }
 

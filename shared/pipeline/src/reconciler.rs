@@ -143,10 +143,7 @@ pub async fn cleanup_once(
         match expire(&agg, now, retention) {
             Expire::Nothing => {}
             Expire::Delete => {
-                if store
-                    .delete_if_unchanged(&agg.position.id, agg.position.version)
-                    .await?
-                {
+                if store.delete_if_unchanged(&agg).await? {
                     report.deleted += 1;
                 }
             }

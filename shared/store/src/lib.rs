@@ -250,16 +250,14 @@ pub trait CloseStore: Backend {
         apply_order_update_by_protocol(self, update, now).await
     }
 
-    /// Deletes a position if it is still at `version`; false when it changed or is gone.
-    async fn delete_if_unchanged(&self, id: &PositionId, version: u64) -> Result<bool, StoreError> {
-        let Some(before) = self.aggregate(&AggregateKey::Position(id.clone())).await? else {
-            return Ok(false);
-        };
+    /// Deletes the position `seen` was read from, if it is still at that version (the
+    /// caller has the aggregate: no read); false when it changed or is gone.
+    async fn delete_if_unchanged(&self, seen: &PositionAggregate) -> Result<bool, StoreError> {
         let write = Write::Delete {
-            id: id.clone(),
-            expected: version,
+            id: seen.position.id.clone(),
+            expected: seen.position.version,
         };
-        Ok(self.commit(&write.with_counts(Some(&before), NO_LIMIT)).await?.is_ok())
+        Ok(self.commit(&write.with_counts(Some(seen), NO_LIMIT)).await?.is_ok())
     }
 }
 
