@@ -70,8 +70,14 @@ impl Write {
             Write::Create(a) | Write::Put { next: a, .. } => Some(a),
             Write::Delete { .. } | Write::Count(_) => None,
         };
-        let counts = count_changes(before, after, limit).into_iter().map(Write::Count);
-        std::iter::once(self.clone()).chain(counts).collect()
+        let counts: Vec<Write> = count_changes(before, after, limit)
+            .into_iter()
+            .map(Write::Count)
+            .collect();
+        let mut writes = Vec::with_capacity(1 + counts.len());
+        writes.push(self);
+        writes.extend(counts);
+        writes
     }
 }
 
