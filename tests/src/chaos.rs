@@ -2,7 +2,8 @@
 //! embedded backend — closes with duplicate keys, the relay and the submitter crashing
 //! between any two steps, queue redelivery and reordering, a broker that times out, fails,
 //! throttles, fills in pieces, cancels and reports late, duplicated and out of order,
-//! reconciler runs at random times, and (on SQLite) process restarts. Every choice comes
+//! reconciler runs at random times, the order watch's lookups, the trade_updates stream's
+//! path and its reconnect backfills, and (on SQLite) process restarts. Every choice comes
 //! from the seed, so a failing seed replays exactly:
 //! `CHAOS_SEED=<seed> cargo test -p closeflow-tests --test chaos -- --nocapture`.
 //!
@@ -24,7 +25,7 @@ use closeflow_domain::{
 use closeflow_pipeline::broker::BrokerPosition;
 use closeflow_pipeline::{
     reconcile_once, relay::relay, submit, watch_change, watch_order, Broker, BrokerError, BrokerOrder, MemoryQueue,
-    MemoryWatch, OrderQueue, QueueConsumer, ReconcileConfig,
+    MemoryWatch, OrderQueue, QueueConsumer, ReconcileConfig, StoreUpdates, TradeUpdateHandler,
 };
 use closeflow_store::{AggregateKey, ChangeLog, CloseStore, MemoryStore, SqliteStore, WorkList};
 
@@ -285,6 +286,11 @@ fn open(
     }
 }
 
+/// The stream consumer's handler over this node's store and the chaos broker.
+fn stream_handler(node: &Node, broker: &Arc<ChaosBroker>, clock: &Arc<ManualClock>) -> StoreUpdates {
+    StoreUpdates::new(node.store.clone(), broker.clone(), clock.clone())
+}
+
 const POSITIONS: usize = 4;
 const STEPS: usize = 80;
 
@@ -312,7 +318,7 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
         let action = if calm {
             [2, 3, 4, 5, 6, 8][step % 6]
         } else {
-            rng.below(11)
+            rng.below(12)
         };
         match action {
             // Closes from the API, with keys from a small pool (duplicates and refusals),
@@ -397,11 +403,22 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
                     } else {
                         broker.lock().outbox.swap_remove(i)
                     };
-                    node.store
-                        .apply_order_update(&u, clock.now())
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    // Half through the webhook's path, half through the trade_updates
+                    // stream's (dated by the broker's own time).
+                    if rng.chance(50) {
+                        node.store.apply_order_update(&u, clock.now()).await
+                    } else {
+                        stream_handler(&node, &broker, &clock).apply(&u).await
+                    }
+                    .map_err(|e| e.to_string())?;
                 }
+            }
+            // The trade_updates stream reconnects: it backfills every working order.
+            11 => {
+                stream_handler(&node, &broker, &clock)
+                    .backfill()
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             // The reconciler, at a random later time.
             6 => {
