@@ -28,7 +28,7 @@ paper-broker:
 ## test: the template (cfn-lint), then unit, domain and scenario tests on the embedded
 ## store and on DynamoDB, SQS and EventBridge (moto), then the contract test
 test: template-lint
-	$(WITH_MOTO) cargo test --workspace --features closeflow-tests/moto,closeflow-embedded/moto
+	$(WITH_MOTO) cargo test --workspace --features closeflow-tests/moto,closeflow-embedded/moto,trade-stream/moto
 	$(MAKE) contract-test
 
 ## contract-test: schemathesis fuzzes the embedded binary from its own /openapi.json
@@ -60,7 +60,7 @@ sam-validate:
 ## lint: formatting, clippy (warnings are errors), cfn-lint and sam validate --lint
 lint: template-lint sam-validate
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets --features closeflow-tests/moto,closeflow-embedded/moto -- -D warnings
+	cargo clippy --workspace --all-targets --features closeflow-tests/moto,closeflow-embedded/moto,trade-stream/moto -- -D warnings
 
 fmt:
 	cargo fmt --all

@@ -48,13 +48,20 @@ import sys
 from samcli.yamlhelper import yaml_parse
 t = yaml_parse(open("template.yaml").read())
 unbuilt = []
+# The one container the template may run is the trade-stream service, from the image the
+# TradeStreamImage parameter names: its binary is built and staged here (see below).
+service = [{"Ref": "TradeStreamImage"}]
 for lid, r in t["Resources"].items():
     kind, m = r["Type"], r.get("Metadata") or {}
     if kind == "AWS::Serverless::Function" and m.get("BuildMethod") == "rust-cargolambda":
         print(lid, m["BuildProperties"]["Binary"])
+    elif kind == "AWS::ECS::TaskDefinition" and [
+        c.get("Image") for c in r["Properties"]["ContainerDefinitions"]
+    ] == service:
+        continue
     elif kind in ("AWS::Serverless::Function", "AWS::Lambda::Function", "AWS::Serverless::LayerVersion",
                   "AWS::Lambda::LayerVersion", "AWS::EC2::Instance", "AWS::AutoScaling::AutoScalingGroup",
-                  "AWS::Batch::JobDefinition") or kind.startswith(("AWS::ECS::", "AWS::AppRunner::")):
+                  "AWS::Batch::JobDefinition", "AWS::ECS::TaskDefinition") or kind.startswith("AWS::AppRunner::"):
         unbuilt.append(f"{lid} ({kind})")
 for u in unbuilt:
     print(f"package: error: {u}: code the template runs that make package does not build", file=sys.stderr)
@@ -71,11 +78,23 @@ start=$(date +%s)
 # One cargo run for all functions first: shared dependencies compile once and the LTO links
 # run in parallel. Same command, flags and workspace as SAM's per-function runs below, so
 # those find every binary fresh; they still run, so what is deployed is what sam builds.
-echo "package: cargo lambda build --release --arm64 ${bins[*]}" >&2
-cargo lambda build --release --arm64 "${bins[@]}"
+echo "package: cargo lambda build --release --arm64 ${bins[*]} --bin trade-stream" >&2
+cargo lambda build --release --arm64 "${bins[@]}" --bin trade-stream
 echo "package: sam build (rust-cargolambda, no container)" >&2
 sam build --template-file template.yaml --build-dir "$build_dir"
 secs=$(( $(date +%s) - start ))
+
+# e_machine 0xB7 (AArch64), byte 18 of the ELF header: an x86_64 binary here would deploy
+# and fail only at its first invocation; a newer glibc than Amazon Linux 2023's fails at start.
+check_arm64() {
+  [ "$(head -c 4 "$1" | od -An -c | tr -d ' ')" = '177ELF' ] || die "$1 is not an ELF binary"
+  [ "$(od -An -tx1 -j18 -N2 "$1" | tr -d ' ')" = "b700" ] || die "$1 is not an arm64 (aarch64) binary"
+  if command -v readelf >/dev/null; then
+    need=$(readelf -V --wide "$1" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
+    [ "$(printf '%s\n' "$need" "$runtime_glibc" | sort -V | tail -1)" = "$runtime_glibc" ] ||
+      die "$1 needs glibc $need; Amazon Linux 2023 has $runtime_glibc"
+  fi
+}
 
 mkdir -p "$zip_dir"
 status=0
@@ -84,15 +103,7 @@ for f in "${fns[@]}"; do
   lid=${f% *} bin=${f#* }
   art="$build_dir/$lid/bootstrap"
   [ -f "$art" ] || die "$lid: sam build produced no $art"
-  # e_machine 0xB7 (AArch64), byte 18 of the ELF header: an x86_64 binary here would deploy
-  # and fail only at its first invocation.
-  [ "$(head -c 4 "$art" | od -An -c | tr -d ' ')" = '177ELF' ] || die "$art is not an ELF binary"
-  [ "$(od -An -tx1 -j18 -N2 "$art" | tr -d ' ')" = "b700" ] || die "$art is not an arm64 (aarch64) binary"
-  if command -v readelf >/dev/null; then
-    need=$(readelf -V --wide "$art" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
-    [ "$(printf '%s\n' "$need" "$runtime_glibc" | sort -V | tail -1)" = "$runtime_glibc" ] ||
-      die "$art needs glibc $need; provided.al2023 has $runtime_glibc"
-  fi
+  check_arm64 "$art"
   # samcli's own zip routine: the same archive (deflate, 0755) that sam deploy uploads.
   python3 -c 'import sys; from samcli.lib.package.utils import make_zip; make_zip(sys.argv[1], sys.argv[2])' \
     "$zip_dir/$bin" "$build_dir/$lid"
@@ -116,6 +127,17 @@ else
   echo
   echo "package: start check skipped (apt-get install qemu-user libc6-arm64-cross to run each arm64 bootstrap under emulation)"
 fi
+# The trade-stream service's image context: its arm64 binary on Amazon Linux 2023 (same
+# glibc as the functions). No Docker here, so the image itself is built where one exists.
+stream_dir=.aws-sam/trade-stream
+rm -rf "$stream_dir" && mkdir -p "$stream_dir"
+check_arm64 target/lambda/trade-stream/bootstrap
+cp target/lambda/trade-stream/bootstrap "$stream_dir/trade-stream"
+cp infra/trade-stream.Dockerfile "$stream_dir/Dockerfile"
+echo
+echo "package: trade-stream service context in $stream_dir ($(stat -c %s "$stream_dir/trade-stream") B binary); to enable it:"
+echo "  docker build --platform linux/arm64 -t <ecr-repo>:<tag> $stream_dir && docker push <ecr-repo>:<tag>"
+echo "  sam deploy ... --parameter-overrides TradeStreamImage=<ecr-repo>:<tag> TradeStreamSubnets=... TradeStreamSecurityGroups=..."
 echo
 echo "package: ${#fns[@]} functions built for provided.al2023/arm64 in ${secs}s; zips in $zip_dir"
 [ "$status" -eq 0 ] || die "a check above failed: do not deploy these artifacts"

@@ -367,6 +367,81 @@ async fn end_to_end(rows: &mut Vec<Row>) {
     });
 }
 
+const BROKER_FILL_SAMPLES: usize = 50;
+
+/// Broker fill -> `closed` in closeflow, against the paper broker on loopback with the real
+/// Alpaca adapter: market closes that fill 100–590 ms after submission (one symbol each),
+/// measured from the broker's own `filled_at` to the moment the position reads `closed`.
+/// Once with the trade_updates stream and the order watch both running (a deployment with
+/// the stream service), once with the order watch alone (no stream at all). Also counts
+/// the broker REST calls each close cost.
+async fn broker_fill_latency(rows: &mut Vec<Row>) {
+    use closeflow_tests::paper::{PaperRig, Watch};
+    use std::sync::atomic::Ordering;
+    for (mode, stream) in [("stream + order watch", true), ("order watch alone", false)] {
+        let scenarios: Vec<String> = (0..BROKER_FILL_SAMPLES)
+            .map(|i| format!("S{i}=fill_after:{}ms", 100 + (i * 10) % 500))
+            .collect();
+        let rig = PaperRig::start(&scenarios.join(","), Watch::Live).await;
+        let measure = async {
+            let mut closed_at = vec![None; BROKER_FILL_SAMPLES];
+            for i in 0..BROKER_FILL_SAMPLES {
+                rig.open_and_close_symbol(&format!("bf-{i}"), &format!("S{i}")).await;
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while closed_at.iter().any(Option::is_none) && Instant::now() < deadline {
+                rig.driver.watch_due().await;
+                for (i, seen) in closed_at.iter_mut().enumerate() {
+                    if seen.is_none()
+                        && rig.status(&format!("bf-{i}")).await == closeflow_domain::PositionStatus::Closed
+                    {
+                        *seen = Some(chrono::Utc::now());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            closed_at
+        };
+        let closed_at = if stream {
+            rig.with_consumer(measure).await
+        } else {
+            measure.await
+        };
+        let mut samples = Vec::new();
+        for (i, seen) in closed_at.iter().enumerate() {
+            let seen = seen.unwrap_or_else(|| panic!("bf-{i} not closed within 30 s ({mode})"));
+            let cr = closeflow_domain::testing::close(&format!("bf-{i}"), "k", closeflow_domain::testing::t0()).new_id;
+            let filled = rig
+                .filled_at(&format!("{cr}-1"))
+                .await
+                .unwrap_or_else(|| panic!("bf-{i}: the broker reports no fill"));
+            samples.push((seen - filled).to_std().unwrap_or_default());
+        }
+        samples.sort();
+        let (target, bound) = if stream {
+            ("< 1 s", Duration::from_secs(1))
+        } else {
+            ("< 5 s", Duration::from_secs(5))
+        };
+        for (p, name) in [(0.50, "p50"), (0.99, "p99")] {
+            let v = percentile(&samples, p);
+            rows.push(Row {
+                metric: format!("broker fill -> closed, {mode}, {name}"),
+                value: format!("{} ms", v.as_millis()),
+                target: if name == "p99" { target } else { "-" },
+                ok: name == "p50" || v < bound,
+            });
+        }
+        let calls = rig.broker_calls.load(Ordering::SeqCst) as f64 / BROKER_FILL_SAMPLES as f64;
+        rows.push(Row {
+            metric: format!("broker API calls per close, {mode}"),
+            value: format!("{calls:.2}"),
+            target: "<= 3",
+            ok: calls <= 3.0,
+        });
+    }
+}
+
 /// Signed webhook fills applied through the router, one after another.
 async fn fills_per_second(rows: &mut Vec<Row>) {
     let app = PipelineApp::new(Backend::Embedded, "NVDA=hold").await;
@@ -561,6 +636,9 @@ async fn main() {
         close_latency(&mut rows, Backend::Sqlite).await;
         end_to_end(&mut rows).await;
         fills_per_second(&mut rows).await;
+    }
+    if run("paper broker fill latency") {
+        broker_fill_latency(&mut rows).await;
     }
     if run("embedded socket load") {
         socket_load(&mut rows, closeflow_embedded::Storage::Memory, "memory").await;

@@ -29,6 +29,7 @@ pub mod chaos;
 pub mod contract;
 pub mod fuzz;
 pub mod hardening;
+pub mod paper;
 pub mod pipeline;
 pub mod pipeline_scenarios;
 pub mod reconcile_scenarios;

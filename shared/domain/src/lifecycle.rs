@@ -176,7 +176,8 @@ pub fn record_submission(
             let cr = next.latest_close_request.as_mut().expect("checked by intent_for");
             cr.status = cr.status.apply(CloseRequestEvent::OrderSubmitted)?;
             cr.submitted_at = Some(now);
-            settle(&mut next, filled, now)?;
+            let ended_at = broker_time(&next, u, now);
+            settle(&mut next, filled, ended_at)?;
         }
     }
     touch(&mut next, now);
@@ -222,9 +223,23 @@ pub fn apply_order_update(
     let Some(filled) = total_filled(&next.orders) else {
         return Ok(Applied::Ignored(Ignored::OverFill));
     };
-    settle(&mut next, filled, now)?;
+    let ended_at = broker_time(&next, u, now);
+    settle(&mut next, filled, ended_at)?;
     touch(&mut next, now);
     Ok(Applied::Changed(Box::new(next)))
+}
+
+/// When the broker says `u` happened. A close ends when the broker filled it, not when we
+/// heard: a lookup seconds later or a backfill after a reconnect still dates it by the
+/// broker. A time before the close began or after now (a missing field, skewed clocks) is
+/// not believed.
+fn broker_time(agg: &PositionAggregate, u: &OrderUpdate, now: Timestamp) -> Timestamp {
+    let began = agg.latest_close_request.as_ref().map_or(now, |c| c.created_at);
+    if (began..=now).contains(&u.updated_at) {
+        u.updated_at
+    } else {
+        now
+    }
 }
 
 /// Stamps a change: the position's and the close request's `updated_at`, and the version.
@@ -242,10 +257,10 @@ pub fn total_filled(orders: &[Order]) -> Option<Quantity> {
     Quantity::checked_sum(orders.iter().map(|o| o.filled_qty))
 }
 
-/// Records `filled` (see [`total_filled`]) on the close request and, once every order has ended, moves
-/// the close request and position to their outcome (seed 000 §6, with one fix: a retry
-/// that fills the rest completes the close even though an earlier order was canceled).
-fn settle(agg: &mut PositionAggregate, filled: Quantity, now: Timestamp) -> Result<(), IllegalTransition> {
+/// Records `filled` (see [`total_filled`]) on the close request and, once every order has
+/// ended, moves the close request and position to their outcome, ended at `ended_at`. A
+/// retry that fills the rest completes the close even though an earlier order was canceled.
+fn settle(agg: &mut PositionAggregate, filled: Quantity, ended_at: Timestamp) -> Result<(), IllegalTransition> {
     let Some(cr) = agg.latest_close_request.as_mut() else {
         return Ok(());
     };
@@ -270,12 +285,12 @@ fn settle(agg: &mut PositionAggregate, filled: Quantity, now: Timestamp) -> Resu
     let cr = agg.latest_close_request.as_mut().expect("checked above");
     match agg.position.status {
         PositionStatus::Closed => {
-            cr.completed_at = Some(now);
-            agg.position.closed_at = Some(now);
+            cr.completed_at = Some(ended_at);
+            agg.position.closed_at = Some(ended_at);
             agg.position.active_close_request_id = None;
         }
         PositionStatus::Open => {
-            cr.completed_at = Some(now);
+            cr.completed_at = Some(ended_at);
             agg.position.active_close_request_id = None;
         }
         _ => {}
@@ -394,6 +409,36 @@ mod tests {
         );
         assert_eq!(agg.position.closed_at, Some(t(2)));
         consistent(&agg);
+    }
+
+    #[test]
+    fn a_close_heard_late_is_dated_by_the_brokers_fill_unless_that_time_is_implausible() {
+        let (agg, msg) = closing();
+        let sub = changed(record_submission(
+            &agg,
+            &msg,
+            &SubmitAnswer::Accepted(update(&msg, OrderStatus::Accepted, 0, 1)),
+            t(1),
+        ));
+        // Filled at t(3), learnt by a lookup at t(40).
+        let heard_late = changed(apply_order_update(
+            &sub,
+            &update(&msg, OrderStatus::Filled, 10, 3),
+            t(40),
+        ));
+        assert_eq!(heard_late.position.closed_at, Some(t(3)));
+        assert_eq!(
+            heard_late.latest_close_request.as_ref().unwrap().completed_at,
+            Some(t(3))
+        );
+        assert_eq!(heard_late.position.updated_at, t(40), "the change itself is ours");
+        // A broker time after ours, or before the close began, is replaced by ours.
+        for bogus in [t(50), chrono::DateTime::<chrono::Utc>::UNIX_EPOCH] {
+            let mut u = update(&msg, OrderStatus::Filled, 10, 3);
+            u.updated_at = bogus;
+            let settled = changed(apply_order_update(&sub, &u, t(40)));
+            assert_eq!(settled.position.closed_at, Some(t(40)), "{bogus}");
+        }
     }
 
     #[test]
