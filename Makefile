@@ -10,7 +10,7 @@ WITH_MOTO := infra/with-moto.sh
 ## run: the embedded single-process stack on 127.0.0.1:$(PORT): a durable SQLite store at
 ## CLOSEFLOW_DB (default .closeflow/closeflow.db; `:memory:` keeps nothing), no AWS
 run:
-	PORT=$(PORT) cargo run -p closeflow-embedded --bin closeflow
+	PORT=$(PORT) cargo run -p closeflow-embedded --bin closeflow -- serve
 
 ## run-aws-local: the same stack on DynamoDB + Streams, SQS FIFO and EventBridge, emulated:
 ## a private moto server, or the emulator at AWS_ENDPOINT_URL (LocalStack); Ctrl-C stops both

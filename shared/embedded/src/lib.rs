@@ -4,6 +4,7 @@
 //! through the real webhook route with real signatures.
 
 pub mod aws_local;
+pub mod cli;
 pub mod invoke;
 pub mod local;
 

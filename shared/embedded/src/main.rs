@@ -1,15 +1,39 @@
-//! `make run`: the embedded single-process closeflow stack. A durable SQLite store
-//! (`CLOSEFLOW_DB`), the same router as the Lambda function, the order pipeline and the
-//! simulated broker.
+//! `closeflow`: `closeflow serve` (or no subcommand; what `make run` runs) is the embedded
+//! single-process stack — a durable SQLite store (`CLOSEFLOW_DB`), the same router as the
+//! Lambda function, the order pipeline and the simulated broker. Every other subcommand is
+//! the command-line client of a running closeflow (`closeflow_embedded::cli`).
 
 use std::sync::Arc;
 
 use closeflow_api::SystemClock;
+use closeflow_embedded::cli::{self, Cli, Command};
 use closeflow_embedded::local::LocalSettings;
 use closeflow_embedded::{Stack, StackConfig, Storage};
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    use clap::Parser;
+    let cli = Cli::parse();
+    if matches!(cli.command, None | Some(Command::Serve)) {
+        return match serve().await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("closeflow: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let exit = match cli::run(cli).await {
+        Ok(exit) => exit,
+        Err(failure) => {
+            eprintln!("closeflow: {}", failure.message);
+            failure.exit
+        }
+    };
+    std::process::ExitCode::from(exit as u8)
+}
+
+async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

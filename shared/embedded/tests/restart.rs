@@ -3,73 +3,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use serde_json::Value;
 
-const TOKEN: &str = "restart-test-token";
+use common::{start_with, Node, TOKEN};
 
-struct Node {
-    child: Child,
-    base: String,
-    banner: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// Starts the binary and waits for its ready line (which names the store).
+/// Starts the binary on `db` with a broker that never fills HOLD.
 fn start(db: &str) -> Node {
     // Accepted at the broker and never filled: the close stays in flight.
     start_with(db, &[("SIM_BROKER_SCENARIOS", "HOLD=hold")])
-}
-
-fn start_with(db: &str, vars: &[(&str, &str)]) -> Node {
-    let port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_closeflow"));
-    cmd.env("PORT", port.to_string())
-        .env("CLOSEFLOW_DB", db)
-        .env("API_TOKENS", format!("{TOKEN}=*"))
-        .env("WEBHOOK_SECRET", "restart-test-secret")
-        .env("RUST_LOG", "warn");
-    for (k, v) in vars {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start closeflow");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let banner = loop {
-        assert!(Instant::now() < deadline, "closeflow did not become ready");
-        match lines.next() {
-            Some(Ok(line)) if line.contains("ready on") => break line,
-            Some(Ok(_)) => continue,
-            _ => panic!("closeflow exited before it was ready"),
-        }
-    };
-    // Keep draining stdout so the process never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Node {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        banner,
-    }
 }
 
 async fn call(

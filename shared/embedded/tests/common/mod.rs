@@ -1,6 +1,72 @@
 //! HTTP helpers shared by the tests that drive a running `closeflow` binary.
 
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
 use serde_json::Value;
+
+pub const TOKEN: &str = "restart-test-token";
+
+#[allow(dead_code)] // each test binary reads the fields it needs
+pub struct Node {
+    pub child: Child,
+    pub base: String,
+    /// The ready line (names the store and the broker).
+    pub banner: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Starts the `closeflow` binary (serving, on a free port, with `TOKEN` for every account)
+/// on the SQLite file `db` and waits for its ready line (which names the store).
+#[allow(dead_code)] // not every test binary that includes this module starts one
+pub fn start_with(db: &str, vars: &[(&str, &str)]) -> Node {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_closeflow"));
+    cmd.env("PORT", port.to_string())
+        .env("CLOSEFLOW_DB", db)
+        .env("API_TOKENS", format!("{TOKEN}=*"))
+        .env("WEBHOOK_SECRET", "restart-test-secret")
+        .env("RUST_LOG", "warn");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start closeflow");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let banner = loop {
+        assert!(Instant::now() < deadline, "closeflow did not become ready");
+        match lines.next() {
+            Some(Ok(line)) if line.contains("ready on") => break line,
+            Some(Ok(_)) => continue,
+            _ => panic!("closeflow exited before it was ready"),
+        }
+    };
+    // Keep draining stdout so the process never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Node {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        banner,
+    }
+}
 
 /// One request as the bearer of `token`, with an optional Idempotency-Key and JSON body;
 /// the status and the JSON answer (`Null` when the body is not JSON).

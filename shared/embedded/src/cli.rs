@@ -1,0 +1,523 @@
+//! The `closeflow` command line: `closeflow serve` runs the embedded stack (what `make run`
+//! runs); every other subcommand is a client of a running closeflow (the embedded stack or
+//! the HTTP API in AWS) over the same HTTP API a browser or curl uses.
+//!
+//! Commands that place or change orders ask for confirmation unless `--yes`, and print the
+//! Idempotency-Key they send, so rerunning them with `--key` can never close twice. `close`,
+//! `cancel`, `retry` and `watch` follow the close request with a live spinner until it ends.
+//! Exit status: 0 closed, 1 error, 2 failed, 3 partially closed.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+#[derive(Debug, Parser)]
+#[command(name = "closeflow", version, about = "Close trading positions safely.")]
+pub struct Cli {
+    /// The closeflow server.
+    #[arg(long, global = true, env = "CLOSEFLOW_URL", default_value = "http://127.0.0.1:3000")]
+    pub url: String,
+    /// Bearer token (an API token of the embedded stack, or a JWT in AWS).
+    #[arg(
+        long,
+        global = true,
+        env = "CLOSEFLOW_TOKEN",
+        default_value = "dev-token",
+        hide_env_values = true
+    )]
+    pub token: String,
+    /// Machine-readable output: the API's JSON, nothing else on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the embedded stack (the default without a subcommand; what `make run` runs).
+    Serve,
+    /// List positions of the caller's accounts, newest first.
+    Positions {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        strategy: Option<String>,
+        /// At most this many (all pages are read until then).
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+    },
+    /// Close a position (all of it, or --qty of it) with a market or --limit order.
+    Close {
+        position: String,
+        /// Close only this much (a partial close).
+        #[arg(long)]
+        qty: Option<String>,
+        /// A limit order at this price instead of a market order.
+        #[arg(long = "limit", value_name = "PRICE")]
+        limit_price: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        order: OrderFlags,
+    },
+    /// Cancel the working order(s) of a close request.
+    Cancel {
+        close_request: String,
+        #[command(flatten)]
+        order: OrderFlags,
+    },
+    /// Start a new attempt of a failed close request for what remains.
+    Retry {
+        close_request: String,
+        #[arg(long = "limit", value_name = "PRICE")]
+        limit_price: Option<String>,
+        #[command(flatten)]
+        order: OrderFlags,
+    },
+    /// Follow a close request until it ends.
+    Watch {
+        close_request: String,
+        /// Give up watching (not the close) after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct OrderFlags {
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// The Idempotency-Key to send (rerun a command with the key it printed: safe).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Return once accepted instead of following the close to its end.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Give up following (not the close) after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+/// How a command ended, as the process's exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Closed = 0,
+    Error = 1,
+    Failed = 2,
+    Partial = 3,
+}
+
+/// The exit status a close request's view means: still working is `None`.
+pub fn outcome(close_request: &Value) -> Option<Exit> {
+    let filled = decimal(&close_request["filled_qty"]);
+    let target = decimal(&close_request["target_qty"]);
+    match close_request["status"].as_str()? {
+        "completed" if filled.is_some() && filled == target => Some(Exit::Closed),
+        "completed" => Some(Exit::Partial),
+        "failed" if filled.is_some_and(|f| !f.is_zero()) => Some(Exit::Partial),
+        "failed" => Some(Exit::Failed),
+        _ => None,
+    }
+}
+
+fn decimal(v: &Value) -> Option<rust_decimal::Decimal> {
+    v.as_str().and_then(|s| s.parse().ok())
+}
+
+/// A command's failure: what to print, and the exit status.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub exit: Exit,
+}
+
+impl Failure {
+    fn error(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            exit: Exit::Error,
+        }
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<Value, Failure> {
+        let mut rb = self
+            .http
+            .request(method, format!("{}{path}", self.base.trim_end_matches('/')))
+            .bearer_auth(&self.token);
+        if let Some(k) = key {
+            rb = rb.header("Idempotency-Key", k);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| Failure::error(format!("cannot reach closeflow at {}: {e}", self.base)))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status.is_success() {
+            Ok(value)
+        } else {
+            let code = value["error"].as_str().unwrap_or("http_error");
+            let message = value["message"].as_str().unwrap_or("");
+            Err(Failure::error(format!("{status}: {code}: {message}")))
+        }
+    }
+}
+
+/// Runs a client subcommand; `Serve` is the caller's to handle.
+pub async fn run(cli: Cli) -> Result<Exit, Failure> {
+    let client = Client {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| Failure::error(e.to_string()))?,
+        base: cli.url.clone(),
+        token: cli.token.clone(),
+    };
+    let json_out = cli.json;
+    match cli.command {
+        None | Some(Command::Serve) => Err(Failure::error("serve is not a client command")),
+        Some(Command::Positions {
+            account,
+            status,
+            strategy,
+            limit,
+        }) => positions(&client, json_out, account, status, strategy, limit).await,
+        Some(Command::Close {
+            position,
+            qty,
+            limit_price,
+            reason,
+            order,
+        }) => {
+            let p = client
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/positions/{}", encode(&position)),
+                    None,
+                    None,
+                )
+                .await?;
+            let amount = qty
+                .clone()
+                .unwrap_or_else(|| abs(p["quantity"].as_str().unwrap_or("?")));
+            let how = match &limit_price {
+                Some(px) => format!("a limit order at {px}"),
+                None => "a market order".into(),
+            };
+            let question = format!(
+                "Close {amount} of {} ({position}, account {}) with {how}?",
+                p["symbol"].as_str().unwrap_or("?"),
+                p["account_id"].as_str().unwrap_or("?")
+            );
+            let mut body = json!({});
+            if let Some(q) = qty {
+                body["qty"] = json!(q);
+            }
+            if let Some(px) = limit_price {
+                body["order_type"] = json!("limit");
+                body["limit_price"] = json!(px);
+            }
+            if let Some(r) = reason {
+                body["reason"] = json!(r);
+            }
+            let path = format!("/positions/{}/close", encode(&position));
+            let accepted = place(&client, json_out, &order, &question, &path, body).await?;
+            follow_from(&client, json_out, &order, &accepted).await
+        }
+        Some(Command::Cancel { close_request, order }) => {
+            let question = format!("Cancel the working order(s) of close request {close_request}?");
+            confirm(&question, order.yes)?;
+            let path = format!("/close-requests/{}/cancel", encode(&close_request));
+            let answer = client.call(reqwest::Method::POST, &path, None, Some(json!({}))).await?;
+            if order.no_wait {
+                print_json_or(json_out, &answer, || "cancel asked; the broker confirms it".into());
+                return Ok(Exit::Closed);
+            }
+            follow(&client, json_out, &close_request, order.timeout).await
+        }
+        Some(Command::Retry {
+            close_request,
+            limit_price,
+            order,
+        }) => {
+            let question = format!("Start a new attempt of close request {close_request} for what remains?");
+            let mut body = json!({});
+            if let Some(px) = limit_price {
+                body["order_type"] = json!("limit");
+                body["limit_price"] = json!(px);
+            }
+            let path = format!("/close-requests/{}/retry", encode(&close_request));
+            place(&client, json_out, &order, &question, &path, body).await?;
+            if order.no_wait {
+                return Ok(Exit::Closed);
+            }
+            follow(&client, json_out, &close_request, order.timeout).await
+        }
+        Some(Command::Watch { close_request, timeout }) => follow(&client, json_out, &close_request, timeout).await,
+    }
+}
+
+async fn positions(
+    client: &Client,
+    json_out: bool,
+    account: Option<String>,
+    status: Option<String>,
+    strategy: Option<String>,
+    limit: usize,
+) -> Result<Exit, Failure> {
+    let mut all: Vec<Value> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query: Vec<(&str, String)> = vec![("limit", limit.min(100).to_string())];
+        for (k, v) in [
+            ("account_id", &account),
+            ("status", &status),
+            ("strategy_id", &strategy),
+        ] {
+            if let Some(v) = v {
+                query.push((k, v.clone()));
+            }
+        }
+        if let Some(c) = &cursor {
+            query.push(("cursor", c.clone()));
+        }
+        let qs = serde_urlencoded::to_string(&query).map_err(|e| Failure::error(e.to_string()))?;
+        let page = client
+            .call(reqwest::Method::GET, &format!("/positions?{qs}"), None, None)
+            .await?;
+        all.extend(page["positions"].as_array().cloned().unwrap_or_default());
+        cursor = page["next_cursor"].as_str().map(String::from);
+        if cursor.is_none() || all.len() >= limit {
+            break;
+        }
+    }
+    all.truncate(limit);
+    if json_out {
+        println!("{}", json!({ "positions": all }));
+        return Ok(Exit::Closed);
+    }
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    table.set_header([
+        "position", "account", "symbol", "quantity", "entry", "strategy", "status",
+    ]);
+    for p in &all {
+        let s = |k: &str| p[k].as_str().unwrap_or("").to_string();
+        table.add_row([
+            s("position_id"),
+            s("account_id"),
+            s("symbol"),
+            s("quantity"),
+            s("avg_entry_price"),
+            s("strategy_id"),
+            s("status"),
+        ]);
+    }
+    println!("{table}");
+    println!("{} position(s)", all.len());
+    Ok(Exit::Closed)
+}
+
+/// Confirms, then sends an order-placing request with a (printed) Idempotency-Key.
+async fn place(
+    client: &Client,
+    json_out: bool,
+    flags: &OrderFlags,
+    question: &str,
+    path: &str,
+    body: Value,
+) -> Result<Value, Failure> {
+    confirm(question, flags.yes)?;
+    let key = flags.key.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    // Before sending: a crash or timeout after this line is still safe to rerun.
+    eprintln!("Idempotency-Key: {key}   (rerun with --key {key} to repeat safely)");
+    let answer = client.call(reqwest::Method::POST, path, Some(&key), Some(body)).await?;
+    if !json_out {
+        eprintln!(
+            "close request {} ({})",
+            answer["close_request_id"].as_str().unwrap_or("?"),
+            answer["close_request_status"]
+                .as_str()
+                .or(answer["status"].as_str())
+                .unwrap_or("?")
+        );
+    }
+    Ok(answer)
+}
+
+async fn follow_from(client: &Client, json_out: bool, flags: &OrderFlags, accepted: &Value) -> Result<Exit, Failure> {
+    let id = accepted["close_request_id"]
+        .as_str()
+        .ok_or_else(|| Failure::error("the answer names no close request"))?;
+    if flags.no_wait {
+        print_json_or(json_out, accepted, || format!("accepted: close request {id}"));
+        return Ok(Exit::Closed);
+    }
+    follow(client, json_out, id, flags.timeout).await
+}
+
+/// Polls the close request until it ends, with a spinner (on a terminal) saying where it is.
+async fn follow(client: &Client, json_out: bool, id: &str, timeout: u64) -> Result<Exit, Failure> {
+    let spinner = if json_out || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new_spinner()
+    };
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let path = format!("/close-requests/{}", encode(id));
+    loop {
+        let cr = client.call(reqwest::Method::GET, &path, None, None).await?;
+        spinner.set_message(format!(
+            "close request {id}: {}, filled {} of {}",
+            cr["status"].as_str().unwrap_or("?"),
+            cr["filled_qty"].as_str().unwrap_or("?"),
+            cr["target_qty"].as_str().unwrap_or("?")
+        ));
+        if let Some(exit) = outcome(&cr) {
+            spinner.finish_and_clear();
+            print_json_or(json_out, &cr, || describe_end(&cr, exit));
+            return Ok(exit);
+        }
+        if Instant::now() >= deadline {
+            spinner.finish_and_clear();
+            return Err(Failure::error(format!(
+                "close request {id} is still {} after {timeout} s; it goes on without us (closeflow watch {id})",
+                cr["status"].as_str().unwrap_or("?")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn describe_end(cr: &Value, exit: Exit) -> String {
+    let s = |k: &str| cr[k].as_str().unwrap_or("?").to_string();
+    match exit {
+        Exit::Closed => format!("closed: {} filled", s("filled_qty")),
+        Exit::Partial => format!("partially closed: {} of {} filled", s("filled_qty"), s("target_qty")),
+        Exit::Failed => format!("failed: {}", cr["failure_reason"].as_str().unwrap_or("nothing filled")),
+        Exit::Error => "error".into(),
+    }
+}
+
+fn print_json_or(json_out: bool, value: &Value, human: impl FnOnce() -> String) {
+    if json_out {
+        println!("{value}");
+    } else {
+        println!("{}", human());
+    }
+}
+
+/// Asks on the terminal; without one (a script), only `--yes` proceeds.
+fn confirm(question: &str, yes: bool) -> Result<(), Failure> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::error(format!(
+            "{question} Not confirmed: pass --yes to run without a terminal"
+        )));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Failure::error(e.to_string()))?;
+    if matches!(line.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Failure::error("not confirmed; nothing was sent"))
+    }
+}
+
+fn abs(q: &str) -> String {
+    q.trim_start_matches('-').to_string()
+}
+
+fn encode(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_close_requests_end_is_the_exit_status() {
+        let cr = |status: &str, filled: &str| json!({"status": status, "filled_qty": filled, "target_qty": "10"});
+        assert_eq!(outcome(&cr("completed", "10")), Some(Exit::Closed));
+        assert_eq!(outcome(&cr("completed", "4")), Some(Exit::Partial));
+        assert_eq!(outcome(&cr("failed", "0")), Some(Exit::Failed));
+        assert_eq!(outcome(&cr("failed", "3")), Some(Exit::Partial));
+        for working in ["pending", "submitted", "retryable"] {
+            assert_eq!(outcome(&cr(working, "3")), None, "{working}");
+        }
+    }
+
+    #[test]
+    fn every_subcommand_parses_with_its_flags() {
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("closeflow").chain(args.iter().copied()));
+        assert!(parse(&[]).unwrap().command.is_none());
+        assert!(matches!(parse(&["serve"]).unwrap().command, Some(Command::Serve)));
+        let c = parse(&[
+            "close", "pos-1", "--qty", "2.5", "--limit", "187.5", "--yes", "--key", "k1",
+        ])
+        .unwrap();
+        let Some(Command::Close {
+            position,
+            qty,
+            limit_price,
+            order,
+            ..
+        }) = c.command
+        else {
+            panic!("close")
+        };
+        assert_eq!(
+            (position.as_str(), qty.as_deref(), limit_price.as_deref()),
+            ("pos-1", Some("2.5"), Some("187.5"))
+        );
+        assert!(order.yes);
+        assert_eq!(order.key.as_deref(), Some("k1"));
+        assert!(
+            parse(&["--json", "positions", "--account", "a", "--status", "open"])
+                .unwrap()
+                .json
+        );
+        assert!(parse(&["close"]).is_err(), "a position is required");
+        assert!(parse(&["watch", "cr-1", "--timeout", "5"]).is_ok());
+    }
+
+    #[test]
+    fn path_segments_are_escaped() {
+        assert_eq!(encode("pos 1/x"), "pos%201%2Fx");
+    }
+}

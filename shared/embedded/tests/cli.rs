@@ -1,0 +1,124 @@
+//! The `closeflow` command line against a running embedded stack (the same binary,
+//! serving): exit statuses, printed Idempotency-Keys that make a rerun safe, confirmation.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+
+use common::{start_with, Node, TOKEN};
+use serde_json::Value;
+
+fn db() -> String {
+    std::env::temp_dir()
+        .join(format!("closeflow-cli-{}.db", uuid::Uuid::new_v4().simple()))
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Runs `closeflow <args>` as a client of `node`, with no terminal on stdin.
+fn cli(node: &Node, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_closeflow"))
+        .args(args)
+        .env("CLOSEFLOW_URL", &node.base)
+        .env("CLOSEFLOW_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run closeflow")
+}
+
+fn stdout_json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("stdout is JSON: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn register(node: &Node, id: &str, symbol: &str) {
+    let body = format!(r#"{{"account_id":"acct-1","symbol":"{symbol}","asset_type":"equity","quantity":"5"}}"#);
+    let (s, v) = common::call(
+        &reqwest::Client::new(),
+        TOKEN,
+        reqwest::Method::PUT,
+        format!("{}/positions/{id}", node.base),
+        None,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+}
+
+async fn position_status(node: &Node, id: &str) -> String {
+    let (_, p) = common::call(
+        &reqwest::Client::new(),
+        TOKEN,
+        reqwest::Method::GET,
+        format!("{}/positions/{id}", node.base),
+        None,
+        None,
+    )
+    .await;
+    p["status"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_follows_to_the_end_and_a_rerun_with_the_printed_key_closes_nothing_twice() {
+    let db = db();
+    let node = start_with(&db, &[("SIM_BROKER_SCENARIOS", "TSLA=reject")]);
+    register(&node, "cli-1", "AAPL").await;
+
+    let out = cli(&node, &["close", "cli-1", "--yes", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "closed: {}", stderr(&out));
+    let done = stdout_json(&out);
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["filled_qty"], "5");
+    let err = stderr(&out);
+    let key = err
+        .split("Idempotency-Key: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the key is printed: {err}"))
+        .to_string();
+    assert_eq!(position_status(&node, "cli-1").await, "closed");
+
+    // The same command again with the printed key: the same close request, no new one.
+    let again = cli(&node, &["close", "cli-1", "--yes", "--json", "--key", &key]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(stdout_json(&again)["close_request_id"], done["close_request_id"]);
+
+    // A broker refusal: exit status 2 and the broker's reason.
+    register(&node, "cli-2", "TSLA").await;
+    let refused = cli(&node, &["close", "cli-2", "--yes"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(String::from_utf8_lossy(&refused.stdout).starts_with("failed:"));
+    assert_eq!(position_status(&node, "cli-2").await, "close_failed");
+    let _ = std::fs::remove_file(&db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_terminal_or_yes_nothing_is_sent_and_errors_exit_1() {
+    let db = db();
+    let node = start_with(&db, &[]);
+    register(&node, "cli-3", "AAPL").await;
+
+    let out = cli(&node, &["close", "cli-3"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    assert_eq!(position_status(&node, "cli-3").await, "open", "nothing was sent");
+
+    // The API's error code reaches the user.
+    let out = cli(&node, &["close", "no-such-position", "--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("position_not_found"), "{}", stderr(&out));
+
+    // A wrong token: the server's refusal, exit 1.
+    let out = Command::new(env!("CARGO_BIN_EXE_closeflow"))
+        .args(["--url", &node.base, "--token", "wrong", "watch", "x"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+    let _ = std::fs::remove_file(&db);
+}
