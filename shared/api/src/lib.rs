@@ -10,6 +10,7 @@ use axum::Router;
 use closeflow_store::CloseStore;
 
 pub mod auth;
+pub mod console;
 pub mod error;
 mod extract;
 mod handlers;
@@ -162,6 +163,7 @@ pub fn served_routes(routes: Routes) -> Vec<(Method, &'static str)> {
     let mut served: Vec<_> = route_table(routes).into_iter().map(|(m, p, _)| (m, p)).collect();
     if routes.close_api {
         served.push((Method::GET, openapi::DOCS_PATH));
+        served.push((Method::GET, console::CONSOLE_PATH));
     }
     served
 }
@@ -173,7 +175,7 @@ pub fn router_for(state: AppState, routes: Routes) -> Router {
         r = r.route(path, handler);
     }
     if routes.close_api {
-        r = r.merge(openapi::docs_page_routes());
+        r = r.merge(openapi::docs_page_routes()).merge(console::console_routes());
     }
     r.fallback(handlers::route_not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)

@@ -49,6 +49,7 @@ Authentication: `Authorization: Bearer <token>` (a JWT verified by API Gateway i
         handlers::broker_webhook,
         openapi_json,
         docs_page,
+        console_page,
     ),
     components(schemas(ErrorBody, Decimal, DecimalInput, NonNegativeDecimalInput)),
     modifiers(&Security, &OptionalCloseBody),
@@ -758,6 +759,23 @@ pub async fn openapi_json() -> axum::response::Response {
 )]
 #[allow(dead_code)] // documents the route utoipa-swagger-ui serves
 fn docs_page() {}
+
+/// The operator console (`crate::console`): one page whose script calls this API with the
+/// bearer token pasted into it. Its script and style are `/console/console.js` and
+/// `/console/console.css`.
+#[utoipa::path(
+    get,
+    path = "/console",
+    operation_id = "getConsole",
+    tag = "docs",
+    security(()),
+    responses(
+        (status = 200, description = "HTML page", content_type = "text/html", body = String),
+        DocsErrors,
+    )
+)]
+#[allow(dead_code)] // documents the route crate::console serves
+fn console_page() {}
 
 /// The docs page (`/docs`, redirecting to `/docs/`) and its assets, compiled into the binary.
 pub fn docs_page_routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {

@@ -1,0 +1,250 @@
+// closeflow operator console: plain JS against the same HTTP API as curl and the CLI.
+// No request leaves this origin; the token lives in this tab's sessionStorage only.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { token: sessionStorage.getItem("closeflow-token") || "", working: new Map(), notes: new Map() };
+
+function newKey() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+async function api(method, path, opts = {}) {
+  const headers = { Authorization: "Bearer " + state.token };
+  if (opts.key) headers["Idempotency-Key"] = opts.key;
+  if (opts.body !== undefined) headers["Content-Type"] = "application/json";
+  let resp;
+  try {
+    resp = await fetch(path, { method, headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body) });
+  } catch (e) {
+    return { status: 0, body: { error: "unreachable", message: "closeflow did not answer: " + e.message } };
+  }
+  let body = null;
+  try { body = await resp.json(); } catch (_) { body = null; }
+  return { status: resp.status, body };
+}
+
+function say(text, kind) {
+  const m = $("message");
+  m.textContent = text || "";
+  m.className = kind || "";
+}
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) e.append(c);
+  return e;
+}
+
+const abs = (q) => String(q).replace(/^-/, "");
+const side = (p) => (String(p.quantity).startsWith("-") ? "short" : "long");
+const closeSide = (p) => (side(p) === "short" ? "buy" : "sell");
+
+async function load() {
+  const params = new URLSearchParams();
+  if ($("account").value.trim()) params.set("account_id", $("account").value.trim());
+  if ($("status").value) params.set("status", $("status").value);
+  params.set("limit", "100");
+  const all = [];
+  for (let page = 0; page < 10; page++) {
+    const r = await api("GET", "/positions?" + params.toString());
+    if (r.status === 401) { say("Sign-in refused: the token is not valid here.", "error"); return signedOut(); }
+    if (r.status === 400 && r.body && r.body.error === "account_id_required") {
+      say("This token may act on every account: name an account above.", "partial");
+      $("positions").replaceChildren();
+      return;
+    }
+    if (r.status !== 200) { say(errorText(r), "error"); return; }
+    all.push(...r.body.positions);
+    if (!r.body.next_cursor) break;
+    params.set("cursor", r.body.next_cursor);
+  }
+  render(all);
+}
+
+function errorText(r) {
+  const b = r.body || {};
+  return (b.message || "Request failed") + (b.error ? " (" + b.error + ")" : "") + (r.status ? " [" + r.status + "]" : "");
+}
+
+function render(positions) {
+  const root = $("positions");
+  root.replaceChildren();
+  if (!positions.length) { root.append(el("p", {}, "No positions.")); return; }
+  const byAccount = new Map();
+  for (const p of positions) {
+    if (!byAccount.has(p.account_id)) byAccount.set(p.account_id, []);
+    byAccount.get(p.account_id).push(p);
+  }
+  for (const [account, list] of byAccount) {
+    const section = el("section", { class: "account", "aria-label": "Account " + account }, el("h2", {}, "Account " + account));
+    const groups = new Map();
+    for (const p of list) {
+      const k = p.strategy_id || "";
+      if (!groups.has(k)) groups.set(k, []);
+      groups.get(k).push(p);
+    }
+    for (const [strategy, legs] of groups) section.append(card(strategy, legs));
+    root.append(section);
+  }
+}
+
+function card(strategy, legs) {
+  const title = strategy ? "Strategy " + strategy : "Positions without a strategy";
+  const c = el("article", { class: "card", "aria-label": title, "data-strategy": strategy || "" },
+    el("header", {}, el("h3", {}, title)));
+  const table = el("table", {},
+    el("thead", {}, el("tr", {}, ...["Symbol", "Side", "Quantity", "Entry", "Status", "Realized PnL", ""].map((h) => el("th", { scope: "col" }, h)))));
+  const body = el("tbody");
+  for (const p of legs) body.append(row(p, strategy ? legs : null));
+  table.append(body);
+  c.append(table);
+  return c;
+}
+
+function row(p, legs) {
+  const cell = (label, text, cls) => el("td", { "data-label": label, class: cls }, text);
+  const working = state.working.get(p.position_id);
+  const button = el("button", {
+    type: "button", class: "primary", "data-position": p.position_id,
+    "aria-label": (legs ? "Close leg " : "Close ") + p.symbol + " (" + p.position_id + ")",
+    onclick: () => openDialog(p, legs),
+  }, working ? "Closing..." : (legs ? "Close Leg" : "Close"));
+  if (working || p.status !== "open") button.disabled = true;
+  const note = state.notes.get(p.position_id);
+  const actions = el("td", { "data-label": "" }, button,
+    note ? el("p", { class: "note " + note.kind, role: "status" }, note.text) : null);
+  return el("tr", { "data-position": p.position_id },
+    cell("Symbol", p.symbol), cell("Side", side(p)), cell("Quantity", abs(p.quantity), "num"),
+    cell("Entry", p.avg_entry_price ?? "—", "num"),
+    cell("Status", p.status, "status-" + p.status),
+    cell("Realized PnL", p.realized_pnl ?? "—", "num"), actions);
+}
+
+let pending = null;
+
+function openDialog(p, legs) {
+  pending = { position: p, legs };
+  $("confirm-title").textContent = legs ? "Close leg" : "Close position";
+  $("confirm-error").textContent = "";
+  document.querySelector('input[name="order_type"][value="market"]').checked = true;
+  $("limit-price").value = "";
+  $("limit-price").disabled = true;
+  describeOrder();
+  const warning = nakedShorts(p, legs);
+  $("confirm-warning").hidden = !warning;
+  $("confirm-warning").textContent = warning || "";
+  $("confirm-ok").disabled = false;
+  $("confirm").showModal();
+  $("confirm-cancel").focus();
+}
+
+function describeOrder() {
+  const p = pending.position;
+  const limit = document.querySelector('input[name="order_type"]:checked').value === "limit";
+  const how = limit ? "a " + closeSide(p) + " limit order" + ($("limit-price").value ? " at " + $("limit-price").value : "") : "a " + closeSide(p) + " market order";
+  $("confirm-text").textContent = "Close " + abs(p.quantity) + " " + p.symbol + " (" + p.position_id + ")? This submits " + how + ".";
+}
+
+// Closing one leg alone must not leave a short leg of the same strategy without its hedge.
+function nakedShorts(p, legs) {
+  if (!legs) return null;
+  const shorts = legs.filter((l) => l.position_id !== p.position_id && side(l) === "short" && l.status === "open");
+  if (!shorts.length || side(p) === "short") return null;
+  return "This leaves the short leg" + (shorts.length > 1 ? "s " : " ") + shorts.map((l) => l.symbol).join(", ") + " of the strategy open without this hedge.";
+}
+
+async function confirmClose(ev) {
+  ev.preventDefault();
+  const p = pending.position;
+  const body = {};
+  if (document.querySelector('input[name="order_type"]:checked').value === "limit") {
+    const price = $("limit-price").value.trim();
+    if (!price) { $("confirm-error").textContent = "A limit order needs a price."; return; }
+    body.order_type = "limit";
+    body.limit_price = price;
+  }
+  $("confirm-ok").disabled = true;
+  const r = await api("POST", "/positions/" + encodeURIComponent(p.position_id) + "/close", { key: newKey(), body });
+  if (r.status !== 201 && r.status !== 200) {
+    $("confirm-error").textContent = errorText(r);
+    $("confirm-ok").disabled = false;
+    return;
+  }
+  $("confirm").close();
+  state.working.set(p.position_id, r.body.close_request_id);
+  state.notes.delete(p.position_id);
+  await load();
+  follow(p, r.body.close_request_id, r.body.poll_interval_ms || 1000);
+}
+
+async function follow(p, id, every) {
+  for (;;) {
+    await new Promise((ok) => setTimeout(ok, Math.min(Math.max(every, 200), 2000)));
+    const r = await api("GET", "/close-requests/" + encodeURIComponent(id));
+    if (r.status !== 200) { state.notes.set(p.position_id, { kind: "error", text: errorText(r) }); break; }
+    const cr = r.body;
+    if (cr.status === "completed" || cr.status === "failed") {
+      const filled = Number(cr.filled_qty);
+      let note;
+      if (cr.status === "completed" && cr.filled_qty === cr.target_qty) note = { kind: "ok", text: "Closed: " + cr.filled_qty + " " + p.symbol + " filled." };
+      else if (filled > 0) note = { kind: "partial", text: "Partially closed: " + cr.filled_qty + " of " + cr.target_qty + " filled." + (cr.failure_reason ? " " + cr.failure_reason : "") };
+      else note = { kind: "error", text: "Close failed: " + (cr.failure_reason || "nothing filled") };
+      state.notes.set(p.position_id, note);
+      break;
+    }
+  }
+  state.working.delete(p.position_id);
+  await load();
+}
+
+function signedIn() {
+  $("token").value = "";
+  $("token").hidden = true;
+  $("signin-button").hidden = true;
+  document.querySelector('label[for="token"]').hidden = true;
+  $("signout").hidden = false;
+  $("filters").hidden = false;
+}
+
+function signedOut() {
+  state.token = "";
+  sessionStorage.removeItem("closeflow-token");
+  $("token").hidden = false;
+  $("signin-button").hidden = false;
+  document.querySelector('label[for="token"]').hidden = false;
+  $("signout").hidden = true;
+  $("filters").hidden = true;
+  $("positions").replaceChildren();
+}
+
+$("signin").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  state.token = $("token").value.trim();
+  sessionStorage.setItem("closeflow-token", state.token);
+  signedIn();
+  say("");
+  await load();
+});
+$("signout").addEventListener("click", () => { signedOut(); say("Signed out."); });
+$("refresh").addEventListener("click", load);
+$("status").addEventListener("change", load);
+$("account").addEventListener("change", load);
+$("confirm-form").addEventListener("submit", confirmClose);
+$("confirm-cancel").addEventListener("click", () => $("confirm").close());
+$("limit-price").addEventListener("input", describeOrder);
+for (const r of document.querySelectorAll('input[name="order_type"]')) {
+  r.addEventListener("change", () => {
+    $("limit-price").disabled = r.value !== "limit" || !r.checked;
+    if (r.value === "limit" && r.checked) $("limit-price").focus();
+    describeOrder();
+  });
+}
+if (state.token) { signedIn(); load(); }
