@@ -14,6 +14,7 @@ pub mod json;
 pub mod lifecycle;
 pub mod model;
 pub mod order;
+pub mod pnl;
 pub mod quantity;
 pub mod reconcile;
 pub mod register;
