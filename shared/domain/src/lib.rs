@@ -19,6 +19,7 @@ pub mod quantity;
 pub mod reconcile;
 pub mod register;
 pub mod status;
+pub mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod transition;
