@@ -46,6 +46,8 @@ pub struct CloseCommand {
     pub new_id: CloseRequestId,
     pub max_retries: u32,
     pub reason: Option<String>,
+    /// Who asks (the signed-in caller, `guard:<id>`, ...), for the audit trail.
+    pub actor: String,
     /// The caller's accounts: a close of another account's position is refused.
     pub access: crate::Access,
     pub now: Timestamp,
@@ -113,6 +115,7 @@ pub fn decide_close(current: Option<&PositionAggregate>, cmd: &CloseCommand) -> 
     next.position.active_close_request_id = Some(cmd.new_id);
     next.position.updated_at = cmd.now;
     next.position.version += 1;
+    next.changed_by = Some(cmd.actor.clone());
     next.idempotency.insert(
         cmd.idempotency_key.clone(),
         IdempotencyRecord {
@@ -170,6 +173,7 @@ mod tests {
     fn cmd(key: &str, body: serde_json::Value, random: u8) -> CloseCommand {
         let p = PositionId::parse("p1").unwrap();
         CloseCommand {
+            actor: "tester".into(),
             new_id: CloseRequestId::new(&p, [random; 16]),
             position_id: p,
             idempotency_key: IdempotencyKey::parse(key).unwrap(),

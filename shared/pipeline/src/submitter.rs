@@ -59,7 +59,7 @@ pub async fn submit(
         }
     };
     let now = clock.now();
-    closeflow_store::modify(store, &key, |agg| {
+    closeflow_store::modify(store, &key, closeflow_domain::audit::actor::SUBMITTER, |agg| {
         closeflow_store::Step::applied(record_submission(agg, req, &answer, now))
     })
     .await?;
@@ -128,6 +128,7 @@ mod tests {
                 quantity: Quantity::from(3),
                 avg_entry_price: None,
                 strategy_id: None,
+                actor: "tester".into(),
                 access: closeflow_domain::Access::All,
                 max_live_positions: 10,
                 now,
@@ -143,6 +144,7 @@ mod tests {
                 new_id: CloseRequestId::new(&pid, [1; 16]),
                 max_retries: 3,
                 reason: None,
+                actor: "tester".into(),
                 access: closeflow_domain::Access::All,
                 now,
             })
