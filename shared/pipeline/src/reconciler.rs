@@ -126,6 +126,8 @@ pub struct CleanupReport {
     pub deleted: usize,
     /// Positions whose expired idempotency records / finished close request were removed.
     pub trimmed: usize,
+    /// Audit entries past their own retention removed (DynamoDB's TTL does it there).
+    pub audit_expired: usize,
 }
 
 pub async fn cleanup_once(
@@ -162,7 +164,8 @@ pub async fn cleanup_once(
             }
         }
     }
-    if report.deleted + report.trimmed > 0 {
+    report.audit_expired = store.expire_audit(now).await?;
+    if report.deleted + report.trimmed + report.audit_expired > 0 {
         tracing::info!(?report, "cleanup run");
     } else {
         tracing::debug!(?report, "cleanup run");
