@@ -368,6 +368,79 @@ async fn end_to_end(rows: &mut Vec<Row>) {
     });
 }
 
+const AUDIT_CLOSES: usize = 20;
+
+/// The audit trail's cost on moto: what a close's API call costs with the audit in place
+/// (the entries are written from the stream, never on the close path), and the audit
+/// writes per committed change (one BatchWriteItem each, however many entries it holds).
+async fn audit_writes(rows: &mut Vec<Row>) {
+    let app = PipelineApp::new(Backend::DynamoDb, "").await;
+    let counter = app.round_trips.clone().expect("moto counts round trips");
+    let mut close_path = 0;
+    for i in 0..AUDIT_CLOSES {
+        let id = format!("audit-{i}");
+        let r = app
+            .call(
+                axum::http::Method::PUT,
+                &format!("/positions/{id}"),
+                &[],
+                Some(r#"{"account_id":"acct-1","symbol":"AAPL","asset_type":"equity","quantity":10,"avg_entry_price":"90"}"#),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+        let before = counter.get();
+        let r = app
+            .call(
+                axum::http::Method::POST,
+                &format!("/positions/{id}/close"),
+                &[("idempotency-key", "k")],
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 201);
+        close_path += counter.get() - before;
+        app.driver.pump().await;
+        assert_eq!(app.position(&id).await.body["status"], "closed");
+    }
+    // Every committed write is one change: a position's version counts its changes.
+    let mut changes = 0;
+    let mut entries = 0;
+    for i in 0..AUDIT_CLOSES {
+        let id = format!("audit-{i}");
+        changes += app.aggregate(&id).await.position.version;
+        let trail = app
+            .call(
+                axum::http::Method::GET,
+                &format!("/positions/{id}/audit?limit=500"),
+                &[],
+                None,
+            )
+            .await;
+        entries += trail.body["entries"].as_array().map(Vec::len).unwrap_or_default();
+    }
+    let writes = counter.operations().iter().filter(|op| *op == "BatchWriteItem").count();
+    let per_change = writes as f64 / changes as f64;
+    let per_close = close_path as f64 / AUDIT_CLOSES as f64;
+    rows.push(Row {
+        metric: "audit: DynamoDB round trips on the close call".into(),
+        value: format!("{per_close:.2}"),
+        target: "= 1",
+        ok: per_close <= 1.0,
+    });
+    rows.push(Row {
+        metric: "audit: writes per committed change".into(),
+        value: format!("{per_change:.2}"),
+        target: "= 1",
+        ok: (per_change - 1.0).abs() < f64::EPSILON,
+    });
+    rows.push(Row {
+        metric: "audit: entries per close (register to closed)".into(),
+        value: format!("{:.1}", entries as f64 / AUDIT_CLOSES as f64),
+        target: "-",
+        ok: true,
+    });
+}
+
 const BROKER_FILL_SAMPLES: usize = 50;
 
 /// Broker fill -> `closed` in closeflow, against the paper broker on loopback with the real
@@ -636,6 +709,9 @@ async fn main() {
     if run("moto round trips") {
         round_trips(&mut rows).await;
         fill_round_trips(&mut rows).await;
+    }
+    if run("moto audit") {
+        audit_writes(&mut rows).await;
     }
     if run("embedded latency") {
         close_latency(&mut rows, Backend::Embedded).await;
