@@ -180,6 +180,7 @@ fn fixture(id: &str, status: PositionStatus, cr_status: CloseRequestStatus) -> P
         retry_count: 0,
         max_retries: 3,
         reason: None,
+        cancel_open_orders: false,
         failure_reason: None,
         redrives: 0,
         created_at: start_time(),
