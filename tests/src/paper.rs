@@ -208,3 +208,59 @@ impl PaperRig {
             .and_then(closeflow_domain::parse_timestamp)
     }
 }
+
+/// What a burst of closes under a rate limit did.
+#[derive(Debug, Clone, Copy)]
+pub struct BurstReport {
+    /// From the first submission to the last close.
+    pub took: Duration,
+    pub closed: usize,
+    /// Closes that ended `close_failed` (a rate limit must cause none).
+    pub failed: usize,
+    /// Orders the paper broker received (exactly one per close: no duplicate).
+    pub orders_at_broker: usize,
+    /// REST requests it answered, 429s included.
+    pub broker_calls: usize,
+}
+
+/// `n` closes at once against a paper broker limited to `paper_rate` (`PAPER_RATE_LIMIT`),
+/// the adapter pacing itself with `limits`; the stream consumer listens and the order watch
+/// runs. Waits up to `within` for every close to end.
+pub async fn burst_of_closes(n: usize, paper_rate: &str, limits: Limits, within: Duration) -> BurstReport {
+    let mut cfg = PaperConfig::new(SimScenarios::default());
+    cfg.rate_limit = Some(closeflow_paper_broker::RateLimit::parse(paper_rate).unwrap());
+    let rig = PaperRig::start_with(cfg, limits, Watch::Live).await;
+    let now = SystemClock.now();
+    for i in 0..n {
+        let id = format!("burst-{i}");
+        rig.store.register_position(&register(&id, "3", now)).await.unwrap().unwrap();
+        rig.store.open_close_request(&close(&id, "k", now)).await.unwrap();
+    }
+    let started = Instant::now();
+    let (closed, failed) = rig
+        .with_consumer(async {
+            loop {
+                rig.driver.pump().await;
+                let (mut closed, mut failed) = (0, 0);
+                for i in 0..n {
+                    match rig.status(&format!("burst-{i}")).await {
+                        PositionStatus::Closed => closed += 1,
+                        PositionStatus::CloseFailed => failed += 1,
+                        _ => {}
+                    }
+                }
+                if closed + failed == n || started.elapsed() > within {
+                    return (closed, failed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+    BurstReport {
+        took: started.elapsed(),
+        closed,
+        failed,
+        orders_at_broker: rig.paper_broker.engine.orders_placed(),
+        broker_calls: rig.broker_calls.load(Ordering::SeqCst),
+    }
+}
