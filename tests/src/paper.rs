@@ -233,7 +233,11 @@ pub async fn burst_of_closes(n: usize, paper_rate: &str, limits: Limits, within:
     let now = SystemClock.now();
     for i in 0..n {
         let id = format!("burst-{i}");
-        rig.store.register_position(&register(&id, "3", now)).await.unwrap().unwrap();
+        rig.store
+            .register_position(&register(&id, "3", now))
+            .await
+            .unwrap()
+            .unwrap();
         rig.store.open_close_request(&close(&id, "k", now)).await.unwrap();
     }
     let started = Instant::now();

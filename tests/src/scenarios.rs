@@ -71,6 +71,7 @@ pub async fn open_position_closes_into_a_pending_request(app: &TestApp) {
             "completed_at": null,
             "failure_reason": null,
             "orders": [],
+            "waiting_on_broker": null,
         })
     );
 }

@@ -7,7 +7,7 @@
 //! again, then handed to a human.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use closeflow_alpaca::accounts::{AccountBrokers, Credentials};
@@ -91,6 +91,8 @@ async fn held_shares_fail_a_close_as_blocked_unless_it_may_cancel_the_open_order
     let freed = open_close(store, "held-2", "NFLX", true).await;
     let out = submit(store, broker, &SystemClock, &freed).await.unwrap();
     assert_eq!(out, SubmitOutcome::Placed);
+    // The relay schedules the order watch (its queued message finds nothing to do).
+    rig.driver.pump().await;
     rig.wait_closed("held-2").await;
     assert_eq!(rig.paper_broker.engine.orders_placed(), 1);
     let account = AccountId::parse("acct-1").unwrap();

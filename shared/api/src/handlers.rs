@@ -389,7 +389,8 @@ pub async fn close_position(
                 "submitted_at": "2026-01-02T15:00:00.000Z", "completed_at": "2026-01-02T15:00:00.000Z",
                 "failure_reason": null,
                 "orders": [{"client_order_id": "0b9d5d8a-9c33-8e61-8000-000000000000-1", "broker_order_id": "sim-1",
-                    "attempt": 1, "qty": "10", "status": "filled", "filled_qty": "10", "filled_avg_price": "187.5"}]})),
+                    "attempt": 1, "qty": "10", "status": "filled", "filled_qty": "10", "filled_avg_price": "187.5"}],
+                "waiting_on_broker": null})),
         GetCloseRequestErrors
     ),
     security(("bearerAuth" = []))
@@ -426,7 +427,7 @@ pub async fn get_close_request(
                 .as_ref()
                 .filter(|a| a.latest_close_request.as_ref().is_some_and(|l| l.id == cr.id))
             {
-                view.waiting_on_broker = closeflow_domain::trouble::waiting_on_broker(agg).map(|a| views::waiting(a));
+                view.waiting_on_broker = closeflow_domain::trouble::waiting_on_broker(agg).map(views::waiting);
             }
             Ok(Json(view).into_response())
         }
