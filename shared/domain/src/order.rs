@@ -202,9 +202,7 @@ pub fn merge_order_update(order: &Order, u: &OrderUpdate) -> Merge {
     let mut next = order.clone();
     // The broker's id follows the order that carries the attempt now: after a
     // `replaced`, its replacement (where a cancel must go).
-    if u.broker_order_id.is_some() && !order.status.is_terminal() {
-        next.broker_order_id = u.broker_order_id.clone();
-    } else if next.broker_order_id.is_none() {
+    if (u.broker_order_id.is_some() && !order.status.is_terminal()) || next.broker_order_id.is_none() {
         next.broker_order_id = u.broker_order_id.clone();
     }
     if u.filled_qty > next.filled_qty {
