@@ -174,9 +174,14 @@ pub fn parse_message_with(text: &str, replacements: &mut Replacements) -> Result
         .or(ev.order.updated_at.as_deref())
         .and_then(closeflow_domain::parse_timestamp)
         .ok_or_else(|| format!("`{}` event without a readable timestamp", ev.event))?;
+    // A replaced order's attempt now lives in its replacement: that is the order to name.
+    let broker_order_id = match ev.order.replaced_by.clone() {
+        Some(next) if ev.order.status == "replaced" => next,
+        _ => ev.order.id.clone(),
+    };
     Ok(Parsed::Update(OrderUpdate {
         client_order_id,
-        broker_order_id: Some(ev.order.id),
+        broker_order_id: Some(broker_order_id),
         status,
         filled_qty: filled,
         filled_avg_price: ev
@@ -418,6 +423,7 @@ mod tests {
             panic!()
         };
         assert_eq!(u.status, OrderStatus::Accepted, "working, not canceled");
+        assert_eq!(u.broker_order_id.as_deref(), Some("b-2"), "the replacement is the attempt's order");
         let fill = event("fill", "uuid-of-the-replacement", "filled", "3").replace("\"b-1\"", "\"b-2\"");
         assert_eq!(
             parse_message(&fill),
