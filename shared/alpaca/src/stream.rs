@@ -423,7 +423,11 @@ mod tests {
             panic!()
         };
         assert_eq!(u.status, OrderStatus::Accepted, "working, not canceled");
-        assert_eq!(u.broker_order_id.as_deref(), Some("b-2"), "the replacement is the attempt's order");
+        assert_eq!(
+            u.broker_order_id.as_deref(),
+            Some("b-2"),
+            "the replacement is the attempt's order"
+        );
         let fill = event("fill", "uuid-of-the-replacement", "filled", "3").replace("\"b-1\"", "\"b-2\"");
         assert_eq!(
             parse_message(&fill),

@@ -175,7 +175,7 @@ impl Webhooks {
         // A replacement carries the attempt of the order it replaces: reported under that
         // client order id, with what the chain filled together.
         // Its sequence numbers continue the replaced order's.
-        let (client_order_id, filled, seq) = match o.replaces.as_ref().and_then(|old| carries.get(old)).cloned() {
+        let (client_order_id, filled, seq) = match o.replaces.as_ref().and(carries.get(&o.id)).cloned() {
             Some((cid, before, seq)) => (
                 cid,
                 before.checked_add(o.filled_qty).unwrap_or(o.filled_qty),

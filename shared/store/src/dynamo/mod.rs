@@ -629,7 +629,9 @@ impl DynamoStore {
             req = req.expression_attribute_values(":price", n(price));
         }
         if let Some(b) = &u.broker_order_id {
-            sets.push("orders.#c.broker_order_id = if_not_exists(orders.#c.broker_order_id, :bid)");
+            // The order works (condition above): its broker id follows the newest report,
+            // as the domain merge does (a replacement carries the attempt on).
+            sets.push("orders.#c.broker_order_id = :bid");
             req = req.expression_attribute_values(":bid", s(b));
         }
         let res = req
