@@ -124,6 +124,7 @@ async fn socket_load(rows: &mut Vec<Row>, storage: closeflow_embedded::Storage, 
             ..Default::default()
         },
         alpaca: None,
+        audit_retention: closeflow_domain::Policy::default().audit_retention,
     })
     .expect("stack");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -296,13 +297,13 @@ async fn fill_round_trips(rows: &mut Vec<Row>) {
         app.driver.pump().await;
         let before = counter.get();
         app.store
-            .apply_order_update(&update(&cr, OrderStatus::PartiallyFilled, 4, 2), now)
+            .apply_order_update(&update(&cr, OrderStatus::PartiallyFilled, 4, 2), now, "bench")
             .await
             .unwrap();
         partial += counter.get() - before;
         let before = counter.get();
         app.store
-            .apply_order_update(&update(&cr, OrderStatus::Filled, 10, 3), now)
+            .apply_order_update(&update(&cr, OrderStatus::Filled, 10, 3), now, "bench")
             .await
             .unwrap();
         terminal += counter.get() - before;

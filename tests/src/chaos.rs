@@ -32,6 +32,9 @@ use closeflow_store::{AggregateKey, ChangeLog, CloseStore, MemoryStore, SqliteSt
 use crate::builders::{close, pid, qty, register};
 use crate::{start_time, Backend};
 
+/// Who the broker's updates come through, for the audit trail.
+const BROKER: &str = closeflow_domain::audit::actor::BROKER_WEBHOOK;
+
 /// SplitMix64: tiny, fast and fully determined by its seed.
 pub struct Rng(u64);
 
@@ -482,7 +485,7 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
                     // Half through the webhook's path, half through the trade_updates
                     // stream's (dated by the broker's own time).
                     if rng.chance(50) {
-                        node.store.apply_order_update(&u, clock.now()).await
+                        node.store.apply_order_update(&u, clock.now(), BROKER).await
                     } else {
                         stream_handler(&node, &broker, &clock).apply(&u).await
                     }
@@ -536,7 +539,7 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
         let mut worked = !updates.is_empty();
         for u in updates {
             node.store
-                .apply_order_update(&u, clock.now())
+                .apply_order_update(&u, clock.now(), BROKER)
                 .await
                 .map_err(|e| e.to_string())?;
         }

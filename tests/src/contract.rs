@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use chrono::TimeDelta;
 use closeflow_domain::{
-    decide_close, record_submission, CloseDecision, CloseRejection, CloseRequestStatus, OrderStatus, PositionAggregate,
-    PositionStatus, RegisterDecision, RoutingKey, SubmitAnswer, SubmitRequest,
+    audit_entries, decide_close, record_submission, CloseDecision, CloseRejection, CloseRequestStatus, OrderStatus,
+    PositionAggregate, PositionStatus, RegisterDecision, RoutingKey, SubmitAnswer, SubmitRequest,
 };
 use closeflow_store::{
-    modify, AggregateKey, ChangeLog, CloseOutcome, CloseStore, DynamoStore, MemoryStore, SqliteStore, Step,
+    modify, AggregateKey, AuditQuery, ChangeLog, CloseOutcome, CloseStore, MemoryStore, SqliteStore, Step,
     UpdateResult, WorkList, Write,
 };
 
@@ -20,6 +20,8 @@ pub struct ContractStore {
     pub store: Arc<dyn CloseStore>,
     /// The change log, on backends that keep one (the DynamoDB stream is tested elsewhere).
     pub log: Option<Arc<dyn ChangeLog>>,
+    /// DynamoDB's TTL drops expired audit entries by itself (`expire_audit` removes none).
+    pub audit_expires_by_itself: bool,
 }
 
 pub async fn store_for(backend: Backend) -> ContractStore {
@@ -29,6 +31,7 @@ pub async fn store_for(backend: Backend) -> ContractStore {
             ContractStore {
                 store: m.clone(),
                 log: Some(m),
+                audit_expires_by_itself: false,
             }
         }
         Backend::Sqlite => {
@@ -36,17 +39,16 @@ pub async fn store_for(backend: Backend) -> ContractStore {
             ContractStore {
                 store: s.clone(),
                 log: Some(s),
+                audit_expires_by_itself: false,
             }
         }
         Backend::DynamoDb => {
             let client = crate::dynamo_client(Default::default()).await;
             let name = crate::unique_table_name();
-            closeflow_store::dynamo::table::create_table(&client, &name, &crate::template::table_spec())
-                .await
-                .expect("table");
             ContractStore {
-                store: Arc::new(DynamoStore::new(client, name)),
+                store: Arc::new(crate::dynamo_test_store(client, &name).await),
                 log: None,
+                audit_expires_by_itself: true,
             }
         }
     }
@@ -70,7 +72,7 @@ async fn submit(s: &ContractStore, id: &str, attempt: u32) {
         attempt,
     };
     let accepted = SubmitAnswer::Accepted(update(cr, attempt, OrderStatus::Accepted, "0", 1, start_time()));
-    let m = modify(s.store.as_ref(), &AggregateKey::Position(pid(id)), |a| {
+    let m = modify(s.store.as_ref(), &AggregateKey::Position(pid(id)), "tester", |a| {
         Step::applied(record_submission(a, &req, &accepted, start_time()))
     })
     .await
@@ -182,7 +184,7 @@ pub async fn a_close_stores_exactly_what_the_domain_decides(s: &ContractStore) {
         let cr = expected.latest_close_request.as_ref().unwrap().id;
         let r = s
             .store
-            .apply_order_update(&update(cr, 1, OrderStatus::Canceled, "0", 2, t), t)
+            .apply_order_update(&update(cr, 1, OrderStatus::Canceled, "0", 2, t), t, "tester")
             .await
             .unwrap();
         assert!(
@@ -212,7 +214,7 @@ pub async fn replays_find_superseded_close_requests(s: &ContractStore) {
     };
     submit(s, "h-1", 1).await;
     s.store
-        .apply_order_update(&update(a.id, 1, OrderStatus::Canceled, "0", 2, t), t)
+        .apply_order_update(&update(a.id, 1, OrderStatus::Canceled, "0", 2, t), t, "tester")
         .await
         .unwrap();
     let CloseOutcome::Created { close_request: b, .. } =
@@ -265,7 +267,7 @@ pub async fn fills_settle_the_close_and_modify_returns_the_decision(s: &Contract
     submit(s, "f-1", 1).await;
     let partial = s
         .store
-        .apply_order_update(&update(cr.id, 1, OrderStatus::PartiallyFilled, "4", 2, t), t)
+        .apply_order_update(&update(cr.id, 1, OrderStatus::PartiallyFilled, "4", 2, t), t, "tester")
         .await
         .unwrap();
     assert!(matches!(
@@ -277,13 +279,13 @@ pub async fn fills_settle_the_close_and_modify_returns_the_decision(s: &Contract
     ));
     let stale = s
         .store
-        .apply_order_update(&update(cr.id, 1, OrderStatus::PartiallyFilled, "3", 1, t), t)
+        .apply_order_update(&update(cr.id, 1, OrderStatus::PartiallyFilled, "3", 1, t), t, "tester")
         .await
         .unwrap();
     assert!(matches!(stale, UpdateResult::Ignored(_)), "{stale:?}");
     let done = s
         .store
-        .apply_order_update(&update(cr.id, 1, OrderStatus::Filled, "10", 3, t), t)
+        .apply_order_update(&update(cr.id, 1, OrderStatus::Filled, "10", 3, t), t, "tester")
         .await
         .unwrap();
     assert!(matches!(
@@ -296,9 +298,11 @@ pub async fn fills_settle_the_close_and_modify_returns_the_decision(s: &Contract
     let a = agg(s, "f-1").await;
     assert_eq!(a.latest_close_request.unwrap().filled_qty, crate::builders::qty("10"));
     // A step that writes nothing still hands back its decision.
-    let m = modify(s.store.as_ref(), &AggregateKey::Position(pid("f-1")), |a| Step {
-        write: None,
-        decision: a.position.version,
+    let m = modify(s.store.as_ref(), &AggregateKey::Position(pid("f-1")), "tester", |a| {
+        Step {
+            write: None,
+            decision: a.position.version,
+        }
     })
     .await
     .unwrap()
@@ -313,7 +317,7 @@ pub async fn fills_settle_the_close_and_modify_returns_the_decision(s: &Contract
         t,
     );
     assert_eq!(
-        s.store.apply_order_update(&unknown, t).await.unwrap(),
+        s.store.apply_order_update(&unknown, t, "tester").await.unwrap(),
         UpdateResult::UnknownOrder
     );
 }
@@ -396,7 +400,7 @@ pub async fn the_account_quota_counts_live_positions_atomically(s: &ContractStor
     };
     submit(s, "q-1", 1).await;
     s.store
-        .apply_order_update(&update(cr.id, 1, OrderStatus::Filled, "2", 2, t), t)
+        .apply_order_update(&update(cr.id, 1, OrderStatus::Filled, "2", 2, t), t, "tester")
         .await
         .unwrap();
     assert_eq!(s.store.live_positions(&account).await.unwrap(), 1);
@@ -437,6 +441,101 @@ pub async fn the_change_log_has_every_commit_once_in_order(s: &ContractStore) {
     assert!(log.unacknowledged(100).await.unwrap().is_empty());
 }
 
+/// Audit entries of real changes: recorded twice (a change handled again), read back once
+/// each, oldest first, per position and per account (from `since`), paged with cursors
+/// that walk the whole trail, and dropped after their retention.
+pub async fn the_audit_log_keeps_each_entry_once_in_order_per_position_and_account(s: &ContractStore) {
+    let t = start_time();
+    let mut entries = Vec::new();
+    let mut change = |before: Option<&PositionAggregate>, after: &PositionAggregate| {
+        entries.extend(audit_entries(before, after));
+    };
+    s.store
+        .register_position(&register("au-1", "10", t))
+        .await
+        .unwrap()
+        .unwrap();
+    let a1 = agg(s, "au-1").await;
+    change(None, &a1);
+    let CloseOutcome::Created { .. } = s
+        .store
+        .open_close_request(&close("au-1", "k-au", t + TimeDelta::seconds(1)))
+        .await
+        .unwrap()
+    else {
+        panic!("close created")
+    };
+    let a2 = agg(s, "au-1").await;
+    change(Some(&a1), &a2);
+    s.store
+        .register_position(&register("au-2", "-5", t + TimeDelta::seconds(2)))
+        .await
+        .unwrap()
+        .unwrap();
+    change(None, &agg(s, "au-2").await);
+    assert_eq!(entries.len(), 4, "registered, closing + close requested, registered");
+    let retention = TimeDelta::days(400);
+    s.store.record(&entries, retention).await.unwrap();
+    s.store.record(&entries[1..], retention).await.unwrap();
+
+    let by_position = |id: &str| AuditQuery::Position(pid(id));
+    let trail = s.store.trail(&by_position("au-1"), 10, None).await.unwrap();
+    assert_eq!(trail.entries, entries[..3].to_vec());
+    assert_eq!(trail.next_cursor, None);
+    assert!(trail.entries.iter().all(|e| e.actor == "tester"));
+
+    let account = |since| AuditQuery::Account {
+        account: closeflow_domain::AccountId::parse("acct-1").unwrap(),
+        since,
+    };
+    let mut walked = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = s.store.trail(&account(None), 1, cursor.as_deref()).await.unwrap();
+        assert!(page.entries.len() <= 1);
+        walked.extend(page.entries);
+        match page.next_cursor {
+            Some(c) => {
+                assert!(closeflow_store::audit::valid_cursor(&account(None), &c), "{c}");
+                cursor = Some(c)
+            }
+            None => break,
+        }
+    }
+    assert_eq!(walked, entries, "the account's trail, oldest first, each entry once");
+    let later = s
+        .store
+        .trail(&account(Some(t + TimeDelta::seconds(2))), 10, None)
+        .await
+        .unwrap();
+    assert_eq!(later.entries, entries[3..].to_vec());
+
+    // Kept one day only: gone a day later, however the backend expires them.
+    s.store.record(&entries[3..], TimeDelta::days(1)).await.unwrap();
+    let removed = s.store.expire_audit(t + TimeDelta::days(3)).await.unwrap();
+    if s.audit_expires_by_itself {
+        assert_eq!(removed, 0, "left to the table's TTL");
+    } else {
+        assert_eq!(removed, 1);
+        assert!(s
+            .store
+            .trail(&by_position("au-2"), 10, None)
+            .await
+            .unwrap()
+            .entries
+            .is_empty());
+        assert_eq!(
+            s.store
+                .trail(&by_position("au-1"), 10, None)
+                .await
+                .unwrap()
+                .entries
+                .len(),
+            3
+        );
+    }
+}
+
 /// One `#[tokio::test]` per contract check for a backend.
 #[macro_export]
 macro_rules! store_contract_tests {
@@ -450,6 +549,7 @@ macro_rules! store_contract_tests {
             work_lists_hold_exactly_what_needs_a_job_oldest_first,
             the_change_log_has_every_commit_once_in_order,
             the_account_quota_counts_live_positions_atomically,
+            the_audit_log_keeps_each_entry_once_in_order_per_position_and_account,
         );
     };
     (@each $backend:expr; $($name:ident),* $(,)?) => {

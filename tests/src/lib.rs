@@ -17,8 +17,8 @@ use closeflow_domain::{
 };
 use closeflow_store::dynamo::table;
 use closeflow_store::{
-    Backend as StoreBackend, CloseOutcome, CloseStore, Conflict, DynamoStore, Listed, MemoryStore, RegisterOutcome,
-    RoundTripCounter, SqliteStore, StoreError, UpdateResult, WorkList, Write,
+    AuditLog, AuditPage, AuditQuery, Backend as StoreBackend, CloseOutcome, CloseStore, Conflict, DynamoStore, Listed,
+    MemoryStore, RegisterOutcome, RoundTripCounter, SqliteStore, StoreError, UpdateResult, WorkList, Write,
 };
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -110,8 +110,30 @@ impl CloseStore for FaultInjectingStore {
         }
         self.inner.open_close_request(cmd).await
     }
-    async fn apply_order_update(&self, update: &OrderUpdate, now: Timestamp) -> Result<UpdateResult, StoreError> {
-        self.inner.apply_order_update(update, now).await
+    async fn apply_order_update(
+        &self,
+        update: &OrderUpdate,
+        now: Timestamp,
+        actor: &str,
+    ) -> Result<UpdateResult, StoreError> {
+        self.inner.apply_order_update(update, now, actor).await
+    }
+}
+
+#[async_trait]
+impl AuditLog for FaultInjectingStore {
+    async fn record(
+        &self,
+        entries: &[closeflow_domain::AuditEntry],
+        retention: chrono::TimeDelta,
+    ) -> Result<(), StoreError> {
+        self.inner.record(entries, retention).await
+    }
+    async fn trail(&self, query: &AuditQuery, limit: usize, cursor: Option<&str>) -> Result<AuditPage, StoreError> {
+        self.inner.trail(query, limit, cursor).await
+    }
+    async fn expire_audit(&self, now: Timestamp) -> Result<usize, StoreError> {
+        self.inner.expire_audit(now).await
     }
 }
 
@@ -169,6 +191,19 @@ pub fn unique_table_name() -> String {
     format!("closeflow-test-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// New tables shaped by template.yaml (the closes table and its audit table, named after
+/// `name`) and the store over them.
+pub async fn dynamo_test_store(client: aws_sdk_dynamodb::Client, name: &str) -> DynamoStore {
+    table::create_table(&client, name, &template::table_spec())
+        .await
+        .expect("create test table");
+    let audit = format!("{name}-audit");
+    table::create_table(&client, &audit, &template::audit_table_spec())
+        .await
+        .expect("create test audit table");
+    DynamoStore::new(client, name).with_audit_table(audit)
+}
+
 impl TestApp {
     pub async fn new(backend: Backend) -> TestApp {
         Self::with_config(backend, closeflow_api::ApiConfig::default()).await
@@ -183,10 +218,7 @@ impl TestApp {
                 let counter = RoundTripCounter::default();
                 let client = dynamo_client(counter.clone()).await;
                 let name = unique_table_name();
-                table::create_table(&client, &name, &template::table_spec())
-                    .await
-                    .expect("create test table");
-                (Arc::new(DynamoStore::new(client, name)), Some(counter))
+                (Arc::new(dynamo_test_store(client, &name).await), Some(counter))
             }
         };
         let faults = Arc::new(FaultInjectingStore {
@@ -292,7 +324,8 @@ pub const TOKEN_ACCT2: &str = "test-token-acct-2";
 
 pub fn test_auth() -> closeflow_api::auth::Auth {
     closeflow_api::auth::Auth::Tokens(Arc::new(
-        closeflow_api::auth::parse_api_tokens(&format!("{TOKEN_ALL}=*;{TOKEN_ACCT2}=acct-2")).expect("tokens"),
+        closeflow_api::auth::parse_api_tokens(&format!("ops:{TOKEN_ALL}=*;acct2-user:{TOKEN_ACCT2}=acct-2"))
+            .expect("tokens"),
     ))
 }
 

@@ -113,6 +113,7 @@ impl PaperRig {
             producer: queue.clone(),
             consumer: queue,
             events: Arc::new(LogSink),
+            audit_retention: closeflow_domain::Policy::default().audit_retention,
             watch: Arc::new(MemoryWatch::new(watch_clock)),
         };
         let rig = PaperRig {

@@ -17,8 +17,7 @@ use closeflow_pipeline::{
 use closeflow_pipeline::{
     Broker, ChangeFeed, Driver, LogFeed, MemoryQueue, OrderQueue, QueueConsumer, SimScenarios, SimulatedBroker,
 };
-use closeflow_store::dynamo::table;
-use closeflow_store::{AggregateKey, CloseStore, DynamoStore, MemoryStore, RoundTripCounter, SqliteStore};
+use closeflow_store::{AggregateKey, CloseStore, MemoryStore, RoundTripCounter, SqliteStore};
 use serde_json::Value;
 
 use crate::{call, start_time, unique_table_name, Backend, Reply};
@@ -87,9 +86,7 @@ impl PipelineApp {
                 let counter = RoundTripCounter::default();
                 let client = crate::dynamo_client(counter.clone()).await;
                 let name = unique_table_name();
-                table::create_table(&client, &name, &crate::template::table_spec())
-                    .await
-                    .expect("create table");
+                let store = crate::dynamo_test_store(client.clone(), &name).await;
                 let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
                 let streams = aws_sdk_dynamodbstreams::Client::new(&shared);
                 let feed = DynamoStreamFeed::for_table(&client, streams, &name)
@@ -149,13 +146,7 @@ impl PipelineApp {
                         seen: Default::default(),
                     },
                 ));
-                (
-                    Arc::new(DynamoStore::new(client, name)),
-                    Arc::new(feed),
-                    queue.clone(),
-                    queue,
-                    Some(counter),
-                )
+                (Arc::new(store), Arc::new(feed), queue.clone(), queue, Some(counter))
             }
         };
         let (event_sink, events) = sink.expect("set per backend");
@@ -183,6 +174,7 @@ impl PipelineApp {
             producer,
             consumer,
             events: event_sink,
+            audit_retention: closeflow_domain::Policy::default().audit_retention,
             watch: Arc::new(closeflow_pipeline::MemoryWatch::new(clock.clone())),
         };
         PipelineApp {

@@ -48,6 +48,119 @@ fn client_order_id(cr: &str, attempt: u32) -> ClientOrderId {
     ClientOrderId::new(CloseRequestId::parse(cr).unwrap(), attempt)
 }
 
+/// The audit trail of a close, from the change feed: who (the token's name, then the
+/// pipeline's workers), what and why, each change once however often the feed is
+/// handled, readable per position and per account, only by the account's holders.
+pub async fn every_change_of_a_close_is_audited_once_with_who_and_why(app: &PipelineApp) {
+    use axum::http::Method;
+    let cr = app.open_and_close("p-aud", "AAPL", "10").await;
+    app.driver.pump().await;
+    assert_eq!(app.position("p-aud").await.body["status"], "closed");
+    let trail = app.call(Method::GET, "/positions/p-aud/audit", &[], None).await;
+    assert_eq!(trail.status, 200, "{}", trail.body);
+    let rows: Vec<(String, String, String)> = trail.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or("-").to_string();
+            (s("actor"), s("action"), s("status_after"))
+        })
+        .collect();
+    let row = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+    assert_eq!(
+        rows[..3],
+        [
+            row("ops", "position_registered", "open"),
+            row("ops", "position_changed", "closing"),
+            row("ops", "close_requested", "pending"),
+        ],
+        "{}",
+        trail.body
+    );
+    // The fill may overtake the submitter's record of the order (the broker answers
+    // before the submission is written): either way the order appears once, and the fill
+    // is the broker's.
+    assert_eq!(rows.iter().filter(|r| r.1 == "order_placed").count(), 1, "{rows:?}");
+    assert!(
+        rows.contains(&row("broker-webhook", "position_changed", "closed")),
+        "{rows:?}"
+    );
+    assert!(
+        rows.contains(&row("broker-webhook", "close_request_changed", "completed")),
+        "{rows:?}"
+    );
+    let entries = trail.body["entries"].as_array().unwrap();
+    let fill = entries
+        .iter()
+        .find(|e| e["subject"] == "order" && e["status_after"] == "filled")
+        .expect("the fill is audited");
+    assert_eq!(fill["actor"], "broker-webhook");
+    assert_eq!(fill["details"]["filled_qty"], "10");
+    assert_eq!(fill["details"]["client_order_id"], coid(&cr, 1));
+    assert_eq!(
+        fill["details"]["realized_pnl_unknown"], "entry_price_unknown",
+        "no entry price given"
+    );
+    let close = &trail.body["entries"][2];
+    assert_eq!(close["details"]["idempotency_key"], "k-1");
+
+    // Handling the feed again (a redelivered batch) writes nothing new.
+    app.driver.pump().await;
+    let again = app.call(Method::GET, "/positions/p-aud/audit", &[], None).await;
+    assert_eq!(again.body, trail.body);
+
+    // The account's trail, page by page, is the same entries.
+    let mut walked = Vec::new();
+    let mut path = "/accounts/acct-1/audit?limit=2".to_string();
+    loop {
+        let page = app.call(Method::GET, &path, &[], None).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        walked.extend(page.body["entries"].as_array().unwrap().iter().cloned());
+        match page.body["next_cursor"].as_str() {
+            Some(c) => path = format!("/accounts/acct-1/audit?limit=2&cursor={}", urlencode(c)),
+            None => break,
+        }
+    }
+    assert_eq!(&walked, trail.body["entries"].as_array().unwrap());
+
+    // Only holders of the account read it; bad paging input is a 400 with a stable code.
+    let other = format!("Bearer {}", crate::TOKEN_ACCT2);
+    let auth = [("authorization", other.as_str())];
+    assert_eq!(
+        app.call(Method::GET, "/positions/p-aud/audit", &auth, None)
+            .await
+            .status,
+        404
+    );
+    let denied = app.call(Method::GET, "/accounts/acct-1/audit", &auth, None).await;
+    assert_eq!((denied.status, denied.str("error")), (403, "forbidden".to_string()));
+    for (path, code) in [
+        ("/accounts/acct-1/audit?limit=0", "invalid_limit"),
+        ("/accounts/acct-1/audit?cursor=nonsense", "invalid_cursor"),
+        ("/accounts/acct-1/audit?since=yesterday", "invalid_since"),
+        ("/positions/p-aud/audit?since=2026-01-01T00:00:00Z", "invalid_query"),
+        ("/positions/p-aud/audit?limit=1&limit=2", "invalid_query"),
+    ] {
+        let r = app.call(Method::GET, path, &[], None).await;
+        assert_eq!(
+            (r.status, r.str("error")),
+            (400, code.to_string()),
+            "{path}: {}",
+            r.body
+        );
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
 /// A broker that calls no webhook (Alpaca): the order fills silently, and the order
 /// watch's first check, one second after the order was recorded, closes the position.
 pub async fn a_fill_the_broker_never_reports_is_found_by_the_order_watch_in_seconds(app: &PipelineApp) {
@@ -393,6 +506,7 @@ macro_rules! pipeline_tests {
             webhooks_with_bad_signatures_or_bodies_change_nothing: "NVDA=hold",
             a_fill_the_broker_never_reports_is_found_by_the_order_watch_in_seconds: "NVDA=hold",
             the_order_watch_backs_off_then_hands_over_to_the_reconciler: "NVDA=hold",
+            every_change_of_a_close_is_audited_once_with_who_and_why: "",
         );
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn an_unknown_submit_outcome_is_retried_into_exactly_one_order() {

@@ -15,6 +15,11 @@ pub fn table_spec() -> TableSpec {
     template().table_spec().expect("ClosesTable")
 }
 
+/// The `AuditTable` resource as a [`TableSpec`].
+pub fn audit_table_spec() -> TableSpec {
+    template().audit_table_spec().expect("AuditTable")
+}
+
 /// The `OrderQueue` resource: (FIFO?, visibility timeout in seconds).
 pub fn order_queue() -> (bool, u32) {
     let q = template().order_queue().expect("OrderQueue");
@@ -32,6 +37,11 @@ mod tests {
             table_spec(),
             TableSpec::required(),
             "template.yaml ClosesTable drifted from the code"
+        );
+        assert_eq!(
+            audit_table_spec(),
+            TableSpec::required_audit(),
+            "template.yaml AuditTable drifted from the code"
         );
     }
 

@@ -10,7 +10,7 @@ use closeflow_pipeline::{
     ManualClock, MemoryQueue, MemoryWatch, QueueMessage, SimScenarios, SimulatedBroker, WatchRequest,
 };
 use closeflow_store::dynamo::codec;
-use closeflow_store::{AggregateKey, CloseStore, MemoryStore};
+use closeflow_store::{AggregateKey, AuditLog, AuditQuery, CloseStore, MemoryStore};
 use closeflow_tests::{start_time, Backend, TestApp};
 use serde_json::{json, Value};
 
@@ -172,13 +172,22 @@ async fn the_event_publisher_turns_a_stream_record_into_its_state_change_event()
     let event: dynamodb::Event =
         serde_json::from_value(json!({"Records": [record("300", Some(image(&before)), image(&after))]})).unwrap();
     let sink = closeflow_pipeline::RecordingSink::default();
-    let resp = closeflow_aws::lambda::publish_stream_event(&sink, event).await;
+    let audit = closeflow_store::MemoryStore::new();
+    let retention = closeflow_domain::Policy::default().audit_retention;
+    let resp = closeflow_aws::lambda::publish_stream_event(&sink, &audit, retention, event).await;
     assert!(resp.batch_item_failures.is_empty());
     let events = sink.events();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].detail_type, "PositionClosing");
     assert_eq!(events[0].position_id, "pos-ev");
     assert_eq!(events[0].account_id, "acct-1");
+    let trail = audit
+        .trail(&AuditQuery::Position(after.position.id.clone()), 10, None)
+        .await
+        .unwrap();
+    let actions: Vec<_> = trail.entries.iter().map(|e| e.action).collect();
+    assert_eq!(actions, ["position_changed", "close_requested"]);
+    assert_eq!(trail.entries[1].actor, "ops", "the API token's name");
 }
 
 /// Writes the generated sample events in `events/` (run with `--ignored` after changing the

@@ -39,7 +39,7 @@ async fn fills_cost_one_or_two_round_trips_and_match_the_domain_merge() {
     ] {
         let before = app.aggregate("p-rt").await;
         let rt = counter.get();
-        app.store.apply_order_update(&u, now).await.unwrap();
+        app.store.apply_order_update(&u, now, "tester").await.unwrap();
         results.push(counter.get() - rt);
         let after = app.aggregate("p-rt").await;
         let Ok(Applied::Changed(expected)) = apply_order_update(&before, &u, now) else {
@@ -49,7 +49,7 @@ async fn fills_cost_one_or_two_round_trips_and_match_the_domain_merge() {
     }
     let rt = counter.get();
     app.store
-        .apply_order_update(&fill(&cr, OrderStatus::Filled, 10, Some(3), None, 3), now)
+        .apply_order_update(&fill(&cr, OrderStatus::Filled, 10, Some(3), None, 3), now, "tester")
         .await
         .unwrap();
     results.push(counter.get() - rt);
@@ -61,7 +61,11 @@ async fn fills_cost_one_or_two_round_trips_and_match_the_domain_merge() {
     let rt = counter.get();
     let r = app
         .store
-        .apply_order_update(&fill(&cr, OrderStatus::PartiallyFilled, 4, Some(1), None, 4), now)
+        .apply_order_update(
+            &fill(&cr, OrderStatus::PartiallyFilled, 4, Some(1), None, 4),
+            now,
+            "tester",
+        )
         .await
         .unwrap();
     assert_eq!(

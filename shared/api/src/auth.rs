@@ -16,23 +16,52 @@ pub struct JwtClaims(pub HashMap<String, String>);
 #[derive(Debug, Clone)]
 pub enum Auth {
     Jwt { claim: String },
-    Tokens(Arc<HashMap<String, Access>>),
+    Tokens(Arc<HashMap<String, Grant>>),
 }
 
-/// `API_TOKENS` syntax: `token=acct1,acct2` entries separated by `;` (`*` = all accounts).
-pub fn parse_api_tokens(spec: &str) -> Result<HashMap<String, Access>, String> {
+/// What a bearer token grants, and the name it signs changes with in the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub name: String,
+    pub access: Access,
+}
+
+/// Who is calling: the accounts they may act on and the name their changes are audited
+/// under (the JWT's `sub`, or the API token's name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub access: Access,
+    pub actor: String,
+}
+
+/// The audit name of a token given without one.
+pub const UNNAMED_TOKEN: &str = "api-token";
+
+/// `API_TOKENS` syntax: `[name:]token=acct1,acct2` entries separated by `;` (`*` = all
+/// accounts). The name (letters, digits, `-`, `_`, `.`) is who the audit trail says acted.
+pub fn parse_api_tokens(spec: &str) -> Result<HashMap<String, Grant>, String> {
     let mut out = HashMap::new();
     for entry in spec.split(';').map(str::trim).filter(|e| !e.is_empty()) {
         let (token, accounts) = entry
             .split_once('=')
-            .ok_or_else(|| "API_TOKENS entries look like token=acct1,acct2".to_string())?;
-        let token = token.trim();
+            .ok_or_else(|| "API_TOKENS entries look like [name:]token=acct1,acct2".to_string())?;
+        let (name, token) = match token.trim().split_once(':') {
+            Some((name, token)) => (name.trim(), token.trim()),
+            None => (UNNAMED_TOKEN, token.trim()),
+        };
+        let name_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if name.is_empty() || name.len() > 64 || !name.chars().all(name_ok) {
+            return Err("API_TOKENS: a token name is 1 to 64 letters, digits, '-', '_' or '.'".into());
+        }
         if token.len() < 8 {
             return Err("API_TOKENS: tokens must be at least 8 characters".into());
         }
         out.insert(
             token.to_string(),
-            Access::parse(accounts).map_err(|e| format!("API_TOKENS: {e}"))?,
+            Grant {
+                name: name.to_string(),
+                access: Access::parse(accounts).map_err(|e| format!("API_TOKENS: {e}"))?,
+            },
         );
     }
     if out.is_empty() {
@@ -55,6 +84,11 @@ pub fn forbidden() -> ApiError {
 
 /// The accounts the caller may act on, or 401.
 pub fn caller(auth: &Auth, headers: &HeaderMap, ext: &Extensions) -> Result<Access, ApiError> {
+    signed_in(auth, headers, ext).map(|c| c.access)
+}
+
+/// The caller's accounts and audit name, or 401.
+pub fn signed_in(auth: &Auth, headers: &HeaderMap, ext: &Extensions) -> Result<Caller, ApiError> {
     match auth {
         Auth::Jwt { claim } => {
             let claims = ext
@@ -64,7 +98,14 @@ pub fn caller(auth: &Auth, headers: &HeaderMap, ext: &Extensions) -> Result<Acce
                 .0
                 .get(claim)
                 .ok_or_else(|| unauthorized("The token carries no accounts claim"))?;
-            Access::parse(value).map_err(|e| unauthorized(&format!("Unreadable accounts claim: {e}")))
+            let access = Access::parse(value).map_err(|e| unauthorized(&format!("Unreadable accounts claim: {e}")))?;
+            // Every issuer sets `sub`; without it the change is still audited, as a JWT caller.
+            let actor = claims
+                .0
+                .get("sub")
+                .map(|s| format!("user:{s}"))
+                .unwrap_or_else(|| "user".into());
+            Ok(Caller { access, actor })
         }
         Auth::Tokens(tokens) => {
             let token = headers
@@ -74,7 +115,10 @@ pub fn caller(auth: &Auth, headers: &HeaderMap, ext: &Extensions) -> Result<Acce
                 .ok_or_else(|| unauthorized("An Authorization: Bearer token is required"))?;
             tokens
                 .get(token.trim())
-                .cloned()
+                .map(|g| Caller {
+                    access: g.access.clone(),
+                    actor: g.name.clone(),
+                })
                 .ok_or_else(|| unauthorized("Unknown token"))
         }
     }
@@ -86,9 +130,12 @@ mod tests {
 
     #[test]
     fn tokens_parse_and_weak_or_malformed_specs_are_refused() {
-        let t = parse_api_tokens("dev-token-1=acct-1,acct-2; ops-token-9=*").unwrap();
+        let t = parse_api_tokens("dev-token-1=acct-1,acct-2; ops:ops-token-9=*").unwrap();
         assert_eq!(t.len(), 2);
-        assert_eq!(t["ops-token-9"], Access::All);
+        assert_eq!(t["ops-token-9"].access, Access::All);
+        assert_eq!(t["ops-token-9"].name, "ops");
+        assert_eq!(t["dev-token-1"].name, UNNAMED_TOKEN);
+        assert!(parse_api_tokens("bad name:dev-token-1=*").is_err());
         assert!(parse_api_tokens("short=acct").is_err());
         assert!(parse_api_tokens("no-equals-sign").is_err());
         assert!(parse_api_tokens("").is_err());
@@ -105,7 +152,9 @@ mod tests {
             "accounts".into(),
             "[acct-1 acct-2]".into(),
         )])));
-        let acc = caller(&auth, &HeaderMap::new(), &ext).unwrap();
+        let c = signed_in(&auth, &HeaderMap::new(), &ext).unwrap();
+        assert_eq!(c.actor, "user", "no `sub` claim");
+        let acc = c.access;
         assert!(acc.allows(&closeflow_domain::AccountId::parse("acct-2").unwrap()));
         // A bearer header means nothing when API Gateway is the authority.
         let mut h = HeaderMap::new();

@@ -8,14 +8,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use closeflow_domain::json::from_slice_strict;
 use closeflow_domain::{
-    Access, AccountId, AssetType, CloseCommand, CloseRequestId, Fingerprint, IdempotencyKey, Ignored, PositionId,
-    Quantity, RegisterDecision, RegisterPosition, RegisterRejection,
+    AccountId, AssetType, CloseCommand, CloseRequestId, Fingerprint, IdempotencyKey, Ignored, PositionId, Quantity,
+    RegisterDecision, RegisterPosition, RegisterRejection,
 };
 use closeflow_store::{AggregateKey, CloseOutcome};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::{caller, forbidden};
+use crate::auth::{caller, forbidden, signed_in, Caller};
 use crate::error::ApiError;
 use crate::extract::{Body, PathParam};
 #[allow(unused_imports)] // names used by the #[utoipa::path] annotations only
@@ -87,7 +87,7 @@ fn valid_symbol(s: &str) -> bool {
 fn parse_position_body(
     id: PositionId,
     body: &Bytes,
-    access: Access,
+    caller: Caller,
     now: closeflow_domain::Timestamp,
     max_live_positions: u64,
 ) -> Result<RegisterPosition, ApiError> {
@@ -126,7 +126,8 @@ fn parse_position_body(
         quantity: b.quantity,
         avg_entry_price: b.avg_entry_price,
         strategy_id: b.strategy_id,
-        access,
+        actor: caller.actor,
+        access: caller.access,
         max_live_positions,
         now,
     })
@@ -167,9 +168,9 @@ pub async fn put_position(
     ext: Extensions,
     Body(body): Body,
 ) -> ApiResult {
-    let access = caller(&app.auth, &headers, &ext)?;
+    let who = signed_in(&app.auth, &headers, &ext)?;
     let id = position_id(&raw)?;
-    let cmd = parse_position_body(id, &body, access, app.clock.now(), app.config.max_positions_per_account)?;
+    let cmd = parse_position_body(id, &body, who, app.clock.now(), app.config.max_positions_per_account)?;
     // Asking for an account the caller does not hold says nothing about stored data, so it
     // is 403; past this check a refusal on account grounds means the id is held by another
     // account (below).
@@ -331,7 +332,7 @@ pub async fn close_position(
     ext: Extensions,
     Body(body): Body,
 ) -> ApiResult {
-    let access = caller(&app.auth, &headers, &ext)?;
+    let who = signed_in(&app.auth, &headers, &ext)?;
     let id = position_id(&raw)?;
     let key = idempotency_key(&headers)?;
     let (body, reason) = close_body(&body)?;
@@ -344,7 +345,8 @@ pub async fn close_position(
         max_retries: app.config.max_retries,
         reason,
         cancel_open_orders,
-        access,
+        actor: who.actor,
+        access: who.access,
         now: app.clock.now(),
     };
     let outcome = app.store.open_close_request(&cmd).await.map_err(app.store_error())?;

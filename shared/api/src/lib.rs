@@ -9,6 +9,7 @@ use axum::routing::{get, post, put, MethodRouter};
 use axum::Router;
 use closeflow_store::CloseStore;
 
+pub mod audit;
 pub mod auth;
 pub mod console;
 pub mod error;
@@ -146,6 +147,16 @@ fn route_table(routes: Routes) -> Vec<(Method, &'static str, MethodRouter<AppSta
                 Method::GET,
                 "/close-requests/{close_request_id}",
                 get(handlers::get_close_request),
+            ),
+            (
+                Method::GET,
+                "/positions/{position_id}/audit",
+                get(audit::get_position_audit),
+            ),
+            (
+                Method::GET,
+                "/accounts/{account_id}/audit",
+                get(audit::get_account_audit),
             ),
             // Public: the contract and its page describe the API and change nothing.
             (Method::GET, openapi::OPENAPI_PATH, get(openapi::openapi_json)),

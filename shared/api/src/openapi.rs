@@ -47,6 +47,8 @@ Authentication: `Authorization: Bearer <token>` (a JWT verified by API Gateway i
         handlers::close_position,
         handlers::get_close_request,
         handlers::broker_webhook,
+        crate::audit::get_position_audit,
+        crate::audit::get_account_audit,
         openapi_json,
         docs_page,
         console_page,
@@ -56,6 +58,7 @@ Authentication: `Authorization: Bearer <token>` (a JWT verified by API Gateway i
     tags(
         (name = "positions", description = "Register and read positions"),
         (name = "closes", description = "Close a position and follow its close request"),
+        (name = "audit", description = "Who changed what, when and why: kept beyond the positions themselves"),
         (name = "webhooks", description = "Broker order updates (HMAC-signed, no bearer token)"),
         (name = "docs", description = "This document and its page (public)"),
     )
@@ -267,6 +270,17 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
         "position_id: 1 to 128 letters, digits, '.', '_', ':' or '-'",
     ),
     ("invalid_close_request_id", "not a close request id (a UUID)"),
+    (
+        "invalid_account_id",
+        "account_id: 1 to 64 letters, digits, '.', '_', ':' or '-'",
+    ),
+    (
+        "invalid_query",
+        "an unknown or repeated query parameter, or bad form encoding",
+    ),
+    ("invalid_limit", "limit: an integer from 1 to 500"),
+    ("invalid_cursor", "cursor: only a next_cursor this same trail answered"),
+    ("invalid_since", "since: an RFC 3339 time"),
     (
         "invalid_body",
         "malformed JSON, a repeated or unknown key, a missing or invalid field",
@@ -490,6 +504,49 @@ errors!(
 );
 
 errors!(
+    PositionAuditErrors,
+    [
+        err(
+            StatusCode::BAD_REQUEST,
+            &[
+                "invalid_path",
+                "invalid_position_id",
+                "invalid_query",
+                "invalid_limit",
+                "invalid_cursor"
+            ]
+        ),
+        err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
+        err(StatusCode::NOT_FOUND, &["position_not_found"]),
+        rate_limited(),
+        headers_too_large(),
+        internal(),
+    ]
+);
+
+errors!(
+    AccountAuditErrors,
+    [
+        err(
+            StatusCode::BAD_REQUEST,
+            &[
+                "invalid_path",
+                "invalid_account_id",
+                "invalid_query",
+                "invalid_limit",
+                "invalid_cursor",
+                "invalid_since"
+            ]
+        ),
+        err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
+        err(StatusCode::FORBIDDEN, &["forbidden"]),
+        rate_limited(),
+        headers_too_large(),
+        internal(),
+    ]
+);
+
+errors!(
     ClosePositionErrors,
     [
         err_ex(
@@ -592,6 +649,24 @@ impl IntoParams for PositionIdParam {
                 .schema_type(Type::String)
                 .pattern(Some(POSITION_ID_PATTERN)),
             "pos-1",
+        )]
+    }
+}
+
+/// Pattern of account ids (`closeflow_domain::AccountId`).
+pub const ACCOUNT_ID_PATTERN: &str = r"^[A-Za-z0-9._:-]{1,64}$";
+
+pub struct AccountIdParam;
+
+impl IntoParams for AccountIdParam {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![path_param(
+            "account_id",
+            "An account the caller holds: 1 to 64 letters, digits, '.', '_', ':' or '-'.",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(ACCOUNT_ID_PATTERN)),
+            "acct-1",
         )]
     }
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use axum::Router;
-use closeflow_domain::Access;
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::KeyExtractor;
 use tower_governor::{GovernorError, GovernorLayer};
@@ -68,7 +67,7 @@ pub enum CallerKey {
 /// Keys requests by caller (see the module docs).
 #[derive(Clone)]
 struct ByCaller {
-    tokens: Option<Arc<HashMap<String, Access>>>,
+    tokens: Option<Arc<HashMap<String, crate::auth::Grant>>>,
 }
 
 impl KeyExtractor for ByCaller {

@@ -6,13 +6,13 @@ use std::collections::HashSet;
 use aws_lambda_events::event::dynamodb;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
-use closeflow_domain::events_for;
+use closeflow_domain::{audit_entries, events_for};
 use closeflow_pipeline::relay::relay;
 use closeflow_pipeline::{
     submit, watch_change, watch_order, Broker, Clock, EventSink, OrderQueue, QueueMessage, SubmitError, WatchQueue,
     WatchRequest,
 };
-use closeflow_store::{Change, CloseStore};
+use closeflow_store::{AuditLog, Change, CloseStore};
 
 use crate::images::{change_from_images, lambda_item};
 
@@ -101,9 +101,23 @@ pub async fn watch_sqs_event(
     response
 }
 
-/// Event publisher: each stream record -> its state-change events and alerts on the bus.
-pub async fn publish_stream_event(sink: &dyn EventSink, event: dynamodb::Event) -> DynamoDbEventResponse {
+/// Event publisher: each stream record -> its audit entries (kept `audit_retention`) and
+/// its state-change events and alerts on the bus. The entries go first: a record whose
+/// entries could not be written is retried, and writing them again changes nothing.
+pub async fn publish_stream_event(
+    sink: &dyn EventSink,
+    audit: &dyn AuditLog,
+    audit_retention: chrono::TimeDelta,
+    event: dynamodb::Event,
+) -> DynamoDbEventResponse {
     for_each_change(event, |c| async move {
+        let entries = audit_entries(c.before.as_ref(), &c.after);
+        if !entries.is_empty() {
+            audit
+                .record(&entries, audit_retention)
+                .await
+                .map_err(|e| format!("audit entries not recorded: {e}"))?;
+        }
         let events = events_for(c.before.as_ref(), &c.after);
         if events.is_empty() {
             return Ok(());

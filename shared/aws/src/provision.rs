@@ -12,6 +12,7 @@ use crate::template::{QueueSpec, Template};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceNames {
     pub table: String,
+    pub audit_table: String,
     pub order_queue: String,
     pub dead_letter_queue: String,
     pub bus: String,
@@ -35,6 +36,7 @@ impl ResourceNames {
         let fifo = |name: String, spec: &QueueSpec| if spec.fifo { format!("{name}.fifo") } else { name };
         Ok(ResourceNames {
             table: format!("{prefix}-closes"),
+            audit_table: format!("{prefix}-audit"),
             order_queue: fifo(format!("{prefix}-orders"), &template.order_queue()?),
             dead_letter_queue: fifo(format!("{prefix}-orders-dlq"), &template.dead_letter_queue()?),
             bus: template.event_bus_name(prefix)?,
@@ -62,6 +64,7 @@ pub async fn provision(
 ) -> Result<Resources, String> {
     let names = ResourceNames::for_prefix(prefix, template)?;
     find_or_create_table(dynamodb, &names.table, &template.table_spec()?).await?;
+    find_or_create_table(dynamodb, &names.audit_table, &template.audit_table_spec()?).await?;
     let sqs = aws_sdk_sqs::Client::new(shared);
     let (dead_letter_queue_url, dlq_arn) =
         find_or_create_queue(&sqs, &names.dead_letter_queue, &template.dead_letter_queue()?, None).await?;

@@ -73,7 +73,16 @@ impl Template {
 
     /// The `ClosesTable` resource as a [`TableSpec`].
     pub fn table_spec(&self) -> Result<TableSpec, String> {
-        let p = self.properties("ClosesTable")?;
+        self.table_spec_of("ClosesTable")
+    }
+
+    /// The `AuditTable` resource as a [`TableSpec`].
+    pub fn audit_table_spec(&self) -> Result<TableSpec, String> {
+        self.table_spec_of("AuditTable")
+    }
+
+    fn table_spec_of(&self, resource: &str) -> Result<TableSpec, String> {
+        let p = self.properties(resource)?;
         Ok(TableSpec {
             hash_key: key_of(&p["KeySchema"], "HASH"),
             range_key: key_of(&p["KeySchema"], "RANGE"),
@@ -155,6 +164,7 @@ mod tests {
     fn reads_the_workspace_template() {
         let t = workspace_template();
         assert_eq!(t.table_spec().unwrap(), TableSpec::required());
+        assert_eq!(t.audit_table_spec().unwrap(), TableSpec::required_audit());
         let q = t.order_queue().unwrap();
         assert!(q.fifo);
         assert_eq!(q.max_receive_count, Some(10));

@@ -49,6 +49,8 @@ pub struct CloseCommand {
     /// When the symbol's open orders hold the quantity, cancel them and close anyway
     /// (otherwise the close fails as `blocked_by_open_orders`).
     pub cancel_open_orders: bool,
+    /// Who asks (the signed-in caller, `guard:<id>`, ...), for the audit trail.
+    pub actor: String,
     /// The caller's accounts: a close of another account's position is refused.
     pub access: crate::Access,
     pub now: Timestamp,
@@ -116,6 +118,7 @@ pub fn decide_close(current: Option<&PositionAggregate>, cmd: &CloseCommand) -> 
     next.position.active_close_request_id = Some(cmd.new_id);
     next.position.updated_at = cmd.now;
     next.position.version += 1;
+    next.changed_by = Some(cmd.actor.clone());
     next.idempotency.insert(
         cmd.idempotency_key.clone(),
         IdempotencyRecord {
@@ -174,6 +177,7 @@ mod tests {
     fn cmd(key: &str, body: serde_json::Value, random: u8) -> CloseCommand {
         let p = PositionId::parse("p1").unwrap();
         CloseCommand {
+            actor: "tester".into(),
             new_id: CloseRequestId::new(&p, [random; 16]),
             position_id: p,
             idempotency_key: IdempotencyKey::parse(key).unwrap(),

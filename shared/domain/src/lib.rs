@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod account;
+pub mod audit;
 pub mod close;
 pub mod events;
 pub mod ids;
@@ -27,6 +28,7 @@ pub mod trouble;
 
 pub use access::Access;
 pub use account::{count_changes, CountChange};
+pub use audit::{audit_entries, AuditEntry};
 pub use close::{decide_close, CloseCommand, CloseDecision, CloseRejection, Fingerprint};
 pub use events::{events_for, DomainEvent};
 pub use ids::{AccountId, CloseRequestId, IdError, IdempotencyKey, PositionId, RoutingKey};

@@ -352,6 +352,7 @@ mod tests {
             version: 1,
         });
         let cmd = CloseCommand {
+            actor: "tester".into(),
             position_id: id,
             idempotency_key: IdempotencyKey::parse("k").unwrap(),
             fingerprint: Fingerprint::of_body(&serde_json::json!({})),

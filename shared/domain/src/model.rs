@@ -133,6 +133,9 @@ pub struct PositionAggregate {
     /// their orders: a replay of an old Idempotency-Key and a poll of an old close request
     /// must still find what happened. Cleanup drops them after retention.
     pub history: Vec<PastClose>,
+    /// Who made the last write (a signed-in caller, or a pipeline worker such as
+    /// `reconciler`): the audit trail's actor for the change.
+    pub changed_by: Option<String>,
 }
 
 /// A superseded close request and the orders it placed.
@@ -151,6 +154,7 @@ impl PositionAggregate {
             orders: Vec::new(),
             last_alert: None,
             history: Vec::new(),
+            changed_by: None,
         }
     }
 

@@ -26,6 +26,8 @@ pub struct Policy {
     pub redrive_limit: u32,
     /// How long finished close requests and idempotency records are kept.
     pub retention: TimeDelta,
+    /// How long audit entries are kept: well beyond the position itself, for disputes.
+    pub audit_retention: TimeDelta,
 }
 
 impl Default for Policy {
@@ -37,6 +39,7 @@ impl Default for Policy {
             not_found_limit: 3,
             redrive_limit: 3,
             retention: TimeDelta::days(3),
+            audit_retention: TimeDelta::days(400),
         }
     }
 }
@@ -397,6 +400,7 @@ mod tests {
             version: 1,
         });
         let cmd = CloseCommand {
+            actor: "tester".into(),
             position_id: id.clone(),
             idempotency_key: IdempotencyKey::parse("k").unwrap(),
             fingerprint: Fingerprint::of_body(&serde_json::json!({})),

@@ -15,6 +15,8 @@ pub struct RegisterPosition {
     pub quantity: Quantity,
     pub avg_entry_price: Option<Quantity>,
     pub strategy_id: Option<String>,
+    /// Who registers it (the signed-in caller, or `sync`), for the audit trail.
+    pub actor: String,
     /// The caller's accounts: both the new and any stored account must be among them.
     pub access: crate::Access,
     /// The account's quota of live positions (a new position beyond it is refused).
@@ -105,6 +107,7 @@ mod tests {
 
     fn cmd(qty: i64) -> RegisterPosition {
         RegisterPosition {
+            actor: "tester".into(),
             position_id: PositionId::parse("p").unwrap(),
             account_id: AccountId::parse("a").unwrap(),
             symbol: "AAPL".into(),

@@ -50,6 +50,7 @@ pub fn aggregate(id: &str, quantity: &str, status: PositionStatus) -> PositionAg
 /// Registration of an equity position on `acct-1`, with a generous quota.
 pub fn register(id: &str, quantity: &str, now: Timestamp) -> RegisterPosition {
     RegisterPosition {
+        actor: "tester".into(),
         position_id: pid(id),
         account_id: AccountId::parse("acct-1").expect("account"),
         symbol: "AAPL".into(),
@@ -76,6 +77,7 @@ pub fn close(id: &str, key: &str, now: Timestamp) -> CloseCommand {
     random[..8].copy_from_slice(&fnv(0xcbf2_9ce4_8422_2325).to_be_bytes());
     random[8..].copy_from_slice(&fnv(0x8422_2325_cbf2_9ce4).to_be_bytes());
     CloseCommand {
+        actor: "tester".into(),
         new_id: CloseRequestId::new(&position, random),
         position_id: position,
         idempotency_key: IdempotencyKey::parse(key).expect("key"),

@@ -66,8 +66,11 @@ impl AwsLocal {
             aws_sdk_eventbridge::Client::new(&shared),
             &names.bus,
         ));
-        let store: Arc<dyn CloseStore> =
-            Arc::new(DynamoStore::new(dynamodb, &names.table).with_retention(cfg.policy.jobs.policy.retention));
+        let store: Arc<dyn CloseStore> = Arc::new(
+            DynamoStore::new(dynamodb, &names.table)
+                .with_retention(cfg.policy.jobs.policy.retention)
+                .with_audit_table(&names.audit_table),
+        );
         let clock = Arc::new(SystemClock);
         let mut state = AppState::new(store.clone());
         state.clock = clock.clone();
@@ -93,6 +96,7 @@ impl AwsLocal {
             producer: queue.clone(),
             consumer: queue,
             events,
+            audit_retention: cfg.policy.jobs.policy.audit_retention,
         };
         Ok(AwsLocal {
             router,
@@ -120,6 +124,7 @@ impl AwsLocal {
         }
         lines.extend([
             ("TABLE_NAME".into(), r.names.table.clone()),
+            ("AUDIT_TABLE_NAME".into(), r.names.audit_table.clone()),
             ("QUEUE_URL".into(), r.order_queue_url.clone()),
             ("DEAD_LETTER_QUEUE_URL".into(), r.dead_letter_queue_url.clone()),
             ("EVENT_BUS_NAME".into(), r.names.bus.clone()),

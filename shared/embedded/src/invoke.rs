@@ -152,14 +152,16 @@ pub async fn invoke(function: &str, event: &str) -> Result<Value, String> {
         }
         "event-publisher" => {
             let ev: dynamodb::Event = serde_json::from_str(event).map_err(|e| e.to_string())?;
+            let store = store().await?;
+            let retention = Policy::from_env()?.jobs.policy.audit_retention;
             match env("EVENT_BUS_NAME") {
                 Some(bus) => {
                     let sink = EventBridgeSink::new(aws_sdk_eventbridge::Client::new(&shared_config().await), bus);
-                    Ok(json!({"response": publish_stream_event(&sink, ev).await}))
+                    Ok(json!({"response": publish_stream_event(&sink, store.as_ref(), retention, ev).await}))
                 }
                 None => {
                     let sink = RecordingSink::default();
-                    let resp = publish_stream_event(&sink as &dyn EventSink, ev).await;
+                    let resp = publish_stream_event(&sink as &dyn EventSink, store.as_ref(), retention, ev).await;
                     let events: Vec<_> = sink
                         .events()
                         .iter()

@@ -81,6 +81,8 @@ pub struct StackConfig {
     pub api: closeflow_api::ApiConfig,
     /// Alpaca instead of the simulated broker (whose webhooks then never come).
     pub alpaca: Option<Arc<closeflow_alpaca::accounts::AccountBrokers>>,
+    /// How long audit entries are kept (`AUDIT_RETENTION`).
+    pub audit_retention: chrono::TimeDelta,
 }
 
 pub struct Stack {
@@ -143,6 +145,7 @@ impl Stack {
             producer,
             consumer,
             events: Arc::new(LogSink),
+            audit_retention: cfg.audit_retention,
         };
         Ok(Stack {
             router,

@@ -49,7 +49,7 @@ impl LocalSettings {
                 println!(
                     "API_TOKENS not set: `{DEV_TOKEN}` may act on every account (Authorization: Bearer {DEV_TOKEN})"
                 );
-                parse_api_tokens(&format!("{DEV_TOKEN}=*"))?
+                parse_api_tokens(&format!("dev:{DEV_TOKEN}=*"))?
             }
         };
         let scenarios_text = env("SIM_BROKER_SCENARIOS").unwrap_or_default();

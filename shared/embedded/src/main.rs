@@ -50,6 +50,7 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         clock: Arc::new(SystemClock),
         api: settings.policy.api.clone(),
         alpaca: settings.alpaca.clone(),
+        audit_retention: settings.policy.jobs.policy.audit_retention,
     })
     .map_err(|e| format!("cannot open the store ({}): {e}", storage.describe()))?;
     println!("{}", settings.describe_jobs());

@@ -128,6 +128,7 @@ async fn every_documented_example_is_what_the_handlers_answer() {
         auth: Auth::Tokens(Arc::new(tokens)),
         api: Default::default(),
         alpaca: None,
+        audit_retention: closeflow_domain::Policy::default().audit_retention,
     })
     .unwrap();
     let mut s = Story {

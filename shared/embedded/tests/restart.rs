@@ -198,6 +198,7 @@ mod in_process {
             auth: Auth::Tokens(Arc::new(parse_api_tokens("crash-token=*").expect("tokens"))),
             api: Default::default(),
             alpaca: None,
+            audit_retention: closeflow_domain::Policy::default().audit_retention,
         })
         .expect("open stack")
     }

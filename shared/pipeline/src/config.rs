@@ -41,6 +41,7 @@ fn env_number(name: &str, default: usize) -> Result<usize, String> {
 }
 
 /// `ZOMBIE_AFTER` (2m), `STUCK_AFTER` (10m), `RETRY_BACKOFF` (30s), `RETENTION` (3d),
+/// `AUDIT_RETENTION` (400d),
 /// `MAX_BROKER_QUERIES` (25 per run).
 pub fn reconcile_config_from_env() -> Result<ReconcileConfig, String> {
     let d = Policy::default();
@@ -53,6 +54,7 @@ pub fn reconcile_config_from_env() -> Result<ReconcileConfig, String> {
             not_found_limit: d.not_found_limit,
             redrive_limit: d.redrive_limit,
             retention: env_duration("RETENTION", d.retention)?,
+            audit_retention: env_duration("AUDIT_RETENTION", d.audit_retention)?,
         },
         max_broker_queries: env_number("MAX_BROKER_QUERIES", defaults.max_broker_queries)?,
         page: defaults.page,

@@ -19,7 +19,7 @@ use crate::relay::relay;
 use crate::sim_broker::SimulatedBroker;
 use crate::submitter::{submit, SubmitError};
 use crate::watch::{watch_change, watch_order, MemoryWatch, WatchQueue};
-use closeflow_domain::events_for;
+use closeflow_domain::{audit_entries, events_for};
 
 #[derive(Debug, thiserror::Error)]
 #[error("change feed: {0}")]
@@ -109,6 +109,8 @@ pub struct Driver {
     pub events: Arc<dyn EventSink>,
     /// The order watch: each recorded order is looked up at growing delays until it ends.
     pub watch: Arc<MemoryWatch>,
+    /// How long audit entries derived from the changes are kept.
+    pub audit_retention: chrono::TimeDelta,
 }
 
 /// Attempts to hand one change to the queue before giving up on it loudly.
@@ -135,6 +137,15 @@ impl Driver {
                         break 'changes;
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+            let entries = audit_entries(change.before.as_ref(), &change.after);
+            if !entries.is_empty() {
+                if let Err(e) = self.store.record(&entries, self.audit_retention).await {
+                    // Not acknowledged: the change comes back, and the queue and the audit
+                    // log both drop what they already have.
+                    tracing::error!(error = %e, position_id = %change.after.position.id, "audit entries not recorded; will retry");
+                    break 'changes;
                 }
             }
             if let Err(e) = watch_change(self.watch.as_ref(), change.before.as_ref(), &change.after).await {

@@ -1,6 +1,7 @@
 //! The scheduled jobs: the reconciler (seed 000 §7, §9) and the cleaner (§8). Each run reads
 //! only its work list (a sparse index), does bounded work, and leaves the rest for the next.
 
+use closeflow_domain::audit::actor;
 use closeflow_domain::{after_lookup, expire, reconcile, Due, Expire, Lookup, Policy};
 use closeflow_store::{modify, AggregateKey, CloseStore, Step, StoreError, WorkList};
 
@@ -75,7 +76,7 @@ pub async fn reconcile_once(
             Due::Nothing => {}
             Due::Change(_) => {
                 // Re-decided on the freshly loaded aggregate inside the conditional write.
-                let m = modify(store, &key, |cur| Step {
+                let m = modify(store, &key, actor::RECONCILER, |cur| Step {
                     write: match reconcile(cur, now, policy) {
                         Ok(Due::Change(next)) => Some(*next),
                         _ => None,
@@ -115,7 +116,7 @@ pub async fn reconcile_once(
                         continue;
                     }
                 };
-                let m = modify(store, &key, |cur| {
+                let m = modify(store, &key, actor::RECONCILER, |cur| {
                     Step::applied(after_lookup(cur, &client_order_id, zombie, &answer, now, policy))
                 })
                 .await?;
@@ -138,6 +139,8 @@ pub struct CleanupReport {
     pub deleted: usize,
     /// Positions whose expired idempotency records / finished close request were removed.
     pub trimmed: usize,
+    /// Audit entries past their own retention removed (DynamoDB's TTL does it there).
+    pub audit_expired: usize,
 }
 
 pub async fn cleanup_once(
@@ -162,7 +165,7 @@ pub async fn cleanup_once(
             }
             Expire::Rewrite(_) => {
                 let key = AggregateKey::Position(agg.position.id.clone());
-                let m = modify(store, &key, |cur| Step {
+                let m = modify(store, &key, actor::CLEANUP, |cur| Step {
                     write: match expire(cur, now, retention) {
                         Expire::Rewrite(next) => Some(*next),
                         _ => None,
@@ -174,7 +177,8 @@ pub async fn cleanup_once(
             }
         }
     }
-    if report.deleted + report.trimmed > 0 {
+    report.audit_expired = store.expire_audit(now).await?;
+    if report.deleted + report.trimmed + report.audit_expired > 0 {
         tracing::info!(?report, "cleanup run");
     } else {
         tracing::debug!(?report, "cleanup run");

@@ -69,9 +69,11 @@ pub async fn submit(
             let kind = e.trouble_kind().unwrap_or(closeflow_domain::trouble::UNREACHABLE);
             let message = format!("account {}: {e}; the close waits", intent.account_id);
             let now = clock.now();
-            closeflow_store::modify(store, &key, |agg| closeflow_store::Step {
-                write: note_broker_trouble(agg, kind, message.clone(), now),
-                decision: (),
+            closeflow_store::modify(store, &key, closeflow_domain::audit::actor::SUBMITTER, |agg| {
+                closeflow_store::Step {
+                    write: note_broker_trouble(agg, kind, message.clone(), now),
+                    decision: (),
+                }
             })
             .await?;
             tracing::warn!(client_order_id = %intent.client_order_id, error = %e, "broker asks to wait; close delayed");
@@ -83,7 +85,7 @@ pub async fn submit(
         Err(e) => return Err(SubmitError::Ambiguous(e.to_string())),
     };
     let now = clock.now();
-    closeflow_store::modify(store, &key, |agg| {
+    closeflow_store::modify(store, &key, closeflow_domain::audit::actor::SUBMITTER, |agg| {
         closeflow_store::Step::applied(record_submission(agg, req, &answer, now))
     })
     .await?;
@@ -261,6 +263,7 @@ mod tests {
                 quantity: Quantity::from(3),
                 avg_entry_price: None,
                 strategy_id: None,
+                actor: "tester".into(),
                 access: closeflow_domain::Access::All,
                 max_live_positions: 10,
                 now,
@@ -277,6 +280,7 @@ mod tests {
                 max_retries: 3,
                 reason: None,
                 cancel_open_orders: false,
+                actor: "tester".into(),
                 access: closeflow_domain::Access::All,
                 now,
             })

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use closeflow_domain::audit::actor;
 use closeflow_domain::{AccountId, ClientOrderId, OrderUpdate};
 use closeflow_store::{CloseStore, StoreError, UpdateResult, WorkList};
 
@@ -70,7 +71,9 @@ const BACKFILL_PAGE: usize = 1000;
 impl TradeUpdateHandler for StoreUpdates {
     async fn apply(&self, update: &OrderUpdate) -> Result<UpdateResult, StoreError> {
         // The broker's own time: a close settled by this update is closed when it filled.
-        self.store.apply_order_update(update, update.updated_at).await
+        self.store
+            .apply_order_update(update, update.updated_at, actor::TRADE_STREAM)
+            .await
     }
 
     async fn backfill(&self) -> Result<usize, StoreError> {
@@ -94,7 +97,9 @@ impl TradeUpdateHandler for StoreUpdates {
         for (account, id) in working {
             match self.broker.get_order_by_client_id(&account, &id).await {
                 Ok(order) => {
-                    self.store.apply_order_update(&order.to_update(), now).await?;
+                    self.store
+                        .apply_order_update(&order.to_update(), now, actor::TRADE_STREAM)
+                        .await?;
                     applied += 1;
                 }
                 // The broker asks to wait: the rest is left to the order watch and the

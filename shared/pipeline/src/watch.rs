@@ -94,7 +94,13 @@ pub async fn watch_order(
     };
     match broker.get_order_by_client_id(&account, &id).await {
         Ok(order) => {
-            store.apply_order_update(&order.to_update(), clock.now()).await?;
+            store
+                .apply_order_update(
+                    &order.to_update(),
+                    clock.now(),
+                    closeflow_domain::audit::actor::ORDER_WATCH,
+                )
+                .await?;
             if order.status.is_terminal() {
                 return Ok(WatchOutcome::Done);
             }

@@ -164,7 +164,9 @@ pub async fn apply_broker_update(
     update: &OrderUpdate,
     now: Timestamp,
 ) -> Result<UpdateResult, StoreError> {
-    store.apply_order_update(update, now).await
+    store
+        .apply_order_update(update, now, closeflow_domain::audit::actor::BROKER_WEBHOOK)
+        .await
 }
 
 #[cfg(test)]

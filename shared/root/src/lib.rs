@@ -45,11 +45,15 @@ pub async fn aws() -> aws_config::SdkConfig {
 }
 
 /// The DynamoDB store of `TABLE_NAME`, stamping closed positions with the policy's
-/// retention as their TTL.
+/// retention as their TTL, with its audit trail in `AUDIT_TABLE_NAME`.
 pub async fn dynamo_store(policy: &Policy) -> Result<DynamoStore, String> {
     let table = required("TABLE_NAME")?;
     let client = DynamoStore::client_from_env(None).await;
-    Ok(DynamoStore::new(client, table).with_retention(policy.jobs.policy.retention))
+    let store = DynamoStore::new(client, table).with_retention(policy.jobs.policy.retention);
+    Ok(match env("AUDIT_TABLE_NAME") {
+        Some(audit) => store.with_audit_table(audit),
+        None => store,
+    })
 }
 
 /// The broker of a deployed stack: Alpaca (`BROKER=alpaca`, the default), one key pair

@@ -18,11 +18,13 @@ use closeflow_domain::{
     RegisterRejection, RoutingKey, Timestamp,
 };
 
+pub mod audit;
 pub mod dynamo;
 pub mod memory;
 pub mod outbox;
 pub mod sqlite;
 
+pub use audit::{AuditLog, AuditPage, AuditQuery};
 pub use dynamo::{DynamoStore, RoundTripCounter};
 pub use memory::MemoryStore;
 pub use outbox::{Change, ChangeLog, Sequenced};
@@ -188,7 +190,7 @@ const ATTEMPTS: usize = 5;
 /// The store protocol: decide with the domain, write with a condition, re-decide on a lost
 /// race. Adapters implement [`Backend`] and may override a step with a proven fast path.
 #[async_trait]
-pub trait CloseStore: Backend {
+pub trait CloseStore: Backend + AuditLog {
     /// Registers a new position or updates an open one (PUT semantics).
     async fn register_position(&self, cmd: &RegisterPosition) -> Result<RegisterOutcome, StoreError> {
         // Create first: a new position costs one conditional write, and an existing one
@@ -200,16 +202,18 @@ pub trait CloseStore: Backend {
                 None => self.load(RoutingKey::of(&cmd.position_id)).await?,
             };
             let (write, decided) = match decide_register(agg.as_ref(), cmd) {
-                Ok(RegisterDecision::Created(p)) => (
-                    Write::Create(PositionAggregate::new(p.clone())),
-                    RegisterDecision::Created(p),
-                ),
+                Ok(RegisterDecision::Created(p)) => {
+                    let mut created = PositionAggregate::new(p.clone());
+                    created.changed_by = Some(cmd.actor.clone());
+                    (Write::Create(created), RegisterDecision::Created(p))
+                }
                 Ok(RegisterDecision::Updated(p)) => {
                     let mut next = agg
                         .clone()
                         .ok_or_else(|| StoreError::Corrupt("update without a position".into()))?;
                     let expected = next.position.version;
                     next.position = p.clone();
+                    next.changed_by = Some(cmd.actor.clone());
                     (Write::Put { next, expected }, RegisterDecision::Updated(p))
                 }
                 other => return Ok(other),
@@ -252,8 +256,14 @@ pub trait CloseStore: Backend {
 
     /// Applies one broker order update (merge and settlement rules of the domain) with one
     /// conditional write.
-    async fn apply_order_update(&self, update: &OrderUpdate, now: Timestamp) -> Result<UpdateResult, StoreError> {
-        apply_order_update_by_protocol(self, update, now).await
+    /// `actor` is who relayed the update (`broker-webhook`, `trade-stream`, ...).
+    async fn apply_order_update(
+        &self,
+        update: &OrderUpdate,
+        now: Timestamp,
+        actor: &str,
+    ) -> Result<UpdateResult, StoreError> {
+        apply_order_update_by_protocol(self, update, now, actor).await
     }
 
     /// Deletes the position `seen` was read from, if it is still at that version (the
@@ -319,8 +329,14 @@ pub async fn open_close_request_from<S: Backend + ?Sized>(
 
 /// Loads an aggregate, applies the pure step `f`, and writes its result only if nothing
 /// changed the aggregate meanwhile (re-decides a few times, then `Contention`). `None`
-/// when the aggregate does not exist. `f`'s write must be the same position, version + 1.
-pub async fn modify<S, T, F>(store: &S, key: &AggregateKey, f: F) -> Result<Option<Modified<T>>, StoreError>
+/// when the aggregate does not exist. `f`'s write must be the same position, version + 1;
+/// it is stamped with `actor`, who made the change.
+pub async fn modify<S, T, F>(
+    store: &S,
+    key: &AggregateKey,
+    actor: &str,
+    f: F,
+) -> Result<Option<Modified<T>>, StoreError>
 where
     S: Backend + ?Sized,
     F: Fn(&PositionAggregate) -> Step<T> + Send + Sync,
@@ -336,7 +352,7 @@ where
             return Ok(None);
         };
         let Step { write, decision } = f(&before);
-        let Some(after) = write else {
+        let Some(mut after) = write else {
             return Ok(Some(Modified {
                 before,
                 after: None,
@@ -348,6 +364,7 @@ where
                 "modify must bump the version of the same position".into(),
             ));
         }
+        after.changed_by = Some(actor.to_string());
         let w = Write::Put {
             next: after.clone(),
             expected: before.position.version,
@@ -426,9 +443,13 @@ pub async fn apply_order_update_by_protocol<S: Backend + ?Sized>(
     store: &S,
     update: &OrderUpdate,
     now: Timestamp,
+    actor: &str,
 ) -> Result<UpdateResult, StoreError> {
     let key = AggregateKey::CloseRequest(update.client_order_id.close_request_id);
-    let decided = modify(store, &key, |agg| Step::applied(apply_order_update(agg, update, now))).await?;
+    let decided = modify(store, &key, actor, |agg| {
+        Step::applied(apply_order_update(agg, update, now))
+    })
+    .await?;
     let Some(m) = decided else {
         return Ok(UpdateResult::UnknownOrder);
     };

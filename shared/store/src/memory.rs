@@ -2,12 +2,13 @@
 //! section with no await inside, which gives the same atomicity as a DynamoDB transaction.
 //! Commits append to an in-memory change log, acknowledged entries are trimmed.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use closeflow_domain::{AccountId, CountChange, PositionAggregate, RoutingKey, Timestamp};
+use closeflow_domain::{AccountId, AuditEntry, CountChange, PositionAggregate, RoutingKey, Timestamp};
 
+use crate::audit::{account_lower_bound, trail_key, AuditLog, AuditPage, AuditQuery};
 use crate::{
     work_list_entry, Backend, Change, ChangeLog, CloseStore, Conflict, Listed, Sequenced, StoreError, WorkList, Write,
 };
@@ -26,6 +27,8 @@ struct Inner {
     next_seq: u64,
     /// Live positions per account.
     counts: HashMap<AccountId, i64>,
+    /// Audit entries by (position, entry key), with when each expires.
+    audit: BTreeMap<(String, String), (AuditEntry, Timestamp)>,
 }
 
 impl MemoryStore {
@@ -161,5 +164,60 @@ impl ChangeLog for MemoryStore {
             inner.log.pop_front();
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl AuditLog for MemoryStore {
+    async fn record(&self, entries: &[AuditEntry], retention: chrono::TimeDelta) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for e in entries {
+            inner
+                .audit
+                .insert((e.position_id.to_string(), e.sort_key()), (e.clone(), e.at + retention));
+        }
+        Ok(())
+    }
+
+    async fn trail(&self, query: &AuditQuery, limit: usize, cursor: Option<&str>) -> Result<AuditPage, StoreError> {
+        let inner = self.lock();
+        let mut keyed: Vec<(String, &AuditEntry)> = inner
+            .audit
+            .values()
+            .map(|(e, _)| e)
+            .filter(|e| match query {
+                AuditQuery::Position(p) => e.position_id == *p,
+                AuditQuery::Account { account, .. } => e.account_id == *account,
+            })
+            .map(|e| (trail_key(query, e), e))
+            .collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        let floor = match query {
+            AuditQuery::Account { since, .. } => account_lower_bound(since.as_ref()),
+            AuditQuery::Position(_) => String::new(),
+        };
+        let mut entries: Vec<(String, AuditEntry)> = keyed
+            .into_iter()
+            .filter(|(k, _)| *k >= floor && cursor.is_none_or(|c| k.as_str() > c))
+            .take(limit + 1)
+            .map(|(k, e)| (k, e.clone()))
+            .collect();
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        Ok(AuditPage {
+            next_cursor: if more {
+                entries.last().map(|(k, _)| k.clone())
+            } else {
+                None
+            },
+            entries: entries.into_iter().map(|(_, e)| e).collect(),
+        })
+    }
+
+    async fn expire_audit(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let mut inner = self.lock();
+        let before = inner.audit.len();
+        inner.audit.retain(|_, (_, expires)| *expires >= now);
+        Ok(before - inner.audit.len())
     }
 }

@@ -15,10 +15,11 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use closeflow_domain::{format_timestamp, AccountId, PositionAggregate, RoutingKey, Timestamp};
+use closeflow_domain::{format_timestamp, AccountId, AuditEntry, PositionAggregate, RoutingKey, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
+use crate::audit::{account_key, account_lower_bound, AuditLog, AuditPage, AuditQuery};
 use crate::dynamo::codec;
 use crate::dynamo::json::{item_from_json, item_to_json};
 use crate::{
@@ -48,6 +49,17 @@ CREATE TABLE IF NOT EXISTS queue (
     done     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS queue_pending ON queue (done, seq);
+CREATE TABLE IF NOT EXISTS audit (
+    position_id TEXT NOT NULL,
+    entry_key   TEXT NOT NULL,
+    account_id  TEXT NOT NULL,
+    account_key TEXT NOT NULL,
+    expires_at  TEXT NOT NULL,
+    entry       TEXT NOT NULL,
+    PRIMARY KEY (position_id, entry_key)
+);
+CREATE INDEX IF NOT EXISTS audit_by_account ON audit (account_id, account_key);
+CREATE INDEX IF NOT EXISTS audit_expiry ON audit (expires_at);
 CREATE TABLE IF NOT EXISTS account_counts (
     account_id TEXT PRIMARY KEY,
     live       INTEGER NOT NULL
@@ -332,5 +344,93 @@ impl ChangeLog for SqliteStore {
             .execute("DELETE FROM outbox WHERE seq <= ?1", params![seq as i64])
             .map_err(sql)?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl AuditLog for SqliteStore {
+    async fn record(&self, entries: &[AuditEntry], retention: chrono::TimeDelta) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(sql)?;
+        {
+            // Same identity, same content: replacing it is a no-op.
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO audit (position_id, entry_key, account_id, account_key, expires_at, entry) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(sql)?;
+            for e in entries {
+                stmt.execute(params![
+                    e.position_id.as_str(),
+                    e.sort_key(),
+                    e.account_id.as_str(),
+                    account_key(e),
+                    format_timestamp(&(e.at + retention)),
+                    e.to_json().to_string(),
+                ])
+                .map_err(sql)?;
+            }
+        }
+        tx.commit().map_err(sql)
+    }
+
+    async fn trail(&self, query: &AuditQuery, limit: usize, cursor: Option<&str>) -> Result<AuditPage, StoreError> {
+        let conn = self.lock();
+        let fetch = (limit + 1) as i64;
+        let rows: Vec<(String, String)> = match query {
+            AuditQuery::Position(p) => {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT entry_key, entry FROM audit WHERE position_id = ?1 AND entry_key > ?2 \
+                         ORDER BY entry_key LIMIT ?3",
+                    )
+                    .map_err(sql)?;
+                let rows = stmt
+                    .query_map(params![p.as_str(), cursor.unwrap_or(""), fetch], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .map_err(sql)?;
+                rows.collect::<Result<_, _>>().map_err(sql)?
+            }
+            AuditQuery::Account { account, since } => {
+                let floor = account_lower_bound(since.as_ref());
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT account_key, entry FROM audit WHERE account_id = ?1 AND account_key >= ?2 \
+                         AND account_key > ?3 ORDER BY account_key LIMIT ?4",
+                    )
+                    .map_err(sql)?;
+                let rows = stmt
+                    .query_map(params![account.as_str(), floor, cursor.unwrap_or(""), fetch], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .map_err(sql)?;
+                rows.collect::<Result<_, _>>().map_err(sql)?
+            }
+        };
+        let more = rows.len() > limit;
+        let mut entries = Vec::with_capacity(limit.min(rows.len()));
+        let mut last = None;
+        for (key, text) in rows.into_iter().take(limit) {
+            let value: Value =
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("audit entry: {e}")))?;
+            entries
+                .push(AuditEntry::from_json(&value).ok_or_else(|| StoreError::Corrupt(format!("audit entry {key}")))?);
+            last = Some(key);
+        }
+        Ok(AuditPage {
+            entries,
+            next_cursor: if more { last } else { None },
+        })
+    }
+
+    async fn expire_audit(&self, now: Timestamp) -> Result<usize, StoreError> {
+        self.lock()
+            .execute(
+                "DELETE FROM audit WHERE expires_at < ?1",
+                params![format_timestamp(&now)],
+            )
+            .map_err(sql)
     }
 }

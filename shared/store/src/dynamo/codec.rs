@@ -251,6 +251,9 @@ pub fn aggregate_item(agg: &PositionAggregate) -> Item {
         .collect();
     item.insert("idem".into(), AttributeValue::M(idem));
     item.insert("orders".into(), orders_value(&agg.orders));
+    if let Some(actor) = &agg.changed_by {
+        item.insert("changed_by".into(), s(actor));
+    }
     if let Some(a) = &agg.last_alert {
         item.insert("alert_kind".into(), s(&a.kind));
         item.insert("alert_message".into(), s(&a.message));
@@ -437,6 +440,7 @@ pub fn aggregate_from_item(item: &Item) -> Result<PositionAggregate, StoreError>
             }),
             _ => None,
         },
+        changed_by: opt_s(item, "changed_by").map(str::to_string),
         position,
     })
 }
@@ -481,6 +485,7 @@ mod tests {
         let p = position();
         let agg = PositionAggregate::new(p.clone());
         let cmd = CloseCommand {
+            actor: "tester".into(),
             position_id: p.id.clone(),
             idempotency_key: IdempotencyKey::parse("key with spaces.1").unwrap(),
             fingerprint: Fingerprint::of_body(&serde_json::json!({"reason": "drawdown"})),

@@ -16,6 +16,7 @@ use closeflow_domain::{
 
 use crate::{Backend, CloseOutcome, CloseStore, Conflict, Listed, StoreError, UpdateResult, WorkList, Write};
 
+pub mod audit;
 pub mod codec;
 pub mod json;
 pub mod table;
@@ -139,6 +140,9 @@ pub struct DynamoStore {
     client: Client,
     table: String,
     retention: chrono::TimeDelta,
+    /// Where the audit trail is kept (`AUDIT_TABLE_NAME`); the audit operations fail
+    /// clearly without it.
+    audit_table: Option<String>,
 }
 
 impl DynamoStore {
@@ -147,7 +151,14 @@ impl DynamoStore {
             client,
             table: table.into(),
             retention: closeflow_domain::Policy::default().retention,
+            audit_table: None,
         }
+    }
+
+    /// Keeps the audit trail in `table` (see [`crate::AuditLog`]).
+    pub fn with_audit_table(mut self, table: impl Into<String>) -> Self {
+        self.audit_table = Some(table.into());
+        self
     }
 
     /// Client from the standard AWS environment (`AWS_REGION`, credentials, and
@@ -311,13 +322,18 @@ impl CloseStore for DynamoStore {
         }
     }
 
-    async fn apply_order_update(&self, update: &OrderUpdate, now: Timestamp) -> Result<UpdateResult, StoreError> {
+    async fn apply_order_update(
+        &self,
+        update: &OrderUpdate,
+        now: Timestamp,
+        actor: &str,
+    ) -> Result<UpdateResult, StoreError> {
         if update.status == OrderStatus::PartiallyFilled {
-            if let Some(done) = self.partial_fill_in_place(update, now).await? {
+            if let Some(done) = self.partial_fill_in_place(update, now, actor).await? {
                 return Ok(done);
             }
         }
-        crate::apply_order_update_by_protocol(self, update, now).await
+        crate::apply_order_update_by_protocol(self, update, now, actor).await
     }
 }
 
@@ -507,7 +523,7 @@ impl DynamoStore {
                  cr_id = :crid, cr_key = :keytext, cr_status = :pending, cr_target_qty = close_qty, \
                  cr_retry_count = :zero, cr_max_retries = :maxr, \
                  cr_created_at = :now, cr_updated_at = :now, updated_at = :now, attn = :attn, attn_at = :now, \
-                 orders = :no_orders, #ver = #ver + :one{}{} \
+                 orders = :no_orders, changed_by = :actor, #ver = #ver + :one{}{} \
                  REMOVE cr_submitted_at, cr_completed_at, cr_failure_reason, cr_redrives{}{}",
                 if cmd.reason.is_some() {
                     ", cr_reason = :reason"
@@ -540,6 +556,7 @@ impl DynamoStore {
             .expression_attribute_values(":no_orders", AttributeValue::M(Default::default()))
             .expression_attribute_values(":crid", s(cmd.new_id.to_string()))
             .expression_attribute_values(":keytext", s(cmd.idempotency_key.as_str()))
+            .expression_attribute_values(":actor", s(&cmd.actor))
             .expression_attribute_values(":idem", codec::idempotency_record(&record))
             .expression_attribute_values(":maxr", n(cmd.max_retries))
             .expression_attribute_values(":now", s(now))
@@ -568,7 +585,12 @@ impl DynamoStore {
     /// more than ordered, newer `seq` or unseen execution id, not older than the last
     /// update). Anything else fails
     /// the condition and takes the general path, so results are the same either way.
-    async fn partial_fill_in_place(&self, u: &OrderUpdate, now: Timestamp) -> Result<Option<UpdateResult>, StoreError> {
+    async fn partial_fill_in_place(
+        &self,
+        u: &OrderUpdate,
+        now: Timestamp,
+        actor: &str,
+    ) -> Result<Option<UpdateResult>, StoreError> {
         let (pk, sk) = codec::routed_key(u.client_order_id.close_request_id.routing_key());
         let mut cond = vec![
             "cr_id = :crid",
@@ -587,6 +609,7 @@ impl DynamoStore {
             "updated_at = :now",
             "cr_updated_at = :now",
             "attn_at = :now",
+            "changed_by = :actor",
             "#ver = #ver + :one",
         ];
         let mut req = self
@@ -608,6 +631,7 @@ impl DynamoStore {
             .expression_attribute_values(":filled", n(u.filled_qty))
             .expression_attribute_values(":t", s(format_timestamp(&u.updated_at)))
             .expression_attribute_values(":now", s(format_timestamp(&now)))
+            .expression_attribute_values(":actor", s(actor))
             .expression_attribute_values(":one", n(1));
         match (u.seq, &u.execution_id) {
             (Some(seq), _) => {

@@ -54,6 +54,27 @@ impl TableSpec {
     }
 }
 
+impl TableSpec {
+    /// The audit table's shape: no stream (nothing reacts to audit entries), entries
+    /// expire by TTL after the audit retention.
+    pub fn required_audit() -> TableSpec {
+        TableSpec {
+            hash_key: PK.into(),
+            range_key: SK.into(),
+            string_attributes: vec![PK.into(), SK.into(), "account_id".into(), "account_key".into()],
+            indexes: vec![IndexSpec {
+                name: super::audit::AUDIT_ACCOUNT_INDEX.into(),
+                hash_key: "account_id".into(),
+                range_key: "account_key".into(),
+                projection: "ALL".into(),
+            }],
+            stream_view: String::new(),
+            ttl_attribute: "expires_at".into(),
+            billing_mode: "PAY_PER_REQUEST".into(),
+        }
+    }
+}
+
 fn key(n: &str, t: KeyType) -> KeySchemaElement {
     KeySchemaElement::builder()
         .attribute_name(n)
@@ -69,14 +90,16 @@ pub async fn create_table(client: &Client, name: &str, spec: &TableSpec) -> Resu
         .table_name(name)
         .billing_mode(BillingMode::from(spec.billing_mode.as_str()))
         .key_schema(key(&spec.hash_key, KeyType::Hash))
-        .key_schema(key(&spec.range_key, KeyType::Range))
-        .stream_specification(
+        .key_schema(key(&spec.range_key, KeyType::Range));
+    if !spec.stream_view.is_empty() {
+        req = req.stream_specification(
             StreamSpecification::builder()
                 .stream_enabled(true)
                 .stream_view_type(StreamViewType::from(spec.stream_view.as_str()))
                 .build()
                 .expect("stream specification"),
         );
+    }
     for a in &spec.string_attributes {
         req = req.attribute_definitions(
             AttributeDefinition::builder()
