@@ -22,6 +22,10 @@ params = template.get("Parameters", {})
 
 def stand_in(name, value):
     """A start-time value for one variable: parameters at their defaults, else a stand-in."""
+    # `!If [Has…, set, unset]` on an optional parameter: at its default (empty) the
+    # condition is false, so the function starts with the "unset" branch.
+    if isinstance(value, dict) and set(value) == {"Fn::If"}:
+        value = value["Fn::If"][2]
     if isinstance(value, dict) and set(value) == {"Ref"} and "Default" in params.get(value["Ref"], {}):
         value = params[value["Ref"]]["Default"]
     if isinstance(value, (str, int, float)) and "{{resolve:" not in str(value):

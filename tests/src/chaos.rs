@@ -19,10 +19,10 @@ use async_trait::async_trait;
 use chrono::TimeDelta;
 use closeflow_api::{Clock, ManualClock};
 use closeflow_domain::{
-    check_invariants, ClientOrderId, OrderIntent, OrderStatus, OrderUpdate, PositionAggregate, PositionStatus,
-    Quantity, RoutingKey,
+    check_invariants, AccountId, ClientOrderId, OrderIntent, OrderStatus, OrderUpdate, PositionAggregate,
+    PositionStatus, Quantity, RoutingKey,
 };
-use closeflow_pipeline::broker::BrokerPosition;
+use closeflow_pipeline::broker::{BrokerPosition, OpenOrder};
 use closeflow_pipeline::{
     reconcile_once, relay::relay, submit, watch_change, watch_order, Broker, BrokerError, BrokerOrder, MemoryQueue,
     MemoryWatch, OrderQueue, QueueConsumer, ReconcileConfig, StoreUpdates, TradeUpdateHandler,
@@ -69,10 +69,15 @@ struct HeldOrder {
     filled: Quantity,
     status: OrderStatus,
     seq: u64,
+    /// Times the broker replaced the order: the attempt lives on in replacement `n`.
+    replacements: u32,
 }
 
 #[derive(Default)]
 struct BrokerState {
+    /// Symbols where an order that is not closeflow's holds the shares (`held`): every
+    /// close order is refused until it is canceled.
+    held: HashSet<String>,
     orders: BTreeMap<ClientOrderId, HeldOrder>,
     /// Updates sent and not yet delivered (the broker's notifications in flight).
     outbox: Vec<OrderUpdate>,
@@ -109,7 +114,7 @@ impl ChaosBroker {
 
     fn view(&self, id: &ClientOrderId, o: &HeldOrder) -> BrokerOrder {
         BrokerOrder {
-            broker_order_id: format!("chaos-{id}"),
+            broker_order_id: broker_id(id, o),
             client_order_id: id.clone(),
             status: o.status,
             filled_qty: o.filled,
@@ -132,9 +137,16 @@ impl ChaosBroker {
             return;
         }
         let id = live[rng.below(live.len())].clone();
+        if !st.calm && rng.chance(10) {
+            // Someone else's order starts holding the symbol's shares.
+            st.held.insert(HELD_SYMBOL.to_string());
+        }
         let o = st.orders.get_mut(&id).expect("listed");
         let left = o.qty.minus(o.filled);
-        match rng.below(4) {
+        match rng.below(5) {
+            // The broker replaces the order: the replacement carries the attempt on
+            // (never read as canceled, so no retry closes twice).
+            4 => o.replacements += 1,
             0 if left.value() > rust_decimal::Decimal::ONE => {
                 o.filled = Quantity::new(o.filled.value() + rust_decimal::Decimal::ONE);
                 o.status = OrderStatus::PartiallyFilled;
@@ -152,7 +164,7 @@ impl ChaosBroker {
         o.seq += 1;
         let update = OrderUpdate {
             client_order_id: id.clone(),
-            broker_order_id: Some(format!("chaos-{id}")),
+            broker_order_id: Some(broker_id(&id, o)),
             status: o.status,
             filled_qty: o.filled,
             filled_avg_price: (!o.filled.is_zero()).then(|| qty("100")),
@@ -178,12 +190,25 @@ impl Broker for ChaosBroker {
             return Err(BrokerError::Ambiguous("503 from the broker".into()));
         }
         if self.roll(5) {
-            return Err(BrokerError::Ambiguous("429 rate limited".into()));
+            return Err(BrokerError::RateLimited {
+                retry_after: std::time::Duration::from_secs(1),
+            });
+        }
+        if self.roll(3) {
+            return Err(BrokerError::Unavailable {
+                retry_after: std::time::Duration::from_secs(30),
+            });
         }
         let lost_answer = self.roll(8);
         let mut st = self.lock();
         if st.orders.contains_key(&intent.client_order_id) {
             return Err(BrokerError::DuplicateClientOrderId);
+        }
+        if st.held.contains(&intent.symbol) {
+            return Err(BrokerError::BlockedByOpenOrders {
+                held_qty: intent.qty,
+                message: "insufficient qty available for order".into(),
+            });
         }
         let position = intent.client_order_id.close_request_id.routing_key();
         if let Some((other, _)) = st
@@ -200,6 +225,7 @@ impl Broker for ChaosBroker {
             filled: Quantity::ZERO,
             status: OrderStatus::Accepted,
             seq: 0,
+            replacements: 0,
         };
         let view = self.view(&intent.client_order_id, &held);
         st.orders.insert(intent.client_order_id.clone(), held);
@@ -210,9 +236,14 @@ impl Broker for ChaosBroker {
         Ok(view)
     }
 
-    async fn get_order_by_client_id(&self, id: &ClientOrderId) -> Result<BrokerOrder, BrokerError> {
+    async fn get_order_by_client_id(&self, _: &AccountId, id: &ClientOrderId) -> Result<BrokerOrder, BrokerError> {
         if self.roll(10) {
             return Err(BrokerError::Ambiguous("timeout".into()));
+        }
+        if self.roll(5) {
+            return Err(BrokerError::RateLimited {
+                retry_after: std::time::Duration::from_secs(2),
+            });
         }
         let st = self.lock();
         match st.orders.get(id) {
@@ -221,14 +252,57 @@ impl Broker for ChaosBroker {
         }
     }
 
-    async fn cancel_order(&self, _broker_order_id: &str) -> Result<(), BrokerError> {
-        Err(BrokerError::Ambiguous(
-            "the chaos broker does not cancel on request".into(),
-        ))
+    /// Cancels only the order that holds a symbol (closeflow cancels no order of its own).
+    async fn cancel_order(&self, _: &AccountId, broker_order_id: &str) -> Result<(), BrokerError> {
+        if self.roll(10) {
+            return Err(BrokerError::Ambiguous("timeout".into()));
+        }
+        let mut st = self.lock();
+        match broker_order_id.strip_prefix("foreign-") {
+            Some(symbol) if st.held.remove(symbol) => Ok(()),
+            Some(_) => Err(BrokerError::NotFound),
+            None => {
+                st.violations
+                    .push(format!("closeflow canceled its own order {broker_order_id}"));
+                Ok(())
+            }
+        }
     }
 
-    async fn list_positions(&self) -> Result<Vec<BrokerPosition>, BrokerError> {
+    async fn list_positions(&self, _: &AccountId) -> Result<Vec<BrokerPosition>, BrokerError> {
         Ok(Vec::new())
+    }
+
+    async fn open_orders(&self, _: &AccountId, symbol: &str) -> Result<Vec<OpenOrder>, BrokerError> {
+        if self.roll(5) {
+            return Err(BrokerError::RateLimited {
+                retry_after: std::time::Duration::from_secs(1),
+            });
+        }
+        let st = self.lock();
+        Ok(st
+            .held
+            .contains(symbol)
+            .then(|| OpenOrder {
+                broker_order_id: format!("foreign-{symbol}"),
+                client_order_id: "manual-order".into(),
+                symbol: symbol.to_string(),
+                qty: qty("100"),
+                filled_qty: Quantity::ZERO,
+            })
+            .into_iter()
+            .collect())
+    }
+}
+
+/// The symbol the `held` fault blocks (the builders' positions trade it).
+const HELD_SYMBOL: &str = "AAPL";
+
+/// The broker's id of the order carrying the attempt (its latest replacement).
+fn broker_id(id: &ClientOrderId, o: &HeldOrder) -> String {
+    match o.replacements {
+        0 => format!("chaos-{id}"),
+        n => format!("chaos-{id}-r{n}"),
     }
 }
 
@@ -328,8 +402,10 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
             // sometimes two racing on one position (a double click, two risk guards).
             0 | 1 => {
                 let p = format!("x-{}", rng.below(POSITIONS));
-                let first = close(&p, &format!("key-{}", rng.below(3)), clock.now());
+                let mut first = close(&p, &format!("key-{}", rng.below(3)), clock.now());
                 let second = close(&p, &format!("key-{}", rng.below(3)), clock.now());
+                // Some closes may cancel the open orders that hold the shares.
+                first.cancel_open_orders = rng.chance(50);
                 let (a, b) = if rng.chance(30) {
                     let (a, b) = tokio::join!(
                         node.store.open_close_request(&first),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use closeflow_alpaca::stream::{run, StreamConfig};
-use closeflow_alpaca::{AlpacaBroker, AlpacaConfig};
+use closeflow_alpaca::{AlpacaBroker, AlpacaConfig, Limits};
 use closeflow_domain::testing::{close, pid, register, t0};
 use closeflow_domain::PositionStatus;
 use closeflow_paper_broker::{router, PaperBroker, PaperConfig, DEV_KEY_ID, DEV_SECRET_KEY};
@@ -34,6 +34,8 @@ pub struct PaperRig {
     pub driver: Driver,
     /// REST requests the paper broker has answered (the stream's WebSocket not counted).
     pub broker_calls: Arc<AtomicUsize>,
+    /// The paper broker itself (its engine counts the orders it really received).
+    pub paper_broker: Arc<PaperBroker>,
 }
 
 impl PaperRig {
@@ -47,9 +49,27 @@ impl PaperRig {
     /// Binds a port for the paper broker; the returned future starts answering on it
     /// (later, to test the consumer's reconnects).
     pub async fn bind(scenarios: &str, watch: Watch) -> (PaperRig, impl std::future::Future<Output = ()>) {
+        let cfg = PaperConfig::new(SimScenarios::parse(scenarios).unwrap());
+        Self::bind_with(cfg, Limits::default(), watch).await
+    }
+
+    /// A rig on a paper broker configured by `cfg` (rate limit, keys), the adapter with
+    /// `limits` (its pacing and circuit breaker).
+    pub async fn start_with(cfg: PaperConfig, limits: Limits, watch: Watch) -> PaperRig {
+        let (rig, serve) = Self::bind_with(cfg, limits, watch).await;
+        tokio::spawn(serve);
+        rig
+    }
+
+    pub async fn bind_with(
+        cfg: PaperConfig,
+        limits: Limits,
+        watch: Watch,
+    ) -> (PaperRig, impl std::future::Future<Output = ()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let paper = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
-        let broker = PaperBroker::new(PaperConfig::new(SimScenarios::parse(scenarios).unwrap()));
+        let broker = PaperBroker::new(cfg);
+        let paper_broker = broker.clone();
         let broker_calls = Arc::new(AtomicUsize::new(0));
         let counter = broker_calls.clone();
         let app = router(broker).layer(axum::middleware::from_fn(
@@ -67,12 +87,15 @@ impl PaperRig {
             let _ = axum::serve(listener, app).await;
         };
         let alpaca: Arc<dyn Broker> = Arc::new(
-            AlpacaBroker::new(AlpacaConfig {
-                base_url: format!("http://{paper}"),
-                key_id: DEV_KEY_ID.into(),
-                secret_key: DEV_SECRET_KEY.into(),
-                timeout: Duration::from_secs(5),
-            })
+            AlpacaBroker::with_limits(
+                AlpacaConfig {
+                    base_url: format!("http://{paper}"),
+                    key_id: DEV_KEY_ID.into(),
+                    secret_key: DEV_SECRET_KEY.into(),
+                    timeout: Duration::from_secs(5),
+                },
+                limits,
+            )
             .unwrap(),
         );
         let store = Arc::new(MemoryStore::new());
@@ -98,6 +121,7 @@ impl PaperRig {
             store,
             driver,
             broker_calls,
+            paper_broker,
         };
         (rig, serve)
     }
@@ -183,5 +207,65 @@ impl PaperRig {
         at_broker["filled_at"]
             .as_str()
             .and_then(closeflow_domain::parse_timestamp)
+    }
+}
+
+/// What a burst of closes under a rate limit did.
+#[derive(Debug, Clone, Copy)]
+pub struct BurstReport {
+    /// From the first submission to the last close.
+    pub took: Duration,
+    pub closed: usize,
+    /// Closes that ended `close_failed` (a rate limit must cause none).
+    pub failed: usize,
+    /// Orders the paper broker received (exactly one per close: no duplicate).
+    pub orders_at_broker: usize,
+    /// REST requests it answered, 429s included.
+    pub broker_calls: usize,
+}
+
+/// `n` closes at once against a paper broker limited to `paper_rate` (`PAPER_RATE_LIMIT`),
+/// the adapter pacing itself with `limits`; the stream consumer listens and the order watch
+/// runs. Waits up to `within` for every close to end.
+pub async fn burst_of_closes(n: usize, paper_rate: &str, limits: Limits, within: Duration) -> BurstReport {
+    let mut cfg = PaperConfig::new(SimScenarios::default());
+    cfg.rate_limit = Some(closeflow_paper_broker::RateLimit::parse(paper_rate).unwrap());
+    let rig = PaperRig::start_with(cfg, limits, Watch::Live).await;
+    let now = SystemClock.now();
+    for i in 0..n {
+        let id = format!("burst-{i}");
+        rig.store
+            .register_position(&register(&id, "3", now))
+            .await
+            .unwrap()
+            .unwrap();
+        rig.store.open_close_request(&close(&id, "k", now)).await.unwrap();
+    }
+    let started = Instant::now();
+    let (closed, failed) = rig
+        .with_consumer(async {
+            loop {
+                rig.driver.pump().await;
+                let (mut closed, mut failed) = (0, 0);
+                for i in 0..n {
+                    match rig.status(&format!("burst-{i}")).await {
+                        PositionStatus::Closed => closed += 1,
+                        PositionStatus::CloseFailed => failed += 1,
+                        _ => {}
+                    }
+                }
+                if closed + failed == n || started.elapsed() > within {
+                    return (closed, failed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+    BurstReport {
+        took: started.elapsed(),
+        closed,
+        failed,
+        orders_at_broker: rig.paper_broker.engine.orders_placed(),
+        broker_calls: rig.broker_calls.load(Ordering::SeqCst),
     }
 }

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use closeflow_domain::{check_invariants, ClientOrderId, CloseRequestId, OrderIntent, OrderStatus, Quantity};
+use closeflow_domain::{
+    check_invariants, AccountId, ClientOrderId, CloseRequestId, OrderIntent, OrderStatus, Quantity,
+};
 use closeflow_pipeline::broker::BrokerPosition;
 use closeflow_pipeline::relay::relay;
 use closeflow_pipeline::webhook::sign;
@@ -392,14 +394,21 @@ impl Broker for LostAnswerOnce {
         }
         placed
     }
-    async fn get_order_by_client_id(&self, id: &ClientOrderId) -> Result<BrokerOrder, BrokerError> {
-        self.inner.get_order_by_client_id(id).await
+    async fn get_order_by_client_id(&self, a: &AccountId, id: &ClientOrderId) -> Result<BrokerOrder, BrokerError> {
+        self.inner.get_order_by_client_id(a, id).await
     }
-    async fn cancel_order(&self, id: &str) -> Result<(), BrokerError> {
-        self.inner.cancel_order(id).await
+    async fn cancel_order(&self, a: &AccountId, id: &str) -> Result<(), BrokerError> {
+        self.inner.cancel_order(a, id).await
     }
-    async fn list_positions(&self) -> Result<Vec<BrokerPosition>, BrokerError> {
-        self.inner.list_positions().await
+    async fn list_positions(&self, a: &AccountId) -> Result<Vec<BrokerPosition>, BrokerError> {
+        self.inner.list_positions(a).await
+    }
+    async fn open_orders(
+        &self,
+        a: &AccountId,
+        symbol: &str,
+    ) -> Result<Vec<closeflow_pipeline::broker::OpenOrder>, BrokerError> {
+        self.inner.open_orders(a, symbol).await
     }
 }
 

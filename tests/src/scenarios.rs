@@ -71,6 +71,7 @@ pub async fn open_position_closes_into_a_pending_request(app: &TestApp) {
             "completed_at": null,
             "failure_reason": null,
             "orders": [],
+            "waiting_on_broker": null,
         })
     );
 }
@@ -180,6 +181,7 @@ fn fixture(id: &str, status: PositionStatus, cr_status: CloseRequestStatus) -> P
         retry_count: 0,
         max_retries: 3,
         reason: None,
+        cancel_open_orders: false,
         failure_reason: None,
         redrives: 0,
         created_at: start_time(),

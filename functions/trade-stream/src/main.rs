@@ -9,19 +9,24 @@
 
 use std::sync::Arc;
 
-use closeflow_alpaca::stream::{run, StreamConfig};
-use closeflow_pipeline::{StoreUpdates, SystemClock};
+use closeflow_alpaca::stream::{consumers, run_each_key_pair};
+use closeflow_pipeline::SystemClock;
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
     closeflow_aws::init_lambda_logging();
     let policy = closeflow_root::Policy::from_env()?;
     let store = Arc::new(closeflow_root::dynamo_store(&policy).await?);
-    let broker = closeflow_root::aws_broker()?;
-    let stream = StreamConfig::for_account(&closeflow_alpaca::AlpacaConfig::from_env()?);
-    tracing::info!(url = %stream.url, "trade_updates service starting");
-    let handler = StoreUpdates::new(store, broker, Arc::new(SystemClock));
-    run(stream, &handler, terminated()).await;
+    let brokers = closeflow_root::alpaca_accounts()?;
+    // One connection per key pair: each account's events arrive on its own keys' stream.
+    let pairs = consumers(&brokers, store, brokers.clone(), Arc::new(SystemClock));
+    if pairs.is_empty() {
+        return Err(
+            "no Alpaca credentials: set ALPACA_API_KEY_ID/ALPACA_API_SECRET_KEY or ALPACA_ACCOUNTS(_JSON)".into(),
+        );
+    }
+    tracing::info!(url = %pairs[0].0.url, connections = pairs.len(), "trade_updates service starting");
+    run_each_key_pair(pairs, terminated()).await;
     tracing::info!("trade_updates service stopped");
     Ok(())
 }

@@ -1,17 +1,28 @@
 //! Alpaca Trading API v2 as a [`Broker`]. Paper trading by default; keys from the
-//! environment (`ALPACA_API_KEY_ID`, `ALPACA_API_SECRET_KEY`), never logged.
+//! environment (`ALPACA_API_KEY_ID`, `ALPACA_API_SECRET_KEY`, or one pair per account in
+//! [`accounts`]), never logged.
 //!
 //! Error classification is the safety-critical part: only answers that prove the order
-//! does not exist are `Rejected`; anything unknown (timeout, 5xx, 429, auth) is
-//! `Ambiguous`, so the same client order id is tried again and never assumed rejected.
+//! does not exist are `Rejected`; anything unknown (timeout, 5xx, network) is `Ambiguous`,
+//! so the same client order id is tried again and never assumed rejected. A 429, an open
+//! circuit breaker and refused keys say "try later" (see [`BrokerError::is_try_later`]);
+//! a 403 for shares held by open orders is `BlockedByOpenOrders`.
+//!
+//! Each key pair has its own request budget ([`Limits`]): a `governor` limiter paces the
+//! requests (200 a minute by default, `BROKER_RATE_LIMIT`), the broker's
+//! `X-RateLimit-Remaining`/`X-RateLimit-Reset` pause them until the window resets, and a
+//! circuit breaker leaves the broker alone for a cool-down after repeated ambiguous
+//! failures.
 
+pub mod accounts;
+pub mod limits;
 pub mod stream;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use closeflow_domain::{AssetType, ClientOrderId, OrderIntent, OrderStatus, Quantity, Side};
-use closeflow_pipeline::broker::BrokerPosition;
+use closeflow_domain::{AccountId, AssetType, ClientOrderId, OrderIntent, OrderStatus, Quantity, Side};
+use closeflow_pipeline::broker::{BrokerPosition, OpenOrder};
 use closeflow_pipeline::{Broker, BrokerError, BrokerOrder};
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -54,9 +65,13 @@ impl AlpacaConfig {
     }
 }
 
+pub use limits::Limits;
+
 pub struct AlpacaBroker {
     http: reqwest::Client,
     cfg: AlpacaConfig,
+    /// This key pair's request budget and circuit breaker.
+    guard: limits::Guard,
 }
 
 /// The part of Alpaca's order object closeflow reads.
@@ -71,6 +86,33 @@ struct AlpacaOrder {
     filled_avg_price: Option<String>,
     #[serde(default)]
     updated_at: Option<String>,
+    /// Set when the order ended `replaced`: the order that now carries it.
+    #[serde(default)]
+    replaced_by: Option<String>,
+}
+
+/// An open order as `GET /v2/orders?status=open` lists it.
+#[derive(Debug, Deserialize)]
+struct AlpacaOpenOrder {
+    id: String,
+    #[serde(default)]
+    client_order_id: String,
+    symbol: String,
+    #[serde(default)]
+    qty: Option<String>,
+    #[serde(default)]
+    filled_qty: Option<String>,
+}
+
+/// Alpaca's 403 body for an order the account cannot cover now.
+#[derive(Debug, Deserialize, Default)]
+struct InsufficientBody {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    held_for_orders: Option<String>,
+    #[serde(default)]
+    related_orders: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,8 +130,8 @@ struct AlpacaErrorBody {
 
 /// Maps every Alpaca order status onto closeflow's seven. Working states become
 /// `accepted` or `partially_filled` by what has filled; only final states are terminal.
-/// `replaced` ends this order (closeflow never replaces its orders; the remainder is no
-/// longer ours), so the close request is settled by what filled and stays visible.
+/// `replaced` is working too: the order lives on as its replacement (`replaced_by`), which
+/// the adapter follows; it is never read as canceled, so a retry cannot close twice.
 pub fn map_status(alpaca: &str, filled: Quantity) -> Option<OrderStatus> {
     let working = if filled.is_zero() {
         OrderStatus::Accepted
@@ -109,26 +151,24 @@ pub fn map_status(alpaca: &str, filled: Quantity) -> Option<OrderStatus> {
         | "done_for_day"
         | "pending_cancel"
         | "pending_replace"
+        | "replaced"
         | "calculated" => working,
         "filled" => OrderStatus::Filled,
-        "canceled" | "replaced" => OrderStatus::Canceled,
+        "canceled" => OrderStatus::Canceled,
         "expired" => OrderStatus::Expired,
         "rejected" => OrderStatus::Rejected,
         _ => return None,
     })
 }
 
-fn to_broker_order(o: AlpacaOrder) -> Result<BrokerOrder, BrokerError> {
-    let filled = match o.filled_qty.as_deref() {
-        None | Some("") => Quantity::ZERO,
-        Some(q) => Quantity::parse(q).map_err(|e| BrokerError::Ambiguous(format!("bad filled_qty: {e}")))?,
-    };
+fn to_broker_order(o: &AlpacaOrder) -> Result<BrokerOrder, BrokerError> {
+    let filled = filled_of(o)?;
     let status = map_status(&o.status, filled)
         .ok_or_else(|| BrokerError::Ambiguous(format!("unknown Alpaca order status `{}`", o.status)))?;
     let client_order_id = ClientOrderId::parse(&o.client_order_id)
         .map_err(|_| BrokerError::Ambiguous(format!("order {} is not closeflow's", o.id)))?;
     Ok(BrokerOrder {
-        broker_order_id: o.id,
+        broker_order_id: o.id.clone(),
         client_order_id,
         status,
         filled_qty: filled,
@@ -142,12 +182,30 @@ fn to_broker_order(o: AlpacaOrder) -> Result<BrokerOrder, BrokerError> {
 }
 
 impl AlpacaBroker {
+    /// With the default limits (200 requests a minute, breaker after 5 failures).
     pub fn new(cfg: AlpacaConfig) -> Result<Self, String> {
+        Self::with_limits(cfg, Limits::default())
+    }
+
+    pub fn with_limits(cfg: AlpacaConfig, limits: Limits) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .build()
             .map_err(|e| format!("http client: {e}"))?;
-        Ok(AlpacaBroker { http, cfg })
+        Ok(AlpacaBroker {
+            http,
+            guard: limits::Guard::new(limits),
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &AlpacaConfig {
+        &self.cfg
+    }
+
+    /// Whether the circuit breaker leaves the broker alone now.
+    pub fn breaker_open(&self) -> bool {
+        self.guard.breaker_open()
     }
 
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -157,22 +215,147 @@ impl AlpacaBroker {
             .header("APCA-API-SECRET-KEY", &self.cfg.secret_key)
     }
 
+    /// One request through this key pair's guard: the breaker and the request budget
+    /// first, then the answer's rate-limit headers, 429, 5xx and refused keys read here;
+    /// every other answer goes back to the caller.
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<(StatusCode, String), BrokerError> {
-        let resp = rb.send().await.map_err(|e| {
-            // Timeouts and connection errors: the order may or may not exist.
-            BrokerError::Ambiguous(if e.is_timeout() {
-                "timeout".to_string()
-            } else {
-                format!("transport: {e}")
-            })
-        })?;
+        self.guard.before().await?;
+        let resp = match rb.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                // Timeouts and connection errors: the order may or may not exist.
+                self.guard.failed();
+                return Err(BrokerError::Ambiguous(if e.is_timeout() {
+                    "timeout".to_string()
+                } else {
+                    format!("transport: {e}")
+                }));
+            }
+        };
         let status = resp.status();
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| BrokerError::Ambiguous(format!("reading body: {e}")))?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let pause = self.guard.read_headers(
+            header("X-RateLimit-Remaining"),
+            header("X-RateLimit-Reset"),
+            header("Retry-After"),
+            status == StatusCode::TOO_MANY_REQUESTS,
+        );
+        let body = match resp.text().await {
+            Ok(b) => b,
+            Err(e) => {
+                self.guard.failed();
+                return Err(BrokerError::Ambiguous(format!("reading body: {e}")));
+            }
+        };
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // Nothing was done; the budget is back after the pause.
+            return Err(BrokerError::RateLimited { retry_after: pause });
+        }
+        if status.is_server_error() {
+            self.guard.failed();
+            return Err(unknown(status, &body));
+        }
+        self.guard.answered();
+        if status == StatusCode::UNAUTHORIZED || (status == StatusCode::FORBIDDEN && credentials_refused(&body)) {
+            tracing::error!(alert = closeflow_domain::trouble::CREDENTIALS_REJECTED, key_id = %redact(&self.cfg.key_id), "broker refused the key pair");
+            return Err(BrokerError::CredentialsRejected(format!(
+                "HTTP {status}: {}",
+                message(&body)
+            )));
+        }
         Ok((status, body))
     }
+
+    /// Follows `replaced` along `replaced_by`: the order that now carries the attempt,
+    /// reported under the original client order id with what the chain filled together.
+    async fn follow_replacements(&self, first: AlpacaOrder) -> Result<BrokerOrder, BrokerError> {
+        let mut order = to_broker_order(&first)?;
+        let mut current = first;
+        let mut filled_before = Quantity::ZERO;
+        for _ in 0..MAX_REPLACEMENTS {
+            let Some(next_id) = current.replaced_by.clone().filter(|_| current.status == "replaced") else {
+                break;
+            };
+            let (status, text) = self
+                .send(self.req(reqwest::Method::GET, &format!("/v2/orders/{next_id}")))
+                .await?;
+            if !status.is_success() {
+                // The replacement is not visible yet: the order still works.
+                break;
+            }
+            let next: AlpacaOrder = serde_json::from_str(&text)
+                .map_err(|e| BrokerError::Ambiguous(format!("unreadable replacement order: {e}")))?;
+            filled_before = filled_before
+                .checked_add(filled_of(&current)?)
+                .ok_or_else(|| BrokerError::Ambiguous("filled quantity out of range".into()))?;
+            current = next;
+        }
+        if current.id != order.broker_order_id {
+            let filled = filled_before
+                .checked_add(filled_of(&current)?)
+                .ok_or_else(|| BrokerError::Ambiguous("filled quantity out of range".into()))?;
+            order.status = map_status(&current.status, filled)
+                .ok_or_else(|| BrokerError::Ambiguous(format!("unknown Alpaca order status `{}`", current.status)))?;
+            order.broker_order_id = current.id.clone();
+            order.filled_qty = filled;
+            order.filled_avg_price = price_of(&current).or(order.filled_avg_price);
+            if let Some(t) = current
+                .updated_at
+                .as_deref()
+                .and_then(closeflow_domain::parse_timestamp)
+            {
+                order.updated_at = t;
+            }
+        }
+        Ok(order)
+    }
+}
+
+/// Replacements followed at most per lookup.
+const MAX_REPLACEMENTS: usize = 8;
+
+fn redact(key_id: &str) -> String {
+    key_id.chars().take(4).chain("…".chars()).collect()
+}
+
+/// Alpaca's answer to keys it does not accept: `{"message": "forbidden."}` (403) or 401.
+fn credentials_refused(body: &str) -> bool {
+    let m = message(body).trim().trim_end_matches('.').to_ascii_lowercase();
+    m == "forbidden" || m.contains("not authorized") || m.contains("unauthorized")
+}
+
+fn filled_of(o: &AlpacaOrder) -> Result<Quantity, BrokerError> {
+    match o.filled_qty.as_deref() {
+        None | Some("") => Ok(Quantity::ZERO),
+        Some(q) => Quantity::parse(q).map_err(|e| BrokerError::Ambiguous(format!("bad filled_qty: {e}"))),
+    }
+}
+
+fn price_of(o: &AlpacaOrder) -> Option<Quantity> {
+    o.filled_avg_price.as_deref().and_then(|p| Quantity::parse(p).ok())
+}
+
+/// A 403 on submission: held by open orders (with the held quantity), or a plain refusal.
+fn forbidden_order(body: &str) -> BrokerError {
+    let b: InsufficientBody = serde_json::from_str(body).unwrap_or_default();
+    let held = b
+        .held_for_orders
+        .as_deref()
+        .and_then(|h| Quantity::parse(h).ok())
+        .filter(|h| !h.is_zero());
+    let message = if b.message.is_empty() { message(body) } else { b.message };
+    if message.contains("insufficient qty") && (held.is_some() || !b.related_orders.is_empty()) {
+        return BrokerError::BlockedByOpenOrders {
+            held_qty: held.unwrap_or(Quantity::ZERO),
+            message,
+        };
+    }
+    BrokerError::Rejected(message)
 }
 
 /// Alpaca takes at most 9 decimal places. A close is rounded toward zero, never up: an
@@ -212,10 +395,12 @@ fn unknown(status: StatusCode, body: &str) -> BrokerError {
     BrokerError::Ambiguous(format!("HTTP {status}: {}", message(body)))
 }
 
+fn read_order(body: &str) -> Result<AlpacaOrder, BrokerError> {
+    serde_json::from_str(body).map_err(|e| BrokerError::Ambiguous(format!("unreadable order: {e}")))
+}
+
 fn parse_order(body: &str) -> Result<BrokerOrder, BrokerError> {
-    let o: AlpacaOrder =
-        serde_json::from_str(body).map_err(|e| BrokerError::Ambiguous(format!("unreadable order: {e}")))?;
-    to_broker_order(o)
+    to_broker_order(&read_order(body)?)
 }
 
 #[async_trait]
@@ -248,25 +433,27 @@ impl Broker for AlpacaBroker {
             StatusCode::UNPROCESSABLE_ENTITY if message(&text).contains("client_order_id") => {
                 Err(BrokerError::DuplicateClientOrderId)
             }
-            // 403: insufficient qty / buying power; 422: invalid order. Both are final.
-            StatusCode::FORBIDDEN | StatusCode::UNPROCESSABLE_ENTITY => Err(BrokerError::Rejected(message(&text))),
+            // 403: held by open orders, or insufficient qty / buying power; 422: invalid
+            // order. Final, unless open orders can be canceled.
+            StatusCode::FORBIDDEN => Err(forbidden_order(&text)),
+            StatusCode::UNPROCESSABLE_ENTITY => Err(BrokerError::Rejected(message(&text))),
             s => Err(unknown(s, &text)),
         }
     }
 
-    async fn get_order_by_client_id(&self, id: &ClientOrderId) -> Result<BrokerOrder, BrokerError> {
+    async fn get_order_by_client_id(&self, _: &AccountId, id: &ClientOrderId) -> Result<BrokerOrder, BrokerError> {
         let rb = self
             .req(reqwest::Method::GET, "/v2/orders:by_client_order_id")
             .query(&[("client_order_id", id.to_string())]);
         let (status, text) = self.send(rb).await?;
         match status {
-            s if s.is_success() => parse_order(&text),
+            s if s.is_success() => self.follow_replacements(read_order(&text)?).await,
             StatusCode::NOT_FOUND => Err(BrokerError::NotFound),
             s => Err(unknown(s, &text)),
         }
     }
 
-    async fn cancel_order(&self, broker_order_id: &str) -> Result<(), BrokerError> {
+    async fn cancel_order(&self, _: &AccountId, broker_order_id: &str) -> Result<(), BrokerError> {
         let (status, text) = self
             .send(self.req(reqwest::Method::DELETE, &format!("/v2/orders/{broker_order_id}")))
             .await?;
@@ -279,7 +466,38 @@ impl Broker for AlpacaBroker {
         }
     }
 
-    async fn list_positions(&self) -> Result<Vec<BrokerPosition>, BrokerError> {
+    async fn open_orders(&self, _: &AccountId, symbol: &str) -> Result<Vec<OpenOrder>, BrokerError> {
+        let rb = self.req(reqwest::Method::GET, "/v2/orders").query(&[
+            ("status", "open"),
+            ("symbols", symbol),
+            ("limit", "500"),
+            ("direction", "asc"),
+        ]);
+        let (status, text) = self.send(rb).await?;
+        if !status.is_success() {
+            return Err(unknown(status, &text));
+        }
+        let list: Vec<AlpacaOpenOrder> =
+            serde_json::from_str(&text).map_err(|e| BrokerError::Ambiguous(format!("unreadable orders: {e}")))?;
+        list.into_iter()
+            .filter(|o| o.symbol == symbol)
+            .map(|o| {
+                let q = |v: Option<&str>| match v {
+                    None | Some("") => Ok(Quantity::ZERO),
+                    Some(v) => Quantity::parse(v).map_err(|e| BrokerError::Ambiguous(e.to_string())),
+                };
+                Ok(OpenOrder {
+                    qty: q(o.qty.as_deref())?,
+                    filled_qty: q(o.filled_qty.as_deref())?,
+                    broker_order_id: o.id,
+                    client_order_id: o.client_order_id,
+                    symbol: o.symbol,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_positions(&self, _: &AccountId) -> Result<Vec<BrokerPosition>, BrokerError> {
         let (status, text) = self.send(self.req(reqwest::Method::GET, "/v2/positions")).await?;
         if !status.is_success() {
             return Err(unknown(status, &text));

@@ -93,6 +93,25 @@ struct StreamOrder {
     updated_at: Option<String>,
     #[serde(default)]
     filled_at: Option<String>,
+    #[serde(default)]
+    replaced_by: Option<String>,
+}
+
+/// Replacement order id -> the attempt it carries (client order id, what the replaced
+/// orders filled before it). Learnt from `replaced` events; bounded (a miss only leaves
+/// the replacement's fill to the order watch's lookup, which follows `replaced_by`).
+#[derive(Debug, Default)]
+pub struct Replacements(std::collections::HashMap<String, (ClientOrderId, Quantity)>);
+
+const REPLACEMENTS_KEPT: usize = 10_000;
+
+impl Replacements {
+    fn note(&mut self, replacement: String, carries: ClientOrderId, filled: Quantity) {
+        if self.0.len() >= REPLACEMENTS_KEPT {
+            self.0.clear();
+        }
+        self.0.insert(replacement, (carries, filled));
+    }
 }
 
 /// What one stream message is.
@@ -110,6 +129,13 @@ pub enum Parsed {
 /// `filled_avg_price`, the event's `execution_id`, and the broker's time: `filled_at` for a
 /// fill, the event's `timestamp` otherwise.
 pub fn parse_message(text: &str) -> Result<Parsed, String> {
+    parse_message_with(text, &mut Replacements::default())
+}
+
+/// [`parse_message`], following replacements: a `replaced` event of closeflow's order
+/// notes its replacement, whose events then update the same attempt (a replaced order is
+/// never canceled; the replacement is the attempt's order).
+pub fn parse_message_with(text: &str, replacements: &mut Replacements) -> Result<Parsed, String> {
     let env: Envelope = serde_json::from_str(text).map_err(|e| format!("not a stream message: {e}"))?;
     if env.stream != "trade_updates" {
         let status = env.data["status"].as_str().map(str::to_string);
@@ -119,13 +145,25 @@ pub fn parse_message(text: &str) -> Result<Parsed, String> {
         });
     }
     let ev: TradeEvent = serde_json::from_value(env.data).map_err(|e| format!("bad trade update: {e}"))?;
-    let Ok(client_order_id) = ClientOrderId::parse(&ev.order.client_order_id) else {
+    let own = match ClientOrderId::parse(&ev.order.client_order_id) {
+        Ok(id) => Some((id, Quantity::ZERO)),
+        Err(_) => replacements.0.get(&ev.order.id).cloned(),
+    };
+    let Some((client_order_id, filled_before)) = own else {
         return Ok(Parsed::Foreign);
     };
     let filled = match ev.order.filled_qty.as_deref() {
         None | Some("") => Quantity::ZERO,
         Some(q) => Quantity::parse(q).map_err(|e| format!("bad filled_qty: {e}"))?,
     };
+    let filled = filled_before
+        .checked_add(filled)
+        .ok_or_else(|| "filled_qty out of range".to_string())?;
+    if ev.order.status == "replaced" {
+        if let Some(next) = ev.order.replaced_by.clone() {
+            replacements.note(next, client_order_id.clone(), filled);
+        }
+    }
     let status = map_status(&ev.order.status, filled)
         .ok_or_else(|| format!("unknown order status `{}` on `{}`", ev.order.status, ev.event))?;
     // A fill is dated by the order's `filled_at` (the close's `closed_at`); anything else
@@ -136,9 +174,14 @@ pub fn parse_message(text: &str) -> Result<Parsed, String> {
         .or(ev.order.updated_at.as_deref())
         .and_then(closeflow_domain::parse_timestamp)
         .ok_or_else(|| format!("`{}` event without a readable timestamp", ev.event))?;
+    // A replaced order's attempt now lives in its replacement: that is the order to name.
+    let broker_order_id = match ev.order.replaced_by.clone() {
+        Some(next) if ev.order.status == "replaced" => next,
+        _ => ev.order.id.clone(),
+    };
     Ok(Parsed::Update(OrderUpdate {
         client_order_id,
-        broker_order_id: Some(ev.order.id),
+        broker_order_id: Some(broker_order_id),
         status,
         filled_qty: filled,
         filled_avg_price: ev
@@ -216,12 +259,13 @@ async fn open(cfg: &StreamConfig) -> Result<Socket, String> {
 
 /// Reads events until the connection fails; returns why.
 async fn consume(ws: &mut Socket, handler: &dyn TradeUpdateHandler) -> String {
+    let mut replacements = Replacements::default();
     loop {
         let text = match next_text(ws).await {
             Ok(t) => t,
             Err(e) => return e,
         };
-        match parse_message(&text) {
+        match parse_message_with(&text, &mut replacements) {
             Ok(Parsed::Update(u)) => {
                 if let Err(e) = handler.apply(&u).await {
                     // The backfill after the reconnect asks the broker again.
@@ -233,6 +277,44 @@ async fn consume(ws: &mut Socket, handler: &dyn TradeUpdateHandler) -> String {
             Err(e) => tracing::warn!(error = %e, "unreadable trade update skipped"),
         }
     }
+}
+
+/// Runs one consumer per key pair (each with its own connection, keys and handler) until
+/// `stop` resolves. A key pair's connection failing leaves the others listening.
+pub async fn run_each_key_pair(
+    pairs: Vec<(StreamConfig, Arc<dyn TradeUpdateHandler>)>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let all = futures_util::future::join_all(
+        pairs
+            .iter()
+            .map(|(cfg, handler)| run(cfg.clone(), handler.as_ref(), std::future::pending())),
+    );
+    tokio::select! {
+        _ = all => {}
+        _ = stop => {}
+    }
+}
+
+/// One connection per key pair of `brokers`: each backfills only its own accounts' orders.
+pub fn consumers(
+    brokers: &crate::accounts::AccountBrokers,
+    store: Arc<closeflow_pipeline::trade_updates::UpdateStore>,
+    broker: Arc<dyn closeflow_pipeline::Broker>,
+    clock: Arc<dyn closeflow_pipeline::Clock>,
+) -> Vec<(StreamConfig, Arc<dyn TradeUpdateHandler>)> {
+    brokers
+        .key_pairs()
+        .into_iter()
+        .map(|(cfg, serves)| {
+            let handler = closeflow_pipeline::StoreUpdates::new(store.clone(), broker.clone(), clock.clone())
+                .for_accounts(serves);
+            (
+                StreamConfig::for_account(&cfg),
+                Arc::new(handler) as Arc<dyn TradeUpdateHandler>,
+            )
+        })
+        .collect()
 }
 
 /// Runs the consumer until `stop` resolves: connect, backfill, consume; on any failure
@@ -326,6 +408,41 @@ mod tests {
             };
             assert_eq!(u.status, want, "{ev}");
         }
+    }
+
+    #[test]
+    fn a_replaced_order_hands_its_attempt_to_the_replacement_never_canceled() {
+        let mut r = Replacements::default();
+        let replaced = json!({"stream": "trade_updates", "data": {
+            "event": "replaced", "timestamp": "2026-01-02T14:30:05.250Z",
+            "order": {"id": "b-1", "client_order_id": OURS, "status": "replaced", "filled_qty": "0",
+                      "replaced_by": "b-2", "updated_at": "2026-01-02T14:30:05.100Z"}
+        }})
+        .to_string();
+        let Ok(Parsed::Update(u)) = parse_message_with(&replaced, &mut r) else {
+            panic!()
+        };
+        assert_eq!(u.status, OrderStatus::Accepted, "working, not canceled");
+        assert_eq!(
+            u.broker_order_id.as_deref(),
+            Some("b-2"),
+            "the replacement is the attempt's order"
+        );
+        let fill = event("fill", "uuid-of-the-replacement", "filled", "3").replace("\"b-1\"", "\"b-2\"");
+        assert_eq!(
+            parse_message(&fill),
+            Ok(Parsed::Foreign),
+            "unknown without the replaced event"
+        );
+        let Ok(Parsed::Update(u)) = parse_message_with(&fill, &mut r) else {
+            panic!()
+        };
+        assert_eq!(u.client_order_id.to_string(), OURS);
+        assert_eq!(u.broker_order_id.as_deref(), Some("b-2"));
+        assert_eq!(
+            (u.status, u.filled_qty),
+            (OrderStatus::Filled, Quantity::parse("3").unwrap())
+        );
     }
 
     #[test]

@@ -13,6 +13,10 @@ use serde_json::{json, Value};
 use wiremock::matchers::{body_partial_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+fn acct() -> AccountId {
+    AccountId::parse("acct").unwrap()
+}
+
 fn coid() -> ClientOrderId {
     ClientOrderId::new(CloseRequestId::new(&PositionId::parse("pos-1").unwrap(), [4; 16]), 1)
 }
@@ -55,14 +59,17 @@ fn order_json(status: &str, filled: &str) -> Value {
     })
 }
 
-async fn broker(server: &MockServer, timeout: Duration) -> AlpacaBroker {
-    AlpacaBroker::new(AlpacaConfig {
+fn config(server: &MockServer, timeout: Duration) -> AlpacaConfig {
+    AlpacaConfig {
         base_url: server.uri(),
         key_id: "key-id".into(),
         secret_key: "secret".into(),
         timeout,
-    })
-    .unwrap()
+    }
+}
+
+async fn broker(server: &MockServer, timeout: Duration) -> AlpacaBroker {
+    AlpacaBroker::new(config(server, timeout)).unwrap()
 }
 
 #[tokio::test]
@@ -134,7 +141,7 @@ async fn a_duplicate_client_order_id_is_reported_as_such_not_as_a_rejection() {
 }
 
 #[tokio::test]
-async fn insufficient_qty_and_invalid_orders_are_definitive_rejections() {
+async fn insufficient_qty_without_holding_orders_and_invalid_orders_are_definitive_rejections() {
     let r = submit_answer(
         403,
         json!({"code": 40310000, "message": "insufficient qty available for order (requested: 10, available: 0)"}),
@@ -151,16 +158,231 @@ async fn insufficient_qty_and_invalid_orders_are_definitive_rejections() {
 }
 
 #[tokio::test]
-async fn rate_limits_server_errors_and_bad_credentials_are_ambiguous() {
+async fn server_errors_are_ambiguous_and_429_and_bad_credentials_say_try_later() {
     for (status, body) in [
-        (429, json!({"message": "rate limit exceeded"})),
         (500, json!({"message": "internal server error"})),
         (503, json!({"message": "service unavailable"})),
-        (401, json!({"message": "request is not authorized"})),
     ] {
         let r = submit_answer(status, body).await;
         assert!(matches!(r, Err(BrokerError::Ambiguous(_))), "{status}: {r:?}");
     }
+    let r = submit_answer(429, json!({"message": "rate limit exceeded"})).await;
+    assert!(matches!(r, Err(BrokerError::RateLimited { .. })), "{r:?}");
+    for (status, body) in [
+        (401, json!({"code": 40110000, "message": "request is not authorized"})),
+        (403, json!({"message": "forbidden."})),
+    ] {
+        let r = submit_answer(status, body).await;
+        assert!(
+            matches!(&r, Err(e @ BrokerError::CredentialsRejected(_)) if e.is_try_later()),
+            "{status}: {r:?}"
+        );
+    }
+}
+
+/// A 429 carries the window's reset; the adapter pauses the key pair until then (here
+/// past its wait bound, so the next request is delayed without being sent at all).
+#[tokio::test]
+async fn a_429_pauses_the_key_pair_until_the_reset_and_sends_nothing_meanwhile() {
+    let server = MockServer::start().await;
+    let reset = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 30;
+    Mock::given(method("POST"))
+        .and(path("/v2/orders"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("X-RateLimit-Limit", "200")
+                .insert_header("X-RateLimit-Remaining", "0")
+                .insert_header("X-RateLimit-Reset", reset.to_string().as_str())
+                .set_body_json(json!({"code": 42910000, "message": "rate limit exceeded"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let b = broker(&server, Duration::from_secs(2)).await;
+    let Err(BrokerError::RateLimited { retry_after }) = b.submit_order(&intent(AssetType::Equity, Side::Sell)).await
+    else {
+        panic!("rate limited")
+    };
+    assert!(retry_after > Duration::from_secs(25), "{retry_after:?}");
+    // Paused: answered at once, nothing sent (the mock expects exactly one request).
+    let again = b.submit_order(&intent(AssetType::Equity, Side::Sell)).await;
+    assert!(matches!(again, Err(BrokerError::RateLimited { .. })), "{again:?}");
+    let lookup = b.get_order_by_client_id(&acct(), &coid()).await;
+    assert!(matches!(lookup, Err(e) if e.is_try_later()));
+}
+
+/// `X-RateLimit-Remaining: 0` on a successful answer: the next request waits for the
+/// reset (short here, so it waits rather than failing) and then goes through.
+#[tokio::test]
+async fn remaining_zero_makes_the_next_request_wait_for_the_reset() {
+    let server = MockServer::start().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    Mock::given(method("GET"))
+        .and(path("/v2/orders:by_client_order_id"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("X-RateLimit-Remaining", "0")
+                .insert_header("X-RateLimit-Reset", now.as_secs().to_string().as_str())
+                .set_body_json(order_json("new", "0")),
+        )
+        .expect(2)
+        .mount(&server)
+        .await;
+    let b = broker(&server, Duration::from_secs(2)).await;
+    b.get_order_by_client_id(&acct(), &coid()).await.unwrap();
+    let started = std::time::Instant::now();
+    b.get_order_by_client_id(&acct(), &coid()).await.unwrap();
+    // The reset is "this second": the pause ends with it, at most a second and a bit on.
+    let waited = started.elapsed();
+    assert!(
+        waited > Duration::from_millis(1) && waited < Duration::from_millis(2100),
+        "{waited:?}"
+    );
+}
+
+/// Our own pacing: 2 requests a minute, and a wait bound of 100 ms; the third is not sent.
+#[tokio::test]
+async fn the_key_pairs_budget_is_spent_evenly_and_past_it_the_work_is_delayed() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v2/orders:by_client_order_id"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(order_json("new", "0")))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let b = AlpacaBroker::with_limits(
+        config(&server, Duration::from_secs(2)),
+        closeflow_alpaca::Limits {
+            requests: 2,
+            max_wait: Duration::from_millis(100),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for _ in 0..2 {
+        b.get_order_by_client_id(&acct(), &coid()).await.unwrap();
+    }
+    let third = b.get_order_by_client_id(&acct(), &coid()).await;
+    assert!(matches!(third, Err(BrokerError::RateLimited { .. })), "{third:?}");
+}
+
+#[tokio::test]
+async fn the_circuit_breaker_opens_after_repeated_failures_and_closes_after_the_cool_down() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v2/orders:by_client_order_id"))
+        .respond_with(ResponseTemplate::new(503).set_body_json(json!({"message": "unavailable"})))
+        .up_to_n_times(3)
+        .expect(3)
+        .mount(&server)
+        .await;
+    let b = AlpacaBroker::with_limits(
+        config(&server, Duration::from_secs(2)),
+        closeflow_alpaca::Limits {
+            breaker_failures: 3,
+            cool_down: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for _ in 0..3 {
+        let r = b.get_order_by_client_id(&acct(), &coid()).await;
+        assert!(matches!(r, Err(BrokerError::Ambiguous(_))), "{r:?}");
+    }
+    assert!(b.breaker_open());
+    // Open: the broker is left alone (nothing sent: the mock counts), the work waits.
+    let r = b.get_order_by_client_id(&acct(), &coid()).await;
+    assert!(
+        matches!(&r, Err(e @ BrokerError::Unavailable { .. }) if e.is_try_later()),
+        "{r:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    Mock::given(method("GET"))
+        .and(path("/v2/orders:by_client_order_id"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(order_json("filled", "10")))
+        .mount(&server)
+        .await;
+    let o = b.get_order_by_client_id(&acct(), &coid()).await.unwrap();
+    assert_eq!(o.status, OrderStatus::Filled);
+    assert!(!b.breaker_open(), "closed again");
+}
+
+#[tokio::test]
+async fn shares_held_by_open_orders_are_blocked_with_the_held_quantity() {
+    let r = submit_answer(
+        403,
+        json!({"code": 40310000, "message": "insufficient qty available for order (requested: 10, available: 0)",
+               "symbol": "AAPL", "available": "0", "existing_qty": "10", "held_for_orders": "10",
+               "related_orders": ["b1e6b0a4-0000-4000-8000-000000000001"]}),
+    )
+    .await;
+    assert_eq!(
+        r,
+        Err(BrokerError::BlockedByOpenOrders {
+            held_qty: Quantity::from(10),
+            message: "insufficient qty available for order (requested: 10, available: 0)".into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_replaced_order_is_followed_to_its_replacement_never_read_as_canceled() {
+    let server = MockServer::start().await;
+    let mut replaced = order_json("replaced", "0");
+    replaced["replaced_by"] = json!("repl-1");
+    Mock::given(method("GET"))
+        .and(path("/v2/orders:by_client_order_id"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(replaced))
+        .mount(&server)
+        .await;
+    let mut replacement = order_json("filled", "10");
+    replacement["id"] = json!("repl-1");
+    replacement["client_order_id"] = json!("a-uuid-the-broker-chose");
+    replacement["replaces"] = json!("61e69015-8549-4bfd-b9c3-01e75843f47d");
+    Mock::given(method("GET"))
+        .and(path("/v2/orders/repl-1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(replacement))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let o = broker(&server, Duration::from_secs(2))
+        .await
+        .get_order_by_client_id(&acct(), &coid())
+        .await
+        .unwrap();
+    assert_eq!(o.client_order_id, coid(), "the attempt keeps its client order id");
+    assert_eq!(o.broker_order_id, "repl-1", "the replacement is the attempt's order");
+    assert_eq!((o.status, o.filled_qty), (OrderStatus::Filled, Quantity::from(10)));
+}
+
+#[tokio::test]
+async fn open_orders_of_a_symbol_are_listed() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v2/orders"))
+        .and(query_param("status", "open"))
+        .and(query_param("symbols", "AAPL"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([
+            {"id": "o-9", "client_order_id": "manual", "symbol": "AAPL", "qty": "10", "filled_qty": "0", "status": "new"}
+        ])))
+        .mount(&server)
+        .await;
+    let open = broker(&server, Duration::from_secs(2))
+        .await
+        .open_orders(&acct(), "AAPL")
+        .await
+        .unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(
+        (open[0].broker_order_id.as_str(), open[0].qty),
+        ("o-9", Quantity::from(10))
+    );
 }
 
 #[tokio::test]
@@ -192,7 +414,7 @@ async fn orders_are_found_by_client_order_id_and_404_means_not_found() {
         .mount(&server)
         .await;
     let b = broker(&server, Duration::from_secs(2)).await;
-    let o = b.get_order_by_client_id(&coid()).await.unwrap();
+    let o = b.get_order_by_client_id(&acct(), &coid()).await.unwrap();
     assert_eq!(
         (o.status, o.filled_qty),
         (OrderStatus::PartiallyFilled, Quantity::from(4))
@@ -206,7 +428,10 @@ async fn orders_are_found_by_client_order_id_and_404_means_not_found() {
         .respond_with(ResponseTemplate::new(404).set_body_json(json!({"code": 40410000, "message": "order not found"})))
         .mount(&server)
         .await;
-    assert_eq!(b.get_order_by_client_id(&other).await, Err(BrokerError::NotFound));
+    assert_eq!(
+        b.get_order_by_client_id(&acct(), &other).await,
+        Err(BrokerError::NotFound)
+    );
 }
 
 #[tokio::test]
@@ -231,10 +456,10 @@ async fn cancel_and_positions() {
         .mount(&server)
         .await;
     let b = broker(&server, Duration::from_secs(2)).await;
-    assert_eq!(b.cancel_order("o-1").await, Ok(()));
-    assert_eq!(b.cancel_order("o-done").await, Ok(()));
-    assert_eq!(b.cancel_order("o-missing").await, Err(BrokerError::NotFound));
-    let p = b.list_positions().await.unwrap();
+    assert_eq!(b.cancel_order(&acct(), "o-1").await, Ok(()));
+    assert_eq!(b.cancel_order(&acct(), "o-done").await, Ok(()));
+    assert_eq!(b.cancel_order(&acct(), "o-missing").await, Err(BrokerError::NotFound));
+    let p = b.list_positions(&acct()).await.unwrap();
     assert_eq!(p[0].qty, Quantity::from(10));
     assert_eq!(p[1].qty, Quantity::from(-5));
 }
@@ -257,6 +482,8 @@ fn every_alpaca_order_status_is_mapped() {
         "pending_cancel",
         "pending_replace",
         "calculated",
+        // Lives on as its replacement: never canceled (see the replaced test).
+        "replaced",
     ];
     for s in working {
         assert_eq!(map_status(s, zero), Some(OrderStatus::Accepted), "{s}");
@@ -264,7 +491,6 @@ fn every_alpaca_order_status_is_mapped() {
     }
     assert_eq!(map_status("filled", some), Some(OrderStatus::Filled));
     assert_eq!(map_status("canceled", some), Some(OrderStatus::Canceled));
-    assert_eq!(map_status("replaced", zero), Some(OrderStatus::Canceled));
     assert_eq!(map_status("expired", zero), Some(OrderStatus::Expired));
     assert_eq!(map_status("rejected", zero), Some(OrderStatus::Rejected));
     assert_eq!(map_status("something_new", zero), None);
@@ -310,4 +536,47 @@ async fn a_quantity_below_alpacas_unit_is_refused_before_any_request() {
     tiny.qty = Quantity::parse("0.0000000001").unwrap();
     let r = broker(&server, Duration::from_secs(2)).await.submit_order(&tiny).await;
     assert!(matches!(r, Err(BrokerError::Rejected(_))), "{r:?}");
+}
+
+/// Each account trades with its own key pair; the single pair serves every other account.
+#[tokio::test]
+async fn each_account_uses_its_own_key_pair_and_the_default_serves_the_rest() {
+    use closeflow_alpaca::accounts::{AccountBrokers, Credentials, KeyPair};
+    let server = MockServer::start().await;
+    for key in ["key-acc1", "key-default"] {
+        Mock::given(method("POST"))
+            .and(path("/v2/orders"))
+            .and(header("APCA-API-KEY-ID", key))
+            .respond_with(ResponseTemplate::new(200).set_body_json(order_json("new", "0")))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let creds = Credentials {
+        accounts: Credentials::parse_accounts("ACC1=key-acc1:secret-1").unwrap(),
+        default: Some(KeyPair {
+            key_id: "key-default".into(),
+            secret_key: "secret-d".into(),
+        }),
+    };
+    let brokers = AccountBrokers::new(&creds, &server.uri(), Duration::from_secs(2), Default::default()).unwrap();
+    let mut mine = intent(AssetType::Equity, Side::Sell);
+    mine.account_id = AccountId::parse("ACC1").unwrap();
+    brokers.submit_order(&mine).await.unwrap();
+    let mut other = intent(AssetType::Equity, Side::Sell);
+    other.account_id = AccountId::parse("ACC2").unwrap();
+    brokers.submit_order(&other).await.unwrap();
+
+    let none = AccountBrokers::new(
+        &Credentials::default(),
+        &server.uri(),
+        Duration::from_secs(2),
+        Default::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        none.submit_order(&other).await,
+        Err(BrokerError::NoCredentials(AccountId::parse("ACC2").unwrap())),
+        "refused before any request"
+    );
 }

@@ -259,7 +259,17 @@ fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
 
 /// Fields a close body may carry in this version. Anything else is refused rather than
 /// ignored: silently ignoring `qty` would close the whole position.
-pub(crate) const CLOSE_BODY_FIELDS: &[&str] = &["reason"];
+pub(crate) const CLOSE_BODY_FIELDS: &[&str] = &["cancel_open_orders", "reason"];
+
+/// `cancel_open_orders` of a close body `close_body` accepted: `true` lets the submitter
+/// cancel the symbol's open orders that hold the quantity (default `false`).
+fn cancel_open_orders(body: &Value) -> Result<bool, ApiError> {
+    match body.get("cancel_open_orders") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::invalid_body("cancel_open_orders must be true or false")),
+    }
+}
 
 /// Parses the close body: the JSON value (for the fingerprint) and the reason.
 fn close_body(body: &Bytes) -> Result<(Value, Option<String>), ApiError> {
@@ -326,6 +336,7 @@ pub async fn close_position(
     let id = position_id(&raw)?;
     let key = idempotency_key(&headers)?;
     let (body, reason) = close_body(&body)?;
+    let cancel_open_orders = cancel_open_orders(&body)?;
     let cmd = CloseCommand {
         new_id: CloseRequestId::new(&id, app.random.random_bytes()),
         position_id: id,
@@ -333,6 +344,7 @@ pub async fn close_position(
         fingerprint: Fingerprint::of_body(&body),
         max_retries: app.config.max_retries,
         reason,
+        cancel_open_orders,
         actor: who.actor,
         access: who.access,
         now: app.clock.now(),
@@ -379,7 +391,8 @@ pub async fn close_position(
                 "submitted_at": "2026-01-02T15:00:00.000Z", "completed_at": "2026-01-02T15:00:00.000Z",
                 "failure_reason": null,
                 "orders": [{"client_order_id": "0b9d5d8a-9c33-8e61-8000-000000000000-1", "broker_order_id": "sim-1",
-                    "attempt": 1, "qty": "10", "status": "filled", "filled_qty": "10", "filled_avg_price": "187.5"}]})),
+                    "attempt": 1, "qty": "10", "status": "filled", "filled_qty": "10", "filled_avg_price": "187.5"}],
+                "waiting_on_broker": null})),
         GetCloseRequestErrors
     ),
     security(("bearerAuth" = []))
@@ -405,12 +418,20 @@ pub async fn get_close_request(
         .await
         .map_err(app.store_error())?;
     // Another account's close request answers exactly like a missing one.
+    let found_agg = found.as_ref();
     let found = found
         .as_ref()
         .and_then(|agg| Some((agg.close_request(&id)?, &agg.position.account_id)));
     match found {
         Some(((cr, orders), account)) if access.allows(account) => {
-            Ok(Json(views::close_request(cr, orders)).into_response())
+            let mut view = views::close_request(cr, orders);
+            if let Some(agg) = found_agg
+                .as_ref()
+                .filter(|a| a.latest_close_request.as_ref().is_some_and(|l| l.id == cr.id))
+            {
+                view.waiting_on_broker = closeflow_domain::trouble::waiting_on_broker(agg).map(views::waiting);
+            }
+            Ok(Json(view).into_response())
         }
         _ => Err(close_request_not_found()),
     }

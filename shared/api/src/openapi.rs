@@ -718,6 +718,10 @@ close request (200) instead of creating another.",
 #[schema(as = CloseBody)]
 #[allow(dead_code)] // only its schema is used: the handler reads the body as JSON to fingerprint it
 pub struct CloseBody {
+    /// When the symbol's open orders at the broker hold the quantity to close, cancel
+    /// them (closeflow's own orders excepted), wait for the broker to confirm, and close.
+    /// Without it such a close fails with `blocked_by_open_orders`. Default `false`.
+    pub cancel_open_orders: Option<bool>,
     /// Why the position is closed (kept on the close request).
     #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]+$")]
     pub reason: Option<String>,

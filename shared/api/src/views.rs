@@ -160,6 +160,29 @@ pub struct CloseRequestView {
     pub completed_at: Option<String>,
     pub failure_reason: Option<String>,
     pub orders: Vec<OrderView>,
+    /// Set while the close is delayed by the broker (rate limit, broker unreachable,
+    /// refused credentials): it stays in flight and goes on by itself once the broker
+    /// answers again.
+    pub waiting_on_broker: Option<WaitingOnBrokerView>,
+}
+
+/// Why a close in flight waits on the broker.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = WaitingOnBroker)]
+pub struct WaitingOnBrokerView {
+    /// `broker_rate_limited`, `broker_unreachable` or `broker_credentials_rejected`.
+    pub kind: String,
+    pub message: String,
+    #[schema(format = DateTime)]
+    pub since: String,
+}
+
+pub fn waiting(a: &closeflow_domain::Alert) -> WaitingOnBrokerView {
+    WaitingOnBrokerView {
+        kind: a.kind.clone(),
+        message: a.message.clone(),
+        since: format_timestamp(&a.at),
+    }
 }
 
 pub fn close_request(cr: &CloseRequest, list: &[Order]) -> CloseRequestView {
@@ -178,5 +201,6 @@ pub fn close_request(cr: &CloseRequest, list: &[Order]) -> CloseRequestView {
         completed_at: time(&cr.completed_at),
         failure_reason: cr.failure_reason.clone(),
         orders: orders(list),
+        waiting_on_broker: None,
     }
 }

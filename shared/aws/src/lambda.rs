@@ -167,7 +167,9 @@ pub async fn submit_sqs_event(
         };
         match submit(store, broker, clock, &req).await {
             Ok(outcome) => tracing::info!(?outcome, message_id = %id, "order message handled"),
-            Err(e @ (SubmitError::Ambiguous(_) | SubmitError::Store(_))) => {
+            // Try-later (rate limit, open breaker) included: the queue's visibility timeout is the
+            // delay, and the reconciler re-drives it should the queue give up on it.
+            Err(e @ (SubmitError::Ambiguous(_) | SubmitError::TryLater { .. } | SubmitError::Store(_))) => {
                 tracing::warn!(error = %e, message_id = %id, "order message will be redelivered");
                 fail(&mut response);
                 blocked_groups.insert(group);

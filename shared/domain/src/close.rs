@@ -46,6 +46,9 @@ pub struct CloseCommand {
     pub new_id: CloseRequestId,
     pub max_retries: u32,
     pub reason: Option<String>,
+    /// When the symbol's open orders hold the quantity, cancel them and close anyway
+    /// (otherwise the close fails as `blocked_by_open_orders`).
+    pub cancel_open_orders: bool,
     /// Who asks (the signed-in caller, `guard:<id>`, ...), for the audit trail.
     pub actor: String,
     /// The caller's accounts: a close of another account's position is refused.
@@ -142,6 +145,7 @@ pub fn decide_close(current: Option<&PositionAggregate>, cmd: &CloseCommand) -> 
         redrives: 0,
         max_retries: cmd.max_retries,
         reason: cmd.reason.clone(),
+        cancel_open_orders: cmd.cancel_open_orders,
         failure_reason: None,
         created_at: cmd.now,
         submitted_at: None,
@@ -180,6 +184,7 @@ mod tests {
             fingerprint: Fingerprint::of_body(&body),
             max_retries: 3,
             reason: None,
+            cancel_open_orders: false,
             access: crate::Access::All,
             now: now(),
         }

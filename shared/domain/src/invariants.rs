@@ -127,6 +127,7 @@ mod tests {
             redrives: 0,
             max_retries: 3,
             reason: None,
+            cancel_open_orders: false,
             failure_reason: None,
             created_at: t(),
             submitted_at: None,

@@ -24,6 +24,7 @@ pub mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod transition;
+pub mod trouble;
 
 pub use access::Access;
 pub use account::{count_changes, CountChange};

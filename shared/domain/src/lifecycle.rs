@@ -107,6 +107,10 @@ pub enum SubmitAnswer {
     Accepted(OrderUpdate),
     /// The broker refused it for good (insufficient quantity, invalid order, ...).
     Rejected { reason: String },
+    /// Nothing was placed and nothing will be without a human: the close fails with a
+    /// stable `code` (`blocked_by_open_orders`, `no_broker_credentials`) in its
+    /// `failure_reason`, and an alert of that kind.
+    Refused { code: &'static str, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,7 +151,7 @@ pub fn record_submission(
         // Already recorded (or overtaken by a webhook): the answer is merged as an update.
         return match answer {
             SubmitAnswer::Accepted(u) => apply_order_update(agg, u, now),
-            SubmitAnswer::Rejected { .. } => Ok(Applied::Ignored(Ignored::NoChange)),
+            SubmitAnswer::Rejected { .. } | SubmitAnswer::Refused { .. } => Ok(Applied::Ignored(Ignored::NoChange)),
         };
     };
     let mut next = agg.clone();
@@ -162,6 +166,23 @@ pub fn record_submission(
             cr.failure_reason = Some(reason.clone());
             cr.completed_at = Some(now);
             next.position.active_close_request_id = None;
+        }
+        SubmitAnswer::Refused { code, reason } => {
+            transition(
+                &mut next,
+                PositionEvent::BrokerRejected,
+                CloseRequestEvent::BrokerRejected,
+            )?;
+            let cr = next.latest_close_request.as_mut().expect("checked by intent_for");
+            let reason = format!("{code}: {reason}");
+            cr.failure_reason = Some(reason.clone());
+            cr.completed_at = Some(now);
+            next.position.active_close_request_id = None;
+            next.last_alert = Some(crate::reconcile::Alert {
+                kind: code.to_string(),
+                message: format!("position {}: {reason}", next.position.id),
+                at: now,
+            });
         }
         SubmitAnswer::Accepted(u) => {
             let order = Order::new(intent.client_order_id.clone(), intent.qty);
@@ -338,6 +359,7 @@ mod tests {
             new_id: CloseRequestId::new(&PositionId::parse("p").unwrap(), [2; 16]),
             max_retries: 3,
             reason: None,
+            cancel_open_orders: false,
             access: crate::Access::All,
             now: t(0),
         };

@@ -85,6 +85,9 @@ pub struct CloseRequest {
     pub redrives: u32,
     /// Why the close was asked for ("manual", "drawdown_guard", ...), for the audit trail.
     pub reason: Option<String>,
+    /// Asked with `cancel_open_orders`: the symbol's open orders may be canceled when they
+    /// hold the quantity to close.
+    pub cancel_open_orders: bool,
     /// The broker's words when it refused the close, or why a human must look.
     pub failure_reason: Option<String>,
     pub created_at: Timestamp,

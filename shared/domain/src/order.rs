@@ -200,7 +200,9 @@ pub fn merge_order_update(order: &Order, u: &OrderUpdate) -> Merge {
         _ => {}
     }
     let mut next = order.clone();
-    if next.broker_order_id.is_none() {
+    // The broker's id follows the order that carries the attempt now: after a
+    // `replaced`, its replacement (where a cancel must go).
+    if (u.broker_order_id.is_some() && !order.status.is_terminal()) || next.broker_order_id.is_none() {
         next.broker_order_id = u.broker_order_id.clone();
     }
     if u.filled_qty > next.filled_qty {

@@ -327,7 +327,10 @@ pub fn after_lookup(
             // same client order id (the broker refuses a duplicate if one did arrive), a
             // few times, and then a human must look.
             let mut next = agg.clone();
-            if cr.redrives < policy.redrive_limit {
+            // A submission the broker made wait (rate limit, breaker, refused keys) is held
+            // back, not lost: sent again, but not counted against the close.
+            let held_back = crate::trouble::waiting_on_broker(agg).is_some();
+            if cr.redrives < policy.redrive_limit || held_back {
                 let cr = next.latest_close_request.as_mut().expect("checked");
                 cr.redrives += 1;
             } else {
@@ -404,6 +407,7 @@ mod tests {
             new_id: CloseRequestId::new(&id, [3; 16]),
             max_retries: 2,
             reason: None,
+            cancel_open_orders: false,
             access: crate::Access::All,
             now: t0(),
         };
@@ -477,6 +481,28 @@ mod tests {
         let found = Lookup::Found(upd(&msg, OrderStatus::Accepted, 0, later));
         let adopted = changed(after_lookup(&agg, &client_order_id, true, &found, later, &p));
         assert_eq!(statuses(&adopted), (P::Closing, C::Submitted));
+    }
+
+    #[test]
+    fn a_zombie_the_broker_held_back_is_sent_again_without_counting_against_the_close() {
+        let (agg, msg) = pending();
+        let p = Policy::default();
+        let id = msg.client_order_id();
+        let mut cur = agg.clone();
+        cur.latest_close_request.as_mut().unwrap().redrives = p.redrive_limit;
+        let later = t0() + TimeDelta::minutes(3);
+        let waiting =
+            crate::trouble::note_broker_trouble(&cur, crate::trouble::RATE_LIMITED, "429".into(), later).unwrap();
+        let next = changed(after_lookup(&waiting, &id, true, &Lookup::NotFound, later, &p));
+        assert_eq!(
+            statuses(&next),
+            (P::Closing, C::Pending),
+            "rate limited is never failed"
+        );
+        assert!(crate::outbox_message(Some(&waiting), &next).is_some(), "sent again");
+        // Without the broker's excuse the same lookup ends it for a human.
+        let failed = changed(after_lookup(&cur, &id, true, &Lookup::NotFound, later, &p));
+        assert_eq!(statuses(&failed), (P::CloseFailed, C::Failed));
     }
 
     #[test]

@@ -84,6 +84,7 @@ pub fn close(id: &str, key: &str, now: Timestamp) -> CloseCommand {
         fingerprint: Fingerprint::of_body(&serde_json::json!({})),
         max_retries: 3,
         reason: None,
+        cancel_open_orders: false,
         access: Access::All,
         now,
     }

@@ -27,7 +27,7 @@ pub enum BrokerChoice {
     Simulated(SimScenarios),
     /// Alpaca from `ALPACA_*` (paper by default). Alpaca does not call closeflow's signed
     /// webhook, so fills arrive through the reconciler's lookups.
-    Alpaca(closeflow_alpaca::AlpacaConfig),
+    Alpaca(Arc<closeflow_alpaca::accounts::AccountBrokers>),
 }
 
 pub struct AwsLocalConfig {
@@ -84,7 +84,7 @@ impl AwsLocal {
                 sim.connect(Arc::new(RouterSink(router.clone())));
                 (sim.clone(), Some(sim))
             }
-            BrokerChoice::Alpaca(c) => (Arc::new(closeflow_alpaca::AlpacaBroker::new(c)?), None),
+            BrokerChoice::Alpaca(brokers) => (brokers, None),
         };
         let driver = Driver {
             store: store.clone(),

@@ -74,9 +74,8 @@ async fn shared_config() -> aws_config::SdkConfig {
 }
 
 fn broker() -> Result<Arc<dyn Broker>, String> {
-    if env("ALPACA_API_KEY_ID").is_some() {
-        let cfg = closeflow_alpaca::AlpacaConfig::from_env()?;
-        return Ok(Arc::new(closeflow_alpaca::AlpacaBroker::new(cfg)?));
+    if env("ALPACA_API_KEY_ID").is_some() || env("ALPACA_ACCOUNTS").is_some() || env("ALPACA_ACCOUNTS_JSON").is_some() {
+        return Ok(Arc::new(closeflow_alpaca::accounts::AccountBrokers::from_env()?));
     }
     let scenarios = SimScenarios::parse(&env("SIM_BROKER_SCENARIOS").unwrap_or_default())?
         .with_prices(&env("SIM_BROKER_PRICES").unwrap_or_default())?;

@@ -80,7 +80,7 @@ pub struct StackConfig {
     pub auth: closeflow_api::auth::Auth,
     pub api: closeflow_api::ApiConfig,
     /// Alpaca instead of the simulated broker (whose webhooks then never come).
-    pub alpaca: Option<closeflow_alpaca::AlpacaConfig>,
+    pub alpaca: Option<Arc<closeflow_alpaca::accounts::AccountBrokers>>,
     /// How long audit entries are kept (`AUDIT_RETENTION`).
     pub audit_retention: chrono::TimeDelta,
 }
@@ -132,7 +132,7 @@ impl Stack {
         let router = router_for(state, Routes::ALL);
         sim.connect(Arc::new(RouterSink(router.clone())));
         let (broker, driven_sim): (Arc<dyn closeflow_pipeline::Broker>, _) = match cfg.alpaca {
-            Some(c) => (Arc::new(closeflow_alpaca::AlpacaBroker::new(c)?), None),
+            Some(brokers) => (brokers, None),
             None => (sim.clone(), Some(sim.clone())),
         };
         let driver = Driver {

@@ -27,7 +27,7 @@ pub struct LocalSettings {
     pub cleanup_every: TimeDelta,
     /// `BROKER=alpaca`: Alpaca (`ALPACA_*`, e.g. the paper broker at `ALPACA_BASE_URL`)
     /// instead of the simulated broker.
-    pub alpaca: Option<closeflow_alpaca::AlpacaConfig>,
+    pub alpaca: Option<Arc<closeflow_alpaca::accounts::AccountBrokers>>,
 }
 
 impl LocalSettings {
@@ -60,7 +60,7 @@ impl LocalSettings {
         let (reconcile_every, cleanup_every) = timers_from_env()?;
         let alpaca = match env("BROKER").as_deref() {
             None | Some("sim") | Some("simulated") => None,
-            Some("alpaca") => Some(closeflow_alpaca::AlpacaConfig::from_env()?),
+            Some("alpaca") => Some(Arc::new(closeflow_alpaca::accounts::AccountBrokers::from_env()?)),
             Some(other) => return Err(format!("BROKER `{other}`: use `sim` (default) or `alpaca`")),
         };
         Ok(LocalSettings {
@@ -79,7 +79,10 @@ impl LocalSettings {
     /// The broker, as the ready line names it.
     pub fn describe_broker(&self) -> String {
         match (&self.alpaca, self.scenarios_text.as_str()) {
-            (Some(cfg), _) => format!("Alpaca at {}; fills from its trade_updates stream", cfg.base_url),
+            (Some(_), _) => format!(
+                "Alpaca at {}; fills from its trade_updates stream",
+                closeflow_alpaca::accounts::base_url_from_env()
+            ),
             (None, "") => "simulated broker".into(),
             (None, spec) => format!("simulated broker: {spec}"),
         }
@@ -88,10 +91,10 @@ impl LocalSettings {
     /// Runs Alpaca's `trade_updates` consumer for `store` forever (reconnecting), when the
     /// broker is Alpaca.
     pub async fn run_trade_stream(&self, store: Arc<dyn CloseStore>, broker: Arc<dyn Broker>) {
-        let Some(cfg) = &self.alpaca else { return };
-        let handler = closeflow_pipeline::StoreUpdates::new(store, broker, Arc::new(SystemClock));
-        let stream = closeflow_alpaca::stream::StreamConfig::for_account(cfg);
-        closeflow_alpaca::stream::run(stream, &handler, std::future::pending()).await;
+        let Some(brokers) = &self.alpaca else { return };
+        // One connection per key pair.
+        let pairs = closeflow_alpaca::stream::consumers(brokers, store, broker, Arc::new(SystemClock));
+        closeflow_alpaca::stream::run_each_key_pair(pairs, std::future::pending()).await;
     }
 
     /// One line on the job timings, printed at start-up.

@@ -108,6 +108,10 @@ impl Paper {
     }
 }
 
+fn acct() -> AccountId {
+    AccountId::parse("acct").unwrap()
+}
+
 fn coid(position: &str, attempt: u32) -> ClientOrderId {
     ClientOrderId::new(
         CloseRequestId::new(&PositionId::parse(position).unwrap(), [7; 16]),
@@ -139,7 +143,10 @@ async fn a_close_is_accepted_then_filled_at_the_configured_price_and_read_back()
     );
     assert_eq!(placed.client_order_id, intent.client_order_id);
 
-    let o = a.get_order_by_client_id(&intent.client_order_id).await.unwrap();
+    let o = a
+        .get_order_by_client_id(&acct(), &intent.client_order_id)
+        .await
+        .unwrap();
     assert_eq!(o.broker_order_id, placed.broker_order_id);
     assert_eq!(
         (o.status, o.filled_qty, o.filled_avg_price),
@@ -213,10 +220,13 @@ async fn unknown_orders_are_404_with_alpacas_body() {
     let p = paper("", "", None).await;
     let a = p.adapter();
     assert_eq!(
-        a.get_order_by_client_id(&coid("nobody", 1)).await,
+        a.get_order_by_client_id(&acct(), &coid("nobody", 1)).await,
         Err(BrokerError::NotFound)
     );
-    assert_eq!(a.cancel_order("no-such-order").await, Err(BrokerError::NotFound));
+    assert_eq!(
+        a.cancel_order(&acct(), "no-such-order").await,
+        Err(BrokerError::NotFound)
+    );
     assert_eq!(
         p.get("/v2/orders/no-such-order").await,
         (404, json!({"code": 40410000, "message": "order not found"}))
@@ -229,8 +239,11 @@ async fn an_open_order_cancels_once_and_a_second_cancel_is_422() {
     let p = paper("NVDA=hold", "", None).await;
     let a = p.adapter();
     let placed = a.submit_order(&sell("NVDA", 4, 1)).await.unwrap();
-    assert_eq!(a.cancel_order(&placed.broker_order_id).await, Ok(()));
-    let o = a.get_order_by_client_id(&placed.client_order_id).await.unwrap();
+    assert_eq!(a.cancel_order(&acct(), &placed.broker_order_id).await, Ok(()));
+    let o = a
+        .get_order_by_client_id(&acct(), &placed.client_order_id)
+        .await
+        .unwrap();
     assert_eq!((o.status, o.filled_qty), (OrderStatus::Canceled, Quantity::ZERO));
     let (s, _, body) = p
         .call(
@@ -241,7 +254,7 @@ async fn an_open_order_cancels_once_and_a_second_cancel_is_422() {
         .await;
     assert_eq!((s, body["code"].clone()), (422, json!(42210000)));
     assert_eq!(
-        a.cancel_order(&placed.broker_order_id).await,
+        a.cancel_order(&acct(), &placed.broker_order_id).await,
         Ok(()),
         "the adapter reads 422 as nothing left to cancel"
     );
@@ -256,7 +269,7 @@ async fn positions_and_the_account_follow_the_fills() {
     let mut buy = sell("TSLA", 4, 1);
     buy.side = Side::Buy;
     a.submit_order(&buy).await.unwrap();
-    let positions = a.list_positions().await.unwrap();
+    let positions = a.list_positions(&acct()).await.unwrap();
     assert_eq!(
         positions.iter().map(|p| (p.symbol.as_str(), p.qty)).collect::<Vec<_>>(),
         [("AAPL", Quantity::from(-10)), ("TSLA", Quantity::from(4))]
@@ -303,7 +316,7 @@ async fn partial_fills_some_then_cancels_the_rest() {
     let placed = p.adapter().submit_order(&sell("MSFT", 10, 1)).await.unwrap();
     let o = p
         .adapter()
-        .get_order_by_client_id(&placed.client_order_id)
+        .get_order_by_client_id(&acct(), &placed.client_order_id)
         .await
         .unwrap();
     assert_eq!((o.status, o.filled_qty), (OrderStatus::Canceled, Quantity::from(3)));
@@ -319,7 +332,7 @@ async fn not_found_accepts_and_then_denies_the_order() {
     let a = p.adapter();
     let placed = a.submit_order(&sell("AMD", 1, 1)).await.unwrap();
     assert_eq!(
-        a.get_order_by_client_id(&placed.client_order_id).await,
+        a.get_order_by_client_id(&acct(), &placed.client_order_id).await,
         Err(BrokerError::NotFound)
     );
     assert_eq!(p.get(&format!("/v2/orders/{}", placed.broker_order_id)).await.0, 404);
@@ -332,11 +345,17 @@ async fn fill_after_fills_once_its_time_has_come() {
     let a = p.adapter();
     let placed = a.submit_order(&sell("META", 5, 1)).await.unwrap();
     p.timer.advance(Duration::from_millis(1500));
-    let o = a.get_order_by_client_id(&placed.client_order_id).await.unwrap();
+    let o = a
+        .get_order_by_client_id(&acct(), &placed.client_order_id)
+        .await
+        .unwrap();
     assert_eq!(o.status, OrderStatus::Accepted);
     assert_eq!(p.order_by_client_id(&placed.client_order_id).await["status"], "new");
     p.timer.advance(Duration::from_millis(500));
-    let o = a.get_order_by_client_id(&placed.client_order_id).await.unwrap();
+    let o = a
+        .get_order_by_client_id(&acct(), &placed.client_order_id)
+        .await
+        .unwrap();
     assert_eq!((o.status, o.filled_qty), (OrderStatus::Filled, Quantity::from(5)));
 }
 
@@ -350,10 +369,10 @@ async fn reject_first_refuses_attempt_one_and_fills_attempt_two() {
     ));
     let retry = sell("GOOG", 10, 2);
     a.submit_order(&retry).await.unwrap();
-    let o = a.get_order_by_client_id(&retry.client_order_id).await.unwrap();
+    let o = a.get_order_by_client_id(&acct(), &retry.client_order_id).await.unwrap();
     assert_eq!(o.status, OrderStatus::Filled);
     assert_eq!(
-        a.get_order_by_client_id(&coid("pos-GOOG", 1)).await,
+        a.get_order_by_client_id(&acct(), &coid("pos-GOOG", 1)).await,
         Err(BrokerError::NotFound),
         "the refused attempt left no order"
     );
@@ -364,12 +383,17 @@ async fn replace_ends_the_order_replaced_and_names_the_replacement_which_fills()
     let p = paper("AMZN=replace", "AMZN=201.25", None).await;
     let a = p.adapter();
     let placed = a.submit_order(&sell("AMZN", 10, 1)).await.unwrap();
-    let o = a.get_order_by_client_id(&placed.client_order_id).await.unwrap();
+    let o = a
+        .get_order_by_client_id(&acct(), &placed.client_order_id)
+        .await
+        .unwrap();
+    // The adapter follows `replaced_by`: the replacement is the attempt's order.
     assert_eq!(
-        (o.status, o.filled_qty),
-        (OrderStatus::Canceled, Quantity::ZERO),
-        "replaced ends closeflow's order"
+        (o.status, o.filled_qty, o.client_order_id.clone()),
+        (OrderStatus::Filled, Quantity::from(10), placed.client_order_id.clone()),
+        "replaced is followed, never canceled"
     );
+    assert_ne!(o.broker_order_id, placed.broker_order_id);
     let raw = p.order_by_client_id(&placed.client_order_id).await;
     assert_eq!(raw["status"], "replaced");
     assert!(raw["replaced_at"].is_string());
@@ -395,10 +419,13 @@ async fn held_refuses_with_the_holding_orders_until_they_are_canceled() {
     let intent = sell("NFLX", 10, 1);
     assert_eq!(
         a.submit_order(&intent).await,
-        Err(BrokerError::Rejected(
-            "insufficient qty available for order (requested: 10, available: 0)".into()
-        ))
+        Err(BrokerError::BlockedByOpenOrders {
+            held_qty: Quantity::from(1),
+            message: "insufficient qty available for order (requested: 10, available: 0)".into()
+        })
     );
+    let listed = a.open_orders(&acct(), "NFLX").await.unwrap();
+    assert_eq!(listed.len(), 1, "the holding order, as the adapter lists it");
     let (s, _, body) = p
         .call(
             reqwest::Method::POST,
@@ -417,9 +444,12 @@ async fn held_refuses_with_the_holding_orders_until_they_are_canceled() {
     assert_eq!(body["related_orders"], json!([open[0]["id"]]));
     assert_eq!(body["held_for_orders"], open[0]["qty"]);
 
-    a.cancel_order(open[0]["id"].as_str().unwrap()).await.unwrap();
+    a.cancel_order(&acct(), open[0]["id"].as_str().unwrap()).await.unwrap();
     a.submit_order(&intent).await.unwrap();
-    let o = a.get_order_by_client_id(&intent.client_order_id).await.unwrap();
+    let o = a
+        .get_order_by_client_id(&acct(), &intent.client_order_id)
+        .await
+        .unwrap();
     assert_eq!(o.status, OrderStatus::Filled);
 }
 
@@ -500,11 +530,11 @@ async fn invalid_orders_are_422_and_unreadable_bodies_400() {
 }
 
 #[tokio::test]
-async fn wrong_or_missing_keys_are_401_and_ambiguous_to_the_adapter() {
+async fn wrong_or_missing_keys_are_401_and_refused_credentials_to_the_adapter() {
     let p = paper("", "", None).await;
     let r = p.adapter_with(KEY, "wrong").submit_order(&sell("AAPL", 1, 1)).await;
     assert!(
-        matches!(r, Err(BrokerError::Ambiguous(ref m)) if m.contains("401")),
+        matches!(r, Err(BrokerError::CredentialsRejected(ref m)) if m.contains("401")),
         "{r:?}"
     );
     let resp = p.http.get(format!("{}/v2/account", p.url)).send().await.unwrap();
@@ -534,10 +564,7 @@ async fn past_the_rate_limit_answers_429_with_rate_limit_headers_until_the_windo
         (&"0".parse().unwrap(), &reset.parse().unwrap())
     );
     let r = p.adapter().submit_order(&sell("AAPL", 1, 1)).await;
-    assert!(
-        matches!(r, Err(BrokerError::Ambiguous(ref m)) if m.contains("429")),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(BrokerError::RateLimited { .. })), "{r:?}");
     assert_eq!(p.broker.engine.orders_placed(), 0, "a refused request places nothing");
 
     p.clock.advance(chrono::TimeDelta::seconds(60));
@@ -684,7 +711,7 @@ async fn trade_updates_carry_partial_fills_cancels_and_replacements() {
 
     let held = a.submit_order(&sell("NVDA", 2, 1)).await.unwrap();
     assert_eq!(next_json(&mut ws).await["data"]["event"], "new");
-    a.cancel_order(&held.broker_order_id).await.unwrap();
+    a.cancel_order(&acct(), &held.broker_order_id).await.unwrap();
     let canceled = next_json(&mut ws).await["data"].clone();
     assert_eq!(
         (canceled["event"].as_str(), canceled["order"]["status"].as_str()),

@@ -1,7 +1,9 @@
 //! The broker port: narrow, and the same for Alpaca and the simulated broker.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
-use closeflow_domain::{ClientOrderId, OrderIntent, OrderStatus, OrderUpdate, Quantity, Timestamp};
+use closeflow_domain::{AccountId, ClientOrderId, OrderIntent, OrderStatus, OrderUpdate, Quantity, Timestamp};
 
 /// A broker's view of one order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +39,17 @@ pub struct BrokerPosition {
     pub qty: Quantity,
 }
 
+/// An order still working at the broker (any client's), as `open_orders` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenOrder {
+    pub broker_order_id: String,
+    /// Whoever named it: closeflow's ids parse as a `ClientOrderId`, others do not.
+    pub client_order_id: String,
+    pub symbol: String,
+    pub qty: Quantity,
+    pub filled_qty: Quantity,
+}
+
 /// Broker failures, classified by what they let us conclude.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BrokerError {
@@ -48,15 +61,69 @@ pub enum BrokerError {
     DuplicateClientOrderId,
     #[error("order not found at the broker")]
     NotFound,
-    /// Unknown outcome (timeout, 5xx, 429, network): never assume rejected.
+    /// Unknown outcome (timeout, 5xx, network): never assume rejected.
     #[error("broker outcome unknown: {0}")]
     Ambiguous(String),
+    /// The account's request budget is spent (429, or our own limiter would wait too
+    /// long): nothing was sent or the broker refused to look; try after `retry_after`.
+    #[error("broker rate limit reached; try again in {retry_after:?}")]
+    RateLimited { retry_after: Duration },
+    /// The broker refused the key pair (`forbidden.`, 401): a configuration error, not a
+    /// verdict on the order. Nothing is failed; a human fixes the keys.
+    #[error("broker credentials rejected: {0}")]
+    CredentialsRejected(String),
+    /// The quantity to close is held by the symbol's open orders (Alpaca's 403
+    /// "insufficient qty available"): cancel them, or a human decides.
+    #[error("{held_qty} held by open orders: {message}")]
+    BlockedByOpenOrders { held_qty: Quantity, message: String },
+    /// The circuit breaker is open: the broker is left alone until `retry_after`.
+    #[error("broker unreachable; left alone for {retry_after:?}")]
+    Unavailable { retry_after: Duration },
+    /// closeflow holds no key pair for this account: nothing can be sent, ever, until one
+    /// is configured.
+    #[error("no broker credentials for account {0}")]
+    NoCredentials(AccountId),
 }
 
+impl BrokerError {
+    /// "Not now": the work is delayed (message released, lookup skipped), never failed,
+    /// abandoned or counted against the close.
+    pub fn is_try_later(&self) -> bool {
+        matches!(
+            self,
+            BrokerError::RateLimited { .. } | BrokerError::Unavailable { .. } | BrokerError::CredentialsRejected(_)
+        )
+    }
+
+    /// How long to leave the broker alone, when it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            BrokerError::RateLimited { retry_after } | BrokerError::Unavailable { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// The alert kind a delayed close carries while this lasts.
+    pub fn trouble_kind(&self) -> Option<&'static str> {
+        match self {
+            BrokerError::RateLimited { .. } => Some(closeflow_domain::trouble::RATE_LIMITED),
+            BrokerError::Unavailable { .. } => Some(closeflow_domain::trouble::UNREACHABLE),
+            BrokerError::CredentialsRejected(_) => Some(closeflow_domain::trouble::CREDENTIALS_REJECTED),
+            _ => None,
+        }
+    }
+}
+
+/// The broker port. Every call names the account: each account may trade with its own
+/// key pair, and rate limits and the circuit breaker are per key pair.
 #[async_trait]
 pub trait Broker: Send + Sync {
+    /// The intent names its account.
     async fn submit_order(&self, intent: &OrderIntent) -> Result<BrokerOrder, BrokerError>;
-    async fn get_order_by_client_id(&self, id: &ClientOrderId) -> Result<BrokerOrder, BrokerError>;
-    async fn cancel_order(&self, broker_order_id: &str) -> Result<(), BrokerError>;
-    async fn list_positions(&self) -> Result<Vec<BrokerPosition>, BrokerError>;
+    async fn get_order_by_client_id(&self, account: &AccountId, id: &ClientOrderId)
+        -> Result<BrokerOrder, BrokerError>;
+    async fn cancel_order(&self, account: &AccountId, broker_order_id: &str) -> Result<(), BrokerError>;
+    async fn list_positions(&self, account: &AccountId) -> Result<Vec<BrokerPosition>, BrokerError>;
+    /// The symbol's orders still working at the broker (whoever placed them).
+    async fn open_orders(&self, account: &AccountId, symbol: &str) -> Result<Vec<OpenOrder>, BrokerError>;
 }

@@ -180,6 +180,10 @@ impl Driver {
                     tracing::warn!(error = %e, dedup_id = %d.message.dedup_id, "submission outcome unknown; will redeliver");
                     false
                 }
+                Err(e @ SubmitError::TryLater { .. }) => {
+                    tracing::info!(error = %e, dedup_id = %d.message.dedup_id, "broker asks to wait; will redeliver");
+                    false
+                }
                 Err(SubmitError::Store(e)) => {
                     tracing::warn!(error = %e, dedup_id = %d.message.dedup_id, "store unavailable; will redeliver");
                     false

@@ -53,6 +53,7 @@ pub async fn reconcile_once(
         items_read: listed.items_read,
         ..Default::default()
     };
+    let mut broker_waits = false;
     for agg in listed.aggregates {
         let span = tracing::info_span!(
             "reconcile",
@@ -89,14 +90,26 @@ pub async fn reconcile_once(
                 client_order_id,
                 zombie,
             } => {
-                if report.broker_queries >= cfg.max_broker_queries {
+                if broker_waits || report.broker_queries >= cfg.max_broker_queries {
                     report.deferred += 1;
                     continue;
                 }
                 report.broker_queries += 1;
-                let answer = match broker.get_order_by_client_id(&client_order_id).await {
+                let answer = match broker
+                    .get_order_by_client_id(&agg.position.account_id, &client_order_id)
+                    .await
+                {
                     Ok(order) => Lookup::Found(order.to_update()),
                     Err(BrokerError::NotFound) => Lookup::NotFound,
+                    // Rate limit, open breaker, refused keys: nothing learnt, nothing
+                    // counted; this run leaves the broker alone from here on.
+                    Err(e) if e.is_try_later() => {
+                        tracing::warn!(error = %e, %client_order_id, "broker asks to wait; lookups deferred to the next run");
+                        report.broker_errors += 1;
+                        report.deferred += 1;
+                        broker_waits = true;
+                        continue;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, %client_order_id, "broker lookup failed; next run");
                         report.broker_errors += 1;

@@ -14,11 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use closeflow_domain::{format_timestamp, ClientOrderId, OrderIntent, OrderStatus, Quantity};
+use closeflow_domain::{format_timestamp, AccountId, ClientOrderId, OrderIntent, OrderStatus, Quantity};
 use tokio::task::JoinHandle;
 
-use self::engine::{CancelError, Engine, NewOrder, Scheduler, SimStatus, SubmitError, TokioScheduler, TradeEvent};
-use crate::broker::{Broker, BrokerError, BrokerOrder, BrokerPosition};
+use self::engine::{
+    CancelError, Engine, ListQuery, NewOrder, Scheduler, SimStatus, StatusFilter, SubmitError, TokioScheduler,
+    TradeEvent,
+};
+use crate::broker::{Broker, BrokerError, BrokerOrder, BrokerPosition, OpenOrder};
 use crate::clock::Clock;
 use crate::webhook::sign;
 
@@ -161,23 +164,43 @@ struct Webhooks {
     clock: Arc<dyn Clock>,
     sink: Mutex<Option<Arc<dyn WebhookSink>>>,
     deliveries: Mutex<Vec<JoinHandle<()>>>,
+    /// Replacement order id -> the client order id it carries and what was filled before.
+    carries: Mutex<HashMap<String, (String, Quantity, u64)>>,
 }
 
 impl Webhooks {
     fn on_event(&self, e: &TradeEvent) {
-        // `new` is the submit answer's news; orders not named by closeflow (replacements,
-        // `held` orders) are none of its business.
-        if e.event == "new" || ClientOrderId::parse(&e.order.client_order_id).is_err() {
+        let o = &e.order;
+        let mut carries = self.carries.lock().unwrap_or_else(|p| p.into_inner());
+        // A replacement carries the attempt of the order it replaces: reported under that
+        // client order id, with what the chain filled together.
+        // Its sequence numbers continue the replaced order's.
+        let (client_order_id, filled, seq) = match o.replaces.as_ref().and(carries.get(&o.id)).cloned() {
+            Some((cid, before, seq)) => (
+                cid,
+                before.checked_add(o.filled_qty).unwrap_or(o.filled_qty),
+                seq + o.seq,
+            ),
+            None => (o.client_order_id.clone(), o.filled_qty, o.seq),
+        };
+        if o.status == SimStatus::Replaced {
+            if let Some(next) = &o.replaced_by {
+                carries.insert(next.clone(), (client_order_id.clone(), filled, seq));
+            }
+        }
+        drop(carries);
+        // `new` is the submit answer's news; orders not named by closeflow (`held`
+        // orders, manual ones) are none of its business.
+        if e.event == "new" || ClientOrderId::parse(&client_order_id).is_err() {
             return;
         }
-        let o = &e.order;
         let body = serde_json::json!({
-            "client_order_id": o.client_order_id,
+            "client_order_id": client_order_id,
             "broker_order_id": o.id,
-            "status": o.status.to_closeflow(o.filled_qty).as_str(),
-            "filled_qty": o.filled_qty,
+            "status": o.status.to_closeflow(filled).as_str(),
+            "filled_qty": filled,
             "filled_avg_price": o.filled_avg_price,
-            "seq": o.seq,
+            "seq": seq,
             "execution_id": format!("{}-x{}", o.id, o.seq),
             "updated_at": format_timestamp(&o.updated_at),
         })
@@ -218,6 +241,7 @@ impl SimulatedBroker {
             clock,
             sink: Mutex::new(None),
             deliveries: Mutex::new(Vec::new()),
+            carries: Mutex::new(HashMap::new()),
         });
         let w = webhooks.clone();
         engine.subscribe(Arc::new(move |e| w.on_event(e)));
@@ -296,6 +320,13 @@ impl Broker for SimulatedBroker {
             ))
             .map_err(|e| match e {
                 SubmitError::DuplicateClientOrderId => BrokerError::DuplicateClientOrderId,
+                // Held by the symbol's open orders: as the Alpaca adapter reads the 403.
+                SubmitError::InsufficientQty { ref related_orders, .. } if !related_orders.is_empty() => {
+                    BrokerError::BlockedByOpenOrders {
+                        held_qty: self.engine.held_by(related_orders),
+                        message: e.to_string(),
+                    }
+                }
                 e @ SubmitError::InsufficientQty { .. } => BrokerError::Rejected(e.to_string()),
             })?;
         order
@@ -303,26 +334,43 @@ impl Broker for SimulatedBroker {
             .ok_or_else(|| BrokerError::Ambiguous("the simulated order lost its client order id".into()))
     }
 
-    async fn get_order_by_client_id(&self, id: &ClientOrderId) -> Result<BrokerOrder, BrokerError> {
-        self.engine
-            .by_client_order_id(&id.to_string())
-            .and_then(|o| o.to_broker_order())
-            .ok_or(BrokerError::NotFound)
+    async fn get_order_by_client_id(&self, _: &AccountId, id: &ClientOrderId) -> Result<BrokerOrder, BrokerError> {
+        self.engine.attempt_order(&id.to_string()).ok_or(BrokerError::NotFound)
     }
 
-    async fn cancel_order(&self, broker_order_id: &str) -> Result<(), BrokerError> {
+    async fn cancel_order(&self, _: &AccountId, broker_order_id: &str) -> Result<(), BrokerError> {
         match self.engine.cancel(broker_order_id) {
             Ok(_) | Err(CancelError::NotCancelable(_)) => Ok(()),
             Err(CancelError::NotFound) => Err(BrokerError::NotFound),
         }
     }
 
-    async fn list_positions(&self) -> Result<Vec<BrokerPosition>, BrokerError> {
+    async fn list_positions(&self, _: &AccountId) -> Result<Vec<BrokerPosition>, BrokerError> {
         Ok(self
             .engine
             .positions()
             .into_iter()
             .map(|(symbol, qty)| BrokerPosition { symbol, qty })
+            .collect())
+    }
+
+    async fn open_orders(&self, _: &AccountId, symbol: &str) -> Result<Vec<OpenOrder>, BrokerError> {
+        Ok(self
+            .engine
+            .list(&ListQuery {
+                status: StatusFilter::Open,
+                symbols: Some(vec![symbol.to_string()]),
+                limit: 500,
+                newest_first: false,
+            })
+            .into_iter()
+            .map(|o| OpenOrder {
+                broker_order_id: o.id,
+                client_order_id: o.client_order_id,
+                symbol: o.symbol,
+                qty: o.qty,
+                filled_qty: o.filled_qty,
+            })
             .collect())
     }
 }
@@ -388,6 +436,10 @@ mod tests {
         async fn deliver(&self, body: Vec<u8>, signature: String) {
             self.0.lock().unwrap().push((body, signature));
         }
+    }
+
+    fn acct() -> AccountId {
+        AccountId::parse("a").unwrap()
     }
 
     fn intent(symbol: &str, attempt: u32) -> OrderIntent {
@@ -457,7 +509,10 @@ mod tests {
             (v["status"].as_str(), v["filled_qty"].as_str()),
             (Some("filled"), Some("10"))
         );
-        assert!(b.list_positions().await.unwrap().is_empty(), "the holding was sold");
+        assert!(
+            b.list_positions(&acct()).await.unwrap().is_empty(),
+            "the holding was sold"
+        );
     }
 
     #[tokio::test]
@@ -490,12 +545,15 @@ mod tests {
         ));
         let held = b.submit_order(&intent("NVDA", 2)).await.unwrap();
         assert_eq!(
-            b.get_order_by_client_id(&held.client_order_id).await.unwrap().status,
+            b.get_order_by_client_id(&acct(), &held.client_order_id)
+                .await
+                .unwrap()
+                .status,
             OrderStatus::Accepted
         );
         let lost = b.submit_order(&intent("AMD", 3)).await.unwrap();
         assert_eq!(
-            b.get_order_by_client_id(&lost.client_order_id).await,
+            b.get_order_by_client_id(&acct(), &lost.client_order_id).await,
             Err(BrokerError::NotFound)
         );
         b.idle().await;
@@ -525,18 +583,21 @@ mod tests {
             (Some("filled"), Some("10"), Some("612.25"))
         );
         assert_eq!(
-            b.get_order_by_client_id(&o.client_order_id).await.unwrap().status,
+            b.get_order_by_client_id(&acct(), &o.client_order_id)
+                .await
+                .unwrap()
+                .status,
             OrderStatus::Filled
         );
 
         let canceled = b.submit_order(&intent("META", 2)).await.unwrap();
-        b.cancel_order(&canceled.broker_order_id).await.unwrap();
+        b.cancel_order(&acct(), &canceled.broker_order_id).await.unwrap();
         timer.advance(Duration::from_secs(5));
         let c = calls(&b, &sink).await;
         assert_eq!(c.len(), 2, "{c:?}");
         assert_eq!(c[1]["status"], "canceled");
         assert_eq!(
-            b.get_order_by_client_id(&canceled.client_order_id)
+            b.get_order_by_client_id(&acct(), &canceled.client_order_id)
                 .await
                 .unwrap()
                 .status,
@@ -573,17 +634,27 @@ mod tests {
             (replacement.status, replacement.filled_qty),
             (SimStatus::Filled, Quantity::from(10))
         );
-        // closeflow sees its own order end (replaced reads as canceled); the replacement is
-        // not closeflow's, so no webhook names it.
+        // `replaced` is never canceled: the replacement carries the attempt, reported under
+        // closeflow's client order id, later in sequence, with its own broker id.
         let c = calls(&b, &sink).await;
-        assert_eq!(c.len(), 1, "{c:?}");
-        assert_eq!(c[0]["status"], "canceled");
+        assert_eq!(c.len(), 2, "{c:?}");
         assert_eq!(
-            b.get_order_by_client_id(&o.client_order_id).await.unwrap().status,
-            OrderStatus::Canceled
+            (c[0]["status"].as_str(), c[0]["seq"].as_u64()),
+            (Some("accepted"), Some(2))
         );
         assert_eq!(
-            b.list_positions().await.unwrap(),
+            (c[1]["status"].as_str(), c[1]["seq"].as_u64()),
+            (Some("filled"), Some(4))
+        );
+        assert_eq!(c[1]["client_order_id"], o.client_order_id.to_string());
+        assert_eq!(c[1]["broker_order_id"], replacement.id);
+        let seen = b.get_order_by_client_id(&acct(), &o.client_order_id).await.unwrap();
+        assert_eq!(
+            (seen.status, seen.filled_qty, seen.broker_order_id.as_str()),
+            (OrderStatus::Filled, Quantity::from(10), replacement.id.as_str())
+        );
+        assert_eq!(
+            b.list_positions(&acct()).await.unwrap(),
             vec![BrokerPosition {
                 symbol: "AMZN".into(),
                 qty: Quantity::from(-10)
@@ -603,9 +674,14 @@ mod tests {
         assert_eq!(open.len(), 1, "the held symbol starts with an open order");
         assert!(matches!(
             b.submit_order(&intent("NFLX", 1)).await,
-            Err(BrokerError::Rejected(m)) if m.starts_with("insufficient qty available")
+            Err(BrokerError::BlockedByOpenOrders { held_qty, message })
+                if message.starts_with("insufficient qty available") && held_qty == open[0].qty
         ));
-        b.cancel_order(&open[0].id).await.unwrap();
+        let listed = b.open_orders(&acct(), "NFLX").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].broker_order_id, open[0].id);
+        assert!(b.open_orders(&acct(), "AAPL").await.unwrap().is_empty());
+        b.cancel_order(&acct(), &open[0].id).await.unwrap();
         let o = b.submit_order(&intent("NFLX", 1)).await.unwrap();
         let c = calls(&b, &sink).await;
         assert_eq!(c.len(), 1, "only closeflow's order is reported");

@@ -1,6 +1,11 @@
 //! The submitter: one queue message -> at most one order at the broker for that attempt.
 
-use closeflow_domain::{intent_for, record_submission, OrderStatus, SubmitAnswer, SubmitRequest};
+use std::time::Duration;
+
+use closeflow_domain::trouble::{note_broker_trouble, BLOCKED_BY_OPEN_ORDERS, NO_CREDENTIALS};
+use closeflow_domain::{
+    intent_for, record_submission, ClientOrderId, OrderIntent, OrderStatus, SubmitAnswer, SubmitRequest,
+};
 use closeflow_store::{AggregateKey, CloseStore, StoreError};
 
 use crate::broker::{Broker, BrokerError};
@@ -22,9 +27,22 @@ pub enum SubmitError {
     /// broker refuses a duplicate) and the reconciler.
     #[error("broker outcome unknown: {0}")]
     Ambiguous(String),
+    /// The broker made the close wait (rate limit, open circuit breaker, refused keys):
+    /// nothing was placed and nothing failed; deliver the message again after
+    /// `retry_after` (when the broker said).
+    #[error("broker asks to wait: {reason}")]
+    TryLater {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// How long the submitter waits for the broker to confirm the cancels of a symbol's open
+/// orders before it leaves the message for redelivery (a bounded wait: a Lambda's time).
+const CANCEL_CONFIRM_CHECKS: u32 = 10;
+const CANCEL_CONFIRM_PAUSE: Duration = Duration::from_millis(200);
 
 #[tracing::instrument(name = "submit", skip_all, fields(position_id = %req.position_id, close_request_id = %req.close_request_id, attempt = req.attempt))]
 pub async fn submit(
@@ -40,23 +58,31 @@ pub async fn submit(
     let Some(intent) = intent_for(&current, req) else {
         return Ok(SubmitOutcome::NothingToDo);
     };
-    let answer = match broker.submit_order(&intent).await {
-        // An order object that comes back already rejected is a definitive refusal too.
-        Ok(order) if order.status == OrderStatus::Rejected => SubmitAnswer::Rejected {
-            reason: format!("order {} rejected by the broker on submission", order.broker_order_id),
-        },
-        Ok(order) => SubmitAnswer::Accepted(order.to_update()),
-        Err(BrokerError::DuplicateClientOrderId) => {
-            // An earlier delivery reached the broker: record that order, place nothing.
-            match broker.get_order_by_client_id(&intent.client_order_id).await {
-                Ok(order) => SubmitAnswer::Accepted(order.to_update()),
-                Err(e) => return Err(SubmitError::Ambiguous(format!("duplicate, then lookup failed: {e}"))),
-            }
+    let cancel_open_orders = current
+        .latest_close_request
+        .as_ref()
+        .is_some_and(|c| c.cancel_open_orders);
+    let answer = match place(broker, &intent, cancel_open_orders).await {
+        Ok(answer) => answer,
+        Err(e) if e.is_try_later() => {
+            // Seen on the close (once per episode) and alerted; the message comes back.
+            let kind = e.trouble_kind().unwrap_or(closeflow_domain::trouble::UNREACHABLE);
+            let message = format!("account {}: {e}; the close waits", intent.account_id);
+            let now = clock.now();
+            closeflow_store::modify(store, &key, closeflow_domain::audit::actor::SUBMITTER, |agg| {
+                closeflow_store::Step {
+                    write: note_broker_trouble(agg, kind, message.clone(), now),
+                    decision: (),
+                }
+            })
+            .await?;
+            tracing::warn!(client_order_id = %intent.client_order_id, error = %e, "broker asks to wait; close delayed");
+            return Err(SubmitError::TryLater {
+                reason: e.to_string(),
+                retry_after: e.retry_after(),
+            });
         }
-        Err(BrokerError::Rejected(reason)) => SubmitAnswer::Rejected { reason },
-        Err(e @ (BrokerError::Ambiguous(_) | BrokerError::NotFound)) => {
-            return Err(SubmitError::Ambiguous(e.to_string()))
-        }
+        Err(e) => return Err(SubmitError::Ambiguous(e.to_string())),
     };
     let now = clock.now();
     closeflow_store::modify(store, &key, closeflow_domain::audit::actor::SUBMITTER, |agg| {
@@ -72,7 +98,113 @@ pub async fn submit(
             tracing::warn!(client_order_id = %intent.client_order_id, %reason, "broker rejected the close order; position needs attention");
             SubmitOutcome::Rejected(reason)
         }
+        SubmitAnswer::Refused { code, reason } => {
+            tracing::warn!(client_order_id = %intent.client_order_id, code, %reason, "close order not placed; position needs attention");
+            SubmitOutcome::Rejected(format!("{code}: {reason}"))
+        }
     })
+}
+
+/// Places the attempt's order and reads the broker's answer as a submission answer; an
+/// error is an answer that decides nothing (try later, or unknown).
+async fn place(
+    broker: &dyn Broker,
+    intent: &OrderIntent,
+    cancel_open_orders: bool,
+) -> Result<SubmitAnswer, BrokerError> {
+    let mut canceled_once = false;
+    loop {
+        return match broker.submit_order(intent).await {
+            // An order object that comes back already rejected is a definitive refusal too.
+            Ok(order) if order.status == OrderStatus::Rejected => Ok(SubmitAnswer::Rejected {
+                reason: format!("order {} rejected by the broker on submission", order.broker_order_id),
+            }),
+            Ok(order) => Ok(SubmitAnswer::Accepted(order.to_update())),
+            Err(BrokerError::DuplicateClientOrderId) => {
+                // An earlier delivery reached the broker: record that order, place nothing.
+                match broker
+                    .get_order_by_client_id(&intent.account_id, &intent.client_order_id)
+                    .await
+                {
+                    Ok(order) => Ok(SubmitAnswer::Accepted(order.to_update())),
+                    Err(e) if e.is_try_later() => Err(e),
+                    Err(e) => Err(BrokerError::Ambiguous(format!("duplicate, then lookup failed: {e}"))),
+                }
+            }
+            Err(BrokerError::Rejected(reason)) => Ok(SubmitAnswer::Rejected { reason }),
+            Err(BrokerError::NoCredentials(account)) => Ok(SubmitAnswer::Refused {
+                code: NO_CREDENTIALS,
+                reason: format!("no broker credentials for account {account}"),
+            }),
+            Err(BrokerError::BlockedByOpenOrders { held_qty, message }) if cancel_open_orders && !canceled_once => {
+                if cancel_symbol_orders(broker, intent).await? == 0 {
+                    // Only closeflow's own orders hold it: those are never canceled here.
+                    return Ok(blocked(intent, held_qty, &message));
+                }
+                canceled_once = true;
+                tracing::info!(client_order_id = %intent.client_order_id, %held_qty, "open orders canceled as asked; placing the close again");
+                continue;
+            }
+            Err(BrokerError::BlockedByOpenOrders { held_qty, message }) if canceled_once => {
+                // Canceled and confirmed, yet held again (a new order arrived meanwhile):
+                // the next delivery tries again.
+                Err(BrokerError::Ambiguous(format!(
+                    "{held_qty} still held by open orders: {message}"
+                )))
+            }
+            Err(BrokerError::BlockedByOpenOrders { held_qty, message }) => Ok(blocked(intent, held_qty, &message)),
+            Err(e) => Err(e),
+        };
+    }
+}
+
+fn blocked(intent: &OrderIntent, held_qty: closeflow_domain::Quantity, message: &str) -> SubmitAnswer {
+    SubmitAnswer::Refused {
+        code: BLOCKED_BY_OPEN_ORDERS,
+        reason: format!(
+            "held_qty {held_qty}: {} is held by open orders at the broker ({message}); \
+             close again with cancel_open_orders: true to cancel them",
+            intent.symbol
+        ),
+    }
+}
+
+/// Cancels the symbol's open orders that are not closeflow's (another close's order is
+/// never touched), then waits until the broker lists none of them as open; how many.
+async fn cancel_symbol_orders(broker: &dyn Broker, intent: &OrderIntent) -> Result<usize, BrokerError> {
+    let account = &intent.account_id;
+    let theirs = |o: &crate::broker::OpenOrder| ClientOrderId::parse(&o.client_order_id).is_err();
+    let open: Vec<String> = broker
+        .open_orders(account, &intent.symbol)
+        .await?
+        .into_iter()
+        .filter(theirs)
+        .map(|o| o.broker_order_id)
+        .collect();
+    for id in &open {
+        match broker.cancel_order(account, id).await {
+            // Gone already: nothing left to cancel.
+            Ok(()) | Err(BrokerError::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for _ in 0..CANCEL_CONFIRM_CHECKS {
+        let still: Vec<_> = broker
+            .open_orders(account, &intent.symbol)
+            .await?
+            .into_iter()
+            .filter(|o| open.contains(&o.broker_order_id))
+            .collect();
+        if still.is_empty() {
+            return Ok(open.len());
+        }
+        tokio::time::sleep(CANCEL_CONFIRM_PAUSE).await;
+    }
+    Err(BrokerError::Ambiguous(format!(
+        "the broker has not confirmed the cancel of {} open order(s) on {}",
+        open.len(),
+        intent.symbol
+    )))
 }
 
 #[cfg(test)]
@@ -103,13 +235,16 @@ mod tests {
                 updated_at: chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
             })
         }
-        async fn get_order_by_client_id(&self, _: &ClientOrderId) -> Result<BrokerOrder, BrokerError> {
+        async fn get_order_by_client_id(&self, _: &AccountId, _: &ClientOrderId) -> Result<BrokerOrder, BrokerError> {
             Err(BrokerError::NotFound)
         }
-        async fn cancel_order(&self, _: &str) -> Result<(), BrokerError> {
+        async fn cancel_order(&self, _: &AccountId, _: &str) -> Result<(), BrokerError> {
             Ok(())
         }
-        async fn list_positions(&self) -> Result<Vec<BrokerPosition>, BrokerError> {
+        async fn list_positions(&self, _: &AccountId) -> Result<Vec<BrokerPosition>, BrokerError> {
+            Ok(vec![])
+        }
+        async fn open_orders(&self, _: &AccountId, _: &str) -> Result<Vec<crate::broker::OpenOrder>, BrokerError> {
             Ok(vec![])
         }
     }
@@ -144,6 +279,7 @@ mod tests {
                 new_id: CloseRequestId::new(&pid, [1; 16]),
                 max_retries: 3,
                 reason: None,
+                cancel_open_orders: false,
                 actor: "tester".into(),
                 access: closeflow_domain::Access::All,
                 now,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use closeflow_domain::audit::actor;
-use closeflow_domain::{ClientOrderId, OrderUpdate};
+use closeflow_domain::{AccountId, ClientOrderId, OrderUpdate};
 use closeflow_store::{CloseStore, StoreError, UpdateResult, WorkList};
 
 use crate::broker::Broker;
@@ -31,7 +31,15 @@ pub struct StoreUpdates {
     pub broker: Arc<dyn Broker>,
     pub clock: Arc<dyn Clock>,
     pub foreign: AtomicU64,
+    /// The accounts this consumer's connection (key pair) reports on; `None`: every one.
+    pub accounts: Option<AccountFilter>,
 }
+
+/// The store a consumer applies to (re-exported so adapters need not name the store crate).
+pub type UpdateStore = dyn CloseStore;
+
+/// Which accounts a stream connection's key pair serves.
+pub type AccountFilter = Arc<dyn Fn(&AccountId) -> bool + Send + Sync>;
 
 impl StoreUpdates {
     pub fn new(store: Arc<dyn CloseStore>, broker: Arc<dyn Broker>, clock: Arc<dyn Clock>) -> Self {
@@ -40,7 +48,15 @@ impl StoreUpdates {
             broker,
             clock,
             foreign: AtomicU64::new(0),
+            accounts: None,
         }
+    }
+
+    /// Backfills only the orders of the accounts `serves` accepts (one consumer per key
+    /// pair: each looks up its own accounts' orders with its own keys).
+    pub fn for_accounts(mut self, serves: AccountFilter) -> Self {
+        self.accounts = Some(serves);
+        self
     }
 
     pub fn foreign_count(&self) -> u64 {
@@ -66,21 +82,31 @@ impl TradeUpdateHandler for StoreUpdates {
             .store
             .work_list(WorkList::Attention, now + chrono::TimeDelta::days(3650), BACKFILL_PAGE)
             .await?;
-        let working: Vec<ClientOrderId> = listed
+        let working: Vec<(AccountId, ClientOrderId)> = listed
             .aggregates
             .iter()
-            .flat_map(|a| a.orders.iter())
-            .filter(|o| !o.status.is_terminal())
-            .map(|o| o.client_order_id.clone())
+            .filter(|a| self.accounts.as_ref().is_none_or(|s| s(&a.position.account_id)))
+            .flat_map(|a| {
+                a.orders
+                    .iter()
+                    .filter(|o| !o.status.is_terminal())
+                    .map(|o| (a.position.account_id.clone(), o.client_order_id.clone()))
+            })
             .collect();
         let mut applied = 0;
-        for id in working {
-            match self.broker.get_order_by_client_id(&id).await {
+        for (account, id) in working {
+            match self.broker.get_order_by_client_id(&account, &id).await {
                 Ok(order) => {
                     self.store
                         .apply_order_update(&order.to_update(), now, actor::TRADE_STREAM)
                         .await?;
                     applied += 1;
+                }
+                // The broker asks to wait: the rest is left to the order watch and the
+                // reconciler (nothing is lost, only later).
+                Err(e) if e.is_try_later() => {
+                    tracing::warn!(error = %e, "backfill stopped: the broker asks to wait");
+                    break;
                 }
                 // The order watch and the reconciler look again later.
                 Err(e) => tracing::warn!(error = %e, client_order_id = %id, "backfill lookup failed"),

@@ -87,12 +87,12 @@ pub async fn watch_order(
         a.orders
             .iter()
             .find(|o| o.client_order_id == id)
-            .map(|o| o.status.is_terminal())
+            .map(|o| (o.status.is_terminal(), a.position.account_id.clone()))
     });
-    if recorded != Some(false) {
+    let Some((false, account)) = recorded else {
         return Ok(WatchOutcome::Done);
-    }
-    match broker.get_order_by_client_id(&id).await {
+    };
+    match broker.get_order_by_client_id(&account, &id).await {
         Ok(order) => {
             store
                 .apply_order_update(
@@ -104,6 +104,19 @@ pub async fn watch_order(
             if order.status.is_terminal() {
                 return Ok(WatchOutcome::Done);
             }
+        }
+        // The broker asks to wait: the same check again once it may be asked, not counted
+        // as a step (the watch does not run out while the broker makes it wait).
+        Err(e) if e.is_try_later() => {
+            let wait = e
+                .retry_after()
+                .and_then(|d| TimeDelta::from_std(d).ok())
+                .unwrap_or(TimeDelta::seconds(1))
+                .max(TimeDelta::seconds(1));
+            if let Err(e) = queue.schedule(req, wait).await {
+                tracing::warn!(error = %e, client_order_id = %id, "order watch not rescheduled");
+            }
+            return Ok(WatchOutcome::Again(wait));
         }
         // Not visible yet, or no answer: both mean "look again later".
         Err(BrokerError::NotFound) | Err(BrokerError::Ambiguous(_)) => {}

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use closeflow_alpaca::accounts::AccountBrokers;
 use closeflow_alpaca::{AlpacaBroker, AlpacaConfig};
 use closeflow_api::ApiConfig;
 use closeflow_pipeline::config::reconcile_config_from_env;
@@ -55,10 +56,17 @@ pub async fn dynamo_store(policy: &Policy) -> Result<DynamoStore, String> {
     })
 }
 
-/// The broker of a deployed stack: Alpaca (`BROKER=alpaca`, the default; `ALPACA_*`).
+/// The broker of a deployed stack: Alpaca (`BROKER=alpaca`, the default), one key pair
+/// per account (`ALPACA_ACCOUNTS_JSON` from Secrets Manager, `ALPACA_ACCOUNTS`) and the
+/// single pair `ALPACA_API_KEY_ID`/`ALPACA_API_SECRET_KEY` for every other account.
 pub fn aws_broker() -> Result<Arc<dyn Broker>, String> {
+    Ok(alpaca_accounts()?)
+}
+
+/// The Alpaca adapters of every key pair, routed by account (`BROKER=alpaca` only).
+pub fn alpaca_accounts() -> Result<Arc<AccountBrokers>, String> {
     match env("BROKER").as_deref() {
-        None | Some("alpaca") => Ok(Arc::new(alpaca()?)),
+        None | Some("alpaca") => Ok(Arc::new(AccountBrokers::from_env()?)),
         Some(other) => Err(format!("BROKER `{other}` is not supported in AWS (alpaca)")),
     }
 }

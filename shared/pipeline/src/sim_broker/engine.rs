@@ -17,6 +17,9 @@ use super::{SimBehaviour, SimScenarios};
 use crate::broker::BrokerOrder;
 use crate::clock::Clock;
 
+/// Replacements followed at most (a longer chain is reported where it stops).
+pub const MAX_REPLACEMENTS: usize = 8;
+
 /// Alpaca's order statuses, as far as the simulation produces them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SimStatus {
@@ -53,7 +56,11 @@ impl SimStatus {
             SimStatus::New | SimStatus::PartiallyFilled if filled.is_zero() => OrderStatus::Accepted,
             SimStatus::New | SimStatus::PartiallyFilled => OrderStatus::PartiallyFilled,
             SimStatus::Filled => OrderStatus::Filled,
-            SimStatus::Canceled | SimStatus::Replaced => OrderStatus::Canceled,
+            // The order lives on as its replacement (`replaced_by`): never counted as
+            // canceled, so a retry cannot close twice.
+            SimStatus::Replaced if filled.is_zero() => OrderStatus::Accepted,
+            SimStatus::Replaced => OrderStatus::PartiallyFilled,
+            SimStatus::Canceled => OrderStatus::Canceled,
             SimStatus::Rejected => OrderStatus::Rejected,
             SimStatus::Expired => OrderStatus::Expired,
         }
@@ -641,6 +648,46 @@ impl Engine {
         let st = self.lock();
         let id = st.by_client.get(client_order_id)?;
         st.orders.get(id).filter(|o| !o.forgotten).cloned()
+    }
+
+    /// The attempt's order as closeflow sees it: a `replaced` order is followed along
+    /// `replaced_by` to the order that now carries it, under the original client order id,
+    /// with what the chain filled together (as the Alpaca adapter reports it).
+    pub fn attempt_order(&self, client_order_id: &str) -> Option<BrokerOrder> {
+        let first = self.by_client_order_id(client_order_id)?;
+        let mut order = first.to_broker_order()?;
+        let mut current = first;
+        let mut filled_before = Quantity::ZERO;
+        for _ in 0..MAX_REPLACEMENTS {
+            if current.status != SimStatus::Replaced {
+                break;
+            }
+            let Some(next) = current.replaced_by.as_deref().and_then(|id| self.by_id(id)) else {
+                break;
+            };
+            filled_before = filled_before.checked_add(current.filled_qty)?;
+            current = next;
+        }
+        if current.id != order.broker_order_id {
+            let filled = filled_before.checked_add(current.filled_qty)?;
+            order.broker_order_id = current.id.clone();
+            order.status = current.status.to_closeflow(filled);
+            order.filled_qty = filled;
+            order.filled_avg_price = current.filled_avg_price.or(order.filled_avg_price);
+            order.updated_at = current.updated_at;
+        }
+        Some(order)
+    }
+
+    /// What the open orders `ids` still hold (ordered and not yet filled).
+    pub fn held_by(&self, ids: &[String]) -> Quantity {
+        let st = self.lock();
+        ids.iter()
+            .filter_map(|id| st.orders.get(id))
+            .filter(|o| o.status.is_open())
+            .fold(Quantity::ZERO, |acc, o| {
+                acc.checked_add(o.qty.minus(o.filled_qty)).unwrap_or(acc)
+            })
     }
 
     pub fn by_id(&self, id: &str) -> Option<SimOrder> {

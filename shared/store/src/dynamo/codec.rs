@@ -195,6 +195,7 @@ pub fn latest_close_request_from_item(item: &Item, position: &PositionId) -> Res
         },
         max_retries: uint(item, "cr_max_retries")?,
         reason: opt_s(item, "cr_reason").map(str::to_string),
+        cancel_open_orders: matches!(item.get("cr_cancel_open_orders"), Some(AttributeValue::Bool(true))),
         failure_reason: opt_s(item, "cr_failure_reason").map(str::to_string),
         created_at: time(item, "cr_created_at")?,
         submitted_at: opt_time(item, "cr_submitted_at")?,
@@ -214,6 +215,10 @@ pub fn close_request_attributes(cr: &CloseRequest) -> Vec<(&'static str, Option<
         ("cr_redrives", (cr.redrives > 0).then(|| n(cr.redrives))),
         ("cr_max_retries", Some(n(cr.max_retries))),
         ("cr_reason", cr.reason.as_deref().map(s)),
+        (
+            "cr_cancel_open_orders",
+            cr.cancel_open_orders.then_some(AttributeValue::Bool(true)),
+        ),
         ("cr_failure_reason", cr.failure_reason.as_deref().map(s)),
         ("cr_created_at", Some(ts(&cr.created_at))),
         ("cr_submitted_at", cr.submitted_at.as_ref().map(ts)),
@@ -487,6 +492,7 @@ mod tests {
             new_id: CloseRequestId::new(&p.id, [9; 16]),
             max_retries: 3,
             reason: Some("drawdown".into()),
+            cancel_open_orders: true,
             access: closeflow_domain::Access::All,
             now: p.created_at,
         };

@@ -498,6 +498,9 @@ impl DynamoStore {
         if let Some(reason) = &cmd.reason {
             req = req.expression_attribute_values(":reason", s(reason));
         }
+        if cmd.cancel_open_orders {
+            req = req.expression_attribute_values(":coo", AttributeValue::Bool(true));
+        }
         // The caller's accounts are part of the same condition: no read, no race.
         let mut account_check = String::new();
         if let closeflow_domain::Access::Accounts(accounts) = &cmd.access {
@@ -520,14 +523,24 @@ impl DynamoStore {
                  cr_id = :crid, cr_key = :keytext, cr_status = :pending, cr_target_qty = close_qty, \
                  cr_retry_count = :zero, cr_max_retries = :maxr, \
                  cr_created_at = :now, cr_updated_at = :now, updated_at = :now, attn = :attn, attn_at = :now, \
-                 orders = :no_orders, changed_by = :actor, #ver = #ver + :one{} \
-                 REMOVE cr_submitted_at, cr_completed_at, cr_failure_reason, cr_redrives{}",
+                 orders = :no_orders, changed_by = :actor, #ver = #ver + :one{}{} \
+                 REMOVE cr_submitted_at, cr_completed_at, cr_failure_reason, cr_redrives{}{}",
                 if cmd.reason.is_some() {
                     ", cr_reason = :reason"
                 } else {
                     ""
                 },
+                if cmd.cancel_open_orders {
+                    ", cr_cancel_open_orders = :coo"
+                } else {
+                    ""
+                },
                 if cmd.reason.is_some() { "" } else { ", cr_reason" },
+                if cmd.cancel_open_orders {
+                    ""
+                } else {
+                    ", cr_cancel_open_orders"
+                },
             ))
             .expression_attribute_names("#key", cmd.idempotency_key.as_str())
             .expression_attribute_names("#status", "status")
@@ -640,7 +653,9 @@ impl DynamoStore {
             req = req.expression_attribute_values(":price", n(price));
         }
         if let Some(b) = &u.broker_order_id {
-            sets.push("orders.#c.broker_order_id = if_not_exists(orders.#c.broker_order_id, :bid)");
+            // The order works (condition above): its broker id follows the newest report,
+            // as the domain merge does (a replacement carries the attempt on).
+            sets.push("orders.#c.broker_order_id = :bid");
             req = req.expression_attribute_values(":bid", s(b));
         }
         let res = req

@@ -1,0 +1,286 @@
+//! Broker errors as Alpaca really answers them, end to end on the Alpaca-compatible paper
+//! broker (issue 9 item 4): the real adapter, submitter, order watch, reconciler and
+//! trade_updates consumer. Rate limits delay closes and never fail them; refused keys and
+//! an unreachable broker leave closes in flight with an alert; shares held by open orders
+//! fail a close as `blocked_by_open_orders` unless it may cancel them; a replaced order is
+//! followed, never counted as canceled; an order that never reached the broker is sent
+//! again, then handed to a human.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use closeflow_alpaca::accounts::{AccountBrokers, Credentials};
+use closeflow_alpaca::{AlpacaBroker, AlpacaConfig, Limits};
+use closeflow_domain::testing::{close, pid, register};
+use closeflow_domain::trouble;
+use closeflow_domain::{
+    AccountId, ClientOrderId, CloseRequestStatus, OrderIntent, PositionAggregate, PositionStatus, Quantity,
+    SubmitRequest,
+};
+use closeflow_paper_broker::{router, PaperBroker, PaperConfig, RateLimit, DEV_KEY_ID, DEV_SECRET_KEY};
+use closeflow_pipeline::broker::{BrokerPosition, OpenOrder};
+use closeflow_pipeline::{
+    reconcile_once, submit, Broker, BrokerError, BrokerOrder, Clock, ManualClock, ReconcileConfig, SimScenarios,
+    SubmitError, SubmitOutcome, SystemClock,
+};
+use closeflow_store::{AggregateKey, CloseOutcome, CloseStore, MemoryStore};
+use closeflow_tests::paper::{burst_of_closes, PaperRig, Watch};
+
+fn paper_config(scenarios: &str, rate_limit: Option<&str>) -> PaperConfig {
+    let mut cfg = PaperConfig::new(SimScenarios::parse(scenarios).unwrap());
+    cfg.rate_limit = rate_limit.map(|r| RateLimit::parse(r).unwrap());
+    cfg
+}
+
+async fn aggregate(store: &dyn CloseStore, id: &str) -> PositionAggregate {
+    store
+        .aggregate(&AggregateKey::Position(pid(id)))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Registers `id` (3 of `symbol`) and opens its close; returns the first attempt's request.
+async fn open_close(store: &dyn CloseStore, id: &str, symbol: &str, cancel_open_orders: bool) -> SubmitRequest {
+    let now = SystemClock.now();
+    let mut reg = register(id, "3", now);
+    reg.symbol = symbol.into();
+    store.register_position(&reg).await.unwrap().unwrap();
+    let mut cmd = close(id, "k", now);
+    cmd.cancel_open_orders = cancel_open_orders;
+    let CloseOutcome::Created { close_request, .. } = store.open_close_request(&cmd).await.unwrap() else {
+        panic!("close created")
+    };
+    SubmitRequest {
+        position_id: pid(id),
+        close_request_id: close_request.id,
+        attempt: 1,
+    }
+}
+
+/// The issue's number: a burst of 300 closes on an account limited to 200 requests a
+/// minute all close, none fails for the 429s, and the broker receives exactly 300 orders:
+/// 200 in the first window, the rest after its reset, inside the 90 s the limit allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_300_closes_under_200_a_minute_all_close_with_no_failure_and_no_duplicate() {
+    let r = burst_of_closes(300, "200/min", Limits::default(), Duration::from_secs(150)).await;
+    println!("{r:?}");
+    assert_eq!((r.closed, r.failed), (300, 0), "{r:?}");
+    assert_eq!(r.orders_at_broker, 300, "exactly one order per close");
+    assert!(r.took < Duration::from_secs(90), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_shares_fail_a_close_as_blocked_unless_it_may_cancel_the_open_orders() {
+    let rig = PaperRig::start("NFLX=held", Watch::Live).await;
+    let store = rig.store.as_ref();
+    let broker = rig.driver.broker.as_ref();
+    let held = open_close(store, "held-1", "NFLX", false).await;
+    let out = submit(store, broker, &SystemClock, &held).await.unwrap();
+    assert!(matches!(out, SubmitOutcome::Rejected(_)), "{out:?}");
+    let agg = aggregate(store, "held-1").await;
+    assert_eq!(agg.position.status, PositionStatus::CloseFailed);
+    let reason = agg.latest_close_request.unwrap().failure_reason.unwrap();
+    assert!(reason.starts_with("blocked_by_open_orders: held_qty "), "{reason}");
+    assert_eq!(agg.last_alert.unwrap().kind, trouble::BLOCKED_BY_OPEN_ORDERS);
+    assert_eq!(rig.paper_broker.engine.orders_placed(), 0);
+
+    // Asked with cancel_open_orders: the holding order is canceled, confirmed, and the
+    // close goes through.
+    let freed = open_close(store, "held-2", "NFLX", true).await;
+    let out = submit(store, broker, &SystemClock, &freed).await.unwrap();
+    assert_eq!(out, SubmitOutcome::Placed);
+    // The relay schedules the order watch (its queued message finds nothing to do).
+    rig.driver.pump().await;
+    rig.wait_closed("held-2").await;
+    assert_eq!(rig.paper_broker.engine.orders_placed(), 1);
+    let account = AccountId::parse("acct-1").unwrap();
+    assert!(
+        broker.open_orders(&account, "NFLX").await.unwrap().is_empty(),
+        "the holder is canceled"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_order_is_followed_to_its_fill_and_never_closes_twice() {
+    let rig = PaperRig::start("AMZN=replace", Watch::Live).await;
+    rig.open_and_close_symbol("repl-1", "AMZN").await;
+    rig.wait_closed("repl-1").await;
+    let agg = aggregate(rig.store.as_ref(), "repl-1").await;
+    assert_eq!(agg.orders.len(), 1, "no retry: replaced is not canceled");
+    let order = &agg.orders[0];
+    assert_eq!(order.filled_qty, Quantity::from(3));
+    let replaced = rig
+        .paper_broker
+        .engine
+        .by_client_order_id(&order.client_order_id.to_string())
+        .unwrap();
+    assert_eq!(
+        order.broker_order_id, replaced.replaced_by,
+        "the replacement is the attempt's order"
+    );
+    assert_eq!(rig.paper_broker.engine.orders_placed(), 1);
+    assert_eq!(
+        rig.paper_broker.engine.positions(),
+        vec![("AMZN".to_string(), Quantity::from(-3))],
+        "closed once, not twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_alert_and_fail_nothing() {
+    let mut cfg = paper_config("", None);
+    cfg.key_id = "another-key".into();
+    let rig = PaperRig::start_with(cfg, Limits::default(), Watch::Live).await;
+    let store = rig.store.as_ref();
+    let req = open_close(store, "keys-1", "AAPL", false).await;
+    let out = submit(store, rig.driver.broker.as_ref(), &SystemClock, &req).await;
+    assert!(matches!(out, Err(SubmitError::TryLater { .. })), "{out:?}");
+    let agg = aggregate(store, "keys-1").await;
+    assert_eq!(agg.position.status, PositionStatus::Closing, "nothing failed");
+    assert_eq!(
+        trouble::waiting_on_broker(&agg).map(|a| a.kind.as_str()),
+        Some(trouble::CREDENTIALS_REJECTED)
+    );
+    // Long after: the reconciler's zombie rule sends it again but fails nothing.
+    let clock = ManualClock::new(SystemClock.now() + chrono::TimeDelta::minutes(3));
+    for _ in 0..5 {
+        reconcile_once(store, rig.driver.broker.as_ref(), &clock, &ReconcileConfig::default())
+            .await
+            .unwrap();
+        clock.advance(chrono::TimeDelta::minutes(3));
+    }
+    assert_eq!(
+        aggregate(store, "keys-1").await.position.status,
+        PositionStatus::Closing
+    );
+}
+
+/// Places nothing: every submission is lost before it reaches the broker (timeouts on the
+/// way there), while lookups reach the real paper broker.
+struct LostOnTheWay(Arc<dyn Broker>);
+
+#[async_trait]
+impl Broker for LostOnTheWay {
+    async fn submit_order(&self, _: &OrderIntent) -> Result<BrokerOrder, BrokerError> {
+        Err(BrokerError::Ambiguous("timeout".into()))
+    }
+    async fn get_order_by_client_id(&self, a: &AccountId, id: &ClientOrderId) -> Result<BrokerOrder, BrokerError> {
+        self.0.get_order_by_client_id(a, id).await
+    }
+    async fn cancel_order(&self, a: &AccountId, id: &str) -> Result<(), BrokerError> {
+        self.0.cancel_order(a, id).await
+    }
+    async fn list_positions(&self, a: &AccountId) -> Result<Vec<BrokerPosition>, BrokerError> {
+        self.0.list_positions(a).await
+    }
+    async fn open_orders(&self, a: &AccountId, s: &str) -> Result<Vec<OpenOrder>, BrokerError> {
+        self.0.open_orders(a, s).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_is_re_driven_with_its_client_order_id_then_fails_with_an_alert_never_reopened() {
+    let rig = PaperRig::start("", Watch::Parked).await;
+    let store = rig.store.as_ref();
+    let broker = LostOnTheWay(rig.driver.broker.clone());
+    let req = open_close(store, "zombie-1", "AAPL", false).await;
+    let policy = ReconcileConfig::default();
+    let clock = ManualClock::new(SystemClock.now());
+    let mut sends = 0;
+    loop {
+        let out = submit(store, &broker, &clock, &req).await;
+        assert!(matches!(out, Err(SubmitError::Ambiguous(_))), "{out:?}");
+        sends += 1;
+        clock.advance(chrono::TimeDelta::minutes(3));
+        reconcile_once(store, &broker, &clock, &policy).await.unwrap();
+        let agg = aggregate(store, "zombie-1").await;
+        assert_ne!(agg.position.status, PositionStatus::Open, "never silently reopened");
+        if agg.position.status == PositionStatus::CloseFailed {
+            let cr = agg.latest_close_request.unwrap();
+            assert_eq!(cr.status, CloseRequestStatus::Failed);
+            assert_eq!(cr.current_attempt(), 1, "the same attempt, the same client order id");
+            assert_eq!(agg.last_alert.unwrap().kind, "order_never_placed");
+            break;
+        }
+        assert!(sends <= 10, "bounded re-drives");
+    }
+    assert_eq!(sends, policy.policy.redrive_limit as usize + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_broker_opens_the_breaker_closes_wait_in_flight_then_go_through() {
+    // A port nobody answers on yet.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let adapter = AlpacaBroker::with_limits(
+        AlpacaConfig {
+            base_url: format!("http://127.0.0.1:{port}"),
+            key_id: DEV_KEY_ID.into(),
+            secret_key: DEV_SECRET_KEY.into(),
+            timeout: Duration::from_secs(2),
+        },
+        Limits {
+            breaker_failures: 2,
+            cool_down: Duration::from_millis(400),
+            ..Limits::default()
+        },
+    )
+    .unwrap();
+    let store = MemoryStore::new();
+    let req = open_close(&store, "down-1", "AAPL", false).await;
+    for _ in 0..2 {
+        let out = submit(&store, &adapter, &SystemClock, &req).await;
+        assert!(matches!(out, Err(SubmitError::Ambiguous(_))), "{out:?}");
+    }
+    assert!(adapter.breaker_open());
+    let out = submit(&store, &adapter, &SystemClock, &req).await;
+    assert!(matches!(out, Err(SubmitError::TryLater { .. })), "{out:?}");
+    let agg = aggregate(&store, "down-1").await;
+    assert_eq!(
+        agg.position.status,
+        PositionStatus::Closing,
+        "in flight, visible as such"
+    );
+    assert_eq!(
+        trouble::waiting_on_broker(&agg).map(|a| a.kind.as_str()),
+        Some(trouble::UNREACHABLE)
+    );
+    // The broker comes back; after the cool-down the close goes through.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let paper = PaperBroker::new(paper_config("", None));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router(paper)).await;
+    });
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let out = submit(&store, &adapter, &SystemClock, &req).await.unwrap();
+    assert_eq!(out, SubmitOutcome::Placed);
+    assert!(!adapter.breaker_open());
+    let agg = aggregate(&store, "down-1").await;
+    assert!(trouble::waiting_on_broker(&agg).is_none(), "no longer waiting");
+}
+
+#[tokio::test]
+async fn an_account_without_credentials_fails_at_once_with_a_clear_reason() {
+    let brokers = AccountBrokers::new(
+        &Credentials::default(),
+        "http://127.0.0.1:9",
+        Duration::from_secs(1),
+        Limits::default(),
+    )
+    .unwrap();
+    let store = MemoryStore::new();
+    let req = open_close(&store, "nokeys-1", "AAPL", false).await;
+    let out = submit(&store, &brokers, &SystemClock, &req).await.unwrap();
+    assert!(matches!(out, SubmitOutcome::Rejected(_)), "{out:?}");
+    let agg = aggregate(&store, "nokeys-1").await;
+    assert_eq!(agg.position.status, PositionStatus::CloseFailed);
+    assert_eq!(
+        agg.latest_close_request.unwrap().failure_reason.as_deref(),
+        Some("no_broker_credentials: no broker credentials for account acct-1")
+    );
+    assert_eq!(agg.last_alert.unwrap().kind, trouble::NO_CREDENTIALS);
+}
