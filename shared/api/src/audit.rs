@@ -155,11 +155,11 @@ fn position_not_found() -> ApiError {
     params(PositionIdParam, PageParams),
     responses(
         (status = 200, description = "A page of the position's audit trail", body = AuditPageView,
-            example = json!({"entries": [{"at": "2026-01-02T15:00:00.000Z", "actor": "ops", "position_id": "pos-1",
-                "account_id": "acct-1", "subject": "close_request", "subject_id": "0190a5c8-7f00-8000-8000-000000000001",
-                "action": "close_requested", "reason": "risk limit", "status_before": null, "status_after": "pending",
-                "details": {"idempotency_key": "close-pos-1", "target_qty": "10", "filled_qty": "0", "retry_count": "0"}}],
-                "next_cursor": null})),
+            example = json!({"entries": [{"at": "2026-01-02T15:00:00.000Z", "actor": "api-token", "position_id": "pos-1",
+                "account_id": "acct-1", "subject": "position", "subject_id": "pos-1",
+                "action": "position_registered", "reason": null, "status_before": null, "status_after": "open",
+                "details": {"avg_entry_price": "187.25", "quantity": "10", "symbol": "AAPL"}}],
+                "next_cursor": "00000000000000000001#0000"})),
         PositionAuditErrors
     ),
     security(("bearerAuth" = []))

@@ -118,15 +118,17 @@ fn check_table(
     wanted.sort_unstable();
     let same = key("HASH") == spec.hash_key
         && key("RANGE") == spec.range_key
-        && stream.is_some_and(|s| {
-            s.stream_enabled() && s.stream_view_type().map(|v| v.as_str()) == Some(spec.stream_view.as_str())
-        })
+        && match stream.filter(|s| s.stream_enabled()) {
+            Some(s) => s.stream_view_type().map(|v| v.as_str()) == Some(spec.stream_view.as_str()),
+            // The audit table has no stream.
+            None => spec.stream_view.is_empty(),
+        }
         && indexes == wanted;
     if same {
         Ok(())
     } else {
         Err(format!(
-            "table {name} exists with another shape than template.yaml's ClosesTable (keys, stream or \
+            "table {name} exists with another shape than its template.yaml table (keys, stream or \
              indexes); delete it or choose another prefix"
         ))
     }

@@ -281,6 +281,26 @@ async fn every_documented_example_is_what_the_handlers_answer() {
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert_eq!(s.call("getPosition", "GET", &pos_uri, &h, None).await.0, StatusCode::OK);
 
+    // The audit trail of what just happened (the driver derives it from the changes).
+    stack.driver.pump().await;
+    let (st, first) = s
+        .call("getPositionAudit", "GET", &format!("{pos_uri}/audit?limit=1"), &h, None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{first}");
+    let (st, _) = s
+        .call("getPositionAudit", "GET", "/positions/no-such-position/audit", &h, None)
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, all) = s
+        .call("getAccountAudit", "GET", "/accounts/acct-1/audit?limit=500", &h, None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(all["entries"].as_array().unwrap().len() > 5, "{all}");
+    let (st, _) = s
+        .call("getAccountAudit", "GET", "/accounts/acct-2/audit", &h, None)
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+
     // Each answer's status is documented for its operation.
     let op_of = |id: &str| {
         doc["paths"]
