@@ -197,6 +197,18 @@ pub fn reconcile(agg: &PositionAggregate, now: Timestamp, policy: &Policy) -> Re
                 zombie: false,
             })
             .unwrap_or(Due::Nothing)),
+        // The trader asked to cancel: what is left is not retried behind their back. The
+        // close waits for a human (who may retry it, with new options) instead.
+        C::Retryable if cr.cancel_requested_at.is_some() => {
+            let mut next = agg.clone();
+            let reason = format!(
+                "canceled at the trader's request with {} of {} filled",
+                cr.filled_qty, cr.target_qty
+            );
+            needs_human(&mut next, "close_canceled", reason, now)?;
+            touch(&mut next, now);
+            Ok(Due::Change(Box::new(next)))
+        }
         C::Retryable if cr.retry_count >= cr.max_retries => {
             let mut next = agg.clone();
             let reason = format!(
@@ -400,6 +412,8 @@ mod tests {
             new_id: CloseRequestId::new(&id, [3; 16]),
             max_retries: 2,
             reason: None,
+            qty: None,
+            options: crate::OrderOptions::MARKET,
             access: crate::Access::All,
             now: t0(),
         };

@@ -82,6 +82,8 @@ pub fn close(id: &str, key: &str, now: Timestamp) -> CloseCommand {
         fingerprint: Fingerprint::of_body(&serde_json::json!({})),
         max_retries: 3,
         reason: None,
+        qty: None,
+        options: crate::OrderOptions::MARKET,
         access: Access::All,
         now,
     }
