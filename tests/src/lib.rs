@@ -92,6 +92,12 @@ impl StoreBackend for FaultInjectingStore {
     async fn work_list(&self, list: WorkList, since: Timestamp, limit: usize) -> Result<Listed, StoreError> {
         self.inner.work_list(list, since, limit).await
     }
+    async fn list_index(
+        &self,
+        q: &closeflow_store::IndexQuery,
+    ) -> Result<closeflow_store::IndexPage, StoreError> {
+        self.inner.list_index(q).await
+    }
 }
 
 /// Every protocol step goes to the wrapped store, so its own fast paths are the ones tested.

@@ -12,6 +12,9 @@
 
 use async_trait::async_trait;
 use closeflow_domain::{
+    decide_cancel, decide_retry, Access, ClientOrderId, ManageRejection, RetryCommand, RetryDecision,
+};
+use closeflow_domain::{
     apply_order_update, count_changes, decide_close, decide_register, AccountId, Applied, CloseCommand, CloseDecision,
     CloseRejection, CloseRequest, CloseRequestId, CloseRequestStatus, CountChange, Ignored, IllegalTransition, Order,
     OrderUpdate, Position, PositionAggregate, PositionId, PositionStatus, RegisterDecision, RegisterPosition,
@@ -19,11 +22,13 @@ use closeflow_domain::{
 };
 
 pub mod dynamo;
+pub mod listing;
 pub mod memory;
 pub mod outbox;
 pub mod sqlite;
 
 pub use dynamo::{DynamoStore, RoundTripCounter};
+pub use listing::{IndexPage, IndexQuery, ListIndex, ListRequest, PositionPage, Scope};
 pub use memory::MemoryStore;
 pub use outbox::{Change, ChangeLog, Sequenced};
 pub use sqlite::SqliteStore;
@@ -111,6 +116,11 @@ pub trait Backend: Send + Sync {
     /// `WorkList::Expiry`: something can expire) whose clock started at or before `since`,
     /// oldest first, at most `limit`. Reads only listed items (a sparse index; never a Scan).
     async fn work_list(&self, list: WorkList, since: Timestamp, limit: usize) -> Result<Listed, StoreError>;
+
+    /// One read of a listing index (`by_account`, `by_strategy`) under one key, newest
+    /// first; the paging rules are [`IndexQuery`]'s. Reads only that key's entries (on
+    /// DynamoDB one `Query`, never a Scan).
+    async fn list_index(&self, q: &IndexQuery) -> Result<IndexPage, StoreError>;
 }
 
 /// Result of [`CloseStore::open_close_request`].
@@ -254,6 +264,59 @@ pub trait CloseStore: Backend {
     /// conditional write.
     async fn apply_order_update(&self, update: &OrderUpdate, now: Timestamp) -> Result<UpdateResult, StoreError> {
         apply_order_update_by_protocol(self, update, now).await
+    }
+
+    /// Records a trader's cancel of close request `id` (once) and answers the orders to
+    /// cancel at the broker; the close moves only when the broker confirms.
+    async fn request_cancel(
+        &self,
+        id: &CloseRequestId,
+        access: &Access,
+        now: Timestamp,
+    ) -> Result<Result<Vec<(ClientOrderId, String)>, ManageRejection>, StoreError> {
+        let key = AggregateKey::CloseRequest(*id);
+        let decided = modify(self, &key, |agg| match decide_cancel(agg, id, access, now) {
+            Ok(d) => Step {
+                write: d.write,
+                decision: Ok(d.orders),
+            },
+            Err(e) => Step {
+                write: None,
+                decision: Err(e),
+            },
+        })
+        .await?;
+        Ok(decided.map_or(Err(ManageRejection::NotFound), |m| m.decision))
+    }
+
+    /// A manual retry of a failed close (one conditional write); the aggregate after it,
+    /// or as it is for a replay of the same key and body.
+    async fn retry_close(&self, cmd: &RetryCommand) -> Result<Result<PositionAggregate, ManageRejection>, StoreError> {
+        let key = AggregateKey::CloseRequest(cmd.close_request_id);
+        let decided = modify(self, &key, |agg| match decide_retry(agg, cmd) {
+            Ok(RetryDecision::Retry(next)) => Step {
+                write: Some((*next).clone()),
+                decision: Ok(()),
+            },
+            Ok(RetryDecision::Replay) => Step {
+                write: None,
+                decision: Ok(()),
+            },
+            Err(e) => Step {
+                write: None,
+                decision: Err(e),
+            },
+        })
+        .await?;
+        Ok(match decided {
+            None => Err(ManageRejection::NotFound),
+            Some(m) => m.decision.map(|()| m.after.unwrap_or(m.before)),
+        })
+    }
+
+    /// A page of positions (by account or by strategy), newest first.
+    async fn list_positions(&self, req: &ListRequest) -> Result<PositionPage, StoreError> {
+        listing::list_positions(self, req).await
     }
 
     /// Deletes the position `seen` was read from, if it is still at that version (the
