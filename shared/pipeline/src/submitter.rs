@@ -143,6 +143,8 @@ mod tests {
                 new_id: CloseRequestId::new(&pid, [1; 16]),
                 max_retries: 3,
                 reason: None,
+                qty: None,
+                options: closeflow_domain::OrderOptions::MARKET,
                 access: closeflow_domain::Access::All,
                 now,
             })

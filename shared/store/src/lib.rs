@@ -290,17 +290,20 @@ pub trait CloseStore: Backend {
     }
 
     /// A manual retry of a failed close (one conditional write); the aggregate after it,
-    /// or as it is for a replay of the same key and body.
-    async fn retry_close(&self, cmd: &RetryCommand) -> Result<Result<PositionAggregate, ManageRejection>, StoreError> {
+    /// or as it is for a replay of the same key and body (then `true`).
+    async fn retry_close(
+        &self,
+        cmd: &RetryCommand,
+    ) -> Result<Result<(PositionAggregate, bool), ManageRejection>, StoreError> {
         let key = AggregateKey::CloseRequest(cmd.close_request_id);
         let decided = modify(self, &key, |agg| match decide_retry(agg, cmd) {
             Ok(RetryDecision::Retry(next)) => Step {
                 write: Some((*next).clone()),
-                decision: Ok(()),
+                decision: Ok(false),
             },
             Ok(RetryDecision::Replay) => Step {
                 write: None,
-                decision: Ok(()),
+                decision: Ok(true),
             },
             Err(e) => Step {
                 write: None,
@@ -310,7 +313,7 @@ pub trait CloseStore: Backend {
         .await?;
         Ok(match decided {
             None => Err(ManageRejection::NotFound),
-            Some(m) => m.decision.map(|()| m.after.unwrap_or(m.before)),
+            Some(m) => m.decision.map(|replayed| (m.after.unwrap_or(m.before), replayed)),
         })
     }
 
