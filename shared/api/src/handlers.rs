@@ -305,25 +305,28 @@ fn order_fields(body: &Bytes) -> Result<(Option<OrderOptions>, Option<Quantity>)
             return Err(options_error(closeflow_domain::OptionsError::InvalidQty));
         }
     }
-    let named = f.order_type.is_some() || f.limit_price.is_some() || f.time_in_force.is_some() || f.extended_hours.is_some();
+    let named =
+        f.order_type.is_some() || f.limit_price.is_some() || f.time_in_force.is_some() || f.extended_hours.is_some();
     if !named {
         return Ok((None, f.qty));
     }
     let order_type = match f.order_type.as_deref() {
         None => OrderType::Market,
-        Some(t) => OrderType::parse(t).ok_or_else(|| ApiError::invalid_body("order_type must be `market` or `limit`"))?,
+        Some(t) => {
+            OrderType::parse(t).ok_or_else(|| ApiError::invalid_body("order_type must be `market` or `limit`"))?
+        }
     };
     let limit_price = match f.limit_price {
         None => None,
-        Some(p) => Some(Price::new(p).ok_or_else(|| {
-            ApiError::bad_request("invalid_limit_price", "limit_price must be greater than 0")
-        })?),
+        Some(p) => Some(
+            Price::new(p)
+                .ok_or_else(|| ApiError::bad_request("invalid_limit_price", "limit_price must be greater than 0"))?,
+        ),
     };
     let time_in_force = match f.time_in_force.as_deref() {
         None => TimeInForce::Day,
-        Some(t) => TimeInForce::parse(t).ok_or_else(|| {
-            ApiError::bad_request("invalid_time_in_force", "time_in_force must be `day` or `gtc`")
-        })?,
+        Some(t) => TimeInForce::parse(t)
+            .ok_or_else(|| ApiError::bad_request("invalid_time_in_force", "time_in_force must be `day` or `gtc`"))?,
     };
     let options = OrderOptions {
         order_type,
@@ -341,7 +344,9 @@ fn only_fields(value: &Value, allowed: &[&str], what: &str) -> Result<(), ApiErr
         return Err(ApiError::invalid_body(format!("The {what} body must be a JSON object")));
     };
     if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ApiError::invalid_body(format!("Unsupported field `{unknown}` in {what} body")));
+        return Err(ApiError::invalid_body(format!(
+            "Unsupported field `{unknown}` in {what} body"
+        )));
     }
     Ok(())
 }

@@ -189,11 +189,7 @@ fn route_table(routes: Routes) -> Vec<(Method, &'static str, MethodRouter<AppSta
                 get(handlers::get_close_request),
             ),
             (Method::GET, "/positions", get(handlers::list_positions)),
-            (
-                Method::GET,
-                "/strategies/{strategy_id}",
-                get(handlers::get_strategy),
-            ),
+            (Method::GET, "/strategies/{strategy_id}", get(handlers::get_strategy)),
             (
                 Method::POST,
                 "/close-requests/{close_request_id}/cancel",

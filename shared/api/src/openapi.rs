@@ -109,7 +109,10 @@ struct OptionalCloseBody;
 
 impl Modify for OptionalCloseBody {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for path in ["/positions/{position_id}/close", "/close-requests/{close_request_id}/retry"] {
+        for path in [
+            "/positions/{position_id}/close",
+            "/close-requests/{close_request_id}/retry",
+        ] {
             let body = openapi
                 .paths
                 .paths
@@ -320,10 +323,7 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
         "account_id_required",
         "the caller may act on every account: name one with account_id (or a strategy_id)",
     ),
-    (
-        "invalid_strategy_id",
-        "strategy_id: 1 to 128 printable characters",
-    ),
+    ("invalid_strategy_id", "strategy_id: 1 to 128 printable characters"),
     (
         "strategy_not_found",
         "no position of the caller's accounts carries this strategy_id",

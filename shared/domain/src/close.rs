@@ -254,7 +254,10 @@ mod tests {
         c.options = crate::OrderOptions::limit(crate::Price::new(Quantity::from(5)).unwrap());
         let next = created(decide_close(Some(&agg), &c));
         let cr = next.latest_close_request.as_ref().unwrap();
-        assert_eq!((cr.target_qty, cr.position_qty), (Quantity::from(4), Quantity::from(10)));
+        assert_eq!(
+            (cr.target_qty, cr.position_qty),
+            (Quantity::from(4), Quantity::from(10))
+        );
         assert!(cr.is_partial());
         assert_eq!(cr.options, c.options);
         assert!(check_invariants(&next.position, Some(cr)).is_empty());

@@ -39,8 +39,8 @@ pub use lifecycle::{
 };
 pub use manage::{decide_cancel, decide_retry, CancelDecision, ManageRejection, RetryCommand, RetryDecision};
 pub use model::{AssetType, CloseRequest, IdempotencyRecord, PastClose, Position, PositionAggregate, Side};
-pub use order::{merge_order_update, ClientOrderId, Ignored, Merge, Order, OrderStatus, OrderUpdate};
 pub use options::{close_qty, OptionsError, OrderOptions, OrderType, Price, TimeInForce};
+pub use order::{merge_order_update, ClientOrderId, Ignored, Merge, Order, OrderStatus, OrderUpdate};
 pub use quantity::{DecimalError, Quantity};
 pub use reconcile::{after_lookup, attention_since, expire, expiry_at, reconcile, Alert, Due, Expire, Lookup, Policy};
 pub use register::{decide_register, RegisterDecision, RegisterPosition, RegisterRejection};

@@ -450,7 +450,10 @@ mod tests {
         let cr = done.latest_close_request.as_ref().unwrap();
         assert_eq!(done.position.status, PositionStatus::Open);
         assert_eq!(done.position.quantity, Quantity::from(-6), "only what filled left");
-        assert_eq!((cr.status, cr.filled_qty), (CloseRequestStatus::Completed, Quantity::from(4)));
+        assert_eq!(
+            (cr.status, cr.filled_qty),
+            (CloseRequestStatus::Completed, Quantity::from(4))
+        );
         assert_eq!(done.position.closed_at, None);
         assert_eq!(done.position.active_close_request_id, None);
         consistent(&done);

@@ -200,7 +200,11 @@ mod tests {
         let d = decide_cancel(&agg, &id, &Access::All, t0()).unwrap();
         assert_eq!(d.orders.len(), 1);
         let asked = d.write.expect("the request is recorded");
-        assert_eq!(asked.position.status, P::Closing, "nothing assumed before the broker says so");
+        assert_eq!(
+            asked.position.status,
+            P::Closing,
+            "nothing assumed before the broker says so"
+        );
         assert!(decide_cancel(&asked, &id, &Access::All, t0()).unwrap().write.is_none());
         // The broker confirms with nothing filled: the position is open again.
         let reopened = changed(apply_order_update(
@@ -244,7 +248,11 @@ mod tests {
     fn a_failed_close_is_retried_for_what_remains_with_a_new_client_order_id() {
         let agg = submitted();
         let id = agg.latest_close_request.as_ref().unwrap().id;
-        let part = changed(apply_order_update(&agg, &update(id, 1, OrderStatus::Canceled, "3", 2, t0()), t0()));
+        let part = changed(apply_order_update(
+            &agg,
+            &update(id, 1, OrderStatus::Canceled, "3", 2, t0()),
+            t0(),
+        ));
         // Not failed yet: a retryable close belongs to the reconciler.
         assert_eq!(
             decide_retry(&part, &retry_cmd(&part, "r1")),

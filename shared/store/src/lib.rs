@@ -12,13 +12,13 @@
 
 use async_trait::async_trait;
 use closeflow_domain::{
-    decide_cancel, decide_retry, Access, ClientOrderId, ManageRejection, RetryCommand, RetryDecision,
-};
-use closeflow_domain::{
     apply_order_update, count_changes, decide_close, decide_register, AccountId, Applied, CloseCommand, CloseDecision,
     CloseRejection, CloseRequest, CloseRequestId, CloseRequestStatus, CountChange, Ignored, IllegalTransition, Order,
     OrderUpdate, Position, PositionAggregate, PositionId, PositionStatus, RegisterDecision, RegisterPosition,
     RegisterRejection, RoutingKey, Timestamp,
+};
+use closeflow_domain::{
+    decide_cancel, decide_retry, Access, ClientOrderId, ManageRejection, RetryCommand, RetryDecision,
 };
 
 pub mod dynamo;

@@ -44,8 +44,7 @@ impl IndexQuery {
 
     /// Whether a stored position passes the filters.
     pub fn matches(&self, p: &Position) -> bool {
-        self.status.is_none_or(|s| p.status == s)
-            && self.accounts.as_ref().is_none_or(|a| a.contains(&p.account_id))
+        self.status.is_none_or(|s| p.status == s) && self.accounts.as_ref().is_none_or(|a| a.contains(&p.account_id))
     }
 
     /// The page from the entries read in index order (newest first): at most `limit` when
@@ -53,12 +52,10 @@ impl IndexQuery {
     pub fn page(&self, read: Vec<(String, Position)>) -> IndexPage {
         let items_read = read.len();
         if self.filtered() {
-            let next = (read.len() >= self.limit).then(|| read.last().map(|(sk, _)| sk.clone())).flatten();
-            let positions = read
-                .into_iter()
-                .map(|(_, p)| p)
-                .filter(|p| self.matches(p))
-                .collect();
+            let next = (read.len() >= self.limit)
+                .then(|| read.last().map(|(sk, _)| sk.clone()))
+                .flatten();
+            let positions = read.into_iter().map(|(_, p)| p).filter(|p| self.matches(p)).collect();
             IndexPage {
                 positions,
                 next,

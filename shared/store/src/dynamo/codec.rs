@@ -277,9 +277,15 @@ pub fn close_request_attributes(cr: &CloseRequest) -> Vec<(&'static str, Option<
             "cr_tif",
             (cr.options.time_in_force != TimeInForce::Day).then(|| s(cr.options.time_in_force.as_str())),
         ),
-        ("cr_ext_hours", cr.options.extended_hours.then_some(AttributeValue::Bool(true))),
+        (
+            "cr_ext_hours",
+            cr.options.extended_hours.then_some(AttributeValue::Bool(true)),
+        ),
         ("cr_cancel_requested_at", cr.cancel_requested_at.as_ref().map(ts)),
-        ("cr_manual_retries", (cr.manual_retries > 0).then(|| n(cr.manual_retries))),
+        (
+            "cr_manual_retries",
+            (cr.manual_retries > 0).then(|| n(cr.manual_retries)),
+        ),
     ]
 }
 

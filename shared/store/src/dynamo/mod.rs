@@ -378,8 +378,7 @@ impl CloseStore for DynamoStore {
     async fn open_close_request(&self, cmd: &CloseCommand) -> Result<CloseOutcome, StoreError> {
         // Options that are wrong whatever the position holds take the protocol's path,
         // where the domain refuses them; the fast path's condition covers the rest.
-        let shape_ok = cmd.options.validate_shape().is_ok()
-            && cmd.qty.is_none_or(|q| !q.is_zero() && !q.is_negative());
+        let shape_ok = cmd.options.validate_shape().is_ok() && cmd.qty.is_none_or(|q| !q.is_zero() && !q.is_negative());
         if !shape_ok {
             return crate::open_close_request_from(self, cmd, None).await;
         }
