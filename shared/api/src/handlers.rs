@@ -386,7 +386,8 @@ fn close_body(body: &Bytes) -> Result<(Value, Option<String>), ApiError> {
             ),
             example = json!({"close_request_id": "0b9d5d8a-9c33-8e61-8000-000000000000", "position_id": "pos-1",
                 "position_status": "closing", "close_request_status": "pending", "target_qty": "10", "filled_qty": "0",
-                "orders": [], "poll_url": "/close-requests/0b9d5d8a-9c33-8e61-8000-000000000000", "poll_interval_ms": 1000})),
+                "orders": [], "partial": false, "poll_url": "/close-requests/0b9d5d8a-9c33-8e61-8000-000000000000",
+                "poll_interval_ms": 1000})),
         (status = 200, description = "Replay of the same key and body: the close request's current state",
             body = views::CloseAcceptedView,
             links(
@@ -465,7 +466,9 @@ pub async fn close_position(
                 "submitted_at": "2026-01-02T15:00:00.000Z", "completed_at": "2026-01-02T15:00:00.000Z",
                 "failure_reason": null,
                 "orders": [{"client_order_id": "0b9d5d8a-9c33-8e61-8000-000000000000-1", "broker_order_id": "sim-1",
-                    "attempt": 1, "qty": "10", "status": "filled", "filled_qty": "10", "filled_avg_price": "187.5"}]})),
+                    "attempt": 1, "qty": "10", "status": "filled", "filled_qty": "10", "filled_avg_price": "187.5"}],
+                "position_qty": "10", "partial": false, "order_type": "market", "limit_price": null,
+                "time_in_force": "day", "extended_hours": false, "cancel_requested_at": null, "manual_retries": 0})),
         GetCloseRequestErrors
     ),
     security(("bearerAuth" = []))
@@ -629,12 +632,7 @@ pub async fn list_positions(
     tag = "positions",
     params(StrategyIdParam),
     responses(
-        (status = 200, description = "The strategy", body = views::StrategyView,
-            example = json!({"strategy_id": "ic-1", "status": "partially_closed", "legs": [
-                {"position_id": "ic-1-lc", "account_id": "acct-1", "symbol": "AAPL260116C00200000",
-                 "asset_type": "option", "quantity": "1", "avg_entry_price": "1.25", "strategy_id": "ic-1",
-                 "status": "closed", "active_close_request_id": null, "closed_at": "2026-01-02T15:00:00.000Z",
-                 "created_at": "2026-01-02T15:00:00.000Z", "updated_at": "2026-01-02T15:00:00.000Z"}]})),
+        (status = 200, description = "The strategy", body = views::StrategyView),
         GetStrategyErrors
     ),
     security(("bearerAuth" = []))
@@ -753,36 +751,25 @@ pub async fn cancel_close_request(
 ) -> ApiResult {
     let access = caller(&app.auth, &headers, &ext)?;
     let id = close_request_id(&raw)?;
-    let orders = app
-        .store
-        .request_cancel(&id, &access, app.clock.now())
-        .await
-        .map_err(app.store_error())?
-        .map_err(manage_error)?;
-    let mut unreachable = false;
-    for (client_order_id, broker_order_id) in &orders {
-        match app.broker.cancel_order(broker_order_id).await {
-            // Already final or gone: the lookup below says how it ended.
-            Ok(()) | Err(closeflow_pipeline::BrokerError::NotFound | closeflow_pipeline::BrokerError::Rejected(_)) => {}
-            Err(e) => {
-                tracing::warn!(client_order_id = %client_order_id, error = %e, "cancel did not reach the broker");
-                unreachable = true;
-                continue;
-            }
+    let outcome = closeflow_pipeline::cancel_close(
+        app.store.as_ref(),
+        app.broker.as_ref(),
+        app.clock.as_ref(),
+        &id,
+        &access,
+    )
+    .await
+    .map_err(app.store_error())?;
+    match outcome {
+        closeflow_pipeline::CancelOutcome::Asked => {}
+        closeflow_pipeline::CancelOutcome::Refused(r) => return Err(manage_error(r)),
+        closeflow_pipeline::CancelOutcome::BrokerUnavailable(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "broker_unavailable",
+                "The broker did not confirm the cancel; the order may still be working. Ask again.",
+            ))
         }
-        // What the broker says now goes through the usual merge rules; nothing is assumed.
-        if let Ok(order) = app.broker.get_order_by_client_id(client_order_id).await {
-            closeflow_pipeline::apply_broker_update(app.store.as_ref(), &order.to_update(), app.clock.now())
-                .await
-                .map_err(app.store_error())?;
-        }
-    }
-    if unreachable {
-        return Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "broker_unavailable",
-            "The broker did not confirm the cancel; the order may still be working. Ask again.",
-        ));
     }
     let mut resp = current_close_request(&app, id).await?;
     *resp.status_mut() = StatusCode::ACCEPTED;

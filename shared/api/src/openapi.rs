@@ -630,17 +630,12 @@ errors!(
 errors!(
     ListPositionsErrors,
     [
-        err_ex(
+        err(
             StatusCode::BAD_REQUEST,
-            &["invalid_query", "invalid_cursor", "account_id_required"],
-            || json!({"error": "invalid_query", "message": "limit must be a whole number from 1 to 100"})
+            &["invalid_query", "invalid_cursor", "account_id_required"]
         ),
         err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
-        err_ex(
-            StatusCode::FORBIDDEN,
-            &["forbidden"],
-            || json!({"error": "forbidden", "message": "The caller may not act on this account"})
-        ),
+        err(StatusCode::FORBIDDEN, &["forbidden"]),
         err(StatusCode::CONFLICT, &["position_locked"]),
         rate_limited(),
         headers_too_large(),
@@ -653,11 +648,7 @@ errors!(
     [
         err(StatusCode::BAD_REQUEST, &["invalid_path", "invalid_strategy_id"]),
         err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
-        err_ex(
-            StatusCode::NOT_FOUND,
-            &["strategy_not_found"],
-            || json!({"error": "strategy_not_found", "message": "Strategy not found"})
-        ),
+        err(StatusCode::NOT_FOUND, &["strategy_not_found"]),
         err(StatusCode::CONFLICT, &["position_locked"]),
         rate_limited(),
         headers_too_large(),
@@ -671,11 +662,7 @@ errors!(
         err(StatusCode::BAD_REQUEST, &["invalid_path", "invalid_close_request_id"]),
         err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
         err(StatusCode::NOT_FOUND, &["close_request_not_found"]),
-        err_ex(
-            StatusCode::CONFLICT,
-            &["not_cancelable", "position_locked"],
-            || json!({"error": "not_cancelable", "message": "Nothing of this close is working at the broker"})
-        ),
+        err(StatusCode::CONFLICT, &["not_cancelable", "position_locked"]),
         body_too_large(),
         rate_limited(),
         headers_too_large(),
@@ -702,11 +689,7 @@ errors!(
         ),
         err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
         err(StatusCode::NOT_FOUND, &["close_request_not_found"]),
-        err_ex(
-            StatusCode::CONFLICT,
-            &["not_retryable", "position_locked"],
-            || json!({"error": "not_retryable", "message": "Only a failed close can be retried", "position_status": "closing"})
-        ),
+        err(StatusCode::CONFLICT, &["not_retryable", "position_locked"]),
         body_too_large(),
         err(StatusCode::UNPROCESSABLE_ENTITY, &["idempotency_key_reused"]),
         rate_limited(),
