@@ -563,6 +563,35 @@ mod tests {
     }
 
     #[test]
+    fn a_part_fill_a_trader_canceled_is_not_retried_but_handed_to_a_human() {
+        let (agg, msg) = pending();
+        let p = Policy::default();
+        let sub = changed(record_submission(
+            &agg,
+            &msg,
+            &SubmitAnswer::Accepted(upd(&msg, OrderStatus::Accepted, 0, t0())),
+            t0(),
+        ));
+        let mut asked = sub.clone();
+        asked.latest_close_request.as_mut().unwrap().cancel_requested_at = Some(t0());
+        let canceled = changed(crate::lifecycle::apply_order_update(
+            &asked,
+            &upd(&msg, OrderStatus::Canceled, 3, t0()),
+            t0(),
+        ));
+        assert_eq!(statuses(&canceled), (P::CloseRetryable, C::Retryable));
+        let Ok(Due::Change(next)) = reconcile(&canceled, t0() + p.backoff(0), &p) else {
+            panic!("due at once")
+        };
+        assert_eq!(statuses(&next), (P::CloseFailed, C::Failed));
+        assert_eq!(
+            next.last_alert.as_ref().map(|a| a.kind.as_str()),
+            Some("close_canceled")
+        );
+        assert!(check_invariants(&next.position, next.latest_close_request.as_ref()).is_empty());
+    }
+
+    #[test]
     fn retries_wait_their_backoff_ask_for_a_new_attempt_and_stop_at_the_limit() {
         let (agg, msg) = pending();
         let p = Policy::default();
