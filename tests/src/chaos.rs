@@ -3,7 +3,8 @@
 //! between any two steps, queue redelivery and reordering, a broker that times out, fails,
 //! throttles, fills in pieces, cancels and reports late, duplicated and out of order,
 //! reconciler runs at random times, the order watch's lookups, the trade_updates stream's
-//! path and its reconnect backfills, and (on SQLite) process restarts. Every choice comes
+//! path and its reconnect backfills, partial and limit closes, traders canceling working
+//! orders and retrying failed closes by hand, and (on SQLite) process restarts. Every choice comes
 //! from the seed, so a failing seed replays exactly:
 //! `CHAOS_SEED=<seed> cargo test -p closeflow-tests --test chaos -- --nocapture`.
 //!
@@ -19,13 +20,13 @@ use async_trait::async_trait;
 use chrono::TimeDelta;
 use closeflow_api::{Clock, ManualClock};
 use closeflow_domain::{
-    check_invariants, AccountId, ClientOrderId, OrderIntent, OrderStatus, OrderUpdate, PositionAggregate,
-    PositionStatus, Quantity, RoutingKey,
+    check_invariants, Access, AccountId, ClientOrderId, Fingerprint, IdempotencyKey, OrderIntent, OrderOptions,
+    OrderStatus, OrderUpdate, PositionAggregate, PositionStatus, Price, Quantity, RetryCommand, RoutingKey,
 };
 use closeflow_pipeline::broker::{BrokerPosition, OpenOrder};
 use closeflow_pipeline::{
-    reconcile_once, relay::relay, submit, watch_change, watch_order, Broker, BrokerError, BrokerOrder, MemoryQueue,
-    MemoryWatch, OrderQueue, QueueConsumer, ReconcileConfig, StoreUpdates, TradeUpdateHandler,
+    cancel_close, reconcile_once, relay::relay, submit, watch_change, watch_order, Broker, BrokerError, BrokerOrder,
+    MemoryQueue, MemoryWatch, OrderQueue, QueueConsumer, ReconcileConfig, StoreUpdates, TradeUpdateHandler,
 };
 use closeflow_store::{AggregateKey, ChangeLog, CloseStore, MemoryStore, SqliteStore, WorkList};
 
@@ -78,6 +79,8 @@ struct BrokerState {
     /// Symbols where an order that is not closeflow's holds the shares (`held`): every
     /// close order is refused until it is canceled.
     held: HashSet<String>,
+    /// Close requests a trader asked to cancel: only their orders may closeflow cancel.
+    cancels_asked: HashSet<closeflow_domain::CloseRequestId>,
     orders: BTreeMap<ClientOrderId, HeldOrder>,
     /// Updates sent and not yet delivered (the broker's notifications in flight).
     outbox: Vec<OrderUpdate>,
@@ -252,21 +255,50 @@ impl Broker for ChaosBroker {
         }
     }
 
-    /// Cancels only the order that holds a symbol (closeflow cancels no order of its own).
+    /// Cancels the order that holds a symbol, or one of closeflow's orders a trader asked
+    /// to cancel; closeflow canceling any other order of its own is a violation.
     async fn cancel_order(&self, _: &AccountId, broker_order_id: &str) -> Result<(), BrokerError> {
         if self.roll(10) {
             return Err(BrokerError::Ambiguous("timeout".into()));
         }
+        let now = self.clock.now();
         let mut st = self.lock();
-        match broker_order_id.strip_prefix("foreign-") {
-            Some(symbol) if st.held.remove(symbol) => Ok(()),
-            Some(_) => Err(BrokerError::NotFound),
-            None => {
-                st.violations
-                    .push(format!("closeflow canceled its own order {broker_order_id}"));
+        if let Some(symbol) = broker_order_id.strip_prefix("foreign-") {
+            return if st.held.remove(symbol) {
                 Ok(())
-            }
+            } else {
+                Err(BrokerError::NotFound)
+            };
         }
+        let id = st
+            .orders
+            .keys()
+            .find(|k| format!("chaos-{k}") == broker_order_id)
+            .cloned()
+            .ok_or(BrokerError::NotFound)?;
+        if !st.cancels_asked.contains(&id.close_request_id) {
+            st.violations
+                .push(format!("closeflow canceled its own order {broker_order_id} unasked"));
+        }
+        let o = st.orders.get_mut(&id).expect("found");
+        if o.status.is_terminal() {
+            return Err(BrokerError::Rejected("order is not cancelable".into()));
+        }
+        // Canceled, keeping what filled; the notification travels like any other.
+        o.status = OrderStatus::Canceled;
+        o.seq += 1;
+        let update = OrderUpdate {
+            client_order_id: id.clone(),
+            broker_order_id: Some(broker_order_id.to_string()),
+            status: o.status,
+            filled_qty: o.filled,
+            filled_avg_price: (!o.filled.is_zero()).then(|| qty("100")),
+            seq: Some(o.seq),
+            execution_id: Some(format!("chaos-{id}-{}", o.seq)),
+            updated_at: now,
+        };
+        st.outbox.push(update);
+        Ok(())
     }
 
     async fn list_positions(&self, _: &AccountId) -> Result<Vec<BrokerPosition>, BrokerError> {
@@ -323,6 +355,9 @@ pub struct ChaosStats {
     pub closes_created: usize,
     pub orders_placed: usize,
     pub restarts: usize,
+    /// Cancels that reached the broker, and manual retries that started an attempt.
+    pub cancels: usize,
+    pub manual_retries: usize,
 }
 
 struct Node {
@@ -368,6 +403,23 @@ fn stream_handler(node: &Node, broker: &Arc<ChaosBroker>, clock: &Arc<ManualCloc
     StoreUpdates::new(node.store.clone(), broker.clone(), clock.clone())
 }
 
+/// A close from the API: the whole position or part of it, market or limit; the body's
+/// fingerprint covers the options, as the API's does.
+fn chaos_close(rng: &mut Rng, position: &str, now: closeflow_domain::Timestamp) -> closeflow_domain::CloseCommand {
+    let mut cmd = close(position, &format!("key-{}", rng.below(3)), now);
+    if rng.chance(30) {
+        cmd.qty = Some(Quantity::from(1 + rng.below(2) as i64));
+    }
+    if rng.chance(30) {
+        cmd.options = OrderOptions::limit(Price::new(qty("100")).expect("> 0"));
+    }
+    cmd.fingerprint = Fingerprint::of_body(&serde_json::json!({
+        "qty": cmd.qty.map(|q| q.to_string()),
+        "limit": cmd.options.limit_price.map(|p| p.to_string()),
+    }));
+    cmd
+}
+
 const POSITIONS: usize = 4;
 const STEPS: usize = 80;
 
@@ -395,15 +447,15 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
         let action = if calm {
             [2, 3, 4, 5, 6, 8][step % 6]
         } else {
-            rng.below(12)
+            rng.below(13)
         };
         match action {
             // Closes from the API, with keys from a small pool (duplicates and refusals),
             // sometimes two racing on one position (a double click, two risk guards).
             0 | 1 => {
                 let p = format!("x-{}", rng.below(POSITIONS));
-                let mut first = close(&p, &format!("key-{}", rng.below(3)), clock.now());
-                let second = close(&p, &format!("key-{}", rng.below(3)), clock.now());
+                let mut first = chaos_close(&mut rng, &p, clock.now());
+                let second = chaos_close(&mut rng, &p, clock.now());
                 // Some closes may cancel the open orders that hold the shares.
                 first.cancel_open_orders = rng.chance(50);
                 let (a, b) = if rng.chance(30) {
@@ -490,6 +542,54 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
                         stream_handler(&node, &broker, &clock).apply(&u).await
                     }
                     .map_err(|e| e.to_string())?;
+                }
+            }
+            // A trader cancels a close's working order(s), the way the API's route does.
+            10 => {
+                let p = format!("x-{}", rng.below(POSITIONS));
+                let agg = node
+                    .store
+                    .aggregate(&AggregateKey::Position(pid(&p)))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(cr) = agg.and_then(|a| a.latest_close_request.map(|c| c.id)) {
+                    broker.lock().cancels_asked.insert(cr);
+                    let outcome = cancel_close(
+                        node.store.as_ref(),
+                        broker.as_ref(),
+                        clock.as_ref(),
+                        &cr,
+                        &Access::All,
+                        "trader",
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    stats.cancels += usize::from(outcome == closeflow_pipeline::CancelOutcome::Asked);
+                }
+            }
+            // A human retries a failed close, keys from a small pool (replays, reuse).
+            12 => {
+                let p = format!("x-{}", rng.below(POSITIONS));
+                let agg = node
+                    .store
+                    .aggregate(&AggregateKey::Position(pid(&p)))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(cr) = agg.and_then(|a| a.latest_close_request.map(|c| c.id)) {
+                    let options = rng
+                        .chance(50)
+                        .then(|| OrderOptions::limit(Price::new(qty("99")).expect("> 0")));
+                    let cmd = RetryCommand {
+                        close_request_id: cr,
+                        idempotency_key: IdempotencyKey::parse(&format!("retry-{}", rng.below(3))).expect("key"),
+                        fingerprint: Fingerprint::of_body(&serde_json::json!({"retry": options.is_some()})),
+                        options,
+                        actor: "trader".into(),
+                        access: Access::All,
+                        now: clock.now(),
+                    };
+                    let started = node.store.retry_close(&cmd).await.map_err(|e| e.to_string())?;
+                    stats.manual_retries += usize::from(matches!(started, Ok((_, false))));
                 }
             }
             // The trade_updates stream reconnects: it backfills every working order.

@@ -536,6 +536,234 @@ pub async fn the_audit_log_keeps_each_entry_once_in_order_per_position_and_accou
     }
 }
 
+/// Registers `id` on `account` (created `minute` minutes after the start) in `strategy`.
+async fn register_at(s: &ContractStore, id: &str, account: &str, strategy: Option<&str>, minute: i64) {
+    let mut cmd = register(id, "2", start_time() + TimeDelta::minutes(minute));
+    cmd.account_id = closeflow_domain::AccountId::parse(account).unwrap();
+    cmd.strategy_id = strategy.map(str::to_string);
+    s.store.register_position(&cmd).await.unwrap().unwrap();
+}
+
+fn ids(page: &closeflow_store::PositionPage) -> Vec<String> {
+    page.positions.iter().map(|p| p.id.to_string()).collect()
+}
+
+/// Every page of a listing, following its cursors.
+async fn all_pages(s: &ContractStore, mut req: closeflow_store::ListRequest) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    for _ in 0..20 {
+        let page = s.store.list_positions(&req).await.unwrap();
+        pages.push(ids(&page));
+        match page.next {
+            Some(n) => req.after = Some(n),
+            None => return pages,
+        }
+    }
+    panic!("a listing that never ends: {pages:?}")
+}
+
+/// Listings read one index key per page, newest first; cursors continue exactly where a
+/// page stopped; filters never hide a position from the union of the pages.
+pub async fn listings_page_newest_first_by_account_and_by_strategy(s: &ContractStore) {
+    use closeflow_store::{ListRequest, Scope};
+    for (i, id) in ["l-1", "l-2", "l-3", "l-4", "l-5"].iter().enumerate() {
+        let strategy = (i % 2 == 0).then_some("ic-7");
+        register_at(s, id, "acct-l", strategy, i as i64).await;
+    }
+    register_at(s, "other-1", "acct-m", Some("ic-7"), 10).await;
+    let acct = |a: &str| closeflow_domain::AccountId::parse(a).unwrap();
+    let by_account = ListRequest {
+        scope: Scope::Accounts(vec![acct("acct-l")]),
+        status: None,
+        after: None,
+        limit: 2,
+    };
+    assert_eq!(
+        all_pages(s, by_account.clone()).await,
+        vec![vec!["l-5", "l-4"], vec!["l-3", "l-2"], vec!["l-1"]],
+        "newest first, two a page, the last page says it is the last"
+    );
+    // Two accounts merged, newest first, in pages of 4.
+    let both = ListRequest {
+        scope: Scope::Accounts(vec![acct("acct-l"), acct("acct-m")]),
+        limit: 4,
+        ..by_account.clone()
+    };
+    let flat: Vec<String> = all_pages(s, both).await.concat();
+    assert_eq!(flat, ["other-1", "l-5", "l-4", "l-3", "l-2", "l-1"]);
+    // A strategy, limited to the caller's accounts.
+    let legs = ListRequest {
+        scope: Scope::Strategy {
+            strategy_id: "ic-7".into(),
+            accounts: Some(vec![acct("acct-l")]),
+        },
+        limit: 10,
+        ..by_account.clone()
+    };
+    assert_eq!(all_pages(s, legs).await.concat(), ["l-5", "l-3", "l-1"]);
+    let any_account = ListRequest {
+        scope: Scope::Strategy {
+            strategy_id: "ic-7".into(),
+            accounts: None,
+        },
+        limit: 10,
+        ..by_account.clone()
+    };
+    assert_eq!(
+        all_pages(s, any_account).await.concat(),
+        ["other-1", "l-5", "l-3", "l-1"]
+    );
+    // A status filter: closing positions only, whatever the page size.
+    for id in ["l-2", "l-4"] {
+        let out = s.store.open_close_request(&close(id, "k", start_time())).await.unwrap();
+        assert!(matches!(out, CloseOutcome::Created { .. }));
+    }
+    for limit in [1, 2, 5] {
+        let closing = ListRequest {
+            status: Some(PositionStatus::Closing),
+            limit,
+            ..by_account.clone()
+        };
+        assert_eq!(all_pages(s, closing).await.concat(), ["l-4", "l-2"], "limit {limit}");
+    }
+    let nothing = ListRequest {
+        scope: Scope::Accounts(vec![acct("acct-none")]),
+        ..by_account
+    };
+    assert_eq!(all_pages(s, nothing).await, vec![Vec::<String>::new()]);
+}
+
+/// A partial limit close stores what the domain decides on every path (DynamoDB's
+/// one-UpdateItem fast path included), and a qty beyond the position writes nothing.
+pub async fn a_partial_limit_close_stores_exactly_what_the_domain_decides(s: &ContractStore) {
+    let t = start_time();
+    s.store
+        .register_position(&register("pl-1", "-10", t))
+        .await
+        .unwrap()
+        .unwrap();
+    let before = agg(s, "pl-1").await;
+    let mut too_much = close("pl-1", "k0", t);
+    too_much.qty = Some(closeflow_domain::Quantity::from(11));
+    assert_eq!(
+        s.store.open_close_request(&too_much).await.unwrap(),
+        CloseOutcome::Rejected(CloseRejection::InvalidOptions(
+            closeflow_domain::OptionsError::InvalidQty
+        ))
+    );
+    assert_eq!(agg(s, "pl-1").await, before, "a refused close writes nothing");
+    let mut cmd = close("pl-1", "k1", t);
+    cmd.qty = Some(closeflow_domain::Quantity::from(4));
+    cmd.options = closeflow_domain::OrderOptions {
+        time_in_force: closeflow_domain::TimeInForce::Gtc,
+        extended_hours: true,
+        ..closeflow_domain::OrderOptions::limit(closeflow_domain::Price::new(crate::builders::qty("2.5")).unwrap())
+    };
+    let CloseDecision::Create(expected) = decide_close(Some(&before), &cmd) else {
+        panic!("the domain accepts it")
+    };
+    assert!(matches!(
+        s.store.open_close_request(&cmd).await.unwrap(),
+        CloseOutcome::Created { .. }
+    ));
+    assert_eq!(agg(s, "pl-1").await, *expected);
+    // It fills: the position stays open with the rest.
+    submit(s, "pl-1", 1).await;
+    let cr = expected.latest_close_request.as_ref().unwrap().id;
+    let r = s
+        .store
+        .apply_order_update(&update(cr, 1, OrderStatus::Filled, "4", 2, t), t, "tester")
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            r,
+            UpdateResult::Applied {
+                position_status: PositionStatus::Open,
+                close_request_status: CloseRequestStatus::Completed
+            }
+        ),
+        "{r:?}"
+    );
+    assert_eq!(
+        agg(s, "pl-1").await.position.quantity,
+        closeflow_domain::Quantity::from(-6)
+    );
+}
+
+/// A cancel is recorded once and names the working order; a retry of a failed close starts
+/// the next attempt once, and a replay of its key writes nothing.
+pub async fn cancel_and_retry_are_decided_by_the_domain_and_written_once(s: &ContractStore) {
+    use closeflow_domain::{Access, Fingerprint, IdempotencyKey, ManageRejection, RetryCommand};
+    let t = start_time();
+    s.store
+        .register_position(&register("cr-1", "10", t))
+        .await
+        .unwrap()
+        .unwrap();
+    s.store.open_close_request(&close("cr-1", "k", t)).await.unwrap();
+    let cr = agg(s, "cr-1").await.latest_close_request.unwrap().id;
+    assert_eq!(
+        s.store.request_cancel(&cr, &Access::All, "tester", t).await.unwrap(),
+        Err(ManageRejection::NotCancelable),
+        "no order at the broker yet"
+    );
+    submit(s, "cr-1", 1).await;
+    let (account, orders) = s
+        .store
+        .request_cancel(&cr, &Access::All, "tester", t)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((account.as_str(), orders.len()), ("acct-1", 1));
+    let asked = agg(s, "cr-1").await;
+    assert_eq!(
+        asked.latest_close_request.as_ref().unwrap().cancel_requested_at,
+        Some(t)
+    );
+    assert_eq!(asked.position.status, PositionStatus::Closing);
+    s.store
+        .request_cancel(&cr, &Access::All, "tester", t)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        agg(s, "cr-1").await.position.version,
+        asked.position.version,
+        "recorded once"
+    );
+    // The broker refuses... nothing filled and the order rejected: close_failed by seeding.
+    let mut failed = agg(s, "cr-1").await;
+    failed.orders[0].status = OrderStatus::Rejected;
+    failed.position.status = PositionStatus::CloseFailed;
+    failed.position.active_close_request_id = None;
+    failed.latest_close_request.as_mut().unwrap().status = CloseRequestStatus::Failed;
+    crate::seed(s.store.as_ref(), failed).await;
+    let cmd = RetryCommand {
+        close_request_id: cr,
+        idempotency_key: IdempotencyKey::parse("r-1").unwrap(),
+        fingerprint: Fingerprint::of_body(&serde_json::json!({"retry": {}})),
+        options: None,
+        actor: "tester".into(),
+        access: Access::All,
+        now: t,
+    };
+    let (after, replayed) = s.store.retry_close(&cmd).await.unwrap().unwrap();
+    assert!(!replayed);
+    let c = after.latest_close_request.as_ref().unwrap();
+    assert_eq!(
+        (after.position.status, c.status, c.current_attempt()),
+        (PositionStatus::Closing, CloseRequestStatus::Pending, 2)
+    );
+    assert_eq!(agg(s, "cr-1").await, after);
+    let (again, replayed) = s.store.retry_close(&cmd).await.unwrap().unwrap();
+    assert!(replayed);
+    assert_eq!(
+        again.position.version, after.position.version,
+        "a replay writes nothing"
+    );
+}
+
 /// One `#[tokio::test]` per contract check for a backend.
 #[macro_export]
 macro_rules! store_contract_tests {
@@ -550,6 +778,9 @@ macro_rules! store_contract_tests {
             the_change_log_has_every_commit_once_in_order,
             the_account_quota_counts_live_positions_atomically,
             the_audit_log_keeps_each_entry_once_in_order_per_position_and_account,
+            listings_page_newest_first_by_account_and_by_strategy,
+            a_partial_limit_close_stores_exactly_what_the_domain_decides,
+            cancel_and_retry_are_decided_by_the_domain_and_written_once,
         );
     };
     (@each $backend:expr; $($name:ident),* $(,)?) => {

@@ -29,6 +29,7 @@ pub mod chaos;
 pub mod contract;
 pub mod fuzz;
 pub mod hardening;
+pub mod options_scenarios;
 pub mod paper;
 pub mod pipeline;
 pub mod pipeline_scenarios;
@@ -91,6 +92,9 @@ impl StoreBackend for FaultInjectingStore {
     }
     async fn work_list(&self, list: WorkList, since: Timestamp, limit: usize) -> Result<Listed, StoreError> {
         self.inner.work_list(list, since, limit).await
+    }
+    async fn list_index(&self, q: &closeflow_store::IndexQuery) -> Result<closeflow_store::IndexPage, StoreError> {
+        self.inner.list_index(q).await
     }
 }
 
@@ -226,6 +230,7 @@ impl TestApp {
             contention_left: AtomicU32::new(0),
         });
         let clock = Arc::new(ManualClock::new(start_time()));
+        // No broker: the API scenarios here never reach one (the pipeline harness has one).
         let mut state = AppState::new(faults.clone());
         state.clock = clock.clone();
         state.auth = test_auth();

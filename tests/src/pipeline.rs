@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::http::Method;
 use axum::Router;
-use closeflow_api::{router_for, AppState, ManualClock, Routes};
+use closeflow_api::{router_for, ManualClock, Routes};
 use closeflow_aws::{DynamoStreamFeed, EventBridgeSink, SqsQueue};
 use closeflow_domain::{PositionAggregate, PositionId};
 use closeflow_embedded::RouterSink;
@@ -155,16 +155,16 @@ impl PipelineApp {
             SECRET,
             clock.clone(),
         ));
-        let mut state = AppState::new(store.clone());
+        let broker: Arc<dyn Broker> = match layer {
+            Some(l) => l(sim.clone()),
+            None => sim.clone(),
+        };
+        let mut state = closeflow_root::api_state(store.clone(), broker.clone(), &Default::default());
         state.clock = clock.clone();
         state.webhook_secret = Arc::new(SECRET.to_vec());
         state.auth = crate::test_auth();
         let router = router_for(state, Routes::ALL);
         sim.connect(Arc::new(RouterSink(router.clone())));
-        let broker: Arc<dyn Broker> = match layer {
-            Some(l) => l(sim.clone()),
-            None => sim.clone(),
-        };
         let driver = Driver {
             store: store.clone(),
             broker,

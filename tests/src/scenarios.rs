@@ -40,6 +40,7 @@ pub async fn open_position_closes_into_a_pending_request(app: &TestApp) {
             "target_qty": "10",
             "filled_qty": "0",
             "orders": [],
+            "partial": false,
             "poll_url": format!("/close-requests/{id}"),
             "poll_interval_ms": 1000,
         })
@@ -72,6 +73,14 @@ pub async fn open_position_closes_into_a_pending_request(app: &TestApp) {
             "failure_reason": null,
             "orders": [],
             "waiting_on_broker": null,
+            "position_qty": "10",
+            "partial": false,
+            "order_type": "market",
+            "limit_price": null,
+            "time_in_force": "day",
+            "extended_hours": false,
+            "cancel_requested_at": null,
+            "manual_retries": 0,
         })
     );
 }
@@ -188,6 +197,10 @@ fn fixture(id: &str, status: PositionStatus, cr_status: CloseRequestStatus) -> P
         submitted_at: Some(start_time()),
         completed_at: cr_status.is_terminal().then(start_time),
         updated_at: start_time(),
+        position_qty: Quantity::from(5),
+        options: closeflow_domain::OrderOptions::MARKET,
+        cancel_requested_at: None,
+        manual_retries: 0,
     };
     let position = Position {
         id: pid,
@@ -270,7 +283,9 @@ pub async fn malformed_or_unsupported_close_bodies_are_refused(app: &TestApp) {
         "{not json",
         "[]",
         "\"x\"",
-        r#"{"qty":"1"}"#,
+        r#"{"quantity":"1"}"#,
+        r#"{"qty":"one"}"#,
+        r#"{"order_type":"stop"}"#,
         r#"{"reason":5}"#,
         r#"{"reason":""}"#,
     ] {

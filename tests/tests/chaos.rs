@@ -26,6 +26,8 @@ async fn every_seed_keeps_every_promise() {
                 total.closes_created += s.closes_created;
                 total.orders_placed += s.orders_placed;
                 total.restarts += s.restarts;
+                total.cancels += s.cancels;
+                total.manual_retries += s.manual_retries;
             }
             Err(why) => failures.push(format!(
                 "seed {seed} ({:?}): {why}\n  replay: CHAOS_SEED={seed} cargo test -p closeflow-tests --test chaos -- --nocapture",
@@ -35,12 +37,18 @@ async fn every_seed_keeps_every_promise() {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "chaos: {} seeds in {secs:.1} s ({:.0} seeds/s): {} closes, {} broker orders, {} restarts",
+        "chaos: {} seeds in {secs:.1} s ({:.0} seeds/s): {} closes, {} broker orders, {} restarts, {} cancels, {} manual retries",
         seeds.len(),
         seeds.len() as f64 / secs,
         total.closes_created,
         total.orders_placed,
-        total.restarts
+        total.restarts,
+        total.cancels,
+        total.manual_retries
+    );
+    assert!(
+        seeds.len() < 50 || (total.cancels > 0 && total.manual_retries > 0),
+        "cancels and manual retries must take part"
     );
     assert!(
         total.orders_placed > 0 || seeds.len() < 10,

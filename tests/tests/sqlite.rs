@@ -20,3 +20,7 @@ mod store_contract {
 mod hardening {
     closeflow_tests::hardening_tests!(closeflow_tests::Backend::Sqlite);
 }
+
+mod options {
+    closeflow_tests::options_tests!(closeflow_tests::Backend::Sqlite);
+}

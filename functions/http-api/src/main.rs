@@ -6,15 +6,15 @@
 use std::sync::Arc;
 
 use closeflow_api::auth::Auth;
-use closeflow_api::{router, AppState};
+use closeflow_api::router;
 use closeflow_aws::http::with_claims;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     closeflow_aws::init_lambda_logging();
     let policy = closeflow_root::Policy::from_env()?;
-    let mut state = AppState::new(Arc::new(closeflow_root::dynamo_store(&policy).await?));
-    state.config = policy.api;
+    let store = Arc::new(closeflow_root::dynamo_store(&policy).await?);
+    let mut state = closeflow_root::api_state(store, closeflow_root::aws_broker()?, &policy.api);
     state.auth = Auth::Jwt {
         claim: closeflow_root::env("ACCOUNTS_CLAIM").unwrap_or_else(|| "accounts".into()),
     };

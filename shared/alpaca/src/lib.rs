@@ -414,10 +414,17 @@ impl Broker for AlpacaBroker {
             "symbol": order_symbol(&intent.symbol, intent.asset_type),
             "qty": order_qty(intent.qty)?,
             "side": side,
-            "type": "market",
-            "time_in_force": "day",
+            "type": intent.options.order_type.as_str(),
+            "time_in_force": intent.options.time_in_force.as_str(),
             "client_order_id": intent.client_order_id.to_string(),
         });
+        if let Some(price) = intent.options.limit_price {
+            // Alpaca reads prices as strings too; exact, never a float.
+            body["limit_price"] = json!(price.to_string());
+        }
+        if intent.options.extended_hours {
+            body["extended_hours"] = json!(true);
+        }
         if intent.asset_type == AssetType::Option {
             // Closing intent, so the broker never opens the opposite position.
             body["position_intent"] = json!(match intent.side {

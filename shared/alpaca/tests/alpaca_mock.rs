@@ -34,6 +34,7 @@ fn intent(asset_type: AssetType, side: Side) -> OrderIntent {
         asset_type,
         side,
         qty: Quantity::from(10),
+        options: closeflow_domain::OrderOptions::MARKET,
     }
 }
 
@@ -95,6 +96,33 @@ async fn a_closing_sell_is_sent_with_keys_and_client_order_id_and_read_back() {
     assert_eq!(o.status, OrderStatus::Accepted);
     assert_eq!(o.client_order_id, coid());
     assert_eq!(o.broker_order_id, "61e69015-8549-4bfd-b9c3-01e75843f47d");
+}
+
+#[tokio::test]
+async fn a_limit_close_sends_its_type_price_time_in_force_and_extended_hours() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v2/orders"))
+        .and(body_partial_json(json!({
+            "type": "limit", "limit_price": "187.25", "time_in_force": "gtc", "extended_hours": true
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(order_json("new", "0")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut limit = intent(AssetType::Equity, Side::Sell);
+    limit.options = closeflow_domain::OrderOptions {
+        time_in_force: closeflow_domain::TimeInForce::Gtc,
+        extended_hours: true,
+        ..closeflow_domain::OrderOptions::limit(
+            closeflow_domain::Price::new(Quantity::parse("187.25").unwrap()).unwrap(),
+        )
+    };
+    broker(&server, Duration::from_secs(2))
+        .await
+        .submit_order(&limit)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -95,6 +95,7 @@ impl ApiError {
             CloseRejection::ZeroQuantity => {
                 ApiError::bad_request("zero_quantity", "Position already has zero quantity")
             }
+            CloseRejection::InvalidOptions(e) => ApiError::bad_request(e.code(), e.to_string()),
             CloseRejection::InvalidState(s) => {
                 ApiError::bad_request("invalid_state", format!("Cannot close a position in state `{s}`"))
                     .with("position_status", json!(s.as_str()))

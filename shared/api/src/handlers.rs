@@ -8,8 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use closeflow_domain::json::from_slice_strict;
 use closeflow_domain::{
-    AccountId, AssetType, CloseCommand, CloseRequestId, Fingerprint, IdempotencyKey, Ignored, PositionId, Quantity,
-    RegisterDecision, RegisterPosition, RegisterRejection,
+    Access, AccountId, AssetType, CloseCommand, CloseRequestId, Fingerprint, IdempotencyKey, Ignored, ManageRejection,
+    OrderOptions, OrderType, PositionId, PositionStatus, Price, Quantity, RegisterDecision, RegisterPosition,
+    RegisterRejection, RetryCommand, TimeInForce,
 };
 use closeflow_store::{AggregateKey, CloseOutcome};
 use serde::Deserialize;
@@ -20,9 +21,10 @@ use crate::error::ApiError;
 use crate::extract::{Body, PathParam};
 #[allow(unused_imports)] // names used by the #[utoipa::path] annotations only
 use crate::openapi::{
-    BrokerWebhookErrors, CloseBody, ClosePositionErrors, CloseRequestIdParam, DecimalInput, GetCloseRequestErrors,
-    GetPositionErrors, IdempotencyKeyHeader, NonNegativeDecimalInput, PositionIdParam, PutPositionErrors,
-    WebhookBodyDoc, WebhookResult, WebhookUnknownOrder,
+    BrokerWebhookErrors, CancelErrors, CloseBody, ClosePositionErrors, CloseRequestIdParam, DecimalInput,
+    GetCloseRequestErrors, GetPositionErrors, GetStrategyErrors, IdempotencyKeyHeader, ListPositionsErrors,
+    ListPositionsParams, NonNegativeDecimalInput, PositionIdParam, PutPositionErrors, RetryBody, RetryErrors,
+    StrategyIdParam, WebhookBodyDoc, WebhookResult, WebhookUnknownOrder,
 };
 use crate::{views, AppState};
 
@@ -257,9 +259,99 @@ fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
     IdempotencyKey::parse(text).map_err(|e| ApiError::bad_request("invalid_idempotency_key", e.to_string()))
 }
 
-/// Fields a close body may carry in this version. Anything else is refused rather than
-/// ignored: silently ignoring `qty` would close the whole position.
-pub(crate) const CLOSE_BODY_FIELDS: &[&str] = &["cancel_open_orders", "reason"];
+/// Fields a close body may carry (alphabetical). Anything else is refused rather than
+/// ignored: a field silently ignored could close more, or otherwise, than was asked.
+pub(crate) const CLOSE_BODY_FIELDS: &[&str] = &[
+    "cancel_open_orders",
+    "extended_hours",
+    "limit_price",
+    "order_type",
+    "qty",
+    "reason",
+    "time_in_force",
+];
+
+/// Fields a retry body may carry: new order options for the attempts to come.
+pub(crate) const RETRY_BODY_FIELDS: &[&str] = &["extended_hours", "limit_price", "order_type", "time_in_force"];
+
+/// The typed order fields of a close or retry body, read from the raw bytes so decimals
+/// keep their exact text.
+#[derive(Deserialize, Default)]
+struct OrderFields {
+    #[serde(default)]
+    extended_hours: Option<bool>,
+    #[serde(default)]
+    limit_price: Option<Quantity>,
+    #[serde(default)]
+    order_type: Option<String>,
+    #[serde(default)]
+    qty: Option<Quantity>,
+    #[serde(default)]
+    time_in_force: Option<String>,
+}
+
+fn options_error(e: closeflow_domain::OptionsError) -> ApiError {
+    ApiError::bad_request(e.code(), e.to_string())
+}
+
+/// Parses and checks the order fields of a body (everything that needs no position).
+/// `None` when the body names no order option at all.
+fn order_fields(body: &Bytes) -> Result<(Option<OrderOptions>, Option<Quantity>), ApiError> {
+    let f: OrderFields = if body.iter().all(u8::is_ascii_whitespace) {
+        OrderFields::default()
+    } else {
+        from_slice_strict(body).map_err(|e| ApiError::invalid_body(format!("Invalid close body: {e}")))?
+    };
+    if let Some(q) = f.qty {
+        if q.is_zero() || q.is_negative() {
+            return Err(options_error(closeflow_domain::OptionsError::InvalidQty));
+        }
+    }
+    let named =
+        f.order_type.is_some() || f.limit_price.is_some() || f.time_in_force.is_some() || f.extended_hours.is_some();
+    if !named {
+        return Ok((None, f.qty));
+    }
+    let order_type = match f.order_type.as_deref() {
+        None => OrderType::Market,
+        Some(t) => {
+            OrderType::parse(t).ok_or_else(|| ApiError::invalid_body("order_type must be `market` or `limit`"))?
+        }
+    };
+    let limit_price = match f.limit_price {
+        None => None,
+        Some(p) => Some(
+            Price::new(p)
+                .ok_or_else(|| ApiError::bad_request("invalid_limit_price", "limit_price must be greater than 0"))?,
+        ),
+    };
+    let time_in_force = match f.time_in_force.as_deref() {
+        None => TimeInForce::Day,
+        Some(t) => TimeInForce::parse(t)
+            .ok_or_else(|| ApiError::bad_request("invalid_time_in_force", "time_in_force must be `day` or `gtc`"))?,
+    };
+    let options = OrderOptions {
+        order_type,
+        limit_price,
+        time_in_force,
+        extended_hours: f.extended_hours.unwrap_or(false),
+    };
+    options.validate_shape().map_err(options_error)?;
+    Ok((Some(options), f.qty))
+}
+
+/// Refuses a body that is not an object or carries a field outside `allowed`.
+fn only_fields(value: &Value, allowed: &[&str], what: &str) -> Result<(), ApiError> {
+    let Value::Object(map) = value else {
+        return Err(ApiError::invalid_body(format!("The {what} body must be a JSON object")));
+    };
+    if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::invalid_body(format!(
+            "Unsupported field `{unknown}` in {what} body"
+        )));
+    }
+    Ok(())
+}
 
 /// `cancel_open_orders` of a close body `close_body` accepted: `true` lets the submitter
 /// cancel the symbol's open orders that hold the quantity (default `false`).
@@ -274,15 +366,8 @@ fn cancel_open_orders(body: &Value) -> Result<bool, ApiError> {
 /// Parses the close body: the JSON value (for the fingerprint) and the reason.
 fn close_body(body: &Bytes) -> Result<(Value, Option<String>), ApiError> {
     let value = json_body(body)?;
-    let Value::Object(map) = &value else {
-        return Err(ApiError::invalid_body("The close body must be a JSON object"));
-    };
-    if let Some(unknown) = map.keys().find(|k| !CLOSE_BODY_FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::invalid_body(format!(
-            "Unsupported field `{unknown}` in close body"
-        )));
-    }
-    let reason = match map.get("reason") {
+    only_fields(&value, CLOSE_BODY_FIELDS, "close")?;
+    let reason = match value.get("reason") {
         None | Some(Value::Null) => None,
         Some(Value::String(r)) if (1..=256).contains(&r.len()) && !r.chars().any(char::is_control) => Some(r.clone()),
         Some(_) => {
@@ -313,7 +398,8 @@ fn close_body(body: &Bytes) -> Result<(Value, Option<String>), ApiError> {
             ),
             example = json!({"close_request_id": "0b9d5d8a-9c33-8e61-8000-000000000000", "position_id": "pos-1",
                 "position_status": "closing", "close_request_status": "pending", "target_qty": "10", "filled_qty": "0",
-                "orders": [], "poll_url": "/close-requests/0b9d5d8a-9c33-8e61-8000-000000000000", "poll_interval_ms": 1000})),
+                "orders": [], "partial": false, "poll_url": "/close-requests/0b9d5d8a-9c33-8e61-8000-000000000000",
+                "poll_interval_ms": 1000})),
         (status = 200, description = "Replay of the same key and body: the close request's current state",
             body = views::CloseAcceptedView,
             links(
@@ -335,8 +421,10 @@ pub async fn close_position(
     let who = signed_in(&app.auth, &headers, &ext)?;
     let id = position_id(&raw)?;
     let key = idempotency_key(&headers)?;
-    let (body, reason) = close_body(&body)?;
-    let cancel_open_orders = cancel_open_orders(&body)?;
+    let (value, reason) = close_body(&body)?;
+    let cancel_open_orders = cancel_open_orders(&value)?;
+    let (options, qty) = order_fields(&body)?;
+    let body = value;
     let cmd = CloseCommand {
         new_id: CloseRequestId::new(&id, app.random.random_bytes()),
         position_id: id,
@@ -345,6 +433,8 @@ pub async fn close_position(
         max_retries: app.config.max_retries,
         reason,
         cancel_open_orders,
+        qty,
+        options: options.unwrap_or(OrderOptions::MARKET),
         actor: who.actor,
         access: who.access,
         now: app.clock.now(),
@@ -392,7 +482,8 @@ pub async fn close_position(
                 "failure_reason": null,
                 "orders": [{"client_order_id": "0b9d5d8a-9c33-8e61-8000-000000000000-1", "broker_order_id": "sim-1",
                     "attempt": 1, "qty": "10", "status": "filled", "filled_qty": "10", "filled_avg_price": "187.5"}],
-                "waiting_on_broker": null})),
+                "waiting_on_broker": null, "position_qty": "10", "partial": false, "order_type": "market", "limit_price": null,
+                "time_in_force": "day", "extended_hours": false, "cancel_requested_at": null, "manual_retries": 0})),
         GetCloseRequestErrors
     ),
     security(("bearerAuth" = []))
@@ -435,6 +526,336 @@ pub async fn get_close_request(
         }
         _ => Err(close_request_not_found()),
     }
+}
+
+/// Parses a close request id from the path: a UUID closeflow did not mint names nothing.
+fn close_request_id(raw: &str) -> Result<CloseRequestId, ApiError> {
+    match CloseRequestId::parse(raw) {
+        Ok(id) => Ok(id),
+        Err(_) if uuid::Uuid::try_parse(raw).is_ok() => Err(close_request_not_found()),
+        Err(e) => Err(ApiError::bad_request("invalid_close_request_id", e.to_string())),
+    }
+}
+
+fn invalid_query(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_query", message)
+}
+
+/// The listing's cursor: the index position where the next page starts, hex-encoded so it
+/// is opaque and URL-safe.
+fn encode_cursor(next: &str) -> String {
+    hex::encode(next.as_bytes())
+}
+
+fn decode_cursor(text: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::bad_request("invalid_cursor", "cursor must be a next_cursor this API answered");
+    let bytes = hex::decode(text).map_err(|_| bad())?;
+    let sk = String::from_utf8(bytes).map_err(|_| bad())?;
+    // `{created_at}#{position_id}`: anything else was not answered here.
+    let (at, id) = sk.split_once('#').ok_or_else(bad)?;
+    if closeflow_domain::parse_timestamp(at).is_none() || PositionId::parse(id).is_err() {
+        return Err(bad());
+    }
+    Ok(sk)
+}
+
+fn valid_strategy_id(s: &str) -> bool {
+    (1..=128).contains(&s.len()) && !s.chars().any(char::is_control)
+}
+
+/// Lists the caller's positions, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/positions",
+    operation_id = "listPositions",
+    tag = "positions",
+    params(ListPositionsParams),
+    responses(
+        (status = 200, description = "A page of positions, newest first", body = views::PositionPageView,
+            example = json!({"positions": [{"position_id": "pos-1", "account_id": "acct-1", "symbol": "AAPL",
+                "asset_type": "equity", "quantity": "10", "avg_entry_price": "187.25", "strategy_id": null,
+                "status": "open", "active_close_request_id": null, "closed_at": null,
+                "created_at": "2026-01-02T15:00:00.000Z", "updated_at": "2026-01-02T15:00:00.000Z"}],
+                "next_cursor": null})),
+        ListPositionsErrors
+    ),
+    security(("bearerAuth" = []))
+)]
+#[tracing::instrument(name = "list_positions", skip_all)]
+pub async fn list_positions(
+    State(app): State<AppState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
+    ext: Extensions,
+) -> ApiResult {
+    let access = caller(&app.auth, &headers, &ext)?;
+    let (mut account, mut status, mut strategy, mut limit, mut cursor) = (None, None, None, 50usize, None);
+    let mut seen = std::collections::BTreeSet::new();
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if !seen.insert(k.to_string()) {
+            return Err(invalid_query(format!("`{k}` is given twice")));
+        }
+        match k.as_ref() {
+            "account_id" => {
+                account = Some(AccountId::parse(&v).map_err(|e| invalid_query(e.to_string()))?);
+            }
+            "status" => {
+                status = Some(PositionStatus::parse(&v).map_err(|e| invalid_query(e.to_string()))?);
+            }
+            "strategy_id" if valid_strategy_id(&v) => strategy = Some(v.to_string()),
+            "strategy_id" => return Err(invalid_query("strategy_id must be 1 to 128 printable characters")),
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=closeflow_store::listing::MAX_PAGE).contains(n))
+                    .ok_or_else(|| invalid_query("limit must be a whole number from 1 to 100"))?;
+            }
+            "cursor" => cursor = Some(decode_cursor(&v)?),
+            other => return Err(invalid_query(format!("unknown query parameter `{other}`"))),
+        }
+    }
+    // Naming another account is refused outright; without one, all of the caller's.
+    let accounts: Option<Vec<AccountId>> = match (&account, &access) {
+        (Some(a), _) if !access.allows(a) => return Err(forbidden()),
+        (Some(a), _) => Some(vec![a.clone()]),
+        (None, Access::Accounts(set)) => Some(set.iter().cloned().collect()),
+        (None, Access::All) => None,
+    };
+    let scope = match (strategy, accounts) {
+        (Some(strategy_id), accounts) => closeflow_store::Scope::Strategy { strategy_id, accounts },
+        (None, Some(accounts)) => closeflow_store::Scope::Accounts(accounts),
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "account_id_required",
+                "This caller may act on every account: name one with account_id (or a strategy_id)",
+            ))
+        }
+    };
+    let req = closeflow_store::ListRequest {
+        scope,
+        status,
+        after: cursor,
+        limit,
+    };
+    let page = app.store.list_positions(&req).await.map_err(app.store_error())?;
+    Ok(Json(views::PositionPageView {
+        positions: page.positions.iter().map(views::position).collect(),
+        next_cursor: page.next.as_deref().map(encode_cursor),
+    })
+    .into_response())
+}
+
+/// A strategy's legs and status. Legs of accounts the caller does not hold are left out; a
+/// strategy with none left answers 404.
+#[utoipa::path(
+    get,
+    path = "/strategies/{strategy_id}",
+    operation_id = "getStrategy",
+    tag = "positions",
+    params(StrategyIdParam),
+    responses(
+        (status = 200, description = "The strategy", body = views::StrategyView),
+        GetStrategyErrors
+    ),
+    security(("bearerAuth" = []))
+)]
+#[tracing::instrument(name = "get_strategy", skip_all, fields(strategy_id = %raw))]
+pub async fn get_strategy(
+    State(app): State<AppState>,
+    PathParam(raw): PathParam,
+    headers: HeaderMap,
+    ext: Extensions,
+) -> ApiResult {
+    let access = caller(&app.auth, &headers, &ext)?;
+    if !valid_strategy_id(&raw) {
+        return Err(ApiError::bad_request(
+            "invalid_strategy_id",
+            "strategy_id must be 1 to 128 printable characters",
+        ));
+    }
+    let accounts = match &access {
+        Access::All => None,
+        Access::Accounts(set) => Some(set.iter().cloned().collect()),
+    };
+    let mut legs = Vec::new();
+    let mut after = None;
+    // A strategy has a handful of legs; the bound only stops a runaway listing.
+    for _ in 0..10 {
+        let req = closeflow_store::ListRequest {
+            scope: closeflow_store::Scope::Strategy {
+                strategy_id: raw.clone(),
+                accounts: accounts.clone(),
+            },
+            status: None,
+            after: after.take(),
+            limit: closeflow_store::listing::MAX_PAGE,
+        };
+        let page = app.store.list_positions(&req).await.map_err(app.store_error())?;
+        legs.extend(page.positions);
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    if legs.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "strategy_not_found",
+            "Strategy not found",
+        ));
+    }
+    Ok(Json(views::StrategyView {
+        strategy_id: raw,
+        status: closeflow_domain::strategy_status(&legs).as_str(),
+        legs: legs.iter().map(views::position).collect(),
+    })
+    .into_response())
+}
+
+fn manage_error(r: ManageRejection) -> ApiError {
+    match r {
+        ManageRejection::NotFound => close_request_not_found(),
+        ManageRejection::NotCancelable => ApiError::new(
+            StatusCode::CONFLICT,
+            "not_cancelable",
+            "Nothing of this close is working at the broker",
+        ),
+        ManageRejection::NotRetryable(status) => ApiError::new(
+            StatusCode::CONFLICT,
+            "not_retryable",
+            "Only a failed close (position `close_failed`, nothing working at the broker) can be retried",
+        )
+        .with("position_status", json!(status.as_str())),
+        ManageRejection::IdempotencyKeyReused => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "This Idempotency-Key was already used on this position with a different request body",
+        ),
+        ManageRejection::InvalidOptions(e) => options_error(e),
+    }
+}
+
+/// The close request as stored now, for the caller.
+async fn current_close_request(app: &AppState, id: CloseRequestId) -> ApiResult {
+    let agg = app
+        .store
+        .aggregate(&AggregateKey::CloseRequest(id))
+        .await
+        .map_err(app.store_error())?;
+    match agg.as_ref().and_then(|a| a.close_request(&id)) {
+        Some((cr, orders)) => Ok(Json(views::close_request(cr, orders)).into_response()),
+        None => Err(close_request_not_found()),
+    }
+}
+
+/// Asks the broker to cancel a close's working order(s). The close ends by the usual rules
+/// once the broker confirms (nothing filled: position `open`; part filled:
+/// `close_retryable`, then `close_failed` for a human rather than an automatic retry).
+#[utoipa::path(
+    post,
+    path = "/close-requests/{close_request_id}/cancel",
+    operation_id = "cancelCloseRequest",
+    tag = "closes",
+    params(CloseRequestIdParam),
+    responses(
+        (status = 202, description = "The cancel reached the broker; the close request as it is now (it ends when \
+the broker confirms)", body = views::CloseRequestView),
+        CancelErrors
+    ),
+    security(("bearerAuth" = []))
+)]
+#[tracing::instrument(name = "cancel_close_request", skip_all, fields(close_request_id = %raw))]
+pub async fn cancel_close_request(
+    State(app): State<AppState>,
+    PathParam(raw): PathParam,
+    headers: HeaderMap,
+    ext: Extensions,
+) -> ApiResult {
+    let who = signed_in(&app.auth, &headers, &ext)?;
+    let id = close_request_id(&raw)?;
+    let outcome = closeflow_pipeline::cancel_close(
+        app.store.as_ref(),
+        app.broker.as_ref(),
+        app.clock.as_ref(),
+        &id,
+        &who.access,
+        &who.actor,
+    )
+    .await
+    .map_err(app.store_error())?;
+    match outcome {
+        closeflow_pipeline::CancelOutcome::Asked => {}
+        closeflow_pipeline::CancelOutcome::Refused(r) => return Err(manage_error(r)),
+        closeflow_pipeline::CancelOutcome::BrokerUnavailable(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "broker_unavailable",
+                "The broker did not confirm the cancel; the order may still be working. Ask again.",
+            ))
+        }
+    }
+    let mut resp = current_close_request(&app, id).await?;
+    *resp.status_mut() = StatusCode::ACCEPTED;
+    Ok(resp)
+}
+
+/// Starts a new attempt of a failed close for what remains (same close request, next
+/// client order id), optionally with new order options.
+#[utoipa::path(
+    post,
+    path = "/close-requests/{close_request_id}/retry",
+    operation_id = "retryCloseRequest",
+    tag = "closes",
+    params(CloseRequestIdParam, IdempotencyKeyHeader),
+    request_body(content = RetryBody, description = "Optional; an empty body keeps the close's order options",
+        example = json!({"order_type": "limit", "limit_price": "187.5"})),
+    responses(
+        (status = 202, description = "A new attempt is pending", body = views::CloseRequestView),
+        (status = 200, description = "Replay of the same key and body: the close request as it is now",
+            body = views::CloseRequestView),
+        RetryErrors
+    ),
+    security(("bearerAuth" = []))
+)]
+#[tracing::instrument(name = "retry_close_request", skip_all, fields(close_request_id = %raw))]
+pub async fn retry_close_request(
+    State(app): State<AppState>,
+    PathParam(raw): PathParam,
+    headers: HeaderMap,
+    ext: Extensions,
+    Body(body): Body,
+) -> ApiResult {
+    let who = signed_in(&app.auth, &headers, &ext)?;
+    let id = close_request_id(&raw)?;
+    let key = idempotency_key(&headers)?;
+    let value = json_body(&body)?;
+    only_fields(&value, RETRY_BODY_FIELDS, "retry")?;
+    let (options, _) = order_fields(&body)?;
+    let cmd = RetryCommand {
+        close_request_id: id,
+        idempotency_key: key,
+        // Apart from any close body: a key used for a close never replays as a retry.
+        fingerprint: Fingerprint::of_body(&json!({ "retry": value })),
+        options,
+        actor: who.actor,
+        access: who.access,
+        now: app.clock.now(),
+    };
+    let (agg, replayed) = app
+        .store
+        .retry_close(&cmd)
+        .await
+        .map_err(app.store_error())?
+        .map_err(manage_error)?;
+    let (cr, orders) = agg.close_request(&id).ok_or_else(close_request_not_found)?;
+    let status = if replayed {
+        StatusCode::OK
+    } else {
+        tracing::info!(close_request_id = %id, attempt = cr.current_attempt(), "manual retry started");
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(views::close_request(cr, orders))).into_response())
 }
 
 pub async fn route_not_found() -> ApiError {

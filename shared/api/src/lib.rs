@@ -73,6 +73,8 @@ pub struct AppState {
     /// HMAC secret of the broker webhook. Empty: every webhook call is refused (401).
     pub webhook_secret: Arc<Vec<u8>>,
     pub auth: auth::Auth,
+    /// The broker, for what the API asks of it directly: canceling a close's working orders.
+    pub broker: Arc<dyn closeflow_pipeline::Broker>,
 }
 
 impl AppState {
@@ -91,8 +93,60 @@ impl AppState {
             webhook_secret: Arc::new(Vec::new()),
             // Secure by default: no token is valid until one is configured.
             auth: auth::Auth::Tokens(Arc::new(Default::default())),
+            broker: Arc::new(NoBroker),
         }
     }
+
+    /// The same state with this broker.
+    pub fn with_broker(mut self, broker: Arc<dyn closeflow_pipeline::Broker>) -> Self {
+        self.broker = broker;
+        self
+    }
+}
+
+/// A state without a broker answers every broker call as unreachable: a cancel is then
+/// refused (`broker_unavailable`), never assumed.
+struct NoBroker;
+
+#[async_trait::async_trait]
+impl closeflow_pipeline::Broker for NoBroker {
+    async fn submit_order(
+        &self,
+        _: &closeflow_domain::OrderIntent,
+    ) -> Result<closeflow_pipeline::BrokerOrder, closeflow_pipeline::BrokerError> {
+        Err(no_broker())
+    }
+    async fn get_order_by_client_id(
+        &self,
+        _: &closeflow_domain::AccountId,
+        _: &closeflow_domain::ClientOrderId,
+    ) -> Result<closeflow_pipeline::BrokerOrder, closeflow_pipeline::BrokerError> {
+        Err(no_broker())
+    }
+    async fn cancel_order(
+        &self,
+        _: &closeflow_domain::AccountId,
+        _: &str,
+    ) -> Result<(), closeflow_pipeline::BrokerError> {
+        Err(no_broker())
+    }
+    async fn list_positions(
+        &self,
+        _: &closeflow_domain::AccountId,
+    ) -> Result<Vec<closeflow_pipeline::broker::BrokerPosition>, closeflow_pipeline::BrokerError> {
+        Err(no_broker())
+    }
+    async fn open_orders(
+        &self,
+        _: &closeflow_domain::AccountId,
+        _: &str,
+    ) -> Result<Vec<closeflow_pipeline::broker::OpenOrder>, closeflow_pipeline::BrokerError> {
+        Err(no_broker())
+    }
+}
+
+fn no_broker() -> closeflow_pipeline::BrokerError {
+    closeflow_pipeline::BrokerError::Ambiguous("no broker configured".into())
 }
 
 /// Which routes a router serves. Each Lambda function serves only its own: the http-api
@@ -157,6 +211,18 @@ fn route_table(routes: Routes) -> Vec<(Method, &'static str, MethodRouter<AppSta
                 Method::GET,
                 "/accounts/{account_id}/audit",
                 get(audit::get_account_audit),
+            ),
+            (Method::GET, "/positions", get(handlers::list_positions)),
+            (Method::GET, "/strategies/{strategy_id}", get(handlers::get_strategy)),
+            (
+                Method::POST,
+                "/close-requests/{close_request_id}/cancel",
+                post(handlers::cancel_close_request),
+            ),
+            (
+                Method::POST,
+                "/close-requests/{close_request_id}/retry",
+                post(handlers::retry_close_request),
             ),
             // Public: the contract and its page describe the API and change nothing.
             (Method::GET, openapi::OPENAPI_PATH, get(openapi::openapi_json)),

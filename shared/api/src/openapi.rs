@@ -46,6 +46,10 @@ Authentication: `Authorization: Bearer <token>` (a JWT verified by API Gateway i
         handlers::get_position,
         handlers::close_position,
         handlers::get_close_request,
+        handlers::list_positions,
+        handlers::get_strategy,
+        handlers::cancel_close_request,
+        handlers::retry_close_request,
         handlers::broker_webhook,
         crate::audit::get_position_audit,
         crate::audit::get_account_audit,
@@ -108,15 +112,20 @@ struct OptionalCloseBody;
 
 impl Modify for OptionalCloseBody {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let body = openapi
-            .paths
-            .paths
-            .get_mut("/positions/{position_id}/close")
-            .and_then(|item| item.post.as_mut())
-            .and_then(|op| op.request_body.as_mut())
-            .expect("the close operation has a documented body");
-        if let RefOr::T(body) = body {
-            body.required = Some(Required::False);
+        for path in [
+            "/positions/{position_id}/close",
+            "/close-requests/{close_request_id}/retry",
+        ] {
+            let body = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.post.as_mut())
+                .and_then(|op| op.request_body.as_mut())
+                .expect("the operation has a documented body");
+            if let RefOr::T(body) = body {
+                body.required = Some(Required::False);
+            }
         }
     }
 }
@@ -239,6 +248,21 @@ enum_schema!(
     OrderStatus::ALL.iter().map(|s| s.as_str())
 );
 enum_schema!(AssetTypeSchema, "AssetType", ["equity", "option"]);
+enum_schema!(
+    OrderTypeSchema,
+    "OrderType",
+    closeflow_domain::OrderType::ALL.iter().map(|t| t.as_str())
+);
+enum_schema!(
+    TimeInForceSchema,
+    "TimeInForce",
+    closeflow_domain::TimeInForce::ALL.iter().map(|t| t.as_str())
+);
+enum_schema!(
+    StrategyStatusSchema,
+    "StrategyStatus",
+    closeflow_domain::StrategyStatus::ALL.iter().map(|s| s.as_str())
+);
 
 /// Every error answer. `error` is a stable code; each response narrows it to the codes that
 /// status can carry on that operation.
@@ -257,7 +281,7 @@ pub struct ErrorBody {
     /// `quota_exceeded`: the account's limit of live positions.
     #[schema(minimum = 0)]
     pub limit: Option<u64>,
-    /// `invalid_state`, `position_not_open`: the position's status.
+    /// `invalid_state`, `position_not_open`, `not_retryable`: the position's status.
     #[schema(value_type = Option<PositionStatusSchema>)]
     pub position_status: Option<String>,
 }
@@ -291,6 +315,42 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
         "Idempotency-Key: 1 to 255 printable ASCII characters",
     ),
     ("zero_quantity", "the position already has zero quantity"),
+    (
+        "invalid_qty",
+        "qty must be greater than 0 and at most the position's absolute quantity",
+    ),
+    (
+        "invalid_limit_price",
+        "limit_price is required for a limit order (> 0) and refused for a market order",
+    ),
+    (
+        "invalid_time_in_force",
+        "time_in_force must be `day` or `gtc`; option orders are `day` only",
+    ),
+    ("invalid_extended_hours", "extended_hours is only for limit orders"),
+    (
+        "invalid_query",
+        "an unknown, repeated or invalid query parameter (account_id, status, strategy_id, limit 1 to 100)",
+    ),
+    ("invalid_cursor", "cursor is not a next_cursor this API answered"),
+    (
+        "account_id_required",
+        "the caller may act on every account: name one with account_id (or a strategy_id)",
+    ),
+    ("invalid_strategy_id", "strategy_id: 1 to 128 printable characters"),
+    (
+        "strategy_not_found",
+        "no position of the caller's accounts carries this strategy_id",
+    ),
+    ("not_cancelable", "nothing of this close is working at the broker"),
+    (
+        "not_retryable",
+        "only a failed close (position `close_failed`, nothing working) can be retried (`position_status`)",
+    ),
+    (
+        "broker_unavailable",
+        "the broker did not confirm the cancel; the order may still be working, ask again",
+    ),
     (
         "invalid_state",
         "the position's status does not allow a close (`position_status` says which)",
@@ -559,6 +619,10 @@ errors!(
                 "invalid_position_id",
                 "zero_quantity",
                 "invalid_state",
+                "invalid_qty",
+                "invalid_limit_price",
+                "invalid_time_in_force",
+                "invalid_extended_hours",
             ],
             || json!({"error": "missing_idempotency_key", "message": "The Idempotency-Key header is required"})
         ),
@@ -614,6 +678,77 @@ errors!(
         ),
         err(StatusCode::CONFLICT, &["position_locked"]),
         body_too_large(),
+        rate_limited(),
+        headers_too_large(),
+        internal(),
+    ]
+);
+
+errors!(
+    ListPositionsErrors,
+    [
+        err(
+            StatusCode::BAD_REQUEST,
+            &["invalid_query", "invalid_cursor", "account_id_required"]
+        ),
+        err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
+        err(StatusCode::FORBIDDEN, &["forbidden"]),
+        err(StatusCode::CONFLICT, &["position_locked"]),
+        rate_limited(),
+        headers_too_large(),
+        internal(),
+    ]
+);
+
+errors!(
+    GetStrategyErrors,
+    [
+        err(StatusCode::BAD_REQUEST, &["invalid_path", "invalid_strategy_id"]),
+        err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
+        err(StatusCode::NOT_FOUND, &["strategy_not_found"]),
+        err(StatusCode::CONFLICT, &["position_locked"]),
+        rate_limited(),
+        headers_too_large(),
+        internal(),
+    ]
+);
+
+errors!(
+    CancelErrors,
+    [
+        err(StatusCode::BAD_REQUEST, &["invalid_path", "invalid_close_request_id"]),
+        err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
+        err(StatusCode::NOT_FOUND, &["close_request_not_found"]),
+        err(StatusCode::CONFLICT, &["not_cancelable", "position_locked"]),
+        body_too_large(),
+        rate_limited(),
+        headers_too_large(),
+        err(StatusCode::BAD_GATEWAY, &["broker_unavailable"]),
+        internal(),
+    ]
+);
+
+errors!(
+    RetryErrors,
+    [
+        err(
+            StatusCode::BAD_REQUEST,
+            &[
+                "missing_idempotency_key",
+                "invalid_idempotency_key",
+                "invalid_body",
+                "invalid_path",
+                "invalid_close_request_id",
+                "invalid_limit_price",
+                "invalid_time_in_force",
+                "invalid_extended_hours",
+            ]
+        ),
+        err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
+        err(StatusCode::NOT_FOUND, &["close_request_not_found"]),
+        err(StatusCode::CONFLICT, &["not_retryable", "position_locked"]),
+        body_too_large(),
+        err(StatusCode::UNPROCESSABLE_ENTITY, &["idempotency_key_reused"]),
         rate_limited(),
         headers_too_large(),
         internal(),
@@ -686,6 +821,81 @@ impl IntoParams for CloseRequestIdParam {
     }
 }
 
+pub struct StrategyIdParam;
+
+impl IntoParams for StrategyIdParam {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![path_param(
+            "strategy_id",
+            "The strategy_id its legs were registered with: 1 to 128 printable characters.",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(128))
+                .pattern(Some(r"^[^\x00-\x1F\x7F-\x9F]+$")),
+            "ic-1",
+        )]
+    }
+}
+
+fn query_param(name: &str, description: &str, schema: ObjectBuilder) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(schema))
+        .build()
+}
+
+/// The query of `GET /positions`; other parameters are refused (`invalid_query`).
+pub struct ListPositionsParams;
+
+impl IntoParams for ListPositionsParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            query_param(
+                "account_id",
+                "One of the caller's accounts (another: 403 `forbidden`). Without it, all of the caller's; a caller holding every account must name one (or a strategy_id).",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(r"^[A-Za-z0-9._:-]{1,64}$")),
+            ),
+            query_param(
+                "status",
+                "Only positions in this status (a filtered page may hold fewer than `limit` and still have a next_cursor).",
+                ObjectBuilder::new().schema_type(Type::String).enum_values(Some(
+                    PositionStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                )),
+            ),
+            query_param(
+                "strategy_id",
+                "Only the legs of this strategy.",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(128))
+                    .pattern(Some(r"^[^\x00-\x1F\x7F-\x9F]+$")),
+            ),
+            query_param(
+                "limit",
+                "Page size, 1 to 100 (default 50).",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1.0))
+                    .maximum(Some(100.0)),
+            ),
+            query_param(
+                "cursor",
+                "The `next_cursor` of the previous page.",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^([0-9a-f]{2})+$")),
+            ),
+        ]
+    }
+}
+
 pub struct IdempotencyKeyHeader;
 
 impl IntoParams for IdempotencyKeyHeader {
@@ -722,9 +932,38 @@ pub struct CloseBody {
     /// them (closeflow's own orders excepted), wait for the broker to confirm, and close.
     /// Without it such a close fails with `blocked_by_open_orders`. Default `false`.
     pub cancel_open_orders: Option<bool>,
+    /// Only for `limit` orders: may trade outside regular hours.
+    pub extended_hours: Option<bool>,
+    /// Required for (and only for) `order_type: limit`; every attempt keeps it.
+    #[schema(value_type = Option<NonNegativeDecimalInput>)]
+    pub limit_price: Option<String>,
+    /// `market` (default) or `limit`.
+    #[schema(inline, value_type = Option<OrderTypeSchema>)]
+    pub order_type: Option<String>,
+    /// Close only this much (0 < qty <= |quantity|): the rest stays open once it filled.
+    #[schema(value_type = Option<NonNegativeDecimalInput>)]
+    pub qty: Option<String>,
     /// Why the position is closed (kept on the close request).
     #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]+$")]
     pub reason: Option<String>,
+    /// `day` (default) or `gtc`; option orders are `day` only.
+    #[schema(inline, value_type = Option<TimeInForceSchema>)]
+    pub time_in_force: Option<String>,
+}
+
+/// Body of `POST /close-requests/{close_request_id}/retry`: new order options for this and
+/// later attempts (empty: the close's own). Mirrors the handler's `RETRY_BODY_FIELDS`.
+#[derive(ToSchema)]
+#[schema(as = RetryBody)]
+#[allow(dead_code)] // only its schema is used
+pub struct RetryBody {
+    pub extended_hours: Option<bool>,
+    #[schema(value_type = Option<NonNegativeDecimalInput>)]
+    pub limit_price: Option<String>,
+    #[schema(inline, value_type = Option<OrderTypeSchema>)]
+    pub order_type: Option<String>,
+    #[schema(inline, value_type = Option<TimeInForceSchema>)]
+    pub time_in_force: Option<String>,
 }
 
 /// Body of `POST /webhooks/broker` (`closeflow_pipeline::webhook::WebhookBody`, which refuses
@@ -881,5 +1120,15 @@ mod tests {
             .map(String::as_str)
             .collect();
         assert_eq!(props, handlers::CLOSE_BODY_FIELDS);
+        let props: Vec<&str> = doc["components"]["schemas"]["RetryBody"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(props, handlers::RETRY_BODY_FIELDS);
+        let mut sorted = handlers::CLOSE_BODY_FIELDS.to_vec();
+        sorted.sort();
+        assert_eq!(sorted, handlers::CLOSE_BODY_FIELDS, "kept alphabetical");
     }
 }

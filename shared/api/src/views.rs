@@ -77,6 +77,8 @@ pub struct CloseAcceptedView {
     #[schema(value_type = Decimal)]
     pub filled_qty: Quantity,
     pub orders: Vec<OrderView>,
+    /// Closes part of the position (`target_qty` below its quantity).
+    pub partial: bool,
     /// Where to poll the close request (`GET /close-requests/{close_request_id}`).
     pub poll_url: String,
     #[schema(minimum = 0)]
@@ -92,6 +94,7 @@ pub fn close_accepted(p: &Position, cr: &CloseRequest, list: &[Order], poll_inte
         target_qty: cr.target_qty,
         filled_qty: cr.filled_qty,
         orders: orders(list),
+        partial: cr.is_partial(),
         poll_url: poll_url(cr),
         poll_interval_ms,
     }
@@ -164,6 +167,26 @@ pub struct CloseRequestView {
     /// refused credentials): it stays in flight and goes on by itself once the broker
     /// answers again.
     pub waiting_on_broker: Option<WaitingOnBrokerView>,
+    /// |quantity| of the position when the close began.
+    #[schema(value_type = Decimal)]
+    pub position_qty: Quantity,
+    /// Closes part of the position (`target_qty` < `position_qty`): once completed, the
+    /// position stays `open` with the rest.
+    pub partial: bool,
+    #[schema(inline, value_type = crate::openapi::OrderTypeSchema)]
+    pub order_type: &'static str,
+    /// The limit price of every attempt (limit closes).
+    #[schema(value_type = Option<Decimal>)]
+    pub limit_price: Option<Quantity>,
+    #[schema(inline, value_type = crate::openapi::TimeInForceSchema)]
+    pub time_in_force: &'static str,
+    pub extended_hours: bool,
+    /// When a cancel was asked; it counts once the broker confirms.
+    #[schema(format = DateTime)]
+    pub cancel_requested_at: Option<String>,
+    /// Attempts started by `POST /close-requests/{id}/retry`.
+    #[schema(minimum = 0)]
+    pub manual_retries: u32,
 }
 
 /// Why a close in flight waits on the broker.
@@ -202,5 +225,32 @@ pub fn close_request(cr: &CloseRequest, list: &[Order]) -> CloseRequestView {
         failure_reason: cr.failure_reason.clone(),
         orders: orders(list),
         waiting_on_broker: None,
+        position_qty: cr.position_qty,
+        partial: cr.is_partial(),
+        order_type: cr.options.order_type.as_str(),
+        limit_price: cr.options.limit_price.map(|p| p.value()),
+        time_in_force: cr.options.time_in_force.as_str(),
+        extended_hours: cr.options.extended_hours,
+        cancel_requested_at: time(&cr.cancel_requested_at),
+        manual_retries: cr.manual_retries,
     }
+}
+
+/// A page of positions, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = PositionPage)]
+pub struct PositionPageView {
+    pub positions: Vec<PositionView>,
+    /// Pass as `cursor` for the next page; `null`: this is the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A strategy: its legs (the positions sharing its `strategy_id`) and its status.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Strategy)]
+pub struct StrategyView {
+    pub strategy_id: String,
+    #[schema(inline, value_type = crate::openapi::StrategyStatusSchema)]
+    pub status: &'static str,
+    pub legs: Vec<PositionView>,
 }

@@ -51,6 +51,10 @@ pub struct CloseCommand {
     pub cancel_open_orders: bool,
     /// Who asks (the signed-in caller, `guard:<id>`, ...), for the audit trail.
     pub actor: String,
+    /// Close only this much (a partial close); `None`: the whole position.
+    pub qty: Option<crate::Quantity>,
+    /// The order every attempt places.
+    pub options: crate::OrderOptions,
     /// The caller's accounts: a close of another account's position is refused.
     pub access: crate::Access,
     pub now: Timestamp,
@@ -68,6 +72,8 @@ pub enum CloseRejection {
     },
     ZeroQuantity,
     InvalidState(PositionStatus),
+    /// `qty` or the order options do not fit this position (nothing written).
+    InvalidOptions(crate::OptionsError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +86,8 @@ pub enum CloseDecision {
 }
 
 /// Decides a close command against the current aggregate. The order of checks is the
-/// seed's: existence, idempotency, in-flight close, state, quantity.
+/// seed's: existence, idempotency, in-flight close, state, quantity; then the close's own
+/// options against this position (partial `qty`, order options for its asset type).
 pub fn decide_close(current: Option<&PositionAggregate>, cmd: &CloseCommand) -> CloseDecision {
     let Some(agg) = current.filter(|a| a.position.id == cmd.position_id) else {
         return CloseDecision::Reject(CloseRejection::PositionNotFound);
@@ -108,6 +115,13 @@ pub fn decide_close(current: Option<&PositionAggregate>, cmd: &CloseCommand) -> 
     if position.quantity.is_zero() {
         return CloseDecision::Reject(CloseRejection::ZeroQuantity);
     }
+    if let Err(e) = cmd.options.validate_for(position.asset_type) {
+        return CloseDecision::Reject(CloseRejection::InvalidOptions(e));
+    }
+    let target_qty = match crate::options::close_qty(cmd.qty, position.quantity) {
+        Ok(q) => q,
+        Err(e) => return CloseDecision::Reject(CloseRejection::InvalidOptions(e)),
+    };
     let status = match position.status.apply(PositionEvent::CloseAccepted) {
         Ok(s) => s,
         Err(_) => return CloseDecision::Reject(CloseRejection::InvalidState(position.status)),
@@ -139,7 +153,7 @@ pub fn decide_close(current: Option<&PositionAggregate>, cmd: &CloseCommand) -> 
         position_id: position.id.clone(),
         idempotency_key: cmd.idempotency_key.clone(),
         status: CloseRequestStatus::Pending,
-        target_qty: position.quantity.abs(),
+        target_qty,
         filled_qty: crate::Quantity::ZERO,
         retry_count: 0,
         redrives: 0,
@@ -151,6 +165,10 @@ pub fn decide_close(current: Option<&PositionAggregate>, cmd: &CloseCommand) -> 
         submitted_at: None,
         completed_at: None,
         updated_at: cmd.now,
+        position_qty: position.quantity.abs(),
+        options: cmd.options,
+        cancel_requested_at: None,
+        manual_retries: 0,
     });
     CloseDecision::Create(Box::new(next))
 }
@@ -185,6 +203,8 @@ mod tests {
             max_retries: 3,
             reason: None,
             cancel_open_orders: false,
+            qty: None,
+            options: crate::OrderOptions::MARKET,
             access: crate::Access::All,
             now: now(),
         }
@@ -233,6 +253,47 @@ mod tests {
                 active_close_request_id: Some(first_id)
             })
         );
+    }
+
+    #[test]
+    fn a_partial_limit_close_targets_its_qty_and_keeps_its_price() {
+        let agg = aggregate(-10, PositionStatus::Open);
+        let mut c = cmd("k1", serde_json::json!({"qty": "4"}), 1);
+        c.qty = Some(Quantity::from(4));
+        c.options = crate::OrderOptions::limit(crate::Price::new(Quantity::from(5)).unwrap());
+        let next = created(decide_close(Some(&agg), &c));
+        let cr = next.latest_close_request.as_ref().unwrap();
+        assert_eq!(
+            (cr.target_qty, cr.position_qty),
+            (Quantity::from(4), Quantity::from(10))
+        );
+        assert!(cr.is_partial());
+        assert_eq!(cr.options, c.options);
+        assert!(check_invariants(&next.position, Some(cr)).is_empty());
+    }
+
+    #[test]
+    fn options_that_do_not_fit_the_position_are_refused_with_their_code() {
+        use crate::OptionsError as E;
+        let agg = aggregate(3, PositionStatus::Open);
+        let mut c = cmd("k1", serde_json::json!({}), 1);
+        c.qty = Some(Quantity::from(4));
+        assert_eq!(
+            decide_close(Some(&agg), &c),
+            CloseDecision::Reject(CloseRejection::InvalidOptions(E::InvalidQty))
+        );
+        let mut option = aggregate(3, PositionStatus::Open);
+        option.position.asset_type = crate::AssetType::Option;
+        let mut c = cmd("k1", serde_json::json!({}), 1);
+        c.options = crate::OrderOptions {
+            time_in_force: crate::TimeInForce::Gtc,
+            ..crate::OrderOptions::limit(crate::Price::new(Quantity::from(1)).unwrap())
+        };
+        assert_eq!(
+            decide_close(Some(&option), &c),
+            CloseDecision::Reject(CloseRejection::InvalidOptions(E::InvalidTimeInForce))
+        );
+        assert!(matches!(decide_close(Some(&agg), &c), CloseDecision::Create(_)));
     }
 
     #[test]

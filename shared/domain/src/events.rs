@@ -66,7 +66,13 @@ pub fn events_for(before: Option<&PositionAggregate>, after: &PositionAggregate)
                     failure.or_else(|| Some("close failed; needs attention".into())),
                 ));
             }
-            P::Open => out.push(event("PositionReopened", failure)),
+            P::Open => {
+                // A completed partial close leaves the rest open: say what it closed.
+                let partial = cr
+                    .filter(|c| c.status == crate::CloseRequestStatus::Completed && c.is_partial())
+                    .map(|c| format!("partially closed: {} of {} filled", c.filled_qty, c.position_qty));
+                out.push(event("PositionReopened", partial.or(failure)))
+            }
         }
     }
     let new_alert = after

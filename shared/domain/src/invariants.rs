@@ -25,16 +25,20 @@ pub enum Violation {
     NegativeFill,
     FilledExceedsTarget,
     RetriesExceeded,
+    /// A close for more than the position held when it began.
+    TargetExceedsPosition,
 }
 
 /// Returns every violated invariant (empty when consistent).
 pub fn check_invariants(position: &Position, latest: Option<&CloseRequest>) -> Vec<Violation> {
     let mut out = Vec::new();
     let cr_status = latest.map(|c| c.status);
+    let partial = latest.is_some_and(CloseRequest::is_partial);
     let pair_ok = match position.status {
-        P::Open => matches!(cr_status, None | Some(C::Failed)),
+        // A completed partial close leaves the rest of the position open.
+        P::Open => matches!(cr_status, None | Some(C::Failed)) || (cr_status == Some(C::Completed) && partial),
         P::Closing => matches!(cr_status, Some(C::Pending | C::Submitted)),
-        P::Closed => cr_status == Some(C::Completed),
+        P::Closed => cr_status == Some(C::Completed) && !partial,
         P::CloseRetryable => cr_status == Some(C::Retryable),
         P::CloseFailed => cr_status == Some(C::Failed),
     };
@@ -80,6 +84,9 @@ pub fn check_invariants(position: &Position, latest: Option<&CloseRequest>) -> V
         }
         if cr.retry_count > cr.max_retries {
             out.push(Violation::RetriesExceeded);
+        }
+        if cr.target_qty > cr.position_qty {
+            out.push(Violation::TargetExceedsPosition);
         }
     }
     out
@@ -133,6 +140,10 @@ mod tests {
             submitted_at: None,
             completed_at: None,
             updated_at: t(),
+            position_qty: Quantity::from(10),
+            options: crate::OrderOptions::MARKET,
+            cancel_requested_at: None,
+            manual_retries: 0,
         }
     }
 
@@ -150,6 +161,21 @@ mod tests {
         let r = request(C::Retryable, 4);
         assert!(check_invariants(&position(P::CloseRetryable, Some(r.id)), Some(&r)).is_empty());
         assert!(check_invariants(&position(P::CloseFailed, None), Some(&request(C::Failed, 0))).is_empty());
+    }
+
+    #[test]
+    fn a_completed_partial_close_pairs_with_open_and_a_full_one_with_closed() {
+        let mut partial = request(C::Completed, 4);
+        partial.target_qty = Quantity::from(4);
+        assert!(check_invariants(&position(P::Open, None), Some(&partial)).is_empty());
+        let mut closed = position(P::Closed, None);
+        closed.closed_at = Some(t());
+        assert!(!check_invariants(&closed, Some(&partial)).is_empty());
+        assert!(!check_invariants(&position(P::Open, None), Some(&request(C::Completed, 10))).is_empty());
+        let mut over = request(C::Pending, 0);
+        over.target_qty = Quantity::from(11);
+        assert!(check_invariants(&position(P::Closing, Some(over.id)), Some(&over))
+            .contains(&Violation::TargetExceedsPosition));
     }
 
     #[test]

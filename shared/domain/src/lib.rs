@@ -13,13 +13,16 @@ pub mod ids;
 pub mod invariants;
 pub mod json;
 pub mod lifecycle;
+pub mod manage;
 pub mod model;
+pub mod options;
 pub mod order;
 pub mod pnl;
 pub mod quantity;
 pub mod reconcile;
 pub mod register;
 pub mod status;
+pub mod strategy;
 pub mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -37,12 +40,15 @@ pub use lifecycle::{
     apply_order_update, intent_for, outbox_message, record_submission, total_filled, watch_delay, watch_for, Applied,
     OrderIntent, SubmitAnswer, SubmitRequest,
 };
+pub use manage::{decide_cancel, decide_retry, CancelDecision, ManageRejection, RetryCommand, RetryDecision};
 pub use model::{AssetType, CloseRequest, IdempotencyRecord, PastClose, Position, PositionAggregate, Side};
+pub use options::{close_qty, OptionsError, OrderOptions, OrderType, Price, TimeInForce};
 pub use order::{merge_order_update, ClientOrderId, Ignored, Merge, Order, OrderStatus, OrderUpdate};
 pub use quantity::{DecimalError, Quantity};
 pub use reconcile::{after_lookup, attention_since, expire, expiry_at, reconcile, Alert, Due, Expire, Lookup, Policy};
 pub use register::{decide_register, RegisterDecision, RegisterPosition, RegisterRejection};
 pub use status::{CloseRequestStatus, PositionStatus, UnknownStatus};
+pub use strategy::{strategy_status, StrategyStatus};
 pub use transition::{CloseRequestEvent, IllegalTransition, PositionEvent};
 
 /// Timestamps are kept at millisecond precision everywhere so that every store

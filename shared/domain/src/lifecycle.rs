@@ -38,6 +38,7 @@ pub fn outbox_message(before: Option<&PositionAggregate>, after: &PositionAggreg
         old.id == cr.id
             && old.status == CloseRequestStatus::Pending
             && old.retry_count == cr.retry_count
+            && old.manual_retries == cr.manual_retries
             && old.redrives == cr.redrives
     });
     (!was_waiting).then(|| SubmitRequest {
@@ -79,6 +80,8 @@ pub struct OrderIntent {
     pub asset_type: AssetType,
     pub side: Side,
     pub qty: Quantity,
+    /// Market or limit (with its price), time in force, extended hours: the close's own.
+    pub options: crate::OrderOptions,
 }
 
 /// The order to place if the close request still waits for this attempt; `None` when a
@@ -97,6 +100,7 @@ pub fn intent_for(agg: &PositionAggregate, req: &SubmitRequest) -> Option<OrderI
         asset_type: agg.position.asset_type,
         side: agg.position.close_side(),
         qty: cr.remaining_qty(),
+        options: cr.options,
     })
 }
 
@@ -292,7 +296,10 @@ fn settle(agg: &mut PositionAggregate, filled: Quantity, ended_at: Timestamp) ->
         return Ok(());
     }
     let remaining = cr.remaining_qty();
-    let (p, c) = if remaining.is_zero() || remaining.is_negative() {
+    let partial_done = cr.is_partial() && (remaining.is_zero() || remaining.is_negative());
+    let (p, c) = if partial_done {
+        (PositionEvent::PartialCloseFilled, CloseRequestEvent::FullyFilled)
+    } else if remaining.is_zero() || remaining.is_negative() {
         (PositionEvent::FullyFilled, CloseRequestEvent::FullyFilled)
     } else if filled.is_zero() {
         (PositionEvent::EndedUnfilled, CloseRequestEvent::EndedUnfilled)
@@ -313,6 +320,15 @@ fn settle(agg: &mut PositionAggregate, filled: Quantity, ended_at: Timestamp) ->
         PositionStatus::Open => {
             cr.completed_at = Some(ended_at);
             agg.position.active_close_request_id = None;
+            if partial_done {
+                // What filled leaves the position; the rest stays open, same direction.
+                let rest = cr.position_qty.minus(cr.filled_qty);
+                agg.position.quantity = if agg.position.quantity.is_negative() {
+                    Quantity::ZERO.minus(rest)
+                } else {
+                    rest
+                };
+            }
         }
         _ => {}
     }
@@ -360,6 +376,8 @@ mod tests {
             max_retries: 3,
             reason: None,
             cancel_open_orders: false,
+            qty: None,
+            options: crate::OrderOptions::MARKET,
             access: crate::Access::All,
             now: t(0),
         };
@@ -432,6 +450,36 @@ mod tests {
         );
         assert_eq!(agg.position.closed_at, Some(t(2)));
         consistent(&agg);
+    }
+
+    #[test]
+    fn a_partial_close_that_fills_leaves_the_rest_open_and_a_full_one_closes() {
+        let (mut agg, msg) = closing();
+        // Close 4 of a short 10 with a limit order.
+        agg.position.quantity = Quantity::from(-10);
+        let cr = agg.latest_close_request.as_mut().unwrap();
+        cr.target_qty = Quantity::from(4);
+        cr.options = crate::OrderOptions::limit(crate::Price::new(Quantity::from(3)).unwrap());
+        let options = cr.options;
+        let intent = intent_for(&agg, &msg).unwrap();
+        assert_eq!((intent.qty, intent.options), (Quantity::from(4), options));
+        let sub = changed(record_submission(
+            &agg,
+            &msg,
+            &SubmitAnswer::Accepted(update(&msg, OrderStatus::Accepted, 0, 1)),
+            t(1),
+        ));
+        let done = changed(apply_order_update(&sub, &update(&msg, OrderStatus::Filled, 4, 2), t(2)));
+        let cr = done.latest_close_request.as_ref().unwrap();
+        assert_eq!(done.position.status, PositionStatus::Open);
+        assert_eq!(done.position.quantity, Quantity::from(-6), "only what filled left");
+        assert_eq!(
+            (cr.status, cr.filled_qty),
+            (CloseRequestStatus::Completed, Quantity::from(4))
+        );
+        assert_eq!(done.position.closed_at, None);
+        assert_eq!(done.position.active_close_request_id, None);
+        consistent(&done);
     }
 
     #[test]

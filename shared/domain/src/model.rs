@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::close::Fingerprint;
 use crate::ids::{AccountId, CloseRequestId, IdempotencyKey, PositionId};
+use crate::options::OrderOptions;
 use crate::quantity::Quantity;
 use crate::status::{CloseRequestStatus, PositionStatus};
 use crate::Timestamp;
@@ -96,6 +97,17 @@ pub struct CloseRequest {
     /// Last change of the close request or its orders: what the reconciler's deadlines
     /// (zombie, stuck, retry backoff) count from.
     pub updated_at: Timestamp,
+    /// |quantity| of the position when the close began: a `target_qty` below it is a
+    /// partial close, which leaves the position `open` with the rest.
+    pub position_qty: Quantity,
+    /// The order every attempt places (a limit close's retries keep its price).
+    pub options: OrderOptions,
+    /// When a trader asked to cancel the working order(s). The cancel counts only once the
+    /// broker confirms it; meanwhile this stops automatic retries of what is left.
+    pub cancel_requested_at: Option<Timestamp>,
+    /// Attempts a human started after the close failed (`POST /close-requests/{id}/retry`),
+    /// counted apart from the reconciler's automatic `retry_count`.
+    pub manual_retries: u32,
 }
 
 impl CloseRequest {
@@ -103,9 +115,15 @@ impl CloseRequest {
         self.target_qty.minus(self.filled_qty)
     }
 
-    /// The attempt now expected at the broker: 1 for the first order, +1 per retry.
+    /// The attempt now expected at the broker: 1 for the first order, +1 per retry
+    /// (automatic or manual).
     pub fn current_attempt(&self) -> u32 {
-        self.retry_count + 1
+        self.retry_count + self.manual_retries + 1
+    }
+
+    /// Closes only part of the position.
+    pub fn is_partial(&self) -> bool {
+        self.target_qty < self.position_qty
     }
 }
 

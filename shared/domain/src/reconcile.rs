@@ -200,6 +200,18 @@ pub fn reconcile(agg: &PositionAggregate, now: Timestamp, policy: &Policy) -> Re
                 zombie: false,
             })
             .unwrap_or(Due::Nothing)),
+        // The trader asked to cancel: what is left is not retried behind their back. The
+        // close waits for a human (who may retry it, with new options) instead.
+        C::Retryable if cr.cancel_requested_at.is_some() => {
+            let mut next = agg.clone();
+            let reason = format!(
+                "canceled at the trader's request with {} of {} filled",
+                cr.filled_qty, cr.target_qty
+            );
+            needs_human(&mut next, "close_canceled", reason, now)?;
+            touch(&mut next, now);
+            Ok(Due::Change(Box::new(next)))
+        }
         C::Retryable if cr.retry_count >= cr.max_retries => {
             let mut next = agg.clone();
             let reason = format!(
@@ -408,6 +420,8 @@ mod tests {
             max_retries: 2,
             reason: None,
             cancel_open_orders: false,
+            qty: None,
+            options: crate::OrderOptions::MARKET,
             access: crate::Access::All,
             now: t0(),
         };
@@ -576,6 +590,35 @@ mod tests {
         let later = now + TimeDelta::minutes(11);
         let again = changed(after_lookup(&noted, &msg.client_order_id(), false, &found, later, &p));
         assert_eq!(again.last_alert, Some(alert), "the same anomaly is alerted once");
+    }
+
+    #[test]
+    fn a_part_fill_a_trader_canceled_is_not_retried_but_handed_to_a_human() {
+        let (agg, msg) = pending();
+        let p = Policy::default();
+        let sub = changed(record_submission(
+            &agg,
+            &msg,
+            &SubmitAnswer::Accepted(upd(&msg, OrderStatus::Accepted, 0, t0())),
+            t0(),
+        ));
+        let mut asked = sub.clone();
+        asked.latest_close_request.as_mut().unwrap().cancel_requested_at = Some(t0());
+        let canceled = changed(crate::lifecycle::apply_order_update(
+            &asked,
+            &upd(&msg, OrderStatus::Canceled, 3, t0()),
+            t0(),
+        ));
+        assert_eq!(statuses(&canceled), (P::CloseRetryable, C::Retryable));
+        let Ok(Due::Change(next)) = reconcile(&canceled, t0() + p.backoff(0), &p) else {
+            panic!("due at once")
+        };
+        assert_eq!(statuses(&next), (P::CloseFailed, C::Failed));
+        assert_eq!(
+            next.last_alert.as_ref().map(|a| a.kind.as_str()),
+            Some("close_canceled")
+        );
+        assert!(check_invariants(&next.position, next.latest_close_request.as_ref()).is_empty());
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub fn close(id: &str, key: &str, now: Timestamp) -> CloseCommand {
         max_retries: 3,
         reason: None,
         cancel_open_orders: false,
+        qty: None,
+        options: crate::OrderOptions::MARKET,
         access: Access::All,
         now,
     }

@@ -9,6 +9,8 @@ pub enum PositionEvent {
     CloseAccepted,
     /// Every order ended and the whole target quantity filled.
     FullyFilled,
+    /// A partial close filled its whole target: the rest of the position stays open.
+    PartialCloseFilled,
     /// Orders ended with part of the quantity filled: the reconciler may retry the rest.
     PartiallyFilledAndEnded,
     /// Orders ended with nothing filled (canceled, expired, rejected after acceptance).
@@ -20,6 +22,8 @@ pub enum PositionEvent {
     /// No attempts left, the broker cannot account for the order, or the order never
     /// reached the broker after its re-drives: a human must look.
     NeedsAttention,
+    /// A human starts a new attempt of a failed close for what remains.
+    ManualRetry,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,6 +35,7 @@ pub enum CloseRequestEvent {
     BrokerRejected,
     RetryStarted,
     NeedsAttention,
+    ManualRetry,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,12 +53,17 @@ impl PositionStatus {
         match (self, event) {
             (S::Open, E::CloseAccepted) => Ok(S::Closing),
             (S::Closing, E::FullyFilled) => Ok(S::Closed),
+            // Real world: a trader closes 3 of 10; the other 7 stay open to trade or close.
+            (S::Closing, E::PartialCloseFilled) => Ok(S::Open),
             (S::Closing, E::PartiallyFilledAndEnded) => Ok(S::CloseRetryable),
             (S::Closing, E::EndedUnfilled) => Ok(S::Open),
             (S::Closing, E::BrokerRejected) => Ok(S::CloseFailed),
             (S::Closing, E::NeedsAttention) => Ok(S::CloseFailed),
             (S::CloseRetryable, E::RetryStarted) => Ok(S::Closing),
             (S::CloseRetryable, E::NeedsAttention) => Ok(S::CloseFailed),
+            // Real world: the broker refused (or lost) the order, the trader fixed the cause
+            // (freed the shares, changed the limit) and tries again for what remains.
+            (S::CloseFailed, E::ManualRetry) => Ok(S::Closing),
             (from, event) => Err(IllegalTransition {
                 entity: "position",
                 from: from.as_str(),
@@ -80,6 +90,7 @@ impl CloseRequestStatus {
             (S::Submitted, E::NeedsAttention) => Ok(S::Failed),
             (S::Retryable, E::RetryStarted) => Ok(S::Pending),
             (S::Retryable, E::NeedsAttention) => Ok(S::Failed),
+            (S::Failed, E::ManualRetry) => Ok(S::Pending),
             (from, event) => Err(IllegalTransition {
                 entity: "close request",
                 from: from.as_str(),
@@ -95,9 +106,11 @@ mod tests {
     use CloseRequestStatus as C;
     use PositionStatus as P;
 
-    const POSITION_EVENTS: [PositionEvent; 7] = [
+    const POSITION_EVENTS: [PositionEvent; 9] = [
         PositionEvent::CloseAccepted,
         PositionEvent::FullyFilled,
+        PositionEvent::PartialCloseFilled,
+        PositionEvent::ManualRetry,
         PositionEvent::PartiallyFilledAndEnded,
         PositionEvent::EndedUnfilled,
         PositionEvent::BrokerRejected,
@@ -118,9 +131,11 @@ mod tests {
     }
 
     #[test]
-    fn closed_and_close_failed_accept_no_event() {
+    fn closed_accepts_no_event_and_close_failed_only_a_manual_retry() {
+        assert_eq!(P::CloseFailed.apply(PositionEvent::ManualRetry), Ok(P::Closing));
+        assert_eq!(P::Closing.apply(PositionEvent::PartialCloseFilled), Ok(P::Open));
         for from in [P::Closed, P::CloseFailed] {
-            for e in POSITION_EVENTS {
+            for e in POSITION_EVENTS.into_iter().filter(|e| *e != PositionEvent::ManualRetry) {
                 let err = from.apply(e).unwrap_err();
                 assert_eq!(err.from, from.as_str());
                 assert_eq!(err.entity, "position");
@@ -141,7 +156,7 @@ mod tests {
             .flat_map(|s| POSITION_EVENTS.iter().map(move |e| s.apply(*e)))
             .filter(Result::is_ok)
             .count();
-        assert_eq!(position_moves, 8);
+        assert_eq!(position_moves, 10);
         let cr_events = [
             CloseRequestEvent::OrderSubmitted,
             CloseRequestEvent::FullyFilled,
@@ -150,13 +165,14 @@ mod tests {
             CloseRequestEvent::BrokerRejected,
             CloseRequestEvent::RetryStarted,
             CloseRequestEvent::NeedsAttention,
+            CloseRequestEvent::ManualRetry,
         ];
         let cr_moves = C::ALL
             .iter()
             .flat_map(|s| cr_events.iter().map(move |e| s.apply(*e)))
             .filter(Result::is_ok)
             .count();
-        assert_eq!(cr_moves, 12);
+        assert_eq!(cr_moves, 13);
     }
 
     #[test]

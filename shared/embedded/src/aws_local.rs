@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use closeflow_api::auth::Auth;
-use closeflow_api::{router_for, AppState, Routes, SystemClock};
+use closeflow_api::{router_for, Routes, SystemClock};
 use closeflow_aws::provision::{provision, Resources};
 use closeflow_aws::{DynamoStreamFeed, EventBridgeSink, SqsQueue, Template};
 use closeflow_pipeline::{Broker, Driver, SimScenarios, SimulatedBroker};
@@ -72,20 +72,22 @@ impl AwsLocal {
                 .with_audit_table(&names.audit_table),
         );
         let clock = Arc::new(SystemClock);
-        let mut state = AppState::new(store.clone());
-        state.clock = clock.clone();
-        state.webhook_secret = Arc::new(cfg.webhook_secret.clone());
-        state.auth = cfg.auth;
-        state.config = cfg.policy.api;
-        let router = router_for(state, Routes::ALL);
         let (broker, sim): (Arc<dyn Broker>, _) = match cfg.broker {
             BrokerChoice::Simulated(scenarios) => {
                 let sim = Arc::new(SimulatedBroker::new(scenarios, &cfg.webhook_secret, clock.clone()));
-                sim.connect(Arc::new(RouterSink(router.clone())));
                 (sim.clone(), Some(sim))
             }
             BrokerChoice::Alpaca(brokers) => (brokers, None),
         };
+        let mut state = closeflow_root::api_state(store.clone(), broker.clone(), &cfg.policy.api);
+        state.clock = clock.clone();
+        state.webhook_secret = Arc::new(cfg.webhook_secret.clone());
+        state.auth = cfg.auth;
+        let router = router_for(state, Routes::ALL);
+        if let Some(sim) = &sim {
+            // The simulated broker's fills come back through the signed webhook route.
+            sim.connect(Arc::new(RouterSink(router.clone())));
+        }
         let driver = Driver {
             store: store.clone(),
             broker,

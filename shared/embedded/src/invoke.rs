@@ -12,7 +12,7 @@ use aws_lambda_events::event::dynamodb;
 use aws_lambda_events::event::sqs::SqsEvent;
 use axum::body::to_bytes;
 use closeflow_api::auth::Auth;
-use closeflow_api::{router, webhook_router, AppState, SystemClock};
+use closeflow_api::{router, webhook_router, SystemClock};
 use closeflow_aws::lambda::{publish_stream_event, relay_stream_event, submit_sqs_event, watch_sqs_event};
 use closeflow_aws::{EventBridgeSink, SqsQueue, SqsWatchQueue};
 use closeflow_pipeline::webhook::sign;
@@ -88,8 +88,7 @@ fn broker() -> Result<Arc<dyn Broker>, String> {
 
 async fn http(function: &str, event: &str, store: Arc<dyn CloseStore>) -> Result<Value, String> {
     let mut req = lambda_http::request::from_str(event).map_err(|e| format!("not an API Gateway event: {e}"))?;
-    let mut state = AppState::new(store);
-    state.config = Policy::from_env()?.api;
+    let mut state = closeflow_root::api_state(store, broker()?, &Policy::from_env()?.api);
     state.auth = Auth::Jwt {
         claim: env("ACCOUNTS_CLAIM").unwrap_or_else(|| "accounts".into()),
     };

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::Request;
 use axum::Router;
-use closeflow_api::{router_for, AppState, Clock, Routes};
+use closeflow_api::{router_for, Clock, Routes};
 use closeflow_pipeline::{
     Driver, LogFeed, LogSink, MemoryQueue, MemoryWatch, OrderQueue, QueueConsumer, SimScenarios, SimulatedBroker,
     WebhookSink,
@@ -124,17 +124,16 @@ impl Stack {
             &cfg.webhook_secret,
             cfg.clock.clone(),
         ));
-        let mut state = AppState::new(store.clone());
-        state.clock = cfg.clock.clone();
-        state.webhook_secret = Arc::new(cfg.webhook_secret);
-        state.auth = cfg.auth;
-        state.config = cfg.api;
-        let router = router_for(state, Routes::ALL);
-        sim.connect(Arc::new(RouterSink(router.clone())));
         let (broker, driven_sim): (Arc<dyn closeflow_pipeline::Broker>, _) = match cfg.alpaca {
             Some(brokers) => (brokers, None),
             None => (sim.clone(), Some(sim.clone())),
         };
+        let mut state = closeflow_root::api_state(store.clone(), broker.clone(), &cfg.api);
+        state.clock = cfg.clock.clone();
+        state.webhook_secret = Arc::new(cfg.webhook_secret);
+        state.auth = cfg.auth;
+        let router = router_for(state, Routes::ALL);
+        sim.connect(Arc::new(RouterSink(router.clone())));
         let driver = Driver {
             store: store.clone(),
             broker,

@@ -189,6 +189,11 @@ async fn every_documented_example_is_what_the_handlers_answer() {
         .call("getPosition", "GET", "/positions/no-such-position", &h, None)
         .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
+    // The listing, while the position is open.
+    let (st, _) = s
+        .call("listPositions", "GET", "/positions?account_id=acct-1", &h, None)
+        .await;
+    assert_eq!(st, StatusCode::OK);
 
     // Close: the documented key and body.
     let close_path = "/positions/{position_id}/close";

@@ -127,6 +127,7 @@ fn sell(symbol: &str, qty: i64, attempt: u32) -> OrderIntent {
         asset_type: AssetType::Equity,
         side: Side::Sell,
         qty: Quantity::from(qty),
+        options: closeflow_domain::OrderOptions::MARKET,
     }
 }
 
@@ -738,4 +739,82 @@ async fn trade_updates_carry_partial_fills_cancels_and_replacements() {
         (fill["order"]["id"].as_str(), fill["order"]["replaces"].as_str()),
         (Some(by), Some(original.broker_order_id.as_str()))
     );
+}
+
+/// Limit orders and `rest` through the real Alpaca adapter agree with the in-process
+/// simulated broker: the same engine behind both faces.
+#[tokio::test]
+async fn limit_orders_and_rest_behave_alike_in_the_paper_and_the_simulated_broker() {
+    let spec = "AAPL=rest";
+    let prices = "MSFT=100";
+    let p = paper(spec, prices, None).await;
+    let paper_broker: Arc<dyn Broker> = Arc::new(p.adapter());
+    let clock = Arc::new(ManualClock::new(
+        chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+    ));
+    let sim: Arc<dyn Broker> = Arc::new(closeflow_pipeline::SimulatedBroker::new(
+        SimScenarios::parse(spec).unwrap().with_prices(prices).unwrap(),
+        b"s",
+        clock,
+    ));
+    let limit = |symbol: &str, attempt: u32, price: &str| {
+        let mut i = sell(symbol, 5, attempt);
+        i.options = closeflow_domain::OrderOptions::limit(
+            closeflow_domain::Price::new(Quantity::parse(price).unwrap()).unwrap(),
+        );
+        i
+    };
+    let mut seen = Vec::new();
+    for broker in [paper_broker, sim] {
+        let mut outcome = Vec::new();
+        // Reached (a sell limit at or below the price): filled at the price.
+        let reached = limit("MSFT", 1, "90");
+        broker.submit_order(&reached).await.unwrap();
+        let o = broker
+            .get_order_by_client_id(&acct(), &reached.client_order_id)
+            .await
+            .unwrap();
+        outcome.push((o.status, o.filled_qty, o.filled_avg_price));
+        // Not reached: working until canceled.
+        let above = limit("MSFT", 2, "120");
+        let placed = broker.submit_order(&above).await.unwrap();
+        let o = broker
+            .get_order_by_client_id(&acct(), &above.client_order_id)
+            .await
+            .unwrap();
+        outcome.push((o.status, o.filled_qty, o.filled_avg_price));
+        broker.cancel_order(&acct(), &placed.broker_order_id).await.unwrap();
+        let o = broker
+            .get_order_by_client_id(&acct(), &above.client_order_id)
+            .await
+            .unwrap();
+        outcome.push((o.status, o.filled_qty, o.filled_avg_price));
+        // `rest`: working whatever the price, until canceled.
+        let resting = limit("AAPL", 1, "1");
+        let placed = broker.submit_order(&resting).await.unwrap();
+        let o = broker
+            .get_order_by_client_id(&acct(), &resting.client_order_id)
+            .await
+            .unwrap();
+        outcome.push((o.status, o.filled_qty, o.filled_avg_price));
+        broker.cancel_order(&acct(), &placed.broker_order_id).await.unwrap();
+        let o = broker
+            .get_order_by_client_id(&acct(), &resting.client_order_id)
+            .await
+            .unwrap();
+        outcome.push((o.status, o.filled_qty, o.filled_avg_price));
+        seen.push(outcome);
+    }
+    let hundred = Some(Quantity::from(100));
+    assert_eq!(
+        seen[0],
+        vec![
+            (OrderStatus::Filled, Quantity::from(5), hundred),
+            (OrderStatus::Accepted, Quantity::ZERO, None),
+            (OrderStatus::Canceled, Quantity::ZERO, None),
+            (OrderStatus::Accepted, Quantity::ZERO, None),
+            (OrderStatus::Canceled, Quantity::ZERO, None),
+        ]
+    );
+    assert_eq!(seen[0], seen[1], "paper and simulated broker agree");
 }

@@ -49,6 +49,9 @@ pub enum SimBehaviour {
     /// refused as insufficient qty while any other open order for the symbol exists, and
     /// fills once they are canceled.
     Held,
+    /// A limit order is accepted and keeps working until it is canceled (market orders
+    /// fill): what a cancel is tried on.
+    Rest,
 }
 
 /// The price every fill of a symbol gets unless `SIM_BROKER_PRICES` names one.
@@ -97,6 +100,7 @@ impl SimScenarios {
                 "reject_first" => SimBehaviour::RejectFirst,
                 "replace" => SimBehaviour::Replace,
                 "held" => SimBehaviour::Held,
+                "rest" => SimBehaviour::Rest,
                 other => match (
                     other.strip_prefix("partial:").map(Quantity::parse),
                     other.strip_prefix("fill_after:").map(parse_duration),
@@ -106,7 +110,7 @@ impl SimScenarios {
                     _ => {
                         return Err(format!(
                             "`{symbol}={behaviour}`: behaviour must be fill, reject, hold, not_found, \
-                             partial:N (N > 0), fill_after:DURATION (500ms, 2s, 1m), reject_first, replace or held"
+                             partial:N (N > 0), fill_after:DURATION (500ms, 2s, 1m), reject_first, replace, held or rest"
                         ))
                     }
                 },
@@ -310,25 +314,17 @@ impl SimulatedBroker {
 #[async_trait]
 impl Broker for SimulatedBroker {
     async fn submit_order(&self, intent: &OrderIntent) -> Result<BrokerOrder, BrokerError> {
-        let order = self
-            .engine
-            .submit(NewOrder::market(
-                &intent.client_order_id.to_string(),
-                &intent.symbol,
-                intent.side,
-                intent.qty,
-            ))
-            .map_err(|e| match e {
-                SubmitError::DuplicateClientOrderId => BrokerError::DuplicateClientOrderId,
-                // Held by the symbol's open orders: as the Alpaca adapter reads the 403.
-                SubmitError::InsufficientQty { ref related_orders, .. } if !related_orders.is_empty() => {
-                    BrokerError::BlockedByOpenOrders {
-                        held_qty: self.engine.held_by(related_orders),
-                        message: e.to_string(),
-                    }
+        let order = self.engine.submit(NewOrder::for_intent(intent)).map_err(|e| match e {
+            SubmitError::DuplicateClientOrderId => BrokerError::DuplicateClientOrderId,
+            // Held by the symbol's open orders: as the Alpaca adapter reads the 403.
+            SubmitError::InsufficientQty { ref related_orders, .. } if !related_orders.is_empty() => {
+                BrokerError::BlockedByOpenOrders {
+                    held_qty: self.engine.held_by(related_orders),
+                    message: e.to_string(),
                 }
-                e @ SubmitError::InsufficientQty { .. } => BrokerError::Rejected(e.to_string()),
-            })?;
+            }
+            e @ SubmitError::InsufficientQty { .. } => BrokerError::Rejected(e.to_string()),
+        })?;
         order
             .to_broker_order()
             .ok_or_else(|| BrokerError::Ambiguous("the simulated order lost its client order id".into()))
@@ -453,6 +449,7 @@ mod tests {
             asset_type: AssetType::Equity,
             side: Side::Sell,
             qty: Quantity::from(10),
+            options: closeflow_domain::OrderOptions::MARKET,
         }
     }
 
@@ -513,6 +510,59 @@ mod tests {
             b.list_positions(&acct()).await.unwrap().is_empty(),
             "the holding was sold"
         );
+    }
+
+    fn limit(symbol: &str, attempt: u32, price: &str) -> OrderIntent {
+        let mut i = intent(symbol, attempt);
+        i.options = closeflow_domain::OrderOptions::limit(
+            closeflow_domain::Price::new(Quantity::parse(price).unwrap()).unwrap(),
+        );
+        i
+    }
+
+    #[tokio::test]
+    async fn a_limit_sell_fills_at_the_price_when_it_reaches_the_limit_and_rests_otherwise() {
+        let (b, _, _, _) = timed_broker("", "AAPL=187.5");
+        let placed = b.submit_order(&limit("AAPL", 1, "180")).await.unwrap();
+        let better = b
+            .get_order_by_client_id(&acct(), &placed.client_order_id)
+            .await
+            .unwrap();
+        assert_eq!(
+            (better.status, better.filled_avg_price),
+            (OrderStatus::Filled, Some(Quantity::parse("187.5").unwrap())),
+            "at the limit or better"
+        );
+        let above = b.submit_order(&limit("AAPL", 2, "190")).await.unwrap();
+        assert_eq!(
+            above.status,
+            OrderStatus::Accepted,
+            "the price does not reach it: it works"
+        );
+        b.cancel_order(&acct(), &above.broker_order_id).await.unwrap();
+        let ended = b.get_order_by_client_id(&acct(), &above.client_order_id).await.unwrap();
+        assert_eq!(
+            (ended.status, ended.filled_qty),
+            (OrderStatus::Canceled, Quantity::ZERO)
+        );
+    }
+
+    #[tokio::test]
+    async fn rest_keeps_a_limit_order_working_until_canceled_and_fills_market_orders() {
+        let (b, sink, _) = broker("AAPL=rest");
+        let resting = b.submit_order(&limit("AAPL", 1, "1")).await.unwrap();
+        assert_eq!(resting.status, OrderStatus::Accepted);
+        let market = b.submit_order(&intent("AAPL", 2)).await.unwrap();
+        let market = b
+            .get_order_by_client_id(&acct(), &market.client_order_id)
+            .await
+            .unwrap();
+        assert_eq!(market.status, OrderStatus::Filled);
+        b.cancel_order(&acct(), &resting.broker_order_id).await.unwrap();
+        let calls = calls(&b, &sink).await;
+        assert!(calls
+            .iter()
+            .any(|c| c["client_order_id"] == resting.client_order_id.to_string() && c["status"] == "canceled"));
     }
 
     #[tokio::test]

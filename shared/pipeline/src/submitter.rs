@@ -281,6 +281,8 @@ mod tests {
                 reason: None,
                 cancel_open_orders: false,
                 actor: "tester".into(),
+                qty: None,
+                options: closeflow_domain::OrderOptions::MARKET,
                 access: closeflow_domain::Access::All,
                 now,
             })

@@ -81,3 +81,16 @@ pub fn webhook_secret() -> Result<Vec<u8>, String> {
         .map(String::into_bytes)
         .ok_or_else(|| "WEBHOOK_SECRET must be set: unsigned broker updates are never accepted".into())
 }
+
+/// The API's state: the one place every deployable (the http-api Lambda, `make run`,
+/// `make run-aws-local`, `make invoke`, the tests) puts its store, its broker (the API
+/// cancels orders at it) and the policy's API limits together.
+pub fn api_state(
+    store: Arc<dyn closeflow_store::CloseStore>,
+    broker: Arc<dyn Broker>,
+    policy: &ApiConfig,
+) -> closeflow_api::AppState {
+    let mut state = closeflow_api::AppState::new(store).with_broker(broker);
+    state.config = policy.clone();
+    state
+}

@@ -17,15 +17,20 @@ use closeflow_domain::{
     OrderUpdate, Position, PositionAggregate, PositionId, PositionStatus, RegisterDecision, RegisterPosition,
     RegisterRejection, RoutingKey, Timestamp,
 };
+use closeflow_domain::{
+    decide_cancel, decide_retry, Access, ClientOrderId, ManageRejection, RetryCommand, RetryDecision,
+};
 
 pub mod audit;
 pub mod dynamo;
+pub mod listing;
 pub mod memory;
 pub mod outbox;
 pub mod sqlite;
 
 pub use audit::{AuditLog, AuditPage, AuditQuery};
 pub use dynamo::{DynamoStore, RoundTripCounter};
+pub use listing::{IndexPage, IndexQuery, ListIndex, ListRequest, PositionPage, Scope};
 pub use memory::MemoryStore;
 pub use outbox::{Change, ChangeLog, Sequenced};
 pub use sqlite::SqliteStore;
@@ -113,6 +118,11 @@ pub trait Backend: Send + Sync {
     /// `WorkList::Expiry`: something can expire) whose clock started at or before `since`,
     /// oldest first, at most `limit`. Reads only listed items (a sparse index; never a Scan).
     async fn work_list(&self, list: WorkList, since: Timestamp, limit: usize) -> Result<Listed, StoreError>;
+
+    /// One read of a listing index (`by_account`, `by_strategy`) under one key, newest
+    /// first; the paging rules are [`IndexQuery`]'s. Reads only that key's entries (on
+    /// DynamoDB one `Query`, never a Scan).
+    async fn list_index(&self, q: &IndexQuery) -> Result<IndexPage, StoreError>;
 }
 
 /// Result of [`CloseStore::open_close_request`].
@@ -264,6 +274,66 @@ pub trait CloseStore: Backend + AuditLog {
         actor: &str,
     ) -> Result<UpdateResult, StoreError> {
         apply_order_update_by_protocol(self, update, now, actor).await
+    }
+
+    /// Records a trader's (`actor`'s) cancel of close request `id` (once) and answers the
+    /// orders to cancel at the broker; the close moves only when the broker confirms.
+    async fn request_cancel(
+        &self,
+        id: &CloseRequestId,
+        access: &Access,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<Result<(AccountId, Vec<(ClientOrderId, String)>), ManageRejection>, StoreError> {
+        let key = AggregateKey::CloseRequest(*id);
+        let decided = modify(self, &key, actor, |agg| match decide_cancel(agg, id, access, now) {
+            Ok(d) => Step {
+                write: d.write,
+                decision: Ok(d.orders),
+            },
+            Err(e) => Step {
+                write: None,
+                decision: Err(e),
+            },
+        })
+        .await?;
+        Ok(decided.map_or(Err(ManageRejection::NotFound), |m| {
+            let account = m.before.position.account_id;
+            m.decision.map(|orders| (account, orders))
+        }))
+    }
+
+    /// A manual retry of a failed close (one conditional write); the aggregate after it,
+    /// or as it is for a replay of the same key and body (then `true`).
+    async fn retry_close(
+        &self,
+        cmd: &RetryCommand,
+    ) -> Result<Result<(PositionAggregate, bool), ManageRejection>, StoreError> {
+        let key = AggregateKey::CloseRequest(cmd.close_request_id);
+        let decided = modify(self, &key, &cmd.actor, |agg| match decide_retry(agg, cmd) {
+            Ok(RetryDecision::Retry(next)) => Step {
+                write: Some((*next).clone()),
+                decision: Ok(false),
+            },
+            Ok(RetryDecision::Replay) => Step {
+                write: None,
+                decision: Ok(true),
+            },
+            Err(e) => Step {
+                write: None,
+                decision: Err(e),
+            },
+        })
+        .await?;
+        Ok(match decided {
+            None => Err(ManageRejection::NotFound),
+            Some(m) => m.decision.map(|replayed| (m.after.unwrap_or(m.before), replayed)),
+        })
+    }
+
+    /// A page of positions (by account or by strategy), newest first.
+    async fn list_positions(&self, req: &ListRequest) -> Result<PositionPage, StoreError> {
+        listing::list_positions(self, req).await
     }
 
     /// Deletes the position `seen` was read from, if it is still at that version (the

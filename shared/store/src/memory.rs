@@ -9,6 +9,8 @@ use async_trait::async_trait;
 use closeflow_domain::{AccountId, AuditEntry, CountChange, PositionAggregate, RoutingKey, Timestamp};
 
 use crate::audit::{account_lower_bound, trail_key, AuditLog, AuditPage, AuditQuery};
+use crate::dynamo::codec::created_sk;
+use crate::listing::{IndexPage, IndexQuery, ListIndex};
 use crate::{
     work_list_entry, Backend, Change, ChangeLog, CloseStore, Conflict, Listed, Sequenced, StoreError, WorkList, Write,
 };
@@ -29,6 +31,9 @@ struct Inner {
     counts: HashMap<AccountId, i64>,
     /// Audit entries by (position, entry key), with when each expires.
     audit: BTreeMap<(String, String), (AuditEntry, Timestamp)>,
+    /// The listing indexes: (account or strategy, created_sk, routing key).
+    by_account: BTreeSet<(String, String, RoutingKey)>,
+    by_strategy: BTreeSet<(String, String, RoutingKey)>,
 }
 
 impl MemoryStore {
@@ -62,6 +67,22 @@ impl Inner {
         }
         if let Some((list, t)) = agg.as_ref().and_then(work_list_entry) {
             self.lists.insert((list, t, key));
+        }
+        if let Some(b) = &before {
+            let sk = created_sk(&b.position);
+            self.by_account
+                .remove(&(b.position.account_id.as_str().to_string(), sk.clone(), key));
+            if let Some(s) = &b.position.strategy_id {
+                self.by_strategy.remove(&(s.clone(), sk, key));
+            }
+        }
+        if let Some(a) = &agg {
+            let sk = created_sk(&a.position);
+            self.by_account
+                .insert((a.position.account_id.as_str().to_string(), sk.clone(), key));
+            if let Some(s) = &a.position.strategy_id {
+                self.by_strategy.insert((s.clone(), sk, key));
+            }
         }
         if let Some(after) = agg {
             self.next_seq += 1;
@@ -147,6 +168,28 @@ impl Backend for MemoryStore {
             items_read: aggregates.len(),
             aggregates,
         })
+    }
+
+    async fn list_index(&self, q: &IndexQuery) -> Result<IndexPage, StoreError> {
+        let inner = self.lock();
+        let (set, key) = match &q.index {
+            ListIndex::Account(a) => (&inner.by_account, a.as_str().to_string()),
+            ListIndex::Strategy(s) => (&inner.by_strategy, s.clone()),
+        };
+        let low = (key.clone(), String::new(), RoutingKey::MIN);
+        // Exclusive upper end: below `before`, or past every entry of this key (no key
+        // holds a NUL character).
+        let high = match &q.before {
+            Some(b) => (key.clone(), b.clone(), RoutingKey::MIN),
+            None => (format!("{key}\u{0}"), String::new(), RoutingKey::MIN),
+        };
+        let read = set
+            .range(low..high)
+            .rev()
+            .take(q.read_limit())
+            .filter_map(|(_, sk, rk)| inner.aggregates.get(rk).map(|a| (sk.clone(), a.position.clone())))
+            .collect();
+        Ok(q.page(read))
     }
 }
 

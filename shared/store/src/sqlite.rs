@@ -22,9 +22,58 @@ use serde_json::Value;
 use crate::audit::{account_key, account_lower_bound, AuditLog, AuditPage, AuditQuery};
 use crate::dynamo::codec;
 use crate::dynamo::json::{item_from_json, item_to_json};
+use crate::listing::{IndexPage, IndexQuery, ListIndex};
 use crate::{
     work_list_entry, Backend, Change, ChangeLog, CloseStore, Conflict, Listed, Sequenced, StoreError, WorkList, Write,
 };
+
+/// The listing indexes, created once the columns exist (files from before listings get
+/// them added by [`migrate_listing_columns`]).
+const LISTING_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS aggregates_by_account ON aggregates (account_id, created_sk);
+CREATE INDEX IF NOT EXISTS aggregates_by_strategy ON aggregates (strategy_id, created_sk) WHERE strategy_id IS NOT NULL;
+";
+
+/// Adds and fills the listing columns in a database written before listings existed.
+fn migrate_listing_columns(conn: &Connection) -> Result<(), StoreError> {
+    let has: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('aggregates') WHERE name = 'created_sk'")
+        .map_err(sql)?
+        .exists([])
+        .map_err(sql)?;
+    if has {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "ALTER TABLE aggregates ADD COLUMN account_id TEXT; \
+         ALTER TABLE aggregates ADD COLUMN strategy_id TEXT; \
+         ALTER TABLE aggregates ADD COLUMN created_sk TEXT;",
+    )
+    .map_err(sql)?;
+    let rows: Vec<(i64, String)> = {
+        let mut stmt = conn.prepare("SELECT routing_key, item FROM aggregates").map_err(sql)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(sql)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql)?;
+        rows
+    };
+    for (key, item) in rows {
+        let agg = decode(&item)?;
+        conn.execute(
+            "UPDATE aggregates SET account_id = ?2, strategy_id = ?3, created_sk = ?4 WHERE routing_key = ?1",
+            params![
+                key,
+                agg.position.account_id.as_str(),
+                agg.position.strategy_id,
+                codec::created_sk(&agg.position)
+            ],
+        )
+        .map_err(sql)?;
+    }
+    Ok(())
+}
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS aggregates (
@@ -33,7 +82,10 @@ CREATE TABLE IF NOT EXISTS aggregates (
     version     INTEGER NOT NULL,
     list        TEXT,
     list_at     TEXT,
-    item        TEXT NOT NULL
+    item        TEXT NOT NULL,
+    account_id  TEXT,
+    strategy_id TEXT,
+    created_sk  TEXT
 );
 CREATE INDEX IF NOT EXISTS aggregates_work_list ON aggregates (list, list_at) WHERE list IS NOT NULL;
 CREATE TABLE IF NOT EXISTS outbox (
@@ -119,6 +171,8 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", sync).map_err(sql)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
+        migrate_listing_columns(&conn)?;
+        conn.execute_batch(LISTING_INDEXES).map_err(sql)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             location: path.to_string(),
@@ -253,8 +307,9 @@ impl Backend for SqliteStore {
                 Write::Create(agg) | Write::Put { next: agg, .. } => {
                     let entry = work_list_entry(agg);
                     tx.prepare_cached(
-                        "INSERT OR REPLACE INTO aggregates (routing_key, position_id, version, list, list_at, item) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        "INSERT OR REPLACE INTO aggregates \
+                         (routing_key, position_id, version, list, list_at, item, account_id, strategy_id, created_sk) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                     )
                     .map_err(sql)?
                     .execute(params![
@@ -264,6 +319,9 @@ impl Backend for SqliteStore {
                         entry.map(|(l, _)| l.as_str()),
                         entry.map(|(_, t)| format_timestamp(&t)),
                         encode(agg),
+                        agg.position.account_id.as_str(),
+                        agg.position.strategy_id,
+                        codec::created_sk(&agg.position),
                     ])
                     .map_err(sql)?;
                     tx.prepare_cached("INSERT INTO outbox (before, after) VALUES (?1, ?2)")
@@ -304,6 +362,32 @@ impl Backend for SqliteStore {
             items_read: aggregates.len(),
             aggregates,
         })
+    }
+
+    async fn list_index(&self, q: &IndexQuery) -> Result<IndexPage, StoreError> {
+        let conn = self.lock();
+        let (column, key) = match &q.index {
+            ListIndex::Account(a) => ("account_id", a.as_str().to_string()),
+            ListIndex::Strategy(s) => ("strategy_id", s.clone()),
+        };
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT created_sk, item FROM aggregates WHERE {column} = ?1 AND (?2 IS NULL OR created_sk < ?2) \
+                 ORDER BY created_sk DESC LIMIT ?3"
+            ))
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map(params![key, q.before, q.read_limit() as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(sql)?;
+        let read = rows
+            .map(|row| {
+                let (sk, item) = row.map_err(sql)?;
+                Ok((sk, decode(&item)?.position))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(q.page(read))
     }
 }
 

@@ -139,7 +139,23 @@ pub struct NewOrder {
 }
 
 impl NewOrder {
-    /// A market day order, as closeflow places them.
+    /// The order closeflow places for an attempt: its side, quantity and order options.
+    pub fn for_intent(intent: &closeflow_domain::OrderIntent) -> NewOrder {
+        let o = intent.options;
+        NewOrder {
+            order_type: o.order_type.as_str().into(),
+            time_in_force: o.time_in_force.as_str().into(),
+            limit_price: o.limit_price.map(|p| p.value()),
+            ..NewOrder::market(
+                &intent.client_order_id.to_string(),
+                &intent.symbol,
+                intent.side,
+                intent.qty,
+            )
+        }
+    }
+
+    /// A market day order.
     pub fn market(client_order_id: &str, symbol: &str, side: Side, qty: Quantity) -> NewOrder {
         NewOrder {
             client_order_id: Some(client_order_id.to_string()),
@@ -476,6 +492,9 @@ impl Engine {
                 );
             }
             SimBehaviour::Replace => self.replace(&mut st, &order.id),
+            // A limit order rests until canceled; anything else fills.
+            SimBehaviour::Rest if order.order_type == "limit" => {}
+            SimBehaviour::Rest => self.fill(&mut st, &order.id, qty),
             SimBehaviour::Reject | SimBehaviour::Hold | SimBehaviour::NotFound => {}
         }
         Ok(order)
@@ -490,6 +509,17 @@ impl Engine {
             return;
         }
         let price = self.scenarios.price(&o.symbol);
+        // A limit order fills at its limit or better, at the symbol's price; one the price
+        // does not reach keeps working until it is canceled.
+        if let Some(limit) = o.limit_price {
+            let reached = match o.side {
+                Side::Sell => price >= limit,
+                Side::Buy => price <= limit,
+            };
+            if !reached {
+                return;
+            }
+        }
         o.filled_qty = filled;
         o.filled_avg_price = Some(price);
         o.status = if filled >= o.qty {

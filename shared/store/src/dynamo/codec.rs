@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use aws_sdk_dynamodb::types::AttributeValue;
 use closeflow_domain::{
     format_timestamp, parse_timestamp, AccountId, AssetType, ClientOrderId, CloseRequest, CloseRequestId,
-    CloseRequestStatus, Fingerprint, IdempotencyKey, IdempotencyRecord, Order, OrderStatus, PastClose, Position,
-    PositionAggregate, PositionId, PositionStatus, Quantity, RoutingKey, Timestamp,
+    CloseRequestStatus, Fingerprint, IdempotencyKey, IdempotencyRecord, Order, OrderOptions, OrderStatus, OrderType,
+    PastClose, Position, PositionAggregate, PositionId, PositionStatus, Price, Quantity, RoutingKey, TimeInForce,
+    Timestamp,
 };
 
 use crate::StoreError;
@@ -94,10 +95,22 @@ pub fn position_attributes(p: &Position) -> Vec<(&'static str, Option<AttributeV
         ),
         ("closed_at", p.closed_at.as_ref().map(ts)),
         ("created_at", Some(ts(&p.created_at))),
+        // Sort key of the listing indexes (`by_account`, `by_strategy`): newest first by
+        // creation, unique per position. Set once; status is no index key.
+        ("created_sk", Some(s(created_sk(p)))),
         ("updated_at", Some(ts(&p.updated_at))),
         ("version", Some(n(p.version))),
     ]
 }
+
+/// `{created_at}#{position_id}`: orders a listing by creation time and names its position.
+pub fn created_sk(p: &Position) -> String {
+    format!("{}#{}", format_timestamp(&p.created_at), p.id.as_str())
+}
+
+/// Index names of the listings: positions of an account, positions of a strategy.
+pub const BY_ACCOUNT_INDEX: &str = "by_account";
+pub const BY_STRATEGY_INDEX: &str = "by_strategy";
 
 fn corrupt(what: &str, item: &Item) -> StoreError {
     let key = item.get(SK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
@@ -201,7 +214,42 @@ pub fn latest_close_request_from_item(item: &Item, position: &PositionId) -> Res
         submitted_at: opt_time(item, "cr_submitted_at")?,
         completed_at: opt_time(item, "cr_completed_at")?,
         updated_at: time(item, "cr_updated_at")?,
+        // Closes stored before partial closes existed were whole-position closes.
+        position_qty: match opt_qty(item, "cr_position_qty")? {
+            Some(q) => q,
+            None => qty(item, "cr_target_qty")?,
+        },
+        options: order_options_from_item(item)?,
+        cancel_requested_at: opt_time(item, "cr_cancel_requested_at")?,
+        manual_retries: match item.get("cr_manual_retries") {
+            Some(_) => uint(item, "cr_manual_retries")?,
+            None => 0,
+        },
     }))
+}
+
+/// A close's order options: `cr_order_type` (absent: market), `cr_limit_price`, `cr_tif`
+/// (absent: day), `cr_ext_hours` (absent: false).
+fn order_options_from_item(item: &Item) -> Result<OrderOptions, StoreError> {
+    let order_type = match opt_s(item, "cr_order_type") {
+        None => OrderType::Market,
+        Some(t) => OrderType::parse(t).ok_or_else(|| corrupt("bad cr_order_type", item))?,
+    };
+    let limit_price = match opt_qty(item, "cr_limit_price")? {
+        None => None,
+        Some(p) => Some(Price::new(p).ok_or_else(|| corrupt("bad cr_limit_price", item))?),
+    };
+    let time_in_force = match opt_s(item, "cr_tif") {
+        None => TimeInForce::Day,
+        Some(t) => TimeInForce::parse(t).ok_or_else(|| corrupt("bad cr_tif", item))?,
+    };
+    let extended_hours = matches!(item.get("cr_ext_hours"), Some(AttributeValue::Bool(true)));
+    Ok(OrderOptions {
+        order_type,
+        limit_price,
+        time_in_force,
+        extended_hours,
+    })
 }
 
 /// The latest close request as `cr_*` attributes; `None` values are absent.
@@ -224,6 +272,25 @@ pub fn close_request_attributes(cr: &CloseRequest) -> Vec<(&'static str, Option<
         ("cr_submitted_at", cr.submitted_at.as_ref().map(ts)),
         ("cr_completed_at", cr.completed_at.as_ref().map(ts)),
         ("cr_updated_at", Some(ts(&cr.updated_at))),
+        ("cr_position_qty", Some(n(cr.position_qty))),
+        (
+            "cr_order_type",
+            (cr.options.order_type != OrderType::Market).then(|| s(cr.options.order_type.as_str())),
+        ),
+        ("cr_limit_price", cr.options.limit_price.map(|p| n(p.value()))),
+        (
+            "cr_tif",
+            (cr.options.time_in_force != TimeInForce::Day).then(|| s(cr.options.time_in_force.as_str())),
+        ),
+        (
+            "cr_ext_hours",
+            cr.options.extended_hours.then_some(AttributeValue::Bool(true)),
+        ),
+        ("cr_cancel_requested_at", cr.cancel_requested_at.as_ref().map(ts)),
+        (
+            "cr_manual_retries",
+            (cr.manual_retries > 0).then(|| n(cr.manual_retries)),
+        ),
     ]
 }
 
@@ -493,6 +560,8 @@ mod tests {
             max_retries: 3,
             reason: Some("drawdown".into()),
             cancel_open_orders: true,
+            qty: None,
+            options: closeflow_domain::OrderOptions::MARKET,
             access: closeflow_domain::Access::All,
             now: p.created_at,
         };

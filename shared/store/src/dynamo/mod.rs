@@ -14,6 +14,7 @@ use closeflow_domain::{
     format_timestamp, AccountId, CloseCommand, OrderStatus, OrderUpdate, PositionAggregate, RoutingKey, Timestamp,
 };
 
+use crate::listing::{IndexPage, IndexQuery, ListIndex};
 use crate::{Backend, CloseOutcome, CloseStore, Conflict, Listed, StoreError, UpdateResult, WorkList, Write};
 
 pub mod audit;
@@ -309,11 +310,89 @@ impl Backend for DynamoStore {
             aggregates,
         })
     }
+
+    async fn list_index(&self, q: &IndexQuery) -> Result<IndexPage, StoreError> {
+        // A Query on the index under one key, newest first: one round trip, never a Scan.
+        let (index, key_attr, key) = match &q.index {
+            ListIndex::Account(a) => (codec::BY_ACCOUNT_INDEX, "account_id", a.as_str().to_string()),
+            ListIndex::Strategy(st) => (codec::BY_STRATEGY_INDEX, "strategy_id", st.clone()),
+        };
+        let mut req = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .scan_index_forward(false)
+            .limit(q.read_limit().min(1000) as i32)
+            .expression_attribute_names("#k", key_attr)
+            .expression_attribute_values(":k", s(key));
+        req = match &q.before {
+            Some(b) => req
+                .key_condition_expression("#k = :k AND created_sk < :before")
+                .expression_attribute_values(":before", s(b)),
+            None => req.key_condition_expression("#k = :k"),
+        };
+        let mut filters = Vec::new();
+        if let Some(st) = q.status {
+            filters.push("#status = :status".to_string());
+            req = req
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", s(st.as_str()));
+        }
+        if let Some(accounts) = &q.accounts {
+            let names: Vec<String> = (0..accounts.len()).map(|i| format!(":acct{i}")).collect();
+            for (name, a) in names.iter().zip(accounts) {
+                req = req.expression_attribute_values(name, s(a.as_str()));
+            }
+            filters.push(if names.is_empty() {
+                "attribute_not_exists(pk)".to_string()
+            } else {
+                format!("account_id IN ({})", names.join(", "))
+            });
+        }
+        if !filters.is_empty() {
+            req = req.filter_expression(filters.join(" AND "));
+        }
+        let out = req.send().await.map_err(backend)?;
+        let read = out
+            .items()
+            .iter()
+            .map(|item| {
+                let sk = item
+                    .get("created_sk")
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .ok_or_else(|| StoreError::Corrupt("listed item without created_sk".into()))?;
+                Ok((sk, codec::position_from_item(item)?))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        if !q.filtered() {
+            return Ok(q.page(read));
+        }
+        // Filtered: the page ends where DynamoDB stopped reading (its LastEvaluatedKey),
+        // which may be an entry the filter dropped.
+        let next = out
+            .last_evaluated_key()
+            .and_then(|k| k.get("created_sk"))
+            .and_then(|v| v.as_s().ok())
+            .cloned();
+        Ok(IndexPage {
+            positions: read.into_iter().map(|(_, p)| p).collect(),
+            next,
+            items_read: out.scanned_count().max(0) as usize,
+        })
+    }
 }
 
 #[async_trait]
 impl CloseStore for DynamoStore {
     async fn open_close_request(&self, cmd: &CloseCommand) -> Result<CloseOutcome, StoreError> {
+        // Options that are wrong whatever the position holds take the protocol's path,
+        // where the domain refuses them; the fast path's condition covers the rest.
+        let shape_ok = cmd.options.validate_shape().is_ok() && cmd.qty.is_none_or(|q| !q.is_zero() && !q.is_negative());
+        if !shape_ok {
+            return crate::open_close_request_from(self, cmd, None).await;
+        }
         match self.open_close_request_in_place(cmd).await? {
             Ok(created) => Ok(created),
             // The fast path's condition failed: the domain decides on the item as it was
@@ -510,37 +589,78 @@ impl DynamoStore {
             }
             account_check = format!(" AND account_id IN ({})", names.join(", "));
         }
+        // The close's own options, as the codec stores them (absent = the default).
+        let mut sets = String::new();
+        let mut removes = vec![
+            "cr_submitted_at",
+            "cr_completed_at",
+            "cr_failure_reason",
+            "cr_redrives",
+            "cr_cancel_requested_at",
+            "cr_manual_retries",
+        ];
+        let mut option_checks = String::new();
+        let target = match cmd.qty {
+            Some(q) => {
+                req = req.expression_attribute_values(":tq", n(q));
+                // A partial close must fit the position (decide_close's `invalid_qty`).
+                option_checks.push_str(" AND close_qty >= :tq");
+                ":tq"
+            }
+            None => "close_qty",
+        };
+        let o = cmd.options;
+        for (name, value) in [
+            (
+                "cr_order_type",
+                (o.order_type != closeflow_domain::OrderType::Market).then(|| s(o.order_type.as_str())),
+            ),
+            ("cr_limit_price", o.limit_price.map(|p| n(p.value()))),
+            (
+                "cr_tif",
+                (o.time_in_force != closeflow_domain::TimeInForce::Day).then(|| s(o.time_in_force.as_str())),
+            ),
+            ("cr_ext_hours", o.extended_hours.then_some(AttributeValue::Bool(true))),
+        ] {
+            match value {
+                Some(v) => {
+                    sets.push_str(&format!(", {name} = :{name}"));
+                    req = req.expression_attribute_values(format!(":{name}"), v);
+                }
+                None => removes.push(name),
+            }
+        }
+        if o.time_in_force != closeflow_domain::TimeInForce::Day {
+            // Option orders are day orders only (decide_close's `invalid_time_in_force`).
+            option_checks.push_str(" AND asset_type = :equity");
+            req = req.expression_attribute_values(":equity", s("equity"));
+        }
+        if cmd.reason.is_some() {
+            sets.push_str(", cr_reason = :reason");
+        } else {
+            removes.push("cr_reason");
+        }
+        if cmd.cancel_open_orders {
+            sets.push_str(", cr_cancel_open_orders = :coo");
+        } else {
+            removes.push("cr_cancel_open_orders");
+        }
         let res = req
             .table_name(&self.table)
             .key(PK, pk)
             .key(SK, sk)
             .condition_expression(format!(
                 "attribute_exists(pk) AND position_id = :pid AND attribute_not_exists(idem.#key) \
-                 AND attribute_not_exists(cr_id) AND #status = :open AND #qty <> :zero{account_check}"
+                 AND attribute_not_exists(cr_id) AND #status = :open AND #qty <> :zero{account_check}{option_checks}"
             ))
             .update_expression(format!(
                 "SET #status = :closing, active_close_request_id = :crid, idem.#key = :idem, \
-                 cr_id = :crid, cr_key = :keytext, cr_status = :pending, cr_target_qty = close_qty, \
-                 cr_retry_count = :zero, cr_max_retries = :maxr, \
+                 cr_id = :crid, cr_key = :keytext, cr_status = :pending, cr_target_qty = {target}, \
+                 cr_position_qty = close_qty, cr_retry_count = :zero, cr_max_retries = :maxr, \
                  cr_created_at = :now, cr_updated_at = :now, updated_at = :now, attn = :attn, attn_at = :now, \
-                 orders = :no_orders, changed_by = :actor, #ver = #ver + :one{}{} \
-                 REMOVE cr_submitted_at, cr_completed_at, cr_failure_reason, cr_redrives{}{}",
-                if cmd.reason.is_some() {
-                    ", cr_reason = :reason"
-                } else {
-                    ""
-                },
-                if cmd.cancel_open_orders {
-                    ", cr_cancel_open_orders = :coo"
-                } else {
-                    ""
-                },
-                if cmd.reason.is_some() { "" } else { ", cr_reason" },
-                if cmd.cancel_open_orders {
-                    ""
-                } else {
-                    ", cr_cancel_open_orders"
-                },
+                 orders = :no_orders, changed_by = :actor, #ver = #ver + :one{sets} \
+                 REMOVE {}",
+                removes.join(", ")
             ))
             .expression_attribute_names("#key", cmd.idempotency_key.as_str())
             .expression_attribute_names("#status", "status")

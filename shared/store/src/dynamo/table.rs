@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
-use super::codec::{ATTENTION_INDEX, PK, SK};
+use super::codec::{ATTENTION_INDEX, BY_ACCOUNT_INDEX, BY_STRATEGY_INDEX, PK, SK};
 use crate::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,13 +40,37 @@ impl TableSpec {
         TableSpec {
             hash_key: PK.into(),
             range_key: SK.into(),
-            string_attributes: vec![PK.into(), SK.into(), "attn".into(), "attn_at".into()],
-            indexes: vec![IndexSpec {
-                name: ATTENTION_INDEX.into(),
-                hash_key: "attn".into(),
-                range_key: "attn_at".into(),
-                projection: "ALL".into(),
-            }],
+            string_attributes: vec![
+                PK.into(),
+                SK.into(),
+                "attn".into(),
+                "attn_at".into(),
+                "account_id".into(),
+                "strategy_id".into(),
+                "created_sk".into(),
+            ],
+            indexes: vec![
+                IndexSpec {
+                    name: ATTENTION_INDEX.into(),
+                    hash_key: "attn".into(),
+                    range_key: "attn_at".into(),
+                    projection: "ALL".into(),
+                },
+                // Listings: status is no key attribute, so a status change rewrites an
+                // entry in place instead of moving it (README "Listing positions").
+                IndexSpec {
+                    name: BY_ACCOUNT_INDEX.into(),
+                    hash_key: "account_id".into(),
+                    range_key: "created_sk".into(),
+                    projection: "ALL".into(),
+                },
+                IndexSpec {
+                    name: BY_STRATEGY_INDEX.into(),
+                    hash_key: "strategy_id".into(),
+                    range_key: "created_sk".into(),
+                    projection: "ALL".into(),
+                },
+            ],
             stream_view: "NEW_AND_OLD_IMAGES".into(),
             ttl_attribute: "expires_at".into(),
             billing_mode: "PAY_PER_REQUEST".into(),
