@@ -4,6 +4,8 @@ PORT ?= 3000
 # Where a running `make run-aws-local` stack names its resources for `make invoke`.
 AWS_LOCAL_ENV_FILE ?= .closeflow/aws-local.env
 WITH_MOTO := infra/with-moto.sh
+# moto-backed suites, the trade-stream service test, and the console in headless Chromium.
+TEST_FEATURES := closeflow-tests/moto,closeflow-embedded/moto,trade-stream/moto,closeflow-embedded/browser
 
 .PHONY: run run-aws-local paper-broker test test-embedded template-lint sam-validate lint fmt bench build invoke chaos contract-test package
 
@@ -26,9 +28,11 @@ paper-broker:
 	PORT=$(PAPER_PORT) cargo run -p closeflow-paper-broker --bin closeflow-paper-broker
 
 ## test: the template (cfn-lint), then unit, domain and scenario tests on the embedded
-## store and on DynamoDB, SQS and EventBridge (moto), then the contract test
+## store and on DynamoDB, SQS and EventBridge (moto), the console in headless Chromium
+## (infra/browser.sh installs chromium and chromium-driver when missing), then the contract test
 test: template-lint
-	$(WITH_MOTO) cargo test --workspace --features closeflow-tests/moto,closeflow-embedded/moto,trade-stream/moto
+	infra/browser.sh >/dev/null
+	$(WITH_MOTO) cargo test --workspace --features $(TEST_FEATURES)
 	$(MAKE) contract-test
 
 ## contract-test: schemathesis fuzzes the embedded binary from its own /openapi.json
@@ -60,7 +64,7 @@ sam-validate:
 ## lint: formatting, clippy (warnings are errors), cfn-lint and sam validate --lint
 lint: template-lint sam-validate
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets --features closeflow-tests/moto,closeflow-embedded/moto,trade-stream/moto -- -D warnings
+	cargo clippy --workspace --all-targets --features $(TEST_FEATURES) -- -D warnings
 
 fmt:
 	cargo fmt --all

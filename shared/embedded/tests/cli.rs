@@ -93,6 +93,44 @@ async fn close_follows_to_the_end_and_a_rerun_with_the_printed_key_closes_nothin
     assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
     assert!(String::from_utf8_lossy(&refused.stdout).starts_with("failed:"));
     assert_eq!(position_status(&node, "cli-2").await, "close_failed");
+
+    // The list, paged through by the CLI, shows both as they ended.
+    let listed = cli(&node, &["positions", "--account", "acct-1", "--json"]);
+    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+    let rows = stdout_json(&listed);
+    let status_of = |id: &str| {
+        rows["positions"]
+            .as_array()
+            .and_then(|r| r.iter().find(|p| p["position_id"] == id))
+            .map(|p| p["status"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(status_of("cli-1").as_deref(), Some("closed"), "{rows}");
+    assert_eq!(status_of("cli-2").as_deref(), Some("close_failed"), "{rows}");
+
+    // A manual retry of the refused close: a new attempt, refused again (exit 2); a cancel
+    // of a close with nothing working is the API's refusal (exit 1).
+    let failed_cr = {
+        let (_, cr) = common::call(
+            &reqwest::Client::new(),
+            TOKEN,
+            reqwest::Method::GET,
+            format!("{}/positions/cli-2/audit", node.base),
+            None,
+            None,
+        )
+        .await;
+        cr["entries"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["action"] == "close_requested"))
+            .map(|e| e["subject_id"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("the close is audited: {cr}"))
+    };
+    let retried = cli(&node, &["retry", &failed_cr, "--yes", "--json"]);
+    assert_eq!(retried.status.code(), Some(2), "{}", stderr(&retried));
+    assert_eq!(stdout_json(&retried)["manual_retries"], 1);
+    let canceled = cli(&node, &["cancel", done["close_request_id"].as_str().unwrap(), "--yes"]);
+    assert_eq!(canceled.status.code(), Some(1));
+    assert!(stderr(&canceled).contains("not_cancelable"), "{}", stderr(&canceled));
     let _ = std::fs::remove_file(&db);
 }
 

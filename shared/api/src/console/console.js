@@ -158,7 +158,7 @@ function nakedShorts(p, legs) {
   if (!legs) return null;
   const shorts = legs.filter((l) => l.position_id !== p.position_id && side(l) === "short" && l.status === "open");
   if (!shorts.length || side(p) === "short") return null;
-  return "This leaves the short leg" + (shorts.length > 1 ? "s " : " ") + shorts.map((l) => l.symbol).join(", ") + " of the strategy open without this hedge.";
+  return "This leaves the short leg" + (shorts.length > 1 ? "s " : " ") + shorts.map((l) => l.symbol).sort().join(", ") + " of the strategy open without this hedge.";
 }
 
 async function confirmClose(ev) {
