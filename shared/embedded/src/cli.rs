@@ -79,6 +79,13 @@ pub enum Command {
         #[command(flatten)]
         order: OrderFlags,
     },
+    /// A position's audit trail (who changed what, when and why), oldest first.
+    Audit {
+        position: String,
+        /// At most this many entries (all pages are read until then).
+        #[arg(long, default_value_t = 500)]
+        limit: usize,
+    },
     /// Follow a close request until it ends.
     Watch {
         close_request: String,
@@ -277,6 +284,7 @@ pub async fn run(cli: Cli) -> Result<Exit, Failure> {
             }
             follow(&client, json_out, &close_request, order.timeout).await
         }
+        Some(Command::Audit { position, limit }) => audit(&client, json_out, &position, limit).await,
         Some(Command::Watch { close_request, timeout }) => follow(&client, json_out, &close_request, timeout).await,
     }
 }
@@ -339,6 +347,68 @@ async fn positions(
     }
     println!("{table}");
     println!("{} position(s)", all.len());
+    Ok(Exit::Closed)
+}
+
+async fn audit(client: &Client, json_out: bool, position: &str, limit: usize) -> Result<Exit, Failure> {
+    let mut all: Vec<Value> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = vec![("limit", limit.clamp(1, 500).to_string())];
+        if let Some(c) = &cursor {
+            query.push(("cursor", c.clone()));
+        }
+        let qs = serde_urlencoded::to_string(&query).map_err(|e| Failure::error(e.to_string()))?;
+        let page = client
+            .call(
+                reqwest::Method::GET,
+                &format!("/positions/{}/audit?{qs}", encode(position)),
+                None,
+                None,
+            )
+            .await?;
+        all.extend(page["entries"].as_array().cloned().unwrap_or_default());
+        cursor = page["next_cursor"].as_str().map(String::from);
+        if cursor.is_none() || all.len() >= limit {
+            break;
+        }
+    }
+    all.truncate(limit);
+    if json_out {
+        println!("{}", json!({ "entries": all }));
+        return Ok(Exit::Closed);
+    }
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    table.set_header(["at", "actor", "action", "subject", "status", "reason", "details"]);
+    for e in &all {
+        let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+        let status = match (e["status_before"].as_str(), e["status_after"].as_str()) {
+            (Some(b), Some(a)) => format!("{b} -> {a}"),
+            (None, Some(a)) => a.to_string(),
+            _ => String::new(),
+        };
+        let details = e["details"]
+            .as_object()
+            .map(|d| {
+                d.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        table.add_row([
+            s("at"),
+            s("actor"),
+            s("action"),
+            s("subject_id"),
+            status,
+            s("reason"),
+            details,
+        ]);
+    }
+    println!("{table}");
+    println!("{} entr{}", all.len(), if all.len() == 1 { "y" } else { "ies" });
     Ok(Exit::Closed)
 }
 

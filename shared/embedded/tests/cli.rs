@@ -109,22 +109,20 @@ async fn close_follows_to_the_end_and_a_rerun_with_the_printed_key_closes_nothin
 
     // A manual retry of the refused close: a new attempt, refused again (exit 2); a cancel
     // of a close with nothing working is the API's refusal (exit 1).
-    let failed_cr = {
-        let (_, cr) = common::call(
-            &reqwest::Client::new(),
-            TOKEN,
-            reqwest::Method::GET,
-            format!("{}/positions/cli-2/audit", node.base),
-            None,
-            None,
-        )
-        .await;
-        cr["entries"]
-            .as_array()
-            .and_then(|e| e.iter().find(|e| e["action"] == "close_requested"))
-            .map(|e| e["subject_id"].as_str().unwrap().to_string())
-            .unwrap_or_else(|| panic!("the close is audited: {cr}"))
-    };
+    let trail = cli(&node, &["audit", "cli-2", "--json"]);
+    assert_eq!(trail.status.code(), Some(0), "{}", stderr(&trail));
+    let trail = stdout_json(&trail);
+    let failed_cr = trail["entries"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["action"] == "close_requested"))
+        .map(|e| e["subject_id"].as_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("the close is audited: {trail}"));
+    let table = cli(&node, &["audit", "cli-2"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("close_requested") && table.contains("open -> closing"),
+        "{table}"
+    );
     let retried = cli(&node, &["retry", &failed_cr, "--yes", "--json"]);
     assert_eq!(retried.status.code(), Some(2), "{}", stderr(&retried));
     assert_eq!(stdout_json(&retried)["manual_retries"], 1);
