@@ -140,7 +140,7 @@ async fn an_operator_signs_in_and_closes_through_the_dialog() {
     let node = start_with(
         &db,
         &[
-            ("API_TOKENS", &format!("{TOKEN}=acct-1")),
+            ("API_TOKENS", &format!("ops:{TOKEN}=acct-1")),
             ("SIM_BROKER_SCENARIOS", "TSLA=reject"),
             ("SIM_BROKER_PRICES", "AAPL=187.5"),
         ],
@@ -210,6 +210,14 @@ async fn an_operator_signs_in_and_closes_through_the_dialog() {
     wait_text(&page, r#"tr[data-position="aapl-1"]"#, "Closed: 10 AAPL filled.").await;
     wait_text(&page, r#"tr[data-position="aapl-1"]"#, "closed").await;
     assert_eq!(status(&node, "aapl-1").await, "closed");
+
+    // Its history: who asked (the token's name), what the pipeline did, oldest first.
+    click(&page, r#"button[data-history="aapl-1"]"#).await;
+    wait_text(&page, "#history-body", "close_requested").await;
+    wait_text(&page, "#history-body", "ops").await;
+    wait_text(&page, "#history-body", "closing → closed").await;
+    shot(&page, "console-history.png").await;
+    click(&page, "#history-close").await;
 
     // One leg of the iron condor: the dialog warns that short legs stay without the hedge.
     click(&page, r#"button[data-position="ic-1-lc"]"#).await;

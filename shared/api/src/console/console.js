@@ -119,13 +119,46 @@ function row(p, legs) {
   }, working ? "Closing..." : (legs ? "Close Leg" : "Close"));
   if (working || p.status !== "open") button.disabled = true;
   const note = state.notes.get(p.position_id);
-  const actions = el("td", { "data-label": "" }, button,
+  const history = el("button", {
+    type: "button", "data-history": p.position_id,
+    "aria-label": "History of " + p.symbol + " (" + p.position_id + ")",
+    onclick: () => openHistory(p),
+  }, "History");
+  const actions = el("td", { "data-label": "" }, button, " ", history,
     note ? el("p", { class: "note " + note.kind, role: "status" }, note.text) : null);
   return el("tr", { "data-position": p.position_id },
     cell("Symbol", p.symbol), cell("Side", side(p)), cell("Quantity", abs(p.quantity), "num"),
     cell("Entry", p.avg_entry_price ?? "—", "num"),
     cell("Status", p.status, "status-" + p.status),
     cell("Realized PnL", p.realized_pnl ?? "—", "num"), actions);
+}
+
+// The position's audit trail: every change, who made it and why, oldest first.
+async function openHistory(p) {
+  $("history-title").textContent = "History of " + p.symbol + " (" + p.position_id + ")";
+  const body = $("history-body");
+  body.replaceChildren(el("p", {}, "Loading..."));
+  $("history").showModal();
+  $("history-close").focus();
+  const base = "/positions/" + encodeURIComponent(p.position_id) + "/audit?limit=500";
+  const entries = [];
+  let path = base;
+  for (let page = 0; page < 20; page++) {
+    const r = await api("GET", path);
+    if (r.status !== 200) { body.replaceChildren(el("p", { class: "error", role: "alert" }, errorText(r))); return; }
+    entries.push(...r.body.entries);
+    if (!r.body.next_cursor) break;
+    path = base + "&cursor=" + encodeURIComponent(r.body.next_cursor);
+  }
+  const status = (e) => (e.status_before ? e.status_before + " → " : "") + (e.status_after || "");
+  const details = (e) => Object.entries(e.details || {}).map(([k, v]) => k + "=" + v).join(" ");
+  const table = el("table", {},
+    el("thead", {}, el("tr", {}, ...["When", "Who", "What", "Status", "Why", "Details"].map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, ...entries.map((e) => el("tr", {},
+      el("td", { "data-label": "When" }, e.at), el("td", { "data-label": "Who" }, e.actor),
+      el("td", { "data-label": "What" }, e.action), el("td", { "data-label": "Status" }, status(e)),
+      el("td", { "data-label": "Why" }, e.reason || ""), el("td", { "data-label": "Details", class: "details" }, details(e))))));
+  body.replaceChildren(entries.length ? table : el("p", {}, "No changes recorded yet."));
 }
 
 let pending = null;
@@ -239,6 +272,7 @@ $("status").addEventListener("change", load);
 $("account").addEventListener("change", load);
 $("confirm-form").addEventListener("submit", confirmClose);
 $("confirm-cancel").addEventListener("click", () => $("confirm").close());
+$("history-close").addEventListener("click", () => $("history").close());
 $("limit-price").addEventListener("input", describeOrder);
 for (const r of document.querySelectorAll('input[name="order_type"]')) {
   r.addEventListener("change", () => {
