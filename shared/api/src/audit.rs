@@ -9,8 +9,8 @@ use closeflow_store::audit::valid_cursor;
 use closeflow_store::{AuditPage, AuditQuery};
 use serde::Serialize;
 use serde_json::json;
-use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
-use utoipa::openapi::{ObjectBuilder, Required, Type};
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::{ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{caller, forbidden};
@@ -93,18 +93,12 @@ struct PageQuery {
 }
 
 fn page_query(raw: Option<String>, allow_since: bool) -> Result<PageQuery, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
-        .map_err(|_| ApiError::bad_request("invalid_query", "The query string is not valid form encoding"))?;
     let mut q = PageQuery {
         limit: DEFAULT_LIMIT,
         cursor: None,
         since: None,
     };
-    let mut seen = std::collections::BTreeSet::new();
-    for (k, v) in pairs {
-        if !seen.insert(k.clone()) {
-            return Err(ApiError::bad_request("invalid_query", format!("`{k}` is given twice")));
-        }
+    for (k, v) in crate::extract::query_pairs(raw.as_deref())? {
         match k.as_str() {
             "limit" => {
                 q.limit =
@@ -235,12 +229,7 @@ pub async fn get_account_audit(
 }
 
 fn query_param(name: &str, description: &str, schema: ObjectBuilder, example: serde_json::Value) -> Parameter {
-    ParameterBuilder::new()
-        .name(name)
-        .parameter_in(ParameterIn::Query)
-        .required(Required::False)
-        .description(Some(description))
-        .schema(Some(schema))
+    crate::openapi::query_param_builder(name, description, schema)
         .example(Some(example))
         .build()
 }

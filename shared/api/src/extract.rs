@@ -48,3 +48,18 @@ impl<S: Send + Sync> FromRequest<S> for Body {
         })
     }
 }
+
+/// A query string's parameters, each at most once (a repeated one is refused rather than
+/// one of its values picked): `invalid_query`.
+pub(crate) fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, crate::error::ApiError> {
+    let invalid = |m: String| crate::error::ApiError::bad_request("invalid_query", m);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut pairs = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        if !seen.insert(k.to_string()) {
+            return Err(invalid(format!("`{k}` is given twice")));
+        }
+        pairs.push((k.into_owned(), v.into_owned()));
+    }
+    Ok(pairs)
+}

@@ -590,12 +590,8 @@ pub async fn list_positions(
 ) -> ApiResult {
     let access = caller(&app.auth, &headers, &ext)?;
     let (mut account, mut status, mut strategy, mut limit, mut cursor) = (None, None, None, 50usize, None);
-    let mut seen = std::collections::BTreeSet::new();
-    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        if !seen.insert(k.to_string()) {
-            return Err(invalid_query(format!("`{k}` is given twice")));
-        }
-        match k.as_ref() {
+    for (k, v) in crate::extract::query_pairs(query.as_deref())? {
+        match k.as_str() {
             "account_id" => {
                 account = Some(AccountId::parse(&v).map_err(|e| invalid_query(e.to_string()))?);
             }

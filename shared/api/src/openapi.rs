@@ -839,13 +839,17 @@ impl IntoParams for StrategyIdParam {
 }
 
 fn query_param(name: &str, description: &str, schema: ObjectBuilder) -> Parameter {
+    query_param_builder(name, description, schema).build()
+}
+
+/// An optional query parameter, to finish (e.g. with an example) or build.
+pub(crate) fn query_param_builder(name: &str, description: &str, schema: ObjectBuilder) -> ParameterBuilder {
     ParameterBuilder::new()
         .name(name)
         .parameter_in(ParameterIn::Query)
         .required(Required::False)
         .description(Some(description))
         .schema(Some(schema))
-        .build()
 }
 
 /// The query of `GET /positions`; other parameters are refused (`invalid_query`).
