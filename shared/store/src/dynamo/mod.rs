@@ -598,6 +598,8 @@ impl DynamoStore {
             "cr_redrives",
             "cr_cancel_requested_at",
             "cr_manual_retries",
+            "cr_sc_id",
+            "cr_sc_mode",
         ];
         let mut option_checks = String::new();
         let target = match cmd.qty {
