@@ -439,19 +439,19 @@ fn average_price(orders: &[crate::order::Order]) -> Option<Quantity> {
     Some(Quantity::new(notional.checked_div(qty)?.normalize()))
 }
 
-/// A single close of `closing` leaves a short leg of its strategy naked: another leg of
-/// the same strategy is short and still open while this (long, hedging) leg is closed.
-/// `others` are the strategy's other legs.
-pub fn leaves_short_leg_naked(closing: &PositionAggregate, others: &[PositionAggregate]) -> bool {
-    let Some(strategy) = closing.position.strategy_id.as_deref() else {
+/// A single close of `closing` leaves a short leg of its strategy naked: it is a long
+/// (hedging) leg and another leg of the same strategy is short and still open. `legs` are
+/// the strategy's legs (`closing` among them or not).
+pub fn leaves_short_leg_naked(closing: &crate::model::Position, legs: &[crate::model::Position]) -> bool {
+    let Some(strategy) = closing.strategy_id.as_deref() else {
         return false;
     };
-    !closing.position.quantity.is_negative()
-        && others.iter().any(|o| {
-            o.position.id != closing.position.id
-                && o.position.strategy_id.as_deref() == Some(strategy)
-                && o.position.quantity.is_negative()
-                && o.position.status == PositionStatus::Open
+    !closing.quantity.is_negative()
+        && legs.iter().any(|o| {
+            o.id != closing.id
+                && o.strategy_id.as_deref() == Some(strategy)
+                && o.quantity.is_negative()
+                && o.status == PositionStatus::Open
         })
 }
 
@@ -661,15 +661,14 @@ mod tests {
 
     #[test]
     fn closing_a_long_leg_alone_warns_when_a_short_leg_stays_open() {
-        let legs = condor();
+        let mut legs: Vec<_> = condor().into_iter().map(|l| l.position).collect();
         assert!(leaves_short_leg_naked(&legs[0], &legs));
         assert!(
             !leaves_short_leg_naked(&legs[1], &legs),
             "closing a short leg leaves no short naked"
         );
-        let mut closed = legs.clone();
-        closed[1].position.status = PositionStatus::Closed;
-        closed[2].position.status = PositionStatus::Closed;
-        assert!(!leaves_short_leg_naked(&closed[0], &closed));
+        legs[1].status = PositionStatus::Closed;
+        legs[2].status = PositionStatus::Closed;
+        assert!(!leaves_short_leg_naked(&legs[0], &legs));
     }
 }
