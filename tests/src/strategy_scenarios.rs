@@ -152,6 +152,48 @@ pub async fn a_single_leg_closed_alone_warns_when_it_leaves_a_short_leg_naked(ap
     assert!(app.close("plain", "k").await.body.get("warning").is_none());
 }
 
+/// The legs' writes are one atomic commit: on DynamoDB one `TransactWriteItems` for 4 legs
+/// and for 50 (reads: one `Query` of the strategy index, one `GetItem` per leg).
+pub async fn a_strategy_close_writes_all_legs_in_one_round_trip(app: &TestApp) {
+    for legs in [4usize, 50] {
+        let strategy = format!("rt-{legs}");
+        for i in 0..legs {
+            let qty = if i % 2 == 0 { "1" } else { "-1" };
+            let r = app
+                .put_position(
+                    &format!("{strategy}-{i}"),
+                    &format!(
+                        r#"{{"account_id":"acct-1","symbol":"SPY","asset_type":"equity","quantity":{qty},"strategy_id":"{strategy}"}}"#
+                    ),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", r.body);
+        }
+        let before = app.round_trips.as_ref().map(|c| c.operations().len());
+        let r = close_strategy(app, &strategy, "k", None).await;
+        assert_eq!(
+            (r.status, r.body["total_legs"].as_u64()),
+            (201, Some(legs as u64)),
+            "{}",
+            r.body
+        );
+        if let (Some(counter), Some(before)) = (&app.round_trips, before) {
+            let ops: Vec<String> = counter.operations()[before..].to_vec();
+            let count = |name: &str| ops.iter().filter(|o| o.as_str() == name).count();
+            println!(
+                "strategy close of {legs} legs: {} round trips ({} TransactWriteItems, {} Query, {} GetItem)",
+                ops.len(),
+                count("TransactWriteItems"),
+                count("Query"),
+                count("GetItem")
+            );
+            assert_eq!(count("TransactWriteItems"), 1, "{ops:?}");
+            assert_eq!(count("PutItem") + count("UpdateItem"), 0, "{ops:?}");
+            assert_eq!(count("Scan"), 0, "{ops:?}");
+        }
+    }
+}
+
 // ---- With the broker (pipeline harness) ----
 
 async fn legs(app: &PipelineApp, strategy: &str, symbols: &[(&str, &str, &str)]) {
@@ -257,6 +299,7 @@ macro_rules! strategy_tests {
         $crate::strategy_tests!(@api $backend;
             a_strategy_close_is_atomic_and_idempotent,
             a_single_leg_closed_alone_warns_when_it_leaves_a_short_leg_naked,
+            a_strategy_close_writes_all_legs_in_one_round_trip,
         );
         $crate::strategy_tests!(@pipeline $backend;
             every_leg_fills_and_the_strategy_close_succeeds: "",
