@@ -85,6 +85,9 @@ impl StoreBackend for FaultInjectingStore {
     async fn load(&self, routing: RoutingKey) -> Result<Option<PositionAggregate>, StoreError> {
         self.inner.load(routing).await
     }
+    async fn load_many(&self, keys: &[RoutingKey]) -> Result<Vec<PositionAggregate>, StoreError> {
+        self.inner.load_many(keys).await
+    }
     async fn commit(&self, writes: &[Write]) -> Result<Result<(), Conflict>, StoreError> {
         self.inner.commit(writes).await
     }

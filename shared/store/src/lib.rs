@@ -111,6 +111,17 @@ pub trait Backend: Send + Sync {
     /// The aggregate stored under a routing key (strongly consistent).
     async fn load(&self, routing: RoutingKey) -> Result<Option<PositionAggregate>, StoreError>;
 
+    /// The aggregates stored under several routing keys (strongly consistent), in no
+    /// particular order; keys with nothing stored are left out. Backends that can read many
+    /// items in one request override this (DynamoDB: `BatchGetItem`).
+    async fn load_many(&self, keys: &[RoutingKey]) -> Result<Vec<PositionAggregate>, StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for k in keys {
+            found.extend(self.load(*k).await?);
+        }
+        Ok(found)
+    }
+
     /// All of `writes` or none: each write's condition must hold. Keeps the work lists and,
     /// where the backend has one, the change log in the same atomic step.
     async fn commit(&self, writes: &[Write]) -> Result<Result<(), Conflict>, StoreError>;
@@ -475,14 +486,13 @@ pub async fn strategy_legs<S: Backend + ?Sized>(
             _ => break,
         }
     }
-    let mut legs = Vec::with_capacity(positions.len());
-    for p in positions {
-        let key = AggregateKey::Position(p.id);
-        if let Some(agg) = store.load(key.routing_key()).await?.filter(|a| key.names(a)) {
-            legs.push(agg);
-        }
-    }
-    Ok(legs)
+    let keys: Vec<RoutingKey> = positions.iter().map(|p| RoutingKey::of(&p.id)).collect();
+    let loaded = store.load_many(&keys).await?;
+    // Only the positions the index named: a routing key is shared by 1 in 2^60 pairs.
+    Ok(loaded
+        .into_iter()
+        .filter(|a| positions.iter().any(|p| p.id == a.position.id))
+        .collect())
 }
 
 /// The protocol's strategy close: load the legs, decide with the domain, write every leg
