@@ -294,6 +294,42 @@ pub async fn every_leg_refused_makes_the_strategy_close_an_error(app: &PipelineA
     );
 }
 
+/// `POST /strategy-closes/{id}/cancel`: nothing at the broker yet -> 409 `not_cancelable`;
+/// once the legs' orders work, every leg is canceled and, confirmed with nothing filled,
+/// each position is `open` again (the strategy close ends `error`).
+pub async fn a_strategy_close_is_canceled_leg_by_leg(app: &PipelineApp) {
+    legs(app, "s4", &[("a", "NVDA", "10"), ("b", "AMZN", "-10")]).await;
+    let r = app
+        .call(Method::POST, "/strategies/s4/close", &[("idempotency-key", "k")], None)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.str("strategy_close_id");
+    let cancel = format!("/strategy-closes/{id}/cancel");
+    let early = app.call(Method::POST, &cancel, &[], None).await;
+    assert_eq!(
+        (early.status, early.body["error"].as_str()),
+        (409, Some("not_cancelable")),
+        "{}",
+        early.body
+    );
+    app.driver.pump().await;
+    app.sim.idle().await;
+    let r = app.call(Method::POST, &cancel, &[], None).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    for _ in 0..3 {
+        app.driver.pump().await;
+        app.sim.idle().await;
+    }
+    for leg in ["s4-a", "s4-b"] {
+        assert_eq!(app.position(leg).await.body["status"], "open", "{leg}");
+    }
+    let v = app
+        .call(Method::GET, &format!("/strategy-closes/{id}"), &[], None)
+        .await;
+    assert_eq!(v.body["status"], "error", "{}", v.body);
+    assert_eq!(app.sim.orders_placed(), 2);
+}
+
 /// One `#[tokio::test]` per scenario for a backend.
 #[macro_export]
 macro_rules! strategy_tests {
@@ -307,6 +343,7 @@ macro_rules! strategy_tests {
             every_leg_fills_and_the_strategy_close_succeeds: "",
             one_leg_refused_makes_the_strategy_close_partial: "TSLA=reject",
             every_leg_refused_makes_the_strategy_close_an_error: "TSLA=reject,GME=reject",
+            a_strategy_close_is_canceled_leg_by_leg: "NVDA=hold,AMZN=hold",
         );
     };
     (@api $backend:expr; $($name:ident),* $(,)?) => {

@@ -227,6 +227,11 @@ fn route_table(routes: Routes) -> Vec<(Method, &'static str, MethodRouter<AppSta
             ),
             (
                 Method::POST,
+                "/strategy-closes/{strategy_close_id}/cancel",
+                post(strategy_close::cancel_strategy_close),
+            ),
+            (
+                Method::POST,
                 "/close-requests/{close_request_id}/cancel",
                 post(handlers::cancel_close_request),
             ),

@@ -50,6 +50,7 @@ Authentication: `Authorization: Bearer <token>` (a JWT verified by API Gateway i
         handlers::get_strategy,
         crate::strategy_close::close_strategy,
         crate::strategy_close::get_strategy_close,
+        crate::strategy_close::cancel_strategy_close,
         handlers::cancel_close_request,
         handlers::retry_close_request,
         handlers::broker_webhook,
@@ -811,6 +812,21 @@ errors!(
         err(StatusCode::UNPROCESSABLE_ENTITY, &["idempotency_key_reused"]),
         rate_limited(),
         headers_too_large(),
+        internal(),
+    ]
+);
+
+errors!(
+    CancelStrategyCloseErrors,
+    [
+        err(StatusCode::BAD_REQUEST, &["invalid_path", "invalid_strategy_close_id"]),
+        err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
+        err(StatusCode::NOT_FOUND, &["strategy_close_not_found"]),
+        err(StatusCode::CONFLICT, &["not_cancelable", "position_locked"]),
+        body_too_large(),
+        rate_limited(),
+        headers_too_large(),
+        err(StatusCode::BAD_GATEWAY, &["broker_unavailable"]),
         internal(),
     ]
 );

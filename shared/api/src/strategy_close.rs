@@ -21,8 +21,8 @@ use crate::extract::{Body, PathParam};
 use crate::handlers::{idempotency_key, json_body, only_fields, options_error, order_fields, reason_of};
 #[allow(unused_imports)] // names used by the #[utoipa::path] annotations only
 use crate::openapi::{
-    CloseStrategyErrors, GetStrategyCloseErrors, IdempotencyKeyHeader, StrategyCloseBody, StrategyCloseIdParam,
-    StrategyIdParam,
+    CancelStrategyCloseErrors, CloseStrategyErrors, GetStrategyCloseErrors, IdempotencyKeyHeader, StrategyCloseBody,
+    StrategyCloseIdParam, StrategyIdParam,
 };
 use crate::AppState;
 
@@ -79,7 +79,7 @@ pub struct StrategyCloseResponse {
     pub poll_url: String,
 }
 
-fn view(v: &StrategyCloseView) -> StrategyCloseResponse {
+fn view_of(v: &StrategyCloseView) -> StrategyCloseResponse {
     StrategyCloseResponse {
         strategy_close_id: v.id.to_string(),
         strategy_id: v.strategy_id.clone(),
@@ -214,9 +214,9 @@ pub async fn close_strategy(
     match app.store.close_strategy(&cmd).await.map_err(app.store_error())? {
         StrategyCloseOutcome::Created(v) => {
             tracing::info!(strategy_close_id = %v.id, legs = v.legs.len(), mode = v.mode.as_str(), "strategy close created");
-            Ok((StatusCode::CREATED, Json(view(&v))).into_response())
+            Ok((StatusCode::CREATED, Json(view_of(&v))).into_response())
         }
-        StrategyCloseOutcome::Replayed(v) => Ok((StatusCode::OK, Json(view(&v))).into_response()),
+        StrategyCloseOutcome::Replayed(v) => Ok((StatusCode::OK, Json(view_of(&v))).into_response()),
         StrategyCloseOutcome::Rejected(r) => Err(rejection(r)),
     }
 }
@@ -254,7 +254,86 @@ pub async fn get_strategy_close(
         .await
         .map_err(app.store_error())?
     {
-        Some(v) => Ok(Json(view(&v)).into_response()),
+        Some(v) => Ok(Json(view_of(&v)).into_response()),
         None => Err(strategy_close_not_found()),
     }
+}
+
+/// Asks the broker to cancel the working orders of every leg of a strategy close (each
+/// leg's close as `POST /close-requests/{id}/cancel` does). Each leg ends by the usual
+/// rules once the broker confirms; nothing is assumed before.
+#[utoipa::path(
+    post,
+    path = "/strategy-closes/{strategy_close_id}/cancel",
+    operation_id = "cancelStrategyClose",
+    tag = "closes",
+    params(StrategyCloseIdParam),
+    responses(
+        (status = 202, description = "The cancels reached the broker; the strategy close as it is now",
+            body = StrategyCloseResponse),
+        CancelStrategyCloseErrors
+    ),
+    security(("bearerAuth" = []))
+)]
+#[tracing::instrument(name = "cancel_strategy_close", skip_all, fields(strategy_close_id = %raw))]
+pub async fn cancel_strategy_close(
+    State(app): State<AppState>,
+    PathParam(raw): PathParam,
+    headers: HeaderMap,
+    ext: Extensions,
+) -> Result<axum::response::Response, ApiError> {
+    let who = signed_in(&app.auth, &headers, &ext)?;
+    let id = StrategyCloseId::parse(&raw).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_strategy_close_id",
+            "strategy_close_id must be a strategy close id (a UUID)",
+        )
+    })?;
+    let view = app
+        .store
+        .strategy_close(&id, &who.access)
+        .await
+        .map_err(app.store_error())?
+        .ok_or_else(strategy_close_not_found)?;
+    let (mut asked, mut unreachable) = (0usize, false);
+    for leg in view.legs.iter().filter(|l| !l.status.is_terminal()) {
+        let outcome = closeflow_pipeline::cancel_close(
+            app.store.as_ref(),
+            app.broker.as_ref(),
+            app.clock.as_ref(),
+            &leg.close_request_id,
+            &who.access,
+            &who.actor,
+        )
+        .await
+        .map_err(app.store_error())?;
+        match outcome {
+            closeflow_pipeline::CancelOutcome::Asked => asked += 1,
+            closeflow_pipeline::CancelOutcome::BrokerUnavailable(_) => unreachable = true,
+            // This leg has nothing working (not yet at the broker, or ended): the others
+            // are still canceled.
+            closeflow_pipeline::CancelOutcome::Refused(_) => {}
+        }
+    }
+    if unreachable {
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "broker_unavailable",
+            "The broker did not confirm every cancel; some orders may still be working. Ask again.",
+        ));
+    }
+    if asked == 0 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_cancelable",
+            "Nothing of this strategy close is working at the broker",
+        ));
+    }
+    let now = app
+        .store
+        .strategy_close(&id, &who.access)
+        .await
+        .map_err(app.store_error())?
+        .ok_or_else(strategy_close_not_found)?;
+    Ok((StatusCode::ACCEPTED, Json(view_of(&now))).into_response())
 }
