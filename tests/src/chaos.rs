@@ -358,6 +358,8 @@ pub struct ChaosStats {
     /// Cancels that reached the broker, and manual retries that started an attempt.
     pub cancels: usize,
     pub manual_retries: usize,
+    /// Strategy closes accepted (every position is a leg of one strategy).
+    pub strategy_closes: usize,
 }
 
 struct Node {
@@ -421,6 +423,7 @@ fn chaos_close(rng: &mut Rng, position: &str, now: closeflow_domain::Timestamp) 
 }
 
 const POSITIONS: usize = 4;
+const STRATEGY: &str = "chaos-s";
 const STEPS: usize = 80;
 
 /// Runs one seed; `Err` says which promise broke.
@@ -435,8 +438,11 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
     let cfg = ReconcileConfig::default();
     let quantities: Vec<String> = (0..POSITIONS).map(|_| (2 + rng.below(5)).to_string()).collect();
     for (i, q) in quantities.iter().enumerate() {
+        // Every position is a leg of one strategy, so strategy closes race single closes.
+        let mut leg = register(&format!("x-{i}"), q, clock.now());
+        leg.strategy_id = Some(STRATEGY.into());
         node.store
-            .register_position(&register(&format!("x-{i}"), q, clock.now()))
+            .register_position(&leg)
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("{e:?}"))?;
@@ -447,7 +453,7 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
         let action = if calm {
             [2, 3, 4, 5, 6, 8][step % 6]
         } else {
-            rng.below(13)
+            rng.below(14)
         };
         match action {
             // Closes from the API, with keys from a small pool (duplicates and refusals),
@@ -620,6 +626,46 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
                     .map_err(|e| e.to_string())?;
                 }
             }
+            // A strategy close (keys from a small pool), sometimes racing a single close of
+            // one of its legs: all legs move under it, or none does.
+            13 => {
+                let mut cmd = crate::contract::strategy_close(STRATEGY, &format!("skey-{}", rng.below(2)), 0);
+                cmd.random = (rng.next_u64() as u128 | ((rng.next_u64() as u128) << 64)).to_be_bytes();
+                cmd.now = clock.now();
+                let leg = format!("x-{}", rng.below(POSITIONS));
+                let single = chaos_close(&mut rng, &leg, clock.now());
+                let (strategy, single) = if rng.chance(40) {
+                    let (a, b) = tokio::join!(node.store.close_strategy(&cmd), node.store.open_close_request(&single));
+                    (a, Some(b))
+                } else {
+                    (node.store.close_strategy(&cmd).await, None)
+                };
+                if let Ok(closeflow_store::StrategyCloseOutcome::Created(view)) = &strategy {
+                    stats.strategy_closes += 1;
+                    if matches!(single, Some(Ok(closeflow_store::CloseOutcome::Created { .. }))) {
+                        return Err(format!(
+                            "a strategy close and a single close of {leg} were both created"
+                        ));
+                    }
+                    if view.legs.len() != POSITIONS {
+                        return Err(format!(
+                            "a strategy close moved {} of {POSITIONS} legs",
+                            view.legs.len()
+                        ));
+                    }
+                    for l in &view.legs {
+                        let agg = node
+                            .store
+                            .aggregate(&AggregateKey::Position(l.position_id.clone()))
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .ok_or("a leg vanished")?;
+                        if agg.latest_close_request.as_ref().map(|c| c.id) != Some(l.close_request_id) {
+                            return Err(format!("leg {} is not under its strategy close", l.position_id));
+                        }
+                    }
+                }
+            }
             // A process restart (SQLite: everything is reopened from the file).
             7 if backend == Backend::Sqlite => {
                 drop(node);
@@ -694,6 +740,28 @@ async fn check(node: &Node, broker: &ChaosBroker, quantities: &[String], clock: 
     };
     if let Some(v) = violations.first() {
         return Err(format!("two live orders for one position: {v}"));
+    }
+    // Atomicity, after everything: each strategy close is on every leg or on none.
+    let mut legs_of: std::collections::BTreeMap<String, usize> = Default::default();
+    for i in 0..POSITIONS {
+        let agg = node
+            .store
+            .aggregate(&AggregateKey::Position(pid(&format!("x-{i}"))))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("a position vanished")?;
+        let tags: HashSet<String> = agg
+            .latest_close_request
+            .iter()
+            .chain(agg.history.iter().map(|p| &p.close_request))
+            .filter_map(|c| c.strategy_close.map(|t| t.id.to_string()))
+            .collect();
+        for t in tags {
+            *legs_of.entry(t).or_default() += 1;
+        }
+    }
+    if let Some((id, n)) = legs_of.iter().find(|(_, n)| **n != POSITIONS) {
+        return Err(format!("strategy close {id} is on {n} of {POSITIONS} legs"));
     }
     let attention: HashSet<String> = node
         .store

@@ -781,6 +781,8 @@ macro_rules! store_contract_tests {
             listings_page_newest_first_by_account_and_by_strategy,
             a_partial_limit_close_stores_exactly_what_the_domain_decides,
             cancel_and_retry_are_decided_by_the_domain_and_written_once,
+            a_strategy_close_writes_every_leg_or_none,
+            racing_strategy_closes_make_one,
         );
     };
     (@each $backend:expr; $($name:ident),* $(,)?) => {
@@ -792,4 +794,162 @@ macro_rules! store_contract_tests {
             }
         )*
     };
+}
+
+/// A strategy close command over `strategy` with `key`, the body `{}` (fingerprinted as the
+/// API does: wrapped as `{"strategy_close": body}`), random bits `random`.
+pub fn strategy_close(strategy: &str, key: &str, random: u8) -> closeflow_domain::StrategyCloseCommand {
+    closeflow_domain::StrategyCloseCommand {
+        strategy_id: strategy.into(),
+        idempotency_key: closeflow_domain::IdempotencyKey::parse(key).unwrap(),
+        fingerprint: closeflow_domain::Fingerprint::of_body(&serde_json::json!({"strategy_close": {}})),
+        random: [random; 16],
+        mode: None,
+        broker_supports_mleg: false,
+        options: closeflow_domain::OrderOptions::MARKET,
+        qty: None,
+        reason: Some("contract".into()),
+        max_retries: 3,
+        actor: "tester".into(),
+        access: closeflow_domain::Access::All,
+        now: start_time(),
+    }
+}
+
+/// A strategy close moves every leg to `closing` in one commit — exactly the aggregates
+/// the domain decides — or writes nothing (a leg not `open` is named); replays and a
+/// reused key are answered from the legs' own idempotency records.
+pub async fn a_strategy_close_writes_every_leg_or_none(s: &ContractStore) {
+    use closeflow_domain::{StrategyCloseDecision as D, StrategyCloseRejection as R, StrategyCloseStatus};
+    use closeflow_store::StrategyCloseOutcome as O;
+    for (i, id) in ["sa-1", "sa-2", "sa-3"].iter().enumerate() {
+        register_at(s, id, "acct-1", Some("ic-atomic"), i as i64).await;
+    }
+    for (i, id) in ["sb-1", "sb-2", "sb-3", "sb-4"].iter().enumerate() {
+        register_at(s, id, "acct-1", Some("ic-ok"), i as i64).await;
+    }
+    assert_eq!(
+        s.store
+            .close_strategy(&strategy_close("no-such", "k", 1))
+            .await
+            .unwrap(),
+        O::Rejected(R::NotFound)
+    );
+
+    // One leg already closing on its own: the strategy close is refused, nothing written.
+    match s
+        .store
+        .open_close_request(&close("sa-2", "single", start_time()))
+        .await
+        .unwrap()
+    {
+        CloseOutcome::Created { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    let before = [agg(s, "sa-1").await, agg(s, "sa-2").await, agg(s, "sa-3").await];
+    assert_eq!(
+        s.store
+            .close_strategy(&strategy_close("ic-atomic", "k", 1))
+            .await
+            .unwrap(),
+        O::Rejected(R::NotClosable {
+            position_id: pid("sa-2"),
+            status: PositionStatus::Closing
+        })
+    );
+    let after = [agg(s, "sa-1").await, agg(s, "sa-2").await, agg(s, "sa-3").await];
+    assert_eq!(before, after, "a refused strategy close writes nothing");
+
+    // Accepted: the stored legs are what the domain decided, tagged, stamped with the actor.
+    let cmd = strategy_close("ic-ok", "k", 3);
+    let legs = [
+        agg(s, "sb-1").await,
+        agg(s, "sb-2").await,
+        agg(s, "sb-3").await,
+        agg(s, "sb-4").await,
+    ];
+    let D::Create { id, legs: decided, .. } = closeflow_domain::decide_strategy_close(&legs, &cmd) else {
+        panic!("the domain refused")
+    };
+    let O::Created(view) = s.store.close_strategy(&cmd).await.unwrap() else {
+        panic!("not created")
+    };
+    assert_eq!(
+        (view.id, view.legs.len(), view.status),
+        (id, 4, StrategyCloseStatus::Pending)
+    );
+    for mut want in decided {
+        want.changed_by = Some("tester".into());
+        assert_eq!(agg(s, want.position.id.as_str()).await, want);
+    }
+    assert_eq!(s.store.close_strategy(&cmd).await.unwrap(), O::Replayed(view.clone()));
+    let mut other_body = strategy_close("ic-ok", "k", 4);
+    other_body.fingerprint =
+        closeflow_domain::Fingerprint::of_body(&serde_json::json!({"strategy_close": {"qty": "1"}}));
+    assert_eq!(
+        s.store.close_strategy(&other_body).await.unwrap(),
+        O::Rejected(R::IdempotencyKeyReused)
+    );
+    assert!(matches!(
+        s.store.close_strategy(&strategy_close("ic-ok", "k2", 5)).await.unwrap(),
+        O::Rejected(R::NotClosable { .. })
+    ));
+    // The view is derived from the legs; another account's caller cannot see it.
+    assert_eq!(
+        s.store
+            .strategy_close(&id, &closeflow_domain::Access::All)
+            .await
+            .unwrap(),
+        Some(view)
+    );
+    let other = closeflow_domain::Access::Accounts([closeflow_domain::AccountId::parse("acct-9").unwrap()].into());
+    assert_eq!(s.store.strategy_close(&id, &other).await.unwrap(), None);
+}
+
+/// 32 racing strategy closes with distinct keys make exactly one strategy close; 32 with
+/// one key all name it. A loser sees the legs `closing` (or, on DynamoDB, a transaction
+/// conflict: 409 `position_locked`, nothing written).
+pub async fn racing_strategy_closes_make_one(s: &ContractStore) {
+    use closeflow_store::StrategyCloseOutcome as O;
+    for (i, id) in ["sr-1", "sr-2", "sr-3", "sr-4"].iter().enumerate() {
+        register_at(s, id, "acct-1", Some("ic-race"), i as i64).await;
+    }
+    for same_key in [false, true] {
+        if same_key {
+            for (i, id) in ["ss-1", "ss-2", "ss-3"].iter().enumerate() {
+                register_at(s, id, "acct-1", Some("ic-same"), i as i64).await;
+            }
+        }
+        let strategy = if same_key { "ic-same" } else { "ic-race" };
+        let tasks: Vec<_> = (0..32u8)
+            .map(|i| {
+                let store = s.store.clone();
+                let key = if same_key {
+                    "one".to_string()
+                } else {
+                    format!("key-{i}")
+                };
+                let cmd = strategy_close(strategy, &key, i);
+                tokio::spawn(async move { store.close_strategy(&cmd).await })
+            })
+            .collect();
+        let mut created = Vec::new();
+        let mut named = std::collections::BTreeSet::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(O::Created(v)) => {
+                    named.insert(v.id);
+                    created.push(v.id)
+                }
+                Ok(O::Replayed(v)) => {
+                    named.insert(v.id);
+                }
+                Ok(O::Rejected(closeflow_domain::StrategyCloseRejection::NotClosable { .. })) => assert!(!same_key),
+                Err(closeflow_store::StoreError::Contention) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(created.len(), 1, "same key: {same_key}");
+        assert_eq!(named.len(), 1);
+    }
 }

@@ -35,6 +35,7 @@ pub mod pipeline;
 pub mod pipeline_scenarios;
 pub mod reconcile_scenarios;
 pub mod scenarios;
+pub mod strategy_scenarios;
 pub mod template;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +84,9 @@ pub struct FaultInjectingStore {
 impl StoreBackend for FaultInjectingStore {
     async fn load(&self, routing: RoutingKey) -> Result<Option<PositionAggregate>, StoreError> {
         self.inner.load(routing).await
+    }
+    async fn load_many(&self, keys: &[RoutingKey]) -> Result<Vec<PositionAggregate>, StoreError> {
+        self.inner.load_many(keys).await
     }
     async fn commit(&self, writes: &[Write]) -> Result<Result<(), Conflict>, StoreError> {
         self.inner.commit(writes).await

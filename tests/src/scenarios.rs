@@ -201,6 +201,7 @@ fn fixture(id: &str, status: PositionStatus, cr_status: CloseRequestStatus) -> P
         options: closeflow_domain::OrderOptions::MARKET,
         cancel_requested_at: None,
         manual_retries: 0,
+        strategy_close: None,
     };
     let position = Position {
         id: pid,

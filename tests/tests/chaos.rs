@@ -28,6 +28,7 @@ async fn every_seed_keeps_every_promise() {
                 total.restarts += s.restarts;
                 total.cancels += s.cancels;
                 total.manual_retries += s.manual_retries;
+                total.strategy_closes += s.strategy_closes;
             }
             Err(why) => failures.push(format!(
                 "seed {seed} ({:?}): {why}\n  replay: CHAOS_SEED={seed} cargo test -p closeflow-tests --test chaos -- --nocapture",
@@ -37,18 +38,19 @@ async fn every_seed_keeps_every_promise() {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "chaos: {} seeds in {secs:.1} s ({:.0} seeds/s): {} closes, {} broker orders, {} restarts, {} cancels, {} manual retries",
+        "chaos: {} seeds in {secs:.1} s ({:.0} seeds/s): {} closes, {} broker orders, {} restarts, {} cancels, {} manual retries, {} strategy closes",
         seeds.len(),
         seeds.len() as f64 / secs,
         total.closes_created,
         total.orders_placed,
         total.restarts,
         total.cancels,
-        total.manual_retries
+        total.manual_retries,
+        total.strategy_closes
     );
     assert!(
-        seeds.len() < 50 || (total.cancels > 0 && total.manual_retries > 0),
-        "cancels and manual retries must take part"
+        seeds.len() < 50 || (total.cancels > 0 && total.manual_retries > 0 && total.strategy_closes > 0),
+        "cancels, manual retries and strategy closes must take part"
     );
     assert!(
         total.orders_placed > 0 || seeds.len() < 10,

@@ -81,6 +81,10 @@ mod options {
     closeflow_tests::options_tests!(closeflow_tests::Backend::DynamoDb);
 }
 
+mod strategy {
+    closeflow_tests::strategy_tests!(closeflow_tests::Backend::DynamoDb);
+}
+
 mod store_contract {
     closeflow_tests::store_contract_tests!(closeflow_tests::Backend::DynamoDb);
 }

@@ -35,7 +35,7 @@ fn position_id(raw: &str) -> Result<PositionId, ApiError> {
 }
 
 /// Parses a request body as JSON (no key twice in an object); an empty body counts as `{}`.
-fn json_body(body: &Bytes) -> Result<Value, ApiError> {
+pub(crate) fn json_body(body: &Bytes) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
@@ -249,7 +249,7 @@ pub async fn get_position(
     }
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
     let value = headers
         .get("idempotency-key")
         .ok_or_else(|| ApiError::bad_request("missing_idempotency_key", "The Idempotency-Key header is required"))?;
@@ -290,13 +290,13 @@ struct OrderFields {
     time_in_force: Option<String>,
 }
 
-fn options_error(e: closeflow_domain::OptionsError) -> ApiError {
+pub(crate) fn options_error(e: closeflow_domain::OptionsError) -> ApiError {
     ApiError::bad_request(e.code(), e.to_string())
 }
 
 /// Parses and checks the order fields of a body (everything that needs no position).
 /// `None` when the body names no order option at all.
-fn order_fields(body: &Bytes) -> Result<(Option<OrderOptions>, Option<Quantity>), ApiError> {
+pub(crate) fn order_fields(body: &Bytes) -> Result<(Option<OrderOptions>, Option<Quantity>), ApiError> {
     let f: OrderFields = if body.iter().all(u8::is_ascii_whitespace) {
         OrderFields::default()
     } else {
@@ -341,7 +341,7 @@ fn order_fields(body: &Bytes) -> Result<(Option<OrderOptions>, Option<Quantity>)
 }
 
 /// Refuses a body that is not an object or carries a field outside `allowed`.
-fn only_fields(value: &Value, allowed: &[&str], what: &str) -> Result<(), ApiError> {
+pub(crate) fn only_fields(value: &Value, allowed: &[&str], what: &str) -> Result<(), ApiError> {
     let Value::Object(map) = value else {
         return Err(ApiError::invalid_body(format!("The {what} body must be a JSON object")));
     };
@@ -367,6 +367,12 @@ fn cancel_open_orders(body: &Value) -> Result<bool, ApiError> {
 fn close_body(body: &Bytes) -> Result<(Value, Option<String>), ApiError> {
     let value = json_body(body)?;
     only_fields(&value, CLOSE_BODY_FIELDS, "close")?;
+    let reason = reason_of(&value)?;
+    Ok((value, reason))
+}
+
+/// The `reason` of a close body: 1 to 256 printable characters, or none.
+pub(crate) fn reason_of(value: &Value) -> Result<Option<String>, ApiError> {
     let reason = match value.get("reason") {
         None | Some(Value::Null) => None,
         Some(Value::String(r)) if (1..=256).contains(&r.len()) && !r.chars().any(char::is_control) => Some(r.clone()),
@@ -376,7 +382,7 @@ fn close_body(body: &Bytes) -> Result<(Value, Option<String>), ApiError> {
             ))
         }
     };
-    Ok((value, reason))
+    Ok(reason)
 }
 
 /// Closes a position: one close request per Idempotency-Key, exactly one broker order per attempt.
@@ -425,6 +431,7 @@ pub async fn close_position(
     let cancel_open_orders = cancel_open_orders(&value)?;
     let (options, qty) = order_fields(&body)?;
     let body = value;
+    let access = who.access.clone();
     let cmd = CloseCommand {
         new_id: CloseRequestId::new(&id, app.random.random_bytes()),
         position_id: id,
@@ -447,23 +454,44 @@ pub async fn close_position(
             close_request,
         } => {
             tracing::info!(position_id = %position.id, close_request_id = %close_request.id, "close request created");
-            Ok((
-                StatusCode::CREATED,
-                Json(views::close_accepted(&position, &close_request, &[], poll)),
-            )
-                .into_response())
+            let mut view = views::close_accepted(&position, &close_request, &[], poll);
+            view.warning = naked_leg_warning(&app, &position, &access).await;
+            Ok((StatusCode::CREATED, Json(view)).into_response())
         }
         CloseOutcome::Replayed {
             position,
             close_request,
             orders,
-        } => Ok((
-            StatusCode::OK,
-            Json(views::close_accepted(&position, &close_request, &orders, poll)),
-        )
-            .into_response()),
+        } => {
+            let mut view = views::close_accepted(&position, &close_request, &orders, poll);
+            view.warning = naked_leg_warning(&app, &position, &access).await;
+            Ok((StatusCode::OK, Json(view)).into_response())
+        }
         CloseOutcome::Rejected(r) => Err(ApiError::from_rejection(r)),
     }
+}
+
+/// `leaves_other_legs_open` when closing this leg alone leaves a short leg of its strategy
+/// naked. Advisory: read from the listing index after the close was accepted, so a failed
+/// read answers no warning rather than failing a close that already happened.
+async fn naked_leg_warning(
+    app: &AppState,
+    position: &closeflow_domain::Position,
+    access: &Access,
+) -> Option<&'static str> {
+    let strategy_id = position.strategy_id.clone()?;
+    let accounts = match access {
+        Access::All => None,
+        Access::Accounts(set) => Some(set.iter().cloned().collect()),
+    };
+    let req = closeflow_store::ListRequest {
+        scope: closeflow_store::Scope::Strategy { strategy_id, accounts },
+        status: None,
+        after: None,
+        limit: closeflow_store::listing::MAX_PAGE,
+    };
+    let legs = app.store.list_positions(&req).await.ok()?.positions;
+    closeflow_domain::leaves_short_leg_naked(position, &legs).then_some("leaves_other_legs_open")
 }
 
 /// Reads a close request and its orders (poll it after a close).
@@ -559,7 +587,7 @@ fn decode_cursor(text: &str) -> Result<String, ApiError> {
     Ok(sk)
 }
 
-fn valid_strategy_id(s: &str) -> bool {
+pub(crate) fn valid_strategy_id(s: &str) -> bool {
     (1..=128).contains(&s.len()) && !s.chars().any(char::is_control)
 }
 

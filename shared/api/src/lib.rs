@@ -19,6 +19,7 @@ pub mod limits;
 pub mod openapi;
 pub mod rate_limit;
 pub mod server;
+mod strategy_close;
 mod views;
 
 pub use closeflow_pipeline::clock::{self, Clock, ManualClock, RandomSource, SystemClock, SystemRandom};
@@ -214,6 +215,21 @@ fn route_table(routes: Routes) -> Vec<(Method, &'static str, MethodRouter<AppSta
             ),
             (Method::GET, "/positions", get(handlers::list_positions)),
             (Method::GET, "/strategies/{strategy_id}", get(handlers::get_strategy)),
+            (
+                Method::POST,
+                "/strategies/{strategy_id}/close",
+                post(strategy_close::close_strategy),
+            ),
+            (
+                Method::GET,
+                "/strategy-closes/{strategy_close_id}",
+                get(strategy_close::get_strategy_close),
+            ),
+            (
+                Method::POST,
+                "/strategy-closes/{strategy_close_id}/cancel",
+                post(strategy_close::cancel_strategy_close),
+            ),
             (
                 Method::POST,
                 "/close-requests/{close_request_id}/cancel",

@@ -48,6 +48,9 @@ Authentication: `Authorization: Bearer <token>` (a JWT verified by API Gateway i
         handlers::get_close_request,
         handlers::list_positions,
         handlers::get_strategy,
+        crate::strategy_close::close_strategy,
+        crate::strategy_close::get_strategy_close,
+        crate::strategy_close::cancel_strategy_close,
         handlers::cancel_close_request,
         handlers::retry_close_request,
         handlers::broker_webhook,
@@ -115,6 +118,7 @@ impl Modify for OptionalCloseBody {
         for path in [
             "/positions/{position_id}/close",
             "/close-requests/{close_request_id}/retry",
+            "/strategies/{strategy_id}/close",
         ] {
             let body = openapi
                 .paths
@@ -258,6 +262,14 @@ enum_schema!(
     "TimeInForce",
     closeflow_domain::TimeInForce::ALL.iter().map(|t| t.as_str())
 );
+enum_schema!(SideSchema, "Side", ["buy", "sell"]);
+enum_schema!(CloseWarningSchema, "CloseWarning", ["leaves_other_legs_open"]);
+enum_schema!(StrategyCloseModeSchema, "StrategyCloseMode", ["mleg", "legs"]);
+enum_schema!(
+    StrategyCloseStatusSchema,
+    "StrategyCloseStatus",
+    ["pending", "success", "partial", "error"]
+);
 enum_schema!(
     StrategyStatusSchema,
     "StrategyStatus",
@@ -281,7 +293,10 @@ pub struct ErrorBody {
     /// `quota_exceeded`: the account's limit of live positions.
     #[schema(minimum = 0)]
     pub limit: Option<u64>,
-    /// `invalid_state`, `position_not_open`, `not_retryable`: the position's status.
+    /// `strategy_not_closable`: the leg that is not open.
+    pub position_id: Option<String>,
+    /// `invalid_state`, `position_not_open`, `not_retryable`, `strategy_not_closable`: the
+    /// position's status.
     #[schema(value_type = Option<PositionStatusSchema>)]
     pub position_status: Option<String>,
 }
@@ -341,6 +356,19 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
     (
         "strategy_not_found",
         "no position of the caller's accounts carries this strategy_id",
+    ),
+    (
+        "strategy_not_closable",
+        "a leg of the strategy is not open (`position_id`, `position_status`); nothing was closed",
+    ),
+    (
+        "too_many_legs",
+        "a strategy close takes at most 99 legs (one atomic write)",
+    ),
+    ("invalid_strategy_close_id", "not a strategy close id (a UUID)"),
+    (
+        "strategy_close_not_found",
+        "no such strategy close (also: another account's)",
     ),
     ("not_cancelable", "nothing of this close is working at the broker"),
     (
@@ -755,6 +783,67 @@ errors!(
     ]
 );
 
+errors!(
+    CloseStrategyErrors,
+    [
+        err(
+            StatusCode::BAD_REQUEST,
+            &[
+                "missing_idempotency_key",
+                "invalid_idempotency_key",
+                "invalid_body",
+                "invalid_path",
+                "invalid_strategy_id",
+                "invalid_qty",
+                "invalid_limit_price",
+                "too_many_legs",
+            ]
+        ),
+        err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
+        err(StatusCode::NOT_FOUND, &["strategy_not_found"]),
+        err_ex(
+            StatusCode::CONFLICT,
+            &["strategy_not_closable", "position_locked"],
+            || json!({"error": "strategy_not_closable",
+                      "message": "Leg `ic-1-put-short` is `closing`: every leg must be open; nothing was closed",
+                      "position_id": "ic-1-put-short", "position_status": "closing"})
+        ),
+        body_too_large(),
+        err(StatusCode::UNPROCESSABLE_ENTITY, &["idempotency_key_reused"]),
+        rate_limited(),
+        headers_too_large(),
+        internal(),
+    ]
+);
+
+errors!(
+    CancelStrategyCloseErrors,
+    [
+        err(StatusCode::BAD_REQUEST, &["invalid_path", "invalid_strategy_close_id"]),
+        err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
+        err(StatusCode::NOT_FOUND, &["strategy_close_not_found"]),
+        err(StatusCode::CONFLICT, &["not_cancelable", "position_locked"]),
+        body_too_large(),
+        rate_limited(),
+        headers_too_large(),
+        err(StatusCode::BAD_GATEWAY, &["broker_unavailable"]),
+        internal(),
+    ]
+);
+
+errors!(
+    GetStrategyCloseErrors,
+    [
+        err(StatusCode::BAD_REQUEST, &["invalid_path", "invalid_strategy_close_id"]),
+        err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
+        err(StatusCode::NOT_FOUND, &["strategy_close_not_found"]),
+        err(StatusCode::CONFLICT, &["position_locked"]),
+        rate_limited(),
+        headers_too_large(),
+        internal(),
+    ]
+);
+
 errors!(DocsErrors, [rate_limited(), headers_too_large()]);
 
 // ---- Parameters ----
@@ -834,6 +923,21 @@ impl IntoParams for StrategyIdParam {
                 .max_length(Some(128))
                 .pattern(Some(r"^[^\x00-\x1F\x7F-\x9F]+$")),
             "ic-1",
+        )]
+    }
+}
+
+pub struct StrategyCloseIdParam;
+
+impl IntoParams for StrategyCloseIdParam {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![path_param(
+            "strategy_close_id",
+            "A strategy close id as answered by the strategy close (`strategy_close_id`, also in `poll_url`).",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+            "0b9d5d8a-9c33-8e61-8000-000000000000",
         )]
     }
 }
@@ -953,6 +1057,32 @@ pub struct CloseBody {
     /// `day` (default) or `gtc`; option orders are `day` only.
     #[schema(inline, value_type = Option<TimeInForceSchema>)]
     pub time_in_force: Option<String>,
+}
+
+/// Body of `POST /strategies/{strategy_id}/close`; empty and `{}` are the same request.
+/// Mirrors `STRATEGY_CLOSE_BODY_FIELDS` (a unit test compares them).
+#[derive(ToSchema)]
+#[schema(as = StrategyCloseBody)]
+#[allow(dead_code)] // only its schema is used
+pub struct StrategyCloseBody {
+    /// Net price of a multi-leg (`mleg`) limit order: positive debit, negative credit.
+    /// Refused in `legs` mode, where no one price fits every leg.
+    #[schema(value_type = Option<DecimalInput>)]
+    pub limit_price: Option<String>,
+    /// `mleg` (one multi-leg order; default for 2-4 option legs where the broker supports
+    /// it) or `legs` (one order per leg). Without multi-leg support `mleg` runs as `legs`.
+    #[schema(inline, value_type = Option<StrategyCloseModeSchema>)]
+    pub mode: Option<String>,
+    /// `market` (default) or `limit` (`mleg` only).
+    #[schema(inline, value_type = Option<OrderTypeSchema>)]
+    pub order_type: Option<String>,
+    /// In strategy units (a whole number up to the greatest common divisor of the legs'
+    /// quantities); each leg closes its share, keeping the ratios.
+    #[schema(value_type = Option<NonNegativeDecimalInput>)]
+    pub qty: Option<String>,
+    /// Why the strategy is closed (kept on every leg's close request).
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]+$")]
+    pub reason: Option<String>,
 }
 
 /// Body of `POST /close-requests/{close_request_id}/retry`: new order options for this and
@@ -1131,6 +1261,13 @@ mod tests {
             .map(String::as_str)
             .collect();
         assert_eq!(props, handlers::RETRY_BODY_FIELDS);
+        let props: Vec<&str> = doc["components"]["schemas"]["StrategyCloseBody"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(props, crate::strategy_close::STRATEGY_CLOSE_BODY_FIELDS);
         let mut sorted = handlers::CLOSE_BODY_FIELDS.to_vec();
         sorted.sort();
         assert_eq!(sorted, handlers::CLOSE_BODY_FIELDS, "kept alphabetical");

@@ -83,6 +83,11 @@ pub struct CloseAcceptedView {
     pub poll_url: String,
     #[schema(minimum = 0)]
     pub poll_interval_ms: u64,
+    /// `leaves_other_legs_open`: this leg hedges a short leg of its strategy that stays
+    /// open (naked) once it closes. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(inline, value_type = Option<crate::openapi::CloseWarningSchema>)]
+    pub warning: Option<&'static str>,
 }
 
 pub fn close_accepted(p: &Position, cr: &CloseRequest, list: &[Order], poll_interval_ms: u64) -> CloseAcceptedView {
@@ -97,6 +102,7 @@ pub fn close_accepted(p: &Position, cr: &CloseRequest, list: &[Order], poll_inte
         partial: cr.is_partial(),
         poll_url: poll_url(cr),
         poll_interval_ms,
+        warning: None,
     }
 }
 

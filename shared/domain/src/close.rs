@@ -169,6 +169,7 @@ pub fn decide_close(current: Option<&PositionAggregate>, cmd: &CloseCommand) -> 
         options: cmd.options,
         cancel_requested_at: None,
         manual_retries: 0,
+        strategy_close: None,
     });
     CloseDecision::Create(Box::new(next))
 }

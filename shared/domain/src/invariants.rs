@@ -144,6 +144,7 @@ mod tests {
             options: crate::OrderOptions::MARKET,
             cancel_requested_at: None,
             manual_retries: 0,
+            strategy_close: None,
         }
     }
 

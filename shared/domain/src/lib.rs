@@ -23,6 +23,7 @@ pub mod reconcile;
 pub mod register;
 pub mod status;
 pub mod strategy;
+pub mod strategy_close;
 pub mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -49,6 +50,11 @@ pub use reconcile::{after_lookup, attention_since, expire, expiry_at, reconcile,
 pub use register::{decide_register, RegisterDecision, RegisterPosition, RegisterRejection};
 pub use status::{CloseRequestStatus, PositionStatus, UnknownStatus};
 pub use strategy::{strategy_status, StrategyStatus};
+pub use strategy_close::{
+    decide_strategy_close, leaves_short_leg_naked, strategy_close_view, StrategyCloseCommand, StrategyCloseDecision,
+    StrategyCloseId, StrategyCloseLeg, StrategyCloseMode, StrategyCloseRejection, StrategyCloseStatus,
+    StrategyCloseTag, StrategyCloseView,
+};
 pub use transition::{CloseRequestEvent, IllegalTransition, PositionEvent};
 
 /// Timestamps are kept at millisecond precision everywhere so that every store

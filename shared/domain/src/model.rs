@@ -108,6 +108,8 @@ pub struct CloseRequest {
     /// Attempts a human started after the close failed (`POST /close-requests/{id}/retry`),
     /// counted apart from the reconciler's automatic `retry_count`.
     pub manual_retries: u32,
+    /// Set when a strategy close made this close request (one per leg).
+    pub strategy_close: Option<crate::strategy_close::StrategyCloseTag>,
 }
 
 impl CloseRequest {

@@ -20,6 +20,10 @@ use closeflow_domain::{
 use closeflow_domain::{
     decide_cancel, decide_retry, Access, ClientOrderId, ManageRejection, RetryCommand, RetryDecision,
 };
+use closeflow_domain::{
+    decide_strategy_close, strategy_close_view, StrategyCloseCommand, StrategyCloseDecision, StrategyCloseId,
+    StrategyCloseRejection, StrategyCloseView,
+};
 
 pub mod audit;
 pub mod dynamo;
@@ -106,6 +110,17 @@ pub struct Conflict {
 pub trait Backend: Send + Sync {
     /// The aggregate stored under a routing key (strongly consistent).
     async fn load(&self, routing: RoutingKey) -> Result<Option<PositionAggregate>, StoreError>;
+
+    /// The aggregates stored under several routing keys (strongly consistent), in no
+    /// particular order; keys with nothing stored are left out. Backends that can read many
+    /// items in one request override this (DynamoDB: `BatchGetItem`).
+    async fn load_many(&self, keys: &[RoutingKey]) -> Result<Vec<PositionAggregate>, StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for k in keys {
+            found.extend(self.load(*k).await?);
+        }
+        Ok(found)
+    }
 
     /// All of `writes` or none: each write's condition must hold. Keeps the work lists and,
     /// where the backend has one, the change log in the same atomic step.
@@ -331,6 +346,35 @@ pub trait CloseStore: Backend + AuditLog {
         })
     }
 
+    /// A strategy close (all legs of a strategy) in one atomic commit: every leg moves to
+    /// `closing` with its own close request, or nothing is written. On DynamoDB the legs'
+    /// writes are one `TransactWriteItems` (one round trip for up to 99 legs).
+    async fn close_strategy(&self, cmd: &StrategyCloseCommand) -> Result<StrategyCloseOutcome, StoreError> {
+        close_strategy_by_protocol(self, cmd).await
+    }
+
+    /// The strategy close `id` as its legs show it, if the caller may see it (`None`
+    /// otherwise, like a missing one).
+    async fn strategy_close(
+        &self,
+        id: &StrategyCloseId,
+        access: &Access,
+    ) -> Result<Option<StrategyCloseView>, StoreError> {
+        let Some(anchor) = self.load(id.routing_key()).await? else {
+            return Ok(None);
+        };
+        let Some(strategy_id) = anchor.position.strategy_id.clone() else {
+            return Ok(None);
+        };
+        if !access.allows(&anchor.position.account_id)
+            || strategy_close_view(id, std::slice::from_ref(&anchor)).is_none()
+        {
+            return Ok(None);
+        }
+        let legs = strategy_legs(self, &strategy_id, access).await?;
+        Ok(strategy_close_view(id, &legs))
+    }
+
     /// A page of positions (by account or by strategy), newest first.
     async fn list_positions(&self, req: &ListRequest) -> Result<PositionPage, StoreError> {
         listing::list_positions(self, req).await
@@ -390,6 +434,109 @@ pub async fn open_close_request_from<S: Backend + ?Sized>(
                         });
                     }
                     Err(conflict) => current = conflict.current,
+                }
+            }
+        }
+    }
+    Err(StoreError::Contention)
+}
+
+/// What [`CloseStore::close_strategy`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StrategyCloseOutcome {
+    Created(StrategyCloseView),
+    Replayed(StrategyCloseView),
+    Rejected(StrategyCloseRejection),
+}
+
+/// The most legs one strategy listing reads: a runaway strategy id is refused by the
+/// domain (`MAX_LEGS`) long before this bound.
+const STRATEGY_LEG_BOUND: usize = 1_000;
+
+/// Every leg of a strategy the caller may act on, each loaded strongly consistent (the
+/// index only finds them; the conditional writes are decided on the items themselves).
+pub async fn strategy_legs<S: Backend + ?Sized>(
+    store: &S,
+    strategy_id: &str,
+    access: &Access,
+) -> Result<Vec<PositionAggregate>, StoreError> {
+    let accounts = match access {
+        Access::All => None,
+        Access::Accounts(set) => Some(set.iter().cloned().collect()),
+    };
+    let mut positions = Vec::new();
+    let mut after = None;
+    loop {
+        let page = listing::list_positions(
+            store,
+            &ListRequest {
+                scope: Scope::Strategy {
+                    strategy_id: strategy_id.to_string(),
+                    accounts: accounts.clone(),
+                },
+                status: None,
+                after,
+                limit: listing::MAX_PAGE,
+            },
+        )
+        .await?;
+        positions.extend(page.positions);
+        match page.next {
+            Some(next) if positions.len() < STRATEGY_LEG_BOUND => after = Some(next),
+            _ => break,
+        }
+    }
+    let keys: Vec<RoutingKey> = positions.iter().map(|p| RoutingKey::of(&p.id)).collect();
+    let loaded = store.load_many(&keys).await?;
+    // Only the positions the index named: a routing key is shared by 1 in 2^60 pairs.
+    Ok(loaded
+        .into_iter()
+        .filter(|a| positions.iter().any(|p| p.id == a.position.id))
+        .collect())
+}
+
+/// The protocol's strategy close: load the legs, decide with the domain, write every leg
+/// with its version condition in one commit; on a lost race load again and re-decide (a
+/// racing close with another key then finds the legs `closing` and is refused).
+pub async fn close_strategy_by_protocol<S: Backend + ?Sized>(
+    store: &S,
+    cmd: &StrategyCloseCommand,
+) -> Result<StrategyCloseOutcome, StoreError> {
+    for _ in 0..ATTEMPTS {
+        let legs = strategy_legs(store, &cmd.strategy_id, &cmd.access).await?;
+        match decide_strategy_close(&legs, cmd) {
+            StrategyCloseDecision::Reject(r) => return Ok(StrategyCloseOutcome::Rejected(r)),
+            StrategyCloseDecision::Replay(id) => {
+                let view = strategy_close_view(&id, &legs).ok_or_else(|| {
+                    StoreError::Corrupt(format!("idempotency record points at missing strategy close {id}"))
+                })?;
+                return Ok(StrategyCloseOutcome::Replayed(view));
+            }
+            StrategyCloseDecision::Create { id, legs: next, .. } => {
+                let mut writes = Vec::with_capacity(next.len());
+                for mut after in next.iter().cloned() {
+                    let before = legs
+                        .iter()
+                        .find(|l| l.position.id == after.position.id)
+                        .ok_or_else(|| StoreError::Corrupt("decided leg was not loaded".into()))?;
+                    after.changed_by = Some(cmd.actor.clone());
+                    let expected = before.position.version;
+                    writes.extend(Write::Put { next: after, expected }.with_counts(Some(before), NO_LIMIT));
+                }
+                // DynamoDB's transaction limit; the domain's leg bound keeps us below it.
+                if writes.len() > 100 {
+                    return Ok(StrategyCloseOutcome::Rejected(StrategyCloseRejection::TooManyLegs {
+                        legs: next.len(),
+                    }));
+                }
+                match store.commit(&writes).await? {
+                    Ok(()) => {
+                        let view = strategy_close_view(&id, &next)
+                            .ok_or_else(|| StoreError::Corrupt("created strategy close has no legs".into()))?;
+                        return Ok(StrategyCloseOutcome::Created(view));
+                    }
+                    // A leg changed meanwhile: nothing was written; decide again.
+                    Err(_) => continue,
                 }
             }
         }

@@ -10,8 +10,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use closeflow_domain::{
     format_timestamp, parse_timestamp, AccountId, AssetType, ClientOrderId, CloseRequest, CloseRequestId,
     CloseRequestStatus, Fingerprint, IdempotencyKey, IdempotencyRecord, Order, OrderOptions, OrderStatus, OrderType,
-    PastClose, Position, PositionAggregate, PositionId, PositionStatus, Price, Quantity, RoutingKey, TimeInForce,
-    Timestamp,
+    PastClose, Position, PositionAggregate, PositionId, PositionStatus, Price, Quantity, RoutingKey, StrategyCloseId,
+    StrategyCloseMode, StrategyCloseTag, TimeInForce, Timestamp,
 };
 
 use crate::StoreError;
@@ -225,6 +225,19 @@ pub fn latest_close_request_from_item(item: &Item, position: &PositionId) -> Res
             Some(_) => uint(item, "cr_manual_retries")?,
             None => 0,
         },
+        strategy_close: strategy_close_tag_from_item(item)?,
+    }))
+}
+
+/// The strategy close a leg's close request belongs to: `cr_sc_id` and `cr_sc_mode`
+/// (both absent for a single close).
+fn strategy_close_tag_from_item(item: &Item) -> Result<Option<StrategyCloseTag>, StoreError> {
+    let Some(id) = opt_s(item, "cr_sc_id") else {
+        return Ok(None);
+    };
+    Ok(Some(StrategyCloseTag {
+        id: StrategyCloseId::parse(id).map_err(|_| corrupt("bad cr_sc_id", item))?,
+        mode: StrategyCloseMode::parse(get_s(item, "cr_sc_mode")?).ok_or_else(|| corrupt("bad cr_sc_mode", item))?,
     }))
 }
 
@@ -291,6 +304,8 @@ pub fn close_request_attributes(cr: &CloseRequest) -> Vec<(&'static str, Option<
             "cr_manual_retries",
             (cr.manual_retries > 0).then(|| n(cr.manual_retries)),
         ),
+        ("cr_sc_id", cr.strategy_close.map(|t| s(t.id.to_string()))),
+        ("cr_sc_mode", cr.strategy_close.map(|t| s(t.mode.as_str()))),
     ]
 }
 
@@ -571,6 +586,20 @@ mod tests {
         let item = aggregate_item(&next);
         assert_eq!(item["cr_target_qty"], n("2.5"));
         assert_eq!(aggregate_from_item(&item).unwrap(), *next);
+        // A leg of a strategy close keeps its tag, latest and in history.
+        let mut leg = (*next).clone();
+        let tag = StrategyCloseTag {
+            id: StrategyCloseId::new(&p.id, [3; 16]),
+            mode: StrategyCloseMode::Legs,
+        };
+        leg.latest_close_request.as_mut().unwrap().strategy_close = Some(tag);
+        leg.history.push(PastClose {
+            close_request: leg.latest_close_request.clone().unwrap(),
+            orders: Vec::new(),
+        });
+        let item = aggregate_item(&leg);
+        assert_eq!(item["cr_sc_mode"], s("legs"));
+        assert_eq!(aggregate_from_item(&item).unwrap(), leg);
     }
 
     #[test]

@@ -252,6 +252,57 @@ impl Backend for DynamoStore {
         out.item.as_ref().map(codec::aggregate_from_item).transpose()
     }
 
+    async fn load_many(&self, keys: &[RoutingKey]) -> Result<Vec<PositionAggregate>, StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
+        // BatchGetItem takes 100 keys per request.
+        for chunk in keys.chunks(100) {
+            let mut pending: Vec<std::collections::HashMap<String, AttributeValue>> = chunk
+                .iter()
+                .map(|k| {
+                    let (pk, sk) = codec::routed_key(*k);
+                    std::collections::HashMap::from([(PK.to_string(), pk), (SK.to_string(), sk)])
+                })
+                .collect();
+            pending.dedup();
+            // DynamoDB may leave keys unprocessed under load; ask again for those, a
+            // bounded number of times, then report the store busy (nothing was decided).
+            for _ in 0..5 {
+                if pending.is_empty() {
+                    break;
+                }
+                let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Backend(e.to_string()))?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(backend)?;
+                for item in out
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default()
+                {
+                    found.push(codec::aggregate_from_item(&item)?);
+                }
+                if let Some(mut left) = out.unprocessed_keys {
+                    if let Some(k) = left.remove(&self.table) {
+                        pending = k.keys;
+                    }
+                }
+            }
+            if !pending.is_empty() {
+                return Err(StoreError::Contention);
+            }
+        }
+        Ok(found)
+    }
+
     async fn commit(&self, writes: &[Write]) -> Result<Result<(), Conflict>, StoreError> {
         match writes {
             [] => Ok(Ok(())),
@@ -598,6 +649,8 @@ impl DynamoStore {
             "cr_redrives",
             "cr_cancel_requested_at",
             "cr_manual_retries",
+            "cr_sc_id",
+            "cr_sc_mode",
         ];
         let mut option_checks = String::new();
         let target = match cmd.qty {

@@ -1,0 +1,367 @@
+//! Strategy closes through the real router (seed 002: "Close Strategy"), each on every
+//! backend by `strategy_tests!`: the API's answers on the plain harness, the legs' fates on
+//! the pipeline harness (simulated broker, its `reject` scenario for a failing leg).
+
+use axum::http::Method;
+
+use crate::pipeline::PipelineApp;
+use crate::{Reply, TestApp, TOKEN_ACCT2};
+
+fn assert_error(r: &Reply, status: u16, code: &str) {
+    assert_eq!((r.status, r.body["error"].as_str()), (status, Some(code)), "{}", r.body);
+}
+
+/// An iron condor's four legs: long call, short call, short put, long put.
+const CONDOR: [(&str, &str, &str); 4] = [
+    ("ic-cl", "SPY260116C00600000", "1"),
+    ("ic-cs", "SPY260116C00590000", "-1"),
+    ("ic-ps", "SPY260116P00540000", "-1"),
+    ("ic-pl", "SPY260116P00530000", "1"),
+];
+
+fn leg_body(symbol: &str, qty: &str, strategy: &str) -> String {
+    format!(
+        r#"{{"account_id":"acct-1","symbol":"{symbol}","asset_type":"option","quantity":{qty},"strategy_id":"{strategy}"}}"#
+    )
+}
+
+async fn condor(app: &TestApp, strategy: &str) {
+    for (id, symbol, qty) in CONDOR {
+        let r = app
+            .put_position(&format!("{strategy}-{id}"), &leg_body(symbol, qty, strategy))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+}
+
+async fn close_strategy(app: &TestApp, strategy: &str, key: &str, body: Option<&str>) -> Reply {
+    app.call(
+        Method::POST,
+        &format!("/strategies/{strategy}/close"),
+        &[("idempotency-key", key)],
+        body,
+    )
+    .await
+}
+
+/// The API: 404 for an unknown strategy, 201 with every leg `closing`, replay 200, another
+/// body 422, another key 409; a leg not open refuses the whole close and writes nothing.
+pub async fn a_strategy_close_is_atomic_and_idempotent(app: &TestApp) {
+    assert_error(
+        &close_strategy(app, "no-such", "k", None).await,
+        404,
+        "strategy_not_found",
+    );
+    condor(app, "ic-a").await;
+    let r = close_strategy(app, "ic-a", "k1", Some(r#"{"reason":"take profit"}"#)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        (r.body["mode"].as_str(), r.body["status"].as_str()),
+        (Some("legs"), Some("pending"))
+    );
+    assert_eq!(
+        (r.body["total_legs"].as_u64(), r.body["closed_legs"].as_u64()),
+        (Some(4), Some(0))
+    );
+    let id = r.str("strategy_close_id");
+    for (leg, _, _) in CONDOR {
+        let p = app.get(&format!("/positions/ic-a-{leg}")).await;
+        assert_eq!(p.body["status"], "closing", "{leg}");
+    }
+    let again = close_strategy(app, "ic-a", "k1", Some(r#"{"reason":"take profit"}"#)).await;
+    assert_eq!((again.status, again.str("strategy_close_id")), (200, id.clone()));
+    assert_error(
+        &close_strategy(app, "ic-a", "k1", Some(r#"{"reason":"other"}"#)).await,
+        422,
+        "idempotency_key_reused",
+    );
+    let busy = close_strategy(app, "ic-a", "k2", None).await;
+    assert_error(&busy, 409, "strategy_not_closable");
+    assert_eq!(busy.body["position_status"], "closing");
+    let polled = app.get(&format!("/strategy-closes/{id}")).await;
+    assert_eq!(
+        (polled.status, polled.body["strategy_id"].as_str()),
+        (200, Some("ic-a"))
+    );
+    assert_eq!(polled.body["legs"].as_array().unwrap().len(), 4);
+    assert_error(
+        &app.get("/strategy-closes/nope").await,
+        400,
+        "invalid_strategy_close_id",
+    );
+    let other = app
+        .call(
+            Method::GET,
+            &format!("/strategy-closes/{id}"),
+            &[("authorization", &format!("Bearer {TOKEN_ACCT2}"))],
+            None,
+        )
+        .await;
+    assert_error(&other, 404, "strategy_close_not_found");
+
+    // Atomicity: one leg closing alone refuses the strategy close, naming it; nothing written.
+    condor(app, "ic-b").await;
+    assert_eq!(app.close("ic-b-ic-ps", "single").await.status, 201);
+    let before: Vec<_> = futures_join(app, "ic-b").await;
+    let r = close_strategy(app, "ic-b", "k", None).await;
+    assert_error(&r, 409, "strategy_not_closable");
+    assert_eq!(
+        (r.body["position_id"].as_str(), r.body["position_status"].as_str()),
+        (Some("ic-b-ic-ps"), Some("closing"))
+    );
+    assert_eq!(futures_join(app, "ic-b").await, before, "nothing written");
+    // Refused input writes nothing and does not use up the key.
+    for (body, code) in [
+        (r#"{"mode":"both"}"#, "invalid_body"),
+        (r#"{"time_in_force":"day"}"#, "invalid_body"),
+        (r#"{"qty":"2"}"#, "invalid_qty"),
+        (r#"{"order_type":"limit","limit_price":"1.2"}"#, "invalid_limit_price"),
+    ] {
+        condor_fresh_refusal(app, body, code).await;
+    }
+}
+
+async fn futures_join(app: &TestApp, strategy: &str) -> Vec<closeflow_domain::PositionAggregate> {
+    let mut all = Vec::new();
+    for (leg, _, _) in CONDOR {
+        all.push(app.aggregate(&format!("{strategy}-{leg}")).await);
+    }
+    all
+}
+
+async fn condor_fresh_refusal(app: &TestApp, body: &str, code: &str) {
+    if app.get("/strategies/ic-c").await.status == 404 {
+        condor(app, "ic-c").await;
+    }
+    let before = futures_join(app, "ic-c").await;
+    assert_error(&close_strategy(app, "ic-c", "k-c", Some(body)).await, 400, code);
+    assert_eq!(futures_join(app, "ic-c").await, before, "{body}");
+}
+
+/// Closing one long leg alone answers as before, plus a warning when a short leg of its
+/// strategy stays open; a short leg alone has no warning.
+pub async fn a_single_leg_closed_alone_warns_when_it_leaves_a_short_leg_naked(app: &TestApp) {
+    condor(app, "ic-w").await;
+    let r = app.close("ic-w-ic-cl", "k").await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["warning"], "leaves_other_legs_open");
+    let r = app.close("ic-w-ic-cs", "k").await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(r.body.get("warning").is_none(), "{}", r.body);
+    app.open_position("plain", "3").await;
+    assert!(app.close("plain", "k").await.body.get("warning").is_none());
+}
+
+/// The legs' writes are one atomic commit: on DynamoDB one `TransactWriteItems` for 4 legs
+/// and for 50, after one `Query` of the strategy index and one `BatchGetItem`: three round
+/// trips in all, whatever the number of legs (up to 99).
+pub async fn a_strategy_close_writes_all_legs_in_one_round_trip(app: &TestApp) {
+    for legs in [4usize, 50] {
+        let strategy = format!("rt-{legs}");
+        for i in 0..legs {
+            let qty = if i % 2 == 0 { "1" } else { "-1" };
+            let r = app
+                .put_position(
+                    &format!("{strategy}-{i}"),
+                    &format!(
+                        r#"{{"account_id":"acct-1","symbol":"SPY","asset_type":"equity","quantity":{qty},"strategy_id":"{strategy}"}}"#
+                    ),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", r.body);
+        }
+        let before = app.round_trips.as_ref().map(|c| c.operations().len());
+        let r = close_strategy(app, &strategy, "k", None).await;
+        assert_eq!(
+            (r.status, r.body["total_legs"].as_u64()),
+            (201, Some(legs as u64)),
+            "{}",
+            r.body
+        );
+        if let (Some(counter), Some(before)) = (&app.round_trips, before) {
+            let ops: Vec<String> = counter.operations()[before..].to_vec();
+            let count = |name: &str| ops.iter().filter(|o| o.as_str() == name).count();
+            println!(
+                "strategy close of {legs} legs: {} round trips ({} TransactWriteItems, {} Query, {} BatchGetItem)",
+                ops.len(),
+                count("TransactWriteItems"),
+                count("Query"),
+                count("BatchGetItem")
+            );
+            assert_eq!(ops.len(), 3, "{ops:?}");
+            assert_eq!(count("TransactWriteItems"), 1, "{ops:?}");
+            assert_eq!(count("PutItem") + count("UpdateItem"), 0, "{ops:?}");
+            assert_eq!(count("Scan"), 0, "{ops:?}");
+        }
+    }
+}
+
+// ---- With the broker (pipeline harness) ----
+
+async fn legs(app: &PipelineApp, strategy: &str, symbols: &[(&str, &str, &str)]) {
+    for (id, symbol, qty) in symbols {
+        let r = app
+            .call(
+                Method::PUT,
+                &format!("/positions/{strategy}-{id}"),
+                &[],
+                Some(&format!(
+                    r#"{{"account_id":"acct-1","symbol":"{symbol}","asset_type":"equity","quantity":{qty},"strategy_id":"{strategy}"}}"#
+                )),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+}
+
+async fn run(app: &PipelineApp, strategy: &str) -> serde_json::Value {
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/strategies/{strategy}/close"),
+            &[("idempotency-key", "k")],
+            Some(r#"{"mode":"legs"}"#),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.str("strategy_close_id");
+    for _ in 0..5 {
+        app.driver.pump().await;
+        app.sim.idle().await;
+    }
+    let v = app
+        .call(Method::GET, &format!("/strategy-closes/{id}"), &[], None)
+        .await;
+    assert_eq!(v.status, 200, "{}", v.body);
+    v.body
+}
+
+/// Seed 002: every leg fills -> `success`, each leg with its fill.
+pub async fn every_leg_fills_and_the_strategy_close_succeeds(app: &PipelineApp) {
+    legs(app, "s1", &[("a", "AAPL", "10"), ("b", "MSFT", "-10")]).await;
+    let v = run(app, "s1").await;
+    assert_eq!(
+        (v["status"].as_str(), v["closed_legs"].as_u64()),
+        (Some("success"), Some(2)),
+        "{v}"
+    );
+    for leg in v["legs"].as_array().unwrap() {
+        assert_eq!(
+            (leg["status"].as_str(), leg["filled_qty"].as_str()),
+            (Some("completed"), Some("10")),
+            "{leg}"
+        );
+        assert!(leg["filled_avg_price"].is_string(), "{leg}");
+    }
+    assert_eq!(app.sim.orders_placed(), 2, "one order per leg");
+}
+
+/// Seed 002: one leg refused by the broker in `legs` mode -> `partial`; the failed leg
+/// says why, the others closed.
+pub async fn one_leg_refused_makes_the_strategy_close_partial(app: &PipelineApp) {
+    legs(
+        app,
+        "s2",
+        &[("a", "AAPL", "10"), ("b", "TSLA", "-5"), ("c", "MSFT", "3")],
+    )
+    .await;
+    let v = run(app, "s2").await;
+    assert_eq!(
+        (v["status"].as_str(), v["closed_legs"].as_u64()),
+        (Some("partial"), Some(2)),
+        "{v}"
+    );
+    let failed: Vec<_> = v["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["status"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{v}");
+    assert_eq!(failed[0]["symbol"], "TSLA");
+    assert!(failed[0]["error_message"].is_string(), "{v}");
+    assert_eq!(app.position("s2-b").await.body["status"], "close_failed");
+}
+
+/// Seed 002: every leg refused -> `error`.
+pub async fn every_leg_refused_makes_the_strategy_close_an_error(app: &PipelineApp) {
+    legs(app, "s3", &[("a", "TSLA", "10"), ("b", "GME", "-10")]).await;
+    let v = run(app, "s3").await;
+    assert_eq!(
+        (v["status"].as_str(), v["closed_legs"].as_u64()),
+        (Some("error"), Some(0)),
+        "{v}"
+    );
+}
+
+/// `POST /strategy-closes/{id}/cancel`: nothing at the broker yet -> 409 `not_cancelable`;
+/// once the legs' orders work, every leg is canceled and, confirmed with nothing filled,
+/// each position is `open` again (the strategy close ends `error`).
+pub async fn a_strategy_close_is_canceled_leg_by_leg(app: &PipelineApp) {
+    legs(app, "s4", &[("a", "NVDA", "10"), ("b", "AMZN", "-10")]).await;
+    let r = app
+        .call(Method::POST, "/strategies/s4/close", &[("idempotency-key", "k")], None)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.str("strategy_close_id");
+    let cancel = format!("/strategy-closes/{id}/cancel");
+    let early = app.call(Method::POST, &cancel, &[], None).await;
+    assert_eq!(
+        (early.status, early.body["error"].as_str()),
+        (409, Some("not_cancelable")),
+        "{}",
+        early.body
+    );
+    app.driver.pump().await;
+    app.sim.idle().await;
+    let r = app.call(Method::POST, &cancel, &[], None).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    for _ in 0..3 {
+        app.driver.pump().await;
+        app.sim.idle().await;
+    }
+    for leg in ["s4-a", "s4-b"] {
+        assert_eq!(app.position(leg).await.body["status"], "open", "{leg}");
+    }
+    let v = app
+        .call(Method::GET, &format!("/strategy-closes/{id}"), &[], None)
+        .await;
+    assert_eq!(v.body["status"], "error", "{}", v.body);
+    assert_eq!(app.sim.orders_placed(), 2);
+}
+
+/// One `#[tokio::test]` per scenario for a backend.
+#[macro_export]
+macro_rules! strategy_tests {
+    ($backend:expr) => {
+        $crate::strategy_tests!(@api $backend;
+            a_strategy_close_is_atomic_and_idempotent,
+            a_single_leg_closed_alone_warns_when_it_leaves_a_short_leg_naked,
+            a_strategy_close_writes_all_legs_in_one_round_trip,
+        );
+        $crate::strategy_tests!(@pipeline $backend;
+            every_leg_fills_and_the_strategy_close_succeeds: "",
+            one_leg_refused_makes_the_strategy_close_partial: "TSLA=reject",
+            every_leg_refused_makes_the_strategy_close_an_error: "TSLA=reject,GME=reject",
+            a_strategy_close_is_canceled_leg_by_leg: "NVDA=hold,AMZN=hold",
+        );
+    };
+    (@api $backend:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let app = $crate::TestApp::new($backend).await;
+                $crate::strategy_scenarios::$name(&app).await;
+            }
+        )*
+    };
+    (@pipeline $backend:expr; $($name:ident: $scenarios:expr),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let app = $crate::pipeline::PipelineApp::new($backend, $scenarios).await;
+                $crate::strategy_scenarios::$name(&app).await;
+            }
+        )*
+    };
+}
