@@ -154,6 +154,11 @@ async fn an_operator_signs_in_and_closes_through_the_dialog() {
     register(&node, "ic-1-sp", option("AAPL260116P00170000", -1, "ic-1")).await;
     register(&node, "ic-1-lp", option("AAPL260116P00160000", 1, "ic-1")).await;
     let equity = |symbol: &str| json!({"account_id": "acct-1", "symbol": symbol, "asset_type": "equity", "quantity": "10", "avg_entry_price": "150"});
+    register(&node, "ic-2-lc", option("MSFT260116C00400000", 1, "ic-2")).await;
+    register(&node, "ic-2-sc", option("MSFT260116C00390000", -1, "ic-2")).await;
+    let leg = |symbol: &str, strategy: &str| json!({"account_id": "acct-1", "symbol": symbol, "asset_type": "equity", "quantity": "3", "avg_entry_price": "50", "strategy_id": strategy});
+    register(&node, "pair-3-tsla", leg("TSLA", "pair-3")).await;
+    register(&node, "pair-3-nvda", leg("NVDA", "pair-3")).await;
     register(&node, "aapl-1", equity("AAPL")).await;
     register(&node, "tsla-1", equity("TSLA")).await;
 
@@ -246,6 +251,29 @@ async fn an_operator_signs_in_and_closes_through_the_dialog() {
     click(&page, "#confirm-ok").await;
     wait_text(&page, r#"tr[data-position="tsla-1"]"#, "Close failed:").await;
     assert_eq!(status(&node, "tsla-1").await, "close_failed");
+
+    // A strategy with a closed leg cannot close as a whole: its button is off.
+    let off = page
+        .find(Locator::Css(r#"button[data-close-strategy="ic-1"]"#))
+        .await
+        .unwrap();
+    assert!(!off.is_enabled().await.unwrap(), "ic-1 has a closed leg");
+
+    // Close Strategy: the dialog says what closes, Close All closes every leg.
+    click(&page, r#"button[data-close-strategy="ic-2"]"#).await;
+    wait_text(&page, "#confirm-text", "Close all 2 legs of strategy ic-2?").await;
+    wait_text(&page, "#confirm-ok", "Close All").await;
+    click(&page, "#confirm-ok").await;
+    wait_text(&page, r#"article[data-strategy="ic-2"] header"#, "Closed: 2/2 legs.").await;
+    assert_eq!(status(&node, "ic-2-lc").await, "closed");
+    assert_eq!(status(&node, "ic-2-sc").await, "closed");
+
+    // One leg refused by the broker: the strategy is partially closed, in words.
+    click(&page, r#"button[data-close-strategy="pair-3"]"#).await;
+    click(&page, "#confirm-ok").await;
+    wait_text(&page, r#"article[data-strategy="pair-3"] header"#, "Partially closed: 1/2 legs.").await;
+    assert_eq!(status(&node, "pair-3-nvda").await, "closed");
+    assert_eq!(status(&node, "pair-3-tsla").await, "close_failed");
     shot(&page, "console-after.png").await;
 
     // Narrow screen: still usable (each cell labelled, no horizontal table).

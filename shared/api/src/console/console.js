@@ -98,8 +98,20 @@ function render(positions) {
 
 function card(strategy, legs) {
   const title = strategy ? "Strategy " + strategy : "Positions without a strategy";
-  const c = el("article", { class: "card", "aria-label": title, "data-strategy": strategy || "" },
-    el("header", {}, el("h3", {}, title)));
+  const header = el("header", {}, el("h3", {}, title));
+  if (strategy) {
+    const working = state.working.get("strategy:" + strategy);
+    const all = el("button", {
+      type: "button", class: "primary", "data-close-strategy": strategy,
+      "aria-label": "Close every leg of strategy " + strategy,
+      onclick: () => openStrategyDialog(strategy, legs),
+    }, working ? "Closing..." : "Close Strategy");
+    // Only a strategy whose every leg is open can close as a whole (else 409).
+    if (working || legs.some((l) => l.status !== "open")) all.disabled = true;
+    const note = state.notes.get("strategy:" + strategy);
+    header.append(all, note ? el("p", { class: "note " + note.kind, role: "status" }, note.text) : null);
+  }
+  const c = el("article", { class: "card", "aria-label": title, "data-strategy": strategy || "" }, header);
   const table = el("table", {},
     el("thead", {}, el("tr", {}, ...["Symbol", "Side", "Quantity", "Entry", "Status", "Realized PnL", ""].map((h) => el("th", { scope: "col" }, h)))));
   const body = el("tbody");
@@ -163,15 +175,25 @@ async function openHistory(p) {
 
 let pending = null;
 
+function openStrategyDialog(strategy, legs) {
+  pending = { strategy, legs };
+  $("confirm-title").textContent = "Close strategy";
+  openConfirm(null, "Close All");
+}
+
 function openDialog(p, legs) {
   pending = { position: p, legs };
   $("confirm-title").textContent = legs ? "Close leg" : "Close position";
+  openConfirm(nakedShorts(p, legs), "Close");
+}
+
+function openConfirm(warning, okText) {
   $("confirm-error").textContent = "";
   document.querySelector('input[name="order_type"][value="market"]').checked = true;
   $("limit-price").value = "";
   $("limit-price").disabled = true;
   describeOrder();
-  const warning = nakedShorts(p, legs);
+  $("confirm-ok").textContent = okText;
   $("confirm-warning").hidden = !warning;
   $("confirm-warning").textContent = warning || "";
   $("confirm-ok").disabled = false;
@@ -180,8 +202,14 @@ function openDialog(p, legs) {
 }
 
 function describeOrder() {
-  const p = pending.position;
   const limit = document.querySelector('input[name="order_type"]:checked').value === "limit";
+  if (pending.strategy) {
+    const n = pending.legs.length;
+    const how = limit ? "a net limit price" + ($("limit-price").value ? " of " + $("limit-price").value : "") : "market";
+    $("confirm-text").textContent = "Close all " + n + " legs of strategy " + pending.strategy + "? This closes every leg at " + how + ", all legs or none.";
+    return;
+  }
+  const p = pending.position;
   const how = limit ? "a " + closeSide(p) + " limit order" + ($("limit-price").value ? " at " + $("limit-price").value : "") : "a " + closeSide(p) + " market order";
   $("confirm-text").textContent = "Close " + abs(p.quantity) + " " + p.symbol + " (" + p.position_id + ")? This submits " + how + ".";
 }
@@ -196,7 +224,6 @@ function nakedShorts(p, legs) {
 
 async function confirmClose(ev) {
   ev.preventDefault();
-  const p = pending.position;
   const body = {};
   if (document.querySelector('input[name="order_type"]:checked').value === "limit") {
     const price = $("limit-price").value.trim();
@@ -205,6 +232,8 @@ async function confirmClose(ev) {
     body.limit_price = price;
   }
   $("confirm-ok").disabled = true;
+  if (pending.strategy) return confirmStrategyClose(pending.strategy, body);
+  const p = pending.position;
   const r = await api("POST", "/positions/" + encodeURIComponent(p.position_id) + "/close", { key: newKey(), body });
   if (r.status !== 201 && r.status !== 200) {
     $("confirm-error").textContent = errorText(r);
@@ -216,6 +245,35 @@ async function confirmClose(ev) {
   state.notes.delete(p.position_id);
   await load();
   follow(p, r.body.close_request_id, r.body.poll_interval_ms || 1000);
+}
+
+async function confirmStrategyClose(strategy, body) {
+  const r = await api("POST", "/strategies/" + encodeURIComponent(strategy) + "/close", { key: newKey(), body });
+  if (r.status !== 201 && r.status !== 200) {
+    $("confirm-error").textContent = errorText(r);
+    $("confirm-ok").disabled = false;
+    return;
+  }
+  $("confirm").close();
+  const key = "strategy:" + strategy;
+  state.working.set(key, r.body.strategy_close_id);
+  state.notes.delete(key);
+  await load();
+  for (;;) {
+    await new Promise((ok) => setTimeout(ok, 500));
+    const s = await api("GET", "/strategy-closes/" + encodeURIComponent(r.body.strategy_close_id));
+    if (s.status !== 200) { state.notes.set(key, { kind: "error", text: errorText(s) }); break; }
+    if (s.body.status === "pending") continue;
+    const failed = s.body.legs.filter((l) => l.error_message).map((l) => l.symbol + ": " + l.error_message);
+    const counts = s.body.closed_legs + "/" + s.body.total_legs + " legs";
+    const note = s.body.status === "success" ? { kind: "ok", text: "Closed: " + counts + "." }
+      : s.body.status === "partial" ? { kind: "partial", text: "Partially closed: " + counts + ". " + failed.join("; ") }
+      : { kind: "error", text: "Close failed: " + (failed.join("; ") || "no leg closed") };
+    state.notes.set(key, note);
+    break;
+  }
+  state.working.delete(key);
+  await load();
 }
 
 async function follow(p, id, every) {
