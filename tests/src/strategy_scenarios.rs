@@ -64,6 +64,14 @@ pub async fn a_strategy_close_is_atomic_and_idempotent(app: &TestApp) {
         (Some(4), Some(0))
     );
     let id = r.str("strategy_close_id");
+    let strategy = app.get("/strategies/ic-a").await;
+    assert_eq!(
+        (
+            strategy.body["status"].as_str(),
+            strategy.body["active_strategy_close_id"].as_str()
+        ),
+        (Some("closing"), Some(id.as_str()))
+    );
     for (leg, _, _) in CONDOR {
         let p = app.get(&format!("/positions/ic-a-{leg}")).await;
         assert_eq!(p.body["status"], "closing", "{leg}");

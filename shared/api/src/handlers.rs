@@ -729,10 +729,24 @@ pub async fn get_strategy(
             "Strategy not found",
         ));
     }
+    // Only a strategy with a leg in flight can have an active strategy close: the legs'
+    // close requests are read (one more round trip) only then.
+    let in_flight = legs
+        .iter()
+        .any(|l| l.status == PositionStatus::Closing || l.status == PositionStatus::CloseRetryable);
+    let active_strategy_close_id = if in_flight {
+        let aggregates = closeflow_store::strategy_legs(app.store.as_ref(), &raw, &access)
+            .await
+            .map_err(app.store_error())?;
+        closeflow_domain::strategy_close::active_strategy_close(&aggregates).map(|id| id.to_string())
+    } else {
+        None
+    };
     Ok(Json(views::StrategyView {
         strategy_id: raw,
         status: closeflow_domain::strategy_status(&legs).as_str(),
         legs: legs.iter().map(views::position).collect(),
+        active_strategy_close_id,
     })
     .into_response())
 }

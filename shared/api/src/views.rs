@@ -259,4 +259,7 @@ pub struct StrategyView {
     #[schema(inline, value_type = crate::openapi::StrategyStatusSchema)]
     pub status: &'static str,
     pub legs: Vec<PositionView>,
+    /// The strategy close still working on its legs (`GET /strategy-closes/{id}`), if any.
+    #[schema(format = Uuid)]
+    pub active_strategy_close_id: Option<String>,
 }

@@ -423,6 +423,15 @@ pub fn strategy_close_view(id: &StrategyCloseId, legs: &[PositionAggregate]) -> 
     })
 }
 
+/// The strategy close still working on these legs (a leg's latest close request carries
+/// it and its derived status is `pending`), if any.
+pub fn active_strategy_close(legs: &[PositionAggregate]) -> Option<StrategyCloseId> {
+    legs.iter()
+        .filter_map(|l| l.latest_close_request.as_ref().and_then(|c| c.strategy_close))
+        .map(|t| t.id)
+        .find(|id| strategy_close_view(id, legs).is_some_and(|v| v.status == StrategyCloseStatus::Pending))
+}
+
 /// Fill-weighted average price of the orders that filled (exact decimals; `None` when
 /// nothing filled or a price is missing).
 fn average_price(orders: &[crate::order::Order]) -> Option<Quantity> {
@@ -522,6 +531,8 @@ mod tests {
         assert_eq!(id.routing_key(), RoutingKey::of(&PositionId::parse("c-long").unwrap()));
         let view = strategy_close_view(&id, &legs).unwrap();
         assert_eq!(view.status, StrategyCloseStatus::Pending);
+        assert_eq!(active_strategy_close(&legs), Some(id));
+        assert_eq!(active_strategy_close(&condor()), None);
         assert_eq!((view.legs.len(), view.closed_legs()), (4, 0));
     }
 
