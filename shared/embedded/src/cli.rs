@@ -65,6 +65,21 @@ pub enum Command {
         #[command(flatten)]
         order: OrderFlags,
     },
+    /// Close every leg of a strategy, all legs or none.
+    CloseStrategy {
+        strategy: String,
+        /// `mleg` (one multi-leg order) or `legs` (one order per leg); the server's default
+        /// otherwise.
+        #[arg(long, value_parser = ["mleg", "legs"])]
+        mode: Option<String>,
+        /// Close only this many strategy units (the legs' ratios kept).
+        #[arg(long)]
+        qty: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        order: OrderFlags,
+    },
     /// Cancel the working order(s) of a close request.
     Cancel {
         close_request: String,
@@ -254,6 +269,41 @@ pub async fn run(cli: Cli) -> Result<Exit, Failure> {
             let path = format!("/positions/{}/close", encode(&position));
             let accepted = place(&client, json_out, &order, &question, &path, body).await?;
             follow_from(&client, json_out, &order, &accepted).await
+        }
+        Some(Command::CloseStrategy {
+            strategy,
+            mode,
+            qty,
+            reason,
+            order,
+        }) => {
+            let s = client
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/strategies/{}", encode(&strategy)),
+                    None,
+                    None,
+                )
+                .await?;
+            let legs = s["legs"].as_array().map(Vec::len).unwrap_or_default();
+            let question = format!("Close all {legs} legs of strategy {strategy} at market, all legs or none?");
+            let mut body = json!({});
+            for (k, v) in [("mode", mode), ("qty", qty), ("reason", reason)] {
+                if let Some(v) = v {
+                    body[k] = json!(v);
+                }
+            }
+            let path = format!("/strategies/{}/close", encode(&strategy));
+            let accepted = place(&client, json_out, &order, &question, &path, body).await?;
+            let id = accepted["strategy_close_id"]
+                .as_str()
+                .ok_or_else(|| Failure::error("the answer names no strategy close"))?
+                .to_string();
+            if order.no_wait {
+                print_json_or(json_out, &accepted, || format!("accepted: strategy close {id}"));
+                return Ok(Exit::Closed);
+            }
+            follow_strategy(&client, json_out, &id, order.timeout).await
         }
         Some(Command::Cancel { close_request, order }) => {
             let question = format!("Cancel the working order(s) of close request {close_request}?");
@@ -478,6 +528,61 @@ async fn follow(client: &Client, json_out: bool, id: &str, timeout: u64) -> Resu
             return Err(Failure::error(format!(
                 "close request {id} is still {} after {timeout} s; it goes on without us (closeflow watch {id})",
                 cr["status"].as_str().unwrap_or("?")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Follows a strategy close until no leg works: success 0, partial 3, error 2.
+async fn follow_strategy(client: &Client, json_out: bool, id: &str, timeout: u64) -> Result<Exit, Failure> {
+    let spinner = if json_out || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new_spinner()
+    };
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let path = format!("/strategy-closes/{}", encode(id));
+    loop {
+        let sc = client.call(reqwest::Method::GET, &path, None, None).await?;
+        let (closed, total) = (&sc["closed_legs"], &sc["total_legs"]);
+        spinner.set_message(format!("strategy close {id}: {closed} of {total} legs closed"));
+        let exit = match sc["status"].as_str() {
+            Some("success") => Some(Exit::Closed),
+            Some("partial") => Some(Exit::Partial),
+            Some("error") => Some(Exit::Failed),
+            _ => None,
+        };
+        if let Some(exit) = exit {
+            spinner.finish_and_clear();
+            print_json_or(json_out, &sc, || {
+                let refused: Vec<String> = sc["legs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|l| Some(format!("{}: {}", l["symbol"].as_str()?, l["error_message"].as_str()?)))
+                    .collect();
+                let head = match exit {
+                    Exit::Closed => "closed",
+                    Exit::Partial => "partially closed",
+                    _ => "failed",
+                };
+                format!(
+                    "{head}: {closed}/{total} legs{}",
+                    if refused.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", refused.join("; "))
+                    }
+                )
+            });
+            return Ok(exit);
+        }
+        if Instant::now() >= deadline {
+            spinner.finish_and_clear();
+            return Err(Failure::error(format!(
+                "strategy close {id} is still working after {timeout} s; it goes on without us"
             )));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -126,6 +126,28 @@ async fn close_follows_to_the_end_and_a_rerun_with_the_printed_key_closes_nothin
     let retried = cli(&node, &["retry", &failed_cr, "--yes", "--json"]);
     assert_eq!(retried.status.code(), Some(2), "{}", stderr(&retried));
     assert_eq!(stdout_json(&retried)["manual_retries"], 1);
+    // A strategy with a refused leg: partially closed, exit 3, the broker's words.
+    for (id, symbol) in [("st-aapl", "AAPL"), ("st-tsla", "TSLA")] {
+        let body = format!(
+            r#"{{"account_id":"acct-1","symbol":"{symbol}","asset_type":"equity","quantity":"2","strategy_id":"pair-1"}}"#
+        );
+        let (s, v) = common::call(
+            &reqwest::Client::new(),
+            TOKEN,
+            reqwest::Method::PUT,
+            format!("{}/positions/{id}", node.base),
+            None,
+            Some(&body),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let strategy = cli(&node, &["close-strategy", "pair-1", "--yes"]);
+    assert_eq!(strategy.status.code(), Some(3), "{}", stderr(&strategy));
+    let said = String::from_utf8_lossy(&strategy.stdout);
+    assert!(said.starts_with("partially closed: 1/2 legs (TSLA:"), "{said}");
+    assert_eq!(position_status(&node, "st-aapl").await, "closed");
+
     let canceled = cli(&node, &["cancel", done["close_request_id"].as_str().unwrap(), "--yes"]);
     assert_eq!(canceled.status.code(), Some(1));
     assert!(stderr(&canceled).contains("not_cancelable"), "{}", stderr(&canceled));

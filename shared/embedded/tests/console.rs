@@ -271,7 +271,12 @@ async fn an_operator_signs_in_and_closes_through_the_dialog() {
     // One leg refused by the broker: the strategy is partially closed, in words.
     click(&page, r#"button[data-close-strategy="pair-3"]"#).await;
     click(&page, "#confirm-ok").await;
-    wait_text(&page, r#"article[data-strategy="pair-3"] header"#, "Partially closed: 1/2 legs.").await;
+    wait_text(
+        &page,
+        r#"article[data-strategy="pair-3"] header"#,
+        "Partially closed: 1/2 legs.",
+    )
+    .await;
     assert_eq!(status(&node, "pair-3-nvda").await, "closed");
     assert_eq!(status(&node, "pair-3-tsla").await, "close_failed");
     shot(&page, "console-after.png").await;
