@@ -286,6 +286,56 @@ async fn every_documented_example_is_what_the_handlers_answer() {
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert_eq!(s.call("getPosition", "GET", &pos_uri, &h, None).await.0, StatusCode::OK);
 
+    // A strategy whose leg is already closing: the documented refusal, nothing written.
+    for (id, symbol, qty) in [
+        ("ic-1-put-short", "AAPL260116P00170000", -1),
+        ("ic-1-put-long", "AAPL260116P00160000", 1),
+    ] {
+        let body = json!({"account_id": "acct-1", "symbol": symbol, "asset_type": "option",
+                          "quantity": qty, "strategy_id": "ic-1"});
+        let (st, _) = s
+            .call(
+                "putPosition",
+                "PUT",
+                &format!("/positions/{id}"),
+                &h,
+                Some(serde_json::to_vec(&body).unwrap()),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED);
+    }
+    let hk3 = [
+        ("authorization", auth.as_str()),
+        json_ct,
+        ("idempotency-key", "leg-first"),
+    ];
+    let (st, _) = s
+        .call(
+            "closePosition",
+            "POST",
+            "/positions/ic-1-put-short/close",
+            &hk3,
+            Some(b"{}".to_vec()),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let strategy_body = serde_json::to_vec(&request_example(&doc, "/strategies/{strategy_id}/close", "post")).unwrap();
+    let hk4 = [
+        ("authorization", auth.as_str()),
+        json_ct,
+        ("idempotency-key", "strategy-1"),
+    ];
+    let (st, _) = s
+        .call(
+            "closeStrategy",
+            "POST",
+            "/strategies/ic-1/close",
+            &hk4,
+            Some(strategy_body),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+
     // The audit trail of what just happened (the driver derives it from the changes).
     stack.driver.pump().await;
     let (st, first) = s
