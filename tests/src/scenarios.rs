@@ -216,6 +216,8 @@ fn fixture(id: &str, status: PositionStatus, cr_status: CloseRequestStatus) -> P
         created_at: start_time(),
         updated_at: start_time(),
         version: 4,
+        source: None,
+        sync: None,
     };
     let mut agg = PositionAggregate::new(position);
     agg.idempotency.insert(

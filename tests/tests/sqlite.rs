@@ -24,3 +24,7 @@ mod hardening {
 mod options {
     closeflow_tests::options_tests!(closeflow_tests::Backend::Sqlite);
 }
+
+mod sync {
+    closeflow_tests::sync_tests!(closeflow_tests::Backend::Sqlite);
+}
