@@ -4,7 +4,9 @@
 
 use closeflow_domain::audit::actor;
 use closeflow_domain::sync::{adopted_id, adoption, apply_finding, decide_sync, Holding, SyncFinding, SyncPolicy};
-use closeflow_domain::{AccountId, DomainEvent, Position, PositionStatus, RegisterDecision, RegisterRejection};
+use closeflow_domain::{
+    AccountId, DomainEvent, Position, PositionAggregate, PositionStatus, RegisterDecision, RegisterRejection,
+};
 use closeflow_store::listing::MAX_PAGE;
 use closeflow_store::{modify, AggregateKey, CloseStore, ListRequest, Scope, Step, StoreError};
 
@@ -157,6 +159,15 @@ async fn sync_account(
             avg_entry_price: h.avg_entry_price,
         })
         .collect();
+    let listed: std::collections::HashMap<&closeflow_domain::PositionId, &Position> =
+        ours.iter().map(|p| (&p.id, p)).collect();
+    // Decided first on the listed position: a verdict it already carries costs no read and
+    // no write (sync's verdict reads only the position, which the listing returns whole).
+    let needs_write = |id: &closeflow_domain::PositionId, finding: &SyncFinding| {
+        listed
+            .get(id)
+            .is_none_or(|p| apply_finding(&PositionAggregate::new((*p).clone()), finding, now).is_some())
+    };
     for finding in decide_sync(&ours, &holdings, &cfg.policy) {
         match &finding {
             SyncFinding::Unknown { holding, adopt } => {
@@ -192,13 +203,15 @@ async fn sync_account(
                 }
             }
             SyncFinding::InSync { position_ids } => {
-                for id in position_ids {
+                for id in position_ids.iter().filter(|id| needs_write(id, &finding)) {
                     report.written += write_verdict(store, id, &finding, now).await? as usize;
                 }
             }
             SyncFinding::MissingAtBroker { position_id } => {
                 report.missing_at_broker += 1;
-                report.written += write_verdict(store, position_id, &finding, now).await? as usize;
+                if needs_write(position_id, &finding) {
+                    report.written += write_verdict(store, position_id, &finding, now).await? as usize;
+                }
             }
             SyncFinding::Conflict {
                 position_id,
@@ -206,7 +219,8 @@ async fn sync_account(
                 ..
             } => {
                 report.conflicts += 1;
-                let wrote = write_verdict(store, position_id, &finding, now).await?;
+                let wrote =
+                    needs_write(position_id, &finding) && write_verdict(store, position_id, &finding, now).await?;
                 report.written += wrote as usize;
                 report.taken += (wrote && *take_broker_qty) as usize;
             }
@@ -223,8 +237,6 @@ async fn write_verdict(
     finding: &SyncFinding,
     now: closeflow_domain::Timestamp,
 ) -> Result<bool, StoreError> {
-    // The listing is the same read the API answers from: a position whose stored verdict
-    // already matches costs no write and no further read.
     let m = modify(store, &AggregateKey::Position(id.clone()), actor::SYNC, |cur| Step {
         write: apply_finding(cur, finding, now),
         decision: (),
