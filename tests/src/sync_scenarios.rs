@@ -265,12 +265,17 @@ pub async fn an_unchanged_account_costs_no_writes(app: &PipelineApp) {
     let alerts = RecordingSink::default();
     let first = run(app, &broker, &alerts, &config(true)).await;
     assert_eq!((first.positions_read, first.written), (120, 120), "{first:?}");
+    let before = app.round_trips.as_ref().map(|c| c.operations().len());
     let again = run(app, &broker, &alerts, &config(true)).await;
     assert_eq!(
         (again.positions_read, again.written, again.broker_calls),
         (120, 0, 1),
         "{again:?}"
     );
+    if let (Some(c), Some(before)) = (&app.round_trips, before) {
+        // DynamoDB: the two listing pages, nothing else (no per-position read or write).
+        assert_eq!(c.operations()[before..], ["Query", "Query"], "only the listing is read");
+    }
     assert!(alerts.events().is_empty());
 }
 
