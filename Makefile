@@ -70,7 +70,7 @@ fmt:
 	cargo fmt --all
 
 ## bench: performance targets as a table (round trips on moto, latency on the embedded store)
-LAMBDAS := http-api broker-webhook outbox-relay order-submitter order-watch event-publisher reconciler cleanup
+LAMBDAS := http-api broker-webhook outbox-relay order-submitter order-watch event-publisher reconciler cleanup position-sync
 bench:
 	cargo build --release $(addprefix -p ,$(LAMBDAS))
 	$(WITH_MOTO) cargo bench -p closeflow-tests --bench bench

@@ -760,6 +760,71 @@ async fn list_round_trips(rows: &mut Vec<Row>) {
     });
 }
 
+/// Position sync of one account of 1,000 positions on moto, the broker holding the same:
+/// the first run marks every position `in_sync`, the next must write nothing.
+async fn sync_unchanged(rows: &mut Vec<Row>) {
+    use closeflow_pipeline::broker::BrokerPosition;
+    use closeflow_pipeline::RecordingSink;
+    use closeflow_tests::sync_scenarios::{config, run, Holdings};
+    const N: usize = 1_000;
+    let app = PipelineApp::new(Backend::DynamoDb, "").await;
+    let broker = Holdings::default();
+    let now = closeflow_pipeline::Clock::now(app.clock.as_ref());
+    for i in 0..N {
+        let symbol = format!("S{i}");
+        let mut cmd = closeflow_domain::testing::register(&format!("sync-{i}"), "3", now);
+        cmd.symbol = symbol.clone();
+        let r = app.store.register_position(&cmd).await.expect("register");
+        assert!(r.is_ok(), "{r:?}");
+        broker.push(BrokerPosition {
+            symbol,
+            qty: closeflow_domain::Quantity::from(3),
+            avg_entry_price: cmd.avg_entry_price,
+        });
+    }
+    let alerts = RecordingSink::default();
+    let cfg = config(true);
+    let first = run(&app, &broker, &alerts, &cfg).await;
+    assert_eq!(first.written, N, "{first:?}");
+    let counter = app.round_trips.clone().expect("moto counts round trips");
+    let (trips, calls) = (counter.get(), *broker.calls.lock().unwrap());
+    let started = Instant::now();
+    let again = run(&app, &broker, &alerts, &cfg).await;
+    let took = started.elapsed();
+    let trips = counter.get() - trips;
+    let calls = *broker.calls.lock().unwrap() - calls;
+    rows.push(Row {
+        metric: format!("position sync, {N} unchanged positions: broker calls per run"),
+        value: calls.to_string(),
+        target: "= 1 per account",
+        ok: calls == 1,
+    });
+    rows.push(Row {
+        metric: format!("position sync, {N} unchanged positions: items written per run"),
+        value: again.written.to_string(),
+        target: "= 0",
+        ok: again.written == 0,
+    });
+    rows.push(Row {
+        metric: format!("position sync, {N} unchanged positions: DynamoDB round trips per run (listing pages of 100)"),
+        value: trips.to_string(),
+        target: "<= 11",
+        ok: trips <= 11,
+    });
+    rows.push(Row {
+        metric: format!("position sync, {N} unchanged positions: run time on moto"),
+        value: format!("{:.0} ms", took.as_secs_f64() * 1e3),
+        target: "info",
+        ok: true,
+    });
+    rows.push(Row {
+        metric: format!("position sync, {N} positions, first run: items written (every position marked in_sync)"),
+        value: first.written.to_string(),
+        target: "info",
+        ok: true,
+    });
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut rows = Vec::new();
@@ -770,6 +835,9 @@ async fn main() {
         round_trips(&mut rows).await;
         fill_round_trips(&mut rows).await;
         list_round_trips(&mut rows).await;
+    }
+    if run("moto sync") {
+        sync_unchanged(&mut rows).await;
     }
     if run("moto audit") {
         audit_writes(&mut rows).await;

@@ -36,6 +36,7 @@ pub mod pipeline_scenarios;
 pub mod reconcile_scenarios;
 pub mod scenarios;
 pub mod strategy_scenarios;
+pub mod sync_scenarios;
 pub mod template;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

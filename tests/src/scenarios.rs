@@ -217,6 +217,8 @@ fn fixture(id: &str, status: PositionStatus, cr_status: CloseRequestStatus) -> P
         created_at: start_time(),
         updated_at: start_time(),
         version: 4,
+        source: None,
+        sync: None,
     };
     let mut agg = PositionAggregate::new(position);
     agg.idempotency.insert(
@@ -346,6 +348,12 @@ pub async fn position_registration_creates_updates_and_guards_closing_positions(
             "closed_at": null,
             "created_at": "2026-01-02T14:30:00.000Z",
             "updated_at": "2026-01-02T14:30:00.000Z",
+            "source": "api",
+            "sync_status": "unchecked",
+            "last_synced_at": null,
+            "sync_our_quantity": null,
+            "sync_broker_quantity": null,
+            "sync_broker_avg_entry_price": null,
         })
     );
     app.clock.advance(chrono::TimeDelta::seconds(1));

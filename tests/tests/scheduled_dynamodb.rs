@@ -3,6 +3,10 @@
 
 closeflow_tests::reconcile_tests!(closeflow_tests::Backend::DynamoDb);
 
+mod sync {
+    closeflow_tests::sync_tests!(closeflow_tests::Backend::DynamoDb);
+}
+
 use chrono::TimeDelta;
 use closeflow_pipeline::ReconcileConfig;
 use closeflow_tests::pipeline::PipelineApp;

@@ -28,3 +28,7 @@ mod options {
 mod strategy {
     closeflow_tests::strategy_tests!(closeflow_tests::Backend::Sqlite);
 }
+
+mod sync {
+    closeflow_tests::sync_tests!(closeflow_tests::Backend::Sqlite);
+}

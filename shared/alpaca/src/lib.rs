@@ -120,6 +120,8 @@ struct AlpacaPosition {
     symbol: String,
     qty: String,
     side: String,
+    #[serde(default)]
+    avg_entry_price: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -521,7 +523,14 @@ impl Broker for AlpacaBroker {
                 } else {
                     q
                 };
-                Ok(BrokerPosition { symbol: p.symbol, qty })
+                // An unreadable entry price is no reason to lose the holding: sync then
+                // compares quantities only.
+                let avg_entry_price = p.avg_entry_price.as_deref().and_then(|t| Quantity::parse(t).ok());
+                Ok(BrokerPosition {
+                    symbol: p.symbol,
+                    qty,
+                    avg_entry_price,
+                })
             })
             .collect()
     }

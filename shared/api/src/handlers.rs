@@ -121,6 +121,7 @@ fn parse_position_body(
         }
     }
     Ok(RegisterPosition {
+        source: None,
         position_id: id,
         account_id,
         symbol: b.symbol,
@@ -156,7 +157,9 @@ fn parse_position_body(
             example = json!({"position_id": "pos-1", "account_id": "acct-1", "symbol": "AAPL", "asset_type": "equity",
                 "quantity": "10", "avg_entry_price": "187.25", "strategy_id": null, "status": "open",
                 "active_close_request_id": null, "closed_at": null,
-                "created_at": "2026-01-02T15:00:00.000Z", "updated_at": "2026-01-02T15:00:00.000Z"})),
+                "created_at": "2026-01-02T15:00:00.000Z", "updated_at": "2026-01-02T15:00:00.000Z",
+                "source": "api", "sync_status": "unchecked", "last_synced_at": null, "sync_our_quantity": null,
+                "sync_broker_quantity": null, "sync_broker_avg_entry_price": null})),
         (status = 200, description = "Updated, or unchanged (same body again)", body = views::PositionView),
         PutPositionErrors
     ),
@@ -228,7 +231,9 @@ pub async fn put_position(
             example = json!({"position_id": "pos-1", "account_id": "acct-1", "symbol": "AAPL", "asset_type": "equity",
                 "quantity": "10", "avg_entry_price": "187.25", "strategy_id": null, "status": "closed",
                 "active_close_request_id": null, "closed_at": "2026-01-02T15:00:00.000Z",
-                "created_at": "2026-01-02T15:00:00.000Z", "updated_at": "2026-01-02T15:00:00.000Z"})),
+                "created_at": "2026-01-02T15:00:00.000Z", "updated_at": "2026-01-02T15:00:00.000Z",
+                "source": "api", "sync_status": "unchecked", "last_synced_at": null, "sync_our_quantity": null,
+                "sync_broker_quantity": null, "sync_broker_avg_entry_price": null})),
         GetPositionErrors
     ),
     security(("bearerAuth" = []))
@@ -603,7 +608,9 @@ pub(crate) fn valid_strategy_id(s: &str) -> bool {
             example = json!({"positions": [{"position_id": "pos-1", "account_id": "acct-1", "symbol": "AAPL",
                 "asset_type": "equity", "quantity": "10", "avg_entry_price": "187.25", "strategy_id": null,
                 "status": "open", "active_close_request_id": null, "closed_at": null,
-                "created_at": "2026-01-02T15:00:00.000Z", "updated_at": "2026-01-02T15:00:00.000Z"}],
+                "created_at": "2026-01-02T15:00:00.000Z", "updated_at": "2026-01-02T15:00:00.000Z",
+                "source": "api", "sync_status": "unchecked", "last_synced_at": null, "sync_our_quantity": null,
+                "sync_broker_quantity": null, "sync_broker_avg_entry_price": null}],
                 "next_cursor": null})),
         ListPositionsErrors
     ),

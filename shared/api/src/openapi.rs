@@ -241,6 +241,12 @@ enum_schema!(
     "PositionStatus",
     PositionStatus::ALL.iter().map(|s| s.as_str())
 );
+enum_schema!(PositionSourceSchema, "PositionSource", ["api", "broker"]);
+enum_schema!(
+    SyncStatusSchema,
+    "SyncStatus",
+    ["unchecked", "in_sync", "missing_at_broker", "conflict"]
+);
 enum_schema!(
     CloseRequestStatusSchema,
     "CloseRequestStatus",

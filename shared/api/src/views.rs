@@ -38,6 +38,24 @@ pub struct PositionView {
     pub created_at: String,
     #[schema(format = DateTime)]
     pub updated_at: String,
+    /// `api` (registered through PUT) or `broker` (adopted by position sync).
+    #[schema(inline, value_type = crate::openapi::PositionSourceSchema)]
+    pub source: &'static str,
+    /// Position sync's verdict: `unchecked` until sync has looked, then `in_sync`,
+    /// `missing_at_broker` (open here, not held at the broker) or `conflict`.
+    #[schema(inline, value_type = crate::openapi::SyncStatusSchema)]
+    pub sync_status: &'static str,
+    /// When sync reached the current verdict (sync writes only when it changes).
+    #[schema(format = DateTime)]
+    pub last_synced_at: Option<String>,
+    /// On a conflict: the quantity closeflow held when it was found, and the broker's
+    /// quantity and average entry price (both values, as found).
+    #[schema(value_type = Option<Decimal>)]
+    pub sync_our_quantity: Option<Quantity>,
+    #[schema(value_type = Option<Decimal>)]
+    pub sync_broker_quantity: Option<Quantity>,
+    #[schema(value_type = Option<Decimal>)]
+    pub sync_broker_avg_entry_price: Option<Quantity>,
 }
 
 pub fn position(p: &Position) -> PositionView {
@@ -54,6 +72,15 @@ pub fn position(p: &Position) -> PositionView {
         closed_at: time(&p.closed_at),
         created_at: format_timestamp(&p.created_at),
         updated_at: format_timestamp(&p.updated_at),
+        source: match p.source.as_deref() {
+            Some(closeflow_domain::sync::SOURCE_BROKER) => "broker",
+            _ => "api",
+        },
+        sync_status: p.sync.as_ref().map_or("unchecked", |m| m.status.as_str()),
+        last_synced_at: p.sync.as_ref().map(|m| format_timestamp(&m.at)),
+        sync_our_quantity: p.sync.as_ref().and_then(|m| m.our_qty),
+        sync_broker_quantity: p.sync.as_ref().and_then(|m| m.broker_qty),
+        sync_broker_avg_entry_price: p.sync.as_ref().and_then(|m| m.broker_price),
     }
 }
 

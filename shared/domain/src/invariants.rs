@@ -118,6 +118,8 @@ mod tests {
             created_at: t(),
             updated_at: t(),
             version: 1,
+            source: None,
+            sync: None,
         }
     }
 

@@ -366,6 +366,8 @@ mod tests {
             created_at: t(0),
             updated_at: t(0),
             version: 1,
+            source: None,
+            sync: None,
         });
         let cmd = CloseCommand {
             actor: "tester".into(),

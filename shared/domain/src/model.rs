@@ -60,6 +60,11 @@ pub struct Position {
     pub updated_at: Timestamp,
     /// Bumped on every write; the optimistic-concurrency token of the stores.
     pub version: u64,
+    /// Where the position came from: `None` registered through the API, `Some("broker")`
+    /// adopted by position sync from the broker's holdings.
+    pub source: Option<String>,
+    /// Position sync's latest verdict; `None` until sync has looked at the position.
+    pub sync: Option<crate::sync::SyncMark>,
 }
 
 impl Position {

@@ -410,6 +410,8 @@ mod tests {
             created_at: t0(),
             updated_at: t0(),
             version: 1,
+            source: None,
+            sync: None,
         });
         let cmd = CloseCommand {
             actor: "tester".into(),

@@ -15,6 +15,9 @@ pub struct RegisterPosition {
     pub quantity: Quantity,
     pub avg_entry_price: Option<Quantity>,
     pub strategy_id: Option<String>,
+    /// Where it comes from: `None` through the API, `Some("broker")` adopted by sync. Kept
+    /// as first registered: a later PUT does not change it.
+    pub source: Option<String>,
     /// Who registers it (the signed-in caller, or `sync`), for the audit trail.
     pub actor: String,
     /// The caller's accounts: both the new and any stored account must be among them.
@@ -67,6 +70,8 @@ pub fn decide_register(
             created_at: cmd.now,
             updated_at: cmd.now,
             version: 1,
+            source: cmd.source.clone(),
+            sync: None,
         }));
     };
     let old = &agg.position;
@@ -107,6 +112,7 @@ mod tests {
 
     fn cmd(qty: i64) -> RegisterPosition {
         RegisterPosition {
+            source: None,
             actor: "tester".into(),
             position_id: PositionId::parse("p").unwrap(),
             account_id: AccountId::parse("a").unwrap(),

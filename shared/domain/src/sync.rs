@@ -12,9 +12,62 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 
-use crate::model::Position;
+use crate::ids::{AccountId, PositionId};
+use crate::model::{AssetType, Position, PositionAggregate};
 use crate::quantity::Quantity;
+use crate::register::RegisterPosition;
 use crate::status::PositionStatus;
+use crate::Timestamp;
+
+/// The `source` of a position sync adopted from the broker's holdings.
+pub const SOURCE_BROKER: &str = "broker";
+
+/// Sync's verdict on one position, as `sync_status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncStatus {
+    InSync,
+    MissingAtBroker,
+    Conflict,
+}
+
+impl SyncStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SyncStatus::InSync => "in_sync",
+            SyncStatus::MissingAtBroker => "missing_at_broker",
+            SyncStatus::Conflict => "conflict",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SyncStatus> {
+        match s {
+            "in_sync" => Some(SyncStatus::InSync),
+            "missing_at_broker" => Some(SyncStatus::MissingAtBroker),
+            "conflict" => Some(SyncStatus::Conflict),
+            _ => None,
+        }
+    }
+}
+
+/// What sync last concluded about a position, stored on it. Rewritten only when the
+/// verdict or the broker's values change, so a run over an unchanged account writes nothing;
+/// `at` is therefore when sync reached this verdict, not when it last looked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncMark {
+    pub status: SyncStatus,
+    /// The broker's quantity and entry price, kept for a conflict (both values shown).
+    pub broker_qty: Option<Quantity>,
+    pub broker_price: Option<Quantity>,
+    /// The quantity closeflow held when the conflict was found (before taking the broker's).
+    pub our_qty: Option<Quantity>,
+    pub at: Timestamp,
+}
+
+impl SyncMark {
+    fn same_verdict(&self, other: &SyncMark) -> bool {
+        self.status == other.status && self.broker_qty == other.broker_qty && self.broker_price == other.broker_price
+    }
+}
 
 /// One holding as the broker reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +200,153 @@ pub fn decide_sync(ours: &[Position], broker: &[Holding], policy: &SyncPolicy) -
     findings
 }
 
+/// The aggregate after sync's verdict on one of its positions, or `None` when nothing is to
+/// be written. Re-decided on the aggregate as loaded for the write, so a close begun since
+/// the listing keeps sync's hands off the quantity.
+pub fn apply_finding(cur: &PositionAggregate, finding: &SyncFinding, now: Timestamp) -> Option<PositionAggregate> {
+    let p = &cur.position;
+    let (mark, take) = match finding {
+        SyncFinding::InSync { position_ids } if position_ids.contains(&p.id) => (
+            SyncMark {
+                status: SyncStatus::InSync,
+                broker_qty: None,
+                broker_price: None,
+                our_qty: None,
+                at: now,
+            },
+            None,
+        ),
+        SyncFinding::MissingAtBroker { position_id } if *position_id == p.id => {
+            // A close began since the listing: its own outcome settles the position.
+            if p.status != PositionStatus::Open {
+                return None;
+            }
+            (
+                SyncMark {
+                    status: SyncStatus::MissingAtBroker,
+                    broker_qty: None,
+                    broker_price: None,
+                    our_qty: None,
+                    at: now,
+                },
+                None,
+            )
+        }
+        SyncFinding::Conflict {
+            position_id,
+            ours,
+            broker,
+            broker_price,
+            take_broker_qty,
+            ..
+        } if *position_id == p.id => {
+            let can_take = *take_broker_qty
+                && p.status == PositionStatus::Open
+                && p.active_close_request_id.is_none()
+                && p.quantity == *ours;
+            (
+                SyncMark {
+                    status: SyncStatus::Conflict,
+                    broker_qty: Some(*broker),
+                    broker_price: *broker_price,
+                    our_qty: Some(*ours),
+                    at: now,
+                },
+                can_take.then_some(*broker),
+            )
+        }
+        _ => return None,
+    };
+    if take.is_none() && p.sync.as_ref().is_some_and(|m| m.same_verdict(&mark)) {
+        return None;
+    }
+    let mut next = cur.clone();
+    if let Some(q) = take {
+        next.position.quantity = q;
+        next.position.updated_at = now;
+    }
+    // The change feed turns a new alert into an `Alert` event: one per new verdict.
+    let alert = match mark.status {
+        SyncStatus::InSync => None,
+        SyncStatus::MissingAtBroker => Some((
+            "sync_missing_at_broker",
+            format!("{} {} open here, not held at the broker", p.quantity, p.symbol),
+        )),
+        SyncStatus::Conflict => Some((
+            "sync_conflict",
+            format!(
+                "{}: closeflow {} @ {}, broker {} @ {}{}",
+                p.symbol,
+                mark.our_qty.map_or("?".into(), |q| q.to_string()),
+                p.avg_entry_price.map_or("?".into(), |q| q.to_string()),
+                mark.broker_qty.map_or("?".into(), |q| q.to_string()),
+                mark.broker_price.map_or("?".into(), |q| q.to_string()),
+                if take.is_some() {
+                    "; took the broker's quantity"
+                } else {
+                    ""
+                }
+            ),
+        )),
+    };
+    if let Some((kind, message)) = alert {
+        next.last_alert = Some(crate::reconcile::Alert {
+            kind: kind.into(),
+            message,
+            at: now,
+        });
+    }
+    next.position.sync = Some(mark);
+    next.position.version += 1;
+    Some(next)
+}
+
+/// The id an adopted holding is registered under: one per account and symbol, so two runs
+/// adopting the same holding meet at the same position instead of making two. `attempt`
+/// > 0 names a later one, for a symbol whose first adopted position was since closed.
+pub fn adopted_id(account: &AccountId, symbol: &str, attempt: u32) -> Option<PositionId> {
+    let symbol: String = key(symbol)
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
+        .collect();
+    let id = if attempt == 0 {
+        format!("sync:{}:{symbol}", account.as_str())
+    } else {
+        format!("sync:{}:{symbol}:{attempt}", account.as_str())
+    };
+    PositionId::parse(&id).ok()
+}
+
+/// The registration of a holding closeflow did not know (`source: "broker"`).
+pub fn adoption(
+    account: &AccountId,
+    holding: &Holding,
+    position_id: PositionId,
+    actor: &str,
+    now: Timestamp,
+) -> RegisterPosition {
+    // Option symbols (OCC: root, yymmdd, C/P, strike) are longer than any equity ticker.
+    let asset_type = if key(&holding.symbol).len() > 12 {
+        AssetType::Option
+    } else {
+        AssetType::Equity
+    };
+    RegisterPosition {
+        position_id,
+        account_id: account.clone(),
+        symbol: key(&holding.symbol),
+        asset_type,
+        quantity: holding.qty,
+        avg_entry_price: holding.avg_entry_price,
+        strategy_id: None,
+        source: Some(SOURCE_BROKER.into()),
+        actor: actor.into(),
+        access: crate::Access::All,
+        max_live_positions: u64::MAX,
+        now,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +434,59 @@ mod tests {
         // Closing and gone at the broker: the close's own outcome settles it, not sync.
         let closing = pos("c", "IBM", "7", PositionStatus::Closing);
         assert!(decide_sync(&[closing], &[], &SyncPolicy::default()).is_empty());
+    }
+
+    #[test]
+    fn a_verdict_is_written_once_and_an_open_position_takes_the_brokers_quantity() {
+        let agg = PositionAggregate::new(pos("diff", "IBM", "7", PositionStatus::Open));
+        let now = crate::testing::t0();
+        let f = decide_sync(
+            std::slice::from_ref(&agg.position),
+            &[holding("IBM", "9", "100")],
+            &SyncPolicy::default(),
+        );
+        let next = apply_finding(&agg, &f[0], now).expect("taken");
+        assert_eq!(next.position.quantity, qty("9"));
+        assert_eq!(next.position.version, agg.position.version + 1);
+        let mark = next.position.sync.clone().unwrap();
+        assert_eq!(
+            (mark.status, mark.our_qty, mark.broker_qty),
+            (SyncStatus::Conflict, Some(qty("7")), Some(qty("9")))
+        );
+        // The next run agrees; once marked in sync, a further run writes nothing.
+        let f = decide_sync(
+            std::slice::from_ref(&next.position),
+            &[holding("IBM", "9", "100")],
+            &SyncPolicy::default(),
+        );
+        let agreed = apply_finding(&next, &f[0], now).expect("conflict cleared");
+        assert_eq!(agreed.position.sync.as_ref().unwrap().status, SyncStatus::InSync);
+        assert_eq!(apply_finding(&agreed, &f[0], now), None);
+        // A missing position is flagged once, never closed.
+        let gone = PositionAggregate::new(pos("gone", "MSFT", "5", PositionStatus::Open));
+        let f = decide_sync(std::slice::from_ref(&gone.position), &[], &SyncPolicy::default());
+        let flagged = apply_finding(&gone, &f[0], now).unwrap();
+        assert_eq!(flagged.position.status, PositionStatus::Open);
+        assert_eq!(flagged.position.quantity, qty("5"));
+        assert_eq!(apply_finding(&flagged, &f[0], now), None);
+    }
+
+    #[test]
+    fn adopted_ids_are_valid_and_stable() {
+        let a = AccountId::parse("ACC1").unwrap();
+        assert_eq!(
+            adopted_id(&a, "AAPL  260116C00200000", 0).unwrap().as_str(),
+            "sync:ACC1:AAPL260116C00200000"
+        );
+        assert_eq!(adopted_id(&a, "BRK/B", 2).unwrap().as_str(), "sync:ACC1:BRK_B:2");
+        let r = adoption(
+            &a,
+            &holding("AAPL260116C00200000", "-1", "3"),
+            adopted_id(&a, "X", 0).unwrap(),
+            "sync",
+            crate::testing::t0(),
+        );
+        assert_eq!((r.asset_type, r.source.as_deref()), (AssetType::Option, Some("broker")));
     }
 
     #[test]

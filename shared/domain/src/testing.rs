@@ -39,6 +39,8 @@ pub fn position(id: &str, quantity: &str, status: PositionStatus) -> Position {
         created_at: t0(),
         updated_at: t0(),
         version: 1,
+        source: None,
+        sync: None,
     }
 }
 
@@ -50,6 +52,7 @@ pub fn aggregate(id: &str, quantity: &str, status: PositionStatus) -> PositionAg
 /// Registration of an equity position on `acct-1`, with a generous quota.
 pub fn register(id: &str, quantity: &str, now: Timestamp) -> RegisterPosition {
     RegisterPosition {
+        source: None,
         actor: "tester".into(),
         position_id: pid(id),
         account_id: AccountId::parse("acct-1").expect("account"),

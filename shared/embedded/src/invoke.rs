@@ -34,6 +34,7 @@ pub const FUNCTIONS: &[&str] = &[
     "event-publisher",
     "reconciler",
     "cleanup",
+    "position-sync",
 ];
 
 /// A webhook sample whose signature header is this placeholder is signed at invocation
@@ -192,6 +193,16 @@ pub async fn invoke(function: &str, event: &str) -> Result<Value, String> {
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(json!({"items_read": r.items_read, "deleted": r.deleted, "trimmed": r.trimmed}))
+        }
+        "position-sync" => {
+            let cfg = closeflow_pipeline::config::sync_config_from_env()?;
+            let (store, broker) = (store().await?, broker()?);
+            let sink = RecordingSink::default();
+            let r = closeflow_pipeline::sync_once(store.as_ref(), broker.as_ref(), &SystemClock, &sink, &cfg)
+                .await
+                .map_err(|e| e.to_string())?;
+            let alerts: Vec<_> = sink.events().iter().map(|e| e.detail()).collect();
+            Ok(json!({"report": r.to_json(), "alerts": alerts}))
         }
         other => Err(format!("unknown function `{other}`; one of: {}", FUNCTIONS.join(", "))),
     }

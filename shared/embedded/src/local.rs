@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 use closeflow_api::auth::{parse_api_tokens, Auth};
 use closeflow_api::SystemClock;
-use closeflow_pipeline::config::timers_from_env;
-use closeflow_pipeline::{cleanup_once, reconcile_once, Broker, SimScenarios};
+use closeflow_pipeline::config::{sync_config_from_env, sync_every_from_env, timers_from_env};
+use closeflow_pipeline::{cleanup_once, reconcile_once, sync_once, Broker, LogSink, SimScenarios, SyncConfig};
 use closeflow_root::{env, Policy};
 use closeflow_store::CloseStore;
 
@@ -25,6 +25,9 @@ pub struct LocalSettings {
     pub policy: Policy,
     pub reconcile_every: TimeDelta,
     pub cleanup_every: TimeDelta,
+    /// Position sync (`SYNC_*`) and its timer (`SYNC_EVERY`; off when `None`).
+    pub sync: SyncConfig,
+    pub sync_every: Option<TimeDelta>,
     /// `BROKER=alpaca`: Alpaca (`ALPACA_*`, e.g. the paper broker at `ALPACA_BASE_URL`)
     /// instead of the simulated broker.
     pub alpaca: Option<Arc<closeflow_alpaca::accounts::AccountBrokers>>,
@@ -63,7 +66,12 @@ impl LocalSettings {
             Some("alpaca") => Some(Arc::new(closeflow_alpaca::accounts::AccountBrokers::from_env()?)),
             Some(other) => return Err(format!("BROKER `{other}`: use `sim` (default) or `alpaca`")),
         };
+        let sync = sync_config_from_env()?;
+        // The simulated broker holds nothing to compare unless seeded; Alpaca always does.
+        let sync_every = sync_every_from_env(alpaca.is_some())?;
         Ok(LocalSettings {
+            sync,
+            sync_every,
             alpaca,
             port,
             webhook_secret: secret.into_bytes(),
@@ -100,8 +108,16 @@ impl LocalSettings {
     /// One line on the job timings, printed at start-up.
     pub fn describe_jobs(&self) -> String {
         let p = &self.policy.jobs.policy;
+        let sync = match self.sync_every {
+            Some(every) => format!(
+                "; sync every {}s of {} account(s)",
+                every.num_seconds(),
+                self.sync.accounts.len()
+            ),
+            None => "; sync off (SYNC_EVERY)".into(),
+        };
         format!(
-            "reconciler every {}s (zombie after {}s, stuck after {}s, retry backoff {}s); cleanup every {}s (retention {}s)",
+            "reconciler every {}s (zombie after {}s, stuck after {}s, retry backoff {}s); cleanup every {}s (retention {}s){sync}",
             self.reconcile_every.num_seconds(),
             p.zombie_after.num_seconds(),
             p.stuck_after.num_seconds(),
@@ -117,6 +133,10 @@ impl LocalSettings {
         let cfg = self.policy.jobs.clone();
         let mut reconcile_tick = tokio::time::interval(self.reconcile_every.to_std().unwrap_or_default());
         let mut cleanup_tick = tokio::time::interval(self.cleanup_every.to_std().unwrap_or_default());
+        // An interval's first tick is immediate: sync also runs once at start-up.
+        let mut sync_tick = self
+            .sync_every
+            .map(|every| tokio::time::interval(every.to_std().unwrap_or_default()));
         loop {
             tokio::select! {
                 _ = reconcile_tick.tick() => {
@@ -127,6 +147,11 @@ impl LocalSettings {
                 _ = cleanup_tick.tick() => {
                     if let Err(e) = cleanup_once(store.as_ref(), &SystemClock, cfg.policy.retention, 500).await {
                         tracing::error!(error = %e, "cleanup run failed");
+                    }
+                }
+                Some(()) = async { match sync_tick.as_mut() { Some(t) => { t.tick().await; Some(()) } None => None } } => {
+                    if let Err(e) = sync_once(store.as_ref(), broker.as_ref(), &SystemClock, &LogSink, &self.sync).await {
+                        tracing::error!(error = %e, "sync run failed");
                     }
                 }
             }

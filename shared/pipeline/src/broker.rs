@@ -37,6 +37,8 @@ pub struct BrokerPosition {
     pub symbol: String,
     /// Signed like closeflow's positions.
     pub qty: Quantity,
+    /// The broker's average entry price, when it reports one (sync compares it).
+    pub avg_entry_price: Option<Quantity>,
 }
 
 /// An order still working at the broker (any client's), as `open_orders` lists it.

@@ -69,6 +69,48 @@ pub fn timers_from_env() -> Result<(TimeDelta, TimeDelta), String> {
     ))
 }
 
+/// `SYNC_ACCOUNTS` (comma-separated account ids; none: nothing to sync), `SYNC_ADOPT`
+/// (true), `SYNC_PRICE_TOLERANCE` (0.01 = 1 %), `SYNC_MAX_BROKER_CALLS` (25 per run).
+pub fn sync_config_from_env() -> Result<crate::sync::SyncConfig, String> {
+    let d = crate::sync::SyncConfig::default();
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let accounts = var("SYNC_ACCOUNTS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| closeflow_domain::AccountId::parse(a).map_err(|e| format!("SYNC_ACCOUNTS: `{a}`: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let adopt = match var("SYNC_ADOPT").as_deref().map(str::trim) {
+        None | Some("true") | Some("1") => true,
+        Some("false") | Some("0") => false,
+        Some(other) => return Err(format!("SYNC_ADOPT: `{other}` is not true or false")),
+    };
+    let price_tolerance = match var("SYNC_PRICE_TOLERANCE") {
+        None => d.policy.price_tolerance,
+        Some(t) => t
+            .trim()
+            .parse::<rust_decimal::Decimal>()
+            .ok()
+            .filter(|v| !v.is_sign_negative())
+            .ok_or_else(|| format!("SYNC_PRICE_TOLERANCE: `{t}` is not a non-negative decimal (0.01 = 1 %)"))?,
+    };
+    Ok(crate::sync::SyncConfig {
+        accounts,
+        policy: closeflow_domain::sync::SyncPolicy { adopt, price_tolerance },
+        max_broker_calls: env_number("SYNC_MAX_BROKER_CALLS", d.max_broker_calls)?,
+    })
+}
+
+/// `SYNC_EVERY`: the embedded stack's sync timer. Unset: 5 minutes when there are holdings
+/// to compare (`has_holdings`: a real broker, or seeded simulated holdings), otherwise off.
+pub fn sync_every_from_env(has_holdings: bool) -> Result<Option<TimeDelta>, String> {
+    match std::env::var("SYNC_EVERY") {
+        Ok(v) if !v.is_empty() => parse_duration(&v).map(Some).map_err(|e| format!("SYNC_EVERY: {e}")),
+        _ => Ok(has_holdings.then(|| TimeDelta::minutes(5))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

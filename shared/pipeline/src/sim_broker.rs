@@ -346,7 +346,11 @@ impl Broker for SimulatedBroker {
             .engine
             .positions()
             .into_iter()
-            .map(|(symbol, qty)| BrokerPosition { symbol, qty })
+            .map(|(symbol, qty)| BrokerPosition {
+                symbol,
+                qty,
+                avg_entry_price: None,
+            })
             .collect())
     }
 
@@ -707,7 +711,8 @@ mod tests {
             b.list_positions(&acct()).await.unwrap(),
             vec![BrokerPosition {
                 symbol: "AMZN".into(),
-                qty: Quantity::from(-10)
+                qty: Quantity::from(-10),
+                avg_entry_price: None,
             }]
         );
     }

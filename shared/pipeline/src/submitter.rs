@@ -256,6 +256,7 @@ mod tests {
         let pid = PositionId::parse("p").unwrap();
         store
             .register_position(&RegisterPosition {
+                source: None,
                 position_id: pid.clone(),
                 account_id: AccountId::parse("a").unwrap(),
                 symbol: "AAPL".into(),

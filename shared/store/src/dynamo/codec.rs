@@ -4,6 +4,7 @@
 //! request lives on the same item as `cr_*` attributes and the idempotency keys as the map
 //! `idem`, so opening a close is one `UpdateItem`.
 
+use closeflow_domain::sync::{SyncMark, SyncStatus};
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -100,6 +101,12 @@ pub fn position_attributes(p: &Position) -> Vec<(&'static str, Option<AttributeV
         ("created_sk", Some(s(created_sk(p)))),
         ("updated_at", Some(ts(&p.updated_at))),
         ("version", Some(n(p.version))),
+        ("source", p.source.as_deref().map(s)),
+        ("sync_status", p.sync.as_ref().map(|m| s(m.status.as_str()))),
+        ("sync_broker_qty", p.sync.as_ref().and_then(|m| m.broker_qty).map(n)),
+        ("sync_broker_price", p.sync.as_ref().and_then(|m| m.broker_price).map(n)),
+        ("sync_our_qty", p.sync.as_ref().and_then(|m| m.our_qty).map(n)),
+        ("synced_at", p.sync.as_ref().map(|m| ts(&m.at))),
     ]
 }
 
@@ -185,6 +192,17 @@ pub fn position_from_item(item: &Item) -> Result<Position, StoreError> {
         created_at: time(item, "created_at")?,
         updated_at: time(item, "updated_at")?,
         version: uint(item, "version")?,
+        source: opt_s(item, "source").map(str::to_string),
+        sync: match opt_s(item, "sync_status") {
+            None => None,
+            Some(status) => Some(SyncMark {
+                status: SyncStatus::parse(status).ok_or_else(|| corrupt("bad sync_status", item))?,
+                broker_qty: opt_qty(item, "sync_broker_qty")?,
+                broker_price: opt_qty(item, "sync_broker_price")?,
+                our_qty: opt_qty(item, "sync_our_qty")?,
+                at: time(item, "synced_at")?,
+            }),
+        },
     })
 }
 
@@ -549,6 +567,8 @@ mod tests {
             created_at: t,
             updated_at: t,
             version: 1,
+            source: None,
+            sync: None,
         }
     }
 
