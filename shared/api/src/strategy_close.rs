@@ -62,10 +62,10 @@ pub struct StrategyCloseResponse {
     #[schema(format = Uuid)]
     pub strategy_close_id: String,
     pub strategy_id: String,
-    /// What is carried out: `legs` (one order per leg) or `mleg` (one multi-leg order).
+    // What is carried out: `legs` (one order per leg) or `mleg` (one multi-leg order).
     #[schema(inline, value_type = crate::openapi::StrategyCloseModeSchema)]
     pub mode: &'static str,
-    /// `pending` while any leg is working; then `success`, `partial` or `error`.
+    // `pending` while any leg is working; then `success`, `partial` or `error`.
     #[schema(inline, value_type = crate::openapi::StrategyCloseStatusSchema)]
     pub status: &'static str,
     #[schema(minimum = 0)]

@@ -38,11 +38,13 @@ pub struct PositionView {
     pub created_at: String,
     #[schema(format = DateTime)]
     pub updated_at: String,
-    /// `api` (registered through PUT) or `broker` (adopted by position sync).
+    // Plain comments on inlined enums: a doc comment there makes utoipa emit an `allOf` with
+    // `type: object`, which no string value satisfies.
+    // `api` (registered through PUT) or `broker` (adopted by position sync).
     #[schema(inline, value_type = crate::openapi::PositionSourceSchema)]
     pub source: &'static str,
-    /// Position sync's verdict: `unchecked` until sync has looked, then `in_sync`,
-    /// `missing_at_broker` (open here, not held at the broker) or `conflict`.
+    // Position sync's verdict: `unchecked` until sync has looked, then `in_sync`,
+    // `missing_at_broker` (open here, not held at the broker) or `conflict`.
     #[schema(inline, value_type = crate::openapi::SyncStatusSchema)]
     pub sync_status: &'static str,
     /// When sync reached the current verdict (sync writes only when it changes).

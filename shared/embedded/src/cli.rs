@@ -75,6 +75,9 @@ pub enum Command {
         /// Close only this many strategy units (the legs' ratios kept).
         #[arg(long)]
         qty: Option<String>,
+        /// A net limit price for a multi-leg order (positive debit, negative credit).
+        #[arg(long = "limit", value_name = "PRICE", allow_hyphen_values = true)]
+        limit_price: Option<String>,
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]
@@ -274,6 +277,7 @@ pub async fn run(cli: Cli) -> Result<Exit, Failure> {
             strategy,
             mode,
             qty,
+            limit_price,
             reason,
             order,
         }) => {
@@ -286,8 +290,16 @@ pub async fn run(cli: Cli) -> Result<Exit, Failure> {
                 )
                 .await?;
             let legs = s["legs"].as_array().map(Vec::len).unwrap_or_default();
-            let question = format!("Close all {legs} legs of strategy {strategy} at market, all legs or none?");
+            let how = match &limit_price {
+                Some(px) => format!("a net limit of {px}"),
+                None => "market".into(),
+            };
+            let question = format!("Close all {legs} legs of strategy {strategy} at {how}, all legs or none?");
             let mut body = json!({});
+            if let Some(px) = limit_price {
+                body["order_type"] = json!("limit");
+                body["limit_price"] = json!(px);
+            }
             for (k, v) in [("mode", mode), ("qty", qty), ("reason", reason)] {
                 if let Some(v) = v {
                     body[k] = json!(v);
