@@ -351,6 +351,36 @@ pub async fn run(cli: Cli) -> Result<Exit, Failure> {
     }
 }
 
+/// The `field` items of every page of a listing at `path` (following `next_cursor`), at
+/// most `limit`.
+async fn pages(
+    client: &Client,
+    path: &str,
+    query: Vec<(&str, String)>,
+    field: &str,
+    limit: usize,
+) -> Result<Vec<Value>, Failure> {
+    let mut all: Vec<Value> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut q = query.clone();
+        if let Some(c) = &cursor {
+            q.push(("cursor", c.clone()));
+        }
+        let qs = serde_urlencoded::to_string(&q).map_err(|e| Failure::error(e.to_string()))?;
+        let page = client
+            .call(reqwest::Method::GET, &format!("{path}?{qs}"), None, None)
+            .await?;
+        all.extend(page[field].as_array().cloned().unwrap_or_default());
+        cursor = page["next_cursor"].as_str().map(String::from);
+        if cursor.is_none() || all.len() >= limit {
+            break;
+        }
+    }
+    all.truncate(limit);
+    Ok(all)
+}
+
 async fn positions(
     client: &Client,
     json_out: bool,
@@ -359,33 +389,13 @@ async fn positions(
     strategy: Option<String>,
     limit: usize,
 ) -> Result<Exit, Failure> {
-    let mut all: Vec<Value> = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut query: Vec<(&str, String)> = vec![("limit", limit.min(100).to_string())];
-        for (k, v) in [
-            ("account_id", &account),
-            ("status", &status),
-            ("strategy_id", &strategy),
-        ] {
-            if let Some(v) = v {
-                query.push((k, v.clone()));
-            }
-        }
-        if let Some(c) = &cursor {
-            query.push(("cursor", c.clone()));
-        }
-        let qs = serde_urlencoded::to_string(&query).map_err(|e| Failure::error(e.to_string()))?;
-        let page = client
-            .call(reqwest::Method::GET, &format!("/positions?{qs}"), None, None)
-            .await?;
-        all.extend(page["positions"].as_array().cloned().unwrap_or_default());
-        cursor = page["next_cursor"].as_str().map(String::from);
-        if cursor.is_none() || all.len() >= limit {
-            break;
+    let mut query: Vec<(&str, String)> = vec![("limit", limit.clamp(1, 100).to_string())];
+    for (k, v) in [("account_id", account), ("status", status), ("strategy_id", strategy)] {
+        if let Some(v) = v {
+            query.push((k, v));
         }
     }
-    all.truncate(limit);
+    let all = pages(client, "/positions", query, "positions", limit).await?;
     if json_out {
         println!("{}", json!({ "positions": all }));
         return Ok(Exit::Closed);
@@ -413,29 +423,9 @@ async fn positions(
 }
 
 async fn audit(client: &Client, json_out: bool, position: &str, limit: usize) -> Result<Exit, Failure> {
-    let mut all: Vec<Value> = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut query = vec![("limit", limit.clamp(1, 500).to_string())];
-        if let Some(c) = &cursor {
-            query.push(("cursor", c.clone()));
-        }
-        let qs = serde_urlencoded::to_string(&query).map_err(|e| Failure::error(e.to_string()))?;
-        let page = client
-            .call(
-                reqwest::Method::GET,
-                &format!("/positions/{}/audit?{qs}", encode(position)),
-                None,
-                None,
-            )
-            .await?;
-        all.extend(page["entries"].as_array().cloned().unwrap_or_default());
-        cursor = page["next_cursor"].as_str().map(String::from);
-        if cursor.is_none() || all.len() >= limit {
-            break;
-        }
-    }
-    all.truncate(limit);
+    let path = format!("/positions/{}/audit", encode(position));
+    let query = vec![("limit", limit.clamp(1, 500).to_string())];
+    let all = pages(client, &path, query, "entries", limit).await?;
     if json_out {
         println!("{}", json!({ "entries": all }));
         return Ok(Exit::Closed);
