@@ -545,7 +545,7 @@ async fn register_at(s: &ContractStore, id: &str, account: &str, strategy: Optio
 }
 
 fn ids(page: &closeflow_store::PositionPage) -> Vec<String> {
-    page.positions.iter().map(|p| p.id.to_string()).collect()
+    page.positions.iter().map(|p| p.position.id.to_string()).collect()
 }
 
 /// Every page of a listing, following its cursors.

@@ -333,6 +333,165 @@ pub async fn repeated_execution_ids_are_applied_once(app: &PipelineApp) {
     assert_eq!(app.close_request(&cr).await.body["filled_qty"], "4");
 }
 
+fn fill(cr: &str, status: &str, filled: &str, price: &str) -> String {
+    json!({
+        "client_order_id": coid(cr, 1),
+        "broker_order_id": format!("brk-{cr}"),
+        "status": status,
+        "filled_qty": filled,
+        "filled_avg_price": price,
+        "updated_at": "2026-01-02T14:30:05Z",
+    })
+    .to_string()
+}
+
+/// Realized PnL from the entry price and the broker's fill prices, exact: per close
+/// request, cumulative on the position over partial closes, with the option multiplier
+/// (or the position's own), and `null` with a reason when the entry price is unknown.
+pub async fn realized_pnl_is_exact_per_close_and_cumulative_over_partial_closes(app: &PipelineApp) {
+    use axum::http::Method;
+    let put = |id: &'static str, body: &'static str| async move {
+        let r = app
+            .call(Method::PUT, &format!("/positions/{id}"), &[], Some(body))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        r
+    };
+    let close = |id: &'static str, key: &'static str, body: Option<&'static str>| async move {
+        let r = app
+            .call(
+                Method::POST,
+                &format!("/positions/{id}/close"),
+                &[("idempotency-key", key)],
+                body,
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        app.driver.pump().await;
+        r.str("close_request_id")
+    };
+    let applied = |body: String| async move {
+        let r = app.webhook(&body).await;
+        assert_eq!(r.body["result"], "applied", "{}", r.body);
+        app.driver.pump().await;
+    };
+
+    // Long 10 at 100: sell 4 at 101.25 (+5), then the other 6 at 99.9 (-0.6).
+    let p = put(
+        "p-pnl",
+        r#"{"account_id":"acct-1","symbol":"NVDA","asset_type":"equity","quantity":"10","avg_entry_price":"100"}"#,
+    )
+    .await;
+    assert_eq!(
+        (p.body["realized_pnl"].as_str(), p.body["multiplier"].as_str()),
+        (Some("0"), Some("1"))
+    );
+    let first = close("p-pnl", "k-1", Some(r#"{"qty":"4"}"#)).await;
+    applied(fill(&first, "partially_filled", "1", "101")).await;
+    let c = app.close_request(&first).await;
+    assert_eq!(
+        c.body["realized_pnl"], "1",
+        "a partial fill realizes its share at once: {}",
+        c.body
+    );
+    applied(fill(&first, "filled", "4", "101.25")).await;
+    let c = app.close_request(&first).await;
+    assert_eq!(
+        (c.body["status"].as_str(), c.body["realized_pnl"].as_str()),
+        (Some("completed"), Some("5")),
+        "{}",
+        c.body
+    );
+    let p = app.position("p-pnl").await;
+    assert_eq!(
+        (
+            p.body["status"].as_str(),
+            p.body["quantity"].as_str(),
+            p.body["realized_pnl"].as_str()
+        ),
+        (Some("open"), Some("6"), Some("5")),
+        "{}",
+        p.body
+    );
+    let second = close("p-pnl", "k-2", None).await;
+    applied(fill(&second, "filled", "6", "99.9")).await;
+    assert_eq!(app.close_request(&second).await.body["realized_pnl"], "-0.6");
+    let p = app.position("p-pnl").await;
+    assert_eq!(
+        (p.body["status"].as_str(), p.body["realized_pnl"].as_str()),
+        (Some("closed"), Some("4.4")),
+        "{}",
+        p.body
+    );
+    // The first close keeps its own figure after the second began.
+    assert_eq!(app.close_request(&first).await.body["realized_pnl"], "5");
+    // The listing shows the same cumulative figure.
+    let list = app.call(Method::GET, "/positions?account_id=acct-1", &[], None).await;
+    let listed = list.body["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["position_id"] == "p-pnl")
+        .cloned()
+        .unwrap();
+    assert_eq!(listed["realized_pnl"], "4.4");
+    // The completed close's audit entry carries what it realized.
+    let trail = app.call(Method::GET, "/positions/p-pnl/audit", &[], None).await;
+    let done: Vec<_> = trail.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "close_request_changed" && e["status_after"] == "completed")
+        .map(|e| e["details"]["realized_pnl"].clone())
+        .collect();
+    assert_eq!(done, [json!("5"), json!("-0.6")], "{}", trail.body);
+
+    // Short 2 option contracts sold at 3.20, bought back at 1.05: (3.20 - 1.05) x 2 x 100.
+    put("p-opt", r#"{"account_id":"acct-1","symbol":"AMD260116P00100000","asset_type":"option","quantity":"-2","avg_entry_price":"3.20"}"#).await;
+    let cr = close("p-opt", "k-1", None).await;
+    applied(fill(&cr, "filled", "2", "1.05")).await;
+    let p = app.position("p-opt").await;
+    assert_eq!(
+        (p.body["multiplier"].as_str(), p.body["realized_pnl"].as_str()),
+        (Some("100"), Some("430")),
+        "{}",
+        p.body
+    );
+
+    // A mini contract (multiplier 10) registered without an entry price: unknown, not 0.
+    put("p-mini", r#"{"account_id":"acct-1","symbol":"AMD260116C00100000","asset_type":"option","quantity":"3","multiplier":"10"}"#).await;
+    let cr = close("p-mini", "k-1", None).await;
+    applied(fill(&cr, "filled", "3", "2")).await;
+    let c = app.close_request(&cr).await;
+    assert_eq!(
+        (c.body["realized_pnl"].clone(), c.body["realized_pnl_unknown"].as_str()),
+        (json!(null), Some("entry_price_unknown")),
+        "{}",
+        c.body
+    );
+    let p = app.position("p-mini").await;
+    assert_eq!(
+        (p.body["multiplier"].as_str(), p.body["realized_pnl_unknown"].as_str()),
+        (Some("10"), Some("entry_price_unknown"))
+    );
+    // A multiplier must be above 0; the refusal changes nothing.
+    let bad = app
+        .call(
+            Method::PUT,
+            "/positions/p-zero",
+            &[],
+            Some(r#"{"account_id":"acct-1","symbol":"X","asset_type":"equity","quantity":"1","multiplier":"0"}"#),
+        )
+        .await;
+    assert_eq!(
+        (bad.status, bad.body["error"].as_str()),
+        (400, Some("invalid_body")),
+        "{}",
+        bad.body
+    );
+    assert_eq!(app.position("p-zero").await.status, 404);
+}
+
 /// An SQS message delivered twice places one order.
 pub async fn a_redelivered_queue_message_places_no_second_order(app: &PipelineApp) {
     let cr = app.open_and_close("p-redeliver", "NVDA", "3").await;
@@ -507,6 +666,7 @@ macro_rules! pipeline_tests {
             a_fill_the_broker_never_reports_is_found_by_the_order_watch_in_seconds: "NVDA=hold",
             the_order_watch_backs_off_then_hands_over_to_the_reconciler: "NVDA=hold",
             every_change_of_a_close_is_audited_once_with_who_and_why: "",
+            realized_pnl_is_exact_per_close_and_cumulative_over_partial_closes: "NVDA=hold,AMD260116P00100000=hold,AMD260116C00100000=hold",
         );
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn an_unknown_submit_outcome_is_retried_into_exactly_one_order() {

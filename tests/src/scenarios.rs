@@ -219,6 +219,8 @@ fn fixture(id: &str, status: PositionStatus, cr_status: CloseRequestStatus) -> P
         version: 4,
         source: None,
         sync: None,
+        multiplier: None,
+        realized_pnl_settled: Ok(rust_decimal::Decimal::ZERO),
     };
     let mut agg = PositionAggregate::new(position);
     agg.idempotency.insert(

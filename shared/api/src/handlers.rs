@@ -75,6 +75,11 @@ struct PositionBody {
     #[serde(default)]
     #[schema(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x1F\x7F-\x9F]+$")]
     strategy_id: Option<String>,
+    /// Units of the underlying per unit of quantity, when not the default (100 per option
+    /// contract, 1 per share): realized PnL multiplies by it. Must be above 0.
+    #[serde(default)]
+    #[schema(value_type = Option<NonNegativeDecimalInput>)]
+    multiplier: Option<Quantity>,
 }
 
 fn valid_symbol(s: &str) -> bool {
@@ -120,7 +125,11 @@ fn parse_position_body(
             ));
         }
     }
+    if b.multiplier.is_some_and(|m| m.is_zero() || m.is_negative()) {
+        return Err(ApiError::invalid_body("multiplier must be above 0"));
+    }
     Ok(RegisterPosition {
+        multiplier: b.multiplier.map(|m| m.value()),
         source: None,
         position_id: id,
         account_id,
@@ -159,7 +168,8 @@ fn parse_position_body(
                 "active_close_request_id": null, "closed_at": null,
                 "created_at": "2026-01-02T15:00:00.000Z", "updated_at": "2026-01-02T15:00:00.000Z",
                 "source": "api", "sync_status": "unchecked", "last_synced_at": null, "sync_our_quantity": null,
-                "sync_broker_quantity": null, "sync_broker_avg_entry_price": null})),
+                "sync_broker_quantity": null, "sync_broker_avg_entry_price": null,
+                "multiplier": "1", "realized_pnl": "0", "realized_pnl_unknown": null})),
         (status = 200, description = "Updated, or unchanged (same body again)", body = views::PositionView),
         PutPositionErrors
     ),
@@ -186,10 +196,21 @@ pub async fn put_position(
     match outcome {
         Ok(RegisterDecision::Created(p)) => {
             tracing::info!(position_id = %p.id, "position registered");
-            Ok((StatusCode::CREATED, Json(views::position(&p))).into_response())
+            let view = views::position(&closeflow_domain::PositionAggregate::new(p));
+            Ok((StatusCode::CREATED, Json(view)).into_response())
         }
         Ok(RegisterDecision::Updated(p)) | Ok(RegisterDecision::Unchanged(p)) => {
-            Ok((StatusCode::OK, Json(views::position(&p))).into_response())
+            // The realized PnL of an existing position counts its close requests' orders,
+            // which the registration does not carry: read them (an update is rare, a
+            // first registration answers above without this read).
+            let agg = app
+                .store
+                .aggregate(&AggregateKey::Position(p.id.clone()))
+                .await
+                .map_err(app.store_error())?
+                .filter(|a| a.position.version >= p.version)
+                .unwrap_or_else(|| closeflow_domain::PositionAggregate::new(p));
+            Ok((StatusCode::OK, Json(views::position(&agg))).into_response())
         }
         Err(RegisterRejection::PositionNotOpen(status)) => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -233,7 +254,8 @@ pub async fn put_position(
                 "active_close_request_id": null, "closed_at": "2026-01-02T15:00:00.000Z",
                 "created_at": "2026-01-02T15:00:00.000Z", "updated_at": "2026-01-02T15:00:00.000Z",
                 "source": "api", "sync_status": "unchecked", "last_synced_at": null, "sync_our_quantity": null,
-                "sync_broker_quantity": null, "sync_broker_avg_entry_price": null})),
+                "sync_broker_quantity": null, "sync_broker_avg_entry_price": null,
+                "multiplier": "1", "realized_pnl": "2.5", "realized_pnl_unknown": null})),
         GetPositionErrors
     ),
     security(("bearerAuth" = []))
@@ -248,8 +270,13 @@ pub async fn get_position(
     let access = caller(&app.auth, &headers, &ext)?;
     let id = position_id(&raw)?;
     // Another account's position answers exactly like a missing one: ids cannot be probed.
-    match app.store.position(&id).await.map_err(app.store_error())? {
-        Some(p) if access.allows(&p.account_id) => Ok(Json(views::position(&p)).into_response()),
+    let agg = app
+        .store
+        .aggregate(&AggregateKey::Position(id))
+        .await
+        .map_err(app.store_error())?;
+    match agg {
+        Some(a) if access.allows(&a.position.account_id) => Ok(Json(views::position(&a)).into_response()),
         _ => Err(position_not_found()),
     }
 }
@@ -495,7 +522,10 @@ async fn naked_leg_warning(
         after: None,
         limit: closeflow_store::listing::MAX_PAGE,
     };
-    let legs = app.store.list_positions(&req).await.ok()?.positions;
+    let legs: Vec<_> = (app.store.list_positions(&req).await.ok()?.positions)
+        .into_iter()
+        .map(|a| a.position)
+        .collect();
     closeflow_domain::leaves_short_leg_naked(position, &legs).then_some("leaves_other_legs_open")
 }
 
@@ -516,7 +546,8 @@ async fn naked_leg_warning(
                 "orders": [{"client_order_id": "0b9d5d8a-9c33-8e61-8000-000000000000-1", "broker_order_id": "sim-1",
                     "attempt": 1, "qty": "10", "status": "filled", "filled_qty": "10", "filled_avg_price": "187.5"}],
                 "waiting_on_broker": null, "position_qty": "10", "partial": false, "order_type": "market", "limit_price": null,
-                "time_in_force": "day", "extended_hours": false, "cancel_requested_at": null, "manual_retries": 0})),
+                "time_in_force": "day", "extended_hours": false, "cancel_requested_at": null, "manual_retries": 0,
+                "realized_pnl": "2.5", "realized_pnl_unknown": null})),
         GetCloseRequestErrors
     ),
     security(("bearerAuth" = []))
@@ -548,7 +579,8 @@ pub async fn get_close_request(
         .and_then(|agg| Some((agg.close_request(&id)?, &agg.position.account_id)));
     match found {
         Some(((cr, orders), account)) if access.allows(account) => {
-            let mut view = views::close_request(cr, orders);
+            let position = &found_agg.expect("found above").position;
+            let mut view = views::close_request(position, cr, orders);
             if let Some(agg) = found_agg
                 .as_ref()
                 .filter(|a| a.latest_close_request.as_ref().is_some_and(|l| l.id == cr.id))
@@ -610,7 +642,8 @@ pub(crate) fn valid_strategy_id(s: &str) -> bool {
                 "status": "open", "active_close_request_id": null, "closed_at": null,
                 "created_at": "2026-01-02T15:00:00.000Z", "updated_at": "2026-01-02T15:00:00.000Z",
                 "source": "api", "sync_status": "unchecked", "last_synced_at": null, "sync_our_quantity": null,
-                "sync_broker_quantity": null, "sync_broker_avg_entry_price": null}],
+                "sync_broker_quantity": null, "sync_broker_avg_entry_price": null,
+                "multiplier": "1", "realized_pnl": "0", "realized_pnl_unknown": null}],
                 "next_cursor": null})),
         ListPositionsErrors
     ),
@@ -738,9 +771,12 @@ pub async fn get_strategy(
     }
     // Only a strategy with a leg in flight can have an active strategy close: the legs'
     // close requests are read (one more round trip) only then.
-    let in_flight = legs
-        .iter()
-        .any(|l| l.status == PositionStatus::Closing || l.status == PositionStatus::CloseRetryable);
+    let in_flight = legs.iter().any(|l| {
+        matches!(
+            l.position.status,
+            PositionStatus::Closing | PositionStatus::CloseRetryable
+        )
+    });
     let active_strategy_close_id = if in_flight {
         let aggregates = closeflow_store::strategy_legs(app.store.as_ref(), &raw, &access)
             .await
@@ -751,7 +787,8 @@ pub async fn get_strategy(
     };
     Ok(Json(views::StrategyView {
         strategy_id: raw,
-        status: closeflow_domain::strategy_status(&legs).as_str(),
+        status: closeflow_domain::strategy_status(&legs.iter().map(|l| l.position.clone()).collect::<Vec<_>>())
+            .as_str(),
         legs: legs.iter().map(views::position).collect(),
         active_strategy_close_id,
     })
@@ -788,8 +825,8 @@ async fn current_close_request(app: &AppState, id: CloseRequestId) -> ApiResult 
         .aggregate(&AggregateKey::CloseRequest(id))
         .await
         .map_err(app.store_error())?;
-    match agg.as_ref().and_then(|a| a.close_request(&id)) {
-        Some((cr, orders)) => Ok(Json(views::close_request(cr, orders)).into_response()),
+    match agg.as_ref().and_then(|a| Some((&a.position, a.close_request(&id)?))) {
+        Some((p, (cr, orders))) => Ok(Json(views::close_request(p, cr, orders)).into_response()),
         None => Err(close_request_not_found()),
     }
 }
@@ -900,7 +937,7 @@ pub async fn retry_close_request(
         tracing::info!(close_request_id = %id, attempt = cr.current_attempt(), "manual retry started");
         StatusCode::ACCEPTED
     };
-    Ok((status, Json(views::close_request(cr, orders))).into_response())
+    Ok((status, Json(views::close_request(&agg.position, cr, orders))).into_response())
 }
 
 pub async fn route_not_found() -> ApiError {

@@ -269,6 +269,11 @@ enum_schema!(
     closeflow_domain::TimeInForce::ALL.iter().map(|t| t.as_str())
 );
 enum_schema!(SideSchema, "Side", ["buy", "sell"]);
+enum_schema!(
+    PnlUnknownSchema,
+    "PnlUnknown",
+    closeflow_domain::pnl::PnlUnknown::ALL.iter().map(|u| u.code())
+);
 enum_schema!(CloseWarningSchema, "CloseWarning", ["leaves_other_legs_open"]);
 enum_schema!(StrategyCloseModeSchema, "StrategyCloseMode", ["mleg", "legs"]);
 enum_schema!(

@@ -53,6 +53,11 @@ pub struct StrategyCloseLegView {
     #[schema(value_type = Option<crate::openapi::Decimal>)]
     pub filled_avg_price: Option<closeflow_domain::Quantity>,
     pub error_message: Option<String>,
+    /// What the leg's fills realized so far; `null` when unknown (`realized_pnl_unknown`).
+    #[schema(value_type = Option<crate::openapi::Decimal>)]
+    pub realized_pnl: Option<closeflow_domain::Quantity>,
+    #[schema(inline, value_type = Option<crate::openapi::PnlUnknownSchema>)]
+    pub realized_pnl_unknown: Option<&'static str>,
 }
 
 /// A strategy close: the answer of the close (201 and 200 alike) and of its poll.
@@ -75,11 +80,17 @@ pub struct StrategyCloseResponse {
     #[schema(format = DateTime)]
     pub created_at: String,
     pub legs: Vec<StrategyCloseLegView>,
+    /// What all legs realized; `null` when any leg's is unknown (`realized_pnl_unknown`).
+    #[schema(value_type = Option<crate::openapi::Decimal>)]
+    pub total_realized_pnl: Option<closeflow_domain::Quantity>,
+    #[schema(inline, value_type = Option<crate::openapi::PnlUnknownSchema>)]
+    pub realized_pnl_unknown: Option<&'static str>,
     /// `GET /strategy-closes/{strategy_close_id}`.
     pub poll_url: String,
 }
 
 fn view_of(v: &StrategyCloseView) -> StrategyCloseResponse {
+    let (total_realized_pnl, realized_pnl_unknown) = crate::views::pnl(v.total_realized_pnl());
     StrategyCloseResponse {
         strategy_close_id: v.id.to_string(),
         strategy_id: v.strategy_id.clone(),
@@ -104,8 +115,12 @@ fn view_of(v: &StrategyCloseView) -> StrategyCloseResponse {
                 filled_qty: l.filled_qty,
                 filled_avg_price: l.filled_avg_price,
                 error_message: l.error_message.clone(),
+                realized_pnl: crate::views::pnl(l.realized_pnl).0,
+                realized_pnl_unknown: crate::views::pnl(l.realized_pnl).1,
             })
             .collect(),
+        total_realized_pnl,
+        realized_pnl_unknown,
         poll_url: format!("/strategy-closes/{}", v.id),
     }
 }

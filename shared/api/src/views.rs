@@ -2,7 +2,8 @@
 //! Typed, so the OpenAPI document's schemas are derived from the same structs that are
 //! serialised (see `crate::openapi`).
 
-use closeflow_domain::{format_timestamp, CloseRequest, Order, Position, Quantity};
+use closeflow_domain::pnl::Pnl;
+use closeflow_domain::{format_timestamp, CloseRequest, Order, Position, PositionAggregate, Quantity};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -10,6 +11,14 @@ use crate::openapi::{CloseRequestStatusSchema, Decimal, OrderStatusSchema, Posit
 
 fn time(t: &Option<closeflow_domain::Timestamp>) -> Option<String> {
     t.as_ref().map(format_timestamp)
+}
+
+/// A realized PnL as the API shows it: the amount, or `null` and why.
+pub fn pnl(p: Pnl) -> (Option<Quantity>, Option<&'static str>) {
+    match p {
+        Ok(d) => (Some(Quantity::new(d)), None),
+        Err(e) => (None, Some(e.code())),
+    }
 }
 
 /// A registered position.
@@ -58,9 +67,25 @@ pub struct PositionView {
     pub sync_broker_quantity: Option<Quantity>,
     #[schema(value_type = Option<Decimal>)]
     pub sync_broker_avg_entry_price: Option<Quantity>,
+    /// Units of the underlying per unit of quantity: 100 per option contract and 1 per
+    /// share unless the position was registered with its own.
+    #[schema(value_type = Decimal)]
+    pub multiplier: Quantity,
+    /// What the position's closes realized, cumulative over partial closes: per fill
+    /// `(exit - entry) x qty x multiplier` for a long, `(entry - exit) x ...` for a short.
+    /// `null` when it cannot be known (`realized_pnl_unknown` says why): never a guess.
+    #[schema(value_type = Option<Decimal>)]
+    pub realized_pnl: Option<Quantity>,
+    // Why `realized_pnl` is null: `entry_price_unknown` (registered without
+    // avg_entry_price), `fill_price_unknown` (the broker gave no fill price) or
+    // `out_of_range`.
+    #[schema(inline, value_type = Option<crate::openapi::PnlUnknownSchema>)]
+    pub realized_pnl_unknown: Option<&'static str>,
 }
 
-pub fn position(p: &Position) -> PositionView {
+pub fn position(agg: &PositionAggregate) -> PositionView {
+    let p = &agg.position;
+    let (realized_pnl, realized_pnl_unknown) = pnl(closeflow_domain::pnl::position_pnl(agg));
     PositionView {
         position_id: p.id.as_str().to_string(),
         account_id: p.account_id.as_str().to_string(),
@@ -83,6 +108,9 @@ pub fn position(p: &Position) -> PositionView {
         sync_our_quantity: p.sync.as_ref().and_then(|m| m.our_qty),
         sync_broker_quantity: p.sync.as_ref().and_then(|m| m.broker_qty),
         sync_broker_avg_entry_price: p.sync.as_ref().and_then(|m| m.broker_price),
+        multiplier: Quantity::new(closeflow_domain::pnl::multiplier(p)),
+        realized_pnl,
+        realized_pnl_unknown,
     }
 }
 
@@ -222,6 +250,12 @@ pub struct CloseRequestView {
     /// Attempts started by `POST /close-requests/{id}/retry`.
     #[schema(minimum = 0)]
     pub manual_retries: u32,
+    /// What this close's fills realized so far (see the position's `realized_pnl`);
+    /// `null` when unknown, with `realized_pnl_unknown` saying why.
+    #[schema(value_type = Option<Decimal>)]
+    pub realized_pnl: Option<Quantity>,
+    #[schema(inline, value_type = Option<crate::openapi::PnlUnknownSchema>)]
+    pub realized_pnl_unknown: Option<&'static str>,
 }
 
 /// Why a close in flight waits on the broker.
@@ -243,7 +277,8 @@ pub fn waiting(a: &closeflow_domain::Alert) -> WaitingOnBrokerView {
     }
 }
 
-pub fn close_request(cr: &CloseRequest, list: &[Order]) -> CloseRequestView {
+pub fn close_request(p: &Position, cr: &CloseRequest, list: &[Order]) -> CloseRequestView {
+    let (realized_pnl, realized_pnl_unknown) = pnl(closeflow_domain::pnl::close_request_pnl(p, list));
     CloseRequestView {
         close_request_id: cr.id.to_string(),
         position_id: cr.position_id.as_str().to_string(),
@@ -268,6 +303,8 @@ pub fn close_request(cr: &CloseRequest, list: &[Order]) -> CloseRequestView {
         extended_hours: cr.options.extended_hours,
         cancel_requested_at: time(&cr.cancel_requested_at),
         manual_retries: cr.manual_retries,
+        realized_pnl,
+        realized_pnl_unknown,
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::ids::{AccountId, PositionId};
 use crate::model::{CloseRequest, PositionAggregate};
 use crate::order::Order;
-use crate::pnl::{default_multiplier, order_pnl};
+use crate::pnl::{close_request_pnl, multiplier, order_pnl};
 use crate::{format_timestamp, parse_timestamp, Timestamp};
 
 /// Who made a change when nobody signed in did: the pipeline's own workers.
@@ -214,6 +214,15 @@ pub fn audit_entries(before: Option<&PositionAggregate>, after: &PositionAggrega
                 close_details(cr, true),
             ),
             Some(b) if b.status != cr.status || b.filled_qty != cr.filled_qty || b.retry_count != cr.retry_count => {
+                let mut d = close_details(cr, false);
+                if cr.status.is_terminal() && !cr.filled_qty.is_zero() {
+                    // What the whole close realized, as it ended (each fill's share is on
+                    // its order's entry).
+                    match close_request_pnl(p, &after.orders) {
+                        Ok(pnl) => d.insert("realized_pnl", pnl.to_string()),
+                        Err(e) => d.insert("realized_pnl_unknown", e.code().to_string()),
+                    };
+                }
                 push(
                     "close_request",
                     cr.id.to_string(),
@@ -221,7 +230,7 @@ pub fn audit_entries(before: Option<&PositionAggregate>, after: &PositionAggrega
                     cr.failure_reason.clone(),
                     Some(b.status.to_string()),
                     cr.status.to_string(),
-                    close_details(cr, false),
+                    d,
                 )
             }
             Some(_) => {}
@@ -256,7 +265,7 @@ pub fn audit_entries(before: Option<&PositionAggregate>, after: &PositionAggrega
                 d.insert("filled_avg_price", price.to_string());
             }
             if old.is_none_or(|b| b.filled_qty != o.filled_qty) && !o.filled_qty.is_zero() {
-                match order_pnl(p, o, default_multiplier(p.asset_type)) {
+                match order_pnl(p, o, multiplier(p)) {
                     Ok(pnl) => d.insert("realized_pnl", pnl.normalize().to_string()),
                     Err(e) => d.insert("realized_pnl_unknown", e.code().to_string()),
                 };

@@ -141,13 +141,7 @@ pub fn decide_close(current: Option<&PositionAggregate>, cmd: &CloseCommand) -> 
             created_at: cmd.now,
         },
     );
-    let orders = std::mem::take(&mut next.orders);
-    if let Some(previous) = next.latest_close_request.take() {
-        next.history.push(crate::model::PastClose {
-            close_request: previous,
-            orders,
-        });
-    }
+    next.retire_latest_close();
     next.latest_close_request = Some(CloseRequest {
         id: cmd.new_id,
         position_id: position.id.clone(),

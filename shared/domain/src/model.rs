@@ -65,6 +65,13 @@ pub struct Position {
     pub source: Option<String>,
     /// Position sync's latest verdict; `None` until sync has looked at the position.
     pub sync: Option<crate::sync::SyncMark>,
+    /// Units of the underlying per unit of quantity, when not the asset type's default
+    /// (100 per option contract, 1 per share): what realized PnL multiplies by.
+    pub multiplier: Option<rust_decimal::Decimal>,
+    /// What the position's earlier close requests realized, settled when each was
+    /// superseded (see [`PositionAggregate::retire_latest_close`]); the latest close
+    /// request's share is derived from its orders.
+    pub realized_pnl_settled: crate::pnl::Pnl,
 }
 
 impl Position {
@@ -180,6 +187,21 @@ impl PositionAggregate {
             last_alert: None,
             history: Vec::new(),
             changed_by: None,
+        }
+    }
+
+    /// Moves the latest close request and its orders into history, settling what it
+    /// realized into the position first: history may be dropped by cleanup, the position's
+    /// cumulative PnL must not drop with it.
+    pub fn retire_latest_close(&mut self) {
+        let orders = std::mem::take(&mut self.orders);
+        if let Some(previous) = self.latest_close_request.take() {
+            let realized = crate::pnl::close_request_pnl(&self.position, &orders);
+            self.position.realized_pnl_settled = crate::pnl::sum(self.position.realized_pnl_settled, realized);
+            self.history.push(PastClose {
+                close_request: previous,
+                orders,
+            });
         }
     }
 

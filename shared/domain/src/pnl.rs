@@ -4,8 +4,11 @@
 
 use rust_decimal::Decimal;
 
-use crate::model::{AssetType, Position};
+use crate::model::{AssetType, Position, PositionAggregate};
 use crate::order::Order;
+
+/// A realized PnL, or why it cannot be given.
+pub type Pnl = Result<Decimal, PnlUnknown>;
 
 /// Why a realized PnL cannot be given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -19,6 +22,16 @@ pub enum PnlUnknown {
 }
 
 impl PnlUnknown {
+    pub const ALL: [PnlUnknown; 3] = [
+        PnlUnknown::EntryPriceUnknown,
+        PnlUnknown::FillPriceUnknown,
+        PnlUnknown::OutOfRange,
+    ];
+
+    pub fn parse(code: &str) -> Option<PnlUnknown> {
+        PnlUnknown::ALL.into_iter().find(|u| u.code() == code)
+    }
+
     /// A stable code for APIs and audit entries.
     pub fn code(&self) -> &'static str {
         match self {
@@ -35,6 +48,32 @@ pub fn default_multiplier(asset_type: AssetType) -> Decimal {
         AssetType::Option => Decimal::ONE_HUNDRED,
         AssetType::Equity => Decimal::ONE,
     }
+}
+
+/// The position's multiplier: its own override, else its asset type's default.
+pub fn multiplier(position: &Position) -> Decimal {
+    position
+        .multiplier
+        .unwrap_or_else(|| default_multiplier(position.asset_type))
+}
+
+/// What one close request's orders realized on `position`, at the position's multiplier.
+pub fn close_request_pnl(position: &Position, orders: &[Order]) -> Pnl {
+    close_pnl(position, orders, multiplier(position))
+}
+
+/// `a + b`; unknown when either is (the first reason wins).
+pub fn sum(a: Pnl, b: Pnl) -> Pnl {
+    a?.checked_add(b?).map(|d| d.normalize()).ok_or(PnlUnknown::OutOfRange)
+}
+
+/// Everything the position realized, cumulative over its partial and full closes: the
+/// settled share of earlier close requests plus the latest one's.
+pub fn position_pnl(agg: &PositionAggregate) -> Pnl {
+    sum(
+        agg.position.realized_pnl_settled,
+        close_request_pnl(&agg.position, &agg.orders),
+    )
 }
 
 /// What one order's fills realized on `position` (its sign tells long from short).
@@ -68,7 +107,7 @@ pub fn close_pnl(position: &Position, orders: &[Order], multiplier: Decimal) -> 
 mod tests {
     use super::*;
     use crate::order::{ClientOrderId, OrderStatus};
-    use crate::testing::{aggregate, qty};
+    use crate::testing::{aggregate, qty, t0};
     use crate::{CloseRequestId, Quantity};
 
     fn position(quantity: &str, entry: Option<&str>, asset: AssetType) -> Position {
@@ -112,6 +151,44 @@ mod tests {
         // Exact decimals: 0.1 + 0.2 is 0.3 here.
         let cents = position("3", Some("0.1"), AssetType::Equity);
         assert_eq!(order_pnl(&cents, &filled("3", Some("0.2")), Decimal::ONE), Ok(d("0.3")));
+    }
+
+    #[test]
+    fn a_superseded_close_settles_into_the_position_and_unknown_stays_unknown() {
+        let mut agg = crate::testing::aggregate("p", "10", crate::PositionStatus::Open);
+        agg.position.avg_entry_price = Some(qty("100"));
+        let crate::CloseDecision::Create(opened) =
+            crate::decide_close(Some(&agg), &crate::testing::close("p", "k-1", t0()))
+        else {
+            panic!("the close opens")
+        };
+        agg.latest_close_request = opened.latest_close_request;
+        agg.orders = vec![filled("4", Some("101.25"))];
+        assert_eq!(
+            position_pnl(&agg),
+            Ok(d("5")),
+            "the latest close counts before it settles"
+        );
+        agg.retire_latest_close();
+        assert_eq!(agg.position.realized_pnl_settled, Ok(d("5")));
+        assert_eq!((agg.orders.len(), agg.history.len()), (0, 1));
+        assert_eq!(position_pnl(&agg), Ok(d("5")), "settled once, not twice");
+        // Dropping history (cleanup) leaves the cumulative figure alone.
+        agg.history.clear();
+        assert_eq!(position_pnl(&agg), Ok(d("5")));
+        // A later close without a known entry makes the total unknown, not 5.
+        agg.position.avg_entry_price = None;
+        agg.orders = vec![filled("1", Some("1"))];
+        assert_eq!(position_pnl(&agg), Err(PnlUnknown::EntryPriceUnknown));
+        // The position's own multiplier wins over the asset type's.
+        agg.position.avg_entry_price = Some(qty("1"));
+        agg.position.multiplier = Some(d("10"));
+        agg.orders = vec![filled("1", Some("3"))];
+        assert_eq!(position_pnl(&agg), Ok(d("25")));
+        assert_eq!(
+            PnlUnknown::parse("fill_price_unknown"),
+            Some(PnlUnknown::FillPriceUnknown)
+        );
     }
 
     #[test]

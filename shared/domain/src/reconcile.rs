@@ -412,6 +412,8 @@ mod tests {
             version: 1,
             source: None,
             sync: None,
+            multiplier: None,
+            realized_pnl_settled: Ok(rust_decimal::Decimal::ZERO),
         });
         let cmd = CloseCommand {
             actor: "tester".into(),

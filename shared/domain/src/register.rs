@@ -15,6 +15,8 @@ pub struct RegisterPosition {
     pub quantity: Quantity,
     pub avg_entry_price: Option<Quantity>,
     pub strategy_id: Option<String>,
+    /// Overrides the asset type's default multiplier (100 per option contract, 1 per share).
+    pub multiplier: Option<rust_decimal::Decimal>,
     /// Where it comes from: `None` through the API, `Some("broker")` adopted by sync. Kept
     /// as first registered: a later PUT does not change it.
     pub source: Option<String>,
@@ -72,6 +74,8 @@ pub fn decide_register(
             version: 1,
             source: cmd.source.clone(),
             sync: None,
+            multiplier: cmd.multiplier,
+            realized_pnl_settled: Ok(rust_decimal::Decimal::ZERO),
         }));
     };
     let old = &agg.position;
@@ -86,7 +90,8 @@ pub fn decide_register(
         && old.asset_type == cmd.asset_type
         && old.quantity == cmd.quantity
         && old.avg_entry_price == cmd.avg_entry_price
-        && old.strategy_id == cmd.strategy_id;
+        && old.strategy_id == cmd.strategy_id
+        && old.multiplier == cmd.multiplier;
     if same {
         return Ok(RegisterDecision::Unchanged(old.clone()));
     }
@@ -100,6 +105,7 @@ pub fn decide_register(
     next.quantity = cmd.quantity;
     next.avg_entry_price = cmd.avg_entry_price;
     next.strategy_id = cmd.strategy_id.clone();
+    next.multiplier = cmd.multiplier;
     next.updated_at = cmd.now;
     next.version += 1;
     Ok(RegisterDecision::Updated(next))
@@ -121,6 +127,7 @@ mod tests {
             quantity: Quantity::from(qty),
             avg_entry_price: None,
             strategy_id: None,
+            multiplier: None,
             access: crate::Access::All,
             max_live_positions: 100,
             now: chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),

@@ -345,6 +345,8 @@ pub struct StrategyCloseLeg {
     /// The fill-weighted average over the leg's orders; `None` before any fill.
     pub filled_avg_price: Option<Quantity>,
     pub error_message: Option<String>,
+    /// What the leg's close realized so far.
+    pub realized_pnl: crate::pnl::Pnl,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -363,6 +365,13 @@ impl StrategyCloseView {
             .iter()
             .filter(|l| l.status == CloseRequestStatus::Completed)
             .count()
+    }
+
+    /// What all legs realized; unknown when any leg's is.
+    pub fn total_realized_pnl(&self) -> crate::pnl::Pnl {
+        self.legs
+            .iter()
+            .try_fold(Decimal::ZERO, |sum, l| crate::pnl::sum(Ok(sum), l.realized_pnl))
     }
 }
 
@@ -402,6 +411,7 @@ pub fn strategy_close_view(id: &StrategyCloseId, legs: &[PositionAggregate]) -> 
                     filled_qty,
                     filled_avg_price: average_price(orders),
                     error_message: cr.failure_reason.clone(),
+                    realized_pnl: crate::pnl::close_request_pnl(&agg.position, orders),
                 },
                 tag.mode,
                 cr.created_at,

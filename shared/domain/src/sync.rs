@@ -262,6 +262,11 @@ pub fn apply_finding(cur: &PositionAggregate, finding: &SyncFinding, now: Timest
     }
     let mut next = cur.clone();
     if let Some(q) = take {
+        if q.is_negative() != next.position.quantity.is_negative() {
+            // The latest close's PnL reads long or short from the position's sign: settle
+            // it before the sign turns.
+            next.retire_latest_close();
+        }
         next.position.quantity = q;
         next.position.updated_at = now;
     }
@@ -339,6 +344,7 @@ pub fn adoption(
         quantity: holding.qty,
         avg_entry_price: holding.avg_entry_price,
         strategy_id: None,
+        multiplier: None,
         source: Some(SOURCE_BROKER.into()),
         actor: actor.into(),
         access: crate::Access::All,
@@ -462,6 +468,31 @@ mod tests {
         let agreed = apply_finding(&next, &f[0], now).expect("conflict cleared");
         assert_eq!(agreed.position.sync.as_ref().unwrap().status, SyncStatus::InSync);
         assert_eq!(apply_finding(&agreed, &f[0], now), None);
+        // A sign turned by the broker settles the latest close's PnL first: read with
+        // the new sign it would turn too.
+        let mut sold = next.clone();
+        sold.position.avg_entry_price = Some(qty("100"));
+        let crate::CloseDecision::Create(opened) =
+            crate::decide_close(Some(&sold), &crate::testing::close("diff", "k-1", now))
+        else {
+            panic!("the close opens")
+        };
+        sold.latest_close_request = opened.latest_close_request;
+        let mut order = crate::Order::new(
+            crate::ClientOrderId::new(sold.latest_close_request.as_ref().unwrap().id, 1),
+            qty("2"),
+        );
+        (order.filled_qty, order.filled_avg_price) = (qty("2"), Some(qty("110")));
+        sold.orders = vec![order];
+        let f = decide_sync(
+            std::slice::from_ref(&sold.position),
+            &[holding("IBM", "-4", "100")],
+            &SyncPolicy::default(),
+        );
+        let turned = apply_finding(&sold, &f[0], now).expect("taken");
+        assert_eq!(turned.position.quantity, qty("-4"));
+        assert_eq!(turned.position.realized_pnl_settled, Ok("20".parse().unwrap()));
+        assert_eq!(crate::pnl::position_pnl(&turned), Ok("20".parse().unwrap()));
         // A missing position is flagged once, never closed.
         let gone = PositionAggregate::new(pos("gone", "MSFT", "5", PositionStatus::Open));
         let f = decide_sync(std::slice::from_ref(&gone.position), &[], &SyncPolicy::default());

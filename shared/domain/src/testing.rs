@@ -41,6 +41,8 @@ pub fn position(id: &str, quantity: &str, status: PositionStatus) -> Position {
         version: 1,
         source: None,
         sync: None,
+        multiplier: None,
+        realized_pnl_settled: Ok(rust_decimal::Decimal::ZERO),
     }
 }
 
@@ -61,6 +63,7 @@ pub fn register(id: &str, quantity: &str, now: Timestamp) -> RegisterPosition {
         quantity: qty(quantity),
         avg_entry_price: Some(qty("100")),
         strategy_id: None,
+        multiplier: None,
         access: Access::All,
         max_live_positions: 10_000,
         now,

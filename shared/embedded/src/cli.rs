@@ -403,7 +403,7 @@ async fn positions(
     let mut table = comfy_table::Table::new();
     table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
     table.set_header([
-        "position", "account", "symbol", "quantity", "entry", "strategy", "status",
+        "position", "account", "symbol", "quantity", "entry", "strategy", "status", "realized",
     ]);
     for p in &all {
         let s = |k: &str| p[k].as_str().unwrap_or("").to_string();
@@ -415,6 +415,10 @@ async fn positions(
             s("avg_entry_price"),
             s("strategy_id"),
             s("status"),
+            // Unknown PnL shows why, never a made-up 0.
+            p["realized_pnl"]
+                .as_str()
+                .map_or_else(|| format!("? ({})", s("realized_pnl_unknown")), str::to_string),
         ]);
     }
     println!("{table}");

@@ -264,6 +264,7 @@ mod tests {
                 quantity: Quantity::from(3),
                 avg_entry_price: None,
                 strategy_id: None,
+                multiplier: None,
                 actor: "tester".into(),
                 access: closeflow_domain::Access::All,
                 max_live_positions: 10,

@@ -79,7 +79,7 @@ async fn positions_of(store: &dyn CloseStore, account: &AccountId) -> Result<Vec
                 limit: MAX_PAGE,
             })
             .await?;
-        out.extend(page.positions);
+        out.extend(page.positions.into_iter().map(|a| a.position));
         match page.next {
             Some(next) => after = Some(next),
             None => return Ok(out),

@@ -486,12 +486,12 @@ pub async fn strategy_legs<S: Backend + ?Sized>(
             _ => break,
         }
     }
-    let keys: Vec<RoutingKey> = positions.iter().map(|p| RoutingKey::of(&p.id)).collect();
+    let keys: Vec<RoutingKey> = positions.iter().map(|p| RoutingKey::of(&p.position.id)).collect();
     let loaded = store.load_many(&keys).await?;
     // Only the positions the index named: a routing key is shared by 1 in 2^60 pairs.
     Ok(loaded
         .into_iter()
-        .filter(|a| positions.iter().any(|p| p.id == a.position.id))
+        .filter(|a| positions.iter().any(|p| p.position.id == a.position.id))
         .collect())
 }
 

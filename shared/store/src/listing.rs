@@ -6,7 +6,7 @@
 //! (`{created_at}#{position_id}`), which never changes: a position's status changes are
 //! no index key changes (see README "Listing positions").
 
-use closeflow_domain::{AccountId, Position, PositionStatus};
+use closeflow_domain::{AccountId, Position, PositionAggregate, PositionStatus};
 
 use crate::{Backend, StoreError};
 
@@ -49,13 +49,17 @@ impl IndexQuery {
 
     /// The page from the entries read in index order (newest first): at most `limit` when
     /// filtered, at most `limit + 1` otherwise (see the type's rules).
-    pub fn page(&self, read: Vec<(String, Position)>) -> IndexPage {
+    pub fn page(&self, read: Vec<(String, PositionAggregate)>) -> IndexPage {
         let items_read = read.len();
         if self.filtered() {
             let next = (read.len() >= self.limit)
                 .then(|| read.last().map(|(sk, _)| sk.clone()))
                 .flatten();
-            let positions = read.into_iter().map(|(_, p)| p).filter(|p| self.matches(p)).collect();
+            let positions = read
+                .into_iter()
+                .map(|(_, p)| p)
+                .filter(|p| self.matches(&p.position))
+                .collect();
             IndexPage {
                 positions,
                 next,
@@ -86,7 +90,8 @@ impl IndexQuery {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IndexPage {
-    pub positions: Vec<Position>,
+    /// Whole aggregates: a position's view carries what its latest close realized.
+    pub positions: Vec<PositionAggregate>,
     /// Where the next page starts (`before` of the next query); `None`: nothing more.
     pub next: Option<String>,
     pub items_read: usize,
@@ -116,7 +121,7 @@ pub struct ListRequest {
 /// A page of positions, newest first, and where the next one starts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PositionPage {
-    pub positions: Vec<Position>,
+    pub positions: Vec<PositionAggregate>,
     pub next: Option<String>,
 }
 
@@ -157,10 +162,10 @@ pub async fn list_positions<S: Backend + ?Sized>(store: &S, req: &ListRequest) -
 /// stopped is complete; the next page starts below the last position answered.
 pub fn merge(pages: Vec<IndexPage>, limit: usize) -> PositionPage {
     let floor = pages.iter().filter_map(|p| p.next.clone()).max();
-    let mut all: Vec<(String, Position)> = pages
+    let mut all: Vec<(String, PositionAggregate)> = pages
         .into_iter()
         .flat_map(|p| p.positions)
-        .map(|p| (crate::dynamo::codec::created_sk(&p), p))
+        .map(|p| (crate::dynamo::codec::created_sk(&p.position), p))
         .filter(|(sk, _)| floor.as_ref().is_none_or(|f| sk >= f))
         .collect();
     all.sort_by(|a, b| b.0.cmp(&a.0));
@@ -183,10 +188,10 @@ mod tests {
     use super::*;
     use closeflow_domain::testing::position;
 
-    fn entry(id: &str, minute: i64, status: PositionStatus) -> (String, Position) {
+    fn entry(id: &str, minute: i64, status: PositionStatus) -> (String, PositionAggregate) {
         let mut p = position(id, "1", status);
         p.created_at += chrono::TimeDelta::minutes(minute);
-        (crate::dynamo::codec::created_sk(&p), p)
+        (crate::dynamo::codec::created_sk(&p), PositionAggregate::new(p))
     }
 
     fn query(limit: usize, status: Option<PositionStatus>) -> IndexQuery {
@@ -242,7 +247,7 @@ mod tests {
             items_read: 1,
         };
         let page = merge(vec![a, b], 2);
-        let ids: Vec<_> = page.positions.iter().map(|p| p.id.as_str()).collect();
+        let ids: Vec<_> = page.positions.iter().map(|p| p.position.id.as_str()).collect();
         assert_eq!(ids, ["a1", "b1"]);
         assert_eq!(page.next, Some(a3.0));
     }

@@ -187,7 +187,7 @@ impl Backend for MemoryStore {
             .range(low..high)
             .rev()
             .take(q.read_limit())
-            .filter_map(|(_, sk, rk)| inner.aggregates.get(rk).map(|a| (sk.clone(), a.position.clone())))
+            .filter_map(|(_, sk, rk)| inner.aggregates.get(rk).map(|a| (sk.clone(), a.clone())))
             .collect();
         Ok(q.page(read))
     }

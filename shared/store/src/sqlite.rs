@@ -384,7 +384,7 @@ impl Backend for SqliteStore {
         let read = rows
             .map(|row| {
                 let (sk, item) = row.map_err(sql)?;
-                Ok((sk, decode(&item)?.position))
+                Ok((sk, decode(&item)?))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(q.page(read))

@@ -142,7 +142,7 @@ function row(p, legs) {
     cell("Symbol", p.symbol), cell("Side", side(p)), cell("Quantity", abs(p.quantity), "num"),
     cell("Entry", p.avg_entry_price ?? "—", "num"),
     cell("Status", p.status, "status-" + p.status),
-    cell("Realized PnL", p.realized_pnl ?? "—", "num"), actions);
+    cell("Realized PnL", p.realized_pnl ?? ("unknown (" + (p.realized_pnl_unknown ?? "—") + ")"), "num"), actions);
 }
 
 // The position's audit trail: every change, who made it and why, oldest first.

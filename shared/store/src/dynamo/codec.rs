@@ -4,6 +4,7 @@
 //! request lives on the same item as `cr_*` attributes and the idempotency keys as the map
 //! `idem`, so opening a close is one `UpdateItem`.
 
+use closeflow_domain::pnl::PnlUnknown;
 use closeflow_domain::sync::{SyncMark, SyncStatus};
 use std::collections::{BTreeMap, HashMap};
 
@@ -107,6 +108,12 @@ pub fn position_attributes(p: &Position) -> Vec<(&'static str, Option<AttributeV
         ("sync_broker_price", p.sync.as_ref().and_then(|m| m.broker_price).map(n)),
         ("sync_our_qty", p.sync.as_ref().and_then(|m| m.our_qty).map(n)),
         ("synced_at", p.sync.as_ref().map(|m| ts(&m.at))),
+        ("multiplier", p.multiplier.map(n)),
+        ("realized_pnl_settled", p.realized_pnl_settled.ok().map(n)),
+        (
+            "realized_pnl_unknown",
+            p.realized_pnl_settled.err().map(|e| s(e.code())),
+        ),
     ]
 }
 
@@ -202,6 +209,11 @@ pub fn position_from_item(item: &Item) -> Result<Position, StoreError> {
                 our_qty: opt_qty(item, "sync_our_qty")?,
                 at: time(item, "synced_at")?,
             }),
+        },
+        multiplier: opt_qty(item, "multiplier")?.map(|q| q.value()),
+        realized_pnl_settled: match opt_s(item, "realized_pnl_unknown") {
+            Some(code) => Err(PnlUnknown::parse(code).ok_or_else(|| corrupt("bad realized_pnl_unknown", item))?),
+            None => Ok(opt_qty(item, "realized_pnl_settled")?.map_or(rust_decimal::Decimal::ZERO, |q| q.value())),
         },
     })
 }
@@ -569,6 +581,8 @@ mod tests {
             version: 1,
             source: None,
             sync: None,
+            multiplier: None,
+            realized_pnl_settled: Ok(rust_decimal::Decimal::ZERO),
         }
     }
 
@@ -580,6 +594,20 @@ mod tests {
         assert_eq!(item[PK], s(partition_key(RoutingKey::of(&p.id))));
         let agg = aggregate_from_item(&item).unwrap();
         assert_eq!(agg, PositionAggregate::new(p));
+    }
+
+    #[test]
+    fn a_multiplier_and_settled_pnl_round_trip_known_or_unknown() {
+        let mut p = position();
+        p.multiplier = Some("10".parse().unwrap());
+        p.realized_pnl_settled = Ok("-12.345".parse().unwrap());
+        let agg = aggregate_from_item(&new_position_item(&p)).unwrap();
+        assert_eq!(agg.position, p);
+        p.realized_pnl_settled = Err(PnlUnknown::EntryPriceUnknown);
+        let item = new_position_item(&p);
+        assert_eq!(item["realized_pnl_unknown"], s("entry_price_unknown"));
+        assert!(!item.contains_key("realized_pnl_settled"));
+        assert_eq!(aggregate_from_item(&item).unwrap().position, p);
     }
 
     #[test]

@@ -414,7 +414,7 @@ impl Backend for DynamoStore {
                     .and_then(|v| v.as_s().ok())
                     .cloned()
                     .ok_or_else(|| StoreError::Corrupt("listed item without created_sk".into()))?;
-                Ok((sk, codec::position_from_item(item)?))
+                Ok((sk, codec::aggregate_from_item(item)?))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         if !q.filtered() {
