@@ -81,6 +81,8 @@ pub async fn open_position_closes_into_a_pending_request(app: &TestApp) {
             "extended_hours": false,
             "cancel_requested_at": null,
             "manual_retries": 0,
+            "realized_pnl": "0",
+            "realized_pnl_unknown": null,
         })
     );
 }
@@ -356,6 +358,9 @@ pub async fn position_registration_creates_updates_and_guards_closing_positions(
             "sync_our_quantity": null,
             "sync_broker_quantity": null,
             "sync_broker_avg_entry_price": null,
+            "multiplier": "1",
+            "realized_pnl": "0",
+            "realized_pnl_unknown": null,
         })
     );
     app.clock.advance(chrono::TimeDelta::seconds(1));
