@@ -247,7 +247,25 @@ async fn run(app: &PipelineApp, strategy: &str) -> serde_json::Value {
 /// Seed 002: every leg fills -> `success`, each leg with its fill.
 pub async fn every_leg_fills_and_the_strategy_close_succeeds(app: &PipelineApp) {
     legs(app, "s1", &[("a", "AAPL", "10"), ("b", "MSFT", "-10")]).await;
+    // Entry prices (the simulated broker fills at 100): long 10 from 90, short 10 from 95.
+    for (id, symbol, qty, entry) in [("s1-a", "AAPL", "10", "90"), ("s1-b", "MSFT", "-10", "95")] {
+        let body = format!(
+            r#"{{"account_id":"acct-1","symbol":"{symbol}","asset_type":"equity","quantity":{qty},"strategy_id":"s1","avg_entry_price":"{entry}"}}"#
+        );
+        let r = app
+            .call(Method::PUT, &format!("/positions/{id}"), &[], Some(&body))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
     let v = run(app, "s1").await;
+    let pnl: Vec<_> = v["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["realized_pnl"].clone())
+        .collect();
+    assert_eq!(pnl, [serde_json::json!("100"), serde_json::json!("-50")], "{v}");
+    assert_eq!(v["total_realized_pnl"], "50", "{v}");
     assert_eq!(
         (v["status"].as_str(), v["closed_legs"].as_u64()),
         (Some("success"), Some(2)),
@@ -287,6 +305,12 @@ pub async fn one_leg_refused_makes_the_strategy_close_partial(app: &PipelineApp)
         .collect();
     assert_eq!(failed.len(), 1, "{v}");
     assert_eq!(failed[0]["symbol"], "TSLA");
+    // No entry prices were given: the total is unknown and says why, never a guess.
+    assert_eq!(
+        (v["total_realized_pnl"].clone(), v["realized_pnl_unknown"].as_str()),
+        (serde_json::Value::Null, Some("entry_price_unknown")),
+        "{v}"
+    );
     assert!(failed[0]["error_message"].is_string(), "{v}");
     assert_eq!(app.position("s2-b").await.body["status"], "close_failed");
 }
