@@ -371,8 +371,13 @@ pub async fn a_partial_close_leaves_the_rest_open_and_a_second_close_ends_it(app
     app.driver.pump().await;
     let p = app.position("p-1").await;
     assert_eq!(
-        (p.body["status"].as_str(), p.body["quantity"].as_str()),
-        (Some("closed"), Some("-6"))
+        (
+            p.body["status"].as_str(),
+            p.body["quantity"].as_str(),
+            p.body["closed_quantity"].as_str()
+        ),
+        (Some("closed"), Some("0"), Some("-6")),
+        "a closed position holds nothing; what it held last is closed_quantity"
     );
     consistent(app, "p-1").await;
 }

@@ -345,6 +345,7 @@ pub async fn position_registration_creates_updates_and_guards_closing_positions(
             "symbol": "SPY",
             "asset_type": "equity",
             "quantity": "10",
+            "closed_quantity": null,
             "avg_entry_price": "512.25",
             "strategy_id": "s-1",
             "status": "open",

@@ -164,7 +164,7 @@ fn parse_position_body(
                 ("getPosition" = (operation_id = "getPosition", parameters(("position_id" = "$request.path.position_id"))))
             ),
             example = json!({"position_id": "pos-1", "account_id": "acct-1", "symbol": "AAPL", "asset_type": "equity",
-                "quantity": "10", "avg_entry_price": "187.25", "strategy_id": null, "status": "open",
+                "quantity": "10", "closed_quantity": null, "avg_entry_price": "187.25", "strategy_id": null, "status": "open",
                 "active_close_request_id": null, "closed_at": null,
                 "created_at": "2026-01-02T15:00:00.000Z", "updated_at": "2026-01-02T15:00:00.000Z",
                 "source": "api", "sync_status": "unchecked", "last_synced_at": null, "sync_our_quantity": null,
@@ -250,7 +250,7 @@ pub async fn put_position(
     responses(
         (status = 200, description = "The position", body = views::PositionView,
             example = json!({"position_id": "pos-1", "account_id": "acct-1", "symbol": "AAPL", "asset_type": "equity",
-                "quantity": "10", "avg_entry_price": "187.25", "strategy_id": null, "status": "closed",
+                "quantity": "0", "closed_quantity": "10", "avg_entry_price": "187.25", "strategy_id": null, "status": "closed",
                 "active_close_request_id": null, "closed_at": "2026-01-02T15:00:00.000Z",
                 "created_at": "2026-01-02T15:00:00.000Z", "updated_at": "2026-01-02T15:00:00.000Z",
                 "source": "api", "sync_status": "unchecked", "last_synced_at": null, "sync_our_quantity": null,
@@ -638,7 +638,7 @@ pub(crate) fn valid_strategy_id(s: &str) -> bool {
     responses(
         (status = 200, description = "A page of positions, newest first", body = views::PositionPageView,
             example = json!({"positions": [{"position_id": "pos-1", "account_id": "acct-1", "symbol": "AAPL",
-                "asset_type": "equity", "quantity": "10", "avg_entry_price": "187.25", "strategy_id": null,
+                "asset_type": "equity", "quantity": "10", "closed_quantity": null, "avg_entry_price": "187.25", "strategy_id": null,
                 "status": "open", "active_close_request_id": null, "closed_at": null,
                 "created_at": "2026-01-02T15:00:00.000Z", "updated_at": "2026-01-02T15:00:00.000Z",
                 "source": "api", "sync_status": "unchecked", "last_synced_at": null, "sync_our_quantity": null,

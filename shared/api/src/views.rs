@@ -30,9 +30,14 @@ pub struct PositionView {
     pub symbol: String,
     #[schema(inline, value_type = crate::openapi::AssetTypeSchema)]
     pub asset_type: &'static str,
-    /// Signed: > 0 long, < 0 short (as registered; a closed position keeps it).
+    /// Signed: > 0 long, < 0 short; `0` once the position is closed (what it held then is
+    /// `closed_quantity`).
     #[schema(value_type = Decimal)]
     pub quantity: Quantity,
+    /// What a closed position held when its last close completed (signed); `null` until
+    /// the position is closed.
+    #[schema(value_type = Option<Decimal>)]
+    pub closed_quantity: Option<Quantity>,
     #[schema(value_type = Option<Decimal>)]
     pub avg_entry_price: Option<Quantity>,
     pub strategy_id: Option<String>,
@@ -91,7 +96,14 @@ pub fn position(agg: &PositionAggregate) -> PositionView {
         account_id: p.account_id.as_str().to_string(),
         symbol: p.symbol.clone(),
         asset_type: p.asset_type.as_str(),
-        quantity: p.quantity,
+        // The store keeps the last quantity (it tells long from short for PnL); the
+        // holding itself is gone once closed, as the broker's own positions confirm.
+        quantity: if p.status == closeflow_domain::PositionStatus::Closed {
+            Quantity::ZERO
+        } else {
+            p.quantity
+        },
+        closed_quantity: (p.status == closeflow_domain::PositionStatus::Closed).then_some(p.quantity),
         avg_entry_price: p.avg_entry_price,
         strategy_id: p.strategy_id.clone(),
         status: p.status.as_str(),
