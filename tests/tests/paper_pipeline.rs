@@ -122,7 +122,12 @@ async fn a_replaced_order_is_followed_to_its_fill_and_never_closes_twice() {
     );
     assert_eq!(rig.paper_broker.engine.orders_placed(), 1);
     assert_eq!(
-        rig.paper_broker.engine.positions(),
+        rig.paper_broker
+            .engine
+            .positions("acct-1")
+            .into_iter()
+            .map(|(s, h)| (s, h.qty))
+            .collect::<Vec<_>>(),
         vec![("AMZN".to_string(), Quantity::from(-3))],
         "closed once, not twice"
     );

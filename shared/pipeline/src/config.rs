@@ -102,6 +102,21 @@ pub fn sync_config_from_env() -> Result<crate::sync::SyncConfig, String> {
     })
 }
 
+/// The simulated broker's settings, read the same way by every stack that runs it
+/// (`make run`, `make run-aws-local`, `make invoke`, the paper broker):
+/// `SIM_BROKER_SCENARIOS` (behaviour per symbol), `SIM_BROKER_PRICES` (fill price per
+/// symbol) and `SIM_BROKER_POSITIONS` (what each account holds at the start). Each error
+/// names its variable and the bad entry.
+pub fn sim_scenarios_from_env() -> Result<crate::SimScenarios, String> {
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    crate::SimScenarios::parse(&var("SIM_BROKER_SCENARIOS"))
+        .map_err(|e| format!("SIM_BROKER_SCENARIOS: {e}"))?
+        .with_prices(&var("SIM_BROKER_PRICES"))
+        .map_err(|e| format!("SIM_BROKER_PRICES: {e}"))?
+        .with_positions(&var("SIM_BROKER_POSITIONS"))
+        .map_err(|e| format!("SIM_BROKER_POSITIONS: {e}"))
+}
+
 /// `SYNC_EVERY`: the embedded stack's sync timer. Unset: 5 minutes when there are holdings
 /// to compare (`has_holdings`: a real broker, or seeded simulated holdings), otherwise off.
 pub fn sync_every_from_env(has_holdings: bool) -> Result<Option<TimeDelta>, String> {
