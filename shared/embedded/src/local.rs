@@ -91,8 +91,17 @@ impl LocalSettings {
                 "Alpaca at {}; fills from its trade_updates stream",
                 closeflow_alpaca::accounts::base_url_from_env()
             ),
-            (None, "") => "simulated broker".into(),
-            (None, spec) => format!("simulated broker: {spec}"),
+            (None, spec) => {
+                let mut line = "simulated broker".to_string();
+                if !spec.is_empty() {
+                    line.push_str(&format!(": {spec}"));
+                }
+                // Seeded holdings are what sync will compare against: say how many.
+                match self.scenarios.seeded_positions().len() {
+                    0 => line,
+                    n => format!("{line}; {n} seeded holding(s) (SIM_BROKER_POSITIONS)"),
+                }
+            }
         }
     }
 

@@ -134,14 +134,8 @@ async fn change(State(b): Broker, body: Bytes) -> Response {
         Err((status, code, message)) => return refuse(status, code, message),
     };
     let account = b.account.as_str();
-    let held = b.engine.positions(account).into_iter().find(|(s, _)| *s == symbol);
     match change {
-        Move::Set(qty) => {
-            let avg = price
-                .or(held.map(|(_, h)| h.avg_entry_price))
-                .unwrap_or_else(|| b.engine.scenarios().price(&symbol));
-            b.engine.set_position(account, &symbol, qty, avg);
-        }
+        Move::Set(qty) => b.engine.set_position(account, &symbol, qty, price),
         Move::Adjust(by) => {
             let at = price.unwrap_or_else(|| b.engine.scenarios().price(&symbol));
             if b.engine.adjust_position(account, &symbol, by, at).is_none() {

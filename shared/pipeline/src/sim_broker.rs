@@ -280,11 +280,11 @@ impl SimulatedBroker {
         *self.webhooks.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
     }
 
-    /// Sets what a simulated account holds of `symbol` (at the symbol's price), as a
-    /// trade outside closeflow would; zero removes the holding.
+    /// Sets what a simulated account holds of `symbol`, as a trade outside closeflow
+    /// would (a new holding at the symbol's price, an existing one keeping its own); zero
+    /// removes the holding.
     pub fn set_holding(&self, account: &AccountId, symbol: &str, qty: Quantity) {
-        let price = self.engine.scenarios().price(symbol);
-        self.engine.set_position(account.as_str(), symbol, qty, price);
+        self.engine.set_position(account.as_str(), symbol, qty, None);
     }
 
     /// How many orders the broker accepted (what "exactly one order" is checked against).

@@ -792,9 +792,15 @@ impl Engine {
     }
 
     /// Sets a holding outright, as a trade made outside closeflow would leave it; a
-    /// quantity of zero removes it.
-    pub fn set_position(&self, account: &str, symbol: &str, qty: Quantity, avg_entry_price: Quantity) {
-        self.lock().holdings.set(account, symbol, qty, avg_entry_price);
+    /// quantity of zero removes it. Without an entry price the holding keeps its own, or
+    /// takes the symbol's price when it is new (read and written under one lock, so a fill
+    /// in between cannot be lost).
+    pub fn set_position(&self, account: &str, symbol: &str, qty: Quantity, avg_entry_price: Option<Quantity>) {
+        let mut st = self.lock();
+        let price = avg_entry_price
+            .or_else(|| st.holdings.get(account, symbol).map(|h| h.avg_entry_price))
+            .unwrap_or_else(|| self.scenarios.price(symbol));
+        st.holdings.set(account, symbol, qty, price);
     }
 
     /// Moves a holding by an execution made outside closeflow (`signed` > 0 bought) at
