@@ -588,6 +588,19 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_fill_whose_notification_is_lost_still_moves_the_holding() {
+        let (b, sink, _) = broker("NVDA=hold");
+        b.set_holding(&acct(), "NVDA", Quantity::from(10));
+        let o = b.submit_order(&intent("NVDA", 1)).await.unwrap();
+        b.settle_silently(&o.client_order_id, OrderStatus::Filled, Quantity::from(10));
+        assert!(calls(&b, &sink).await.is_empty(), "no webhook call");
+        assert!(
+            b.list_positions(&acct()).await.unwrap().is_empty(),
+            "sold at the broker all the same"
+        );
+    }
+
     #[test]
     fn a_bad_positions_spec_names_its_entry() {
         let err = SimScenarios::default()

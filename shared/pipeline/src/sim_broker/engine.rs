@@ -660,19 +660,23 @@ impl Engine {
         o.status = status;
         o.filled_qty = filled;
         o.updated_at = now;
-        if !notify {
-            return;
-        }
-        o.filled_avg_price = (!filled.is_zero()).then(|| self.scenarios.price(&o.symbol));
-        o.seq = o.seq.max(seq);
-        let mut order = o.clone();
-        order.seq = seq;
-        let signed = match order.side {
+        let signed = match o.side {
             Side::Sell => Quantity::new(-delta.value()),
             Side::Buy => delta,
         };
-        let price = self.scenarios.price(&order.symbol);
-        st.move_holding(&order.account, &order.symbol, signed, price);
+        let (account, symbol) = (o.account.clone(), o.symbol.clone());
+        // The fill happened at the broker whether or not its notification is lost: the
+        // holding moves either way, so sync sees what the broker really holds.
+        let price = self.scenarios.price(&symbol);
+        st.move_holding(&account, &symbol, signed, price);
+        if !notify {
+            return;
+        }
+        let Some(o) = st.orders.get_mut(&id) else { return };
+        o.filled_avg_price = (!filled.is_zero()).then_some(price);
+        o.seq = o.seq.max(seq);
+        let mut order = o.clone();
+        order.seq = seq;
         let event = match status {
             SimStatus::Filled => "fill",
             SimStatus::PartiallyFilled => "partial_fill",
