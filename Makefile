@@ -22,7 +22,8 @@ run-aws-local:
 
 ## paper-broker: the Alpaca-compatible paper broker on 127.0.0.1:PORT (default 4010, not
 ## make run's 3000): REST /v2 and trade_updates at /stream; SIM_BROKER_SCENARIOS,
-## SIM_BROKER_PRICES, PAPER_RATE_LIMIT, PAPER_KEY_ID/PAPER_SECRET_KEY (see README)
+## SIM_BROKER_PRICES, SIM_BROKER_POSITIONS, PAPER_ACCOUNT, PAPER_RATE_LIMIT,
+## PAPER_KEY_ID/PAPER_SECRET_KEY (see README); holdings changed at /paper/positions
 PAPER_PORT := $(if $(filter file,$(origin PORT)),4010,$(PORT))
 paper-broker:
 	PORT=$(PAPER_PORT) cargo run -p closeflow-paper-broker --bin closeflow-paper-broker

@@ -279,6 +279,46 @@ pub async fn an_unchanged_account_costs_no_writes(app: &PipelineApp) {
     assert!(alerts.events().is_empty());
 }
 
+/// The simulated broker's own holdings (not a fake): seeded as `SIM_BROKER_POSITIONS`
+/// would, a close through the pipeline sells its holding away and sync confirms the close;
+/// a holding then changed outside closeflow is a conflict whose quantity closeflow takes.
+pub async fn the_simulated_brokers_holdings_follow_closes_and_outside_changes(app: &PipelineApp) {
+    let account = AccountId::parse("acct-1").unwrap();
+    register(app, "h-ibm", "IBM", "7", "100").await;
+    app.sim.set_holding(&account, "IBM", Quantity::from(7));
+    app.sim.set_holding(&account, "AAPL", Quantity::from(10));
+    app.open_and_close("h-aapl", "AAPL", "10").await;
+    app.driver.pump().await;
+    assert_eq!(app.position("h-aapl").await.body["status"], "closed");
+    let alerts = RecordingSink::default();
+    let broker = app.sim.as_ref();
+    let r = sync_once(app.store.as_ref(), broker, app.clock.as_ref(), &alerts, &config(true))
+        .await
+        .expect("sync run");
+    assert_eq!(
+        (r.conflicts, r.missing_at_broker, r.unknown),
+        (0, 0, 0),
+        "AAPL sold away at the broker too, IBM agrees: {r:?}"
+    );
+    assert_eq!(app.position("h-ibm").await.body["sync_status"], "in_sync");
+    assert_eq!(app.position("h-aapl").await.body["sync_status"], "unchecked");
+
+    app.sim.set_holding(&account, "IBM", Quantity::from(4));
+    let r = sync_once(app.store.as_ref(), broker, app.clock.as_ref(), &alerts, &config(true))
+        .await
+        .expect("sync run");
+    assert_eq!((r.conflicts, r.taken), (1, 1), "{r:?}");
+    let ibm = app.position("h-ibm").await.body;
+    assert_eq!(
+        (
+            ibm["sync_status"].as_str(),
+            ibm["quantity"].as_str(),
+            ibm["sync_our_quantity"].as_str()
+        ),
+        (Some("conflict"), Some("4"), Some("7"))
+    );
+}
+
 #[macro_export]
 macro_rules! sync_tests {
     ($backend:expr) => {
@@ -287,6 +327,7 @@ macro_rules! sync_tests {
             a_position_closing_is_flagged_but_left_alone: "NVDA=hold",
             without_adoption_an_unknown_holding_is_only_alerted: "",
             an_unchanged_account_costs_no_writes: "",
+            the_simulated_brokers_holdings_follow_closes_and_outside_changes: "",
         );
     };
     (@each $backend:expr; $($name:ident: $scenarios:expr),* $(,)?) => {

@@ -122,7 +122,12 @@ async fn a_replaced_order_is_followed_to_its_fill_and_never_closes_twice() {
     );
     assert_eq!(rig.paper_broker.engine.orders_placed(), 1);
     assert_eq!(
-        rig.paper_broker.engine.positions(),
+        rig.paper_broker
+            .engine
+            .positions("acct-1")
+            .into_iter()
+            .map(|(s, h)| (s, h.qty))
+            .collect::<Vec<_>>(),
         vec![("AMZN".to_string(), Quantity::from(-3))],
         "closed once, not twice"
     );
@@ -283,4 +288,118 @@ async fn an_account_without_credentials_fails_at_once_with_a_clear_reason() {
         Some("no_broker_credentials: no broker credentials for account acct-1")
     );
     assert_eq!(agg.last_alert.unwrap().kind, trouble::NO_CREDENTIALS);
+}
+
+/// A change to the paper broker's holdings made behind closeflow's back (`/paper/positions`),
+/// with the paper broker's default keys; the answer's status and body.
+async fn paper_change(rig: &PaperRig, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> u16 {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("http://{}{path}", rig.paper))
+        .header("APCA-API-KEY-ID", DEV_KEY_ID)
+        .header("APCA-API-SECRET-KEY", DEV_SECRET_KEY);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+fn sync_status(p: &closeflow_domain::Position) -> Option<&'static str> {
+    p.sync.as_ref().map(|m| m.status.as_str())
+}
+
+/// Position sync against the paper broker through the real Alpaca adapter: the seeded
+/// holdings agree with closeflow; a close through the pipeline empties its holding and sync
+/// confirms it; then holdings changed behind closeflow's back are found: a reduced holding
+/// is a conflict whose quantity closeflow takes, a removed one is `missing_at_broker`, a
+/// new one is adopted as the broker's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_finds_what_changed_behind_closeflows_back_at_the_paper_broker() {
+    let seed = SimScenarios::default()
+        .with_positions("acct-1:IBM=7@100,acct-1:MSFT=4@100,acct-1:AAPL=3@100")
+        .unwrap();
+    let rig = PaperRig::start_with(PaperConfig::new(seed), Limits::default(), Watch::Live).await;
+    let store = rig.store.as_ref();
+    let now = SystemClock.now();
+    for (id, symbol, qty) in [("hold-ibm", "IBM", "7"), ("hold-msft", "MSFT", "4")] {
+        let mut reg = register(id, qty, now);
+        reg.symbol = symbol.into();
+        store.register_position(&reg).await.unwrap().unwrap();
+    }
+    rig.open_and_close_symbol("hold-aapl", "AAPL").await;
+    rig.wait_closed("hold-aapl").await;
+
+    let cfg = closeflow_pipeline::SyncConfig {
+        accounts: vec![AccountId::parse("acct-1").unwrap()],
+        ..Default::default()
+    };
+    let alerts = closeflow_pipeline::RecordingSink::default();
+    let broker = rig.driver.broker.as_ref();
+    let r = closeflow_pipeline::sync_once(store, broker, &SystemClock, &alerts, &cfg)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.broker_calls, r.conflicts, r.missing_at_broker, r.unknown),
+        (1, 0, 0, 0),
+        "the seeded holdings agree, the closed AAPL is gone at the broker too: {r:?}"
+    );
+    for id in ["hold-ibm", "hold-msft"] {
+        assert_eq!(
+            sync_status(&aggregate(store, id).await.position),
+            Some("in_sync"),
+            "{id}"
+        );
+    }
+    let closed = aggregate(store, "hold-aapl").await.position;
+    assert_eq!(
+        (closed.status, sync_status(&closed)),
+        (PositionStatus::Closed, None),
+        "a completed close the broker confirms is left as it is"
+    );
+
+    // Behind closeflow's back: 2 IBM sold elsewhere, MSFT gone, a TSLA short opened.
+    let post = reqwest::Method::POST;
+    let ibm = serde_json::json!({"account": "acct-1", "symbol": "IBM", "adjust_by": "-2"});
+    assert_eq!(
+        paper_change(&rig, post.clone(), "/paper/positions", Some(ibm)).await,
+        200
+    );
+    assert_eq!(
+        paper_change(&rig, reqwest::Method::DELETE, "/paper/positions/MSFT", None).await,
+        204
+    );
+    let tsla = serde_json::json!({"symbol": "TSLA", "qty": -2, "avg_entry_price": "250"});
+    assert_eq!(paper_change(&rig, post, "/paper/positions", Some(tsla)).await, 200);
+
+    let r = closeflow_pipeline::sync_once(store, broker, &SystemClock, &alerts, &cfg)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.conflicts, r.taken, r.missing_at_broker, r.unknown, r.adopted),
+        (1, 1, 1, 1, 1),
+        "{r:?}"
+    );
+    let ibm = aggregate(store, "hold-ibm").await.position;
+    assert_eq!(
+        (
+            sync_status(&ibm),
+            ibm.quantity,
+            ibm.sync.as_ref().and_then(|m| m.our_qty)
+        ),
+        (Some("conflict"), Quantity::from(5), Some(Quantity::from(7))),
+        "open with nothing in flight: takes the broker's 5, keeps the 7 it had"
+    );
+    let msft = aggregate(store, "hold-msft").await.position;
+    assert_eq!(
+        (sync_status(&msft), msft.status),
+        (Some("missing_at_broker"), PositionStatus::Open)
+    );
+    let adopted = aggregate(store, "sync:acct-1:TSLA").await.position;
+    assert_eq!(
+        (adopted.source.as_deref(), adopted.quantity, adopted.avg_entry_price),
+        (Some("broker"), Quantity::from(-2), Some(Quantity::from(250)))
+    );
+    assert_eq!(
+        aggregate(store, "hold-aapl").await.position.status,
+        PositionStatus::Closed
+    );
 }

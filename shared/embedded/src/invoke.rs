@@ -18,7 +18,7 @@ use closeflow_aws::{EventBridgeSink, SqsQueue, SqsWatchQueue};
 use closeflow_pipeline::webhook::sign;
 use closeflow_pipeline::{
     cleanup_once, reconcile_once, Broker, Clock, EventSink, MemoryQueue, MemoryWatch, OrderQueue, RecordingSink,
-    SimScenarios, SimulatedBroker, WatchQueue,
+    SimulatedBroker, WatchQueue,
 };
 use closeflow_root::Policy;
 use closeflow_store::{CloseStore, MemoryStore};
@@ -78,8 +78,7 @@ fn broker() -> Result<Arc<dyn Broker>, String> {
     if env("ALPACA_API_KEY_ID").is_some() || env("ALPACA_ACCOUNTS").is_some() || env("ALPACA_ACCOUNTS_JSON").is_some() {
         return Ok(Arc::new(closeflow_alpaca::accounts::AccountBrokers::from_env()?));
     }
-    let scenarios = SimScenarios::parse(&env("SIM_BROKER_SCENARIOS").unwrap_or_default())?
-        .with_prices(&env("SIM_BROKER_PRICES").unwrap_or_default())?;
+    let scenarios = closeflow_pipeline::config::sim_scenarios_from_env()?;
     Ok(Arc::new(SimulatedBroker::new(
         scenarios,
         b"invoke",

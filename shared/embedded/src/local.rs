@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 use closeflow_api::auth::{parse_api_tokens, Auth};
 use closeflow_api::SystemClock;
-use closeflow_pipeline::config::{sync_config_from_env, sync_every_from_env, timers_from_env};
+use closeflow_pipeline::config::{sim_scenarios_from_env, sync_config_from_env, sync_every_from_env, timers_from_env};
 use closeflow_pipeline::{cleanup_once, reconcile_once, sync_once, Broker, LogSink, SimScenarios, SyncConfig};
 use closeflow_root::{env, Policy};
 use closeflow_store::CloseStore;
@@ -19,7 +19,8 @@ pub struct LocalSettings {
     pub port: u16,
     pub webhook_secret: Vec<u8>,
     pub auth: Auth,
-    /// `SIM_BROKER_SCENARIOS` as given (for the ready line) and parsed, with `SIM_BROKER_PRICES`.
+    /// `SIM_BROKER_SCENARIOS` as given (for the ready line) and parsed, with
+    /// `SIM_BROKER_PRICES` and `SIM_BROKER_POSITIONS`.
     pub scenarios_text: String,
     pub scenarios: SimScenarios,
     pub policy: Policy,
@@ -56,10 +57,7 @@ impl LocalSettings {
             }
         };
         let scenarios_text = env("SIM_BROKER_SCENARIOS").unwrap_or_default();
-        let scenarios = SimScenarios::parse(&scenarios_text)
-            .map_err(|e| format!("SIM_BROKER_SCENARIOS: {e}"))?
-            .with_prices(&env("SIM_BROKER_PRICES").unwrap_or_default())
-            .map_err(|e| format!("SIM_BROKER_PRICES: {e}"))?;
+        let scenarios = sim_scenarios_from_env()?;
         let (reconcile_every, cleanup_every) = timers_from_env()?;
         let alpaca = match env("BROKER").as_deref() {
             None | Some("sim") | Some("simulated") => None,
@@ -67,8 +65,10 @@ impl LocalSettings {
             Some(other) => return Err(format!("BROKER `{other}`: use `sim` (default) or `alpaca`")),
         };
         let sync = sync_config_from_env()?;
-        // The simulated broker holds nothing to compare unless seeded; Alpaca always does.
-        let sync_every = sync_every_from_env(alpaca.is_some())?;
+        // The simulated broker holds nothing to compare unless seeded (SIM_BROKER_POSITIONS):
+        // syncing an empty broker would only flag every open position missing_at_broker.
+        // Alpaca always holds what it holds.
+        let sync_every = sync_every_from_env(alpaca.is_some() || !scenarios.seeded_positions().is_empty())?;
         Ok(LocalSettings {
             sync,
             sync_every,
@@ -91,8 +91,17 @@ impl LocalSettings {
                 "Alpaca at {}; fills from its trade_updates stream",
                 closeflow_alpaca::accounts::base_url_from_env()
             ),
-            (None, "") => "simulated broker".into(),
-            (None, spec) => format!("simulated broker: {spec}"),
+            (None, spec) => {
+                let mut line = "simulated broker".to_string();
+                if !spec.is_empty() {
+                    line.push_str(&format!(": {spec}"));
+                }
+                // Seeded holdings are what sync will compare against: say how many.
+                match self.scenarios.seeded_positions().len() {
+                    0 => line,
+                    n => format!("{line}; {n} seeded holding(s) (SIM_BROKER_POSITIONS)"),
+                }
+            }
         }
     }
 

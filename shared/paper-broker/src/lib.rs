@@ -2,8 +2,10 @@
 //! Trading API v2 (`/v2/orders`, `/v2/positions`, `/v2/account`) with Alpaca's status
 //! codes and `{"code":…,"message":…}` error bodies, and the `trade_updates` WebSocket at
 //! `/stream`. It runs as its own process, so closeflow can crash and restart against it
-//! and a test can count the orders it really received.
+//! and a test can count the orders it really received. Its holdings can be changed behind
+//! closeflow's back under `/paper` ([`holdings`]), for position sync to find.
 
+pub mod holdings;
 pub mod limit;
 pub mod rest;
 pub mod stream;
@@ -21,6 +23,9 @@ pub use limit::RateLimit;
 pub const DEFAULT_PORT: u16 = 4010;
 pub const DEV_KEY_ID: &str = "paper-key";
 pub const DEV_SECRET_KEY: &str = "paper-secret";
+/// The closeflow account the key pair stands for unless `PAPER_ACCOUNT` or the seeded
+/// holdings name one: the walkthrough's account.
+pub const DEV_ACCOUNT: &str = "acct-1";
 
 /// What the paper account starts with, in dollars.
 pub const STARTING_CASH: i64 = 100_000;
@@ -33,6 +38,9 @@ const STREAM_BACKLOG: usize = 4096;
 pub struct PaperConfig {
     pub key_id: String,
     pub secret_key: String,
+    /// The closeflow account id this key pair's holdings belong to (what closeflow's
+    /// `list_positions` asks about, and `SIM_BROKER_POSITIONS` names).
+    pub account: String,
     pub scenarios: SimScenarios,
     pub rate_limit: Option<RateLimit>,
     pub clock: Arc<dyn Clock>,
@@ -44,6 +52,7 @@ impl std::fmt::Debug for PaperConfig {
         f.debug_struct("PaperConfig")
             .field("key_id", &self.key_id)
             .field("secret_key", &"<redacted>")
+            .field("account", &self.account)
             .field("scenarios", &self.scenarios)
             .field("rate_limit", &self.rate_limit)
             .finish()
@@ -51,11 +60,17 @@ impl std::fmt::Debug for PaperConfig {
 }
 
 impl PaperConfig {
-    /// Development keys, every symbol `fill`, no rate limit, real time.
+    /// Development keys, every symbol `fill`, no rate limit, real time. The account is the
+    /// one the scenarios' seeded holdings name, else [`DEV_ACCOUNT`].
     pub fn new(scenarios: SimScenarios) -> PaperConfig {
+        let account = scenarios
+            .seeded_positions()
+            .first()
+            .map_or(DEV_ACCOUNT.to_string(), |h| h.account.clone());
         PaperConfig {
             key_id: DEV_KEY_ID.into(),
             secret_key: DEV_SECRET_KEY.into(),
+            account,
             scenarios,
             rate_limit: None,
             clock: Arc::new(SystemClock),
@@ -63,15 +78,17 @@ impl PaperConfig {
         }
     }
 
-    /// From `PAPER_KEY_ID`, `PAPER_SECRET_KEY`, `SIM_BROKER_SCENARIOS`, `SIM_BROKER_PRICES`
-    /// and `PAPER_RATE_LIMIT`, announcing each development default it falls back to.
+    /// From `PAPER_KEY_ID`, `PAPER_SECRET_KEY`, `PAPER_ACCOUNT`, `SIM_BROKER_SCENARIOS`,
+    /// `SIM_BROKER_PRICES`, `SIM_BROKER_POSITIONS` and `PAPER_RATE_LIMIT`, announcing each
+    /// development default it falls back to.
     pub fn from_env() -> Result<PaperConfig, String> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let scenarios = SimScenarios::parse(&env("SIM_BROKER_SCENARIOS").unwrap_or_default())
-            .map_err(|e| format!("SIM_BROKER_SCENARIOS: {e}"))?
-            .with_prices(&env("SIM_BROKER_PRICES").unwrap_or_default())
-            .map_err(|e| format!("SIM_BROKER_PRICES: {e}"))?;
+        let scenarios = closeflow_pipeline::config::sim_scenarios_from_env()?;
         let mut cfg = PaperConfig::new(scenarios);
+        if let Some(account) = env("PAPER_ACCOUNT") {
+            cfg.account = account;
+        }
+        cfg.check_seeded_accounts()?;
         match env("PAPER_KEY_ID") {
             Some(k) => cfg.key_id = k,
             None => println!("PAPER_KEY_ID not set: using the development key id `{DEV_KEY_ID}`"),
@@ -85,6 +102,24 @@ impl PaperConfig {
             .transpose()?;
         Ok(cfg)
     }
+
+    /// The paper broker is one account (one key pair): a seeded holding of another account
+    /// could never be listed, so it is refused at start rather than silently ignored.
+    pub fn check_seeded_accounts(&self) -> Result<(), String> {
+        match self
+            .scenarios
+            .seeded_positions()
+            .iter()
+            .find(|h| h.account != self.account)
+        {
+            Some(h) => Err(format!(
+                "SIM_BROKER_POSITIONS: `{}:{}`: the paper broker holds only account `{}` (its key pair; \
+                 PAPER_ACCOUNT names it)",
+                h.account, h.symbol, self.account
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The broker's state behind both faces of the server.
@@ -95,6 +130,8 @@ pub struct PaperBroker {
     pub(crate) limiter: Option<limit::Limiter>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) account_id: String,
+    /// The closeflow account id the key pair's holdings are kept under.
+    pub(crate) account: String,
     pub(crate) started_at: closeflow_domain::Timestamp,
     /// Every `trade_updates` message, serialised once for all stream clients.
     pub(crate) updates: broadcast::Sender<Arc<str>>,
@@ -115,6 +152,7 @@ impl PaperBroker {
             secret_key: cfg.secret_key,
             limiter: cfg.rate_limit.map(limit::Limiter::new),
             account_id: uuid::Uuid::new_v4().to_string(),
+            account: cfg.account,
             started_at: cfg.clock.now(),
             clock: cfg.clock,
             updates,
@@ -136,6 +174,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// The whole server: REST under `/v2`, the stream at `/stream`.
 pub fn router(broker: Arc<PaperBroker>) -> Router {
     rest::routes(broker.clone())
+        .merge(holdings::routes(broker.clone()))
         .merge(stream::routes())
         .fallback(rest::not_found)
         .with_state(broker)

@@ -49,7 +49,7 @@ pub fn routes(broker: Arc<PaperBroker>) -> Router<Arc<PaperBroker>> {
 
 /// Keys first (401 as Alpaca, never counted), then the account's rate limit; every
 /// counted answer carries the `X-RateLimit-*` headers.
-async fn guard(State(broker): Broker, req: Request, next: Next) -> Response {
+pub(crate) async fn guard(State(broker): Broker, req: Request, next: Next) -> Response {
     let authorized = {
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
         broker.authorized(header("APCA-API-KEY-ID"), header("APCA-API-SECRET-KEY"))
@@ -92,7 +92,7 @@ const TIMES_IN_FORCE: [&str; 6] = ["day", "gtc", "opg", "cls", "ioc", "fok"];
 const POSITION_INTENTS: [&str; 4] = ["buy_to_open", "buy_to_close", "sell_to_open", "sell_to_close"];
 
 /// The order, or the message of Alpaca's 422.
-fn validate(r: OrderRequest) -> Result<NewOrder, String> {
+fn validate(account: &str, r: OrderRequest) -> Result<NewOrder, String> {
     let symbol = r
         .symbol
         .filter(|s| !s.trim().is_empty())
@@ -136,6 +136,7 @@ fn validate(r: OrderRequest) -> Result<NewOrder, String> {
         }
     }
     Ok(NewOrder {
+        account: account.to_string(),
         client_order_id: r.client_order_id.filter(|c| !c.is_empty()),
         symbol,
         side,
@@ -152,7 +153,7 @@ async fn submit(State(b): Broker, body: Bytes) -> Response {
         Ok(r) => r,
         Err(_) => return error(StatusCode::BAD_REQUEST, 40010000, "request body format is invalid"),
     };
-    let new = match validate(req) {
+    let new = match validate(&b.account, req) {
         Ok(n) => n,
         Err(message) => return invalid(message),
     };
@@ -178,10 +179,10 @@ async fn submit(State(b): Broker, body: Bytes) -> Response {
                 });
             let existing = b
                 .engine
-                .positions()
+                .positions(&b.account)
                 .into_iter()
                 .find(|(s, _)| *s == symbol)
-                .map_or(Quantity::ZERO, |(_, q)| q.abs());
+                .map_or(Quantity::ZERO, |(_, h)| h.qty.abs());
             (
                 StatusCode::FORBIDDEN,
                 Json(json!({
@@ -260,21 +261,22 @@ async fn cancel(State(b): Broker, Path(id): Path<String>) -> Response {
     }
 }
 
+/// The key pair's account's holdings: seeded, moved by fills and by `/paper/positions`.
 async fn positions(State(b): Broker) -> Response {
     let list: Vec<Value> = b
         .engine
-        .positions()
+        .positions(&b.account)
         .into_iter()
-        .map(|(s, q)| views::position(&s, q, b.engine.scenarios().price(&s)))
+        .map(|(s, h)| views::position(&s, &h, b.engine.scenarios().price(&s)))
         .collect();
     Json(list).into_response()
 }
 
 async fn account(State(b): Broker) -> Response {
     let (mut long, mut short) = (Quantity::ZERO, Quantity::ZERO);
-    for (s, q) in b.engine.positions() {
-        let v = views::market_value(q, b.engine.scenarios().price(&s));
-        let side = if q.is_negative() { &mut short } else { &mut long };
+    for (s, h) in b.engine.positions(&b.account) {
+        let v = views::market_value(h.qty, b.engine.scenarios().price(&s));
+        let side = if h.qty.is_negative() { &mut short } else { &mut long };
         match v.and_then(|v| side.checked_add(v)) {
             Some(total) => *side = total,
             None => {

@@ -3,6 +3,7 @@
 
 use closeflow_domain::{format_timestamp, Quantity, Side, Timestamp};
 use closeflow_pipeline::sim_broker::engine::{SimOrder, TradeEvent};
+use closeflow_pipeline::sim_broker::holdings::Holding;
 use serde_json::{json, Value};
 
 fn ts(t: &Option<Timestamp>) -> Value {
@@ -72,9 +73,21 @@ fn times(a: Quantity, b: Quantity) -> Option<Quantity> {
     a.value().checked_mul(b.value()).map(Quantity::new)
 }
 
-/// A position at the symbol's (constant) simulated price, so no profit or loss.
-pub fn position(symbol: &str, qty: Quantity, price: Quantity) -> Value {
-    let value = times(qty, price).map(|v| v.to_string());
+/// A holding as Alpaca lists it: valued at the symbol's (constant) simulated price, its
+/// cost at the holding's own entry price, the difference its unrealized profit or loss.
+/// Amounts beyond the decimal range are `null` (a holding that large is a test's typo).
+pub fn position(symbol: &str, holding: &Holding, price: Quantity) -> Value {
+    let qty = holding.qty;
+    let market = times(qty, price);
+    let cost = times(qty, holding.avg_entry_price);
+    let pl = market.zip(cost).and_then(|(m, c)| m.checked_sub(c));
+    // Alpaca's ratio of profit to cost, to its 9 places.
+    let plpc = pl.zip(cost).and_then(|(pl, c)| {
+        pl.value()
+            .checked_div(c.value().abs())
+            .map(|r| Quantity::new(r.round_dp(9)))
+    });
+    let text = |q: Option<Quantity>| q.map(|q| q.to_string());
     json!({
         "symbol": symbol,
         "exchange": "NASDAQ",
@@ -82,15 +95,15 @@ pub fn position(symbol: &str, qty: Quantity, price: Quantity) -> Value {
         "qty": qty.to_string(),
         "qty_available": qty.to_string(),
         "side": if qty.is_negative() { "short" } else { "long" },
-        "avg_entry_price": price.to_string(),
+        "avg_entry_price": holding.avg_entry_price.to_string(),
         "current_price": price.to_string(),
         "lastday_price": price.to_string(),
-        "market_value": value,
-        "cost_basis": value,
-        "unrealized_pl": "0",
-        "unrealized_plpc": "0",
-        "unrealized_intraday_pl": "0",
-        "unrealized_intraday_plpc": "0",
+        "market_value": text(market),
+        "cost_basis": text(cost),
+        "unrealized_pl": text(pl),
+        "unrealized_plpc": text(plpc),
+        "unrealized_intraday_pl": text(pl),
+        "unrealized_intraday_plpc": text(plpc),
         "change_today": "0",
     })
 }

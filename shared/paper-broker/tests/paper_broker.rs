@@ -29,11 +29,23 @@ struct Paper {
 }
 
 async fn paper(scenarios: &str, prices: &str, rate_limit: Option<&str>) -> Paper {
+    paper_holding(scenarios, prices, "", rate_limit).await
+}
+
+/// A paper broker whose account starts with `positions` (`SIM_BROKER_POSITIONS`).
+async fn paper_holding(scenarios: &str, prices: &str, positions: &str, rate_limit: Option<&str>) -> Paper {
     let clock = Arc::new(ManualClock::new(
         chrono::Utc.with_ymd_and_hms(2026, 3, 16, 14, 30, 0).unwrap(),
     ));
     let timer = Arc::new(ManualScheduler::new());
-    let mut cfg = PaperConfig::new(SimScenarios::parse(scenarios).unwrap().with_prices(prices).unwrap());
+    let mut cfg = PaperConfig::new(
+        SimScenarios::parse(scenarios)
+            .unwrap()
+            .with_prices(prices)
+            .unwrap()
+            .with_positions(positions)
+            .unwrap(),
+    );
     cfg.key_id = KEY.into();
     cfg.secret_key = SECRET.into();
     cfg.clock = clock.clone();
@@ -289,6 +301,161 @@ async fn positions_and_the_account_follow_the_fills() {
         (&json!("1000"), &json!("-1875"), &json!("100000"))
     );
     assert_eq!(acct["status"], "ACTIVE");
+}
+
+/// A raw request with the keys and a JSON body.
+async fn paper_call(p: &Paper, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+    let (s, _, b) = p.call(method, path, Some(body)).await;
+    (s, b)
+}
+
+#[tokio::test]
+async fn seeded_holdings_are_listed_in_alpacas_shape_and_move_with_fills() {
+    let p = paper_holding("", "IBM=130", "ACC1:IBM=7@120,ACC1:AAPL=-3", None).await;
+    let (s, raw) = p.get("/v2/positions").await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        raw,
+        json!([
+            {"symbol": "AAPL", "exchange": "NASDAQ", "asset_class": "us_equity", "qty": "-3",
+             "qty_available": "-3", "side": "short", "avg_entry_price": "100", "current_price": "100",
+             "lastday_price": "100", "market_value": "-300", "cost_basis": "-300", "unrealized_pl": "0",
+             "unrealized_plpc": "0", "unrealized_intraday_pl": "0", "unrealized_intraday_plpc": "0",
+             "change_today": "0"},
+            {"symbol": "IBM", "exchange": "NASDAQ", "asset_class": "us_equity", "qty": "7",
+             "qty_available": "7", "side": "long", "avg_entry_price": "120", "current_price": "130",
+             "lastday_price": "130", "market_value": "910", "cost_basis": "840", "unrealized_pl": "70",
+             "unrealized_plpc": "0.083333333", "unrealized_intraday_pl": "70",
+             "unrealized_intraday_plpc": "0.083333333", "change_today": "0"},
+        ])
+    );
+    // Closing 4 IBM through the real adapter leaves 3 at the entry price; buying the short
+    // back removes it.
+    let a = p.adapter();
+    a.submit_order(&sell("IBM", 4, 1)).await.unwrap();
+    let mut cover = sell("AAPL", 3, 1);
+    cover.side = Side::Buy;
+    a.submit_order(&cover).await.unwrap();
+    let held = a.list_positions(&acct()).await.unwrap();
+    assert_eq!(
+        held.iter()
+            .map(|h| (h.symbol.as_str(), h.qty, h.avg_entry_price))
+            .collect::<Vec<_>>(),
+        [("IBM", Quantity::from(3), Some(Quantity::from(120)))]
+    );
+}
+
+#[tokio::test]
+async fn holdings_change_behind_closeflows_back_through_the_paper_endpoint() {
+    let p = paper_holding("", "", "ACC1:IBM=7@120", None).await;
+    let post = reqwest::Method::POST;
+    // Set outright (the entry price kept), adjust as an execution, open a new short.
+    let (s, b) = paper_call(
+        &p,
+        post.clone(),
+        "/paper/positions",
+        json!({"account": "ACC1", "symbol": "IBM", "qty": "5"}),
+    )
+    .await;
+    assert_eq!(
+        (s, &b),
+        (
+            200,
+            &json!({"account": "ACC1", "symbol": "IBM", "qty": "5", "side": "long", "avg_entry_price": "120"})
+        )
+    );
+    let (s, b) = paper_call(
+        &p,
+        post.clone(),
+        "/paper/positions",
+        json!({"symbol": "IBM", "adjust_by": -2}),
+    )
+    .await;
+    assert_eq!((s, &b["qty"], &b["avg_entry_price"]), (200, &json!("3"), &json!("120")));
+    let (s, _) = paper_call(
+        &p,
+        post.clone(),
+        "/paper/positions",
+        json!({"symbol": "TSLA", "qty": "-2", "avg_entry_price": "250.5"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let held = p.adapter().list_positions(&acct()).await.unwrap();
+    assert_eq!(
+        held.iter()
+            .map(|h| (h.symbol.as_str(), h.qty, h.avg_entry_price))
+            .collect::<Vec<_>>(),
+        [
+            ("IBM", Quantity::from(3), Some(Quantity::from(120))),
+            ("TSLA", Quantity::from(-2), Some(Quantity::parse("250.5").unwrap()))
+        ]
+    );
+
+    // Refusals carry a stable code and change nothing.
+    for (body, status, code) in [
+        (
+            json!({"symbol": "IBM", "qty": "1", "adjust_by": "1"}),
+            400,
+            "invalid_body",
+        ),
+        (json!({"symbol": "IBM"}), 400, "invalid_body"),
+        (json!({"symbol": "IBM", "qty": "1e400"}), 400, "invalid_body"),
+        (json!({"symbol": "IBM", "qty": "1", "extra": true}), 400, "invalid_body"),
+        (json!({"symbol": "IBM", "adjust_by": "0"}), 400, "invalid_qty"),
+        (json!({"symbol": " IBM", "qty": "1"}), 400, "invalid_symbol"),
+        (
+            json!({"symbol": "IBM", "qty": "1", "avg_entry_price": "0"}),
+            400,
+            "invalid_price",
+        ),
+        (
+            json!({"account": "ACC2", "symbol": "IBM", "qty": "1"}),
+            404,
+            "unknown_account",
+        ),
+    ] {
+        let (s, b) = paper_call(&p, post.clone(), "/paper/positions", body.clone()).await;
+        assert_eq!((s, b["error"].as_str()), (status, Some(code)), "{body}: {b}");
+        assert!(b["message"].is_string());
+    }
+    let (_, listed) = p.get("/paper/positions").await;
+    assert_eq!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["symbol"].as_str().unwrap(), h["qty"].as_str().unwrap()))
+            .collect::<Vec<_>>(),
+        [("IBM", "3"), ("TSLA", "-2")],
+        "nothing changed"
+    );
+
+    // qty 0 and DELETE remove; a second DELETE finds nothing.
+    let (s, b) = paper_call(&p, post, "/paper/positions", json!({"symbol": "IBM", "qty": 0})).await;
+    assert_eq!((s, &b["qty"], &b["side"]), (200, &json!("0"), &Value::Null));
+    let (s, _, _) = p.call(reqwest::Method::DELETE, "/paper/positions/TSLA", None).await;
+    assert_eq!(s, 204);
+    let (s, _, b) = p.call(reqwest::Method::DELETE, "/paper/positions/TSLA", None).await;
+    assert_eq!((s, b["error"].as_str()), (404, Some("holding_not_found")));
+    assert_eq!(p.get("/v2/positions").await, (200, json!([])));
+
+    // The endpoint takes the key pair like every other route.
+    let resp = p.http.get(format!("{}/paper/positions", p.url)).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+#[test]
+fn a_seed_of_another_account_than_the_key_pairs_is_refused_at_start() {
+    let mut cfg = PaperConfig::new(SimScenarios::default().with_positions("ACC1:IBM=7,ACC2:IBM=1").unwrap());
+    assert_eq!(cfg.account, "ACC1", "the seeded account is the key pair's");
+    let err = cfg.check_seeded_accounts().unwrap_err();
+    assert!(err.contains("`ACC2:IBM`"), "{err}");
+    cfg.scenarios = SimScenarios::default();
+    assert_eq!(cfg.check_seeded_accounts(), Ok(()));
+    assert_eq!(
+        PaperConfig::new(SimScenarios::default()).account,
+        closeflow_paper_broker::DEV_ACCOUNT
+    );
 }
 
 #[tokio::test]

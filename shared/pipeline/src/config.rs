@@ -102,11 +102,31 @@ pub fn sync_config_from_env() -> Result<crate::sync::SyncConfig, String> {
     })
 }
 
+/// The simulated broker's settings, read the same way by every stack that runs it
+/// (`make run`, `make run-aws-local`, `make invoke`, the paper broker):
+/// `SIM_BROKER_SCENARIOS` (behaviour per symbol), `SIM_BROKER_PRICES` (fill price per
+/// symbol) and `SIM_BROKER_POSITIONS` (what each account holds at the start). Each error
+/// names its variable and the bad entry.
+pub fn sim_scenarios_from_env() -> Result<crate::SimScenarios, String> {
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    crate::SimScenarios::parse(&var("SIM_BROKER_SCENARIOS"))
+        .map_err(|e| format!("SIM_BROKER_SCENARIOS: {e}"))?
+        .with_prices(&var("SIM_BROKER_PRICES"))
+        .map_err(|e| format!("SIM_BROKER_PRICES: {e}"))?
+        .with_positions(&var("SIM_BROKER_POSITIONS"))
+        .map_err(|e| format!("SIM_BROKER_POSITIONS: {e}"))
+}
+
 /// `SYNC_EVERY`: the embedded stack's sync timer. Unset: 5 minutes when there are holdings
 /// to compare (`has_holdings`: a real broker, or seeded simulated holdings), otherwise off.
 pub fn sync_every_from_env(has_holdings: bool) -> Result<Option<TimeDelta>, String> {
-    match std::env::var("SYNC_EVERY") {
-        Ok(v) if !v.is_empty() => parse_duration(&v).map(Some).map_err(|e| format!("SYNC_EVERY: {e}")),
+    sync_every(std::env::var("SYNC_EVERY").ok().as_deref(), has_holdings)
+}
+
+/// `SYNC_EVERY`'s value (`None` or empty: unset) read as [`sync_every_from_env`] reads it.
+pub fn sync_every(value: Option<&str>, has_holdings: bool) -> Result<Option<TimeDelta>, String> {
+    match value {
+        Some(v) if !v.is_empty() => parse_duration(v).map(Some).map_err(|e| format!("SYNC_EVERY: {e}")),
         _ => Ok(has_holdings.then(|| TimeDelta::minutes(5))),
     }
 }
@@ -114,6 +134,19 @@ pub fn sync_every_from_env(has_holdings: bool) -> Result<Option<TimeDelta>, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sync_is_off_against_a_broker_holding_nothing_unless_asked_for() {
+        assert_eq!(sync_every(None, false), Ok(None), "an empty simulated broker");
+        assert_eq!(sync_every(Some(""), false), Ok(None));
+        assert_eq!(
+            sync_every(None, true),
+            Ok(Some(TimeDelta::minutes(5))),
+            "seeded or Alpaca"
+        );
+        assert_eq!(sync_every(Some("10s"), false), Ok(Some(TimeDelta::seconds(10))));
+        assert!(sync_every(Some("soon"), true).unwrap_err().starts_with("SYNC_EVERY: "));
+    }
 
     #[test]
     fn durations_parse_with_units_and_refuse_nonsense() {

@@ -5,9 +5,12 @@
 //! Configured per symbol with `SIM_BROKER_SCENARIOS`, e.g.
 //! `AAPL=fill,TSLA=reject,MSFT=partial:3,NVDA=hold,AMD=not_found,META=fill_after:2s,
 //! GOOG=reject_first,AMZN=replace,NFLX=held` (others: `fill`), and fill prices with
-//! `SIM_BROKER_PRICES="AAPL=187.5,TSLA=250"` (others: 100).
+//! `SIM_BROKER_PRICES="AAPL=187.5,TSLA=250"` (others: 100), and what the accounts hold
+//! at the start with `SIM_BROKER_POSITIONS="ACC1:IBM=7,ACC1:AAPL=-3@187.5"` (see
+//! [`holdings`]; others: nothing).
 
 pub mod engine;
+pub mod holdings;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +27,7 @@ use self::engine::{
 use crate::broker::{Broker, BrokerError, BrokerOrder, BrokerPosition, OpenOrder};
 use crate::clock::Clock;
 use crate::webhook::sign;
+use holdings::{parse_seed, SeedHolding};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SimBehaviour {
@@ -61,6 +65,7 @@ pub const DEFAULT_PRICE: i64 = 100;
 pub struct SimScenarios {
     behaviours: HashMap<String, SimBehaviour>,
     prices: HashMap<String, Quantity>,
+    positions: Vec<SeedHolding>,
 }
 
 /// `500ms`, `2s`, `1m` (or `1min`), `1h`.
@@ -120,6 +125,7 @@ impl SimScenarios {
         Ok(SimScenarios {
             behaviours,
             prices: HashMap::new(),
+            positions: Vec::new(),
         })
     }
 
@@ -135,6 +141,18 @@ impl SimScenarios {
             }
         }
         Ok(self)
+    }
+
+    /// Adds the accounts' starting holdings from a `SIM_BROKER_POSITIONS` spec
+    /// (`ACC1:IBM=7,ACC1:AAPL=-3@187.5`).
+    pub fn with_positions(mut self, spec: &str) -> Result<Self, String> {
+        self.positions = parse_seed(spec)?;
+        Ok(self)
+    }
+
+    /// The starting holdings, as the spec gave them.
+    pub fn seeded_positions(&self) -> &[SeedHolding] {
+        &self.positions
     }
 
     pub fn behaviour(&self, symbol: &str) -> SimBehaviour {
@@ -262,9 +280,11 @@ impl SimulatedBroker {
         *self.webhooks.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
     }
 
-    /// Sets what the simulated account holds (for `list_positions`).
-    pub fn set_holding(&self, symbol: &str, qty: Quantity) {
-        self.engine.set_position(symbol, qty);
+    /// Sets what a simulated account holds of `symbol`, as a trade outside closeflow
+    /// would (a new holding at the symbol's price, an existing one keeping its own); zero
+    /// removes the holding.
+    pub fn set_holding(&self, account: &AccountId, symbol: &str, qty: Quantity) {
+        self.engine.set_position(account.as_str(), symbol, qty, None);
     }
 
     /// How many orders the broker accepted (what "exactly one order" is checked against).
@@ -341,15 +361,15 @@ impl Broker for SimulatedBroker {
         }
     }
 
-    async fn list_positions(&self, _: &AccountId) -> Result<Vec<BrokerPosition>, BrokerError> {
+    async fn list_positions(&self, account: &AccountId) -> Result<Vec<BrokerPosition>, BrokerError> {
         Ok(self
             .engine
-            .positions()
+            .positions(account.as_str())
             .into_iter()
-            .map(|(symbol, qty)| BrokerPosition {
+            .map(|(symbol, h)| BrokerPosition {
                 symbol,
-                qty,
-                avg_entry_price: None,
+                qty: h.qty,
+                avg_entry_price: Some(h.avg_entry_price),
             })
             .collect())
     }
@@ -498,7 +518,7 @@ mod tests {
     #[tokio::test]
     async fn fills_arrive_as_correctly_signed_webhook_calls() {
         let (b, sink, clock) = broker("");
-        b.set_holding("AAPL", Quantity::from(10));
+        b.set_holding(&acct(), "AAPL", Quantity::from(10));
         b.submit_order(&intent("AAPL", 1)).await.unwrap();
         b.idle().await;
         let calls = sink.0.lock().unwrap().clone();
@@ -514,6 +534,79 @@ mod tests {
             b.list_positions(&acct()).await.unwrap().is_empty(),
             "the holding was sold"
         );
+    }
+
+    fn close(account: &str, symbol: &str, side: Side, qty: &str, attempt: u32) -> OrderIntent {
+        OrderIntent {
+            account_id: AccountId::parse(account).unwrap(),
+            side,
+            qty: Quantity::parse(qty).unwrap(),
+            ..intent(symbol, attempt)
+        }
+    }
+
+    fn held(symbol: &str, qty: &str, price: &str) -> BrokerPosition {
+        BrokerPosition {
+            symbol: symbol.into(),
+            qty: Quantity::parse(qty).unwrap(),
+            avg_entry_price: Some(Quantity::parse(price).unwrap()),
+        }
+    }
+
+    #[tokio::test]
+    async fn seeded_holdings_are_listed_per_account_and_closing_fills_move_them() {
+        let clock = Arc::new(ManualClock::new(
+            chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        ));
+        let scenarios = SimScenarios::default()
+            .with_prices("IBM=130")
+            .unwrap()
+            .with_positions("a:IBM=7@120,a:AAPL=-3@187.5,b:IBM=1")
+            .unwrap();
+        let b = SimulatedBroker::new(scenarios, b"s", clock);
+        let (a, other) = (acct(), AccountId::parse("b").unwrap());
+        assert_eq!(
+            b.list_positions(&a).await.unwrap(),
+            vec![held("AAPL", "-3", "187.5"), held("IBM", "7", "120")]
+        );
+        assert_eq!(
+            b.list_positions(&other).await.unwrap(),
+            vec![held("IBM", "1", "130")],
+            "a seed without a price is at the symbol's price"
+        );
+
+        // Selling part of the long keeps its entry price; buying the short back removes it.
+        b.submit_order(&close("a", "IBM", Side::Sell, "4", 1)).await.unwrap();
+        b.submit_order(&close("a", "AAPL", Side::Buy, "3", 2)).await.unwrap();
+        assert_eq!(b.list_positions(&a).await.unwrap(), vec![held("IBM", "3", "120")]);
+        b.submit_order(&close("a", "IBM", Side::Sell, "3", 3)).await.unwrap();
+        assert!(b.list_positions(&a).await.unwrap().is_empty(), "sold out: gone");
+        assert_eq!(
+            b.list_positions(&other).await.unwrap(),
+            vec![held("IBM", "1", "130")],
+            "another account's holding is its own"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fill_whose_notification_is_lost_still_moves_the_holding() {
+        let (b, sink, _) = broker("NVDA=hold");
+        b.set_holding(&acct(), "NVDA", Quantity::from(10));
+        let o = b.submit_order(&intent("NVDA", 1)).await.unwrap();
+        b.settle_silently(&o.client_order_id, OrderStatus::Filled, Quantity::from(10));
+        assert!(calls(&b, &sink).await.is_empty(), "no webhook call");
+        assert!(
+            b.list_positions(&acct()).await.unwrap().is_empty(),
+            "sold at the broker all the same"
+        );
+    }
+
+    #[test]
+    fn a_bad_positions_spec_names_its_entry() {
+        let err = SimScenarios::default()
+            .with_positions("a:IBM=7,a:AAPL=three")
+            .unwrap_err();
+        assert!(err.starts_with("`a:AAPL=three`"), "{err}");
     }
 
     fn limit(symbol: &str, attempt: u32, price: &str) -> OrderIntent {
@@ -712,7 +805,7 @@ mod tests {
             vec![BrokerPosition {
                 symbol: "AMZN".into(),
                 qty: Quantity::from(-10),
-                avg_entry_price: None,
+                avg_entry_price: Some(Quantity::from(DEFAULT_PRICE)),
             }]
         );
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use closeflow_domain::{ClientOrderId, OrderStatus, Quantity, Side, Timestamp};
 
+use super::holdings::{Holding, Holdings};
 use super::{SimBehaviour, SimScenarios};
 use crate::broker::BrokerOrder;
 use crate::clock::Clock;
@@ -83,6 +84,8 @@ impl SimStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimOrder {
     pub id: String,
+    /// The account whose holdings its fills move.
+    pub account: String,
     pub client_order_id: String,
     pub symbol: String,
     pub side: Side,
@@ -127,6 +130,8 @@ impl SimOrder {
 /// What a client asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOrder {
+    /// The account whose holdings its fills move.
+    pub account: String,
     /// `None`: the broker names it (a UUID, as Alpaca does).
     pub client_order_id: Option<String>,
     pub symbol: String,
@@ -147,6 +152,7 @@ impl NewOrder {
             time_in_force: o.time_in_force.as_str().into(),
             limit_price: o.limit_price.map(|p| p.value()),
             ..NewOrder::market(
+                intent.account_id.as_str(),
                 &intent.client_order_id.to_string(),
                 &intent.symbol,
                 intent.side,
@@ -156,8 +162,9 @@ impl NewOrder {
     }
 
     /// A market day order.
-    pub fn market(client_order_id: &str, symbol: &str, side: Side, qty: Quantity) -> NewOrder {
+    pub fn market(account: &str, client_order_id: &str, symbol: &str, side: Side, qty: Quantity) -> NewOrder {
         NewOrder {
+            account: account.to_string(),
             client_order_id: Some(client_order_id.to_string()),
             symbol: symbol.to_string(),
             side,
@@ -294,7 +301,7 @@ pub struct ListQuery {
 struct State {
     orders: HashMap<String, SimOrder>,
     by_client: HashMap<String, String>,
-    positions: HashMap<String, Quantity>,
+    holdings: Holdings,
     /// Submissions per symbol, for `reject_first` on ids that carry no attempt number.
     submissions: HashMap<String, u32>,
     placed: usize,
@@ -313,7 +320,9 @@ pub struct Engine {
 
 impl Engine {
     /// `id_prefix`: broker order ids are `<prefix><uuid, no dashes>`, or plain UUIDs as at
-    /// Alpaca when `None`. Each `held` symbol starts with an open order holding its qty.
+    /// Alpaca when `None`. Each `held` symbol starts with an open order holding its qty;
+    /// the accounts start with the scenarios' seeded holdings (at the symbol's price where
+    /// the seed names none).
     pub fn new(
         scenarios: SimScenarios,
         clock: Arc<dyn Clock>,
@@ -334,12 +343,20 @@ impl Engine {
         {
             let mut st = engine.lock();
             for symbol in held {
-                let mut blocking = NewOrder::market(&format!("held-{symbol}"), symbol, Side::Sell, Quantity::from(1));
+                // It belongs to no account: it never fills, so it moves no holding.
+                let mut blocking =
+                    NewOrder::market("", &format!("held-{symbol}"), symbol, Side::Sell, Quantity::from(1));
                 // A resting limit order placed outside closeflow: it never fills by itself.
                 blocking.order_type = "limit".into();
                 blocking.time_in_force = "gtc".into();
                 blocking.limit_price = Some(engine.scenarios.price(symbol));
                 engine.insert(&mut st, blocking, None);
+            }
+            for seed in engine.scenarios.seeded_positions() {
+                let price = seed
+                    .avg_entry_price
+                    .unwrap_or_else(|| engine.scenarios.price(&seed.symbol));
+                st.holdings.set(&seed.account, &seed.symbol, seed.qty, price);
             }
         }
         engine
@@ -379,6 +396,7 @@ impl Engine {
         st.next_seq += 1;
         let order = SimOrder {
             id: self.new_id(),
+            account: req.account,
             client_order_id: req.client_order_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             symbol: req.symbol,
             side: req.side,
@@ -535,10 +553,7 @@ impl Engine {
             Side::Sell => Quantity::new(-delta.value()),
             Side::Buy => delta,
         };
-        let position = st.positions.entry(order.symbol.clone()).or_insert(Quantity::ZERO);
-        // A simulated position beyond the decimal range stays where it was.
-        *position = position.checked_add(signed).unwrap_or(*position);
-        let position_qty = *position;
+        let position_qty = st.move_holding(&order.account, &order.symbol, signed, price);
         self.emit(TradeEvent {
             event: if order.status == SimStatus::Filled {
                 "fill"
@@ -588,6 +603,7 @@ impl Engine {
         let replacement = self.insert(
             st,
             NewOrder {
+                account: old.account.clone(),
                 client_order_id: None,
                 symbol: old.symbol.clone(),
                 side: old.side,
@@ -644,19 +660,23 @@ impl Engine {
         o.status = status;
         o.filled_qty = filled;
         o.updated_at = now;
-        if !notify {
-            return;
-        }
-        o.filled_avg_price = (!filled.is_zero()).then(|| self.scenarios.price(&o.symbol));
-        o.seq = o.seq.max(seq);
-        let mut order = o.clone();
-        order.seq = seq;
-        let signed = match order.side {
+        let signed = match o.side {
             Side::Sell => Quantity::new(-delta.value()),
             Side::Buy => delta,
         };
-        let position = st.positions.entry(order.symbol.clone()).or_insert(Quantity::ZERO);
-        *position = position.checked_add(signed).unwrap_or(*position);
+        let (account, symbol) = (o.account.clone(), o.symbol.clone());
+        // The fill happened at the broker whether or not its notification is lost: the
+        // holding moves either way, so sync sees what the broker really holds.
+        let price = self.scenarios.price(&symbol);
+        st.move_holding(&account, &symbol, signed, price);
+        if !notify {
+            return;
+        }
+        let Some(o) = st.orders.get_mut(&id) else { return };
+        o.filled_avg_price = (!filled.is_zero()).then_some(price);
+        o.seq = o.seq.max(seq);
+        let mut order = o.clone();
+        order.seq = seq;
         let event = match status {
             SimStatus::Filled => "fill",
             SimStatus::PartiallyFilled => "partial_fill",
@@ -751,17 +771,14 @@ impl Engine {
         self.lock().placed
     }
 
-    /// Net position per symbol from every fill, zeros left out, by symbol.
-    pub fn positions(&self) -> Vec<(String, Quantity)> {
-        let st = self.lock();
-        let mut out: Vec<_> = st
-            .positions
-            .iter()
-            .filter(|(_, q)| !q.is_zero())
-            .map(|(s, q)| (s.clone(), *q))
-            .collect();
-        out.sort();
-        out
+    /// What `account` holds, by symbol: its seeded holdings moved by every fill since.
+    pub fn positions(&self, account: &str) -> Vec<(String, Holding)> {
+        self.lock().holdings.of(account)
+    }
+
+    /// Every account's holdings as `(account, symbol, holding)`.
+    pub fn all_positions(&self) -> Vec<(String, String, Holding)> {
+        self.lock().holdings.all()
     }
 
     /// Cash the fills moved: sells bring in qty × price, buys pay it (`None` past the
@@ -778,7 +795,37 @@ impl Engine {
         })
     }
 
-    pub fn set_position(&self, symbol: &str, qty: Quantity) {
-        self.lock().positions.insert(symbol.to_string(), qty);
+    /// Sets a holding outright, as a trade made outside closeflow would leave it; a
+    /// quantity of zero removes it. Without an entry price the holding keeps its own, or
+    /// takes the symbol's price when it is new (read and written under one lock, so a fill
+    /// in between cannot be lost).
+    pub fn set_position(&self, account: &str, symbol: &str, qty: Quantity, avg_entry_price: Option<Quantity>) {
+        let mut st = self.lock();
+        let price = avg_entry_price
+            .or_else(|| st.holdings.get(account, symbol).map(|h| h.avg_entry_price))
+            .unwrap_or_else(|| self.scenarios.price(symbol));
+        st.holdings.set(account, symbol, qty, price);
+    }
+
+    /// Moves a holding by an execution made outside closeflow (`signed` > 0 bought) at
+    /// `price`, by the same rules as a fill; the quantity held after it, `None` (nothing
+    /// changed) past the decimal range.
+    pub fn adjust_position(&self, account: &str, symbol: &str, signed: Quantity, price: Quantity) -> Option<Quantity> {
+        self.lock().holdings.apply_fill(account, symbol, signed, price)
+    }
+
+    /// Removes a holding; whether there was one.
+    pub fn remove_position(&self, account: &str, symbol: &str) -> bool {
+        self.lock().holdings.remove(account, symbol)
+    }
+}
+
+impl State {
+    /// Applies an execution to the order's account; the quantity held after it. A holding
+    /// that would leave the decimal range stays where it was (a test's typo, not a trade).
+    fn move_holding(&mut self, account: &str, symbol: &str, signed: Quantity, price: Quantity) -> Quantity {
+        self.holdings
+            .apply_fill(account, symbol, signed, price)
+            .unwrap_or_else(|| self.holdings.get(account, symbol).map_or(Quantity::ZERO, |h| h.qty))
     }
 }
