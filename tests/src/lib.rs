@@ -101,6 +101,18 @@ impl StoreBackend for FaultInjectingStore {
     async fn list_index(&self, q: &closeflow_store::IndexQuery) -> Result<closeflow_store::IndexPage, StoreError> {
         self.inner.list_index(q).await
     }
+    async fn account_state(
+        &self,
+        a: &closeflow_domain::AccountId,
+    ) -> Result<closeflow_domain::AccountState, StoreError> {
+        self.inner.account_state(a).await
+    }
+    async fn put_account_state(
+        &self,
+        next: &closeflow_domain::AccountState,
+    ) -> Result<Result<(), closeflow_domain::AccountState>, StoreError> {
+        self.inner.put_account_state(next).await
+    }
 }
 
 /// Every protocol step goes to the wrapped store, so its own fast paths are the ones tested.

@@ -232,6 +232,15 @@ pub async fn put_position(
             format!("This account already holds {limit} live positions, its limit; close some first"),
         )
         .with("limit", json!(limit))),
+        Err(RegisterRejection::AccountHalted(state)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "account_halted",
+            format!(
+                "The account is `{}`: nothing that adds exposure is accepted until it is resumed",
+                state.as_str()
+            ),
+        )
+        .with("trading_state", json!(state.as_str()))),
         Err(RegisterRejection::RoutingKeyTaken(_)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "position_id_collision",

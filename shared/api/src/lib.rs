@@ -9,6 +9,7 @@ use axum::routing::{get, post, put, MethodRouter};
 use axum::Router;
 use closeflow_store::CloseStore;
 
+pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod console;
@@ -212,6 +213,12 @@ fn route_table(routes: Routes) -> Vec<(Method, &'static str, MethodRouter<AppSta
                 Method::GET,
                 "/accounts/{account_id}/audit",
                 get(audit::get_account_audit),
+            ),
+            (Method::GET, "/accounts/{account_id}", get(accounts::get_account)),
+            (
+                Method::POST,
+                "/accounts/{account_id}/resume",
+                post(accounts::resume_account),
             ),
             (Method::GET, "/positions", get(handlers::list_positions)),
             (Method::GET, "/strategies/{strategy_id}", get(handlers::get_strategy)),

@@ -56,6 +56,8 @@ Authentication: `Authorization: Bearer <token>` (a JWT verified by API Gateway i
         handlers::broker_webhook,
         crate::audit::get_position_audit,
         crate::audit::get_account_audit,
+        crate::accounts::get_account,
+        crate::accounts::resume_account,
         openapi_json,
         docs_page,
         console_page,
@@ -65,6 +67,7 @@ Authentication: `Authorization: Bearer <token>` (a JWT verified by API Gateway i
     tags(
         (name = "positions", description = "Register and read positions"),
         (name = "closes", description = "Close a position and follow its close request"),
+        (name = "accounts", description = "An account's trading state: active, liquidating or halted"),
         (name = "audit", description = "Who changed what, when and why: kept beyond the positions themselves"),
         (name = "webhooks", description = "Broker order updates (HMAC-signed, no bearer token)"),
         (name = "docs", description = "This document and its page (public)"),
@@ -269,6 +272,11 @@ enum_schema!(
     closeflow_domain::TimeInForce::ALL.iter().map(|t| t.as_str())
 );
 enum_schema!(SideSchema, "Side", ["buy", "sell"]);
+enum_schema!(
+    TradingStateSchema,
+    "TradingState",
+    closeflow_domain::TradingState::ALL.iter().map(|t| t.as_str())
+);
 enum_schema!(
     PnlUnknownSchema,
     "PnlUnknown",
@@ -574,6 +582,7 @@ errors!(
                 "position_not_open",
                 "position_id_collision",
                 "quota_exceeded",
+                "account_halted",
                 "position_locked"
             ],
             || json!({"error": "position_id_unavailable", "message": "This position id is not available; register the position under another id"})
@@ -639,6 +648,31 @@ errors!(
         ),
         err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
         err(StatusCode::FORBIDDEN, &["forbidden"]),
+        rate_limited(),
+        headers_too_large(),
+        internal(),
+    ]
+);
+
+errors!(
+    GetAccountErrors,
+    [
+        err(StatusCode::BAD_REQUEST, &["invalid_path", "invalid_account_id"]),
+        err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
+        err(StatusCode::FORBIDDEN, &["forbidden"]),
+        rate_limited(),
+        headers_too_large(),
+        internal(),
+    ]
+);
+
+errors!(
+    ResumeAccountErrors,
+    [
+        err(StatusCode::BAD_REQUEST, &["invalid_path", "invalid_account_id"]),
+        err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
+        err(StatusCode::FORBIDDEN, &["forbidden"]),
+        err(StatusCode::CONFLICT, &["liquidation_in_progress"]),
         rate_limited(),
         headers_too_large(),
         internal(),

@@ -31,7 +31,10 @@ pub mod transition;
 pub mod trouble;
 
 pub use access::Access;
-pub use account::{count_changes, CountChange};
+pub use account::{
+    adds_exposure, count_changes, decide_trading_state, AccountState, CountChange, IllegalTradingMove, TradingState,
+    TradingStateEvent,
+};
 pub use audit::{audit_entries, AuditEntry};
 pub use close::{decide_close, CloseCommand, CloseDecision, CloseRejection, Fingerprint};
 pub use events::{events_for, DomainEvent};

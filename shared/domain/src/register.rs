@@ -47,6 +47,8 @@ pub enum RegisterRejection {
     Forbidden,
     /// The account already holds its quota of live positions.
     QuotaExceeded { limit: u64 },
+    /// The account liquidates or is halted: nothing may add exposure.
+    AccountHalted(crate::TradingState),
 }
 
 /// Decides a registration against the stored aggregate.

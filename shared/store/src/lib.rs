@@ -12,10 +12,10 @@
 
 use async_trait::async_trait;
 use closeflow_domain::{
-    apply_order_update, count_changes, decide_close, decide_register, AccountId, Applied, CloseCommand, CloseDecision,
-    CloseRejection, CloseRequest, CloseRequestId, CloseRequestStatus, CountChange, Ignored, IllegalTransition, Order,
-    OrderUpdate, Position, PositionAggregate, PositionId, PositionStatus, RegisterDecision, RegisterPosition,
-    RegisterRejection, RoutingKey, Timestamp,
+    adds_exposure, apply_order_update, count_changes, decide_close, decide_register, AccountId, AccountState, Applied,
+    CloseCommand, CloseDecision, CloseRejection, CloseRequest, CloseRequestId, CloseRequestStatus, CountChange,
+    Ignored, IllegalTradingMove, IllegalTransition, Order, OrderUpdate, Position, PositionAggregate, PositionId,
+    PositionStatus, RegisterDecision, RegisterPosition, RegisterRejection, RoutingKey, Timestamp, TradingStateEvent,
 };
 use closeflow_domain::{
     decide_cancel, decide_retry, Access, ClientOrderId, ManageRejection, RetryCommand, RetryDecision,
@@ -60,8 +60,11 @@ pub enum Write {
     /// Remove the aggregate if the stored one is this position at version `expected`.
     Delete { id: PositionId, expected: u64 },
     /// Change an account's count of live positions; with a ceiling, only if the count
-    /// stays at or below it.
+    /// stays at or below it (and, with `require_active`, only while the account trades).
     Count(CountChange),
+    /// Writes nothing; holds only while the account's trading state accepts new exposure
+    /// (so a position cannot grow once a liquidation has begun).
+    RequireActive(AccountId),
 }
 
 impl Write {
@@ -70,7 +73,7 @@ impl Write {
         match self {
             Write::Create(a) | Write::Put { next: a, .. } => Some(RoutingKey::of(&a.position.id)),
             Write::Delete { id, .. } => Some(RoutingKey::of(id)),
-            Write::Count(_) => None,
+            Write::Count(_) | Write::RequireActive(_) => None,
         }
     }
 
@@ -79,7 +82,7 @@ impl Write {
     pub fn with_counts(self, before: Option<&PositionAggregate>, limit: u64) -> Vec<Write> {
         let after = match &self {
             Write::Create(a) | Write::Put { next: a, .. } => Some(a),
-            Write::Delete { .. } | Write::Count(_) => None,
+            Write::Delete { .. } | Write::Count(_) | Write::RequireActive(_) => None,
         };
         let counts: Vec<Write> = count_changes(before, after, limit)
             .into_iter()
@@ -138,6 +141,12 @@ pub trait Backend: Send + Sync {
     /// first; the paging rules are [`IndexQuery`]'s. Reads only that key's entries (on
     /// DynamoDB one `Query`, never a Scan).
     async fn list_index(&self, q: &IndexQuery) -> Result<IndexPage, StoreError>;
+
+    /// An account's trading state (never written: `active` at version 0).
+    async fn account_state(&self, account: &AccountId) -> Result<AccountState, StoreError>;
+
+    /// Stores `next` if the stored state is at `next.version - 1`; `Err(current)` if not.
+    async fn put_account_state(&self, next: &AccountState) -> Result<Result<(), AccountState>, StoreError>;
 }
 
 /// Result of [`CloseStore::open_close_request`].
@@ -245,14 +254,51 @@ pub trait CloseStore: Backend + AuditLog {
             };
             // The account's count moves in the same atomic write: the quota cannot be
             // overrun by concurrent registrations.
-            let writes = write.with_counts(agg.as_ref(), cmd.max_live_positions);
+            let exposure = match (&write, cmd.source.is_none()) {
+                (Write::Create(a) | Write::Put { next: a, .. }, true) => {
+                    adds_exposure(agg.as_ref().map(|o| &o.position), &a.position)
+                }
+                // Adopting what the broker already holds (sync) adds nothing: it is there.
+                _ => false,
+            };
+            let account = match &write {
+                Write::Create(a) | Write::Put { next: a, .. } => Some(a.position.account_id.clone()),
+                _ => None,
+            };
+            let mut writes = write.with_counts(agg.as_ref(), cmd.max_live_positions);
+            // While the account liquidates or is halted, nothing may add exposure: the
+            // condition rides on the same atomic write, so no registration slips in
+            // between a check and the liquidation's start.
+            let mut guarded = false;
+            for w in writes.iter_mut() {
+                if let Write::Count(c) = w {
+                    if c.delta > 0 && exposure {
+                        c.require_active = true;
+                        guarded = true;
+                    }
+                }
+            }
+            if exposure && !guarded {
+                writes.extend(account.map(Write::RequireActive));
+            }
             match self.commit(&writes).await? {
                 Ok(()) => return Ok(Ok(decided)),
                 Err(conflict) => match &writes[conflict.index] {
                     Write::Count(c) if c.ceiling.is_some() => {
+                        let state = self.account_state(&c.account).await?;
+                        if c.require_active && !state.trading_state.accepts_exposure() {
+                            return Ok(Err(RegisterRejection::AccountHalted(state.trading_state)));
+                        }
                         return Ok(Err(RegisterRejection::QuotaExceeded {
                             limit: cmd.max_live_positions,
-                        }))
+                        }));
+                    }
+                    Write::RequireActive(a) => {
+                        let state = self.account_state(a).await?;
+                        if !state.trading_state.accepts_exposure() {
+                            return Ok(Err(RegisterRejection::AccountHalted(state.trading_state)));
+                        }
+                        current = None; // resumed meanwhile: decide again
                     }
                     _ => current = conflict.current,
                 },
@@ -266,6 +312,31 @@ pub trait CloseStore: Backend + AuditLog {
             .aggregate(&AggregateKey::Position(id.clone()))
             .await?
             .map(|a| a.position))
+    }
+
+    /// Moves an account's trading state by the domain's table (retrying a concurrent
+    /// write); the state after, or why the move is not legal from where it stands.
+    async fn set_trading_state(
+        &self,
+        account: &AccountId,
+        event: TradingStateEvent,
+        actor: &str,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Result<AccountState, IllegalTradingMove>, StoreError> {
+        let mut current = self.account_state(account).await?;
+        for _ in 0..ATTEMPTS {
+            let next = match closeflow_domain::decide_trading_state(&current, event, actor, reason, now) {
+                Ok(Some(next)) => next,
+                Ok(None) => return Ok(Ok(current)),
+                Err(e) => return Ok(Err(e)),
+            };
+            match self.put_account_state(&next).await? {
+                Ok(()) => return Ok(Ok(next)),
+                Err(stored) => current = stored,
+            }
+        }
+        Err(StoreError::Contention)
     }
 
     /// Phase 1 of a close in one atomic conditional write: idempotency check, state

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use closeflow_domain::{AccountId, AuditEntry, CountChange, PositionAggregate, RoutingKey, Timestamp};
+use closeflow_domain::{AccountId, AccountState, AuditEntry, CountChange, PositionAggregate, RoutingKey, Timestamp};
 
 use crate::audit::{account_lower_bound, trail_key, AuditLog, AuditPage, AuditQuery};
 use crate::dynamo::codec::created_sk;
@@ -29,6 +29,8 @@ struct Inner {
     next_seq: u64,
     /// Live positions per account.
     counts: HashMap<AccountId, i64>,
+    /// Trading states of the accounts that ever had one written.
+    states: HashMap<AccountId, AccountState>,
     /// Audit entries by (position, entry key), with when each expires.
     audit: BTreeMap<(String, String), (AuditEntry, Timestamp)>,
     /// The listing indexes: (account or strategy, created_sk, routing key).
@@ -105,7 +107,7 @@ pub(crate) fn count_allows(current: i64, c: &CountChange) -> bool {
 /// writes only; see [`count_allows`] for counts).
 pub(crate) fn condition_holds(write: &Write, current: Option<&PositionAggregate>) -> bool {
     match write {
-        Write::Count(_) => true,
+        Write::Count(_) | Write::RequireActive(_) => true,
         Write::Create(_) => current.is_none(),
         Write::Put { next, expected } => {
             current.is_some_and(|c| c.position.id == next.position.id && c.position.version == *expected)
@@ -125,11 +127,13 @@ impl Backend for MemoryStore {
     async fn commit(&self, writes: &[Write]) -> Result<Result<(), Conflict>, StoreError> {
         let mut inner = self.lock();
         for (index, w) in writes.iter().enumerate() {
+            let active = |a: &AccountId| inner.states.get(a).is_none_or(|s| s.trading_state.accepts_exposure());
             let conflict = match (w, w.routing_key()) {
                 (Write::Count(c), _) => {
                     let current = inner.counts.get(&c.account).copied().unwrap_or(0);
-                    (!count_allows(current, c)).then_some(None)
+                    (!count_allows(current, c) || (c.require_active && !active(&c.account))).then_some(None)
                 }
+                (Write::RequireActive(a), _) => (!active(a)).then_some(None),
                 (_, Some(key)) => {
                     let current = inner.aggregates.get(&key);
                     (!condition_holds(w, current)).then(|| Some(current.cloned()))
@@ -153,6 +157,29 @@ impl Backend for MemoryStore {
 
     async fn live_positions(&self, account: &AccountId) -> Result<i64, StoreError> {
         Ok(self.lock().counts.get(account).copied().unwrap_or(0))
+    }
+
+    async fn account_state(&self, account: &AccountId) -> Result<AccountState, StoreError> {
+        Ok(self
+            .lock()
+            .states
+            .get(account)
+            .cloned()
+            .unwrap_or_else(|| AccountState::new(account.clone())))
+    }
+
+    async fn put_account_state(&self, next: &AccountState) -> Result<Result<(), AccountState>, StoreError> {
+        let mut inner = self.lock();
+        let current = inner
+            .states
+            .get(&next.account_id)
+            .cloned()
+            .unwrap_or_else(|| AccountState::new(next.account_id.clone()));
+        if current.version + 1 != next.version {
+            return Ok(Err(current));
+        }
+        inner.states.insert(next.account_id.clone(), next.clone());
+        Ok(Ok(()))
     }
 
     async fn work_list(&self, list: WorkList, since: Timestamp, limit: usize) -> Result<Listed, StoreError> {

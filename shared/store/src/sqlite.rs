@@ -15,7 +15,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use closeflow_domain::{format_timestamp, AccountId, AuditEntry, PositionAggregate, RoutingKey, Timestamp};
+use closeflow_domain::{
+    format_timestamp, AccountId, AccountState, AuditEntry, PositionAggregate, RoutingKey, Timestamp, TradingState,
+};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
@@ -115,6 +117,14 @@ CREATE INDEX IF NOT EXISTS audit_expiry ON audit (expires_at);
 CREATE TABLE IF NOT EXISTS account_counts (
     account_id TEXT PRIMARY KEY,
     live       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS account_states (
+    account_id    TEXT PRIMARY KEY,
+    version       INTEGER NOT NULL,
+    trading_state TEXT NOT NULL,
+    changed_at    TEXT,
+    changed_by    TEXT,
+    reason        TEXT
 );
 ";
 
@@ -250,6 +260,39 @@ fn read_count(conn: &Connection, account: &AccountId) -> Result<i64, StoreError>
     Ok(n.unwrap_or(0))
 }
 
+fn read_account_state(conn: &Connection, account: &AccountId) -> Result<AccountState, StoreError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT version, trading_state, changed_at, changed_by, reason FROM account_states WHERE account_id = ?1",
+        )
+        .map_err(sql)?
+        .query_row(params![account.as_str()], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })
+        .optional()
+        .map_err(sql)?;
+    let Some((version, state, at, by, reason)) = row else {
+        return Ok(AccountState::new(account.clone()));
+    };
+    let corrupt = |what: &str| StoreError::Corrupt(format!("{what} of account {account}"));
+    Ok(AccountState {
+        account_id: account.clone(),
+        trading_state: TradingState::parse(&state).ok_or_else(|| corrupt("trading_state"))?,
+        version: version as u64,
+        changed_at: at
+            .map(|t| closeflow_domain::parse_timestamp(&t).ok_or_else(|| corrupt("changed_at")))
+            .transpose()?,
+        changed_by: by,
+        reason,
+    })
+}
+
 fn encode(agg: &PositionAggregate) -> String {
     item_to_json(&codec::aggregate_item(agg)).to_string()
 }
@@ -275,10 +318,19 @@ impl Backend for SqliteStore {
         let mut befores = Vec::with_capacity(writes.len());
         for (index, w) in writes.iter().enumerate() {
             let Some(routing) = w.routing_key() else {
-                if let Write::Count(c) = w {
-                    if !crate::memory::count_allows(read_count(&tx, &c.account)?, c) {
-                        return Ok(Err(Conflict { index, current: None }));
+                let active = |a: &AccountId| -> Result<bool, StoreError> {
+                    Ok(read_account_state(&tx, a)?.trading_state.accepts_exposure())
+                };
+                let holds = match w {
+                    Write::Count(c) => {
+                        crate::memory::count_allows(read_count(&tx, &c.account)?, c)
+                            && (!c.require_active || active(&c.account)?)
                     }
+                    Write::RequireActive(a) => active(a)?,
+                    _ => true,
+                };
+                if !holds {
+                    return Ok(Err(Conflict { index, current: None }));
                 }
                 befores.push(None);
                 continue;
@@ -335,6 +387,7 @@ impl Backend for SqliteStore {
                         .execute(params![key])
                         .map_err(sql)?;
                 }
+                Write::RequireActive(_) => {}
             }
         }
         tx.commit().map_err(sql)?;
@@ -343,6 +396,37 @@ impl Backend for SqliteStore {
 
     async fn live_positions(&self, account: &AccountId) -> Result<i64, StoreError> {
         read_count(&self.lock(), account)
+    }
+
+    async fn account_state(&self, account: &AccountId) -> Result<AccountState, StoreError> {
+        read_account_state(&self.lock(), account)
+    }
+
+    async fn put_account_state(&self, next: &AccountState) -> Result<Result<(), AccountState>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let current = read_account_state(&tx, &next.account_id)?;
+        if current.version + 1 != next.version {
+            return Ok(Err(current));
+        }
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO account_states (account_id, version, trading_state, changed_at, changed_by, reason) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(sql)?
+        .execute(params![
+            next.account_id.as_str(),
+            next.version as i64,
+            next.trading_state.as_str(),
+            next.changed_at.as_ref().map(format_timestamp),
+            next.changed_by,
+            next.reason
+        ])
+        .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(Ok(()))
     }
 
     async fn work_list(&self, list: WorkList, since: Timestamp, limit: usize) -> Result<Listed, StoreError> {

@@ -6,6 +6,7 @@
 
 use closeflow_domain::pnl::PnlUnknown;
 use closeflow_domain::sync::{SyncMark, SyncStatus};
+use closeflow_domain::{AccountState, TradingState};
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -120,6 +121,23 @@ pub fn position_attributes(p: &Position) -> Vec<(&'static str, Option<AttributeV
 /// `{created_at}#{position_id}`: orders a listing by creation time and names its position.
 pub fn created_sk(p: &Position) -> String {
     format!("{}#{}", format_timestamp(&p.created_at), p.id.as_str())
+}
+
+/// An account's trading state from its account item (`None`, or no state written:
+/// `active` at version 0).
+pub fn account_state_from_item(account: &AccountId, item: Option<&Item>) -> Result<AccountState, StoreError> {
+    let Some(item) = item.filter(|i| i.contains_key("trading_state")) else {
+        return Ok(AccountState::new(account.clone()));
+    };
+    Ok(AccountState {
+        account_id: account.clone(),
+        trading_state: TradingState::parse(get_s(item, "trading_state")?)
+            .ok_or_else(|| corrupt("bad trading_state", item))?,
+        version: uint(item, "state_version")?,
+        changed_at: opt_time(item, "state_changed_at")?,
+        changed_by: opt_s(item, "state_changed_by").map(str::to_string),
+        reason: opt_s(item, "state_reason").map(str::to_string),
+    })
 }
 
 /// Index names of the listings: positions of an account, positions of a strategy.

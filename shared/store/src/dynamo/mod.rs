@@ -11,7 +11,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 use aws_sdk_dynamodb::Client;
 use aws_smithy_runtime_api::box_error::BoxError;
 use closeflow_domain::{
-    format_timestamp, AccountId, CloseCommand, OrderStatus, OrderUpdate, PositionAggregate, RoutingKey, Timestamp,
+    format_timestamp, AccountId, AccountState, CloseCommand, OrderStatus, OrderUpdate, PositionAggregate, RoutingKey,
+    Timestamp, TradingState,
 };
 
 use crate::listing::{IndexPage, IndexQuery, ListIndex};
@@ -208,6 +209,9 @@ fn aggregate_of(item: &Item) -> Result<Option<closeflow_domain::PositionAggregat
     }
 }
 
+/// The account item's condition for new exposure: no trading state written, or `active`.
+const ACCOUNT_ACTIVE: &str = "(attribute_not_exists(trading_state) OR trading_state = :active)";
+
 /// The condition of one write: the shape [`crate::memory::condition_holds`] checks in memory.
 fn write_condition(w: &Write) -> (String, Vec<(&'static str, AttributeValue)>) {
     match w {
@@ -221,17 +225,25 @@ fn write_condition(w: &Write) -> (String, Vec<(&'static str, AttributeValue)>) {
             vec![(":pid", s(id.as_str())), (":expected", n(*expected))],
         ),
         // An atomic ADD needs no read; a ceiling is a condition on the value before it.
-        Write::Count(c) => match c.ceiling {
-            Some(max) => {
+        Write::Count(c) => {
+            let mut conds = Vec::new();
+            let mut values = Vec::new();
+            if let Some(max) = c.ceiling {
                 let before_max =
                     (i128::from(max) - i128::from(c.delta)).clamp(i128::from(i64::MIN), i128::from(i64::MAX));
-                (
-                    "attribute_not_exists(live_positions) OR live_positions <= :max".into(),
-                    vec![(":max", n(before_max))],
-                )
+                conds.push("(attribute_not_exists(live_positions) OR live_positions <= :max)");
+                values.push((":max", n(before_max)));
             }
-            None => (String::new(), vec![]),
-        },
+            if c.require_active {
+                conds.push(ACCOUNT_ACTIVE);
+                values.push((":active", s(TradingState::Active.as_str())));
+            }
+            (conds.join(" AND "), values)
+        }
+        Write::RequireActive(_) => (
+            ACCOUNT_ACTIVE.into(),
+            vec![(":active", s(TradingState::Active.as_str()))],
+        ),
     }
 }
 
@@ -334,6 +346,77 @@ impl Backend for DynamoStore {
                 .parse()
                 .map_err(|_| StoreError::Corrupt(format!("live_positions `{text}` of account {account}"))),
             Some(Err(_)) => Err(StoreError::Corrupt(format!("live_positions of account {account}"))),
+        }
+    }
+
+    async fn account_state(&self, account: &AccountId) -> Result<AccountState, StoreError> {
+        let (pk, sk) = codec::account_key(account);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, pk)
+            .key(SK, sk)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        codec::account_state_from_item(account, out.item.as_ref())
+    }
+
+    async fn put_account_state(&self, next: &AccountState) -> Result<Result<(), AccountState>, StoreError> {
+        let (pk, sk) = codec::account_key(&next.account_id);
+        let mut sets = vec!["trading_state = :ts", "state_version = :v"];
+        let mut removes = Vec::new();
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, pk)
+            .key(SK, sk)
+            .expression_attribute_values(":ts", s(next.trading_state.as_str()))
+            .expression_attribute_values(":v", n(next.version));
+        for (name, value) in [
+            ("state_changed_at", next.changed_at.as_ref().map(format_timestamp)),
+            ("state_changed_by", next.changed_by.clone()),
+            ("state_reason", next.reason.clone()),
+        ] {
+            match value {
+                Some(v) => {
+                    sets.push(match name {
+                        "state_changed_at" => "state_changed_at = :at",
+                        "state_changed_by" => "state_changed_by = :by",
+                        _ => "state_reason = :reason",
+                    });
+                    let key = match name {
+                        "state_changed_at" => ":at",
+                        "state_changed_by" => ":by",
+                        _ => ":reason",
+                    };
+                    req = req.expression_attribute_values(key, s(v));
+                }
+                None => removes.push(name),
+            }
+        }
+        let cond = if next.version <= 1 {
+            "attribute_not_exists(state_version)"
+        } else {
+            req = req.expression_attribute_values(":prev", n(next.version - 1));
+            "state_version = :prev"
+        };
+        let mut update = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            update.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        let res = req
+            .update_expression(update)
+            .condition_expression(cond)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match conditional(res)? {
+            Ok(_) => Ok(Ok(())),
+            Err(old) => Ok(Err(codec::account_state_from_item(&next.account_id, Some(&old))?)),
         }
     }
 
@@ -477,7 +560,7 @@ impl DynamoStore {
             })
         };
         match w {
-            Write::Count(_) => self.commit_transaction(std::slice::from_ref(w)).await,
+            Write::Count(_) | Write::RequireActive(_) => self.commit_transaction(std::slice::from_ref(w)).await,
             Write::Create(agg) | Write::Put { next: agg, .. } => {
                 let mut req = self
                     .client
@@ -545,6 +628,21 @@ impl DynamoStore {
                                 .update_expression("ADD live_positions :d")
                                 .set_condition_expression((!cond.is_empty()).then_some(cond))
                                 .set_expression_attribute_values(Some(values))
+                                .build()
+                                .map_err(|e| StoreError::Backend(e.to_string()))?,
+                        )
+                        .build()
+                }
+                Write::RequireActive(account) => {
+                    let (pk, sk) = codec::account_key(account);
+                    TransactWriteItem::builder()
+                        .condition_check(
+                            aws_sdk_dynamodb::types::ConditionCheck::builder()
+                                .table_name(&self.table)
+                                .key(PK, pk)
+                                .key(SK, sk)
+                                .condition_expression(cond)
+                                .set_expression_attribute_values(values)
                                 .build()
                                 .map_err(|e| StoreError::Backend(e.to_string()))?,
                         )
