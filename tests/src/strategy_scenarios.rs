@@ -338,6 +338,123 @@ pub async fn a_strategy_close_is_canceled_leg_by_leg(app: &PipelineApp) {
     assert_eq!(app.sim.orders_placed(), 2);
 }
 
+async fn option_legs(app: &PipelineApp, strategy: &str, symbols: &[(&str, &str, &str)]) {
+    for (id, symbol, qty) in symbols {
+        let r = app
+            .call(
+                Method::PUT,
+                &format!("/positions/{strategy}-{id}"),
+                &[],
+                Some(&leg_body(symbol, qty, strategy)),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+}
+
+/// An `mleg` close of an iron condor of 2/-1/-1/2 contracts (1 unit of 2:1:1:2):
+async fn mleg_close(app: &PipelineApp, strategy: &str, body: &str) -> (String, serde_json::Value) {
+    option_legs(
+        app,
+        strategy,
+        &[
+            ("cl", "SPY260116C00600000", "2"),
+            ("cs", "SPY260116C00590000", "-1"),
+            ("ps", "SPY260116P00540000", "-1"),
+            ("pl", "SPY260116P00530000", "2"),
+        ],
+    )
+    .await;
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/strategies/{strategy}/close"),
+            &[("idempotency-key", "m")],
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["mode"], "mleg", "{}", r.body);
+    let id = r.str("strategy_close_id");
+    for _ in 0..5 {
+        app.driver.pump().await;
+        app.sim.idle().await;
+    }
+    let v = app
+        .call(Method::GET, &format!("/strategy-closes/{id}"), &[], None)
+        .await;
+    assert_eq!(v.status, 200, "{}", v.body);
+    (id, v.body)
+}
+
+/// `mleg` (the default for 2-4 option legs when the broker places multi-leg orders): one
+/// broker order for the whole strategy although every leg's close request has its own
+/// submit message; each leg then shows its own fill; the same request replays with 200.
+pub async fn an_mleg_close_is_one_order_and_each_leg_shows_its_fill(app: &PipelineApp) {
+    let (id, v) = mleg_close(app, "m1", "{}").await;
+    assert_eq!(
+        (v["mode"].as_str(), v["status"].as_str(), v["closed_legs"].as_u64()),
+        (Some("mleg"), Some("success"), Some(4)),
+        "{v}"
+    );
+    for leg in v["legs"].as_array().unwrap() {
+        assert_eq!(leg["status"], "completed", "{leg}");
+        assert_eq!(leg["filled_qty"], leg["qty"], "{leg}");
+        assert!(leg["filled_avg_price"].is_string(), "{leg}");
+    }
+    let qtys: Vec<_> = v["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["symbol"].as_str().unwrap(), l["filled_qty"].as_str().unwrap()))
+        .collect();
+    assert!(qtys.contains(&("SPY260116C00600000", "2")), "{qtys:?}");
+    assert!(qtys.contains(&("SPY260116C00590000", "1")), "{qtys:?}");
+    assert_eq!(app.sim.mleg_orders_placed(), 1, "one multi-leg order per attempt");
+    let again = app
+        .call(
+            Method::POST,
+            "/strategies/m1/close",
+            &[("idempotency-key", "m")],
+            Some("{}"),
+        )
+        .await;
+    assert_eq!((again.status, again.str("strategy_close_id")), (200, id));
+    assert_eq!(app.position("m1-cs").await.body["status"], "closed");
+}
+
+/// A leg the broker refuses refuses the whole multi-leg order: nothing is placed, every
+/// leg fails with the broker's words, the strategy close is `error` (never a lone hedge).
+pub async fn an_mleg_order_the_broker_refuses_fails_every_leg(app: &PipelineApp) {
+    let (_, v) = mleg_close(app, "m2", r#"{"mode":"mleg"}"#).await;
+    assert_eq!(
+        (v["status"].as_str(), v["closed_legs"].as_u64()),
+        (Some("error"), Some(0)),
+        "{v}"
+    );
+    for leg in v["legs"].as_array().unwrap() {
+        assert_eq!(leg["status"], "failed", "{leg}");
+        assert!(
+            leg["error_message"].as_str().unwrap().contains("SPY260116P00540000"),
+            "{leg}"
+        );
+    }
+    assert_eq!(app.sim.mleg_orders_placed(), 0);
+    assert_eq!(app.sim.orders_placed(), 0, "no leg reached the broker");
+}
+
+/// A net limit price is accepted on an `mleg` close (`legs` mode still refuses it: the
+/// domain's `a_net_limit_price_needs_a_multi_leg_order`): one order, resting under `rest`.
+pub async fn a_limit_strategy_close_is_an_mleg_order_at_a_net_price(app: &PipelineApp) {
+    let (_, v) = mleg_close(app, "m3", r#"{"order_type":"limit","limit_price":"1.35"}"#).await;
+    assert_eq!(v["status"], "pending", "{v}");
+    assert!(
+        v["legs"].as_array().unwrap().iter().all(|l| l["filled_qty"] == "0"),
+        "{v}"
+    );
+    assert_eq!(app.sim.mleg_orders_placed(), 1);
+}
+
 /// One `#[tokio::test]` per scenario for a backend.
 #[macro_export]
 macro_rules! strategy_tests {
@@ -352,6 +469,10 @@ macro_rules! strategy_tests {
             one_leg_refused_makes_the_strategy_close_partial: "TSLA=reject",
             every_leg_refused_makes_the_strategy_close_an_error: "TSLA=reject,GME=reject",
             a_strategy_close_is_canceled_leg_by_leg: "NVDA=hold,AMZN=hold",
+            an_mleg_close_is_one_order_and_each_leg_shows_its_fill: "",
+            an_mleg_order_the_broker_refuses_fails_every_leg: "SPY260116P00540000=reject",
+            a_limit_strategy_close_is_an_mleg_order_at_a_net_price:
+                "SPY260116C00600000=rest,SPY260116C00590000=rest,SPY260116P00540000=rest,SPY260116P00530000=rest",
         );
     };
     (@api $backend:expr; $($name:ident),* $(,)?) => {

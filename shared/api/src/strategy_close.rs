@@ -29,10 +29,6 @@ use crate::AppState;
 /// Fields a strategy close body may carry (alphabetical); anything else is refused.
 pub(crate) const STRATEGY_CLOSE_BODY_FIELDS: &[&str] = &["limit_price", "mode", "order_type", "qty", "reason"];
 
-/// The Alpaca adapter places one order per leg today; multi-leg orders (`mleg`) are carried
-/// out as `legs` until it places them (README "Strategy closes").
-const BROKER_SUPPORTS_MLEG: bool = false;
-
 /// One leg of a strategy close.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = StrategyCloseLeg)]
@@ -202,7 +198,9 @@ pub async fn close_strategy(
         fingerprint: Fingerprint::of_body(&json!({ "strategy_close": value })),
         random: app.random.random_bytes(),
         mode,
-        broker_supports_mleg: BROKER_SUPPORTS_MLEG,
+        // The broker adapter says whether it places multi-leg orders; without one
+        // (`NoBroker`) an `mleg` request runs as `legs` and says so.
+        broker_supports_mleg: app.broker.supports_mleg(),
         options: options.unwrap_or(OrderOptions::MARKET),
         qty,
         reason,

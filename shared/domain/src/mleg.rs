@@ -159,10 +159,25 @@ fn with_ratios(
     Ok((Quantity::new(units), out))
 }
 
+/// A leg's share of the attempt's order: its order record's quantity once recorded, else
+/// what its close request still has to close.
+fn share(l: &PositionAggregate, attempt: u32) -> Quantity {
+    let Some(cr) = l.latest_close_request.as_ref() else {
+        return Quantity::ZERO;
+    };
+    let cid = ClientOrderId::new(cr.id, attempt);
+    l.orders
+        .iter()
+        .find(|o| o.client_order_id == cid)
+        .map_or(cr.remaining_qty(), |o| o.qty)
+}
+
 /// The multi-leg order to place for `attempt` of strategy close `id`, given its legs'
 /// current aggregates (others are ignored). `Ok(None)`: no leg waits for this attempt any
-/// more (a redelivered or outdated message does nothing). Each leg trades what its close
-/// request still has to close.
+/// more (a redelivered or outdated message does nothing). A leg that already recorded the
+/// attempt's order (a submitter stopped half way through recording) is in step: the same
+/// order is named again, which the broker refuses as a duplicate and answers by lookup.
+/// Each leg trades its share (see [`share`]).
 pub fn mleg_intent(
     id: &StrategyCloseId,
     attempt: u32,
@@ -177,14 +192,14 @@ pub fn mleg_intent(
                 && l.position.status == PositionStatus::Closing
         })
     };
-    let waiting = legs.iter().filter(|l| waits(l)).count();
-    if waiting == 0 {
+    let recorded = |l: &PositionAggregate| l.orders.iter().any(|o| o.attempt() == attempt);
+    if !legs.iter().any(|l| waits(l)) {
         return Ok(None);
     }
-    if waiting != legs.len() {
+    if let Some(l) = legs.iter().find(|l| !waits(l) && !recorded(l)) {
         return Err(MlegError::OutOfStep(format!(
-            "{waiting} of {} legs wait for attempt {attempt}",
-            legs.len()
+            "leg {} does not wait for attempt {attempt}",
+            l.position.id
         )));
     }
     let first = legs[0];
@@ -196,11 +211,7 @@ pub fn mleg_intent(
     if legs.iter().any(|l| options_of(l) != Some(options)) {
         return Err(MlegError::OutOfStep("the legs' order options differ".into()));
     }
-    let (qty, legs) = with_ratios(&legs, attempt, |l| {
-        l.latest_close_request
-            .as_ref()
-            .map_or(Quantity::ZERO, |c| c.remaining_qty())
-    })?;
+    let (qty, legs) = with_ratios(&legs, attempt, |l| share(l, attempt))?;
     Ok(Some(MlegIntent {
         client_order_id: mleg_client_order_id(id, attempt),
         account_id: first.position.account_id.clone(),
@@ -247,9 +258,8 @@ fn same_symbol(a: &str, b: &str) -> bool {
 }
 
 /// Splits a report of the multi-leg order of strategy close `id` into one order update per
-/// leg, for that leg's own order record (see the module notes). Each leg's share is its
-/// order record's quantity for the attempt (or, before the submission is recorded, what
-/// its close request still has to close), so the split agrees with the order placed.
+/// leg, for that leg's own order record (see the module notes). Each leg's share is taken
+/// as [`mleg_intent`] takes it, so the split agrees with the order placed.
 pub fn leg_updates(
     id: &StrategyCloseId,
     legs: &[PositionAggregate],
@@ -257,17 +267,7 @@ pub fn leg_updates(
 ) -> Result<Vec<(PositionId, OrderUpdate)>, MlegError> {
     let attempt = report.client_order_id.attempt;
     let tagged = tagged(id, legs);
-    let (_, legs) = with_ratios(&tagged, attempt, |l| {
-        let cr = l
-            .latest_close_request
-            .as_ref()
-            .expect("tagged legs have a close request");
-        let cid = ClientOrderId::new(cr.id, attempt);
-        l.orders
-            .iter()
-            .find(|o| o.client_order_id == cid)
-            .map_or(cr.remaining_qty(), |o| o.qty)
-    })?;
+    let (_, legs) = with_ratios(&tagged, attempt, |l| share(l, attempt))?;
     if let Some(stray) = report
         .legs
         .iter()
@@ -446,6 +446,15 @@ mod tests {
         let cr = legs[1].latest_close_request.as_mut().unwrap();
         cr.retry_count = 1;
         assert!(matches!(mleg_intent(&id, 1, &legs), Err(MlegError::OutOfStep(_))));
+        // A leg that recorded the attempt while the others did not is in step: the same
+        // order is named again.
+        let (id, mut legs) = accepted(&condor(), OrderOptions::MARKET);
+        let whole = intent(&id, &legs);
+        let cr = legs[0].latest_close_request.as_ref().unwrap().id;
+        legs[0]
+            .orders
+            .push(crate::Order::new(ClientOrderId::new(cr, 1), qty("4")));
+        assert_eq!(mleg_intent(&id, 1, &legs), Ok(Some(whole)));
         let (id, mut legs) = accepted(&condor(), OrderOptions::MARKET);
         legs[2].position.account_id = AccountId::parse("acct-2").unwrap();
         assert_eq!(mleg_intent(&id, 1, &legs), Err(MlegError::MixedAccounts));

@@ -40,6 +40,12 @@ impl StrategyCloseId {
         CloseRequestId::parse(s).map(StrategyCloseId)
     }
 
+    /// The strategy close a multi-leg order's client order id may name (whether one
+    /// exists is the store's to say).
+    pub fn from_close_request_id(id: CloseRequestId) -> Self {
+        StrategyCloseId(id)
+    }
+
     /// The routing key of the leg the id was minted for.
     pub fn routing_key(&self) -> RoutingKey {
         self.0.routing_key()
