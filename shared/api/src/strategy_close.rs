@@ -145,7 +145,8 @@ fn rejection(r: StrategyCloseRejection) -> ApiError {
 }
 
 /// Closes every leg of a strategy at once: all legs move to `closing` under one strategy
-/// close, or none does.
+/// close, or none does. In `mleg` mode one multi-leg order per attempt closes every leg
+/// (a leg the broker refuses refuses the whole order); each leg still shows its own fill.
 #[utoipa::path(
     post,
     path = "/strategies/{strategy_id}/close",
