@@ -455,6 +455,61 @@ pub async fn a_limit_strategy_close_is_an_mleg_order_at_a_net_price(app: &Pipeli
     assert_eq!(app.sim.mleg_orders_placed(), 1);
 }
 
+/// Crash and redelivery in `mleg` mode: the broker took the attempt's order but the
+/// submitter died before recording it; then every leg's message arrives twice, the two
+/// deliveries racing. Still one broker order for the attempt, recorded once on every leg, and the
+/// strategy close succeeds.
+pub async fn an_mleg_order_survives_a_crash_and_redelivered_messages(app: &PipelineApp) {
+    use closeflow_domain::{mleg_intent, StrategyCloseId, SubmitRequest};
+    use closeflow_pipeline::Broker;
+    option_legs(
+        app,
+        "m4",
+        &[("a", "SPY260116C00600000", "1"), ("b", "SPY260116C00590000", "-1")],
+    )
+    .await;
+    let r = app
+        .call(Method::POST, "/strategies/m4/close", &[("idempotency-key", "k")], None)
+        .await;
+    assert_eq!((r.status, r.body["mode"].as_str()), (201, Some("mleg")), "{}", r.body);
+    let id = StrategyCloseId::parse(&r.str("strategy_close_id")).unwrap();
+    let legs = app.store.strategy_close_legs(&id).await.unwrap();
+    let intent = mleg_intent(&id, 1, &legs).unwrap().expect("every leg waits");
+    app.sim.submit_mleg_order(&intent).await.unwrap();
+    let reqs: Vec<SubmitRequest> = legs
+        .iter()
+        .map(|l| SubmitRequest {
+            position_id: l.position.id.clone(),
+            close_request_id: l.latest_close_request.as_ref().unwrap().id,
+            attempt: 1,
+        })
+        .collect();
+    // Each message delivered twice, the two deliveries racing.
+    for req in &reqs {
+        let (store, sim, clock) = (app.store.as_ref(), app.sim.as_ref(), app.clock.as_ref());
+        let (a, b) = tokio::join!(
+            closeflow_pipeline::submit(store, sim, clock, req),
+            closeflow_pipeline::submit(store, sim, clock, req)
+        );
+        a.unwrap();
+        b.unwrap();
+    }
+    assert_eq!(app.sim.mleg_orders_placed(), 1, "one multi-leg order for the attempt");
+    for l in app.store.strategy_close_legs(&id).await.unwrap() {
+        assert_eq!(l.orders.len(), 1, "{}: {:?}", l.position.id, l.orders);
+        assert_eq!(l.orders[0].attempt(), 1);
+    }
+    for _ in 0..5 {
+        app.driver.pump().await;
+        app.sim.idle().await;
+    }
+    let v = app
+        .call(Method::GET, &format!("/strategy-closes/{id}"), &[], None)
+        .await;
+    assert_eq!(v.body["status"], "success", "{}", v.body);
+    assert_eq!(app.sim.mleg_orders_placed(), 1);
+}
+
 /// One `#[tokio::test]` per scenario for a backend.
 #[macro_export]
 macro_rules! strategy_tests {
@@ -470,6 +525,7 @@ macro_rules! strategy_tests {
             every_leg_refused_makes_the_strategy_close_an_error: "TSLA=reject,GME=reject",
             a_strategy_close_is_canceled_leg_by_leg: "NVDA=hold,AMZN=hold",
             an_mleg_close_is_one_order_and_each_leg_shows_its_fill: "",
+            an_mleg_order_survives_a_crash_and_redelivered_messages: "",
             an_mleg_order_the_broker_refuses_fails_every_leg: "SPY260116P00540000=reject",
             a_limit_strategy_close_is_an_mleg_order_at_a_net_price:
                 "SPY260116C00600000=rest,SPY260116C00590000=rest,SPY260116P00540000=rest,SPY260116P00530000=rest",
