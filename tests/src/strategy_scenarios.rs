@@ -160,47 +160,53 @@ pub async fn a_single_leg_closed_alone_warns_when_it_leaves_a_short_leg_naked(ap
     assert!(app.close("plain", "k").await.body.get("warning").is_none());
 }
 
+/// Registers a strategy of `legs` legs and closes it; the store operations the accepting
+/// request cost (`None` off DynamoDB). Shared with `make bench`.
+pub async fn strategy_close_operations(app: &TestApp, strategy: &str, legs: usize) -> Option<Vec<String>> {
+    for i in 0..legs {
+        let qty = if i % 2 == 0 { "1" } else { "-1" };
+        let r = app
+            .put_position(
+                &format!("{strategy}-{i}"),
+                &format!(
+                    r#"{{"account_id":"acct-1","symbol":"SPY","asset_type":"equity","quantity":{qty},"strategy_id":"{strategy}"}}"#
+                ),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let before = app.round_trips.as_ref().map(|c| c.operations().len());
+    let r = close_strategy(app, strategy, "k", None).await;
+    assert_eq!(
+        (r.status, r.body["total_legs"].as_u64()),
+        (201, Some(legs as u64)),
+        "{}",
+        r.body
+    );
+    let (counter, before) = (app.round_trips.as_ref()?, before?);
+    Some(counter.operations()[before..].to_vec())
+}
+
 /// The legs' writes are one atomic commit: on DynamoDB one `TransactWriteItems` for 4 legs
 /// and for 50, after one `Query` of the strategy index and one `BatchGetItem`: three round
 /// trips in all, whatever the number of legs (up to 99).
 pub async fn a_strategy_close_writes_all_legs_in_one_round_trip(app: &TestApp) {
     for legs in [4usize, 50] {
-        let strategy = format!("rt-{legs}");
-        for i in 0..legs {
-            let qty = if i % 2 == 0 { "1" } else { "-1" };
-            let r = app
-                .put_position(
-                    &format!("{strategy}-{i}"),
-                    &format!(
-                        r#"{{"account_id":"acct-1","symbol":"SPY","asset_type":"equity","quantity":{qty},"strategy_id":"{strategy}"}}"#
-                    ),
-                )
-                .await;
-            assert_eq!(r.status, 201, "{}", r.body);
-        }
-        let before = app.round_trips.as_ref().map(|c| c.operations().len());
-        let r = close_strategy(app, &strategy, "k", None).await;
-        assert_eq!(
-            (r.status, r.body["total_legs"].as_u64()),
-            (201, Some(legs as u64)),
-            "{}",
-            r.body
+        let Some(ops) = strategy_close_operations(app, &format!("rt-{legs}"), legs).await else {
+            continue;
+        };
+        let count = |name: &str| ops.iter().filter(|o| o.as_str() == name).count();
+        println!(
+            "strategy close of {legs} legs: {} round trips ({} TransactWriteItems, {} Query, {} BatchGetItem)",
+            ops.len(),
+            count("TransactWriteItems"),
+            count("Query"),
+            count("BatchGetItem")
         );
-        if let (Some(counter), Some(before)) = (&app.round_trips, before) {
-            let ops: Vec<String> = counter.operations()[before..].to_vec();
-            let count = |name: &str| ops.iter().filter(|o| o.as_str() == name).count();
-            println!(
-                "strategy close of {legs} legs: {} round trips ({} TransactWriteItems, {} Query, {} BatchGetItem)",
-                ops.len(),
-                count("TransactWriteItems"),
-                count("Query"),
-                count("BatchGetItem")
-            );
-            assert_eq!(ops.len(), 3, "{ops:?}");
-            assert_eq!(count("TransactWriteItems"), 1, "{ops:?}");
-            assert_eq!(count("PutItem") + count("UpdateItem"), 0, "{ops:?}");
-            assert_eq!(count("Scan"), 0, "{ops:?}");
-        }
+        assert_eq!(ops.len(), 3, "{ops:?}");
+        assert_eq!(count("TransactWriteItems"), 1, "{ops:?}");
+        assert_eq!(count("PutItem") + count("UpdateItem"), 0, "{ops:?}");
+        assert_eq!(count("Scan"), 0, "{ops:?}");
     }
 }
 
@@ -385,6 +391,14 @@ async fn mleg_close(app: &PipelineApp, strategy: &str, body: &str) -> (String, s
         .await;
     assert_eq!(v.status, 200, "{}", v.body);
     (id, v.body)
+}
+
+/// Broker orders one `mleg` close of a 4-leg condor placed (its one attempt fills), for
+/// `make bench`; the legs' own submit messages are four.
+pub async fn mleg_orders_for_one_close(app: &PipelineApp, strategy: &str) -> usize {
+    let (_, v) = mleg_close(app, strategy, "{}").await;
+    assert_eq!(v["status"], "success", "{v}");
+    app.sim.mleg_orders_placed()
 }
 
 /// `mleg` (the default for 2-4 option legs when the broker places multi-leg orders): one
