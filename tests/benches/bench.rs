@@ -3,6 +3,8 @@
 //! - DynamoDB round trips per close request on each path, counted at the SDK layer against
 //!   moto (target: 1 on create, <= 2 elsewhere).
 //! - Close-handler latency through the router on the embedded store (target: p99 < 1 ms).
+//! - Strategy closes: DynamoDB round trips for 4 and 50 legs (the write: 1
+//!   `TransactWriteItems`), and broker orders per `mleg` attempt (target: 1).
 
 use std::time::{Duration, Instant};
 
@@ -62,6 +64,43 @@ async fn round_trips(rows: &mut Vec<Row>) {
             ok: avg <= limit,
         });
     }
+}
+
+/// A strategy close's accepting request on DynamoDB (4 and 50 legs): round trips in all
+/// and how many of them write (target: the legs' write is 1 `TransactWriteItems`).
+async fn strategy_close_round_trips(rows: &mut Vec<Row>) {
+    let app = TestApp::new(Backend::DynamoDb).await;
+    for legs in [4usize, 50] {
+        let ops = closeflow_tests::strategy_scenarios::strategy_close_operations(&app, &format!("bench-s{legs}"), legs)
+            .await
+            .expect("DynamoDB counts round trips");
+        let writes = ops.iter().filter(|o| o.as_str() == "TransactWriteItems").count();
+        rows.push(Row {
+            metric: format!("DynamoDB round trips per strategy close of {legs} legs (Query + BatchGetItem + write)"),
+            value: ops.len().to_string(),
+            target: "info",
+            ok: true,
+        });
+        rows.push(Row {
+            metric: format!("DynamoDB writes per strategy close of {legs} legs (TransactWriteItems)"),
+            value: writes.to_string(),
+            target: "= 1",
+            ok: writes == 1 && ops.len() == writes + 2,
+        });
+    }
+}
+
+/// Broker orders per `mleg` strategy close attempt (4 option legs, four submit messages,
+/// simulated broker on the embedded store).
+async fn mleg_orders_per_attempt(rows: &mut Vec<Row>) {
+    let app = PipelineApp::new(Backend::Embedded, "").await;
+    let orders = closeflow_tests::strategy_scenarios::mleg_orders_for_one_close(&app, "bench-mleg").await;
+    rows.push(Row {
+        metric: "broker orders per mleg strategy close attempt (4 legs)".into(),
+        value: orders.to_string(),
+        target: "= 1",
+        ok: orders == 1,
+    });
 }
 
 async fn close_latency(rows: &mut Vec<Row>, backend: Backend) {
@@ -835,6 +874,12 @@ async fn main() {
         round_trips(&mut rows).await;
         fill_round_trips(&mut rows).await;
         list_round_trips(&mut rows).await;
+    }
+    if run("moto strategy close") {
+        strategy_close_round_trips(&mut rows).await;
+    }
+    if run("embedded strategy close mleg") {
+        mleg_orders_per_attempt(&mut rows).await;
     }
     if run("moto sync") {
         sync_unchanged(&mut rows).await;

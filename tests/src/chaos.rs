@@ -3,13 +3,15 @@
 //! between any two steps, queue redelivery and reordering, a broker that times out, fails,
 //! throttles, fills in pieces, cancels and reports late, duplicated and out of order,
 //! reconciler runs at random times, the order watch's lookups, the trade_updates stream's
-//! path and its reconnect backfills, partial and limit closes, traders canceling working
+//! path and its reconnect backfills, partial and limit closes, strategy closes in `mleg`
+//! and `legs` mode, traders canceling working
 //! orders and retrying failed closes by hand, and (on SQLite) process restarts. Every choice comes
 //! from the seed, so a failing seed replays exactly:
 //! `CHAOS_SEED=<seed> cargo test -p closeflow-tests --test chaos -- --nocapture`.
 //!
 //! After each run: at most one order per (close request, attempt) and never two live
-//! orders for one position at the broker; what the broker filled equals what closeflow
+//! orders for one position at the broker (a multi-leg order's legs count per position,
+//! and its name is refused a second time); what the broker filled equals what closeflow
 //! recorded (no lost or invented fill); the invariants hold; every close is terminal, on
 //! the attention list, or `close_failed` with an alert for a human.
 
@@ -20,10 +22,11 @@ use async_trait::async_trait;
 use chrono::TimeDelta;
 use closeflow_api::{Clock, ManualClock};
 use closeflow_domain::{
-    check_invariants, Access, AccountId, ClientOrderId, Fingerprint, IdempotencyKey, OrderIntent, OrderOptions,
-    OrderStatus, OrderUpdate, PositionAggregate, PositionStatus, Price, Quantity, RetryCommand, RoutingKey,
+    check_invariants, Access, AccountId, ClientOrderId, Fingerprint, IdempotencyKey, MlegIntent, MlegLegReport,
+    OrderIntent, OrderOptions, OrderStatus, OrderUpdate, PositionAggregate, PositionStatus, Price, Quantity,
+    RetryCommand, RoutingKey,
 };
-use closeflow_pipeline::broker::{BrokerPosition, OpenOrder};
+use closeflow_pipeline::broker::{BrokerMlegOrder, BrokerPosition, OpenOrder};
 use closeflow_pipeline::{
     cancel_close, reconcile_once, relay::relay, submit, watch_change, watch_order, Broker, BrokerError, BrokerOrder,
     MemoryQueue, MemoryWatch, OrderQueue, QueueConsumer, ReconcileConfig, StoreUpdates, TradeUpdateHandler,
@@ -82,6 +85,9 @@ struct BrokerState {
     /// Close requests a trader asked to cancel: only their orders may closeflow cancel.
     cancels_asked: HashSet<closeflow_domain::CloseRequestId>,
     orders: BTreeMap<ClientOrderId, HeldOrder>,
+    /// Multi-leg orders by name: each leg's symbol and the name its order is held under
+    /// (the leg's own record, so its fills travel like any order's).
+    mlegs: BTreeMap<ClientOrderId, Vec<(String, ClientOrderId)>>,
     /// Updates sent and not yet delivered (the broker's notifications in flight).
     outbox: Vec<OrderUpdate>,
     violations: Vec<String>,
@@ -124,6 +130,64 @@ impl ChaosBroker {
             filled_avg_price: (!o.filled.is_zero()).then(|| qty("100")),
             updated_at: self.clock.now(),
         }
+    }
+
+    /// Holds a new order for a position (a single order, or one leg of a multi-leg
+    /// order), noting a second live order for the same position as a violation.
+    fn hold(st: &mut BrokerState, id: &ClientOrderId, qty: Quantity) {
+        let position = id.close_request_id.routing_key();
+        if let Some((other, _)) = st
+            .orders
+            .iter()
+            .find(|(_, o)| !o.status.is_terminal() && o.position == position)
+        {
+            let v = format!("{id} placed while {other} is still live");
+            st.violations.push(v);
+        }
+        st.orders.insert(
+            id.clone(),
+            HeldOrder {
+                position,
+                qty,
+                filled: Quantity::ZERO,
+                status: OrderStatus::Accepted,
+                seq: 0,
+                replacements: 0,
+            },
+        );
+    }
+
+    fn mleg_view(&self, st: &BrokerState, name: &ClientOrderId) -> Option<BrokerMlegOrder> {
+        let legs = st.mlegs.get(name)?;
+        let mut reports = Vec::with_capacity(legs.len());
+        for (symbol, cid) in legs {
+            let o = st.orders.get(cid)?;
+            let v = self.view(cid, o);
+            reports.push(MlegLegReport {
+                symbol: symbol.clone(),
+                broker_order_id: Some(v.broker_order_id),
+                status: Some(v.status),
+                filled_qty: v.filled_qty,
+                filled_avg_price: v.filled_avg_price,
+            });
+        }
+        // The order's own status: its legs' lowest (the order is done when all are).
+        let status = reports
+            .iter()
+            .filter_map(|r| r.status)
+            .min_by_key(|s| s.rank())
+            .unwrap_or(OrderStatus::Accepted);
+        Some(BrokerMlegOrder {
+            order: BrokerOrder {
+                broker_order_id: format!("chaos-mleg-{name}"),
+                client_order_id: name.clone(),
+                status,
+                filled_qty: Quantity::ZERO,
+                filled_avg_price: None,
+                updated_at: self.clock.now(),
+            },
+            legs: reports,
+        })
     }
 
     /// Moves one live order on: a partial fill, a full fill or a cancel, and notifies.
@@ -213,30 +277,67 @@ impl Broker for ChaosBroker {
                 message: "insufficient qty available for order".into(),
             });
         }
-        let position = intent.client_order_id.close_request_id.routing_key();
-        if let Some((other, _)) = st
-            .orders
-            .iter()
-            .find(|(_, o)| !o.status.is_terminal() && o.position == position)
-        {
-            let v = format!("{} placed while {} is still live", intent.client_order_id, other);
-            st.violations.push(v);
-        }
-        let held = HeldOrder {
-            position,
-            qty: intent.qty,
-            filled: Quantity::ZERO,
-            status: OrderStatus::Accepted,
-            seq: 0,
-            replacements: 0,
-        };
-        let view = self.view(&intent.client_order_id, &held);
-        st.orders.insert(intent.client_order_id.clone(), held);
+        Self::hold(&mut st, &intent.client_order_id, intent.qty);
+        let view = self.view(&intent.client_order_id, &st.orders[&intent.client_order_id]);
         if lost_answer {
             // Placed, but the answer never arrives: the caller cannot know.
             return Err(BrokerError::Ambiguous("timeout after sending".into()));
         }
         Ok(view)
+    }
+
+    fn supports_mleg(&self) -> bool {
+        true
+    }
+
+    /// One order for every leg, all or nothing, with the same faults as a single order's
+    /// (a lost answer after placing it among them); its name is refused a second time.
+    async fn submit_mleg_order(&self, intent: &MlegIntent) -> Result<BrokerMlegOrder, BrokerError> {
+        if self.roll(8) {
+            return Err(BrokerError::Ambiguous("503 from the broker".into()));
+        }
+        if self.roll(5) {
+            return Err(BrokerError::RateLimited {
+                retry_after: std::time::Duration::from_secs(1),
+            });
+        }
+        let lost_answer = self.roll(8);
+        let mut st = self.lock();
+        if st.mlegs.contains_key(&intent.client_order_id) {
+            return Err(BrokerError::DuplicateClientOrderId);
+        }
+        if let Some(l) = intent.legs.iter().find(|l| st.held.contains(&l.symbol)) {
+            return Err(BrokerError::BlockedByOpenOrders {
+                held_qty: l.qty,
+                message: "insufficient qty available for order".into(),
+            });
+        }
+        for l in &intent.legs {
+            Self::hold(&mut st, &l.client_order_id, l.qty);
+        }
+        let legs = intent
+            .legs
+            .iter()
+            .map(|l| (l.symbol.clone(), l.client_order_id.clone()))
+            .collect();
+        st.mlegs.insert(intent.client_order_id.clone(), legs);
+        if lost_answer {
+            return Err(BrokerError::Ambiguous("timeout after sending".into()));
+        }
+        self.mleg_view(&st, &intent.client_order_id)
+            .ok_or_else(|| BrokerError::Ambiguous("multi-leg order not visible".into()))
+    }
+
+    async fn get_mleg_order_by_client_id(
+        &self,
+        _: &AccountId,
+        id: &ClientOrderId,
+    ) -> Result<BrokerMlegOrder, BrokerError> {
+        if self.roll(10) {
+            return Err(BrokerError::Ambiguous("timeout".into()));
+        }
+        let st = self.lock();
+        self.mleg_view(&st, id).ok_or(BrokerError::NotFound)
     }
 
     async fn get_order_by_client_id(&self, _: &AccountId, id: &ClientOrderId) -> Result<BrokerOrder, BrokerError> {
@@ -327,8 +428,13 @@ impl Broker for ChaosBroker {
     }
 }
 
-/// The symbol the `held` fault blocks (the builders' positions trade it).
-const HELD_SYMBOL: &str = "AAPL";
+/// The symbol the `held` fault blocks (the first position's option contract).
+const HELD_SYMBOL: &str = "SPY260116C00600000";
+
+/// Position `i`'s option contract: distinct per leg, so a multi-leg order names each.
+fn leg_symbol(i: usize) -> String {
+    format!("SPY260116C0060{i}000")
+}
 
 /// The broker's id of the order carrying the attempt (its latest replacement).
 fn broker_id(id: &ClientOrderId, o: &HeldOrder) -> String {
@@ -360,6 +466,9 @@ pub struct ChaosStats {
     pub manual_retries: usize,
     /// Strategy closes accepted (every position is a leg of one strategy).
     pub strategy_closes: usize,
+    /// Multi-leg orders the broker took (at most one per `mleg` attempt: its name is
+    /// refused a second time, and each leg's order counts in `orders_placed`).
+    pub mleg_orders: usize,
 }
 
 struct Node {
@@ -441,6 +550,9 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
         // Every position is a leg of one strategy, so strategy closes race single closes.
         let mut leg = register(&format!("x-{i}"), q, clock.now());
         leg.strategy_id = Some(STRATEGY.into());
+        // Option legs, so a strategy close may run as one multi-leg order.
+        leg.asset_type = closeflow_domain::AssetType::Option;
+        leg.symbol = leg_symbol(i);
         node.store
             .register_position(&leg)
             .await
@@ -632,6 +744,9 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
                 let mut cmd = crate::contract::strategy_close(STRATEGY, &format!("skey-{}", rng.below(2)), 0);
                 cmd.random = (rng.next_u64() as u128 | ((rng.next_u64() as u128) << 64)).to_be_bytes();
                 cmd.now = clock.now();
+                // Mostly `mleg` (the default for option legs with this broker), some `legs`.
+                cmd.broker_supports_mleg = broker.supports_mleg();
+                cmd.mode = rng.chance(30).then_some(closeflow_domain::StrategyCloseMode::Legs);
                 let leg = format!("x-{}", rng.below(POSITIONS));
                 let single = chaos_close(&mut rng, &leg, clock.now());
                 let (strategy, single) = if rng.chance(40) {
@@ -729,6 +844,7 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
         }
     }
     stats.orders_placed = broker.lock().orders.len();
+    stats.mleg_orders = broker.lock().mlegs.len();
     result.map(|_| stats)
 }
 

@@ -764,6 +764,132 @@ pub async fn cancel_and_retry_are_decided_by_the_domain_and_written_once(s: &Con
     );
 }
 
+/// The multi-leg order of an `mleg` strategy close: its legs are found by the strategy
+/// close id; a report under the order's name (`{strategy_close_id}-{n}`) reaches every
+/// leg's own order record, each with its share; a duplicate changes nothing; a report with
+/// the legs' own fills settles each leg; an unknown name reaches nobody.
+pub async fn an_mleg_report_reaches_every_leg_once(s: &ContractStore) {
+    use closeflow_domain::{mleg_client_order_id, MlegLegReport, MlegReport, OrderUpdate, Quantity};
+    for (i, (id, symbol, q)) in [
+        ("ml-a", "SPY260116C00600000", "4"),
+        ("ml-b", "SPY260116C00590000", "-2"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut cmd = register(id, q, start_time() + TimeDelta::minutes(i as i64));
+        cmd.strategy_id = Some("ml".into());
+        cmd.asset_type = closeflow_domain::AssetType::Option;
+        cmd.symbol = symbol.into();
+        s.store.register_position(&cmd).await.unwrap().unwrap();
+    }
+    let mut cmd = strategy_close("ml", "k", 5);
+    cmd.broker_supports_mleg = true;
+    let view = match s.store.close_strategy(&cmd).await.unwrap() {
+        closeflow_store::StrategyCloseOutcome::Created(v) => v,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(view.mode, closeflow_domain::StrategyCloseMode::Mleg);
+    let mut found: Vec<String> = s
+        .store
+        .strategy_close_legs(&view.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.position.id.to_string())
+        .collect();
+    found.sort();
+    assert_eq!(found, ["ml-a", "ml-b"]);
+
+    // 1 of 2 units (2:1) filled, reported without legs: each leg fills its ratio.
+    let partial = OrderUpdate {
+        client_order_id: mleg_client_order_id(&view.id, 1),
+        broker_order_id: Some("b-mleg".into()),
+        status: OrderStatus::PartiallyFilled,
+        filled_qty: Quantity::from(1),
+        filled_avg_price: None,
+        seq: None,
+        execution_id: None,
+        updated_at: start_time(),
+    };
+    assert!(matches!(
+        s.store
+            .apply_order_update(&partial, start_time(), "tester")
+            .await
+            .unwrap(),
+        UpdateResult::Applied { .. }
+    ));
+    let filled = |a: &PositionAggregate| a.latest_close_request.as_ref().unwrap().filled_qty.to_string();
+    assert_eq!(
+        (filled(&agg(s, "ml-a").await), filled(&agg(s, "ml-b").await)),
+        ("2".into(), "1".into())
+    );
+    let before = (agg(s, "ml-a").await, agg(s, "ml-b").await);
+    assert!(matches!(
+        s.store
+            .apply_order_update(&partial, start_time(), "tester")
+            .await
+            .unwrap(),
+        UpdateResult::Ignored(_)
+    ));
+    assert_eq!(
+        (agg(s, "ml-a").await, agg(s, "ml-b").await),
+        before,
+        "a duplicate writes nothing"
+    );
+
+    // The final report names each leg's own fill and price.
+    let leg = |symbol: &str, q: i64, price: &str| MlegLegReport {
+        symbol: symbol.into(),
+        broker_order_id: Some(format!("b-{symbol}")),
+        status: Some(OrderStatus::Filled),
+        filled_qty: Quantity::from(q),
+        filled_avg_price: Some(Quantity::parse(price).unwrap()),
+    };
+    let done = MlegReport {
+        client_order_id: mleg_client_order_id(&view.id, 1),
+        broker_order_id: Some("b-mleg".into()),
+        status: OrderStatus::Filled,
+        filled_qty: Quantity::from(2),
+        legs: vec![
+            leg("SPY260116C00600000", 4, "3.1"),
+            leg("SPY260116C00590000", 2, "4.05"),
+        ],
+        seq: None,
+        execution_id: None,
+        updated_at: start_time(),
+    };
+    s.store.apply_mleg_report(&done, start_time(), "tester").await.unwrap();
+    let v = s
+        .store
+        .strategy_close(&view.id, &closeflow_domain::Access::All)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v.status, closeflow_domain::StrategyCloseStatus::Success);
+    for l in &v.legs {
+        assert_eq!(l.filled_qty, l.qty, "{l:?}");
+    }
+    for id in ["ml-a", "ml-b"] {
+        let a = agg(s, id).await;
+        assert_eq!(a.position.status, PositionStatus::Closed, "{id}");
+        assert!(closeflow_domain::check_invariants(&a.position, a.latest_close_request.as_ref()).is_empty());
+    }
+
+    // A name no strategy close carries reaches nobody.
+    let stray = closeflow_domain::StrategyCloseId::new(&pid("ml-a"), [0xee; 16]);
+    assert!(s.store.strategy_close_legs(&stray).await.unwrap().is_empty());
+    let mut unknown = partial.clone();
+    unknown.client_order_id = mleg_client_order_id(&stray, 1);
+    assert_eq!(
+        s.store
+            .apply_order_update(&unknown, start_time(), "tester")
+            .await
+            .unwrap(),
+        UpdateResult::UnknownOrder
+    );
+}
+
 /// One `#[tokio::test]` per contract check for a backend.
 #[macro_export]
 macro_rules! store_contract_tests {
@@ -783,6 +909,7 @@ macro_rules! store_contract_tests {
             cancel_and_retry_are_decided_by_the_domain_and_written_once,
             a_strategy_close_writes_every_leg_or_none,
             racing_strategy_closes_make_one,
+            an_mleg_report_reaches_every_leg_once,
         );
     };
     (@each $backend:expr; $($name:ident),* $(,)?) => {

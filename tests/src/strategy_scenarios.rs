@@ -160,47 +160,53 @@ pub async fn a_single_leg_closed_alone_warns_when_it_leaves_a_short_leg_naked(ap
     assert!(app.close("plain", "k").await.body.get("warning").is_none());
 }
 
+/// Registers a strategy of `legs` legs and closes it; the store operations the accepting
+/// request cost (`None` off DynamoDB). Shared with `make bench`.
+pub async fn strategy_close_operations(app: &TestApp, strategy: &str, legs: usize) -> Option<Vec<String>> {
+    for i in 0..legs {
+        let qty = if i % 2 == 0 { "1" } else { "-1" };
+        let r = app
+            .put_position(
+                &format!("{strategy}-{i}"),
+                &format!(
+                    r#"{{"account_id":"acct-1","symbol":"SPY","asset_type":"equity","quantity":{qty},"strategy_id":"{strategy}"}}"#
+                ),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let before = app.round_trips.as_ref().map(|c| c.operations().len());
+    let r = close_strategy(app, strategy, "k", None).await;
+    assert_eq!(
+        (r.status, r.body["total_legs"].as_u64()),
+        (201, Some(legs as u64)),
+        "{}",
+        r.body
+    );
+    let (counter, before) = (app.round_trips.as_ref()?, before?);
+    Some(counter.operations()[before..].to_vec())
+}
+
 /// The legs' writes are one atomic commit: on DynamoDB one `TransactWriteItems` for 4 legs
 /// and for 50, after one `Query` of the strategy index and one `BatchGetItem`: three round
 /// trips in all, whatever the number of legs (up to 99).
 pub async fn a_strategy_close_writes_all_legs_in_one_round_trip(app: &TestApp) {
     for legs in [4usize, 50] {
-        let strategy = format!("rt-{legs}");
-        for i in 0..legs {
-            let qty = if i % 2 == 0 { "1" } else { "-1" };
-            let r = app
-                .put_position(
-                    &format!("{strategy}-{i}"),
-                    &format!(
-                        r#"{{"account_id":"acct-1","symbol":"SPY","asset_type":"equity","quantity":{qty},"strategy_id":"{strategy}"}}"#
-                    ),
-                )
-                .await;
-            assert_eq!(r.status, 201, "{}", r.body);
-        }
-        let before = app.round_trips.as_ref().map(|c| c.operations().len());
-        let r = close_strategy(app, &strategy, "k", None).await;
-        assert_eq!(
-            (r.status, r.body["total_legs"].as_u64()),
-            (201, Some(legs as u64)),
-            "{}",
-            r.body
+        let Some(ops) = strategy_close_operations(app, &format!("rt-{legs}"), legs).await else {
+            continue;
+        };
+        let count = |name: &str| ops.iter().filter(|o| o.as_str() == name).count();
+        println!(
+            "strategy close of {legs} legs: {} round trips ({} TransactWriteItems, {} Query, {} BatchGetItem)",
+            ops.len(),
+            count("TransactWriteItems"),
+            count("Query"),
+            count("BatchGetItem")
         );
-        if let (Some(counter), Some(before)) = (&app.round_trips, before) {
-            let ops: Vec<String> = counter.operations()[before..].to_vec();
-            let count = |name: &str| ops.iter().filter(|o| o.as_str() == name).count();
-            println!(
-                "strategy close of {legs} legs: {} round trips ({} TransactWriteItems, {} Query, {} BatchGetItem)",
-                ops.len(),
-                count("TransactWriteItems"),
-                count("Query"),
-                count("BatchGetItem")
-            );
-            assert_eq!(ops.len(), 3, "{ops:?}");
-            assert_eq!(count("TransactWriteItems"), 1, "{ops:?}");
-            assert_eq!(count("PutItem") + count("UpdateItem"), 0, "{ops:?}");
-            assert_eq!(count("Scan"), 0, "{ops:?}");
-        }
+        assert_eq!(ops.len(), 3, "{ops:?}");
+        assert_eq!(count("TransactWriteItems"), 1, "{ops:?}");
+        assert_eq!(count("PutItem") + count("UpdateItem"), 0, "{ops:?}");
+        assert_eq!(count("Scan"), 0, "{ops:?}");
     }
 }
 
@@ -362,6 +368,186 @@ pub async fn a_strategy_close_is_canceled_leg_by_leg(app: &PipelineApp) {
     assert_eq!(app.sim.orders_placed(), 2);
 }
 
+async fn option_legs(app: &PipelineApp, strategy: &str, symbols: &[(&str, &str, &str)]) {
+    for (id, symbol, qty) in symbols {
+        let r = app
+            .call(
+                Method::PUT,
+                &format!("/positions/{strategy}-{id}"),
+                &[],
+                Some(&leg_body(symbol, qty, strategy)),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+}
+
+/// An `mleg` close of an iron condor of 2/-1/-1/2 contracts (1 unit of 2:1:1:2):
+async fn mleg_close(app: &PipelineApp, strategy: &str, body: &str) -> (String, serde_json::Value) {
+    option_legs(
+        app,
+        strategy,
+        &[
+            ("cl", "SPY260116C00600000", "2"),
+            ("cs", "SPY260116C00590000", "-1"),
+            ("ps", "SPY260116P00540000", "-1"),
+            ("pl", "SPY260116P00530000", "2"),
+        ],
+    )
+    .await;
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/strategies/{strategy}/close"),
+            &[("idempotency-key", "m")],
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["mode"], "mleg", "{}", r.body);
+    let id = r.str("strategy_close_id");
+    for _ in 0..5 {
+        app.driver.pump().await;
+        app.sim.idle().await;
+    }
+    let v = app
+        .call(Method::GET, &format!("/strategy-closes/{id}"), &[], None)
+        .await;
+    assert_eq!(v.status, 200, "{}", v.body);
+    (id, v.body)
+}
+
+/// Broker orders one `mleg` close of a 4-leg condor placed (its one attempt fills), for
+/// `make bench`; the legs' own submit messages are four.
+pub async fn mleg_orders_for_one_close(app: &PipelineApp, strategy: &str) -> usize {
+    let (_, v) = mleg_close(app, strategy, "{}").await;
+    assert_eq!(v["status"], "success", "{v}");
+    app.sim.mleg_orders_placed()
+}
+
+/// `mleg` (the default for 2-4 option legs when the broker places multi-leg orders): one
+/// broker order for the whole strategy although every leg's close request has its own
+/// submit message; each leg then shows its own fill; the same request replays with 200.
+pub async fn an_mleg_close_is_one_order_and_each_leg_shows_its_fill(app: &PipelineApp) {
+    let (id, v) = mleg_close(app, "m1", "{}").await;
+    assert_eq!(
+        (v["mode"].as_str(), v["status"].as_str(), v["closed_legs"].as_u64()),
+        (Some("mleg"), Some("success"), Some(4)),
+        "{v}"
+    );
+    for leg in v["legs"].as_array().unwrap() {
+        assert_eq!(leg["status"], "completed", "{leg}");
+        assert_eq!(leg["filled_qty"], leg["qty"], "{leg}");
+        assert!(leg["filled_avg_price"].is_string(), "{leg}");
+    }
+    let qtys: Vec<_> = v["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["symbol"].as_str().unwrap(), l["filled_qty"].as_str().unwrap()))
+        .collect();
+    assert!(qtys.contains(&("SPY260116C00600000", "2")), "{qtys:?}");
+    assert!(qtys.contains(&("SPY260116C00590000", "1")), "{qtys:?}");
+    assert_eq!(app.sim.mleg_orders_placed(), 1, "one multi-leg order per attempt");
+    let again = app
+        .call(
+            Method::POST,
+            "/strategies/m1/close",
+            &[("idempotency-key", "m")],
+            Some("{}"),
+        )
+        .await;
+    assert_eq!((again.status, again.str("strategy_close_id")), (200, id));
+    assert_eq!(app.position("m1-cs").await.body["status"], "closed");
+}
+
+/// A leg the broker refuses refuses the whole multi-leg order: nothing is placed, every
+/// leg fails with the broker's words, the strategy close is `error` (never a lone hedge).
+pub async fn an_mleg_order_the_broker_refuses_fails_every_leg(app: &PipelineApp) {
+    let (_, v) = mleg_close(app, "m2", r#"{"mode":"mleg"}"#).await;
+    assert_eq!(
+        (v["status"].as_str(), v["closed_legs"].as_u64()),
+        (Some("error"), Some(0)),
+        "{v}"
+    );
+    for leg in v["legs"].as_array().unwrap() {
+        assert_eq!(leg["status"], "failed", "{leg}");
+        assert!(
+            leg["error_message"].as_str().unwrap().contains("SPY260116P00540000"),
+            "{leg}"
+        );
+    }
+    assert_eq!(app.sim.mleg_orders_placed(), 0);
+    assert_eq!(app.sim.orders_placed(), 0, "no leg reached the broker");
+}
+
+/// A net limit price is accepted on an `mleg` close (`legs` mode still refuses it: the
+/// domain's `a_net_limit_price_needs_a_multi_leg_order`): one order, resting under `rest`.
+pub async fn a_limit_strategy_close_is_an_mleg_order_at_a_net_price(app: &PipelineApp) {
+    let (_, v) = mleg_close(app, "m3", r#"{"order_type":"limit","limit_price":"1.35"}"#).await;
+    assert_eq!(v["status"], "pending", "{v}");
+    assert!(
+        v["legs"].as_array().unwrap().iter().all(|l| l["filled_qty"] == "0"),
+        "{v}"
+    );
+    assert_eq!(app.sim.mleg_orders_placed(), 1);
+}
+
+/// Crash and redelivery in `mleg` mode: the broker took the attempt's order but the
+/// submitter died before recording it; then every leg's message arrives twice, the two
+/// deliveries racing. Still one broker order for the attempt, recorded once on every leg, and the
+/// strategy close succeeds.
+pub async fn an_mleg_order_survives_a_crash_and_redelivered_messages(app: &PipelineApp) {
+    use closeflow_domain::{mleg_intent, StrategyCloseId, SubmitRequest};
+    use closeflow_pipeline::Broker;
+    option_legs(
+        app,
+        "m4",
+        &[("a", "SPY260116C00600000", "1"), ("b", "SPY260116C00590000", "-1")],
+    )
+    .await;
+    let r = app
+        .call(Method::POST, "/strategies/m4/close", &[("idempotency-key", "k")], None)
+        .await;
+    assert_eq!((r.status, r.body["mode"].as_str()), (201, Some("mleg")), "{}", r.body);
+    let id = StrategyCloseId::parse(&r.str("strategy_close_id")).unwrap();
+    let legs = app.store.strategy_close_legs(&id).await.unwrap();
+    let intent = mleg_intent(&id, 1, &legs).unwrap().expect("every leg waits");
+    app.sim.submit_mleg_order(&intent).await.unwrap();
+    let reqs: Vec<SubmitRequest> = legs
+        .iter()
+        .map(|l| SubmitRequest {
+            position_id: l.position.id.clone(),
+            close_request_id: l.latest_close_request.as_ref().unwrap().id,
+            attempt: 1,
+        })
+        .collect();
+    // Each message delivered twice, the two deliveries racing.
+    for req in &reqs {
+        let (store, sim, clock) = (app.store.as_ref(), app.sim.as_ref(), app.clock.as_ref());
+        let (a, b) = tokio::join!(
+            closeflow_pipeline::submit(store, sim, clock, req),
+            closeflow_pipeline::submit(store, sim, clock, req)
+        );
+        a.unwrap();
+        b.unwrap();
+    }
+    assert_eq!(app.sim.mleg_orders_placed(), 1, "one multi-leg order for the attempt");
+    for l in app.store.strategy_close_legs(&id).await.unwrap() {
+        assert_eq!(l.orders.len(), 1, "{}: {:?}", l.position.id, l.orders);
+        assert_eq!(l.orders[0].attempt(), 1);
+    }
+    for _ in 0..5 {
+        app.driver.pump().await;
+        app.sim.idle().await;
+    }
+    let v = app
+        .call(Method::GET, &format!("/strategy-closes/{id}"), &[], None)
+        .await;
+    assert_eq!(v.body["status"], "success", "{}", v.body);
+    assert_eq!(app.sim.mleg_orders_placed(), 1);
+}
+
 /// One `#[tokio::test]` per scenario for a backend.
 #[macro_export]
 macro_rules! strategy_tests {
@@ -376,6 +562,11 @@ macro_rules! strategy_tests {
             one_leg_refused_makes_the_strategy_close_partial: "TSLA=reject",
             every_leg_refused_makes_the_strategy_close_an_error: "TSLA=reject,GME=reject",
             a_strategy_close_is_canceled_leg_by_leg: "NVDA=hold,AMZN=hold",
+            an_mleg_close_is_one_order_and_each_leg_shows_its_fill: "",
+            an_mleg_order_survives_a_crash_and_redelivered_messages: "",
+            an_mleg_order_the_broker_refuses_fails_every_leg: "SPY260116P00540000=reject",
+            a_limit_strategy_close_is_an_mleg_order_at_a_net_price:
+                "SPY260116C00600000=rest,SPY260116C00590000=rest,SPY260116P00540000=rest,SPY260116P00530000=rest",
         );
     };
     (@api $backend:expr; $($name:ident),* $(,)?) => {

@@ -29,6 +29,7 @@ async fn every_seed_keeps_every_promise() {
                 total.cancels += s.cancels;
                 total.manual_retries += s.manual_retries;
                 total.strategy_closes += s.strategy_closes;
+                total.mleg_orders += s.mleg_orders;
             }
             Err(why) => failures.push(format!(
                 "seed {seed} ({:?}): {why}\n  replay: CHAOS_SEED={seed} cargo test -p closeflow-tests --test chaos -- --nocapture",
@@ -38,7 +39,7 @@ async fn every_seed_keeps_every_promise() {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "chaos: {} seeds in {secs:.1} s ({:.0} seeds/s): {} closes, {} broker orders, {} restarts, {} cancels, {} manual retries, {} strategy closes",
+        "chaos: {} seeds in {secs:.1} s ({:.0} seeds/s): {} closes, {} broker orders, {} restarts, {} cancels, {} manual retries, {} strategy closes, {} multi-leg orders",
         seeds.len(),
         seeds.len() as f64 / secs,
         total.closes_created,
@@ -46,11 +47,13 @@ async fn every_seed_keeps_every_promise() {
         total.restarts,
         total.cancels,
         total.manual_retries,
-        total.strategy_closes
+        total.strategy_closes,
+        total.mleg_orders
     );
     assert!(
-        seeds.len() < 50 || (total.cancels > 0 && total.manual_retries > 0 && total.strategy_closes > 0),
-        "cancels, manual retries and strategy closes must take part"
+        seeds.len() < 50
+            || (total.cancels > 0 && total.manual_retries > 0 && total.strategy_closes > 0 && total.mleg_orders > 0),
+        "cancels, manual retries, strategy closes and multi-leg orders must take part"
     );
     assert!(
         total.orders_placed > 0 || seeds.len() < 10,

@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use closeflow_domain::{AccountId, ClientOrderId, OrderIntent};
-use closeflow_pipeline::broker::{BrokerPosition, OpenOrder};
+use closeflow_domain::{AccountId, ClientOrderId, MlegIntent, OrderIntent};
+use closeflow_pipeline::broker::{BrokerMlegOrder, BrokerPosition, OpenOrder};
 use closeflow_pipeline::trade_updates::AccountFilter;
 use closeflow_pipeline::{Broker, BrokerError, BrokerOrder};
 use serde::Deserialize;
@@ -266,6 +266,24 @@ impl Broker for AccountBrokers {
 
     async fn open_orders(&self, account: &AccountId, symbol: &str) -> Result<Vec<OpenOrder>, BrokerError> {
         self.for_account(account)?.open_orders(account, symbol).await
+    }
+
+    fn supports_mleg(&self) -> bool {
+        true
+    }
+
+    async fn submit_mleg_order(&self, intent: &MlegIntent) -> Result<BrokerMlegOrder, BrokerError> {
+        self.for_account(&intent.account_id)?.submit_mleg_order(intent).await
+    }
+
+    async fn get_mleg_order_by_client_id(
+        &self,
+        account: &AccountId,
+        id: &ClientOrderId,
+    ) -> Result<BrokerMlegOrder, BrokerError> {
+        self.for_account(account)?
+            .get_mleg_order_by_client_id(account, id)
+            .await
     }
 }
 

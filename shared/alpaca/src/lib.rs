@@ -21,8 +21,10 @@ pub mod stream;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use closeflow_domain::{AccountId, AssetType, ClientOrderId, OrderIntent, OrderStatus, Quantity, Side};
-use closeflow_pipeline::broker::{BrokerPosition, OpenOrder};
+use closeflow_domain::{
+    AccountId, AssetType, ClientOrderId, MlegIntent, MlegLegReport, OrderIntent, OrderStatus, Quantity, Side,
+};
+use closeflow_pipeline::broker::{BrokerMlegOrder, BrokerPosition, OpenOrder};
 use closeflow_pipeline::{Broker, BrokerError, BrokerOrder};
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -78,8 +80,15 @@ pub struct AlpacaBroker {
 #[derive(Debug, Deserialize)]
 struct AlpacaOrder {
     id: String,
+    /// Alpaca names a multi-leg order's legs itself; only the order carries closeflow's id.
+    #[serde(default)]
     client_order_id: String,
     status: String,
+    #[serde(default)]
+    symbol: Option<String>,
+    /// A multi-leg order's legs, each an order of its own with its own fills.
+    #[serde(default)]
+    legs: Option<Vec<AlpacaOrder>>,
     #[serde(default)]
     filled_qty: Option<String>,
     #[serde(default)]
@@ -181,6 +190,58 @@ fn to_broker_order(o: &AlpacaOrder) -> Result<BrokerOrder, BrokerError> {
             .and_then(closeflow_domain::parse_timestamp)
             .unwrap_or(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH),
     })
+}
+
+/// A multi-leg order and each leg's report. A leg whose symbol or status cannot be read
+/// makes the whole answer unknown: a leg's fill is never guessed.
+fn to_mleg_order(o: &AlpacaOrder) -> Result<BrokerMlegOrder, BrokerError> {
+    let order = to_broker_order(o)?;
+    let legs =
+        o.legs
+            .iter()
+            .flatten()
+            .map(|l| {
+                let filled = filled_of(l)?;
+                let status = map_status(&l.status, filled)
+                    .ok_or_else(|| BrokerError::Ambiguous(format!("unknown Alpaca order status `{}`", l.status)))?;
+                Ok(MlegLegReport {
+                    symbol: l.symbol.clone().ok_or_else(|| {
+                        BrokerError::Ambiguous(format!("leg {} of order {} has no symbol", l.id, o.id))
+                    })?,
+                    broker_order_id: Some(l.id.clone()),
+                    status: Some(status),
+                    filled_qty: filled,
+                    filled_avg_price: price_of(l),
+                })
+            })
+            .collect::<Result<Vec<_>, BrokerError>>()?;
+    Ok(BrokerMlegOrder { order, legs })
+}
+
+/// The answer to an order submission (single or multi-leg), read the same way for both.
+fn submission<T>(
+    status: StatusCode,
+    text: &str,
+    parse: impl FnOnce(&str) -> Result<T, BrokerError>,
+) -> Result<T, BrokerError> {
+    match status {
+        s if s.is_success() => parse(text),
+        StatusCode::UNPROCESSABLE_ENTITY if message(text).contains("client_order_id") => {
+            Err(BrokerError::DuplicateClientOrderId)
+        }
+        // 403: held by open orders, or insufficient qty / buying power; 422: invalid
+        // order. Final, unless open orders can be canceled.
+        StatusCode::FORBIDDEN => Err(forbidden_order(text)),
+        StatusCode::UNPROCESSABLE_ENTITY => Err(BrokerError::Rejected(message(text))),
+        s => Err(unknown(s, text)),
+    }
+}
+
+fn side_str(side: Side) -> &'static str {
+    match side {
+        Side::Sell => "sell",
+        Side::Buy => "buy",
+    }
 }
 
 impl AlpacaBroker {
@@ -408,14 +469,10 @@ fn parse_order(body: &str) -> Result<BrokerOrder, BrokerError> {
 #[async_trait]
 impl Broker for AlpacaBroker {
     async fn submit_order(&self, intent: &OrderIntent) -> Result<BrokerOrder, BrokerError> {
-        let side = match intent.side {
-            Side::Sell => "sell",
-            Side::Buy => "buy",
-        };
         let mut body = json!({
             "symbol": order_symbol(&intent.symbol, intent.asset_type),
             "qty": order_qty(intent.qty)?,
-            "side": side,
+            "side": side_str(intent.side),
             "type": intent.options.order_type.as_str(),
             "time_in_force": intent.options.time_in_force.as_str(),
             "client_order_id": intent.client_order_id.to_string(),
@@ -437,15 +494,59 @@ impl Broker for AlpacaBroker {
         let (status, text) = self
             .send(self.req(reqwest::Method::POST, "/v2/orders").json(&body))
             .await?;
+        submission(status, &text, parse_order)
+    }
+
+    fn supports_mleg(&self) -> bool {
+        true
+    }
+
+    /// `POST /v2/orders` with `order_class: "mleg"`: `qty` in strategy units, each leg its
+    /// `ratio_qty`, `side` and closing `position_intent`; a limit price is the net price
+    /// of the whole order (positive: a debit, negative: a credit).
+    async fn submit_mleg_order(&self, intent: &MlegIntent) -> Result<BrokerMlegOrder, BrokerError> {
+        let legs: Vec<serde_json::Value> = intent
+            .legs
+            .iter()
+            .map(|l| {
+                Ok(json!({
+                    "symbol": order_symbol(&l.symbol, l.asset_type),
+                    "ratio_qty": order_qty(l.ratio_qty)?,
+                    "side": side_str(l.side),
+                    "position_intent": l.position_intent.as_str(),
+                }))
+            })
+            .collect::<Result<_, BrokerError>>()?;
+        let mut body = json!({
+            "order_class": "mleg",
+            "qty": order_qty(intent.qty)?,
+            "type": intent.options.order_type.as_str(),
+            "time_in_force": intent.options.time_in_force.as_str(),
+            "client_order_id": intent.client_order_id.to_string(),
+            "legs": legs,
+        });
+        if let Some(price) = intent.options.limit_price {
+            body["limit_price"] = json!(price.to_string());
+        }
+        let (status, text) = self
+            .send(self.req(reqwest::Method::POST, "/v2/orders").json(&body))
+            .await?;
+        submission(status, &text, |t| to_mleg_order(&read_order(t)?))
+    }
+
+    async fn get_mleg_order_by_client_id(
+        &self,
+        _: &AccountId,
+        id: &ClientOrderId,
+    ) -> Result<BrokerMlegOrder, BrokerError> {
+        // A multi-leg order comes back with its `legs`, each an order with its own fills.
+        let rb = self
+            .req(reqwest::Method::GET, "/v2/orders:by_client_order_id")
+            .query(&[("client_order_id", id.to_string())]);
+        let (status, text) = self.send(rb).await?;
         match status {
-            s if s.is_success() => parse_order(&text),
-            StatusCode::UNPROCESSABLE_ENTITY if message(&text).contains("client_order_id") => {
-                Err(BrokerError::DuplicateClientOrderId)
-            }
-            // 403: held by open orders, or insufficient qty / buying power; 422: invalid
-            // order. Final, unless open orders can be canceled.
-            StatusCode::FORBIDDEN => Err(forbidden_order(&text)),
-            StatusCode::UNPROCESSABLE_ENTITY => Err(BrokerError::Rejected(message(&text))),
+            s if s.is_success() => to_mleg_order(&read_order(&text)?),
+            StatusCode::NOT_FOUND => Err(BrokerError::NotFound),
             s => Err(unknown(s, &text)),
         }
     }

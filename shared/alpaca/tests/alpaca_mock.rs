@@ -608,3 +608,216 @@ async fn each_account_uses_its_own_key_pair_and_the_default_serves_the_rest() {
         "refused before any request"
     );
 }
+
+/// A put credit spread closed as one multi-leg order: 2 units of 1:1.
+fn mleg_intent() -> closeflow_domain::MlegIntent {
+    use closeflow_domain::{MlegLeg, PositionIntent};
+    let sc = CloseRequestId::new(&PositionId::parse("ps-long").unwrap(), [9; 16]);
+    let leg = |pos: &str, symbol: &str, side: Side| MlegLeg {
+        position_id: PositionId::parse(pos).unwrap(),
+        client_order_id: ClientOrderId::new(CloseRequestId::new(&PositionId::parse(pos).unwrap(), [4; 16]), 1),
+        symbol: symbol.into(),
+        asset_type: AssetType::Option,
+        side,
+        position_intent: PositionIntent::closing(side),
+        ratio_qty: Quantity::from(1),
+        qty: Quantity::from(2),
+    };
+    closeflow_domain::MlegIntent {
+        client_order_id: ClientOrderId::new(sc, 1),
+        account_id: acct(),
+        qty: Quantity::from(2),
+        legs: vec![
+            leg("ps-long", "SPY  260116P00530000", Side::Sell),
+            leg("ps-short", "SPY260116P00540000", Side::Buy),
+        ],
+        options: closeflow_domain::OrderOptions::limit(
+            closeflow_domain::Price::new(Quantity::parse("1.35").unwrap()).unwrap(),
+        ),
+    }
+}
+
+fn mleg_json(status: &str, filled: &str, legs: Value) -> Value {
+    json!({
+        "id": "a5c2b1e0-0d5c-4c52-9a8b-1f6f1d0e2a11",
+        "client_order_id": mleg_intent().client_order_id.to_string(),
+        "created_at": "2026-03-16T18:38:01.942282Z",
+        "updated_at": "2026-03-16T18:38:02.000000Z",
+        "asset_class": "",
+        "symbol": "",
+        "qty": "2",
+        "filled_qty": filled,
+        "filled_avg_price": null,
+        "order_class": "mleg",
+        "order_type": "limit",
+        "type": "limit",
+        "limit_price": "1.35",
+        "time_in_force": "day",
+        "status": status,
+        "legs": legs
+    })
+}
+
+fn leg_json(id: &str, symbol: &str, side: &str, status: &str, filled: &str, price: Value) -> Value {
+    json!({
+        "id": id, "client_order_id": format!("alpaca-{id}"), "symbol": symbol, "asset_class": "us_option",
+        "order_class": "mleg", "side": side, "ratio_qty": "1", "qty": "2", "status": status,
+        "filled_qty": filled, "filled_avg_price": price,
+        "position_intent": if side == "sell" { "sell_to_close" } else { "buy_to_close" }
+    })
+}
+
+#[tokio::test]
+async fn a_multi_leg_close_is_one_mleg_order_and_each_leg_reports_its_own_fill() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v2/orders"))
+        .and(wiremock::matchers::body_json(json!({
+            "order_class": "mleg",
+            "qty": "2",
+            "type": "limit",
+            "limit_price": "1.35",
+            "time_in_force": "day",
+            "client_order_id": mleg_intent().client_order_id.to_string(),
+            "legs": [
+                {"symbol": "SPY260116P00530000", "ratio_qty": "1", "side": "sell", "position_intent": "sell_to_close"},
+                {"symbol": "SPY260116P00540000", "ratio_qty": "1", "side": "buy", "position_intent": "buy_to_close"}
+            ]
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(mleg_json(
+            "partially_filled",
+            "1",
+            json!([
+                leg_json(
+                    "leg-1",
+                    "SPY260116P00530000",
+                    "sell",
+                    "partially_filled",
+                    "1",
+                    json!("0.80")
+                ),
+                leg_json(
+                    "leg-2",
+                    "SPY260116P00540000",
+                    "buy",
+                    "partially_filled",
+                    "1",
+                    json!("2.15")
+                ),
+            ]),
+        )))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let b = broker(&server, Duration::from_secs(2)).await;
+    assert!(b.supports_mleg());
+    let o = b.submit_mleg_order(&mleg_intent()).await.unwrap();
+    assert_eq!(o.order.client_order_id, mleg_intent().client_order_id);
+    assert_eq!(
+        (o.order.status, o.order.filled_qty),
+        (OrderStatus::PartiallyFilled, Quantity::from(1))
+    );
+    let legs: Vec<_> = o
+        .legs
+        .iter()
+        .map(|l| {
+            (
+                l.symbol.as_str(),
+                l.broker_order_id.as_deref(),
+                l.status,
+                l.filled_qty,
+                l.filled_avg_price,
+            )
+        })
+        .collect();
+    assert_eq!(
+        legs,
+        vec![
+            (
+                "SPY260116P00530000",
+                Some("leg-1"),
+                Some(OrderStatus::PartiallyFilled),
+                Quantity::from(1),
+                Some(Quantity::parse("0.80").unwrap())
+            ),
+            (
+                "SPY260116P00540000",
+                Some("leg-2"),
+                Some(OrderStatus::PartiallyFilled),
+                Quantity::from(1),
+                Some(Quantity::parse("2.15").unwrap())
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_multi_leg_order_is_found_by_its_client_order_id_and_refusals_read_as_for_one_leg() {
+    let server = MockServer::start().await;
+    let id = mleg_intent().client_order_id;
+    Mock::given(method("GET"))
+        .and(path("/v2/orders:by_client_order_id"))
+        .and(query_param("client_order_id", id.to_string()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(mleg_json(
+            "filled",
+            "2",
+            json!([
+                leg_json("leg-1", "SPY260116P00530000", "sell", "filled", "2", json!("0.80")),
+                leg_json("leg-2", "SPY260116P00540000", "buy", "filled", "2", json!("2.15")),
+            ]),
+        )))
+        .mount(&server)
+        .await;
+    let b = broker(&server, Duration::from_secs(2)).await;
+    let o = b.get_mleg_order_by_client_id(&acct(), &id).await.unwrap();
+    assert_eq!(o.order.status, OrderStatus::Filled);
+    assert!(o
+        .legs
+        .iter()
+        .all(|l| l.filled_qty == Quantity::from(2) && l.status == Some(OrderStatus::Filled)));
+
+    for (status, body, want) in [
+        (
+            422,
+            json!({"code": 40010001, "message": "client_order_id must be unique"}),
+            BrokerError::DuplicateClientOrderId,
+        ),
+        (
+            422,
+            json!({"code": 42210000, "message": "invalid legs"}),
+            BrokerError::Rejected("invalid legs".into()),
+        ),
+        (
+            500,
+            json!({"message": "internal"}),
+            BrokerError::Ambiguous("HTTP 500 Internal Server Error: internal".into()),
+        ),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v2/orders"))
+            .respond_with(ResponseTemplate::new(status).set_body_json(body))
+            .mount(&server)
+            .await;
+        let got = broker(&server, Duration::from_secs(2))
+            .await
+            .submit_mleg_order(&mleg_intent())
+            .await;
+        assert_eq!(got, Err(want));
+    }
+
+    // A leg the answer cannot name leaves the outcome unknown: a fill is never guessed.
+    let server = MockServer::start().await;
+    let mut nameless = leg_json("leg-1", "x", "sell", "filled", "2", json!("0.80"));
+    nameless.as_object_mut().unwrap().remove("symbol");
+    Mock::given(method("POST"))
+        .and(path("/v2/orders"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(mleg_json("filled", "2", json!([nameless]))))
+        .mount(&server)
+        .await;
+    let got = broker(&server, Duration::from_secs(2))
+        .await
+        .submit_mleg_order(&mleg_intent())
+        .await;
+    assert!(matches!(got, Err(BrokerError::Ambiguous(_))), "{got:?}");
+}

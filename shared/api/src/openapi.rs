@@ -1110,12 +1110,15 @@ pub struct CloseBody {
 #[schema(as = StrategyCloseBody)]
 #[allow(dead_code)] // only its schema is used
 pub struct StrategyCloseBody {
-    /// Net price of a multi-leg (`mleg`) limit order: positive debit, negative credit.
-    /// Refused in `legs` mode, where no one price fits every leg.
+    /// Net price of a multi-leg (`mleg`) limit order, sent as the order's `limit_price`
+    /// (a debit; a net credit, a negative price, is not taken yet: 400
+    /// `invalid_limit_price`). Refused in `legs` mode, where no one price fits every leg.
     #[schema(value_type = Option<DecimalInput>)]
     pub limit_price: Option<String>,
-    /// `mleg` (one multi-leg order; default for 2-4 option legs where the broker supports
-    /// it) or `legs` (one order per leg). Without multi-leg support `mleg` runs as `legs`.
+    /// `mleg` (one multi-leg order per attempt, `order_class: mleg`, each leg's fill shown
+    /// on its own; the default for 2-4 option legs when the broker adapter places
+    /// multi-leg orders) or `legs` (one order per leg). Where the broker cannot, `mleg`
+    /// runs as `legs`; the answer's `mode` says what is done.
     #[schema(inline, value_type = Option<StrategyCloseModeSchema>)]
     pub mode: Option<String>,
     /// `market` (default) or `limit` (`mleg` only).

@@ -29,10 +29,6 @@ use crate::AppState;
 /// Fields a strategy close body may carry (alphabetical); anything else is refused.
 pub(crate) const STRATEGY_CLOSE_BODY_FIELDS: &[&str] = &["limit_price", "mode", "order_type", "qty", "reason"];
 
-/// The Alpaca adapter places one order per leg today; multi-leg orders (`mleg`) are carried
-/// out as `legs` until it places them (README "Strategy closes").
-const BROKER_SUPPORTS_MLEG: bool = false;
-
 /// One leg of a strategy close.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = StrategyCloseLeg)]
@@ -164,7 +160,8 @@ fn rejection(r: StrategyCloseRejection) -> ApiError {
 }
 
 /// Closes every leg of a strategy at once: all legs move to `closing` under one strategy
-/// close, or none does.
+/// close, or none does. In `mleg` mode one multi-leg order per attempt closes every leg
+/// (a leg the broker refuses refuses the whole order); each leg still shows its own fill.
 #[utoipa::path(
     post,
     path = "/strategies/{strategy_id}/close",
@@ -217,7 +214,9 @@ pub async fn close_strategy(
         fingerprint: Fingerprint::of_body(&json!({ "strategy_close": value })),
         random: app.random.random_bytes(),
         mode,
-        broker_supports_mleg: BROKER_SUPPORTS_MLEG,
+        // The broker adapter says whether it places multi-leg orders; without one
+        // (`NoBroker`) an `mleg` request runs as `legs` and says so.
+        broker_supports_mleg: app.broker.supports_mleg(),
         options: options.unwrap_or(OrderOptions::MARKET),
         qty,
         reason,

@@ -14,6 +14,7 @@ pub mod invariants;
 pub mod json;
 pub mod lifecycle;
 pub mod manage;
+pub mod mleg;
 pub mod model;
 pub mod options;
 pub mod order;
@@ -45,6 +46,10 @@ pub use lifecycle::{
     OrderIntent, SubmitAnswer, SubmitRequest,
 };
 pub use manage::{decide_cancel, decide_retry, CancelDecision, ManageRejection, RetryCommand, RetryDecision};
+pub use mleg::{
+    leg_updates, mleg_client_order_id, mleg_intent, MlegError, MlegIntent, MlegLeg, MlegLegReport, MlegReport,
+    PositionIntent,
+};
 pub use model::{AssetType, CloseRequest, IdempotencyRecord, PastClose, Position, PositionAggregate, Side};
 pub use options::{close_qty, OptionsError, OrderOptions, OrderType, Price, TimeInForce};
 pub use order::{merge_order_update, ClientOrderId, Ignored, Merge, Order, OrderStatus, OrderUpdate};

@@ -40,9 +40,21 @@ impl StrategyCloseId {
         CloseRequestId::parse(s).map(StrategyCloseId)
     }
 
+    /// The strategy close a multi-leg order's client order id may name (whether one
+    /// exists is the store's to say).
+    pub fn from_close_request_id(id: CloseRequestId) -> Self {
+        StrategyCloseId(id)
+    }
+
     /// The routing key of the leg the id was minted for.
     pub fn routing_key(&self) -> RoutingKey {
         self.0.routing_key()
+    }
+
+    /// The id as a close request id: the multi-leg order of attempt `n` is named
+    /// `{strategy_close_id}-{n}` (see [`crate::mleg`]), a client order id like any other.
+    pub fn as_close_request_id(&self) -> CloseRequestId {
+        self.0
     }
 }
 
@@ -170,9 +182,15 @@ pub fn resolve_mode(
 /// |quantities| (an iron condor of 2/-2/-2/2 is 2 units of 1:1:1:1). `None` when a leg's
 /// quantity is not whole (then only the whole strategy can be closed).
 pub fn strategy_size(legs: &[PositionAggregate]) -> Option<Decimal> {
+    whole_gcd(legs.iter().map(|l| l.position.quantity.value()))
+}
+
+/// The greatest common divisor of whole |quantities|; `None` when one is not whole, or
+/// all are zero. A multi-leg order's size and its legs' ratios come from it too.
+pub fn whole_gcd(quantities: impl IntoIterator<Item = Decimal>) -> Option<Decimal> {
     let mut g: u128 = 0;
-    for l in legs {
-        let q = l.position.quantity.abs().value();
+    for q in quantities {
+        let q = q.abs();
         if q.fract() != Decimal::ZERO {
             return None;
         }

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use closeflow_domain::{AccountId, ClientOrderId, OrderIntent, OrderStatus, OrderUpdate, Quantity, Timestamp};
+use closeflow_domain::{
+    AccountId, ClientOrderId, MlegIntent, MlegLegReport, MlegReport, OrderIntent, OrderStatus, OrderUpdate, Quantity,
+    Timestamp,
+};
 
 /// A broker's view of one order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +31,30 @@ impl BrokerOrder {
             seq: None,
             execution_id: None,
             updated_at: self.updated_at,
+        }
+    }
+}
+
+/// A broker's view of one multi-leg order: the order (quantities in strategy units) and
+/// each leg's own report (quantities in that leg's contracts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerMlegOrder {
+    pub order: BrokerOrder,
+    pub legs: Vec<MlegLegReport>,
+}
+
+impl BrokerMlegOrder {
+    /// As a report for [`closeflow_domain::leg_updates`] (one order update per leg).
+    pub fn to_report(&self) -> MlegReport {
+        MlegReport {
+            client_order_id: self.order.client_order_id.clone(),
+            broker_order_id: Some(self.order.broker_order_id.clone()),
+            status: self.order.status,
+            filled_qty: self.order.filled_qty,
+            legs: self.legs.clone(),
+            seq: None,
+            execution_id: None,
+            updated_at: self.order.updated_at,
         }
     }
 }
@@ -128,4 +155,29 @@ pub trait Broker: Send + Sync {
     async fn list_positions(&self, account: &AccountId) -> Result<Vec<BrokerPosition>, BrokerError>;
     /// The symbol's orders still working at the broker (whoever placed them).
     async fn open_orders(&self, account: &AccountId, symbol: &str) -> Result<Vec<OpenOrder>, BrokerError>;
+
+    /// Whether this adapter places multi-leg orders: a strategy close runs in `mleg` mode
+    /// only then. Adapters that say so implement the two calls below.
+    fn supports_mleg(&self) -> bool {
+        false
+    }
+
+    /// Places one multi-leg order (the intent names its account and its client order id,
+    /// which the broker refuses a second time like a single order's).
+    async fn submit_mleg_order(&self, intent: &MlegIntent) -> Result<BrokerMlegOrder, BrokerError> {
+        Err(BrokerError::Rejected(format!(
+            "this broker places no multi-leg orders ({})",
+            intent.client_order_id
+        )))
+    }
+
+    /// A multi-leg order and its legs, found by its client order id.
+    async fn get_mleg_order_by_client_id(
+        &self,
+        _account: &AccountId,
+        _id: &ClientOrderId,
+    ) -> Result<BrokerMlegOrder, BrokerError> {
+        // An adapter that places none holds none.
+        Err(BrokerError::NotFound)
+    }
 }

@@ -95,10 +95,7 @@ pub async fn reconcile_once(
                     continue;
                 }
                 report.broker_queries += 1;
-                let answer = match broker
-                    .get_order_by_client_id(&agg.position.account_id, &client_order_id)
-                    .await
-                {
+                let answer = match crate::mleg::lookup_order(broker, &agg, &client_order_id).await {
                     Ok(order) => Lookup::Found(order.to_update()),
                     Err(BrokerError::NotFound) => Lookup::NotFound,
                     // Rate limit, open breaker, refused keys: nothing learnt, nothing

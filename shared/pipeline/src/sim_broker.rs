@@ -8,6 +8,14 @@
 //! `SIM_BROKER_PRICES="AAPL=187.5,TSLA=250"` (others: 100), and what the accounts hold
 //! at the start with `SIM_BROKER_POSITIONS="ACC1:IBM=7,ACC1:AAPL=-3@187.5"` (see
 //! [`holdings`]; others: nothing).
+//!
+//! A multi-leg order is placed as one order per leg in the engine, each named by its
+//! leg's own order record (`{leg close request id}-{n}`), so each leg's fills reach
+//! closeflow as that leg's webhook calls, as Alpaca reports a multi-leg order's legs. The
+//! order is all or nothing at placement: a leg whose scenario refuses (`reject`, or
+//! `reject_first` on attempt 1) refuses the whole order before any leg is placed. The
+//! simulated broker has no quotes for a net price: a limit multi-leg order rests under
+//! `rest` and otherwise fills its legs at their prices.
 
 pub mod engine;
 pub mod holdings;
@@ -17,14 +25,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use closeflow_domain::{format_timestamp, AccountId, ClientOrderId, OrderIntent, OrderStatus, Quantity};
+use closeflow_domain::{
+    format_timestamp, AccountId, ClientOrderId, MlegIntent, MlegLegReport, OrderIntent, OrderStatus, Quantity,
+};
 use tokio::task::JoinHandle;
 
 use self::engine::{
     CancelError, Engine, ListQuery, NewOrder, Scheduler, SimStatus, StatusFilter, SubmitError, TokioScheduler,
     TradeEvent,
 };
-use crate::broker::{Broker, BrokerError, BrokerOrder, BrokerPosition, OpenOrder};
+use crate::broker::{Broker, BrokerError, BrokerMlegOrder, BrokerOrder, BrokerPosition, OpenOrder};
 use crate::clock::Clock;
 use crate::webhook::sign;
 use holdings::{parse_seed, SeedHolding};
@@ -243,6 +253,17 @@ impl Webhooks {
 pub struct SimulatedBroker {
     engine: Arc<Engine>,
     webhooks: Arc<Webhooks>,
+    /// Multi-leg orders by client order id: (broker order id, qty in units, each leg's
+    /// symbol, ratio and engine client order id).
+    mlegs: Mutex<HashMap<String, SimMleg>>,
+}
+
+#[derive(Debug, Clone)]
+struct SimMleg {
+    id: String,
+    client_order_id: ClientOrderId,
+    qty: Quantity,
+    legs: Vec<(String, Quantity, String)>,
 }
 
 impl SimulatedBroker {
@@ -267,7 +288,69 @@ impl SimulatedBroker {
         });
         let w = webhooks.clone();
         engine.subscribe(Arc::new(move |e| w.on_event(e)));
-        SimulatedBroker { engine, webhooks }
+        SimulatedBroker {
+            engine,
+            webhooks,
+            mlegs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How many multi-leg orders the broker accepted (each also counts its legs in
+    /// [`SimulatedBroker::orders_placed`]).
+    pub fn mleg_orders_placed(&self) -> usize {
+        self.mlegs.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// A multi-leg order as the broker reports it: its legs' orders, and the order's own
+    /// status and filled units derived from them (units: what every leg filled its ratio of).
+    fn mleg_view(&self, m: &SimMleg) -> Option<BrokerMlegOrder> {
+        let mut legs = Vec::with_capacity(m.legs.len());
+        let mut units: Option<Quantity> = None;
+        let mut statuses = Vec::with_capacity(m.legs.len());
+        let mut updated_at = None;
+        for (symbol, ratio, cid) in &m.legs {
+            let o = self.engine.by_client_order_id(cid)?;
+            let status = o.status.to_closeflow(o.filled_qty);
+            let done = Quantity::new((o.filled_qty.value() / ratio.value()).trunc());
+            units = Some(units.map_or(done, |u| u.min(done)));
+            statuses.push(status);
+            updated_at = updated_at.max(Some(o.updated_at));
+            legs.push(MlegLegReport {
+                symbol: symbol.clone(),
+                broker_order_id: Some(o.id.clone()),
+                status: Some(status),
+                filled_qty: o.filled_qty,
+                filled_avg_price: o.filled_avg_price,
+            });
+        }
+        let filled = units.unwrap_or(Quantity::ZERO).min(m.qty);
+        let status = if statuses.iter().all(|s| *s == OrderStatus::Filled) {
+            OrderStatus::Filled
+        } else if statuses.iter().all(|s| s.is_terminal()) {
+            if statuses.contains(&OrderStatus::Rejected) {
+                OrderStatus::Rejected
+            } else {
+                OrderStatus::Canceled
+            }
+        } else if statuses
+            .iter()
+            .any(|s| *s == OrderStatus::PartiallyFilled || *s == OrderStatus::Filled)
+        {
+            OrderStatus::PartiallyFilled
+        } else {
+            OrderStatus::Accepted
+        };
+        Some(BrokerMlegOrder {
+            order: BrokerOrder {
+                broker_order_id: m.id.clone(),
+                client_order_id: m.client_order_id.clone(),
+                status,
+                filled_qty: filled,
+                filled_avg_price: None,
+                updated_at: updated_at?,
+            },
+            legs,
+        })
     }
 
     /// The engine behind this broker (open orders, positions, events).
@@ -352,6 +435,87 @@ impl Broker for SimulatedBroker {
 
     async fn get_order_by_client_id(&self, _: &AccountId, id: &ClientOrderId) -> Result<BrokerOrder, BrokerError> {
         self.engine.attempt_order(&id.to_string()).ok_or(BrokerError::NotFound)
+    }
+
+    fn supports_mleg(&self) -> bool {
+        true
+    }
+
+    async fn submit_mleg_order(&self, intent: &MlegIntent) -> Result<BrokerMlegOrder, BrokerError> {
+        let name = intent.client_order_id.to_string();
+        // Held across the placement: a second submission of the same name waits, then
+        // finds it taken.
+        let mut mlegs = self.mlegs.lock().unwrap_or_else(|p| p.into_inner());
+        if mlegs.contains_key(&name) {
+            return Err(BrokerError::DuplicateClientOrderId);
+        }
+        let scenarios = self.engine.scenarios();
+        for l in &intent.legs {
+            let refuses = match scenarios.behaviour(&l.symbol) {
+                SimBehaviour::Reject => true,
+                SimBehaviour::RejectFirst => intent.client_order_id.attempt <= 1,
+                _ => false,
+            };
+            if refuses {
+                return Err(BrokerError::Rejected(format!(
+                    "insufficient qty available for leg {} of order {name}",
+                    l.symbol
+                )));
+            }
+        }
+        let limit = intent.options.order_type == closeflow_domain::OrderType::Limit;
+        let mut placed: Vec<(String, Quantity, String)> = Vec::with_capacity(intent.legs.len());
+        for l in &intent.legs {
+            let cid = l.client_order_id.to_string();
+            let rests = limit && scenarios.behaviour(&l.symbol) == SimBehaviour::Rest;
+            let order = NewOrder {
+                position_intent: Some(l.position_intent.as_str().into()),
+                order_type: if rests { "limit" } else { "market" }.into(),
+                limit_price: if rests {
+                    intent.options.limit_price.map(|p| p.value())
+                } else {
+                    None
+                },
+                ..NewOrder::market(intent.account_id.as_str(), &cid, &l.symbol, l.side, l.qty)
+            };
+            if let Err(e) = self.engine.submit(order) {
+                // All or nothing: the legs placed so far are withdrawn.
+                for (_, _, placed_cid) in &placed {
+                    if let Some(o) = self.engine.by_client_order_id(placed_cid) {
+                        let _ = self.engine.cancel(&o.id);
+                    }
+                }
+                return Err(match e {
+                    SubmitError::DuplicateClientOrderId => BrokerError::DuplicateClientOrderId,
+                    e => BrokerError::Rejected(e.to_string()),
+                });
+            }
+            placed.push((l.symbol.clone(), l.ratio_qty, cid));
+        }
+        let m = SimMleg {
+            id: format!("sim-mleg-{}", mlegs.len() + 1),
+            client_order_id: intent.client_order_id.clone(),
+            qty: intent.qty,
+            legs: placed,
+        };
+        mlegs.insert(name, m.clone());
+        drop(mlegs);
+        self.mleg_view(&m)
+            .ok_or_else(|| BrokerError::Ambiguous("a leg of the simulated multi-leg order is not visible".into()))
+    }
+
+    async fn get_mleg_order_by_client_id(
+        &self,
+        _: &AccountId,
+        id: &ClientOrderId,
+    ) -> Result<BrokerMlegOrder, BrokerError> {
+        let m = self
+            .mlegs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id.to_string())
+            .cloned();
+        m.and_then(|m| self.mleg_view(&m)).ok_or(BrokerError::NotFound)
     }
 
     async fn cancel_order(&self, _: &AccountId, broker_order_id: &str) -> Result<(), BrokerError> {

@@ -58,6 +58,11 @@ pub async fn submit(
     let Some(intent) = intent_for(&current, req) else {
         return Ok(SubmitOutcome::NothingToDo);
     };
+    // A leg of an `mleg` strategy close is placed with its strategy's other legs, as one
+    // multi-leg order.
+    if let Some(tag) = crate::mleg::mleg_tag(&current, &req.close_request_id) {
+        return crate::mleg::submit_mleg(store, broker, clock, req, &tag.id).await;
+    }
     let cancel_open_orders = current
         .latest_close_request
         .as_ref()

@@ -82,7 +82,7 @@ impl TradeUpdateHandler for StoreUpdates {
             .store
             .work_list(WorkList::Attention, now + chrono::TimeDelta::days(3650), BACKFILL_PAGE)
             .await?;
-        let working: Vec<(AccountId, ClientOrderId)> = listed
+        let working: Vec<(&closeflow_domain::PositionAggregate, ClientOrderId)> = listed
             .aggregates
             .iter()
             .filter(|a| self.accounts.as_ref().is_none_or(|s| s(&a.position.account_id)))
@@ -90,12 +90,12 @@ impl TradeUpdateHandler for StoreUpdates {
                 a.orders
                     .iter()
                     .filter(|o| !o.status.is_terminal())
-                    .map(|o| (a.position.account_id.clone(), o.client_order_id.clone()))
+                    .map(move |o| (a, o.client_order_id.clone()))
             })
             .collect();
         let mut applied = 0;
-        for (account, id) in working {
-            match self.broker.get_order_by_client_id(&account, &id).await {
+        for (agg, id) in working {
+            match crate::mleg::lookup_order(self.broker.as_ref(), agg, &id).await {
                 Ok(order) => {
                     self.store
                         .apply_order_update(&order.to_update(), now, actor::TRADE_STREAM)

@@ -83,16 +83,18 @@ pub async fn watch_order(
     // Nothing to ask the broker when the order has already ended here (a webhook or the
     // stream was faster): the watch only fills the silence.
     let key = AggregateKey::CloseRequest(id.close_request_id);
-    let recorded = store.aggregate(&key).await?.and_then(|a| {
-        a.orders
-            .iter()
-            .find(|o| o.client_order_id == id)
-            .map(|o| (o.status.is_terminal(), a.position.account_id.clone()))
-    });
-    let Some((false, account)) = recorded else {
+    let Some(agg) = store.aggregate(&key).await? else {
         return Ok(WatchOutcome::Done);
     };
-    match broker.get_order_by_client_id(&account, &id).await {
+    let ended = agg
+        .orders
+        .iter()
+        .find(|o| o.client_order_id == id)
+        .map(|o| o.status.is_terminal());
+    if ended != Some(false) {
+        return Ok(WatchOutcome::Done);
+    }
+    match crate::mleg::lookup_order(broker, &agg, &id).await {
         Ok(order) => {
             store
                 .apply_order_update(

@@ -21,8 +21,8 @@ use closeflow_domain::{
     decide_cancel, decide_retry, Access, ClientOrderId, ManageRejection, RetryCommand, RetryDecision,
 };
 use closeflow_domain::{
-    decide_strategy_close, strategy_close_view, StrategyCloseCommand, StrategyCloseDecision, StrategyCloseId,
-    StrategyCloseRejection, StrategyCloseView,
+    decide_strategy_close, leg_updates, strategy_close_view, MlegReport, StrategyCloseCommand, StrategyCloseDecision,
+    StrategyCloseId, StrategyCloseRejection, StrategyCloseView,
 };
 
 pub mod audit;
@@ -446,6 +446,26 @@ pub trait CloseStore: Backend + AuditLog {
         Ok(strategy_close_view(id, &legs))
     }
 
+    /// Every leg of strategy close `id` (with the rest of its strategy's positions), each
+    /// loaded strongly consistent; empty when no such strategy close exists. The submitter
+    /// and the broker's reports of a multi-leg order act on all legs through this.
+    async fn strategy_close_legs(&self, id: &StrategyCloseId) -> Result<Vec<PositionAggregate>, StoreError> {
+        strategy_close_legs_by_protocol(self, id).await
+    }
+
+    /// Applies a broker report of the multi-leg order of a strategy close: one order
+    /// update per leg (see `closeflow_domain::mleg`), each through the same conditional
+    /// write as a single order's. Idempotent per leg, so a redelivered report, or one
+    /// interrupted half way, converges when applied again.
+    async fn apply_mleg_report(
+        &self,
+        report: &MlegReport,
+        now: Timestamp,
+        actor: &str,
+    ) -> Result<UpdateResult, StoreError> {
+        apply_mleg_report_by_protocol(self, report, now, actor).await
+    }
+
     /// A page of positions (by account or by strategy), newest first.
     async fn list_positions(&self, req: &ListRequest) -> Result<PositionPage, StoreError> {
         listing::list_positions(self, req).await
@@ -727,7 +747,87 @@ impl UpdateResult {
 }
 
 /// The protocol's path for a broker update: load, decide with the domain, conditional write.
+/// An update naming no close request may name a strategy close's multi-leg order
+/// (`{strategy_close_id}-{n}`): it is then applied to every leg, each leg's fill read
+/// from the order's filled units and the leg's ratio.
 pub async fn apply_order_update_by_protocol<S: Backend + ?Sized>(
+    store: &S,
+    update: &OrderUpdate,
+    now: Timestamp,
+    actor: &str,
+) -> Result<UpdateResult, StoreError> {
+    match apply_leg_update(store, update, now, actor).await? {
+        UpdateResult::UnknownOrder => {
+            let report = MlegReport {
+                client_order_id: update.client_order_id.clone(),
+                broker_order_id: update.broker_order_id.clone(),
+                status: update.status,
+                filled_qty: update.filled_qty,
+                legs: vec![],
+                seq: update.seq,
+                execution_id: update.execution_id.clone(),
+                updated_at: update.updated_at,
+            };
+            apply_mleg_report_by_protocol(store, &report, now, actor).await
+        }
+        known => Ok(known),
+    }
+}
+
+/// See [`CloseStore::strategy_close_legs`]: the id's first leg, then the strategy's legs
+/// through the `by_strategy` index.
+pub async fn strategy_close_legs_by_protocol<S: Backend + ?Sized>(
+    store: &S,
+    id: &StrategyCloseId,
+) -> Result<Vec<PositionAggregate>, StoreError> {
+    let Some(anchor) = store.load(id.routing_key()).await? else {
+        return Ok(vec![]);
+    };
+    let Some(strategy_id) = anchor.position.strategy_id.clone() else {
+        return Ok(vec![]);
+    };
+    if strategy_close_view(id, std::slice::from_ref(&anchor)).is_none() {
+        return Ok(vec![]);
+    }
+    strategy_legs(store, &strategy_id, &Access::All).await
+}
+
+/// See [`CloseStore::apply_mleg_report`]. The answer is the first leg's that changed, or
+/// else the first leg's (they move together).
+pub async fn apply_mleg_report_by_protocol<S: Backend + ?Sized>(
+    store: &S,
+    report: &MlegReport,
+    now: Timestamp,
+    actor: &str,
+) -> Result<UpdateResult, StoreError> {
+    let id = StrategyCloseId::from_close_request_id(report.client_order_id.close_request_id);
+    let legs = strategy_close_legs_by_protocol(store, &id).await?;
+    if legs.is_empty() {
+        return Ok(UpdateResult::UnknownOrder);
+    }
+    let updates = match leg_updates(&id, &legs, report) {
+        Ok(u) => u,
+        Err(e) => {
+            // A report that does not fit the order placed: nothing is written; a human
+            // looks (the reconciler's lookups keep the legs in view meanwhile).
+            tracing::error!(error = %e, client_order_id = %report.client_order_id, "multi-leg report refused");
+            return Ok(UpdateResult::Ignored(Ignored::NoChange));
+        }
+    };
+    let mut answer: Option<UpdateResult> = None;
+    for (_, u) in &updates {
+        let r = apply_leg_update(store, u, now, actor).await?;
+        answer = match answer {
+            Some(a @ UpdateResult::Applied { .. }) => Some(a),
+            Some(a) if !matches!(r, UpdateResult::Applied { .. }) => Some(a),
+            _ => Some(r),
+        };
+    }
+    Ok(answer.unwrap_or(UpdateResult::UnknownOrder))
+}
+
+/// One order update of one close request: load, decide with the domain, conditional write.
+async fn apply_leg_update<S: Backend + ?Sized>(
     store: &S,
     update: &OrderUpdate,
     now: Timestamp,
