@@ -415,6 +415,97 @@ pub async fn the_account_quota_counts_live_positions_atomically(s: &ContractStor
     assert_eq!(s.store.live_positions(&account).await.unwrap(), 1);
 }
 
+/// An account's trading state moves only along the domain's table, with a version
+/// condition; while it is not `active`, a registration that adds exposure is refused inside
+/// the same atomic write (nothing written, the count unchanged), one that reduces exposure
+/// or adopts the broker's holding goes through.
+pub async fn the_trading_state_refuses_new_exposure_atomically(s: &ContractStore) {
+    use closeflow_domain::{RegisterRejection, TradingState, TradingStateEvent as E};
+    let t = start_time();
+    let account = closeflow_domain::AccountId::parse("acct-1").unwrap();
+    let fresh = s.store.account_state(&account).await.unwrap();
+    assert_eq!((fresh.trading_state, fresh.version), (TradingState::Active, 0));
+    assert!(matches!(
+        s.store.register_position(&register("h-1", "5", t)).await.unwrap(),
+        Ok(RegisterDecision::Created(_))
+    ));
+    let liq = s
+        .store
+        .set_trading_state(&account, E::LiquidationStarted, "ops", Some("margin call"), t)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((liq.trading_state, liq.version), (TradingState::Liquidating, 1));
+    assert_eq!(s.store.account_state(&account).await.unwrap(), liq, "stored as decided");
+    let halted = Err(RegisterRejection::AccountHalted(TradingState::Liquidating));
+    assert_eq!(
+        s.store.register_position(&register("h-2", "1", t)).await.unwrap(),
+        halted
+    );
+    assert_eq!(s.store.position(&pid("h-2")).await.unwrap(), None, "nothing written");
+    assert_eq!(s.store.live_positions(&account).await.unwrap(), 1);
+    assert_eq!(
+        s.store.register_position(&register("h-1", "6", t)).await.unwrap(),
+        halted,
+        "a larger position"
+    );
+    assert_eq!(
+        s.store.register_position(&register("h-1", "-1", t)).await.unwrap(),
+        halted,
+        "a turned one"
+    );
+    assert_eq!(
+        s.store.position(&pid("h-1")).await.unwrap().unwrap().quantity,
+        crate::builders::qty("5")
+    );
+    assert!(matches!(
+        s.store.register_position(&register("h-1", "4", t)).await.unwrap(),
+        Ok(RegisterDecision::Updated(_))
+    ));
+    // Sync adopting what the broker holds is no new exposure.
+    let mut adopt = register("h-3", "2", t);
+    adopt.source = Some(closeflow_domain::sync::SOURCE_BROKER.into());
+    assert!(matches!(
+        s.store.register_position(&adopt).await.unwrap(),
+        Ok(RegisterDecision::Created(_))
+    ));
+    // Not resumable mid-liquidation; a stale write is refused with what is stored.
+    assert!(s
+        .store
+        .set_trading_state(&account, E::Resumed, "ops", None, t)
+        .await
+        .unwrap()
+        .is_err());
+    let mut stale = liq.clone();
+    stale.trading_state = TradingState::Active;
+    assert_eq!(s.store.put_account_state(&stale).await.unwrap(), Err(liq.clone()));
+    let ended = s
+        .store
+        .set_trading_state(&account, E::LiquidationEnded, "liquidation", None, t)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended.trading_state, TradingState::Halted);
+    assert_eq!(
+        s.store.register_position(&register("h-2", "1", t)).await.unwrap(),
+        Err(RegisterRejection::AccountHalted(TradingState::Halted))
+    );
+    let resumed = s
+        .store
+        .set_trading_state(&account, E::Resumed, "ops", None, t)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((resumed.trading_state, resumed.version), (TradingState::Active, 3));
+    assert!(matches!(
+        s.store.register_position(&register("h-2", "1", t)).await.unwrap(),
+        Ok(RegisterDecision::Created(_))
+    ));
+    // Another account was never touched.
+    let other = closeflow_domain::AccountId::parse("acct-2").unwrap();
+    assert_eq!(s.store.account_state(&other).await.unwrap().version, 0);
+}
+
 /// Backends with a change log: every committed write once, in commit order, with its old
 /// image; acknowledged entries are never read again.
 pub async fn the_change_log_has_every_commit_once_in_order(s: &ContractStore) {
@@ -903,6 +994,7 @@ macro_rules! store_contract_tests {
             work_lists_hold_exactly_what_needs_a_job_oldest_first,
             the_change_log_has_every_commit_once_in_order,
             the_account_quota_counts_live_positions_atomically,
+            the_trading_state_refuses_new_exposure_atomically,
             the_audit_log_keeps_each_entry_once_in_order_per_position_and_account,
             listings_page_newest_first_by_account_and_by_strategy,
             a_partial_limit_close_stores_exactly_what_the_domain_decides,

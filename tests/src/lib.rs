@@ -262,6 +262,16 @@ impl TestApp {
     }
 
     /// The next `n` close attempts meet a busy position.
+    /// Moves an account's trading state through the store (what a liquidation does).
+    pub async fn set_trading_state(&self, account: &str, event: closeflow_domain::TradingStateEvent) {
+        let account = closeflow_domain::AccountId::parse(account).unwrap();
+        self.faults
+            .set_trading_state(&account, event, "tester", Some("test"), start_time())
+            .await
+            .expect("store")
+            .expect("a legal move");
+    }
+
     pub fn inject_contention(&self, n: u32) {
         self.faults.contention_left.store(n, Ordering::SeqCst);
     }
@@ -407,6 +417,7 @@ macro_rules! scenario_tests {
             close_request_ids_route_to_their_own_position_only,
             callers_without_credentials_are_refused_with_401,
             callers_may_act_only_on_their_accounts,
+            a_halted_account_refuses_new_exposure_and_resumes,
         );
     };
     (@each $backend:expr; $($name:ident),* $(,)?) => {

@@ -624,3 +624,91 @@ pub async fn callers_may_act_only_on_their_accounts(app: &TestApp) {
         200
     );
 }
+
+/// The account's trading state through the API: while it liquidates or is halted, a
+/// registration that adds exposure is 409 `account_halted` (nothing written) and one that
+/// reduces it goes through; closes go on; resume is refused mid-liquidation, then works.
+pub async fn a_halted_account_refuses_new_exposure_and_resumes(app: &TestApp) {
+    use closeflow_domain::TradingStateEvent as E;
+    let body =
+        |qty: &str| format!(r#"{{"account_id":"acct-1","symbol":"SPY","asset_type":"equity","quantity":{qty}}}"#);
+    assert_eq!(app.put_position("h-1", &body("10")).await.status, 201);
+    let a = app.get("/accounts/acct-1").await;
+    assert_eq!(
+        (
+            a.status,
+            a.body["trading_state"].as_str(),
+            a.body["live_positions"].as_i64()
+        ),
+        (200, Some("active"), Some(1)),
+        "{}",
+        a.body
+    );
+    app.set_trading_state("acct-1", E::LiquidationStarted).await;
+    let refused = app.put_position("h-2", &body("1")).await;
+    assert_eq!(
+        (refused.status, refused.body["error"].as_str()),
+        (409, Some("account_halted")),
+        "{}",
+        refused.body
+    );
+    assert_eq!(refused.body["trading_state"], "liquidating");
+    assert_eq!(app.get("/positions/h-2").await.status, 404, "nothing written");
+    assert_eq!(
+        app.put_position("h-1", &body("11")).await.body["error"],
+        "account_halted"
+    );
+    assert_eq!(
+        app.put_position("h-1", &body("8")).await.status,
+        200,
+        "reducing is allowed"
+    );
+    assert_eq!(app.close("h-1", "k-1").await.status, 201, "closes go on");
+    let early = app.call(Method::POST, "/accounts/acct-1/resume", &[], None).await;
+    assert_eq!(
+        (early.status, early.body["error"].as_str()),
+        (409, Some("liquidation_in_progress")),
+        "{}",
+        early.body
+    );
+    app.set_trading_state("acct-1", E::LiquidationEnded).await;
+    let a = app.get("/accounts/acct-1").await;
+    assert_eq!(
+        (
+            a.body["trading_state"].as_str(),
+            a.body["trading_state_changed_by"].as_str()
+        ),
+        (Some("halted"), Some("tester"))
+    );
+    let resumed = app.call(Method::POST, "/accounts/acct-1/resume", &[], None).await;
+    assert_eq!(
+        (resumed.status, resumed.body["trading_state"].as_str()),
+        (200, Some("active")),
+        "{}",
+        resumed.body
+    );
+    assert_eq!(
+        resumed.body["trading_state_changed_by"], "ops",
+        "the token holder resumed it"
+    );
+    assert_eq!(app.put_position("h-2", &body("1")).await.status, 201);
+    let bearer = format!("Bearer {}", crate::TOKEN_ACCT2);
+    let other = app
+        .call(Method::GET, "/accounts/acct-1", &[("authorization", &bearer)], None)
+        .await;
+    assert_eq!(
+        (other.status, other.body["error"].as_str()),
+        (403, Some("forbidden")),
+        "{}",
+        other.body
+    );
+    let other = app
+        .call(
+            Method::POST,
+            "/accounts/acct-1/resume",
+            &[("authorization", &bearer)],
+            None,
+        )
+        .await;
+    assert_eq!(other.status, 403, "{}", other.body);
+}

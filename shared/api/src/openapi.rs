@@ -384,6 +384,14 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
         "too_many_legs",
         "a strategy close takes at most 99 legs (one atomic write)",
     ),
+    (
+        "account_halted",
+        "the account is `liquidating` or `halted` (`trading_state`): nothing that adds exposure is accepted until it is resumed",
+    ),
+    (
+        "liquidation_in_progress",
+        "the account is still liquidating (`trading_state`); resume it once the liquidation has ended",
+    ),
     ("invalid_strategy_close_id", "not a strategy close id (a UUID)"),
     (
         "strategy_close_not_found",

@@ -194,6 +194,16 @@ async fn every_documented_example_is_what_the_handlers_answer() {
         .call("listPositions", "GET", "/positions?account_id=acct-1", &h, None)
         .await;
     assert_eq!(st, StatusCode::OK);
+    // The account, trading, with the one live position; resuming it changes nothing.
+    let (st, _) = s.call("getAccount", "GET", "/accounts/acct-1", &h, None).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, resumed) = s
+        .call("resumeAccount", "POST", "/accounts/acct-1/resume", &h, None)
+        .await;
+    assert_eq!(
+        (st, resumed["trading_state"].as_str()),
+        (StatusCode::OK, Some("active"))
+    );
 
     // Close: the documented key and body.
     let close_path = "/positions/{position_id}/close";
