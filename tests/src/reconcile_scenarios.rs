@@ -110,7 +110,7 @@ pub async fn an_invariant_violation_is_repaired_and_alerted(app: &PipelineApp) {
         "{events:?}"
     );
     let agg = app.aggregate("p-broken").await;
-    assert_eq!(agg.last_alert.unwrap().kind, "invariant_violation");
+    assert_eq!(agg.last_alert.unwrap().kind.as_str(), "invariant_violation");
 }
 
 /// Seed 000 §12.6 + 13: partial fills retry automatically with backoff, until closed.

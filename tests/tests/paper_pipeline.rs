@@ -145,7 +145,7 @@ async fn refused_credentials_alert_and_fail_nothing() {
     let agg = aggregate(store, "keys-1").await;
     assert_eq!(agg.position.status, PositionStatus::Closing, "nothing failed");
     assert_eq!(
-        trouble::waiting_on_broker(&agg).map(|a| a.kind.as_str()),
+        trouble::waiting_on_broker(&agg).map(|a| a.kind),
         Some(trouble::CREDENTIALS_REJECTED)
     );
     // Long after: the reconciler's zombie rule sends it again but fails nothing.
@@ -206,7 +206,7 @@ async fn a_zombie_is_re_driven_with_its_client_order_id_then_fails_with_an_alert
             let cr = agg.latest_close_request.unwrap();
             assert_eq!(cr.status, CloseRequestStatus::Failed);
             assert_eq!(cr.current_attempt(), 1, "the same attempt, the same client order id");
-            assert_eq!(agg.last_alert.unwrap().kind, "order_never_placed");
+            assert_eq!(agg.last_alert.unwrap().kind.as_str(), "order_never_placed");
             break;
         }
         assert!(sends <= 10, "bounded re-drives");
@@ -251,7 +251,7 @@ async fn an_unreachable_broker_opens_the_breaker_closes_wait_in_flight_then_go_t
         "in flight, visible as such"
     );
     assert_eq!(
-        trouble::waiting_on_broker(&agg).map(|a| a.kind.as_str()),
+        trouble::waiting_on_broker(&agg).map(|a| a.kind),
         Some(trouble::UNREACHABLE)
     );
     // The broker comes back; after the cool-down the close goes through.

@@ -325,7 +325,7 @@ impl AlpacaBroker {
         }
         self.guard.answered();
         if status == StatusCode::UNAUTHORIZED || (status == StatusCode::FORBIDDEN && credentials_refused(&body)) {
-            tracing::error!(alert = closeflow_domain::trouble::CREDENTIALS_REJECTED, key_id = %redact(&self.cfg.key_id), "broker refused the key pair");
+            tracing::error!(alert = closeflow_domain::trouble::CREDENTIALS_REJECTED.as_str(), key_id = %redact(&self.cfg.key_id), "broker refused the key pair");
             return Err(BrokerError::CredentialsRejected(format!(
                 "HTTP {status}: {}",
                 message(&body)

@@ -222,7 +222,7 @@ impl Guard {
         }
         if too_many {
             tracing::warn!(
-                alert = closeflow_domain::trouble::RATE_LIMITED,
+                alert = closeflow_domain::trouble::RATE_LIMITED.as_str(),
                 pause_ms = pause.as_millis() as u64,
                 "broker answered 429: requests paused"
             );
@@ -245,7 +245,7 @@ impl Guard {
         if b.failures.len() >= self.limits.breaker_failures as usize && b.open_until.is_none() {
             b.open_until = Some(now + self.limits.cool_down);
             tracing::error!(
-                alert = closeflow_domain::trouble::UNREACHABLE,
+                alert = closeflow_domain::trouble::UNREACHABLE.as_str(),
                 failures = b.failures.len(),
                 cool_down_ms = self.limits.cool_down.as_millis() as u64,
                 "broker unreachable: circuit breaker open, closes wait in flight"

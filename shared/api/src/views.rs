@@ -283,7 +283,7 @@ pub struct WaitingOnBrokerView {
 
 pub fn waiting(a: &closeflow_domain::Alert) -> WaitingOnBrokerView {
     WaitingOnBrokerView {
-        kind: a.kind.clone(),
+        kind: a.kind.as_str().to_string(),
         message: a.message.clone(),
         since: format_timestamp(&a.at),
     }

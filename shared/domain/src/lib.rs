@@ -54,7 +54,9 @@ pub use model::{AssetType, CloseRequest, IdempotencyRecord, PastClose, Position,
 pub use options::{close_qty, OptionsError, OrderOptions, OrderType, Price, TimeInForce};
 pub use order::{merge_order_update, ClientOrderId, Ignored, Merge, Order, OrderStatus, OrderUpdate};
 pub use quantity::{DecimalError, Quantity};
-pub use reconcile::{after_lookup, attention_since, expire, expiry_at, reconcile, Alert, Due, Expire, Lookup, Policy};
+pub use reconcile::{
+    after_lookup, attention_since, expire, expiry_at, reconcile, Alert, AlertKind, Due, Expire, Lookup, Policy,
+};
 pub use register::{decide_register, RegisterDecision, RegisterPosition, RegisterRejection};
 pub use status::{CloseRequestStatus, PositionStatus, UnknownStatus};
 pub use strategy::{strategy_status, StrategyStatus};

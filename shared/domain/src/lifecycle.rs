@@ -114,7 +114,10 @@ pub enum SubmitAnswer {
     /// Nothing was placed and nothing will be without a human: the close fails with a
     /// stable `code` (`blocked_by_open_orders`, `no_broker_credentials`) in its
     /// `failure_reason`, and an alert of that kind.
-    Refused { code: &'static str, reason: String },
+    Refused {
+        code: crate::reconcile::AlertKind,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,7 +186,7 @@ pub fn record_submission(
             cr.completed_at = Some(now);
             next.position.active_close_request_id = None;
             next.last_alert = Some(crate::reconcile::Alert {
-                kind: code.to_string(),
+                kind: *code,
                 message: format!("position {}: {reason}", next.position.id),
                 at: now,
             });

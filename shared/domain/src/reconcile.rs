@@ -55,11 +55,88 @@ impl Policy {
     }
 }
 
+/// What an alert is about. Stable codes: they name the `Alert` event's kind, the
+/// close-request view's `waiting_on_broker.kind`, and stored alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlertKind {
+    /// The broker does not know the attempt's order: a human must look (money may be out).
+    OrderNotFound,
+    /// The attempt's order was never placed and re-sending it was given up.
+    OrderNeverPlaced,
+    /// Automatic retries are spent; the close is `close_failed`.
+    RetriesExhausted,
+    /// A canceled close left part of the position; nothing is retried by itself.
+    CloseCanceled,
+    /// Stored state broke an invariant and was repaired to a safe state.
+    InvariantViolation,
+    /// The broker reported a fill that cannot be right (over-fill, beyond range).
+    InvalidFill,
+    /// The symbol's open orders hold the quantity to close.
+    BlockedByOpenOrders,
+    /// No key pair is configured for the account.
+    NoBrokerCredentials,
+    /// The account's request budget at the broker is spent: the close waits.
+    BrokerRateLimited,
+    /// The circuit breaker is open: the close waits.
+    BrokerUnreachable,
+    /// The broker refused the account's key pair: the close waits for a human to fix it.
+    BrokerCredentialsRejected,
+    /// Position sync: open here, not held at the broker.
+    SyncMissingAtBroker,
+    /// Position sync: quantity or entry price differ from the broker's.
+    SyncConflict,
+}
+
+impl AlertKind {
+    pub const ALL: [AlertKind; 13] = [
+        AlertKind::OrderNotFound,
+        AlertKind::OrderNeverPlaced,
+        AlertKind::RetriesExhausted,
+        AlertKind::CloseCanceled,
+        AlertKind::InvariantViolation,
+        AlertKind::InvalidFill,
+        AlertKind::BlockedByOpenOrders,
+        AlertKind::NoBrokerCredentials,
+        AlertKind::BrokerRateLimited,
+        AlertKind::BrokerUnreachable,
+        AlertKind::BrokerCredentialsRejected,
+        AlertKind::SyncMissingAtBroker,
+        AlertKind::SyncConflict,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AlertKind::OrderNotFound => "order_not_found",
+            AlertKind::OrderNeverPlaced => "order_never_placed",
+            AlertKind::RetriesExhausted => "retries_exhausted",
+            AlertKind::CloseCanceled => "close_canceled",
+            AlertKind::InvariantViolation => "invariant_violation",
+            AlertKind::InvalidFill => "invalid_fill",
+            AlertKind::BlockedByOpenOrders => "blocked_by_open_orders",
+            AlertKind::NoBrokerCredentials => "no_broker_credentials",
+            AlertKind::BrokerRateLimited => "broker_rate_limited",
+            AlertKind::BrokerUnreachable => "broker_unreachable",
+            AlertKind::BrokerCredentialsRejected => "broker_credentials_rejected",
+            AlertKind::SyncMissingAtBroker => "sync_missing_at_broker",
+            AlertKind::SyncConflict => "sync_conflict",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AlertKind> {
+        AlertKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for AlertKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Something a human should know about. Stored on the aggregate so the stream publishes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alert {
-    /// `order_not_found`, `retries_exhausted`, `invariant_violation`, `broker_rejected`.
-    pub kind: String,
+    pub kind: AlertKind,
     pub message: String,
     pub at: Timestamp,
 }
@@ -153,17 +230,13 @@ pub enum Due {
     Change(Box<PositionAggregate>),
 }
 
-fn alert(agg: &mut PositionAggregate, kind: &str, message: String, now: Timestamp) {
-    agg.last_alert = Some(Alert {
-        kind: kind.to_string(),
-        message,
-        at: now,
-    });
+fn alert(agg: &mut PositionAggregate, kind: AlertKind, message: String, now: Timestamp) {
+    agg.last_alert = Some(Alert { kind, message, at: now });
 }
 
 fn needs_human(
     agg: &mut PositionAggregate,
-    kind: &str,
+    kind: AlertKind,
     reason: String,
     now: Timestamp,
 ) -> Result<(), IllegalTransition> {
@@ -208,7 +281,7 @@ pub fn reconcile(agg: &PositionAggregate, now: Timestamp, policy: &Policy) -> Re
                 "canceled at the trader's request with {} of {} filled",
                 cr.filled_qty, cr.target_qty
             );
-            needs_human(&mut next, "close_canceled", reason, now)?;
+            needs_human(&mut next, AlertKind::CloseCanceled, reason, now)?;
             touch(&mut next, now);
             Ok(Due::Change(Box::new(next)))
         }
@@ -220,7 +293,7 @@ pub fn reconcile(agg: &PositionAggregate, now: Timestamp, policy: &Policy) -> Re
                 cr.target_qty,
                 cr.retry_count
             );
-            needs_human(&mut next, "retries_exhausted", reason, now)?;
+            needs_human(&mut next, AlertKind::RetriesExhausted, reason, now)?;
             touch(&mut next, now);
             Ok(Due::Change(Box::new(next)))
         }
@@ -274,7 +347,7 @@ fn repair(agg: &PositionAggregate, violations: &[Violation], now: Timestamp) -> 
     if next == *agg && agg.last_alert.as_ref().is_some_and(|a| a.message == message) {
         return Due::Nothing; // already alerted, nothing safe to repair
     }
-    alert(&mut next, "invariant_violation", message, now);
+    alert(&mut next, AlertKind::InvariantViolation, message, now);
     touch(&mut next, now);
     Due::Change(Box::new(next))
 }
@@ -318,7 +391,7 @@ pub fn after_lookup(
                     u.filled_qty
                 );
                 if agg.last_alert.as_ref().is_none_or(|a| a.message != message) {
-                    alert(&mut next, "invalid_fill", message, now);
+                    alert(&mut next, AlertKind::InvalidFill, message, now);
                 }
                 touch(&mut next, now);
                 Ok(Applied::Changed(Box::new(next)))
@@ -350,7 +423,7 @@ pub fn after_lookup(
                     "the close order {client_order_id} never reached the broker, sent {} times",
                     cr.redrives + 1
                 );
-                needs_human(&mut next, "order_never_placed", reason, now)?;
+                needs_human(&mut next, AlertKind::OrderNeverPlaced, reason, now)?;
             }
             touch(&mut next, now);
             Ok(Applied::Changed(Box::new(next)))
@@ -366,7 +439,7 @@ pub fn after_lookup(
                     "order {client_order_id} not found at the broker after {} lookups",
                     order.not_found_count
                 );
-                needs_human(&mut next, "order_not_found", reason, now)?;
+                needs_human(&mut next, AlertKind::OrderNotFound, reason, now)?;
             }
             touch(&mut next, now);
             Ok(Applied::Changed(Box::new(next)))
@@ -493,7 +566,7 @@ mod tests {
         }
         let failed = changed(after_lookup(&cur, &client_order_id, true, &Lookup::NotFound, now, &p));
         assert_eq!(statuses(&failed), (P::CloseFailed, C::Failed), "a human must look");
-        assert_eq!(failed.last_alert.as_ref().unwrap().kind, "order_never_placed");
+        assert_eq!(failed.last_alert.as_ref().unwrap().kind, AlertKind::OrderNeverPlaced);
         assert!(check_invariants(&failed.position, failed.latest_close_request.as_ref()).is_empty());
         // The broker did have it: adopted, not abandoned.
         let found = Lookup::Found(upd(&msg, OrderStatus::Accepted, 0, later));
@@ -551,7 +624,7 @@ mod tests {
             );
         }
         assert_eq!(statuses(&agg), (P::CloseFailed, C::Failed));
-        assert_eq!(agg.last_alert.as_ref().unwrap().kind, "order_not_found");
+        assert_eq!(agg.last_alert.as_ref().unwrap().kind, AlertKind::OrderNotFound);
         assert!(check_invariants(&agg.position, agg.latest_close_request.as_ref()).is_empty());
     }
 
@@ -590,7 +663,7 @@ mod tests {
         assert_eq!(statuses(&noted), (P::Closing, C::Submitted));
         assert_eq!(noted.orders, agg.orders, "the fill is not applied");
         let alert = noted.last_alert.clone().expect("alerted");
-        assert_eq!(alert.kind, "invalid_fill");
+        assert_eq!(alert.kind, AlertKind::InvalidFill);
         let later = now + TimeDelta::minutes(11);
         let again = changed(after_lookup(&noted, &msg.client_order_id(), false, &found, later, &p));
         assert_eq!(again.last_alert, Some(alert), "the same anomaly is alerted once");
@@ -671,7 +744,7 @@ mod tests {
         };
         assert_eq!(statuses(&done), (P::CloseFailed, C::Failed));
         assert_eq!(done.latest_close_request.as_ref().unwrap().retry_count, 2);
-        assert_eq!(done.last_alert.as_ref().unwrap().kind, "retries_exhausted");
+        assert_eq!(done.last_alert.as_ref().unwrap().kind, AlertKind::RetriesExhausted);
     }
 
     #[test]
@@ -682,7 +755,7 @@ mod tests {
             panic!()
         };
         assert_eq!(statuses(&fixed), (P::Closing, C::Pending));
-        assert_eq!(fixed.last_alert.as_ref().unwrap().kind, "invariant_violation");
+        assert_eq!(fixed.last_alert.as_ref().unwrap().kind, AlertKind::InvariantViolation);
         assert!(check_invariants(&fixed.position, fixed.latest_close_request.as_ref()).is_empty());
 
         let (mut orphan, _) = pending();

@@ -274,11 +274,11 @@ pub fn apply_finding(cur: &PositionAggregate, finding: &SyncFinding, now: Timest
     let alert = match mark.status {
         SyncStatus::InSync => None,
         SyncStatus::MissingAtBroker => Some((
-            "sync_missing_at_broker",
+            crate::reconcile::AlertKind::SyncMissingAtBroker,
             format!("{} {} open here, not held at the broker", p.quantity, p.symbol),
         )),
         SyncStatus::Conflict => Some((
-            "sync_conflict",
+            crate::reconcile::AlertKind::SyncConflict,
             format!(
                 "{}: closeflow {} @ {}, broker {} @ {}{}",
                 p.symbol,
@@ -295,11 +295,7 @@ pub fn apply_finding(cur: &PositionAggregate, finding: &SyncFinding, now: Timest
         )),
     };
     if let Some((kind, message)) = alert {
-        next.last_alert = Some(crate::reconcile::Alert {
-            kind: kind.into(),
-            message,
-            at: now,
-        });
+        next.last_alert = Some(crate::reconcile::Alert { kind, message, at: now });
     }
     next.position.sync = Some(mark);
     next.position.version += 1;

@@ -4,22 +4,22 @@
 //! `waiting_on_broker` until the close moves again. Nothing here fails a close.
 
 use crate::model::PositionAggregate;
-use crate::reconcile::Alert;
+use crate::reconcile::{Alert, AlertKind};
 use crate::Timestamp;
 
 /// The account's request budget at the broker is spent; the close waits for the next window.
-pub const RATE_LIMITED: &str = "broker_rate_limited";
+pub const RATE_LIMITED: AlertKind = AlertKind::BrokerRateLimited;
 /// The circuit breaker is open: the broker did not answer several times in a row.
-pub const UNREACHABLE: &str = "broker_unreachable";
+pub const UNREACHABLE: AlertKind = AlertKind::BrokerUnreachable;
 /// The broker refused the account's key pair: a configuration error, for a human.
-pub const CREDENTIALS_REJECTED: &str = "broker_credentials_rejected";
+pub const CREDENTIALS_REJECTED: AlertKind = AlertKind::BrokerCredentialsRejected;
 /// A close failed because the symbol's open orders hold its quantity (the failure code).
-pub const BLOCKED_BY_OPEN_ORDERS: &str = "blocked_by_open_orders";
+pub const BLOCKED_BY_OPEN_ORDERS: AlertKind = AlertKind::BlockedByOpenOrders;
 /// A close failed because closeflow has no key pair for its account (the failure code).
-pub const NO_CREDENTIALS: &str = "no_broker_credentials";
+pub const NO_CREDENTIALS: AlertKind = AlertKind::NoBrokerCredentials;
 
 /// The alert kinds that mean "the close waits on the broker".
-pub fn is_waiting_kind(kind: &str) -> bool {
+pub fn is_waiting_kind(kind: AlertKind) -> bool {
     matches!(kind, RATE_LIMITED | UNREACHABLE | CREDENTIALS_REJECTED)
 }
 
@@ -29,7 +29,7 @@ pub fn waiting_on_broker(agg: &PositionAggregate) -> Option<&Alert> {
     let cr = agg.latest_close_request.as_ref().filter(|c| !c.status.is_terminal())?;
     agg.last_alert
         .as_ref()
-        .filter(|a| is_waiting_kind(&a.kind) && a.at >= cr.updated_at)
+        .filter(|a| is_waiting_kind(a.kind) && a.at >= cr.updated_at)
 }
 
 /// Notes that the broker made the close in flight wait. `None` when there is nothing to
@@ -38,7 +38,7 @@ pub fn waiting_on_broker(agg: &PositionAggregate) -> Option<&Alert> {
 /// moved: waiting is not progress.
 pub fn note_broker_trouble(
     agg: &PositionAggregate,
-    kind: &str,
+    kind: AlertKind,
     message: String,
     now: Timestamp,
 ) -> Option<PositionAggregate> {
@@ -47,11 +47,7 @@ pub fn note_broker_trouble(
         return None;
     }
     let mut next = agg.clone();
-    next.last_alert = Some(Alert {
-        kind: kind.to_string(),
-        message,
-        at: now,
-    });
+    next.last_alert = Some(Alert { kind, message, at: now });
     next.position.version += 1;
     Some(next)
 }
@@ -79,7 +75,7 @@ mod tests {
         assert!(waiting_on_broker(&agg).is_none());
         let later = t0() + chrono::TimeDelta::seconds(5);
         let noted = note_broker_trouble(&agg, RATE_LIMITED, "429".into(), later).expect("noted");
-        assert_eq!(waiting_on_broker(&noted).map(|a| a.kind.as_str()), Some(RATE_LIMITED));
+        assert_eq!(waiting_on_broker(&noted).map(|a| a.kind), Some(RATE_LIMITED));
         assert_eq!(
             noted.latest_close_request, agg.latest_close_request,
             "the close's clock is not moved"
@@ -91,7 +87,7 @@ mod tests {
             "once"
         );
         let other = note_broker_trouble(&noted, UNREACHABLE, "breaker".into(), later).expect("another kind");
-        assert_eq!(waiting_on_broker(&other).map(|a| a.kind.as_str()), Some(UNREACHABLE));
+        assert_eq!(waiting_on_broker(&other).map(|a| a.kind), Some(UNREACHABLE));
         let mut moved = other.clone();
         crate::lifecycle::touch(&mut moved, later + chrono::TimeDelta::seconds(1));
         assert!(waiting_on_broker(&moved).is_none(), "progress ends the wait");

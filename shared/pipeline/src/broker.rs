@@ -133,7 +133,7 @@ impl BrokerError {
     }
 
     /// The alert kind a delayed close carries while this lasts.
-    pub fn trouble_kind(&self) -> Option<&'static str> {
+    pub fn trouble_kind(&self) -> Option<closeflow_domain::AlertKind> {
         match self {
             BrokerError::RateLimited { .. } => Some(closeflow_domain::trouble::RATE_LIMITED),
             BrokerError::Unavailable { .. } => Some(closeflow_domain::trouble::UNREACHABLE),

@@ -104,7 +104,7 @@ pub async fn submit(
             SubmitOutcome::Rejected(reason)
         }
         SubmitAnswer::Refused { code, reason } => {
-            tracing::warn!(client_order_id = %intent.client_order_id, code, %reason, "close order not placed; position needs attention");
+            tracing::warn!(client_order_id = %intent.client_order_id, code = code.as_str(), %reason, "close order not placed; position needs attention");
             SubmitOutcome::Rejected(format!("{code}: {reason}"))
         }
     })

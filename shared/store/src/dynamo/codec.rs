@@ -385,7 +385,7 @@ pub fn aggregate_item(agg: &PositionAggregate) -> Item {
         item.insert("changed_by".into(), s(actor));
     }
     if let Some(a) = &agg.last_alert {
-        item.insert("alert_kind".into(), s(&a.kind));
+        item.insert("alert_kind".into(), s(a.kind.as_str()));
         item.insert("alert_message".into(), s(&a.message));
         item.insert("alert_at".into(), ts(&a.at));
     }
@@ -564,7 +564,7 @@ pub fn aggregate_from_item(item: &Item) -> Result<PositionAggregate, StoreError>
         orders,
         last_alert: match (opt_s(item, "alert_kind"), opt_s(item, "alert_message")) {
             (Some(kind), Some(message)) => Some(closeflow_domain::reconcile::Alert {
-                kind: kind.to_string(),
+                kind: closeflow_domain::AlertKind::parse(kind).ok_or_else(|| corrupt("bad alert_kind", item))?,
                 message: message.to_string(),
                 at: time(item, "alert_at")?,
             }),
