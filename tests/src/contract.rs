@@ -1002,6 +1002,7 @@ macro_rules! store_contract_tests {
             a_strategy_close_writes_every_leg_or_none,
             racing_strategy_closes_make_one,
             an_mleg_report_reaches_every_leg_once,
+            bulk_close_records_are_created_once_versioned_and_paged,
         );
     };
     (@each $backend:expr; $($name:ident),* $(,)?) => {
@@ -1171,4 +1172,70 @@ pub async fn racing_strategy_closes_make_one(s: &ContractStore) {
         assert_eq!(created.len(), 1, "same key: {same_key}");
         assert_eq!(named.len(), 1);
     }
+}
+
+/// A bulk close record is created once per id (the second create answers the stored
+/// one), changes only at the next version, and keeps its pages in page order, a page
+/// written again replacing the first write.
+pub async fn bulk_close_records_are_created_once_versioned_and_paged(s: &ContractStore) {
+    use closeflow_domain::{BulkPage, BulkRow, RowOutcome};
+    let t = start_time();
+    let bulk = crate::builders::bulk_close("bulk-1", t);
+    assert_eq!(s.store.bulk_close(&bulk.id).await.unwrap(), None);
+    assert_eq!(s.store.create_bulk_close(&bulk).await.unwrap(), None, "created");
+    let mut again = crate::builders::bulk_close("bulk-1", t + TimeDelta::seconds(5));
+    again.reason = Some("replayed".into());
+    assert_eq!(
+        s.store.create_bulk_close(&again).await.unwrap(),
+        Some(bulk.clone()),
+        "the stored one, unchanged"
+    );
+    let mut next = bulk.clone();
+    next.version = 2;
+    next.fan_out.pages_done = 1;
+    next.fan_out.cursor = Some("2026-01-01#p".into());
+    assert!(s.store.update_bulk_close(&next).await.unwrap());
+    assert!(
+        !s.store.update_bulk_close(&next).await.unwrap(),
+        "a stale version writes nothing"
+    );
+    let mut skipped = next.clone();
+    skipped.version = 4;
+    assert!(!s.store.update_bulk_close(&skipped).await.unwrap());
+    assert_eq!(s.store.bulk_close(&bulk.id).await.unwrap(), Some(next));
+    let row = |id: &str, outcome: RowOutcome| BulkRow {
+        position_id: pid(id),
+        symbol: "AAPL".into(),
+        strategy_id: None,
+        outcome,
+    };
+    let failed = RowOutcome::Failed {
+        error: "invalid_state".into(),
+        message: "cannot close".into(),
+    };
+    for number in [1u32, 0, 10] {
+        let page = BulkPage {
+            number,
+            rows: vec![row(&format!("p{number}"), failed.clone())],
+        };
+        s.store.put_bulk_page(&bulk.id, &page).await.unwrap();
+    }
+    let redone = BulkPage {
+        number: 1,
+        rows: vec![row(
+            "p1",
+            RowOutcome::Skipped {
+                reason: "already_closing".into(),
+            },
+        )],
+    };
+    s.store.put_bulk_page(&bulk.id, &redone).await.unwrap();
+    let pages = s.store.bulk_pages(&bulk.id).await.unwrap();
+    assert_eq!(pages.iter().map(|p| p.number).collect::<Vec<_>>(), vec![0, 1, 10]);
+    assert_eq!(pages[1], redone);
+    let other = crate::builders::bulk_close("bulk-2", t);
+    assert!(
+        s.store.bulk_pages(&other.id).await.unwrap().is_empty(),
+        "pages are per bulk close"
+    );
 }

@@ -158,6 +158,38 @@ impl AuditLog for FaultInjectingStore {
     }
 }
 
+#[async_trait]
+impl closeflow_store::BulkLog for FaultInjectingStore {
+    async fn create_bulk_close(
+        &self,
+        bulk: &closeflow_domain::BulkClose,
+    ) -> Result<Option<closeflow_domain::BulkClose>, StoreError> {
+        self.inner.create_bulk_close(bulk).await
+    }
+    async fn update_bulk_close(&self, next: &closeflow_domain::BulkClose) -> Result<bool, StoreError> {
+        self.inner.update_bulk_close(next).await
+    }
+    async fn bulk_close(
+        &self,
+        id: &closeflow_domain::BulkCloseId,
+    ) -> Result<Option<closeflow_domain::BulkClose>, StoreError> {
+        self.inner.bulk_close(id).await
+    }
+    async fn put_bulk_page(
+        &self,
+        id: &closeflow_domain::BulkCloseId,
+        page: &closeflow_domain::BulkPage,
+    ) -> Result<(), StoreError> {
+        self.inner.put_bulk_page(id, page).await
+    }
+    async fn bulk_pages(
+        &self,
+        id: &closeflow_domain::BulkCloseId,
+    ) -> Result<Vec<closeflow_domain::BulkPage>, StoreError> {
+        self.inner.bulk_pages(id).await
+    }
+}
+
 pub struct TestApp {
     pub backend: Backend,
     pub router: Router,

@@ -113,6 +113,7 @@ async fn a_message_delivered_twice_in_one_batch_places_one_order() {
         store.as_ref(),
         &sim,
         clock.as_ref(),
+        &MemoryQueue::new(),
         sqs_event(&[("m1", &msg), ("m2", &msg)]),
     )
     .await;
@@ -149,6 +150,7 @@ async fn an_unknown_outcome_fails_the_message_and_the_rest_of_its_group() {
         store.as_ref(),
         &broker,
         clock.as_ref(),
+        &MemoryQueue::new(),
         sqs_event(&[("m1", &msg), ("m2", &msg)]),
     )
     .await;
@@ -158,7 +160,14 @@ async fn an_unknown_outcome_fails_the_message_and_the_rest_of_its_group() {
         .map(|f| f.item_identifier.as_str())
         .collect();
     assert_eq!(ids, ["m1", "m2"]);
-    let resp = submit_sqs_event(store.as_ref(), &broker, clock.as_ref(), sqs_event(&[("m3", &broken)])).await;
+    let resp = submit_sqs_event(
+        store.as_ref(),
+        &broker,
+        clock.as_ref(),
+        &MemoryQueue::new(),
+        sqs_event(&[("m3", &broken)]),
+    )
+    .await;
     assert_eq!(
         resp.batch_item_failures.len(),
         1,

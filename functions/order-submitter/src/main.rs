@@ -2,6 +2,7 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use closeflow_aws::lambda::submit_sqs_event;
+use closeflow_aws::SqsQueue;
 use closeflow_pipeline::SystemClock;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
@@ -11,9 +12,14 @@ async fn main() -> Result<(), Error> {
     let policy = closeflow_root::Policy::from_env()?;
     let store = closeflow_root::dynamo_store(&policy).await?;
     let broker = closeflow_root::aws_broker()?;
-    let (store, broker, clock) = (&store, broker.as_ref(), &SystemClock);
+    // Bulk close jobs put their next step on the same queue.
+    let queue = SqsQueue::new(
+        aws_sdk_sqs::Client::new(&closeflow_root::aws().await),
+        closeflow_root::required("QUEUE_URL")?,
+    );
+    let (store, broker, clock, queue) = (&store, broker.as_ref(), &SystemClock, &queue);
     run(service_fn(move |ev: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, Error>(submit_sqs_event(store, broker, clock, ev.payload).await)
+        Ok::<_, Error>(submit_sqs_event(store, broker, clock, queue, ev.payload).await)
     }))
     .await
 }

@@ -9,8 +9,8 @@ use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventR
 use closeflow_domain::{audit_entries, events_for};
 use closeflow_pipeline::relay::relay;
 use closeflow_pipeline::{
-    submit, watch_change, watch_order, Broker, Clock, EventSink, OrderQueue, QueueMessage, SubmitError, WatchQueue,
-    WatchRequest,
+    submit, watch_change, watch_order, Broker, BulkJob, Clock, EventSink, OrderQueue, QueueMessage, SubmitError,
+    WatchQueue, WatchRequest, Work,
 };
 use closeflow_store::{AuditLog, Change, CloseStore};
 
@@ -127,13 +127,15 @@ pub async fn publish_stream_event(
     .await
 }
 
-/// Order submitter: each SQS message -> `submit`. Messages with an unknown outcome are
+/// Order submitter: each SQS message -> `submit` (or one step of a bulk close job, whose
+/// next step goes back on `queue`). Messages with an unknown outcome are
 /// reported as failures (SQS redelivers them); so are later messages of the same group,
 /// which must not overtake them.
 pub async fn submit_sqs_event(
     store: &dyn CloseStore,
     broker: &dyn Broker,
     clock: &dyn Clock,
+    queue: &dyn OrderQueue,
     event: SqsEvent,
 ) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
@@ -155,13 +157,30 @@ pub async fn submit_sqs_event(
             group_id: group.clone(),
             body: m.body.clone().unwrap_or_default(),
         };
-        let req = match msg.request() {
-            Ok(r) => r,
+        let work = match msg.work() {
+            Ok(w) => w,
             Err(e) => {
                 // Poison message: retrying cannot help; the redrive policy moves it to the DLQ.
                 tracing::error!(error = %e, message_id = %id, "malformed order message");
                 fail(&mut response);
                 blocked_groups.insert(group);
+                continue;
+            }
+        };
+        let req = match work {
+            Work::Submit(req) => req,
+            Work::Job(step) => {
+                let job = BulkJob {
+                    store,
+                    queue,
+                    clock,
+                    broker_supports_mleg: broker.supports_mleg(),
+                };
+                if let Err(e) = job.run(&step).await {
+                    tracing::warn!(error = %e, message_id = %id, "bulk close step will be redelivered");
+                    fail(&mut response);
+                    blocked_groups.insert(group);
+                }
                 continue;
             }
         };

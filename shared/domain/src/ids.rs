@@ -14,6 +14,8 @@ pub enum IdError {
     InvalidIdempotencyKey,
     #[error("`{0}` is not a close request id")]
     InvalidCloseRequestId(String),
+    #[error("not a bulk close id")]
+    InvalidBulkCloseId,
 }
 
 fn valid_token(s: &str, max: usize) -> bool {
@@ -73,8 +75,22 @@ token_id!(PositionId, "position_id", 128);
 token_id!(AccountId, "account_id", 64);
 
 /// A client-chosen idempotency key, scoped to one position.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct IdempotencyKey(String);
+
+impl TryFrom<String> for IdempotencyKey {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        IdempotencyKey::parse(&s)
+    }
+}
+
+impl From<IdempotencyKey> for String {
+    fn from(k: IdempotencyKey) -> String {
+        k.0
+    }
+}
 
 impl IdempotencyKey {
     pub fn parse(s: &str) -> Result<Self, IdError> {

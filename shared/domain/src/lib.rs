@@ -7,6 +7,7 @@
 pub mod access;
 pub mod account;
 pub mod audit;
+pub mod bulk;
 pub mod close;
 pub mod events;
 pub mod ids;
@@ -37,6 +38,10 @@ pub use account::{
     TradingStateEvent,
 };
 pub use audit::{audit_entries, AuditEntry};
+pub use bulk::{
+    bulk_view, row_view, BulkClose, BulkCloseCommand, BulkCloseId, BulkFilter, BulkPage, BulkRow, BulkStatus, BulkView,
+    Progress, RowOutcome, RowStatus, RowView, BULK_PAGE_SIZE,
+};
 pub use close::{decide_close, CloseCommand, CloseDecision, CloseRejection, Fingerprint};
 pub use events::{events_for, DomainEvent};
 pub use ids::{AccountId, CloseRequestId, IdError, IdempotencyKey, PositionId, RoutingKey};

@@ -29,6 +29,19 @@ pub enum ManageRejection {
     InvalidOptions(OptionsError),
 }
 
+impl ManageRejection {
+    /// The stable error code the API answers with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ManageRejection::NotFound => "close_request_not_found",
+            ManageRejection::NotCancelable => "not_cancelable",
+            ManageRejection::NotRetryable(_) => "not_retryable",
+            ManageRejection::IdempotencyKeyReused => "idempotency_key_reused",
+            ManageRejection::InvalidOptions(e) => e.code(),
+        }
+    }
+}
+
 /// The orders to cancel at the broker, and the aggregate to store first (with
 /// `cancel_requested_at`; `None` when it was already recorded).
 #[derive(Debug, Clone, PartialEq, Eq)]

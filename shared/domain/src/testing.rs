@@ -118,3 +118,19 @@ pub fn update(
         updated_at: at,
     }
 }
+
+/// A bulk close of every position of `acct-1` (the account of [`position`]) under `key`.
+pub fn bulk_close(key: &str, now: Timestamp) -> crate::BulkClose {
+    crate::BulkClose::new(crate::BulkCloseCommand {
+        account_id: AccountId::parse("acct-1").expect("account"),
+        idempotency_key: IdempotencyKey::parse(key).expect("key"),
+        fingerprint: Fingerprint::of_body(&serde_json::json!({})),
+        actor: "tester".into(),
+        reason: Some("test".into()),
+        filter: crate::BulkFilter::default(),
+        cancel_open_orders: false,
+        time_in_force: crate::TimeInForce::Day,
+        max_retries: 3,
+        now,
+    })
+}

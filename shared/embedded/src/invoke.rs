@@ -173,7 +173,19 @@ pub async fn invoke(function: &str, event: &str) -> Result<Value, String> {
         "order-submitter" => {
             let ev: SqsEvent = serde_json::from_str(event).map_err(|e| e.to_string())?;
             let (store, broker) = (store().await?, broker()?);
-            Ok(json!({"response": submit_sqs_event(store.as_ref(), broker.as_ref(), &SystemClock, ev).await}))
+            // A bulk close step's next step: to the real queue when one is named, else shown.
+            match env("QUEUE_URL") {
+                Some(url) => {
+                    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&shared_config().await), url);
+                    let resp = submit_sqs_event(store.as_ref(), broker.as_ref(), &SystemClock, &queue, ev).await;
+                    Ok(json!({ "response": resp }))
+                }
+                None => {
+                    let queue = MemoryQueue::new();
+                    let resp = submit_sqs_event(store.as_ref(), broker.as_ref(), &SystemClock, &queue, ev).await;
+                    Ok(json!({"response": resp, "messages": queue.take_all()}))
+                }
+            }
         }
         "reconciler" => {
             let cfg = Policy::from_env()?.jobs;

@@ -12,9 +12,10 @@ use closeflow_store::{Change, ChangeLog, CloseStore, SqliteStore};
 use tokio::sync::Mutex;
 
 use crate::broker::Broker;
+use crate::bulk::BulkJob;
 use crate::clock::Clock;
 use crate::events::EventSink;
-use crate::queue::{MemoryQueue, OrderQueue, QueueError, QueueMessage};
+use crate::queue::{MemoryQueue, OrderQueue, QueueError, QueueMessage, Work};
 use crate::relay::relay;
 use crate::sim_broker::SimulatedBroker;
 use crate::submitter::{submit, SubmitError};
@@ -169,26 +170,43 @@ impl Driver {
 
     /// Submits one delivery; true when it is done with (acked), false when released.
     pub async fn handle(&self, d: &Delivery) -> bool {
-        let done = match d.message.request() {
+        let done = match d.message.work() {
             Err(e) => {
                 tracing::error!(error = %e, "malformed queue message dropped");
                 true
             }
-            Ok(req) => match submit(self.store.as_ref(), self.broker.as_ref(), self.clock.as_ref(), &req).await {
-                Ok(_) => true,
-                Err(SubmitError::Ambiguous(e)) => {
-                    tracing::warn!(error = %e, dedup_id = %d.message.dedup_id, "submission outcome unknown; will redeliver");
-                    false
+            Ok(Work::Job(step)) => {
+                let job = BulkJob {
+                    store: self.store.as_ref(),
+                    queue: self.producer.as_ref(),
+                    clock: self.clock.as_ref(),
+                    broker_supports_mleg: self.broker.supports_mleg(),
+                };
+                match job.run(&step).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, dedup_id = %d.message.dedup_id, "bulk close step failed; will redeliver");
+                        false
+                    }
                 }
-                Err(e @ SubmitError::TryLater { .. }) => {
-                    tracing::info!(error = %e, dedup_id = %d.message.dedup_id, "broker asks to wait; will redeliver");
-                    false
+            }
+            Ok(Work::Submit(req)) => {
+                match submit(self.store.as_ref(), self.broker.as_ref(), self.clock.as_ref(), &req).await {
+                    Ok(_) => true,
+                    Err(SubmitError::Ambiguous(e)) => {
+                        tracing::warn!(error = %e, dedup_id = %d.message.dedup_id, "submission outcome unknown; will redeliver");
+                        false
+                    }
+                    Err(e @ SubmitError::TryLater { .. }) => {
+                        tracing::info!(error = %e, dedup_id = %d.message.dedup_id, "broker asks to wait; will redeliver");
+                        false
+                    }
+                    Err(SubmitError::Store(e)) => {
+                        tracing::warn!(error = %e, dedup_id = %d.message.dedup_id, "store unavailable; will redeliver");
+                        false
+                    }
                 }
-                Err(SubmitError::Store(e)) => {
-                    tracing::warn!(error = %e, dedup_id = %d.message.dedup_id, "store unavailable; will redeliver");
-                    false
-                }
-            },
+            }
         };
         let res = if done {
             self.consumer.ack(d).await

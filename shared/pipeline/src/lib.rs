@@ -3,6 +3,7 @@
 //! Transport (Lambda events, SQS, in-process queues) is the caller's business.
 
 pub mod broker;
+pub mod bulk;
 pub mod clock;
 pub mod config;
 pub mod driver;
@@ -20,12 +21,13 @@ pub mod watch;
 pub mod webhook;
 
 pub use broker::{Broker, BrokerError, BrokerOrder};
+pub use bulk::{BulkJob, JobError, JobStep};
 pub use clock::{Clock, ManualClock, RandomSource, SystemClock, SystemRandom};
 pub use driver::{ChangeFeed, Delivery, Driver, FeedError, LogFeed, QueueConsumer};
 pub use events::{EventError, EventSink, LogSink, RecordingSink};
 pub use manage::{cancel_close, CancelOutcome};
 pub use mleg::{lookup_order, submit_mleg};
-pub use queue::{MemoryQueue, OrderQueue, QueueError, QueueMessage};
+pub use queue::{MemoryQueue, OrderQueue, QueueError, QueueMessage, Work};
 pub use reconciler::{cleanup_once, reconcile_once, CleanupReport, ReconcileConfig, ReconcileReport};
 pub use sim_broker::{SimBehaviour, SimScenarios, SimulatedBroker, WebhookSink};
 pub use submitter::{submit, SubmitError, SubmitOutcome};

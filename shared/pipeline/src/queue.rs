@@ -1,5 +1,6 @@
 //! The order queue between the outbox relay and the submitter: FIFO per position, with
-//! deduplication by close request and attempt (SQS FIFO semantics).
+//! deduplication by close request and attempt (SQS FIFO semantics). It also carries the
+//! steps of bulk close jobs, FIFO per bulk close, deduplicated by step.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -7,6 +8,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use closeflow_domain::{CloseRequestId, PositionId, SubmitRequest};
 use serde::{Deserialize, Serialize};
+
+use crate::bulk::JobStep;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueMessage {
@@ -24,6 +27,21 @@ struct Body {
     attempt: u32,
 }
 
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobBody {
+    job: JobStep,
+}
+
+/// What a queue message asks of its consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// Place the order of one close attempt.
+    Submit(SubmitRequest),
+    /// Run one step of a bulk close job.
+    Job(JobStep),
+}
+
 impl QueueMessage {
     pub fn for_request(req: &SubmitRequest) -> Self {
         let body = Body {
@@ -36,6 +54,23 @@ impl QueueMessage {
             dedup_id: req.client_order_id().to_string(),
             body: serde_json::to_string(&body).expect("plain struct serialises"),
         }
+    }
+
+    /// One step of a bulk close job (see [`crate::bulk`]).
+    pub fn for_job(step: &JobStep) -> Self {
+        QueueMessage {
+            group_id: format!("bulk-{}", step.bulk_close_id),
+            dedup_id: format!("bulk-{}-r{}-p{}", step.bulk_close_id, step.round, step.page),
+            body: serde_json::to_string(&JobBody { job: *step }).expect("plain struct serialises"),
+        }
+    }
+
+    /// What the message asks for.
+    pub fn work(&self) -> Result<Work, QueueError> {
+        if let Ok(JobBody { job }) = serde_json::from_str::<JobBody>(&self.body) {
+            return Ok(Work::Job(job));
+        }
+        self.request().map(Work::Submit)
     }
 
     pub fn request(&self) -> Result<SubmitRequest, QueueError> {

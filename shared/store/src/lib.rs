@@ -26,6 +26,7 @@ use closeflow_domain::{
 };
 
 pub mod audit;
+pub mod bulk;
 pub mod dynamo;
 pub mod listing;
 pub mod memory;
@@ -33,6 +34,7 @@ pub mod outbox;
 pub mod sqlite;
 
 pub use audit::{AuditLog, AuditPage, AuditQuery};
+pub use bulk::BulkLog;
 pub use dynamo::{DynamoStore, RoundTripCounter};
 pub use listing::{IndexPage, IndexQuery, ListIndex, ListRequest, PositionPage, Scope};
 pub use memory::MemoryStore;
@@ -224,7 +226,7 @@ const ATTEMPTS: usize = 5;
 /// The store protocol: decide with the domain, write with a condition, re-decide on a lost
 /// race. Adapters implement [`Backend`] and may override a step with a proven fast path.
 #[async_trait]
-pub trait CloseStore: Backend + AuditLog {
+pub trait CloseStore: Backend + AuditLog + BulkLog {
     /// Registers a new position or updates an open one (PUT semantics).
     async fn register_position(&self, cmd: &RegisterPosition) -> Result<RegisterOutcome, StoreError> {
         // Create first: a new position costs one conditional write, and an existing one

@@ -6,9 +6,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use closeflow_domain::{AccountId, AccountState, AuditEntry, CountChange, PositionAggregate, RoutingKey, Timestamp};
+use closeflow_domain::{
+    AccountId, AccountState, AuditEntry, BulkClose, BulkCloseId, BulkPage, CountChange, PositionAggregate, RoutingKey,
+    Timestamp,
+};
 
 use crate::audit::{account_lower_bound, trail_key, AuditLog, AuditPage, AuditQuery};
+use crate::bulk::BulkLog;
 use crate::dynamo::codec::created_sk;
 use crate::listing::{IndexPage, IndexQuery, ListIndex};
 use crate::{
@@ -36,6 +40,8 @@ struct Inner {
     /// The listing indexes: (account or strategy, created_sk, routing key).
     by_account: BTreeSet<(String, String, RoutingKey)>,
     by_strategy: BTreeSet<(String, String, RoutingKey)>,
+    bulk: HashMap<BulkCloseId, BulkClose>,
+    bulk_pages: BTreeMap<(BulkCloseId, u32), BulkPage>,
 }
 
 impl MemoryStore {
@@ -234,6 +240,47 @@ impl ChangeLog for MemoryStore {
             inner.log.pop_front();
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl BulkLog for MemoryStore {
+    async fn create_bulk_close(&self, bulk: &BulkClose) -> Result<Option<BulkClose>, StoreError> {
+        let mut inner = self.lock();
+        if let Some(existing) = inner.bulk.get(&bulk.id) {
+            return Ok(Some(existing.clone()));
+        }
+        inner.bulk.insert(bulk.id, bulk.clone());
+        Ok(None)
+    }
+
+    async fn update_bulk_close(&self, next: &BulkClose) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        match inner.bulk.get_mut(&next.id) {
+            Some(stored) if stored.version + 1 == next.version => {
+                *stored = next.clone();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn bulk_close(&self, id: &BulkCloseId) -> Result<Option<BulkClose>, StoreError> {
+        Ok(self.lock().bulk.get(id).cloned())
+    }
+
+    async fn put_bulk_page(&self, id: &BulkCloseId, page: &BulkPage) -> Result<(), StoreError> {
+        self.lock().bulk_pages.insert((*id, page.number), page.clone());
+        Ok(())
+    }
+
+    async fn bulk_pages(&self, id: &BulkCloseId) -> Result<Vec<BulkPage>, StoreError> {
+        Ok(self
+            .lock()
+            .bulk_pages
+            .range((*id, 0)..=(*id, u32::MAX))
+            .map(|(_, p)| p.clone())
+            .collect())
     }
 }
 

@@ -16,12 +16,14 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use closeflow_domain::{
-    format_timestamp, AccountId, AccountState, AuditEntry, PositionAggregate, RoutingKey, Timestamp, TradingState,
+    format_timestamp, AccountId, AccountState, AuditEntry, BulkClose, BulkCloseId, BulkPage, PositionAggregate,
+    RoutingKey, Timestamp, TradingState,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
 use crate::audit::{account_key, account_lower_bound, AuditLog, AuditPage, AuditQuery};
+use crate::bulk::{self, BulkLog};
 use crate::dynamo::codec;
 use crate::dynamo::json::{item_from_json, item_to_json};
 use crate::listing::{IndexPage, IndexQuery, ListIndex};
@@ -125,6 +127,17 @@ CREATE TABLE IF NOT EXISTS account_states (
     changed_at    TEXT,
     changed_by    TEXT,
     reason        TEXT
+);
+CREATE TABLE IF NOT EXISTS bulk_closes (
+    id      TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    doc     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bulk_pages (
+    id     TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    doc    TEXT NOT NULL,
+    PRIMARY KEY (id, number)
 );
 ";
 
@@ -476,6 +489,71 @@ impl Backend for SqliteStore {
 }
 
 impl CloseStore for SqliteStore {}
+
+#[async_trait]
+impl BulkLog for SqliteStore {
+    async fn create_bulk_close(&self, bulk: &BulkClose) -> Result<Option<BulkClose>, StoreError> {
+        let conn = self.lock();
+        let inserted = conn
+            .prepare_cached("INSERT OR IGNORE INTO bulk_closes (id, version, doc) VALUES (?1, ?2, ?3)")
+            .map_err(sql)?
+            .execute(params![bulk.id.to_string(), bulk.version as i64, bulk::encode(bulk)])
+            .map_err(sql)?;
+        if inserted == 1 {
+            return Ok(None);
+        }
+        read_bulk(&conn, &bulk.id)
+    }
+
+    async fn update_bulk_close(&self, next: &BulkClose) -> Result<bool, StoreError> {
+        let changed = self
+            .lock()
+            .prepare_cached("UPDATE bulk_closes SET version = ?2, doc = ?3 WHERE id = ?1 AND version = ?4")
+            .map_err(sql)?
+            .execute(params![
+                next.id.to_string(),
+                next.version as i64,
+                bulk::encode(next),
+                next.version as i64 - 1
+            ])
+            .map_err(sql)?;
+        Ok(changed == 1)
+    }
+
+    async fn bulk_close(&self, id: &BulkCloseId) -> Result<Option<BulkClose>, StoreError> {
+        read_bulk(&self.lock(), id)
+    }
+
+    async fn put_bulk_page(&self, id: &BulkCloseId, page: &BulkPage) -> Result<(), StoreError> {
+        self.lock()
+            .prepare_cached("INSERT OR REPLACE INTO bulk_pages (id, number, doc) VALUES (?1, ?2, ?3)")
+            .map_err(sql)?
+            .execute(params![id.to_string(), page.number, bulk::encode(page)])
+            .map_err(sql)?;
+        Ok(())
+    }
+
+    async fn bulk_pages(&self, id: &BulkCloseId) -> Result<Vec<BulkPage>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT doc FROM bulk_pages WHERE id = ?1 ORDER BY number")
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map(params![id.to_string()], |r| r.get::<_, String>(0))
+            .map_err(sql)?;
+        rows.map(|doc| bulk::decode(&doc.map_err(sql)?)).collect()
+    }
+}
+
+fn read_bulk(conn: &Connection, id: &BulkCloseId) -> Result<Option<BulkClose>, StoreError> {
+    let doc: Option<String> = conn
+        .prepare_cached("SELECT doc FROM bulk_closes WHERE id = ?1")
+        .map_err(sql)?
+        .query_row(params![id.to_string()], |r| r.get(0))
+        .optional()
+        .map_err(sql)?;
+    doc.as_deref().map(bulk::decode).transpose()
+}
 
 #[async_trait]
 impl ChangeLog for SqliteStore {

@@ -19,6 +19,7 @@ use crate::listing::{IndexPage, IndexQuery, ListIndex};
 use crate::{Backend, CloseOutcome, CloseStore, Conflict, Listed, StoreError, UpdateResult, WorkList, Write};
 
 pub mod audit;
+pub mod bulk;
 pub mod codec;
 pub mod json;
 pub mod table;
