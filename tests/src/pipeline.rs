@@ -159,7 +159,7 @@ impl PipelineApp {
             Some(l) => l(sim.clone()),
             None => sim.clone(),
         };
-        let mut state = closeflow_root::api_state(store.clone(), broker.clone(), &Default::default());
+        let mut state = closeflow_root::api_state(store.clone(), broker.clone(), producer.clone(), &Default::default());
         state.clock = clock.clone();
         state.webhook_secret = Arc::new(SECRET.to_vec());
         state.auth = crate::test_auth();

@@ -61,4 +61,37 @@ mod tests {
             "the order queue redrives to a dead-letter queue"
         );
     }
+
+    /// Every route the http-api function serves has its API Gateway route (a route left
+    /// out answers 404 in AWS only), and every API Gateway route reaches a served one.
+    #[test]
+    fn every_served_route_has_its_api_gateway_route() {
+        let t = template();
+        let events = t.value()["Resources"]["HttpApiFunction"]["Properties"]["Events"]
+            .as_mapping()
+            .expect("HttpApiFunction events");
+        let mut declared: Vec<(String, String)> = events
+            .values()
+            .filter(|e| e["Type"] == "HttpApi")
+            .map(|e| {
+                let p = &e["Properties"];
+                (
+                    p["Method"].as_str().unwrap().to_uppercase(),
+                    p["Path"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        declared.sort();
+        let mut served: Vec<(String, String)> = closeflow_api::served_routes(closeflow_api::Routes::CLOSE_API)
+            .into_iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            // The console page is the embedded stack's operator screen; it is not
+            // published through API Gateway.
+            .filter(|(_, p)| !p.starts_with("/docs/") && p != "/console")
+            .collect();
+        served.push(("GET".into(), "/docs/{proxy+}".into()));
+        served.sort();
+        served.dedup();
+        assert_eq!(declared, served);
+    }
 }

@@ -14,7 +14,12 @@ async fn main() -> Result<(), lambda_http::Error> {
     closeflow_aws::init_lambda_logging();
     let policy = closeflow_root::Policy::from_env()?;
     let store = Arc::new(closeflow_root::dynamo_store(&policy).await?);
-    let mut state = closeflow_root::api_state(store, closeflow_root::aws_broker()?, &policy.api);
+    // Bulk closes are recorded here and fanned out by the order submitter from this queue.
+    let queue = Arc::new(closeflow_aws::SqsQueue::new(
+        aws_sdk_sqs::Client::new(&closeflow_root::aws().await),
+        closeflow_root::required("QUEUE_URL")?,
+    ));
+    let mut state = closeflow_root::api_state(store, closeflow_root::aws_broker()?, queue, &policy.api);
     state.auth = Auth::Jwt {
         claim: closeflow_root::env("ACCOUNTS_CLAIM").unwrap_or_else(|| "accounts".into()),
     };

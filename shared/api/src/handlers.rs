@@ -82,7 +82,7 @@ struct PositionBody {
     multiplier: Option<Quantity>,
 }
 
-fn valid_symbol(s: &str) -> bool {
+pub(crate) fn valid_symbol(s: &str) -> bool {
     // Equity tickers (BRK.B) and OCC option symbols (AAPL240119C00150000), with room for
     // the space-padded OCC form.
     (1..=64).contains(&s.len())

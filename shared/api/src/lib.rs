@@ -12,6 +12,7 @@ use closeflow_store::CloseStore;
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod bulk;
 pub mod console;
 pub mod error;
 mod extract;
@@ -77,6 +78,9 @@ pub struct AppState {
     pub auth: auth::Auth,
     /// The broker, for what the API asks of it directly: canceling a close's working orders.
     pub broker: Arc<dyn closeflow_pipeline::Broker>,
+    /// The pipeline's work queue: long work (a bulk close's fan-out) is handed to it, never
+    /// done inside a request.
+    pub queue: Arc<dyn closeflow_pipeline::OrderQueue>,
 }
 
 impl AppState {
@@ -96,7 +100,14 @@ impl AppState {
             // Secure by default: no token is valid until one is configured.
             auth: auth::Auth::Tokens(Arc::new(Default::default())),
             broker: Arc::new(NoBroker),
+            queue: Arc::new(NoQueue),
         }
+    }
+
+    /// The same state with this work queue.
+    pub fn with_queue(mut self, queue: Arc<dyn closeflow_pipeline::OrderQueue>) -> Self {
+        self.queue = queue;
+        self
     }
 
     /// The same state with this broker.
@@ -144,6 +155,18 @@ impl closeflow_pipeline::Broker for NoBroker {
         _: &str,
     ) -> Result<Vec<closeflow_pipeline::broker::OpenOrder>, closeflow_pipeline::BrokerError> {
         Err(no_broker())
+    }
+}
+
+/// A state without a queue refuses long work (`queue_unavailable`) rather than drop it.
+struct NoQueue;
+
+#[async_trait::async_trait]
+impl closeflow_pipeline::OrderQueue for NoQueue {
+    async fn send(&self, _: &closeflow_pipeline::QueueMessage) -> Result<(), closeflow_pipeline::QueueError> {
+        Err(closeflow_pipeline::QueueError::Unavailable(
+            "no work queue configured".into(),
+        ))
     }
 }
 
@@ -219,6 +242,13 @@ fn route_table(routes: Routes) -> Vec<(Method, &'static str, MethodRouter<AppSta
                 Method::POST,
                 "/accounts/{account_id}/resume",
                 post(accounts::resume_account),
+            ),
+            (Method::POST, "/accounts/{account_id}/close-all", post(bulk::close_all)),
+            (Method::GET, "/bulk-closes/{bulk_close_id}", get(bulk::get_bulk_close)),
+            (
+                Method::POST,
+                "/bulk-closes/{bulk_close_id}/retry-failed",
+                post(bulk::retry_failed),
             ),
             (Method::GET, "/positions", get(handlers::list_positions)),
             (Method::GET, "/strategies/{strategy_id}", get(handlers::get_strategy)),

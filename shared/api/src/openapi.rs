@@ -58,6 +58,9 @@ Authentication: `Authorization: Bearer <token>` (a JWT verified by API Gateway i
         crate::audit::get_account_audit,
         crate::accounts::get_account,
         crate::accounts::resume_account,
+        crate::bulk::close_all,
+        crate::bulk::get_bulk_close,
+        crate::bulk::retry_failed,
         openapi_json,
         docs_page,
         console_page,
@@ -68,6 +71,7 @@ Authentication: `Authorization: Bearer <token>` (a JWT verified by API Gateway i
         (name = "positions", description = "Register and read positions"),
         (name = "closes", description = "Close a position and follow its close request"),
         (name = "accounts", description = "An account's trading state: active, liquidating or halted"),
+        (name = "bulk", description = "Close many positions at once, each with its own close request and outcome"),
         (name = "audit", description = "Who changed what, when and why: kept beyond the positions themselves"),
         (name = "webhooks", description = "Broker order updates (HMAC-signed, no bearer token)"),
         (name = "docs", description = "This document and its page (public)"),
@@ -290,6 +294,16 @@ enum_schema!(
     ["pending", "success", "partial", "error"]
 );
 enum_schema!(
+    BulkStatusSchema,
+    "BulkCloseStatus",
+    ["running", "completed", "completed_with_errors"]
+);
+enum_schema!(
+    BulkRowStatusSchema,
+    "BulkCloseRowStatus",
+    ["pending", "succeeded", "failed", "skipped"]
+);
+enum_schema!(
     StrategyStatusSchema,
     "StrategyStatus",
     closeflow_domain::StrategyStatus::ALL.iter().map(|s| s.as_str())
@@ -393,6 +407,17 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
         "the account is still liquidating (`trading_state`); resume it once the liquidation has ended",
     ),
     ("invalid_strategy_close_id", "not a strategy close id (a UUID)"),
+    ("invalid_bulk_close_id", "not a bulk close id (a UUID)"),
+    ("bulk_close_not_found", "no such bulk close (also: another account's)"),
+    (
+        "bulk_close_running",
+        "the bulk close is still reaching its positions (or changed meanwhile); retry its failed rows once it has",
+    ),
+    ("nothing_to_retry", "no row of this bulk close has failed"),
+    (
+        "queue_unavailable",
+        "the request is recorded but its work could not be handed to the pipeline (`bulk_close_id`); send the same request again",
+    ),
     (
         "strategy_close_not_found",
         "no such strategy close (also: another account's)",
@@ -897,6 +922,63 @@ errors!(
     ]
 );
 
+errors!(
+    CloseAllErrors,
+    [
+        err_ex(
+            StatusCode::BAD_REQUEST,
+            &[
+                "missing_idempotency_key",
+                "invalid_idempotency_key",
+                "invalid_body",
+                "invalid_path",
+                "invalid_account_id",
+                "invalid_time_in_force",
+            ],
+            || json!({"error": "invalid_body", "message": "asset_type must be `equity` or `option`"})
+        ),
+        err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
+        err(StatusCode::FORBIDDEN, &["forbidden"]),
+        body_too_large(),
+        err(StatusCode::UNPROCESSABLE_ENTITY, &["idempotency_key_reused"]),
+        rate_limited(),
+        headers_too_large(),
+        internal(),
+        err(StatusCode::SERVICE_UNAVAILABLE, &["queue_unavailable"]),
+    ]
+);
+
+errors!(
+    GetBulkCloseErrors,
+    [
+        err(StatusCode::BAD_REQUEST, &["invalid_path", "invalid_bulk_close_id"]),
+        err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
+        err(StatusCode::NOT_FOUND, &["bulk_close_not_found"]),
+        rate_limited(),
+        headers_too_large(),
+        internal(),
+    ]
+);
+
+errors!(
+    RetryFailedErrors,
+    [
+        err(StatusCode::BAD_REQUEST, &["invalid_path", "invalid_bulk_close_id"]),
+        err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
+        err(StatusCode::NOT_FOUND, &["bulk_close_not_found"]),
+        err_ex(
+            StatusCode::CONFLICT,
+            &["bulk_close_running", "nothing_to_retry"],
+            || json!({"error": "nothing_to_retry", "message": "No row of this bulk close has failed"})
+        ),
+        body_too_large(),
+        rate_limited(),
+        headers_too_large(),
+        internal(),
+        err(StatusCode::SERVICE_UNAVAILABLE, &["queue_unavailable"]),
+    ]
+);
+
 errors!(DocsErrors, [rate_limited(), headers_too_large()]);
 
 // ---- Parameters ----
@@ -976,6 +1058,21 @@ impl IntoParams for StrategyIdParam {
                 .max_length(Some(128))
                 .pattern(Some(r"^[^\x00-\x1F\x7F-\x9F]+$")),
             "ic-1",
+        )]
+    }
+}
+
+pub struct BulkCloseIdParam;
+
+impl IntoParams for BulkCloseIdParam {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![path_param(
+            "bulk_close_id",
+            "A bulk close id as answered by close-all (`bulk_close_id`, also in `poll_url`).",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+            "5f0c2a4e-1b7d-8c3e-9a61-2f4b8d0e7c13",
         )]
     }
 }
@@ -1139,6 +1236,33 @@ pub struct StrategyCloseBody {
     /// Why the strategy is closed (kept on every leg's close request).
     #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]+$")]
     pub reason: Option<String>,
+}
+
+/// Body of `POST /accounts/{account_id}/close-all`; empty and `{}` close every position of
+/// the account. Every filter given must match. Mirrors `BULK_BODY_FIELDS` (a unit test
+/// compares them).
+#[derive(ToSchema)]
+#[schema(as = BulkCloseBody)]
+#[allow(dead_code)] // only its schema is used
+pub struct BulkCloseBody {
+    // Only `equity` or only `option` positions.
+    #[schema(inline, value_type = Option<AssetTypeSchema>)]
+    pub asset_type: Option<String>,
+    /// Cancel a symbol's open orders when they hold the quantity to close (as on a single close).
+    pub cancel_open_orders: Option<bool>,
+    /// Why (kept on every close request it opens).
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]+$")]
+    pub reason: Option<String>,
+    /// Only the legs of these strategies (each closes as a whole strategy).
+    #[schema(min_items = 1, max_items = 500)]
+    pub strategy_ids: Option<Vec<String>>,
+    /// Only positions in these symbols. A leg of a strategy closes with its whole strategy.
+    #[schema(min_items = 1, max_items = 500)]
+    pub symbols: Option<Vec<String>>,
+    // `day` (default) or `gtc` of every market order it places (option orders are `day`
+    // only: an option position then fails its row with `invalid_time_in_force`).
+    #[schema(inline, value_type = Option<TimeInForceSchema>)]
+    pub time_in_force: Option<String>,
 }
 
 /// Body of `POST /close-requests/{close_request_id}/retry`: new order options for this and
@@ -1324,6 +1448,13 @@ mod tests {
             .map(String::as_str)
             .collect();
         assert_eq!(props, crate::strategy_close::STRATEGY_CLOSE_BODY_FIELDS);
+        let props: Vec<&str> = doc["components"]["schemas"]["BulkCloseBody"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(props, crate::bulk::BULK_BODY_FIELDS);
         let mut sorted = handlers::CLOSE_BODY_FIELDS.to_vec();
         sorted.sort();
         assert_eq!(sorted, handlers::CLOSE_BODY_FIELDS, "kept alphabetical");

@@ -79,7 +79,7 @@ impl AwsLocal {
             }
             BrokerChoice::Alpaca(brokers) => (brokers, None),
         };
-        let mut state = closeflow_root::api_state(store.clone(), broker.clone(), &cfg.policy.api);
+        let mut state = closeflow_root::api_state(store.clone(), broker.clone(), queue.clone(), &cfg.policy.api);
         state.clock = clock.clone();
         state.webhook_secret = Arc::new(cfg.webhook_secret.clone());
         state.auth = cfg.auth;

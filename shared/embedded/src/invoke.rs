@@ -88,7 +88,13 @@ fn broker() -> Result<Arc<dyn Broker>, String> {
 
 async fn http(function: &str, event: &str, store: Arc<dyn CloseStore>) -> Result<Value, String> {
     let mut req = lambda_http::request::from_str(event).map_err(|e| format!("not an API Gateway event: {e}"))?;
-    let mut state = closeflow_root::api_state(store, broker()?, &Policy::from_env()?.api);
+    // A bulk close's first step: to the real queue when one is named, else to an
+    // in-process one (`make invoke` runs one function, not the pipeline behind it).
+    let queue: Arc<dyn OrderQueue> = match env("QUEUE_URL") {
+        Some(url) => Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&shared_config().await), url)),
+        None => Arc::new(MemoryQueue::new()),
+    };
+    let mut state = closeflow_root::api_state(store, broker()?, queue, &Policy::from_env()?.api);
     state.auth = Auth::Jwt {
         claim: env("ACCOUNTS_CLAIM").unwrap_or_else(|| "accounts".into()),
     };

@@ -128,7 +128,7 @@ impl Stack {
             Some(brokers) => (brokers, None),
             None => (sim.clone(), Some(sim.clone())),
         };
-        let mut state = closeflow_root::api_state(store.clone(), broker.clone(), &cfg.api);
+        let mut state = closeflow_root::api_state(store.clone(), broker.clone(), producer.clone(), &cfg.api);
         state.clock = cfg.clock.clone();
         state.webhook_secret = Arc::new(cfg.webhook_secret);
         state.auth = cfg.auth;

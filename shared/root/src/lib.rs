@@ -84,13 +84,17 @@ pub fn webhook_secret() -> Result<Vec<u8>, String> {
 
 /// The API's state: the one place every deployable (the http-api Lambda, `make run`,
 /// `make run-aws-local`, `make invoke`, the tests) puts its store, its broker (the API
-/// cancels orders at it) and the policy's API limits together.
+/// cancels orders at it), the pipeline's work queue (bulk closes start there) and the
+/// policy's API limits together.
 pub fn api_state(
     store: Arc<dyn closeflow_store::CloseStore>,
     broker: Arc<dyn Broker>,
+    queue: Arc<dyn closeflow_pipeline::OrderQueue>,
     policy: &ApiConfig,
 ) -> closeflow_api::AppState {
-    let mut state = closeflow_api::AppState::new(store).with_broker(broker);
+    let mut state = closeflow_api::AppState::new(store)
+        .with_broker(broker)
+        .with_queue(queue);
     state.config = policy.clone();
     state
 }
