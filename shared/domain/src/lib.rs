@@ -8,7 +8,9 @@ pub mod access;
 pub mod account;
 pub mod audit;
 pub mod close;
+pub mod drawdown;
 pub mod events;
+pub mod guard;
 pub mod ids;
 pub mod invariants;
 pub mod json;
@@ -38,7 +40,9 @@ pub use account::{
 };
 pub use audit::{audit_entries, AuditEntry};
 pub use close::{decide_close, CloseCommand, CloseDecision, CloseRejection, Fingerprint};
+pub use drawdown::{DrawdownDecision, DrawdownLevel, DrawdownPolicy, DrawdownPolicyError, DrawdownState};
 pub use events::{events_for, DomainEvent};
+pub use guard::{GuardAction, GuardEvent, GuardEventError, GuardKind, GuardScope};
 pub use ids::{AccountId, CloseRequestId, IdError, IdempotencyKey, PositionId, RoutingKey};
 pub use invariants::{check_invariants, Violation};
 pub use lifecycle::{
