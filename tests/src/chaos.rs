@@ -426,6 +426,36 @@ impl Broker for ChaosBroker {
             .into_iter()
             .collect())
     }
+
+    async fn account_equity(&self, _: &AccountId) -> Result<rust_decimal::Decimal, BrokerError> {
+        if self.roll(5) {
+            return Err(BrokerError::RateLimited {
+                retry_after: std::time::Duration::from_secs(1),
+            });
+        }
+        Ok(rust_decimal::Decimal::from(100_000))
+    }
+
+    /// The foreign orders holding symbols, as `open_orders` lists them per symbol.
+    async fn account_open_orders(&self, _: &AccountId) -> Result<Vec<OpenOrder>, BrokerError> {
+        if self.roll(5) {
+            return Err(BrokerError::RateLimited {
+                retry_after: std::time::Duration::from_secs(1),
+            });
+        }
+        let mut held: Vec<String> = self.lock().held.iter().cloned().collect();
+        held.sort();
+        Ok(held
+            .into_iter()
+            .map(|symbol| OpenOrder {
+                broker_order_id: format!("foreign-{symbol}"),
+                client_order_id: "manual-order".into(),
+                symbol,
+                qty: qty("100"),
+                filled_qty: Quantity::ZERO,
+            })
+            .collect())
+    }
 }
 
 /// The symbol the `held` fault blocks (the first position's option contract).

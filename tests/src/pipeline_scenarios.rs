@@ -569,6 +569,15 @@ impl Broker for LostAnswerOnce {
     ) -> Result<Vec<closeflow_pipeline::broker::OpenOrder>, BrokerError> {
         self.inner.open_orders(a, symbol).await
     }
+    async fn account_equity(&self, a: &AccountId) -> Result<rust_decimal::Decimal, BrokerError> {
+        self.inner.account_equity(a).await
+    }
+    async fn account_open_orders(
+        &self,
+        a: &AccountId,
+    ) -> Result<Vec<closeflow_pipeline::broker::OpenOrder>, BrokerError> {
+        self.inner.account_open_orders(a).await
+    }
 }
 
 pub async fn an_unknown_submit_outcome_is_retried_into_exactly_one_order(backend: Backend) {

@@ -65,6 +65,13 @@ impl Broker for Holdings {
     async fn open_orders(&self, _: &AccountId, _: &str) -> Result<Vec<OpenOrder>, BrokerError> {
         Ok(vec![])
     }
+    /// Holdings only: a steady equity and no orders.
+    async fn account_equity(&self, _: &AccountId) -> Result<rust_decimal::Decimal, BrokerError> {
+        Ok(rust_decimal::Decimal::from(100_000))
+    }
+    async fn account_open_orders(&self, _: &AccountId) -> Result<Vec<OpenOrder>, BrokerError> {
+        Ok(vec![])
+    }
 }
 
 pub fn config(adopt: bool) -> SyncConfig {

@@ -183,6 +183,12 @@ impl Broker for LostOnTheWay {
     async fn open_orders(&self, a: &AccountId, s: &str) -> Result<Vec<OpenOrder>, BrokerError> {
         self.0.open_orders(a, s).await
     }
+    async fn account_equity(&self, a: &AccountId) -> Result<rust_decimal::Decimal, BrokerError> {
+        self.0.account_equity(a).await
+    }
+    async fn account_open_orders(&self, a: &AccountId) -> Result<Vec<OpenOrder>, BrokerError> {
+        self.0.account_open_orders(a).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -268,6 +268,14 @@ impl Broker for AccountBrokers {
         self.for_account(account)?.open_orders(account, symbol).await
     }
 
+    async fn account_equity(&self, account: &AccountId) -> Result<rust_decimal::Decimal, BrokerError> {
+        self.for_account(account)?.account_equity(account).await
+    }
+
+    async fn account_open_orders(&self, account: &AccountId) -> Result<Vec<OpenOrder>, BrokerError> {
+        self.for_account(account)?.account_open_orders(account).await
+    }
+
     fn supports_mleg(&self) -> bool {
         true
     }

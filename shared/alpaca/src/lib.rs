@@ -106,12 +106,46 @@ struct AlpacaOpenOrder {
     id: String,
     #[serde(default)]
     client_order_id: String,
-    symbol: String,
+    /// A multi-leg order itself names no symbol (its legs do).
+    #[serde(default)]
+    symbol: Option<String>,
     #[serde(default)]
     qty: Option<String>,
     #[serde(default)]
     filled_qty: Option<String>,
+    /// What the account-wide listing pages by.
+    #[serde(default)]
+    submitted_at: Option<String>,
 }
+
+impl AlpacaOpenOrder {
+    fn into_open_order(self) -> Result<OpenOrder, BrokerError> {
+        let q = |v: Option<&str>| match v {
+            None | Some("") => Ok(Quantity::ZERO),
+            Some(v) => Quantity::parse(v).map_err(|e| BrokerError::Ambiguous(e.to_string())),
+        };
+        Ok(OpenOrder {
+            qty: q(self.qty.as_deref())?,
+            filled_qty: q(self.filled_qty.as_deref())?,
+            broker_order_id: self.id,
+            client_order_id: self.client_order_id,
+            symbol: self.symbol.unwrap_or_default(),
+        })
+    }
+}
+
+/// The part of Alpaca's account object closeflow reads.
+#[derive(Debug, Deserialize)]
+struct AlpacaAccount {
+    /// A decimal string; a JSON number is read from its text all the same.
+    #[serde(default)]
+    equity: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// Alpaca's page size for order listings (its maximum).
+const ORDER_PAGE: usize = 500;
+/// Pages of open orders read at most (10 000 orders) before the answer is called unknown.
+const MAX_ORDER_PAGES: usize = 20;
 
 /// Alpaca's 403 body for an order the account cannot cover now.
 #[derive(Debug, Deserialize, Default)]
@@ -590,21 +624,80 @@ impl Broker for AlpacaBroker {
         let list: Vec<AlpacaOpenOrder> =
             serde_json::from_str(&text).map_err(|e| BrokerError::Ambiguous(format!("unreadable orders: {e}")))?;
         list.into_iter()
-            .filter(|o| o.symbol == symbol)
-            .map(|o| {
-                let q = |v: Option<&str>| match v {
-                    None | Some("") => Ok(Quantity::ZERO),
-                    Some(v) => Quantity::parse(v).map_err(|e| BrokerError::Ambiguous(e.to_string())),
-                };
-                Ok(OpenOrder {
-                    qty: q(o.qty.as_deref())?,
-                    filled_qty: q(o.filled_qty.as_deref())?,
-                    broker_order_id: o.id,
-                    client_order_id: o.client_order_id,
-                    symbol: o.symbol,
-                })
-            })
+            .filter(|o| o.symbol.as_deref() == Some(symbol))
+            .map(AlpacaOpenOrder::into_open_order)
             .collect()
+    }
+
+    /// `GET /v2/account`'s `equity`.
+    async fn account_equity(&self, _: &AccountId) -> Result<rust_decimal::Decimal, BrokerError> {
+        let (status, text) = self.send(self.req(reqwest::Method::GET, "/v2/account")).await?;
+        if !status.is_success() {
+            return Err(unknown(status, &text));
+        }
+        let account: AlpacaAccount =
+            serde_json::from_str(&text).map_err(|e| BrokerError::Ambiguous(format!("unreadable account: {e}")))?;
+        let raw = account
+            .equity
+            .filter(|r| r.get() != "null")
+            .ok_or_else(|| BrokerError::Ambiguous("the account has no equity".into()))?;
+        closeflow_domain::quantity::parse_json_decimal(raw.get())
+            .map_err(|e| BrokerError::Ambiguous(format!("bad equity: {e}")))
+    }
+
+    /// `GET /v2/orders?status=open&limit=500&nested=false`, oldest first. A full page may
+    /// not be all: the next page starts just before the last order's `submitted_at` (an
+    /// order sharing that instant is not skipped; repeats are dropped by id). A listing
+    /// that cannot be completed is an error, never a silently shortened list: a
+    /// liquidation would leave the missing orders working.
+    async fn account_open_orders(&self, _: &AccountId) -> Result<Vec<OpenOrder>, BrokerError> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_ORDER_PAGES {
+            let mut rb = self.req(reqwest::Method::GET, "/v2/orders").query(&[
+                ("status", "open"),
+                ("limit", "500"),
+                ("nested", "false"),
+                ("direction", "asc"),
+            ]);
+            if let Some(a) = &after {
+                rb = rb.query(&[("after", a)]);
+            }
+            let (status, text) = self.send(rb).await?;
+            if !status.is_success() {
+                return Err(unknown(status, &text));
+            }
+            let page: Vec<AlpacaOpenOrder> =
+                serde_json::from_str(&text).map_err(|e| BrokerError::Ambiguous(format!("unreadable orders: {e}")))?;
+            let full = page.len() >= ORDER_PAGE;
+            let last = page.last().and_then(|o| o.submitted_at.clone());
+            let before = out.len();
+            for o in page {
+                if seen.insert(o.id.clone()) {
+                    out.push(o.into_open_order()?);
+                }
+            }
+            if !full {
+                return Ok(out);
+            }
+            if out.len() == before {
+                return Err(BrokerError::Ambiguous(
+                    "listing open orders made no progress (a full page of orders already seen)".into(),
+                ));
+            }
+            let Some(t) = last.as_deref().and_then(closeflow_domain::parse_timestamp) else {
+                return Err(BrokerError::Ambiguous(
+                    "a full page of open orders without a readable submitted_at to page on".into(),
+                ));
+            };
+            let just_before = t - chrono::TimeDelta::nanoseconds(1);
+            after = Some(just_before.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+        }
+        Err(BrokerError::Ambiguous(format!(
+            "more than {} open orders; the list is incomplete",
+            ORDER_PAGE * MAX_ORDER_PAGES
+        )))
     }
 
     async fn list_positions(&self, _: &AccountId) -> Result<Vec<BrokerPosition>, BrokerError> {

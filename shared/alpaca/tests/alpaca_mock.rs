@@ -10,7 +10,7 @@ use closeflow_domain::{
 };
 use closeflow_pipeline::{Broker, BrokerError};
 use serde_json::{json, Value};
-use wiremock::matchers::{body_partial_json, header, method, path, query_param};
+use wiremock::matchers::{body_partial_json, header, method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn acct() -> AccountId {
@@ -411,6 +411,171 @@ async fn open_orders_of_a_symbol_are_listed() {
         (open[0].broker_order_id.as_str(), open[0].qty),
         ("o-9", Quantity::from(10))
     );
+}
+
+#[tokio::test]
+async fn account_equity_is_read_exactly_from_the_account() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v2/account"))
+        .and(header("APCA-API-KEY-ID", "key-id"))
+        .and(header("APCA-API-SECRET-KEY", "secret"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "e6fe16f3-64a4-4921-8928-cadf02f92f98",
+            "status": "ACTIVE",
+            "cash": "4000.32",
+            "equity": "103820.56000000000000001",
+            "last_equity": "103529.24",
+            "portfolio_value": "103820.56",
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let equity = broker(&server, Duration::from_secs(2))
+        .await
+        .account_equity(&acct())
+        .await
+        .unwrap();
+    assert_eq!(equity.to_string(), "103820.56000000000000001", "never through a float");
+}
+
+#[tokio::test]
+async fn an_account_without_readable_equity_or_a_failed_call_is_an_unknown_answer() {
+    for (status, body) in [
+        (200, r#"{"equity": 98000.5}"#),
+        (200, r#"{"cash": "1"}"#),
+        (200, r#"{"equity": null}"#),
+        (200, r#"{"equity": "lots"}"#),
+        (200, "not json"),
+        (503, r#"{"message": "down"}"#),
+        (401, r#"{"message": "request is not authorized"}"#),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/v2/account"))
+            .respond_with(ResponseTemplate::new(status).set_body_raw(body, "application/json"))
+            .mount(&server)
+            .await;
+        let r = broker(&server, Duration::from_secs(2))
+            .await
+            .account_equity(&acct())
+            .await;
+        match (status, body) {
+            (200, b) if b.contains("98000.5") => {
+                assert_eq!(r, Ok("98000.5".parse().unwrap()), "a JSON number is read from its text")
+            }
+            (401, _) => assert!(matches!(r, Err(BrokerError::CredentialsRejected(_))), "{r:?}"),
+            _ => assert!(matches!(r, Err(BrokerError::Ambiguous(_))), "{status} {body}: {r:?}"),
+        }
+    }
+}
+
+fn open_order_json(id: &str, symbol: Value, submitted_at: &str) -> Value {
+    json!({
+        "id": id, "client_order_id": format!("c-{id}"), "symbol": symbol, "qty": "10", "filled_qty": "2.5",
+        "status": "new", "submitted_at": submitted_at,
+    })
+}
+
+#[tokio::test]
+async fn every_open_order_of_the_account_is_listed_in_any_symbol() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v2/orders"))
+        .and(query_param("status", "open"))
+        .and(query_param("limit", "500"))
+        .and(query_param("nested", "false"))
+        .and(query_param_is_missing("symbols"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([
+            open_order_json("o-1", json!("AAPL"), "2026-03-16T18:38:01.937734Z"),
+            open_order_json("o-2", json!("TSLA"), "2026-03-16T18:38:02.5Z"),
+            // A multi-leg order names no symbol of its own.
+            open_order_json("o-3", Value::Null, "2026-03-16T18:38:03Z"),
+        ])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let open = broker(&server, Duration::from_secs(2))
+        .await
+        .account_open_orders(&acct())
+        .await
+        .unwrap();
+    let seen: Vec<(&str, &str, &str)> = open
+        .iter()
+        .map(|o| {
+            (
+                o.broker_order_id.as_str(),
+                o.client_order_id.as_str(),
+                o.symbol.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [("o-1", "c-o-1", "AAPL"), ("o-2", "c-o-2", "TSLA"), ("o-3", "c-o-3", "")]
+    );
+    assert_eq!(
+        (open[0].qty, open[0].filled_qty),
+        (Quantity::from(10), Quantity::parse("2.5").unwrap())
+    );
+}
+
+#[tokio::test]
+async fn more_than_a_page_of_open_orders_is_read_to_the_end_without_skipping_a_shared_instant() {
+    let server = MockServer::start().await;
+    // 500 orders, the last two submitted at the same instant.
+    let first: Vec<Value> = (0..500)
+        .map(|i| {
+            let at = format!("2026-03-16T18:{:02}:{:02}.000000001Z", i.min(498) / 60, i.min(498) % 60);
+            open_order_json(&format!("o-{i}"), json!("AAPL"), &at)
+        })
+        .collect();
+    Mock::given(method("GET"))
+        .and(path("/v2/orders"))
+        .and(query_param_is_missing("after"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(Value::Array(first)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // The next page starts 1 ns before the last one seen: the two at that instant again,
+    // then one more.
+    Mock::given(method("GET"))
+        .and(path("/v2/orders"))
+        .and(query_param("after", "2026-03-16T18:08:18.000000000Z"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([
+            open_order_json("o-498", json!("AAPL"), "2026-03-16T18:08:18.000000001Z"),
+            open_order_json("o-499", json!("AAPL"), "2026-03-16T18:08:18.000000001Z"),
+            open_order_json("o-500", json!("MSFT"), "2026-03-16T18:09:00Z"),
+        ])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let open = broker(&server, Duration::from_secs(2))
+        .await
+        .account_open_orders(&acct())
+        .await
+        .unwrap();
+    assert_eq!(open.len(), 501, "each order once");
+    assert_eq!(open[500].symbol, "MSFT");
+}
+
+#[tokio::test]
+async fn an_open_order_listing_that_cannot_be_completed_is_an_error_not_a_short_list() {
+    let server = MockServer::start().await;
+    // A broker that ignores `after`: the same full page again and again.
+    let page: Vec<Value> = (0..500)
+        .map(|i| open_order_json(&format!("o-{i}"), json!("AAPL"), "2026-03-16T18:38:01Z"))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path("/v2/orders"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(Value::Array(page)))
+        .mount(&server)
+        .await;
+    let r = broker(&server, Duration::from_secs(2))
+        .await
+        .account_open_orders(&acct())
+        .await;
+    assert!(matches!(r, Err(BrokerError::Ambiguous(_))), "{r:?}");
 }
 
 #[tokio::test]

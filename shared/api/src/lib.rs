@@ -156,6 +156,18 @@ impl closeflow_pipeline::Broker for NoBroker {
     ) -> Result<Vec<closeflow_pipeline::broker::OpenOrder>, closeflow_pipeline::BrokerError> {
         Err(no_broker())
     }
+    async fn account_equity(
+        &self,
+        _: &closeflow_domain::AccountId,
+    ) -> Result<rust_decimal::Decimal, closeflow_pipeline::BrokerError> {
+        Err(no_broker())
+    }
+    async fn account_open_orders(
+        &self,
+        _: &closeflow_domain::AccountId,
+    ) -> Result<Vec<closeflow_pipeline::broker::OpenOrder>, closeflow_pipeline::BrokerError> {
+        Err(no_broker())
+    }
 }
 
 /// A state without a queue refuses long work (`queue_unavailable`) rather than drop it.

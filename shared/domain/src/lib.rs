@@ -9,7 +9,9 @@ pub mod account;
 pub mod audit;
 pub mod bulk;
 pub mod close;
+pub mod drawdown;
 pub mod events;
+pub mod guard;
 pub mod ids;
 pub mod invariants;
 pub mod json;
@@ -43,7 +45,9 @@ pub use bulk::{
     Progress, RowOutcome, RowStatus, RowView, BULK_PAGE_SIZE,
 };
 pub use close::{decide_close, CloseCommand, CloseDecision, CloseRejection, Fingerprint};
+pub use drawdown::{DrawdownDecision, DrawdownLevel, DrawdownPolicy, DrawdownPolicyError, DrawdownState};
 pub use events::{events_for, DomainEvent};
+pub use guard::{GuardAction, GuardEvent, GuardEventError, GuardKind, GuardScope};
 pub use ids::{AccountId, CloseRequestId, IdError, IdempotencyKey, PositionId, RoutingKey};
 pub use invariants::{check_invariants, Violation};
 pub use lifecycle::{

@@ -39,7 +39,7 @@ pub fn routes(broker: Arc<PaperBroker>) -> Router<Arc<PaperBroker>> {
         .route_layer(middleware::from_fn_with_state(broker, rest::guard))
 }
 
-fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(crate) fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": code, "message": message.into()}))).into_response()
 }
 

@@ -3,8 +3,10 @@
 //! codes and `{"code":…,"message":…}` error bodies, and the `trade_updates` WebSocket at
 //! `/stream`. It runs as its own process, so closeflow can crash and restart against it
 //! and a test can count the orders it really received. Its holdings can be changed behind
-//! closeflow's back under `/paper` ([`holdings`]), for position sync to find.
+//! closeflow's back under `/paper` ([`holdings`]), for position sync to find, and so can
+//! its equity ([`equity`]), for the drawdown guard to find.
 
+pub mod equity;
 pub mod holdings;
 pub mod limit;
 pub mod rest;
@@ -79,7 +81,8 @@ impl PaperConfig {
     }
 
     /// From `PAPER_KEY_ID`, `PAPER_SECRET_KEY`, `PAPER_ACCOUNT`, `SIM_BROKER_SCENARIOS`,
-    /// `SIM_BROKER_PRICES`, `SIM_BROKER_POSITIONS` and `PAPER_RATE_LIMIT`, announcing each
+    /// `SIM_BROKER_PRICES`, `SIM_BROKER_POSITIONS`, `SIM_BROKER_EQUITY` (the account's
+    /// equity, fixed until changed) and `PAPER_RATE_LIMIT`, announcing each
     /// development default it falls back to.
     pub fn from_env() -> Result<PaperConfig, String> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -135,10 +138,17 @@ pub struct PaperBroker {
     pub(crate) started_at: closeflow_domain::Timestamp,
     /// Every `trade_updates` message, serialised once for all stream clients.
     pub(crate) updates: broadcast::Sender<Arc<str>>,
+    /// The account's equity as set from outside (`SIM_BROKER_EQUITY`, `POST /paper/account`);
+    /// `None`: cash plus positions at their prices.
+    pub(crate) equity: std::sync::Mutex<Option<closeflow_domain::Quantity>>,
 }
 
 impl PaperBroker {
     pub fn new(cfg: PaperConfig) -> Arc<PaperBroker> {
+        let equity = cfg
+            .scenarios
+            .equity_set()
+            .then(|| closeflow_domain::Quantity::new(cfg.scenarios.starting_equity()));
         let engine = Engine::new(cfg.scenarios, cfg.clock.clone(), cfg.scheduler, None);
         let (updates, _) = broadcast::channel(STREAM_BACKLOG);
         let tx = updates.clone();
@@ -156,6 +166,7 @@ impl PaperBroker {
             started_at: cfg.clock.now(),
             clock: cfg.clock,
             updates,
+            equity: std::sync::Mutex::new(equity),
         })
     }
 
@@ -175,6 +186,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub fn router(broker: Arc<PaperBroker>) -> Router {
     rest::routes(broker.clone())
         .merge(holdings::routes(broker.clone()))
+        .merge(equity::routes(broker.clone()))
         .merge(stream::routes())
         .fallback(rest::not_found)
         .with_state(broker)

@@ -299,5 +299,6 @@ async fn account(State(b): Broker) -> Response {
             "account value out of range",
         );
     };
-    Json(views::account(&b.account_id, &b.started_at, cash, long, short)).into_response()
+    let equity = *b.equity.lock().unwrap_or_else(|p| p.into_inner());
+    Json(views::account(&b.account_id, &b.started_at, cash, long, short, equity)).into_response()
 }

@@ -130,9 +130,18 @@ pub fn trade_update(e: &TradeEvent) -> Value {
     json!({"stream": "trade_updates", "data": data})
 }
 
-/// The account: starting cash plus what the fills moved; positions at their price.
-pub fn account(id: &str, created_at: &Timestamp, cash: Quantity, long: Quantity, short: Quantity) -> Value {
-    let equity = cash.checked_add(long).and_then(|e| e.checked_add(short));
+/// The account: starting cash plus what the fills moved; positions at their price. Equity
+/// is `set_equity` when it was set from outside (the market moved), else cash plus
+/// positions.
+pub fn account(
+    id: &str,
+    created_at: &Timestamp,
+    cash: Quantity,
+    long: Quantity,
+    short: Quantity,
+    set_equity: Option<Quantity>,
+) -> Value {
+    let equity = set_equity.or_else(|| cash.checked_add(long).and_then(|e| e.checked_add(short)));
     let equity = equity.map(|e| e.to_string());
     json!({
         "id": id,

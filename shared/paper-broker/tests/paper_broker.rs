@@ -985,3 +985,113 @@ async fn limit_orders_and_rest_behave_alike_in_the_paper_and_the_simulated_broke
     );
     assert_eq!(seen[0], seen[1], "paper and simulated broker agree");
 }
+
+#[tokio::test]
+async fn equity_changed_behind_closeflows_back_is_what_the_adapter_reads() {
+    let p = paper("", "", None).await;
+    let a = p.adapter();
+    assert_eq!(
+        a.account_equity(&acct()).await,
+        Ok(rust_decimal::Decimal::from(100_000)),
+        "cash plus positions"
+    );
+    let (s, b) = paper_call(
+        &p,
+        reqwest::Method::POST,
+        "/paper/account",
+        json!({"account_id": "acct-1", "equity": "87500.25"}),
+    )
+    .await;
+    assert_eq!((s, b), (200, json!({"account_id": "acct-1", "equity": "87500.25"})));
+    assert_eq!(a.account_equity(&acct()).await, Ok("87500.25".parse().unwrap()));
+    let (_, raw) = p.get("/v2/account").await;
+    assert_eq!(
+        (&raw["equity"], &raw["portfolio_value"]),
+        (&json!("87500.25"), &json!("87500.25"))
+    );
+    assert_eq!(raw["cash"], "100000", "cash is what the fills moved");
+
+    // A JSON number is read exactly; the account may be left out.
+    let (s, _) = paper_call(&p, reqwest::Method::POST, "/paper/account", json!({"equity": -12.5})).await;
+    assert_eq!(s, 200);
+    assert_eq!(a.account_equity(&acct()).await, Ok("-12.5".parse().unwrap()));
+    // null goes back to cash plus positions.
+    let (s, b) = paper_call(&p, reqwest::Method::POST, "/paper/account", json!({"equity": null})).await;
+    assert_eq!((s, &b["equity"]), (200, &Value::Null));
+    assert_eq!(
+        a.account_equity(&acct()).await,
+        Ok(rust_decimal::Decimal::from(100_000))
+    );
+}
+
+#[tokio::test]
+async fn a_refused_equity_change_changes_nothing() {
+    let p = paper("", "", None).await;
+    for (body, status, code) in [
+        (json!({"account_id": "ACC2", "equity": "1"}), 404, "unknown_account"),
+        (json!({"account_id": "acct-1"}), 400, "invalid_body"),
+        (json!({"equity": "lots"}), 400, "invalid_body"),
+        (json!({"equity": "1", "cash": "2"}), 400, "invalid_body"),
+    ] {
+        let (s, b) = paper_call(&p, reqwest::Method::POST, "/paper/account", body.clone()).await;
+        assert_eq!((s, b["error"].as_str()), (status, Some(code)), "{body}");
+    }
+    let unauthorized = p
+        .http
+        .post(format!("{}/paper/account", p.url))
+        .json(&json!({"equity": "1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status().as_u16(), 401);
+    assert_eq!(p.get("/v2/account").await.1["equity"], "100000");
+}
+
+#[tokio::test]
+async fn sim_broker_equity_sets_the_paper_accounts_equity_from_the_start() {
+    let broker = PaperBroker::new(PaperConfig::new(SimScenarios::default().with_equity("5000.5").unwrap()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let cfg = AlpacaConfig {
+        base_url: url,
+        key_id: closeflow_paper_broker::DEV_KEY_ID.into(),
+        secret_key: closeflow_paper_broker::DEV_SECRET_KEY.into(),
+        timeout: Duration::from_secs(5),
+    };
+    tokio::spawn(async move { axum::serve(listener, router(broker)).await.unwrap() });
+    let a = AlpacaBroker::new(cfg).unwrap();
+    assert_eq!(a.account_equity(&acct()).await, Ok("5000.5".parse().unwrap()));
+}
+
+#[tokio::test]
+async fn every_open_order_of_the_account_is_listed_through_the_adapter() {
+    let p = paper("AAPL=rest,MSFT=rest", "", None).await;
+    let a = p.adapter();
+    let limit = |symbol: &str, attempt| {
+        let mut i = sell(symbol, 5, attempt);
+        i.options = closeflow_domain::OrderOptions::limit(
+            closeflow_domain::Price::new(Quantity::parse("1000").unwrap()).unwrap(),
+        );
+        i
+    };
+    let aapl = a.submit_order(&limit("AAPL", 1)).await.unwrap();
+    let msft = a.submit_order(&limit("MSFT", 1)).await.unwrap();
+    // A market order fills at once and is not open.
+    a.submit_order(&sell("IBM", 3, 1)).await.unwrap();
+    let open = a.account_open_orders(&acct()).await.unwrap();
+    assert_eq!(
+        open.iter()
+            .map(|o| (o.broker_order_id.as_str(), o.symbol.as_str(), o.qty))
+            .collect::<Vec<_>>(),
+        [
+            (aapl.broker_order_id.as_str(), "AAPL", Quantity::from(5)),
+            (msft.broker_order_id.as_str(), "MSFT", Quantity::from(5))
+        ],
+        "oldest first"
+    );
+    assert_eq!(open[0].client_order_id, aapl.client_order_id.to_string());
+    a.cancel_order(&acct(), &aapl.broker_order_id).await.unwrap();
+    let open = a.account_open_orders(&acct()).await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].symbol, "MSFT");
+}

@@ -7,6 +7,7 @@ use closeflow_domain::{
     AccountId, ClientOrderId, MlegIntent, MlegLegReport, MlegReport, OrderIntent, OrderStatus, OrderUpdate, Quantity,
     Timestamp,
 };
+use rust_decimal::Decimal;
 
 /// A broker's view of one order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +156,12 @@ pub trait Broker: Send + Sync {
     async fn list_positions(&self, account: &AccountId) -> Result<Vec<BrokerPosition>, BrokerError>;
     /// The symbol's orders still working at the broker (whoever placed them).
     async fn open_orders(&self, account: &AccountId, symbol: &str) -> Result<Vec<OpenOrder>, BrokerError>;
+    /// The account's equity (cash plus positions at market), what the drawdown guard
+    /// measures.
+    async fn account_equity(&self, account: &AccountId) -> Result<Decimal, BrokerError>;
+    /// Every order still working at the broker for the account, in any symbol (whoever
+    /// placed them), oldest first: what an emergency liquidation cancels.
+    async fn account_open_orders(&self, account: &AccountId) -> Result<Vec<OpenOrder>, BrokerError>;
 
     /// Whether this adapter places multi-leg orders: a strategy close runs in `mleg` mode
     /// only then. Adapters that say so implement the two calls below.

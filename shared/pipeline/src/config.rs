@@ -105,8 +105,9 @@ pub fn sync_config_from_env() -> Result<crate::sync::SyncConfig, String> {
 /// The simulated broker's settings, read the same way by every stack that runs it
 /// (`make run`, `make run-aws-local`, `make invoke`, the paper broker):
 /// `SIM_BROKER_SCENARIOS` (behaviour per symbol), `SIM_BROKER_PRICES` (fill price per
-/// symbol) and `SIM_BROKER_POSITIONS` (what each account holds at the start). Each error
-/// names its variable and the bad entry.
+/// symbol), `SIM_BROKER_POSITIONS` (what each account holds at the start) and
+/// `SIM_BROKER_EQUITY` (every account's equity, default 100000). Each error names its
+/// variable and the bad entry.
 pub fn sim_scenarios_from_env() -> Result<crate::SimScenarios, String> {
     let var = |k: &str| std::env::var(k).unwrap_or_default();
     crate::SimScenarios::parse(&var("SIM_BROKER_SCENARIOS"))
@@ -114,7 +115,9 @@ pub fn sim_scenarios_from_env() -> Result<crate::SimScenarios, String> {
         .with_prices(&var("SIM_BROKER_PRICES"))
         .map_err(|e| format!("SIM_BROKER_PRICES: {e}"))?
         .with_positions(&var("SIM_BROKER_POSITIONS"))
-        .map_err(|e| format!("SIM_BROKER_POSITIONS: {e}"))
+        .map_err(|e| format!("SIM_BROKER_POSITIONS: {e}"))?
+        .with_equity(&var("SIM_BROKER_EQUITY"))
+        .map_err(|e| format!("SIM_BROKER_EQUITY: {e}"))
 }
 
 /// `SYNC_EVERY`: the embedded stack's sync timer. Unset: 5 minutes when there are holdings

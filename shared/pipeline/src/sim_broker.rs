@@ -7,7 +7,8 @@
 //! GOOG=reject_first,AMZN=replace,NFLX=held` (others: `fill`), and fill prices with
 //! `SIM_BROKER_PRICES="AAPL=187.5,TSLA=250"` (others: 100), and what the accounts hold
 //! at the start with `SIM_BROKER_POSITIONS="ACC1:IBM=7,ACC1:AAPL=-3@187.5"` (see
-//! [`holdings`]; others: nothing).
+//! [`holdings`]; others: nothing), and every account's equity with `SIM_BROKER_EQUITY`
+//! (default 100000; [`SimulatedBroker::set_equity`] moves one account's).
 //!
 //! A multi-leg order is placed as one order per leg in the engine, each named by its
 //! leg's own order record (`{leg close request id}-{n}`), so each leg's fills reach
@@ -71,11 +72,15 @@ pub enum SimBehaviour {
 /// The price every fill of a symbol gets unless `SIM_BROKER_PRICES` names one.
 pub const DEFAULT_PRICE: i64 = 100;
 
+/// Every account's equity unless `SIM_BROKER_EQUITY` names another.
+pub const DEFAULT_EQUITY: i64 = 100_000;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SimScenarios {
     behaviours: HashMap<String, SimBehaviour>,
     prices: HashMap<String, Quantity>,
     positions: Vec<SeedHolding>,
+    equity: Option<Quantity>,
 }
 
 /// `500ms`, `2s`, `1m` (or `1min`), `1h`.
@@ -136,6 +141,7 @@ impl SimScenarios {
             behaviours,
             prices: HashMap::new(),
             positions: Vec::new(),
+            equity: None,
         })
     }
 
@@ -158,6 +164,30 @@ impl SimScenarios {
     pub fn with_positions(mut self, spec: &str) -> Result<Self, String> {
         self.positions = parse_seed(spec)?;
         Ok(self)
+    }
+
+    /// Sets every account's starting equity from a `SIM_BROKER_EQUITY` value (an exact
+    /// decimal; empty leaves the default). Zero and below are allowed: a wiped-out account
+    /// is a case the drawdown guard must handle.
+    pub fn with_equity(mut self, spec: &str) -> Result<Self, String> {
+        let spec = spec.trim();
+        if spec.is_empty() {
+            return Ok(self);
+        }
+        let equity = Quantity::parse(spec).map_err(|e| format!("`{spec}`: {e}"))?;
+        self.equity = Some(equity);
+        Ok(self)
+    }
+
+    /// Every account's equity until one is set otherwise (`SIM_BROKER_EQUITY`, else
+    /// [`DEFAULT_EQUITY`]).
+    pub fn starting_equity(&self) -> rust_decimal::Decimal {
+        self.equity.unwrap_or(Quantity::from(DEFAULT_EQUITY)).value()
+    }
+
+    /// Whether `SIM_BROKER_EQUITY` named the equity.
+    pub fn equity_set(&self) -> bool {
+        self.equity.is_some()
     }
 
     /// The starting holdings, as the spec gave them.
@@ -256,6 +286,10 @@ pub struct SimulatedBroker {
     /// Multi-leg orders by client order id: (broker order id, qty in units, each leg's
     /// symbol, ratio and engine client order id).
     mlegs: Mutex<HashMap<String, SimMleg>>,
+    /// Accounts whose equity was set by hand ([`SimulatedBroker::set_equity`]); the rest
+    /// have the scenarios' starting equity. Fills never move it: prices are constant, so
+    /// a close only turns position value into cash.
+    equity: Mutex<HashMap<AccountId, rust_decimal::Decimal>>,
 }
 
 #[derive(Debug, Clone)]
@@ -292,6 +326,7 @@ impl SimulatedBroker {
             engine,
             webhooks,
             mlegs: Mutex::new(HashMap::new()),
+            equity: Mutex::new(HashMap::new()),
         }
     }
 
@@ -368,6 +403,15 @@ impl SimulatedBroker {
     /// removes the holding.
     pub fn set_holding(&self, account: &AccountId, symbol: &str, qty: Quantity) {
         self.engine.set_position(account.as_str(), symbol, qty, None);
+    }
+
+    /// Sets an account's equity, as the market moving would (what the drawdown guard
+    /// reads through [`Broker::account_equity`]).
+    pub fn set_equity(&self, account: &AccountId, equity: rust_decimal::Decimal) {
+        self.equity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(account.clone(), equity);
     }
 
     /// How many orders the broker accepted (what "exactly one order" is checked against).
@@ -548,14 +592,45 @@ impl Broker for SimulatedBroker {
                 newest_first: false,
             })
             .into_iter()
-            .map(|o| OpenOrder {
-                broker_order_id: o.id,
-                client_order_id: o.client_order_id,
-                symbol: o.symbol,
-                qty: o.qty,
-                filled_qty: o.filled_qty,
-            })
+            .map(open_order)
             .collect())
+    }
+
+    async fn account_equity(&self, account: &AccountId) -> Result<rust_decimal::Decimal, BrokerError> {
+        let set = self
+            .equity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account)
+            .copied();
+        Ok(set.unwrap_or_else(|| self.engine.scenarios().starting_equity()))
+    }
+
+    async fn account_open_orders(&self, account: &AccountId) -> Result<Vec<OpenOrder>, BrokerError> {
+        Ok(self
+            .engine
+            .list(&ListQuery {
+                status: StatusFilter::Open,
+                symbols: None,
+                limit: usize::MAX,
+                newest_first: false,
+            })
+            .into_iter()
+            // A `held` symbol's blocking order belongs to no account: it stands for an
+            // order in every account, as `open_orders` shows it to each.
+            .filter(|o| o.account == account.as_str() || o.account.is_empty())
+            .map(open_order)
+            .collect())
+    }
+}
+
+fn open_order(o: engine::SimOrder) -> OpenOrder {
+    OpenOrder {
+        broker_order_id: o.id,
+        client_order_id: o.client_order_id,
+        symbol: o.symbol,
+        qty: o.qty,
+        filled_qty: o.filled_qty,
     }
 }
 
@@ -1000,6 +1075,95 @@ mod tests {
         assert_eq!(
             (c[0]["status"].as_str(), c[0]["client_order_id"].as_str()),
             (Some("filled"), Some(o.client_order_id.to_string().as_str()))
+        );
+    }
+
+    #[test]
+    fn sim_broker_equity_parses_as_an_exact_decimal() {
+        assert_eq!(
+            SimScenarios::default().starting_equity(),
+            rust_decimal::Decimal::from(100_000)
+        );
+        assert!(!SimScenarios::default().equity_set());
+        let s = SimScenarios::default().with_equity(" 2500.75 ").unwrap();
+        assert_eq!(s.starting_equity(), "2500.75".parse().unwrap());
+        assert!(s.equity_set());
+        assert_eq!(
+            SimScenarios::default().with_equity("").unwrap(),
+            SimScenarios::default()
+        );
+        assert_eq!(
+            SimScenarios::default().with_equity("-10").unwrap().starting_equity(),
+            rust_decimal::Decimal::from(-10),
+            "a wiped-out account is a case to simulate"
+        );
+        for bad in ["lots", "1_000", "+5", "1e-29"] {
+            assert!(SimScenarios::default().with_equity(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn equity_is_the_starting_equity_until_set_per_account() {
+        let clock = Arc::new(ManualClock::new(
+            chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        ));
+        let b = SimulatedBroker::new(SimScenarios::default().with_equity("250000.5").unwrap(), b"s", clock);
+        let other = AccountId::parse("b").unwrap();
+        assert_eq!(b.account_equity(&acct()).await, Ok("250000.5".parse().unwrap()));
+        b.set_equity(&acct(), "87500.25".parse().unwrap());
+        assert_eq!(b.account_equity(&acct()).await, Ok("87500.25".parse().unwrap()));
+        assert_eq!(
+            b.account_equity(&other).await,
+            Ok("250000.5".parse().unwrap()),
+            "other accounts keep theirs"
+        );
+        // Fills turn holdings into cash at constant prices: equity does not move.
+        b.set_holding(&acct(), "AAPL", Quantity::from(10));
+        b.submit_order(&intent("AAPL", 1)).await.unwrap();
+        assert_eq!(b.account_equity(&acct()).await, Ok("87500.25".parse().unwrap()));
+        assert_eq!(
+            broker("").0.account_equity(&acct()).await,
+            Ok(rust_decimal::Decimal::from(100_000))
+        );
+    }
+
+    #[tokio::test]
+    async fn account_open_orders_lists_the_accounts_working_orders_in_every_symbol_oldest_first() {
+        let (b, _, _) = broker("AAPL=rest,MSFT=rest,TSLA=rest,NFLX=held");
+        let aapl = b.submit_order(&limit("AAPL", 1, "1")).await.unwrap();
+        let msft = b.submit_order(&limit("MSFT", 2, "1")).await.unwrap();
+        // A market order fills at once; another account's resting order is not ours.
+        b.submit_order(&intent("IBM", 3)).await.unwrap();
+        let mut theirs = limit("TSLA", 4, "1");
+        theirs.account_id = AccountId::parse("b").unwrap();
+        let tsla = b.submit_order(&theirs).await.unwrap();
+
+        let listed = b.account_open_orders(&acct()).await.unwrap();
+        let symbols: Vec<&str> = listed.iter().map(|o| o.symbol.as_str()).collect();
+        assert_eq!(
+            symbols,
+            ["NFLX", "AAPL", "MSFT"],
+            "the held order stands in every account"
+        );
+        assert_eq!(listed[1].broker_order_id, aapl.broker_order_id);
+        assert_eq!(listed[1].client_order_id, aapl.client_order_id.to_string());
+        assert_eq!(
+            (listed[1].qty, listed[1].filled_qty),
+            (Quantity::from(10), Quantity::ZERO)
+        );
+        assert_eq!(listed[2].broker_order_id, msft.broker_order_id);
+
+        let other = b.account_open_orders(&theirs.account_id).await.unwrap();
+        assert_eq!(
+            other.iter().map(|o| o.broker_order_id.as_str()).collect::<Vec<_>>(),
+            [listed[0].broker_order_id.as_str(), tsla.broker_order_id.as_str()]
+        );
+
+        b.cancel_order(&acct(), &aapl.broker_order_id).await.unwrap();
+        let after = b.account_open_orders(&acct()).await.unwrap();
+        assert_eq!(
+            after.iter().map(|o| o.symbol.as_str()).collect::<Vec<_>>(),
+            ["NFLX", "MSFT"]
         );
     }
 }

@@ -252,6 +252,12 @@ mod tests {
         async fn open_orders(&self, _: &AccountId, _: &str) -> Result<Vec<crate::broker::OpenOrder>, BrokerError> {
             Ok(vec![])
         }
+        async fn account_equity(&self, _: &AccountId) -> Result<rust_decimal::Decimal, BrokerError> {
+            Ok(rust_decimal::Decimal::from(100_000))
+        }
+        async fn account_open_orders(&self, _: &AccountId) -> Result<Vec<crate::broker::OpenOrder>, BrokerError> {
+            Ok(vec![])
+        }
     }
 
     #[tokio::test]
