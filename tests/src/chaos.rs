@@ -499,6 +499,8 @@ pub struct ChaosStats {
     /// Multi-leg orders the broker took (at most one per `mleg` attempt: its name is
     /// refused a second time, and each leg's order counts in `orders_placed`).
     pub mleg_orders: usize,
+    /// Bulk closes started (each fanned out by job steps on the order queue).
+    pub bulk_closes: usize,
 }
 
 struct Node {
@@ -574,6 +576,7 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
     let memory = (backend != Backend::Sqlite).then(|| (Arc::new(MemoryStore::new()), Arc::new(MemoryQueue::new())));
     let mut node = open(backend, &db, &memory, clock.clone());
     let mut stats = ChaosStats::default();
+    let mut bulk_ids = std::collections::BTreeSet::new();
     let cfg = ReconcileConfig::default();
     let quantities: Vec<String> = (0..POSITIONS).map(|_| (2 + rng.below(5)).to_string()).collect();
     for (i, q) in quantities.iter().enumerate() {
@@ -595,7 +598,7 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
         let action = if calm {
             [2, 3, 4, 5, 6, 8][step % 6]
         } else {
-            rng.below(14)
+            rng.below(15)
         };
         match action {
             // Closes from the API, with keys from a small pool (duplicates and refusals),
@@ -660,10 +663,7 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
                 for other in &msgs {
                     node.consumer.release(other).await.map_err(|e| e.to_string())?;
                 }
-                let req = d.message.request().map_err(|e| e.to_string())?;
-                let done = submit(node.store.as_ref(), broker.as_ref(), clock.as_ref(), &req)
-                    .await
-                    .is_ok();
+                let done = handle(&node, &broker, &clock, &d).await?;
                 if done && (calm || !rng.chance(10)) {
                     node.consumer.ack(&d).await.map_err(|e| e.to_string())?;
                 } else {
@@ -811,6 +811,40 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
                     }
                 }
             }
+            // Close everything (keys from a small pool: replays), the way the API's route
+            // starts it; sometimes a retry of the failed rows of one that has finished.
+            14 => {
+                let mut cmd = crate::builders::bulk_close(&format!("bulk-{}", rng.below(2)), clock.now());
+                cmd.cancel_open_orders = rng.chance(50);
+                let bulk = match node.store.create_bulk_close(&cmd).await.map_err(|e| e.to_string())? {
+                    None => {
+                        stats.bulk_closes += 1;
+                        bulk_ids.insert(cmd.id);
+                        cmd
+                    }
+                    Some(existing) if existing.job_running() || rng.chance(50) => existing,
+                    Some(mut existing) => {
+                        existing.retry_rounds += 1;
+                        existing.retry = Some(closeflow_domain::Progress::default());
+                        existing.version += 1;
+                        if !node
+                            .store
+                            .update_bulk_close(&existing)
+                            .await
+                            .map_err(|e| e.to_string())?
+                        {
+                            continue;
+                        }
+                        existing
+                    }
+                };
+                if let Some(step) = closeflow_pipeline::bulk::pending_step(&bulk) {
+                    node.producer
+                        .send(&closeflow_pipeline::QueueMessage::for_job(&step))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
             // A process restart (SQLite: everything is reopened from the file).
             7 if backend == Backend::Sqlite => {
                 drop(node);
@@ -847,11 +881,7 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
         }
         for d in node.consumer.receive().await.map_err(|e| e.to_string())? {
             worked = true;
-            let req = d.message.request().map_err(|e| e.to_string())?;
-            if submit(node.store.as_ref(), broker.as_ref(), clock.as_ref(), &req)
-                .await
-                .is_ok()
-            {
+            if handle(&node, &broker, &clock, &d).await? {
                 node.consumer.ack(&d).await.map_err(|e| e.to_string())?;
             } else {
                 node.consumer.release(&d).await.map_err(|e| e.to_string())?;
@@ -866,7 +896,14 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
             break;
         }
     }
-    let result = check(&node, &broker, &quantities, &clock).await;
+    let mut result = check(&node, &broker, &quantities, &clock).await;
+    for id in &bulk_ids {
+        let bulk = node.store.bulk_close(id).await.map_err(|e| e.to_string())?;
+        match bulk {
+            Some(b) if !b.job_running() => {}
+            other => result = result.and(Err(format!("bulk close {id} never finished its job: {other:?}"))),
+        }
+    }
     drop(node);
     if backend == Backend::Sqlite {
         for suffix in ["", "-wal", "-shm"] {
@@ -876,6 +913,30 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
     stats.orders_placed = broker.lock().orders.len();
     stats.mleg_orders = broker.lock().mlegs.len();
     result.map(|_| stats)
+}
+
+/// One queue delivery handled the way the submitter function does: an order to place,
+/// or a step of a bulk close job. True when it is done with (to be acknowledged).
+async fn handle(
+    node: &Node,
+    broker: &Arc<ChaosBroker>,
+    clock: &Arc<ManualClock>,
+    d: &closeflow_pipeline::Delivery,
+) -> Result<bool, String> {
+    Ok(match d.message.work().map_err(|e| e.to_string())? {
+        closeflow_pipeline::Work::Submit(req) => submit(node.store.as_ref(), broker.as_ref(), clock.as_ref(), &req)
+            .await
+            .is_ok(),
+        closeflow_pipeline::Work::Job(step) => closeflow_pipeline::BulkJob {
+            store: node.store.as_ref(),
+            queue: node.producer.as_ref(),
+            clock: clock.as_ref(),
+            broker_supports_mleg: broker.supports_mleg(),
+        }
+        .run(&step)
+        .await
+        .is_ok(),
+    })
 }
 
 /// The promises, checked against the broker's truth and the store's record.

@@ -25,6 +25,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 pub mod builders;
+pub mod bulk_scenarios;
 pub mod chaos;
 pub mod contract;
 pub mod fuzz;

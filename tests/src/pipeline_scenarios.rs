@@ -678,6 +678,16 @@ macro_rules! pipeline_tests {
             realized_pnl_is_exact_per_close_and_cumulative_over_partial_closes: "NVDA=hold,AMD260116P00100000=hold,AMD260116C00100000=hold",
         );
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_bulk_close_isolates_failures_totals_them_and_retries_only_those() {
+            let app = $crate::pipeline::PipelineApp::new($backend, $crate::bulk_scenarios::BULK_SCENARIOS).await;
+            $crate::bulk_scenarios::a_bulk_close_isolates_failures_totals_them_and_retries_only_those(&app).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn bulk_close_requests_are_validated_scoped_and_filtered() {
+            let app = $crate::pipeline::PipelineApp::new($backend, "").await;
+            $crate::bulk_scenarios::bulk_close_requests_are_validated_scoped_and_filtered(&app).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn an_unknown_submit_outcome_is_retried_into_exactly_one_order() {
             $crate::pipeline_scenarios::an_unknown_submit_outcome_is_retried_into_exactly_one_order($backend).await;
         }

@@ -30,6 +30,7 @@ async fn every_seed_keeps_every_promise() {
                 total.manual_retries += s.manual_retries;
                 total.strategy_closes += s.strategy_closes;
                 total.mleg_orders += s.mleg_orders;
+                total.bulk_closes += s.bulk_closes;
             }
             Err(why) => failures.push(format!(
                 "seed {seed} ({:?}): {why}\n  replay: CHAOS_SEED={seed} cargo test -p closeflow-tests --test chaos -- --nocapture",
@@ -39,7 +40,7 @@ async fn every_seed_keeps_every_promise() {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "chaos: {} seeds in {secs:.1} s ({:.0} seeds/s): {} closes, {} broker orders, {} restarts, {} cancels, {} manual retries, {} strategy closes, {} multi-leg orders",
+        "chaos: {} seeds in {secs:.1} s ({:.0} seeds/s): {} closes, {} broker orders, {} restarts, {} cancels, {} manual retries, {} strategy closes, {} multi-leg orders, {} bulk closes",
         seeds.len(),
         seeds.len() as f64 / secs,
         total.closes_created,
@@ -48,12 +49,17 @@ async fn every_seed_keeps_every_promise() {
         total.cancels,
         total.manual_retries,
         total.strategy_closes,
-        total.mleg_orders
+        total.mleg_orders,
+        total.bulk_closes
     );
     assert!(
         seeds.len() < 50
-            || (total.cancels > 0 && total.manual_retries > 0 && total.strategy_closes > 0 && total.mleg_orders > 0),
-        "cancels, manual retries, strategy closes and multi-leg orders must take part"
+            || (total.cancels > 0
+                && total.manual_retries > 0
+                && total.strategy_closes > 0
+                && total.mleg_orders > 0
+                && total.bulk_closes > 0),
+        "cancels, manual retries, strategy closes, multi-leg orders and bulk closes must take part"
     );
     assert!(
         total.orders_placed > 0 || seeds.len() < 10,

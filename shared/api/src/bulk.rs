@@ -13,7 +13,8 @@ use closeflow_domain::{
     bulk_view, format_timestamp, row_view, AccountId, AssetType, BulkClose, BulkCloseCommand, BulkCloseId, BulkFilter,
     BulkView, Fingerprint, PositionAggregate, PositionId, Progress, RoutingKey, RowOutcome, TimeInForce,
 };
-use closeflow_pipeline::{JobStep, QueueMessage};
+use closeflow_pipeline::bulk::pending_step;
+use closeflow_pipeline::QueueMessage;
 use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -216,17 +217,8 @@ fn account_id(raw: &str) -> Result<AccountId, ApiError> {
 /// a step asked for twice, and a step already done only asks for the one after it, so
 /// asking again (a replayed request) is always safe.
 pub(crate) async fn drive(app: &AppState, bulk: &BulkClose) -> Result<(), ApiError> {
-    let (round, progress) = match &bulk.retry {
-        Some(r) if !r.finished => (bulk.retry_rounds, r),
-        _ => (0, &bulk.fan_out),
-    };
-    if progress.finished {
+    let Some(step) = pending_step(bulk) else {
         return Ok(());
-    }
-    let step = JobStep {
-        bulk_close_id: bulk.id,
-        round,
-        page: progress.pages_done,
     };
     app.queue.send(&QueueMessage::for_job(&step)).await.map_err(|e| {
         tracing::error!(error = %e, bulk_close_id = %bulk.id, "bulk close step not queued");

@@ -36,6 +36,21 @@ impl JobStep {
     }
 }
 
+/// The step a bulk close's job is at: the fan-out's next page, else the latest retry
+/// round's; `None` once both are finished. Asking for it again is always safe: a step
+/// already done only asks for the one after it.
+pub fn pending_step(bulk: &BulkClose) -> Option<JobStep> {
+    let (round, progress) = match &bulk.retry {
+        Some(r) if bulk.fan_out.finished => (bulk.retry_rounds, r),
+        _ => (0, &bulk.fan_out),
+    };
+    (!progress.finished).then_some(JobStep {
+        bulk_close_id: bulk.id,
+        round,
+        page: progress.pages_done,
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     #[error(transparent)]
@@ -75,7 +90,7 @@ impl BulkJob<'_> {
     async fn fan_out(&self, bulk: BulkClose, step: &JobStep) -> Result<(), JobError> {
         if bulk.fan_out.pages_done != step.page || bulk.fan_out.finished {
             // Done before (a redelivery): make sure the step after it was asked for.
-            return self.continue_after(&bulk, 0).await;
+            return self.continue_after(&bulk).await;
         }
         let page = self
             .store
@@ -108,13 +123,13 @@ impl BulkJob<'_> {
                 }
             })
             .await?;
-        self.continue_after(&saved, 0).await
+        self.continue_after(&saved).await
     }
 
     async fn retry(&self, bulk: BulkClose, step: &JobStep) -> Result<(), JobError> {
         let current = bulk.retry.clone().unwrap_or_default();
         if bulk.retry_rounds != step.round || current.pages_done != step.page || current.finished {
-            return self.continue_after(&bulk, bulk.retry_rounds).await;
+            return self.continue_after(&bulk).await;
         }
         let pages = self.store.bulk_pages(&bulk.id).await?;
         if let Some(stored) = pages.into_iter().find(|p| p.number == step.page) {
@@ -160,23 +175,13 @@ impl BulkJob<'_> {
                 }
             })
             .await?;
-        self.continue_after(&saved, saved.retry_rounds).await
+        self.continue_after(&saved).await
     }
 
-    /// Asks for the step after what the record says is done, if the job goes on (the
-    /// queue drops a step asked for twice).
-    async fn continue_after(&self, bulk: &BulkClose, round: u32) -> Result<(), JobError> {
-        let progress = if round == 0 {
-            Some(&bulk.fan_out)
-        } else {
-            bulk.retry.as_ref()
-        };
-        if let Some(p) = progress.filter(|p| !p.finished) {
-            let next = JobStep {
-                bulk_close_id: bulk.id,
-                round,
-                page: p.pages_done,
-            };
+    /// Asks for the step the record says comes next, if the job goes on (the queue drops
+    /// a step asked for twice).
+    async fn continue_after(&self, bulk: &BulkClose) -> Result<(), JobError> {
+        if let Some(next) = pending_step(bulk) {
             self.queue.send(&QueueMessage::for_job(&next)).await?;
         }
         Ok(())

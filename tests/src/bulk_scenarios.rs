@@ -1,0 +1,264 @@
+//! Bulk close through the whole pipeline (API, job steps on the order queue, submitter,
+//! simulated broker), on every backend: per-position isolation, totals, a replay that
+//! closes nothing twice, and a retry of only the failed rows.
+
+use axum::http::Method;
+use closeflow_domain::PositionStatus;
+
+use crate::pipeline::PipelineApp;
+use crate::TOKEN_ACCT2;
+
+/// Sim scenarios of [`a_bulk_close_isolates_failures_totals_them_and_retries_only_those`].
+pub const BULK_SCENARIOS: &str = "TSLA=reject_first,NVDA=hold";
+
+async fn put(app: &PipelineApp, id: &str, body: String) {
+    let r = app
+        .call(Method::PUT, &format!("/positions/{id}"), &[], Some(&body))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
+fn equity(symbol: &str, qty: &str) -> String {
+    format!(
+        r#"{{"account_id":"acct-1","symbol":"{symbol}","asset_type":"equity","quantity":"{qty}","avg_entry_price":"90"}}"#
+    )
+}
+
+/// 50 positions of one account: 42 that fill, a 2-leg strategy (closed as one strategy
+/// close), 3 the broker refuses once, 2 already closing under their own requests and 1
+/// that failed before. The bulk close opens one close per closable position, reports
+/// every other one as a row with its reason, and totals them; a replay of the same
+/// request places no order; a retry re-drives only the failed rows.
+pub async fn a_bulk_close_isolates_failures_totals_them_and_retries_only_those(app: &PipelineApp) {
+    for i in 0..42 {
+        put(app, &format!("b-{i:02}"), equity(&format!("S{i:02}"), "1")).await;
+    }
+    for (id, symbol, qty) in [
+        ("b-ic-long", "AMD260116C00100000", "1"),
+        ("b-ic-short", "AMD260116C00110000", "-1"),
+    ] {
+        put(
+            app,
+            id,
+            format!(
+                r#"{{"account_id":"acct-1","symbol":"{symbol}","asset_type":"option","quantity":"{qty}","avg_entry_price":"90","strategy_id":"ic-b"}}"#
+            ),
+        )
+        .await;
+    }
+    for i in 0..3 {
+        put(app, &format!("b-tsla-{i}"), equity("TSLA", "1")).await;
+    }
+    for i in 0..2 {
+        let id = format!("b-busy-{i}");
+        put(app, &id, equity("NVDA", "1")).await;
+        let r = app
+            .call(
+                Method::POST,
+                &format!("/positions/{id}/close"),
+                &[("idempotency-key", "own")],
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    app.seed(crate::builders::aggregate("b-failed", "1", PositionStatus::CloseFailed))
+        .await;
+    app.driver.pump().await;
+    let (orders_before, mleg_before) = (app.sim.orders_placed(), app.sim.mleg_orders_placed());
+
+    let key = [("idempotency-key", "eod-1")];
+    let body = r#"{"reason":"end of day"}"#;
+    let r = app
+        .call(Method::POST, "/accounts/acct-1/close-all", &key, Some(body))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.str("bulk_close_id");
+    assert_eq!(
+        r.body["status"], "running",
+        "the fan-out runs in the pipeline: {}",
+        r.body
+    );
+    assert_eq!(r.str("poll_url"), format!("/bulk-closes/{id}"));
+    app.driver.pump().await;
+
+    let b = app.call(Method::GET, &format!("/bulk-closes/{id}"), &[], None).await;
+    assert_eq!(b.status, 200, "{}", b.body);
+    let counts = |b: &crate::Reply| {
+        (
+            b.body["status"].as_str().unwrap().to_string(),
+            b.body["total"].as_u64().unwrap(),
+            b.body["succeeded"].as_u64().unwrap(),
+            b.body["failed"].as_u64().unwrap(),
+            b.body["skipped"].as_u64().unwrap(),
+            b.body["pending"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(
+        counts(&b),
+        ("completed_with_errors".into(), 50, 44, 4, 2, 0),
+        "{}",
+        b.body
+    );
+    // 42 shares at +10 each; the strategy's long and short legs cancel out (±1,000).
+    assert_eq!(b.body["total_realized_pnl"], "420", "{}", b.body);
+    let rows = b.body["rows"].as_array().unwrap();
+    let row = |pid: &str| rows.iter().find(|r| r["position_id"] == pid).unwrap().clone();
+    assert_eq!(row("b-busy-0")["status"], "skipped");
+    assert_eq!(row("b-busy-0")["message"], "already_closing");
+    assert_eq!(
+        (row("b-failed")["status"].as_str(), row("b-failed")["error"].as_str()),
+        (Some("failed"), Some("invalid_state"))
+    );
+    let tsla = row("b-tsla-1");
+    assert_eq!(
+        (tsla["status"].as_str(), tsla["error"].as_str()),
+        (Some("failed"), Some("close_failed"))
+    );
+    assert!(tsla["close_request_id"].is_string());
+    let leg = row("b-ic-short");
+    assert_eq!(
+        (leg["status"].as_str(), leg["strategy_id"].as_str()),
+        (Some("succeeded"), Some("ic-b"))
+    );
+    assert_eq!(leg["realized_pnl"], "-1000");
+    assert_eq!(row("b-07")["realized_pnl"], "10");
+    // Every closable position got exactly one order: 42 shares and the two legs of one
+    // multi-leg order (the broker refused the 3 TSLA orders: not placed).
+    assert_eq!(app.sim.orders_placed() - orders_before, 44);
+    assert_eq!(app.sim.mleg_orders_placed() - mleg_before, 1);
+    for pid in ["b-00", "b-41", "b-ic-long"] {
+        assert_eq!(app.position(pid).await.body["status"], "closed", "{pid}");
+    }
+
+    // The same request again: the same bulk close, nothing placed twice.
+    let again = app
+        .call(Method::POST, "/accounts/acct-1/close-all", &key, Some(body))
+        .await;
+    assert_eq!(
+        (again.status, again.str("bulk_close_id")),
+        (200, id.clone()),
+        "{}",
+        again.body
+    );
+    app.driver.pump().await;
+    assert_eq!(app.sim.orders_placed() - orders_before, 44);
+    let other = app
+        .call(
+            Method::POST,
+            "/accounts/acct-1/close-all",
+            &key,
+            Some(r#"{"reason":"other"}"#),
+        )
+        .await;
+    assert_eq!(
+        (other.status, other.body["error"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+
+    // Retry the failed rows: the refused closes get a new attempt (which fills), the
+    // position that was never closable stays failed, nothing else is touched.
+    let r = app
+        .call(Method::POST, &format!("/bulk-closes/{id}/retry-failed"), &[], None)
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    app.driver.pump().await;
+    let b = app.call(Method::GET, &format!("/bulk-closes/{id}"), &[], None).await;
+    assert_eq!(
+        counts(&b),
+        ("completed_with_errors".into(), 50, 47, 1, 2, 0),
+        "{}",
+        b.body
+    );
+    assert_eq!(b.body["total_realized_pnl"], "450");
+    assert_eq!(b.body["retry_rounds"], 1);
+    assert_eq!(app.sim.orders_placed() - orders_before, 47);
+    assert_eq!(app.position("b-tsla-2").await.body["status"], "closed");
+    let again = app
+        .call(Method::POST, &format!("/bulk-closes/{id}/retry-failed"), &[], None)
+        .await;
+    assert_eq!(
+        again.status, 202,
+        "the invalid-state row is still failed: {}",
+        again.body
+    );
+    app.driver.pump().await;
+    assert_eq!(app.sim.orders_placed() - orders_before, 47);
+    assert_eq!(app.sim.mleg_orders_placed() - mleg_before, 1);
+}
+
+/// Bad requests change nothing and answer stable codes; another account's bulk close is
+/// not found; a filter takes only what it names.
+pub async fn bulk_close_requests_are_validated_scoped_and_filtered(app: &PipelineApp) {
+    put(app, "f-1", equity("AAPL", "2")).await;
+    put(app, "f-2", equity("MSFT", "3")).await;
+    let key = [("idempotency-key", "f")];
+    for (body, code) in [
+        (r#"{"symbols":[]}"#, "invalid_body"),
+        (r#"{"symbols":["AAPL"],"limit_price":"1"}"#, "invalid_body"),
+        (r#"{"asset_type":"crypto"}"#, "invalid_body"),
+        (r#"{"time_in_force":"ioc"}"#, "invalid_time_in_force"),
+        (r#"[1]"#, "invalid_body"),
+    ] {
+        let r = app
+            .call(Method::POST, "/accounts/acct-1/close-all", &key, Some(body))
+            .await;
+        assert_eq!(
+            (r.status, r.body["error"].as_str()),
+            (400, Some(code)),
+            "{body}: {}",
+            r.body
+        );
+    }
+    let r = app.call(Method::POST, "/accounts/acct-1/close-all", &[], None).await;
+    assert_eq!(r.body["error"], "missing_idempotency_key");
+    let auth = format!("Bearer {TOKEN_ACCT2}");
+    let r = app
+        .call(
+            Method::POST,
+            "/accounts/acct-1/close-all",
+            &[("idempotency-key", "f"), ("authorization", &auth)],
+            None,
+        )
+        .await;
+    assert_eq!((r.status, r.body["error"].as_str()), (403, Some("forbidden")));
+    app.driver.pump().await;
+    assert_eq!(app.sim.orders_placed(), 0, "nothing was closed");
+
+    let r = app
+        .call(
+            Method::POST,
+            "/accounts/acct-1/close-all",
+            &key,
+            Some(r#"{"symbols":["MSFT"]}"#),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.str("bulk_close_id");
+    app.driver.pump().await;
+    let b = app.call(Method::GET, &format!("/bulk-closes/{id}"), &[], None).await;
+    assert_eq!(
+        (b.body["status"].as_str(), b.body["total"].as_u64()),
+        (Some("completed"), Some(1))
+    );
+    assert_eq!(b.body["rows"][0]["position_id"], "f-2");
+    assert_eq!(app.position("f-1").await.body["status"], "open");
+    let r = app
+        .call(
+            Method::GET,
+            &format!("/bulk-closes/{id}"),
+            &[("authorization", &auth)],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (404, Some("bulk_close_not_found"))
+    );
+    let r = app.call(Method::GET, "/bulk-closes/not-a-uuid", &[], None).await;
+    assert_eq!(r.body["error"], "invalid_bulk_close_id");
+    let r = app
+        .call(Method::POST, &format!("/bulk-closes/{id}/retry-failed"), &[], None)
+        .await;
+    assert_eq!((r.status, r.body["error"].as_str()), (409, Some("nothing_to_retry")));
+}
