@@ -346,6 +346,43 @@ async fn every_documented_example_is_what_the_handlers_answer() {
         .await;
     assert_eq!(st, StatusCode::CONFLICT);
 
+    // Close everything matching the documented filters: a bad filter first, then the
+    // documented body; the fan-out runs in the pipeline, and with nothing failed there is
+    // nothing to retry.
+    let all_uri = "/accounts/acct-1/close-all";
+    let hk5 = [
+        ("authorization", auth.as_str()),
+        json_ct,
+        ("idempotency-key", "close-all-1"),
+    ];
+    let (st, _) = s
+        .call(
+            "closeAll",
+            "POST",
+            all_uri,
+            &hk5,
+            Some(br#"{"asset_type":"bond"}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let all_body = serde_json::to_vec(&request_example(&doc, "/accounts/{account_id}/close-all", "post")).unwrap();
+    let (st, bulk) = s.call("closeAll", "POST", all_uri, &hk5, Some(all_body)).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{bulk}");
+    let bulk_uri = format!("/bulk-closes/{}", bulk["bulk_close_id"].as_str().unwrap());
+    stack.driver.pump().await;
+    let (st, _) = s.call("getBulkClose", "GET", &bulk_uri, &h, None).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = s
+        .call(
+            "retryFailedBulkCloseRows",
+            "POST",
+            &format!("{bulk_uri}/retry-failed"),
+            &h,
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+
     // The audit trail of what just happened (the driver derives it from the changes).
     stack.driver.pump().await;
     let (st, first) = s
