@@ -262,3 +262,160 @@ pub async fn bulk_close_requests_are_validated_scoped_and_filtered(app: &Pipelin
         .await;
     assert_eq!((r.status, r.body["error"].as_str()), (409, Some("nothing_to_retry")));
 }
+
+/// Sim scenarios of [`an_emergency_liquidation_flattens_the_account_and_halts_it`]: AAPL's
+/// limit orders rest until canceled (the open order the liquidation must cancel).
+pub const LIQUIDATION_SCENARIOS: &str = "AAPL=rest";
+
+/// Pumps the pipeline until the bulk close stops running (a liquidation's waiting steps
+/// come back on the next pump); the last view.
+async fn until_done(app: &PipelineApp, id: &str) -> crate::Reply {
+    for _ in 0..20 {
+        app.driver.pump().await;
+        let b = app.call(Method::GET, &format!("/bulk-closes/{id}"), &[], None).await;
+        assert_eq!(b.status, 200, "{}", b.body);
+        if b.body["status"] != "running" {
+            return b;
+        }
+    }
+    panic!("the bulk close {id} never finished");
+}
+
+/// An account with a long, a short, a close working at the broker as a resting limit order,
+/// and a holding only the broker knows. The liquidation refuses to start unconfirmed; once
+/// confirmed the account takes no new exposure; the resting order is canceled; sync adopts
+/// the unknown holding; the short closes before the longs; every holding is closed and the
+/// account is flat and halted until resumed. A replay starts nothing new.
+pub async fn an_emergency_liquidation_flattens_the_account_and_halts_it(app: &PipelineApp) {
+    let acct = closeflow_domain::AccountId::parse("acct-1").unwrap();
+    let q = |s: &str| closeflow_domain::Quantity::parse(s).unwrap();
+    for (id, symbol, qty) in [
+        ("l-msft", "MSFT", "3"),
+        ("l-tsla", "TSLA", "-2"),
+        ("l-aapl", "AAPL", "5"),
+    ] {
+        put(app, id, equity(symbol, qty)).await;
+        app.sim.set_holding(&acct, symbol, q(qty));
+    }
+    app.sim.set_holding(&acct, "IBM", q("7"));
+    let r = app
+        .call(
+            Method::POST,
+            "/positions/l-aapl/close",
+            &[("idempotency-key", "limit")],
+            Some(r#"{"order_type":"limit","limit_price":"500"}"#),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    app.driver.pump().await;
+    assert_eq!(app.position("l-aapl").await.body["status"], "closing");
+    let placed_before = app.sim.orders_placed();
+
+    let key = [("idempotency-key", "panic-1")];
+    for body in [
+        None,
+        Some(r#"{"confirm":"LIQUIDATE acct-2"}"#),
+        Some(r#"{"confirm":"yes"}"#),
+    ] {
+        let r = app.call(Method::POST, "/accounts/acct-1/liquidate", &key, body).await;
+        assert_eq!(
+            (r.status, r.body["error"].as_str()),
+            (400, Some("confirmation_required")),
+            "{}",
+            r.body
+        );
+    }
+    let acct_view = app.call(Method::GET, "/accounts/acct-1", &[], None).await;
+    assert_eq!(acct_view.body["trading_state"], "active", "a refusal changes nothing");
+
+    let body = r#"{"confirm":"LIQUIDATE acct-1","reason":"margin call"}"#;
+    let r = app
+        .call(Method::POST, "/accounts/acct-1/liquidate", &key, Some(body))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body["kind"], "liquidation");
+    let id = r.str("bulk_close_id");
+    let acct_view = app.call(Method::GET, "/accounts/acct-1", &[], None).await;
+    assert_eq!(acct_view.body["trading_state"], "liquidating");
+    let refused = app
+        .call(Method::PUT, "/positions/l-new", &[], Some(&equity("NFLX", "1")))
+        .await;
+    assert_eq!(
+        (refused.status, refused.body["error"].as_str()),
+        (409, Some("account_halted")),
+        "{}",
+        refused.body
+    );
+
+    let b = until_done(app, &id).await;
+    assert_eq!(
+        (
+            b.body["status"].as_str(),
+            b.body["total"].as_u64(),
+            b.body["succeeded"].as_u64()
+        ),
+        (Some("completed"), Some(4), Some(4)),
+        "{}",
+        b.body
+    );
+    let l = &b.body["liquidation"];
+    assert_eq!(
+        (
+            l["phase"].as_str(),
+            l["flat"].as_bool(),
+            l["attempt"].as_u64(),
+            l["orders_canceled"].as_u64()
+        ),
+        (Some("done"), Some(true), Some(1), Some(1)),
+        "{}",
+        b.body
+    );
+    assert!(
+        app.sim.engine().positions("acct-1").is_empty(),
+        "the broker holds nothing"
+    );
+    let symbols: Vec<String> = b.body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["symbol"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(symbols[0], "TSLA", "the short closes first: {symbols:?}");
+    assert!(
+        symbols.contains(&"IBM".to_string()),
+        "the broker-only holding was adopted and closed"
+    );
+    // One market order per holding: the canceled limit order was the only other one.
+    assert_eq!(app.sim.orders_placed() - placed_before, 4);
+    for pid in ["l-msft", "l-tsla", "l-aapl"] {
+        assert_eq!(app.position(pid).await.body["status"], "closed", "{pid}");
+    }
+    let acct_view = app.call(Method::GET, "/accounts/acct-1", &[], None).await;
+    assert_eq!(acct_view.body["trading_state"], "halted");
+    let published: Vec<String> = app.published().await.into_iter().map(|(t, _)| t).collect();
+    for t in ["LiquidationStarted", "LiquidationCompleted", "TradingStateChanged"] {
+        assert!(published.contains(&t.to_string()), "{t} in {published:?}");
+    }
+
+    // The same request again: the same liquidation, nothing placed.
+    let again = app
+        .call(Method::POST, "/accounts/acct-1/liquidate", &key, Some(body))
+        .await;
+    assert_eq!((again.status, again.str("bulk_close_id")), (200, id.clone()));
+    app.driver.pump().await;
+    assert_eq!(app.sim.orders_placed() - placed_before, 4);
+    let r = app
+        .call(Method::POST, &format!("/bulk-closes/{id}/retry-failed"), &[], None)
+        .await;
+    assert_eq!(r.body["error"], "liquidation_not_retryable");
+    let still = app
+        .call(Method::PUT, "/positions/l-new", &[], Some(&equity("NFLX", "1")))
+        .await;
+    assert_eq!(still.body["error"], "account_halted", "halted until a human resumes");
+    let resumed = app.call(Method::POST, "/accounts/acct-1/resume", &[], None).await;
+    assert_eq!(resumed.body["trading_state"], "active", "{}", resumed.body);
+    let r = app
+        .call(Method::PUT, "/positions/l-new", &[], Some(&equity("NFLX", "1")))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+}

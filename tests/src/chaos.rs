@@ -501,6 +501,8 @@ pub struct ChaosStats {
     pub mleg_orders: usize,
     /// Bulk closes started (each fanned out by job steps on the order queue).
     pub bulk_closes: usize,
+    /// Of which emergency liquidations.
+    pub liquidations: usize,
 }
 
 struct Node {
@@ -813,16 +815,29 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
             }
             // Close everything (keys from a small pool: replays), the way the API's route
             // starts it; sometimes a retry of the failed rows of one that has finished.
+            // A quarter of them are emergency liquidations (cancels, sync, shorts first,
+            // verify), racing the other closes the same way.
             14 => {
-                let mut cmd = crate::builders::bulk_close(&format!("bulk-{}", rng.below(2)), clock.now());
+                let liquidate = rng.chance(25);
+                let key = match liquidate {
+                    true => format!("liquidate-{}", rng.below(2)),
+                    false => format!("bulk-{}", rng.below(2)),
+                };
+                let mut cmd = crate::builders::bulk_close(&key, clock.now());
                 cmd.cancel_open_orders = rng.chance(50);
+                if liquidate {
+                    cmd.liquidation = Some(closeflow_domain::Liquidation::new(2));
+                }
                 let bulk = match node.store.create_bulk_close(&cmd).await.map_err(|e| e.to_string())? {
                     None => {
                         stats.bulk_closes += 1;
+                        stats.liquidations += liquidate as usize;
                         bulk_ids.insert(cmd.id);
                         cmd
                     }
-                    Some(existing) if existing.job_running() || rng.chance(50) => existing,
+                    Some(existing) if existing.job_running() || existing.liquidation.is_some() || rng.chance(50) => {
+                        existing
+                    }
                     Some(mut existing) => {
                         existing.retry_rounds += 1;
                         existing.retry = Some(closeflow_domain::Progress::default());
@@ -931,7 +946,8 @@ async fn handle(
             store: node.store.as_ref(),
             queue: node.producer.as_ref(),
             clock: clock.as_ref(),
-            broker_supports_mleg: broker.supports_mleg(),
+            broker: broker.as_ref(),
+            events: &closeflow_pipeline::LogSink,
         }
         .run(&step)
         .await

@@ -683,6 +683,11 @@ macro_rules! pipeline_tests {
             $crate::bulk_scenarios::a_bulk_close_isolates_failures_totals_them_and_retries_only_those(&app).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn an_emergency_liquidation_flattens_the_account_and_halts_it() {
+            let app = $crate::pipeline::PipelineApp::new($backend, $crate::bulk_scenarios::LIQUIDATION_SCENARIOS).await;
+            $crate::bulk_scenarios::an_emergency_liquidation_flattens_the_account_and_halts_it(&app).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn bulk_close_requests_are_validated_scoped_and_filtered() {
             let app = $crate::pipeline::PipelineApp::new($backend, "").await;
             $crate::bulk_scenarios::bulk_close_requests_are_validated_scoped_and_filtered(&app).await;

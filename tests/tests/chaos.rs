@@ -31,6 +31,7 @@ async fn every_seed_keeps_every_promise() {
                 total.strategy_closes += s.strategy_closes;
                 total.mleg_orders += s.mleg_orders;
                 total.bulk_closes += s.bulk_closes;
+                total.liquidations += s.liquidations;
             }
             Err(why) => failures.push(format!(
                 "seed {seed} ({:?}): {why}\n  replay: CHAOS_SEED={seed} cargo test -p closeflow-tests --test chaos -- --nocapture",
@@ -40,7 +41,7 @@ async fn every_seed_keeps_every_promise() {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "chaos: {} seeds in {secs:.1} s ({:.0} seeds/s): {} closes, {} broker orders, {} restarts, {} cancels, {} manual retries, {} strategy closes, {} multi-leg orders, {} bulk closes",
+        "chaos: {} seeds in {secs:.1} s ({:.0} seeds/s): {} closes, {} broker orders, {} restarts, {} cancels, {} manual retries, {} strategy closes, {} multi-leg orders, {} bulk closes ({} liquidations)",
         seeds.len(),
         seeds.len() as f64 / secs,
         total.closes_created,
@@ -50,7 +51,8 @@ async fn every_seed_keeps_every_promise() {
         total.manual_retries,
         total.strategy_closes,
         total.mleg_orders,
-        total.bulk_closes
+        total.bulk_closes,
+        total.liquidations
     );
     assert!(
         seeds.len() < 50
@@ -58,8 +60,9 @@ async fn every_seed_keeps_every_promise() {
                 && total.manual_retries > 0
                 && total.strategy_closes > 0
                 && total.mleg_orders > 0
-                && total.bulk_closes > 0),
-        "cancels, manual retries, strategy closes, multi-leg orders and bulk closes must take part"
+                && total.bulk_closes > 0
+                && total.liquidations > 0),
+        "cancels, manual retries, strategy closes, multi-leg orders, bulk closes and liquidations must take part"
     );
     assert!(
         total.orders_placed > 0 || seeds.len() < 10,

@@ -114,6 +114,7 @@ async fn a_message_delivered_twice_in_one_batch_places_one_order() {
         &sim,
         clock.as_ref(),
         &MemoryQueue::new(),
+        &closeflow_pipeline::LogSink,
         sqs_event(&[("m1", &msg), ("m2", &msg)]),
     )
     .await;
@@ -151,6 +152,7 @@ async fn an_unknown_outcome_fails_the_message_and_the_rest_of_its_group() {
         &broker,
         clock.as_ref(),
         &MemoryQueue::new(),
+        &closeflow_pipeline::LogSink,
         sqs_event(&[("m1", &msg), ("m2", &msg)]),
     )
     .await;
@@ -165,6 +167,7 @@ async fn an_unknown_outcome_fails_the_message_and_the_rest_of_its_group() {
         &broker,
         clock.as_ref(),
         &MemoryQueue::new(),
+        &closeflow_pipeline::LogSink,
         sqs_event(&[("m3", &broken)]),
     )
     .await;

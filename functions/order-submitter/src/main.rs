@@ -2,7 +2,7 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use closeflow_aws::lambda::submit_sqs_event;
-use closeflow_aws::SqsQueue;
+use closeflow_aws::{EventBridgeSink, SqsQueue};
 use closeflow_pipeline::SystemClock;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 
@@ -17,9 +17,12 @@ async fn main() -> Result<(), Error> {
         aws_sdk_sqs::Client::new(&closeflow_root::aws().await),
         closeflow_root::required("QUEUE_URL")?,
     );
-    let (store, broker, clock, queue) = (&store, broker.as_ref(), &SystemClock, &queue);
+    // A liquidation tells the bus when it starts and ends.
+    let bus = closeflow_root::required("EVENT_BUS_NAME")?;
+    let events = EventBridgeSink::new(aws_sdk_eventbridge::Client::new(&closeflow_root::aws().await), bus);
+    let (store, broker, clock, queue, events) = (&store, broker.as_ref(), &SystemClock, &queue, &events);
     run(service_fn(move |ev: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, Error>(submit_sqs_event(store, broker, clock, queue, ev.payload).await)
+        Ok::<_, Error>(submit_sqs_event(store, broker, clock, queue, events, ev.payload).await)
     }))
     .await
 }

@@ -2,6 +2,8 @@
 //! its first step to the pipeline (202 at once: the fan-out never runs inside a request);
 //! `GET /bulk-closes/{id}` shows every row with its close's live state and the totals;
 //! `POST /bulk-closes/{id}/retry-failed` re-drives only the failed rows.
+//! `POST /accounts/{account_id}/liquidate` is a bulk close of everything that loops until
+//! the broker reports the account flat (the pipeline's liquidation job).
 
 use std::collections::HashMap;
 
@@ -10,8 +12,9 @@ use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use closeflow_domain::{
-    bulk_view, format_timestamp, row_view, AccountId, AssetType, BulkClose, BulkCloseCommand, BulkCloseId, BulkFilter,
-    BulkView, Fingerprint, PositionAggregate, PositionId, Progress, RoutingKey, RowOutcome, TimeInForce,
+    bulk_view, format_timestamp, latest_rows, row_view, AccountId, AssetType, BulkClose, BulkCloseCommand, BulkCloseId,
+    BulkFilter, BulkView, Fingerprint, PositionAggregate, PositionId, Progress, RoutingKey, RowOutcome, TimeInForce,
+    TradingStateEvent, LIQUIDATION_ATTEMPTS,
 };
 use closeflow_pipeline::bulk::pending_step;
 use closeflow_pipeline::QueueMessage;
@@ -26,7 +29,7 @@ use crate::handlers::{idempotency_key, json_body, only_fields, reason_of, valid_
 #[allow(unused_imports)] // names used by the #[utoipa::path] annotations only
 use crate::openapi::{
     AccountIdParam, BulkCloseBody, BulkCloseIdParam, CloseAllErrors, GetBulkCloseErrors, IdempotencyKeyHeader,
-    RetryFailedErrors,
+    LiquidateBody, LiquidateErrors, RetryFailedErrors,
 };
 use crate::AppState;
 
@@ -104,7 +107,34 @@ pub struct BulkCloseView {
     pub created_at: String,
     /// `GET /bulk-closes/{bulk_close_id}`.
     pub poll_url: String,
+    // `close_all`, or `liquidation` (then `liquidation` says where it stands).
+    #[schema(inline, value_type = crate::openapi::BulkKindSchema)]
+    pub kind: &'static str,
+    pub liquidation: Option<LiquidationView>,
+    /// One per position it took: a position closed again by a later liquidation attempt
+    /// shows its latest close.
     pub rows: Vec<BulkRowView>,
+}
+
+/// Where an emergency liquidation stands.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Liquidation)]
+pub struct LiquidationView {
+    // `cancel_orders`, `sync`, `close_shorts`, `close_longs`, `verify`, then `done`.
+    #[schema(inline, value_type = crate::openapi::LiquidationPhaseSchema)]
+    pub phase: &'static str,
+    /// 1-based: each attempt cancels, syncs, closes and asks the broker whether it is flat.
+    #[schema(minimum = 1)]
+    pub attempt: u32,
+    #[schema(minimum = 1)]
+    pub max_attempts: u32,
+    /// Open orders of the account it asked the broker to cancel.
+    #[schema(minimum = 0)]
+    pub orders_canceled: usize,
+    /// Once done: whether the broker reported the account flat.
+    pub flat: Option<bool>,
+    /// Once done and not flat: what the broker still holds (`SYMBOL qty`); an alert names it too.
+    pub left: Vec<String>,
 }
 
 fn view_of(bulk: &BulkClose, v: BulkView) -> BulkCloseView {
@@ -126,6 +156,19 @@ fn view_of(bulk: &BulkClose, v: BulkView) -> BulkCloseView {
         actor: bulk.actor.clone(),
         created_at: format_timestamp(&bulk.created_at),
         poll_url: poll_url(&bulk.id),
+        kind: if bulk.liquidation.is_some() {
+            "liquidation"
+        } else {
+            "close_all"
+        },
+        liquidation: bulk.liquidation.as_ref().map(|l| LiquidationView {
+            phase: l.phase.as_str(),
+            attempt: l.attempt + 1,
+            max_attempts: l.max_attempts,
+            orders_canceled: l.canceled_orders.len(),
+            flat: l.flat,
+            left: l.left.clone(),
+        }),
         rows: v
             .rows
             .into_iter()
@@ -233,9 +276,8 @@ pub(crate) async fn drive(app: &AppState, bulk: &BulkClose) -> Result<(), ApiErr
 
 /// Starts (or, under the same key, finds) a bulk close; the answer carries the record as
 /// it is, and the caller polls `poll_url`.
-pub(crate) async fn start(app: &AppState, cmd: BulkCloseCommand) -> Result<(StatusCode, BulkClose), ApiError> {
-    let fingerprint = cmd.fingerprint.clone();
-    let fresh = BulkClose::new(cmd);
+pub(crate) async fn start(app: &AppState, fresh: BulkClose) -> Result<(StatusCode, BulkClose), ApiError> {
+    let fingerprint = Fingerprint::from_hex(&fresh.fingerprint);
     let (status, bulk) = match app.store.create_bulk_close(&fresh).await.map_err(app.store_error())? {
         None => (StatusCode::ACCEPTED, fresh),
         Some(existing) if existing.fingerprint_matches(&fingerprint) => (StatusCode::OK, existing),
@@ -302,7 +344,7 @@ pub async fn close_all(
         max_retries: app.config.max_retries,
         now: app.clock.now(),
     };
-    let (status, bulk) = start(&app, cmd).await?;
+    let (status, bulk) = start(&app, BulkClose::new(cmd)).await?;
     if status == StatusCode::ACCEPTED {
         tracing::info!(bulk_close_id = %bulk.id, "bulk close started");
     }
@@ -312,7 +354,7 @@ pub async fn close_all(
 /// The bulk close with every row's live state.
 async fn current(app: &AppState, bulk: BulkClose) -> Result<BulkCloseView, ApiError> {
     let pages = app.store.bulk_pages(&bulk.id).await.map_err(app.store_error())?;
-    let rows: Vec<_> = pages.into_iter().flat_map(|p| p.rows).collect();
+    let rows = latest_rows(pages);
     let keys: Vec<RoutingKey> = rows
         .iter()
         .filter(|r| matches!(r.outcome, RowOutcome::Submitted { .. }))
@@ -392,6 +434,13 @@ pub async fn retry_failed(
 ) -> Result<Response, ApiError> {
     signed_in(&app.auth, &headers, &ext)?;
     let bulk = visible(&app, &headers, &ext, &raw).await?;
+    if bulk.liquidation.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "liquidation_not_retryable",
+            "A liquidation retries by itself until the account is flat; liquidate again to go on",
+        ));
+    }
     if bulk.job_running() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -423,4 +472,95 @@ pub async fn retry_failed(
     tracing::info!(bulk_close_id = %next.id, round = next.retry_rounds, "failed rows re-driven");
     drive(&app, &next).await?;
     Ok((StatusCode::ACCEPTED, Json(current(&app, next).await?)).into_response())
+}
+
+/// Fields a liquidate body may carry (alphabetical).
+pub(crate) const LIQUIDATE_BODY_FIELDS: &[&str] = &["confirm", "reason"];
+
+/// Emergency liquidation: the account stops taking exposure at once (`liquidating`); the
+/// pipeline cancels every open order of the account, syncs with the broker (so what only
+/// the broker holds is closed too), closes every position with market orders (shorts
+/// first) and repeats until the broker reports the account flat or the attempts run out
+/// (then an alert names what is left). The account ends `halted`: a human resumes it.
+#[utoipa::path(
+    post,
+    path = "/accounts/{account_id}/liquidate",
+    operation_id = "liquidateAccount",
+    tag = "bulk",
+    params(AccountIdParam, IdempotencyKeyHeader),
+    request_body(content = LiquidateBody, description = "The confirmation names the account",
+        example = json!({"confirm": "LIQUIDATE acct-1", "reason": "margin call"})),
+    responses(
+        (status = 202, description = "The account is liquidating; follow it at `poll_url`",
+            body = BulkCloseView,
+            links(("getBulkClose" = (operation_id = "getBulkClose",
+                parameters(("bulk_close_id" = "$response.body#/bulk_close_id")))))),
+        (status = 200, description = "Replay of the same key and body: the liquidation as it is now",
+            body = BulkCloseView),
+        LiquidateErrors
+    ),
+    security(("bearerAuth" = []))
+)]
+#[tracing::instrument(name = "liquidate", skip_all, fields(account_id = %raw))]
+pub async fn liquidate(
+    State(app): State<AppState>,
+    PathParam(raw): PathParam,
+    headers: HeaderMap,
+    ext: Extensions,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    let who = signed_in(&app.auth, &headers, &ext)?;
+    let account = account_id(&raw)?;
+    if !who.access.allows(&account) {
+        return Err(forbidden());
+    }
+    let key = idempotency_key(&headers)?;
+    let value = json_body(&body)?;
+    only_fields(&value, LIQUIDATE_BODY_FIELDS, "liquidate")?;
+    let expected = format!("LIQUIDATE {account}");
+    if value.get("confirm").and_then(Value::as_str) != Some(expected.as_str()) {
+        return Err(ApiError::bad_request(
+            "confirmation_required",
+            format!("A liquidation closes every position of the account: confirm with \"confirm\": \"{expected}\""),
+        ));
+    }
+    let reason = reason_of(&value)?;
+    let cmd = BulkCloseCommand {
+        account_id: account.clone(),
+        idempotency_key: key,
+        fingerprint: Fingerprint::of_body(&json!({ "liquidate": value })),
+        actor: who.actor.clone(),
+        reason: reason.clone(),
+        filter: BulkFilter::default(),
+        cancel_open_orders: true,
+        time_in_force: TimeInForce::Day,
+        max_retries: app.config.max_retries,
+        now: app.clock.now(),
+    };
+    let (status, bulk) = start_liquidation(&app, BulkClose::liquidation(cmd, LIQUIDATION_ATTEMPTS)).await?;
+    Ok((status, Json(current(&app, bulk).await?)).into_response())
+}
+
+/// Records a liquidation and stops the account taking exposure before its job starts (the
+/// job's first step makes the same move, should this request die in between).
+pub(crate) async fn start_liquidation(app: &AppState, fresh: BulkClose) -> Result<(StatusCode, BulkClose), ApiError> {
+    let (account, actor, reason) = (fresh.account_id.clone(), fresh.actor.clone(), fresh.reason.clone());
+    let (status, bulk) = start(app, fresh).await?;
+    if status == StatusCode::ACCEPTED {
+        let moved = app
+            .store
+            .set_trading_state(
+                &account,
+                TradingStateEvent::LiquidationStarted,
+                &actor,
+                reason.as_deref(),
+                app.clock.now(),
+            )
+            .await
+            .map_err(app.store_error())?;
+        // Already liquidating (another liquidation): both run; closes already working are
+        // skipped by the second.
+        tracing::warn!(bulk_close_id = %bulk.id, already = moved.is_err(), "liquidation started");
+    }
+    Ok((status, bulk))
 }

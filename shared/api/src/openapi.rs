@@ -61,6 +61,7 @@ Authentication: `Authorization: Bearer <token>` (a JWT verified by API Gateway i
         crate::bulk::close_all,
         crate::bulk::get_bulk_close,
         crate::bulk::retry_failed,
+        crate::bulk::liquidate,
         openapi_json,
         docs_page,
         console_page,
@@ -298,6 +299,12 @@ enum_schema!(
     "BulkCloseStatus",
     ["running", "completed", "completed_with_errors"]
 );
+enum_schema!(BulkKindSchema, "BulkCloseKind", ["close_all", "liquidation"]);
+enum_schema!(
+    LiquidationPhaseSchema,
+    "LiquidationPhase",
+    ["cancel_orders", "sync", "close_shorts", "close_longs", "verify", "done"]
+);
 enum_schema!(
     BulkRowStatusSchema,
     "BulkCloseRowStatus",
@@ -414,6 +421,14 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
         "the bulk close is still reaching its positions (or changed meanwhile); retry its failed rows once it has",
     ),
     ("nothing_to_retry", "no row of this bulk close has failed"),
+    (
+        "liquidation_not_retryable",
+        "a liquidation retries by itself until the account is flat; liquidate again to go on",
+    ),
+    (
+        "confirmation_required",
+        "the body's `confirm` must be exactly `LIQUIDATE <account_id>`",
+    ),
     (
         "queue_unavailable",
         "the request is recorded but its work could not be handed to the pipeline (`bulk_close_id`); send the same request again",
@@ -949,6 +964,33 @@ errors!(
 );
 
 errors!(
+    LiquidateErrors,
+    [
+        err_ex(
+            StatusCode::BAD_REQUEST,
+            &[
+                "missing_idempotency_key",
+                "invalid_idempotency_key",
+                "invalid_body",
+                "invalid_path",
+                "invalid_account_id",
+                "confirmation_required",
+            ],
+            || json!({"error": "confirmation_required",
+                      "message": "A liquidation closes every position of the account: confirm with \"confirm\": \"LIQUIDATE acct-1\""})
+        ),
+        err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
+        err(StatusCode::FORBIDDEN, &["forbidden"]),
+        body_too_large(),
+        err(StatusCode::UNPROCESSABLE_ENTITY, &["idempotency_key_reused"]),
+        rate_limited(),
+        headers_too_large(),
+        internal(),
+        err(StatusCode::SERVICE_UNAVAILABLE, &["queue_unavailable"]),
+    ]
+);
+
+errors!(
     GetBulkCloseErrors,
     [
         err(StatusCode::BAD_REQUEST, &["invalid_path", "invalid_bulk_close_id"]),
@@ -968,7 +1010,7 @@ errors!(
         err(StatusCode::NOT_FOUND, &["bulk_close_not_found"]),
         err_ex(
             StatusCode::CONFLICT,
-            &["bulk_close_running", "nothing_to_retry"],
+            &["bulk_close_running", "nothing_to_retry", "liquidation_not_retryable"],
             || json!({"error": "nothing_to_retry", "message": "No row of this bulk close has failed"})
         ),
         body_too_large(),
@@ -1265,6 +1307,18 @@ pub struct BulkCloseBody {
     pub time_in_force: Option<String>,
 }
 
+/// Body of `POST /accounts/{account_id}/liquidate`. Mirrors `LIQUIDATE_BODY_FIELDS`.
+#[derive(ToSchema)]
+#[schema(as = LiquidateBody)]
+#[allow(dead_code)] // only its schema is used
+pub struct LiquidateBody {
+    /// Exactly `LIQUIDATE <account_id>`: a liquidation is never started by accident.
+    pub confirm: String,
+    /// Why (kept on every close request it opens and on the account's trading state).
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]+$")]
+    pub reason: Option<String>,
+}
+
 /// Body of `POST /close-requests/{close_request_id}/retry`: new order options for this and
 /// later attempts (empty: the close's own). Mirrors the handler's `RETRY_BODY_FIELDS`.
 #[derive(ToSchema)]
@@ -1455,6 +1509,13 @@ mod tests {
             .map(String::as_str)
             .collect();
         assert_eq!(props, crate::bulk::BULK_BODY_FIELDS);
+        let props: Vec<&str> = doc["components"]["schemas"]["LiquidateBody"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(props, crate::bulk::LIQUIDATE_BODY_FIELDS);
         let mut sorted = handlers::CLOSE_BODY_FIELDS.to_vec();
         sorted.sort();
         assert_eq!(sorted, handlers::CLOSE_BODY_FIELDS, "kept alphabetical");

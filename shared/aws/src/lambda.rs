@@ -136,6 +136,7 @@ pub async fn submit_sqs_event(
     broker: &dyn Broker,
     clock: &dyn Clock,
     queue: &dyn OrderQueue,
+    events: &dyn EventSink,
     event: SqsEvent,
 ) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
@@ -174,7 +175,8 @@ pub async fn submit_sqs_event(
                     store,
                     queue,
                     clock,
-                    broker_supports_mleg: broker.supports_mleg(),
+                    broker,
+                    events,
                 };
                 if let Err(e) = job.run(&step).await {
                     tracing::warn!(error = %e, message_id = %id, "bulk close step will be redelivered");

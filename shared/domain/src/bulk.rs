@@ -154,6 +154,163 @@ pub struct BulkClose {
     pub retry_rounds: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Progress>,
+    /// Set on an emergency liquidation: the bulk close then runs the liquidation's loop
+    /// instead of one fan-out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liquidation: Option<Liquidation>,
+}
+
+/// Attempts a liquidation makes at flattening the account before it gives up and says
+/// what is left.
+pub const LIQUIDATION_ATTEMPTS: u32 = 3;
+
+/// How long a liquidation waits on the broker in one phase (open orders to go, its closes
+/// to end) before it goes on regardless.
+pub const LIQUIDATION_PATIENCE: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// Where an emergency liquidation stands. Every attempt runs the phases in order: cancel
+/// every open order of the account and wait until the broker lists none; sync, so what
+/// only the broker holds becomes a position and is closed too; close the short positions,
+/// then the long ones (a short option leg is never left naked by closing its cover first);
+/// wait for every close to end and ask the broker whether the account is flat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiquidationPhase {
+    CancelOrders,
+    Sync,
+    CloseShorts,
+    CloseLongs,
+    Verify,
+    Done,
+}
+
+impl LiquidationPhase {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LiquidationPhase::CancelOrders => "cancel_orders",
+            LiquidationPhase::Sync => "sync",
+            LiquidationPhase::CloseShorts => "close_shorts",
+            LiquidationPhase::CloseLongs => "close_longs",
+            LiquidationPhase::Verify => "verify",
+            LiquidationPhase::Done => "done",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Liquidation {
+    pub phase: LiquidationPhase,
+    /// 0-based.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    /// Job steps done so far: names the next step, so a redelivered step is recognised.
+    pub steps: u32,
+    /// Row pages written so far, over every attempt (the next page's number).
+    pub pages: u32,
+    /// The first page of the current attempt: its rows are the ones the attempt waits on.
+    pub attempt_first_page: u32,
+    /// Where the current close phase's next page of positions starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// Open orders of the account it asked the broker to cancel (broker order ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canceled_orders: Vec<String>,
+    /// Since when the current phase has been waiting on the broker (cancels to land,
+    /// closes to end); after [`LIQUIDATION_PATIENCE`] it moves on regardless, and the next
+    /// attempt's cancels take care of what hung.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<Timestamp>,
+    /// Once done: whether the broker reported the account flat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flat: Option<bool>,
+    /// Once done and not flat: what the broker still holds (`SYMBOL qty`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left: Vec<String>,
+}
+
+impl Liquidation {
+    pub fn new(max_attempts: u32) -> Liquidation {
+        Liquidation {
+            phase: LiquidationPhase::CancelOrders,
+            attempt: 0,
+            max_attempts: max_attempts.max(1),
+            steps: 0,
+            pages: 0,
+            attempt_first_page: 0,
+            cursor: None,
+            canceled_orders: Vec::new(),
+            waiting_since: None,
+            flat: None,
+            left: Vec::new(),
+        }
+    }
+
+    /// Whether the close phase it is in takes the position: shorts first, then the rest;
+    /// closed and empty positions are nothing to close.
+    pub fn takes(&self, p: &Position) -> bool {
+        if p.status == PositionStatus::Closed || p.quantity.is_zero() {
+            return false;
+        }
+        match self.phase {
+            LiquidationPhase::CloseShorts => p.quantity.is_negative(),
+            LiquidationPhase::CloseLongs => !p.quantity.is_negative(),
+            _ => false,
+        }
+    }
+
+    /// The state after the close phase's page ending at `next_cursor`.
+    pub fn after_close_page(&self, next_cursor: Option<String>) -> Liquidation {
+        let mut next = self.clone();
+        next.steps += 1;
+        next.pages += 1;
+        next.waiting_since = None;
+        match (next_cursor, self.phase) {
+            (Some(c), _) => next.cursor = Some(c),
+            (None, LiquidationPhase::CloseShorts) => {
+                next.cursor = None;
+                next.phase = LiquidationPhase::CloseLongs;
+            }
+            (None, _) => {
+                next.cursor = None;
+                next.phase = LiquidationPhase::Verify;
+            }
+        }
+        next
+    }
+
+    /// Whether a phase that has waited since `waiting_since` should stop waiting at `now`.
+    pub fn patience_spent(&self, now: Timestamp) -> bool {
+        self.waiting_since
+            .is_some_and(|since| now - since >= LIQUIDATION_PATIENCE)
+    }
+
+    /// The state after a phase that ends in one step (cancel, sync).
+    pub fn advanced(&self, phase: LiquidationPhase) -> Liquidation {
+        Liquidation {
+            phase,
+            steps: self.steps + 1,
+            waiting_since: None,
+            ..self.clone()
+        }
+    }
+
+    /// What the verification decides once no close of the attempt is working: `held` is
+    /// what the broker still holds. Flat ends it; otherwise another attempt, or, out of
+    /// attempts, the end with what is left named.
+    pub fn verified(&self, held: Vec<String>) -> Liquidation {
+        let mut next = self.advanced(LiquidationPhase::Done);
+        if held.is_empty() {
+            next.flat = Some(true);
+        } else if self.attempt + 1 < self.max_attempts {
+            next.phase = LiquidationPhase::CancelOrders;
+            next.attempt += 1;
+            next.attempt_first_page = self.pages;
+        } else {
+            next.flat = Some(false);
+            next.left = held;
+        }
+        next
+    }
 }
 
 /// What a caller (or a guard) asks for: closes of the account's positions that match.
@@ -192,6 +349,15 @@ impl BulkClose {
             fan_out: Progress::default(),
             retry_rounds: 0,
             retry: None,
+            liquidation: None,
+        }
+    }
+
+    /// An emergency liquidation: every position of the account, in the liquidation's loop.
+    pub fn liquidation(cmd: BulkCloseCommand, max_attempts: u32) -> BulkClose {
+        BulkClose {
+            liquidation: Some(Liquidation::new(max_attempts)),
+            ..BulkClose::new(cmd)
         }
     }
 
@@ -201,6 +367,9 @@ impl BulkClose {
 
     /// The job still has pages to fan out or a retry round to finish.
     pub fn job_running(&self) -> bool {
+        if let Some(l) = &self.liquidation {
+            return l.phase != LiquidationPhase::Done;
+        }
         !self.fan_out.finished || self.retry.as_ref().is_some_and(|r| !r.finished)
     }
 }
@@ -432,6 +601,23 @@ pub fn bulk_view(bulk: &BulkClose, rows: Vec<RowView>) -> BulkView {
     }
 }
 
+/// The rows to show and count: a position closed again by a later attempt (a liquidation's)
+/// shows its latest row, in the place of its first.
+pub fn latest_rows(pages: Vec<BulkPage>) -> Vec<BulkRow> {
+    let mut at: std::collections::HashMap<PositionId, usize> = std::collections::HashMap::new();
+    let mut rows: Vec<BulkRow> = Vec::new();
+    for row in pages.into_iter().flat_map(|p| p.rows) {
+        match at.get(&row.position_id) {
+            Some(&i) => rows[i] = row,
+            None => {
+                at.insert(row.position_id.clone(), rows.len());
+                rows.push(row);
+            }
+        }
+    }
+    rows
+}
+
 /// Whether a row is one a retry of the failed rows re-drives.
 pub fn retries(view: &RowView) -> bool {
     view.status == RowStatus::Failed
@@ -529,5 +715,73 @@ mod tests {
         assert_eq!(v.status, BulkStatus::Completed);
         bulk.retry = Some(Progress::default());
         assert_eq!(bulk_view(&bulk, vec![rows[0].clone()]).status, BulkStatus::Running);
+    }
+
+    #[test]
+    fn a_liquidation_closes_shorts_then_longs_page_by_page_then_verifies() {
+        let mut l = Liquidation::new(2);
+        assert_eq!(l.phase, LiquidationPhase::CancelOrders);
+        let short = position("s", "-5", PositionStatus::Open);
+        let long = position("l", "5", PositionStatus::CloseFailed);
+        let empty = position("z", "0", PositionStatus::Open);
+        let closed = position("c", "-5", PositionStatus::Closed);
+        assert!(!l.takes(&short), "nothing is closed before the cancels and the sync");
+        l = l
+            .advanced(LiquidationPhase::Sync)
+            .advanced(LiquidationPhase::CloseShorts);
+        assert_eq!(l.steps, 2);
+        assert!(l.takes(&short) && !l.takes(&long) && !l.takes(&empty) && !l.takes(&closed));
+        l = l.after_close_page(Some("c1".into()));
+        assert_eq!(
+            (l.phase, l.cursor.as_deref(), l.pages),
+            (LiquidationPhase::CloseShorts, Some("c1"), 1)
+        );
+        l = l.after_close_page(None);
+        assert_eq!(
+            (l.phase, l.cursor.as_deref(), l.pages),
+            (LiquidationPhase::CloseLongs, None, 2)
+        );
+        assert!(l.takes(&long) && !l.takes(&short));
+        l = l.after_close_page(None);
+        assert_eq!((l.phase, l.steps), (LiquidationPhase::Verify, 5));
+        let again = l.verified(vec!["IBM 7".into()]);
+        assert_eq!(
+            (again.phase, again.attempt, again.attempt_first_page, again.flat),
+            (LiquidationPhase::CancelOrders, 1, 3, None)
+        );
+        let flat = again.verified(vec![]);
+        assert_eq!((flat.phase, flat.flat), (LiquidationPhase::Done, Some(true)));
+        let left = again.verified(vec!["IBM 7".into()]);
+        assert_eq!(
+            (left.phase, left.flat, left.left.clone()),
+            (LiquidationPhase::Done, Some(false), vec!["IBM 7".to_string()])
+        );
+        let mut bulk = crate::testing::bulk_close("k", crate::testing::t0());
+        bulk.fan_out.finished = true;
+        bulk.liquidation = Some(again);
+        assert!(bulk.job_running(), "a liquidation runs until it is done");
+        bulk.liquidation = Some(left);
+        assert!(!bulk.job_running());
+    }
+
+    #[test]
+    fn a_position_closed_again_shows_its_latest_row_in_its_first_place() {
+        let row = |id: &str, reason: &str| BulkRow {
+            position_id: PositionId::parse(id).unwrap(),
+            symbol: "X".into(),
+            strategy_id: None,
+            outcome: RowOutcome::Skipped { reason: reason.into() },
+        };
+        let pages = vec![
+            BulkPage {
+                number: 0,
+                rows: vec![row("a", "1"), row("b", "1")],
+            },
+            BulkPage {
+                number: 1,
+                rows: vec![row("c", "1"), row("a", "2")],
+            },
+        ];
+        assert_eq!(latest_rows(pages), vec![row("a", "2"), row("b", "1"), row("c", "1")]);
     }
 }

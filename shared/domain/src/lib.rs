@@ -41,8 +41,9 @@ pub use account::{
 };
 pub use audit::{audit_entries, AuditEntry};
 pub use bulk::{
-    bulk_view, row_view, BulkClose, BulkCloseCommand, BulkCloseId, BulkFilter, BulkPage, BulkRow, BulkStatus, BulkView,
-    Progress, RowOutcome, RowStatus, RowView, BULK_PAGE_SIZE,
+    bulk_view, latest_rows, row_view, BulkClose, BulkCloseCommand, BulkCloseId, BulkFilter, BulkPage, BulkRow,
+    BulkStatus, BulkView, Liquidation, LiquidationPhase, Progress, RowOutcome, RowStatus, RowView, BULK_PAGE_SIZE,
+    LIQUIDATION_ATTEMPTS, LIQUIDATION_PATIENCE,
 };
 pub use close::{decide_close, CloseCommand, CloseDecision, CloseRejection, Fingerprint};
 pub use drawdown::{DrawdownDecision, DrawdownLevel, DrawdownPolicy, DrawdownPolicyError, DrawdownState};

@@ -17,8 +17,8 @@ use closeflow_aws::lambda::{publish_stream_event, relay_stream_event, submit_sqs
 use closeflow_aws::{EventBridgeSink, SqsQueue, SqsWatchQueue};
 use closeflow_pipeline::webhook::sign;
 use closeflow_pipeline::{
-    cleanup_once, reconcile_once, Broker, Clock, EventSink, MemoryQueue, MemoryWatch, OrderQueue, RecordingSink,
-    SimulatedBroker, WatchQueue,
+    cleanup_once, reconcile_once, Broker, Clock, EventSink, LogSink, MemoryQueue, MemoryWatch, OrderQueue,
+    RecordingSink, SimulatedBroker, WatchQueue,
 };
 use closeflow_root::Policy;
 use closeflow_store::{CloseStore, MemoryStore};
@@ -183,12 +183,14 @@ pub async fn invoke(function: &str, event: &str) -> Result<Value, String> {
             match env("QUEUE_URL") {
                 Some(url) => {
                     let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&shared_config().await), url);
-                    let resp = submit_sqs_event(store.as_ref(), broker.as_ref(), &SystemClock, &queue, ev).await;
+                    let resp =
+                        submit_sqs_event(store.as_ref(), broker.as_ref(), &SystemClock, &queue, &LogSink, ev).await;
                     Ok(json!({ "response": resp }))
                 }
                 None => {
                     let queue = MemoryQueue::new();
-                    let resp = submit_sqs_event(store.as_ref(), broker.as_ref(), &SystemClock, &queue, ev).await;
+                    let resp =
+                        submit_sqs_event(store.as_ref(), broker.as_ref(), &SystemClock, &queue, &LogSink, ev).await;
                     Ok(json!({"response": resp, "messages": queue.take_all()}))
                 }
             }

@@ -14,7 +14,9 @@ use closeflow_domain::{
 use closeflow_store::{CloseOutcome, CloseStore, IndexQuery, ListIndex, StoreError, StrategyCloseOutcome};
 use serde::{Deserialize, Serialize};
 
+use crate::broker::Broker;
 use crate::clock::Clock;
+use crate::events::EventSink;
 use crate::queue::{OrderQueue, QueueError, QueueMessage};
 
 /// One step of a bulk close's job: `round` 0 fans out, round n re-drives the failed rows
@@ -40,6 +42,14 @@ impl JobStep {
 /// round's; `None` once both are finished. Asking for it again is always safe: a step
 /// already done only asks for the one after it.
 pub fn pending_step(bulk: &BulkClose) -> Option<JobStep> {
+    if let Some(l) = &bulk.liquidation {
+        // A liquidation's steps are numbered on over all its attempts.
+        return bulk.job_running().then_some(JobStep {
+            bulk_close_id: bulk.id,
+            round: l.attempt,
+            page: l.steps,
+        });
+    }
     let (round, progress) = match &bulk.retry {
         Some(r) if bulk.fan_out.finished => (bulk.retry_rounds, r),
         _ => (0, &bulk.fan_out),
@@ -57,15 +67,22 @@ pub enum JobError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error("broker: {0}")]
+    Broker(crate::broker::BrokerError),
+    /// Not an error: the step waits on the broker and is to be delivered again later.
+    #[error("waiting: {0}")]
+    Wait(String),
 }
 
-/// What the job needs besides the store: the order queue (for its next step) and whether
-/// the broker takes multi-leg orders (a strategy's default mode).
+/// What the job needs besides the store: the order queue (for its next step), the broker
+/// (whether it takes multi-leg orders; a liquidation's cancels, sync and verification) and
+/// where a liquidation's events go.
 pub struct BulkJob<'a> {
     pub store: &'a dyn CloseStore,
     pub queue: &'a dyn OrderQueue,
     pub clock: &'a dyn Clock,
-    pub broker_supports_mleg: bool,
+    pub broker: &'a dyn Broker,
+    pub events: &'a dyn EventSink,
 }
 
 /// Attempts at writing the record's progress against concurrent writers (a retry
@@ -80,7 +97,9 @@ impl BulkJob<'_> {
             tracing::error!(bulk_close_id = %step.bulk_close_id, "job step of an unknown bulk close dropped");
             return Ok(());
         };
-        if step.round == 0 {
+        if bulk.liquidation.is_some() {
+            self.liquidate(bulk, step).await
+        } else if step.round == 0 {
             self.fan_out(bulk, step).await
         } else {
             self.retry(bulk, step).await
@@ -180,14 +199,14 @@ impl BulkJob<'_> {
 
     /// Asks for the step the record says comes next, if the job goes on (the queue drops
     /// a step asked for twice).
-    async fn continue_after(&self, bulk: &BulkClose) -> Result<(), JobError> {
+    pub(crate) async fn continue_after(&self, bulk: &BulkClose) -> Result<(), JobError> {
         if let Some(next) = pending_step(bulk) {
             self.queue.send(&QueueMessage::for_job(&next)).await?;
         }
         Ok(())
     }
 
-    async fn save_progress(
+    pub(crate) async fn save_progress(
         &self,
         mut bulk: BulkClose,
         advance: impl Fn(&mut BulkClose),
@@ -236,7 +255,7 @@ impl BulkJob<'_> {
                     fingerprint: fingerprint(bulk, "strategy_close"),
                     random: bulk.id.random_for(round, &p.id),
                     mode: None,
-                    broker_supports_mleg: self.broker_supports_mleg,
+                    broker_supports_mleg: self.broker.supports_mleg(),
                     options,
                     qty: None,
                     reason: bulk.reason.clone(),
@@ -290,7 +309,12 @@ impl BulkJob<'_> {
     }
 
     /// A new attempt of a close that failed, for what it has left.
-    async fn retry_close(&self, bulk: &BulkClose, round: u32, id: &CloseRequestId) -> Result<RowOutcome, StoreError> {
+    pub(crate) async fn retry_close(
+        &self,
+        bulk: &BulkClose,
+        round: u32,
+        id: &CloseRequestId,
+    ) -> Result<RowOutcome, StoreError> {
         let cmd = RetryCommand {
             close_request_id: *id,
             idempotency_key: bulk.id.close_key(round),
@@ -315,7 +339,7 @@ fn close_failed(agg: &PositionAggregate, id: &CloseRequestId) -> bool {
         .is_some_and(|(cr, _)| cr.status == CloseRequestStatus::Failed)
 }
 
-fn row(agg: &PositionAggregate, outcome: RowOutcome) -> BulkRow {
+pub(crate) fn row(agg: &PositionAggregate, outcome: RowOutcome) -> BulkRow {
     BulkRow {
         position_id: agg.position.id.clone(),
         symbol: agg.position.symbol.clone(),
@@ -326,7 +350,7 @@ fn row(agg: &PositionAggregate, outcome: RowOutcome) -> BulkRow {
 
 /// The fingerprint of what a bulk close asks of one close: the same for every step of
 /// it, distinct per kind of close so one kind's key never replays as another.
-fn fingerprint(bulk: &BulkClose, kind: &str) -> Fingerprint {
+pub(crate) fn fingerprint(bulk: &BulkClose, kind: &str) -> Fingerprint {
     Fingerprint::of_body(
         &serde_json::json!({ "bulk_close": bulk.id.to_string(), "kind": kind, "fingerprint": bulk.fingerprint }),
     )

@@ -12,7 +12,7 @@ use closeflow_store::{Change, ChangeLog, CloseStore, SqliteStore};
 use tokio::sync::Mutex;
 
 use crate::broker::Broker;
-use crate::bulk::BulkJob;
+use crate::bulk::{BulkJob, JobError};
 use crate::clock::Clock;
 use crate::events::EventSink;
 use crate::queue::{MemoryQueue, OrderQueue, QueueError, QueueMessage, Work};
@@ -180,10 +180,15 @@ impl Driver {
                     store: self.store.as_ref(),
                     queue: self.producer.as_ref(),
                     clock: self.clock.as_ref(),
-                    broker_supports_mleg: self.broker.supports_mleg(),
+                    broker: self.broker.as_ref(),
+                    events: self.events.as_ref(),
                 };
                 match job.run(&step).await {
                     Ok(()) => true,
+                    Err(JobError::Wait(why)) => {
+                        tracing::debug!(%why, dedup_id = %d.message.dedup_id, "bulk close step waits; will redeliver");
+                        false
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, dedup_id = %d.message.dedup_id, "bulk close step failed; will redeliver");
                         false

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod driver;
 pub mod events;
+pub mod liquidation;
 pub mod manage;
 pub mod mleg;
 pub mod queue;
