@@ -71,7 +71,7 @@ fmt:
 	cargo fmt --all
 
 ## bench: performance targets as a table (round trips on moto, latency on the embedded store)
-LAMBDAS := http-api broker-webhook outbox-relay order-submitter order-watch event-publisher reconciler cleanup position-sync
+LAMBDAS := http-api broker-webhook outbox-relay order-submitter order-watch event-publisher reconciler cleanup position-sync guard-events
 bench:
 	cargo build --release $(addprefix -p ,$(LAMBDAS))
 	$(WITH_MOTO) cargo bench -p closeflow-tests --bench bench

@@ -419,3 +419,108 @@ pub async fn an_emergency_liquidation_flattens_the_account_and_halts_it(app: &Pi
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
 }
+
+/// A guard's event through `POST /guards/events`: refused whole when invalid or for another
+/// account; a `close` closes only what it scopes, once however often the event comes, as
+/// `guard:<guard_id>` with the observed value in the reason; a `liquidate` liquidates.
+pub async fn a_guard_event_closes_what_it_scopes_once(app: &PipelineApp) {
+    let acct = closeflow_domain::AccountId::parse("acct-1").unwrap();
+    let q = |s: &str| closeflow_domain::Quantity::parse(s).unwrap();
+    for (id, symbol, qty) in [("g-1", "AAPL", "2"), ("g-2", "AAPL", "3"), ("g-3", "MSFT", "4")] {
+        put(app, id, equity(symbol, qty)).await;
+        app.sim
+            .set_holding(&acct, symbol, q(if id == "g-1" { "5" } else { qty }));
+    }
+    let event = |id: &str, extra: &str| {
+        format!(
+            r#"{{"event_id":"{id}","guard_id":"gap-1","guard":"market_gap","account_id":"acct-1",
+                 "action":"close","observed":"7.5","threshold":"5"{extra}}}"#
+        )
+    };
+    for (body, field) in [
+        (
+            event("e-0", r#","symbols":["AAPL"],"position_ids":["g-1"]"#),
+            "position_ids",
+        ),
+        (event("e-0", r#","symbol":["AAPL"]"#), "symbol"),
+        (event("e-0", "").replace(r#""close""#, r#""sell""#), "action"),
+    ] {
+        let r = app.call(Method::POST, "/guards/events", &[], Some(&body)).await;
+        assert_eq!(
+            (r.status, r.body["error"].as_str(), r.body["field"].as_str()),
+            (400, Some("invalid_guard_event"), Some(field)),
+            "{body}: {}",
+            r.body
+        );
+    }
+    let auth = format!("Bearer {TOKEN_ACCT2}");
+    let body = event("e-1", r#","symbols":["AAPL"]"#);
+    let r = app
+        .call(Method::POST, "/guards/events", &[("authorization", &auth)], Some(&body))
+        .await;
+    assert_eq!((r.status, r.body["error"].as_str()), (403, Some("forbidden")));
+    app.driver.pump().await;
+    assert_eq!(app.sim.orders_placed(), 0, "nothing was closed");
+
+    let r = app.call(Method::POST, "/guards/events", &[], Some(&body)).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.str("bulk_close_id");
+    assert_eq!(r.str("actor"), "guard:gap-1");
+    let again = app.call(Method::POST, "/guards/events", &[], Some(&body)).await;
+    assert_eq!((again.status, again.str("bulk_close_id")), (200, id.clone()));
+    let b = until_done(app, &id).await;
+    assert_eq!(
+        (
+            b.body["status"].as_str(),
+            b.body["total"].as_u64(),
+            b.body["succeeded"].as_u64()
+        ),
+        (Some("completed"), Some(2), Some(2)),
+        "{}",
+        b.body
+    );
+    assert_eq!(
+        app.sim.orders_placed(),
+        2,
+        "one order per scoped position, the event's repeat placed none"
+    );
+    assert_eq!(app.position("g-3").await.body["status"], "open");
+    let cr = b.body["rows"][0]["close_request_id"].as_str().unwrap().to_string();
+    let c = app.close_request(&cr).await;
+    assert!(
+        c.body["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("market_gap guard gap-1: observed 7.5 >= threshold 5"),
+        "{}",
+        c.body
+    );
+    let other = app
+        .call(
+            Method::POST,
+            "/guards/events",
+            &[],
+            Some(&event("e-1", r#","symbols":["MSFT"]"#)),
+        )
+        .await;
+    assert_eq!(
+        (other.status, other.body["error"].as_str()),
+        (422, Some("idempotency_key_reused")),
+        "the same event id with other contents"
+    );
+
+    let liquidate = r#"{"event_id":"e-2","guard_id":"dd-1","guard":"drawdown","account_id":"acct-1",
+                        "action":"liquidate","observed":"12","threshold":"10"}"#;
+    let r = app.call(Method::POST, "/guards/events", &[], Some(liquidate)).await;
+    assert_eq!(
+        (r.status, r.body["kind"].as_str()),
+        (202, Some("liquidation")),
+        "{}",
+        r.body
+    );
+    let b = until_done(app, &r.str("bulk_close_id")).await;
+    assert_eq!(b.body["liquidation"]["flat"], true, "{}", b.body);
+    assert_eq!(app.position("g-3").await.body["status"], "closed");
+    let acct_view = app.call(Method::GET, "/accounts/acct-1", &[], None).await;
+    assert_eq!(acct_view.body["trading_state"], "halted");
+}

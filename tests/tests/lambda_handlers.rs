@@ -333,3 +333,50 @@ async fn recorded_orders_are_watched_and_a_silent_fill_closes_the_position() {
     assert_eq!(app.position("pos-w").await.body["status"], "closed");
     assert!(next.is_empty(), "an ended order is not checked again");
 }
+
+/// The guard-events function: an EventBridge event delivered twice starts one bulk close
+/// (and queues its first step once); an invalid event is answered, not retried.
+#[tokio::test]
+async fn a_guard_event_delivered_twice_starts_one_bulk_close() {
+    let store = Arc::new(MemoryStore::new());
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let queue = MemoryQueue::new();
+    let raw = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../events/guard-triggered.json")).unwrap();
+    let first = closeflow_aws::lambda::guard_event(store.as_ref(), &queue, clock.as_ref(), &raw, 3)
+        .await
+        .unwrap();
+    let again = closeflow_aws::lambda::guard_event(store.as_ref(), &queue, clock.as_ref(), &raw, 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first["started"].as_bool(), again["started"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert_eq!(first["bulk_close_id"], again["bulk_close_id"]);
+    assert_eq!(queue.take_all().len(), 1, "its first step is queued once");
+    let id = closeflow_domain::BulkCloseId::parse(first["bulk_close_id"].as_str().unwrap()).unwrap();
+    let bulk = closeflow_store::BulkLog::bulk_close(store.as_ref(), &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(bulk.actor, "guard:gap-1");
+    assert_eq!(bulk.filter.symbols, Some(vec!["AAPL".to_string()]));
+    assert!(bulk.reason.unwrap().contains("observed 7.5 >= threshold 5"));
+
+    let mut tampered: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    tampered["detail"]["position_ids"] = serde_json::json!(["p-1"]);
+    let r = closeflow_aws::lambda::guard_event(
+        store.as_ref(),
+        &queue,
+        clock.as_ref(),
+        tampered.to_string().as_bytes(),
+        3,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r["error"].as_str(), r["field"].as_str()),
+        (Some("invalid_guard_event"), Some("position_ids"))
+    );
+    assert!(queue.take_all().is_empty());
+}

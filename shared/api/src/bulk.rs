@@ -13,11 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use closeflow_domain::{
     bulk_view, format_timestamp, latest_rows, row_view, AccountId, AssetType, BulkClose, BulkCloseCommand, BulkCloseId,
-    BulkFilter, BulkView, Fingerprint, PositionAggregate, PositionId, Progress, RoutingKey, RowOutcome, TimeInForce,
-    TradingStateEvent, LIQUIDATION_ATTEMPTS,
+    BulkFilter, BulkView, Fingerprint, GuardEvent, PositionAggregate, PositionId, Progress, RoutingKey, RowOutcome,
+    TimeInForce, LIQUIDATION_ATTEMPTS,
 };
-use closeflow_pipeline::bulk::pending_step;
+use closeflow_pipeline::bulk::{pending_step, start_bulk, Started};
 use closeflow_pipeline::QueueMessage;
+use closeflow_pipeline::{guard_bulk_close, JobError};
 use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -28,8 +29,8 @@ use crate::extract::{Body, PathParam};
 use crate::handlers::{idempotency_key, json_body, only_fields, reason_of, valid_strategy_id, valid_symbol};
 #[allow(unused_imports)] // names used by the #[utoipa::path] annotations only
 use crate::openapi::{
-    AccountIdParam, BulkCloseBody, BulkCloseIdParam, CloseAllErrors, GetBulkCloseErrors, IdempotencyKeyHeader,
-    LiquidateBody, LiquidateErrors, RetryFailedErrors,
+    AccountIdParam, BulkCloseBody, BulkCloseIdParam, CloseAllErrors, GetBulkCloseErrors, GuardEventBody,
+    GuardEventErrors, IdempotencyKeyHeader, LiquidateBody, LiquidateErrors, RetryFailedErrors,
 };
 use crate::AppState;
 
@@ -263,34 +264,37 @@ pub(crate) async fn drive(app: &AppState, bulk: &BulkClose) -> Result<(), ApiErr
     let Some(step) = pending_step(bulk) else {
         return Ok(());
     };
-    app.queue.send(&QueueMessage::for_job(&step)).await.map_err(|e| {
-        tracing::error!(error = %e, bulk_close_id = %bulk.id, "bulk close step not queued");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "queue_unavailable",
-            "The bulk close is recorded but could not be started; send the same request again",
-        )
-        .with("bulk_close_id", json!(bulk.id.to_string()))
-    })
+    app.queue
+        .send(&QueueMessage::for_job(&step))
+        .await
+        .map_err(|e| queue_unavailable(e, &bulk.id))
 }
 
-/// Starts (or, under the same key, finds) a bulk close; the answer carries the record as
-/// it is, and the caller polls `poll_url`.
+fn queue_unavailable(e: impl std::fmt::Display, id: &BulkCloseId) -> ApiError {
+    tracing::error!(error = %e, bulk_close_id = %id, "bulk close step not queued");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "queue_unavailable",
+        "The bulk close is recorded but could not be started; send the same request again",
+    )
+    .with("bulk_close_id", json!(id.to_string()))
+}
+
+/// Starts (or, under the same key, finds) a bulk close or a liquidation; the answer carries
+/// the record as it is, and the caller polls `poll_url`.
 pub(crate) async fn start(app: &AppState, fresh: BulkClose) -> Result<(StatusCode, BulkClose), ApiError> {
-    let fingerprint = Fingerprint::from_hex(&fresh.fingerprint);
-    let (status, bulk) = match app.store.create_bulk_close(&fresh).await.map_err(app.store_error())? {
-        None => (StatusCode::ACCEPTED, fresh),
-        Some(existing) if existing.fingerprint_matches(&fingerprint) => (StatusCode::OK, existing),
-        Some(_) => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                "This Idempotency-Key was already used on this account with a different request body",
-            ))
-        }
-    };
-    drive(app, &bulk).await?;
-    Ok((status, bulk))
+    let id = fresh.id;
+    match start_bulk(app.store.as_ref(), app.queue.as_ref(), app.clock.as_ref(), fresh).await {
+        Ok(Started::Created(b)) => Ok((StatusCode::ACCEPTED, b)),
+        Ok(Started::Existing(b)) => Ok((StatusCode::OK, b)),
+        Ok(Started::KeyReused) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "This Idempotency-Key was already used on this account with a different request body",
+        )),
+        Err(JobError::Store(e)) => Err(app.store_error()(e)),
+        Err(e) => Err(queue_unavailable(e, &id)),
+    }
 }
 
 /// Closes every position of the account that matches the filters (all of them without
@@ -537,30 +541,52 @@ pub async fn liquidate(
         max_retries: app.config.max_retries,
         now: app.clock.now(),
     };
-    let (status, bulk) = start_liquidation(&app, BulkClose::liquidation(cmd, LIQUIDATION_ATTEMPTS)).await?;
+    let (status, bulk) = start(&app, BulkClose::liquidation(cmd, LIQUIDATION_ATTEMPTS)).await?;
     Ok((status, Json(current(&app, bulk).await?)).into_response())
 }
 
-/// Records a liquidation and stops the account taking exposure before its job starts (the
-/// job's first step makes the same move, should this request die in between).
-pub(crate) async fn start_liquidation(app: &AppState, fresh: BulkClose) -> Result<(StatusCode, BulkClose), ApiError> {
-    let (account, actor, reason) = (fresh.account_id.clone(), fresh.actor.clone(), fresh.reason.clone());
-    let (status, bulk) = start(app, fresh).await?;
-    if status == StatusCode::ACCEPTED {
-        let moved = app
-            .store
-            .set_trading_state(
-                &account,
-                TradingStateEvent::LiquidationStarted,
-                &actor,
-                reason.as_deref(),
-                app.clock.now(),
-            )
-            .await
-            .map_err(app.store_error())?;
-        // Already liquidating (another liquidation): both run; closes already working are
-        // skipped by the second.
-        tracing::warn!(bulk_close_id = %bulk.id, already = moved.is_err(), "liquidation started");
+/// A risk guard fired: closes what the event scopes (`action` `close`: the positions in
+/// `symbols`, the `position_ids`, or the whole account) or liquidates the account
+/// (`liquidate`), once per `event_id` however often it is sent. Every close it makes has
+/// `guard:<guard_id>` as its actor and the observed value and threshold in its reason. The
+/// same events arrive from EventBridge (`GuardTriggered`) through the guard-events function.
+#[utoipa::path(
+    post,
+    path = "/guards/events",
+    operation_id = "postGuardEvent",
+    tag = "bulk",
+    request_body(content = GuardEventBody, description = "The guard's event",
+        example = json!({"event_id": "gap-2026-01-02T15:00Z", "guard_id": "gap-1", "guard": "market_gap",
+            "account_id": "acct-1", "symbols": ["AAPL"], "action": "close", "observed": "7.5", "threshold": "5"})),
+    responses(
+        (status = 202, description = "Started: a bulk close, or a liquidation; follow it at `poll_url`",
+            body = BulkCloseView),
+        (status = 200, description = "This event was handled before: what it started, as it is now",
+            body = BulkCloseView),
+        GuardEventErrors
+    ),
+    security(("bearerAuth" = []))
+)]
+#[tracing::instrument(name = "guard_event", skip_all)]
+pub async fn guard_event(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ext: Extensions,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    let who = signed_in(&app.auth, &headers, &ext)?;
+    let event = GuardEvent::from_body(&body).map_err(|e| {
+        let err = ApiError::bad_request(e.code(), e.to_string());
+        match e.field() {
+            Some(f) => err.with("field", json!(f)),
+            None => err,
+        }
+    })?;
+    if !who.access.allows(event.account_id()) {
+        return Err(forbidden());
     }
-    Ok((status, bulk))
+    let bulk = guard_bulk_close(&event, app.config.max_retries, app.clock.now())
+        .map_err(|why| ApiError::bad_request("invalid_guard_event", why).with("field", json!("event_id")))?;
+    let (status, bulk) = start(&app, bulk).await?;
+    Ok((status, Json(current(&app, bulk).await?)).into_response())
 }

@@ -257,6 +257,7 @@ fn route_table(routes: Routes) -> Vec<(Method, &'static str, MethodRouter<AppSta
             ),
             (Method::POST, "/accounts/{account_id}/close-all", post(bulk::close_all)),
             (Method::POST, "/accounts/{account_id}/liquidate", post(bulk::liquidate)),
+            (Method::POST, "/guards/events", post(bulk::guard_event)),
             (Method::GET, "/bulk-closes/{bulk_close_id}", get(bulk::get_bulk_close)),
             (
                 Method::POST,

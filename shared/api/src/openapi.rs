@@ -62,6 +62,7 @@ Authentication: `Authorization: Bearer <token>` (a JWT verified by API Gateway i
         crate::bulk::get_bulk_close,
         crate::bulk::retry_failed,
         crate::bulk::liquidate,
+        crate::bulk::guard_event,
         openapi_json,
         docs_page,
         console_page,
@@ -299,6 +300,7 @@ enum_schema!(
     "BulkCloseStatus",
     ["running", "completed", "completed_with_errors"]
 );
+enum_schema!(GuardActionSchema, "GuardAction", ["close", "liquidate"]);
 enum_schema!(BulkKindSchema, "BulkCloseKind", ["close_all", "liquidation"]);
 enum_schema!(
     LiquidationPhaseSchema,
@@ -424,6 +426,10 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
     (
         "liquidation_not_retryable",
         "a liquidation retries by itself until the account is flat; liquidate again to go on",
+    ),
+    (
+        "invalid_guard_event",
+        "a guard event field is missing or invalid (`field` names it)",
     ),
     (
         "confirmation_required",
@@ -964,6 +970,26 @@ errors!(
 );
 
 errors!(
+    GuardEventErrors,
+    [
+        err_ex(
+            StatusCode::BAD_REQUEST,
+            &["invalid_body", "invalid_guard_event"],
+            || json!({"error": "invalid_guard_event", "message": "`symbols` and `position_ids` exclude each other; give at most one",
+                      "field": "position_ids"})
+        ),
+        err(StatusCode::UNAUTHORIZED, &["unauthorized"]),
+        err(StatusCode::FORBIDDEN, &["forbidden"]),
+        body_too_large(),
+        err(StatusCode::UNPROCESSABLE_ENTITY, &["idempotency_key_reused"]),
+        rate_limited(),
+        headers_too_large(),
+        internal(),
+        err(StatusCode::SERVICE_UNAVAILABLE, &["queue_unavailable"]),
+    ]
+);
+
+errors!(
     LiquidateErrors,
     [
         err_ex(
@@ -1305,6 +1331,39 @@ pub struct BulkCloseBody {
     // only: an option position then fails its row with `invalid_time_in_force`).
     #[schema(inline, value_type = Option<TimeInForceSchema>)]
     pub time_in_force: Option<String>,
+}
+
+/// Body of `POST /guards/events`: a guard event's detail plus its `event_id`. Unknown
+/// fields are refused (a misspelt `symbols` would otherwise widen a close to the account).
+#[derive(ToSchema)]
+#[schema(as = GuardEventBody)]
+#[allow(dead_code)] // only its schema is used; the handler parses the raw bytes
+pub struct GuardEventBody {
+    /// Names the event: it starts its closes once (`guard:<event_id>` is their key).
+    #[schema(min_length = 1, max_length = 128)]
+    pub event_id: String,
+    #[schema(min_length = 1, max_length = 64)]
+    pub guard_id: String,
+    /// `drawdown`, `market_gap`, `liquidity` or a custom name.
+    #[schema(min_length = 1, max_length = 32)]
+    pub guard: String,
+    pub account_id: String,
+    /// Only the positions in these symbols (`close` only; not with `position_ids`).
+    #[schema(min_items = 1, max_items = 500)]
+    pub symbols: Option<Vec<String>>,
+    /// Only these positions (`close` only; not with `symbols`).
+    #[schema(min_items = 1, max_items = 500)]
+    pub position_ids: Option<Vec<String>>,
+    // `close` (what the event scopes; the whole account without a scope) or `liquidate`.
+    #[schema(inline, value_type = GuardActionSchema)]
+    pub action: String,
+    #[schema(value_type = Decimal)]
+    pub observed: String,
+    #[schema(value_type = Decimal)]
+    pub threshold: String,
+    /// The guard's own words, kept in every close's reason.
+    #[schema(min_length = 1, max_length = 256)]
+    pub reason: Option<String>,
 }
 
 /// Body of `POST /accounts/{account_id}/liquidate`. Mirrors `LIQUIDATE_BODY_FIELDS`.

@@ -199,3 +199,38 @@ pub async fn submit_sqs_event(
     }
     response
 }
+
+/// Guard events from the EventBridge rule on `GuardTriggered`: each starts what it asks for
+/// once per event id (EventBridge delivers at least once). An event that can never be
+/// handled (invalid, or its id reused with other contents) is logged and answered, not
+/// retried; a store or queue failure is an error, so the invocation is retried.
+pub async fn guard_event(
+    store: &dyn CloseStore,
+    queue: &dyn OrderQueue,
+    clock: &dyn Clock,
+    raw: &[u8],
+    max_retries: u32,
+) -> Result<serde_json::Value, String> {
+    use closeflow_pipeline::{start_guard, Started};
+    let event = match closeflow_domain::GuardEvent::from_eventbridge(raw) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, code = e.code(), field = ?e.field(), "guard event refused");
+            return Ok(serde_json::json!({"error": e.code(), "message": e.to_string(), "field": e.field()}));
+        }
+    };
+    let refused = |code: &str, message: String| {
+        tracing::error!(event_id = event.event_id(), code, %message, "guard event refused");
+        Ok(serde_json::json!({"error": code, "message": message}))
+    };
+    match start_guard(store, queue, clock, &event, max_retries).await {
+        Ok(Ok(Started::Created(b))) => Ok(serde_json::json!({"bulk_close_id": b.id.to_string(), "started": true})),
+        Ok(Ok(Started::Existing(b))) => Ok(serde_json::json!({"bulk_close_id": b.id.to_string(), "started": false})),
+        Ok(Ok(Started::KeyReused)) => refused(
+            "idempotency_key_reused",
+            "this event id was handled before with other contents".into(),
+        ),
+        Ok(Err(why)) => refused("invalid_guard_event", why),
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -13,7 +13,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use axum::body::to_bytes;
 use closeflow_api::auth::Auth;
 use closeflow_api::{router, webhook_router, SystemClock};
-use closeflow_aws::lambda::{publish_stream_event, relay_stream_event, submit_sqs_event, watch_sqs_event};
+use closeflow_aws::lambda::{guard_event, publish_stream_event, relay_stream_event, submit_sqs_event, watch_sqs_event};
 use closeflow_aws::{EventBridgeSink, SqsQueue, SqsWatchQueue};
 use closeflow_pipeline::webhook::sign;
 use closeflow_pipeline::{
@@ -35,6 +35,7 @@ pub const FUNCTIONS: &[&str] = &[
     "reconciler",
     "cleanup",
     "position-sync",
+    "guard-events",
 ];
 
 /// A webhook sample whose signature header is this placeholder is signed at invocation
@@ -222,6 +223,23 @@ pub async fn invoke(function: &str, event: &str) -> Result<Value, String> {
                 .map_err(|e| e.to_string())?;
             let alerts: Vec<_> = sink.events().iter().map(|e| e.detail()).collect();
             Ok(json!({"report": r.to_json(), "alerts": alerts}))
+        }
+        "guard-events" => {
+            let store = store().await?;
+            let max_retries = Policy::from_env()?.api.max_retries;
+            // What the event starts runs on the order queue: the real one when named, else shown.
+            match env("QUEUE_URL") {
+                Some(url) => {
+                    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&shared_config().await), url);
+                    let r = guard_event(store.as_ref(), &queue, &SystemClock, event.as_bytes(), max_retries).await?;
+                    Ok(json!({ "response": r }))
+                }
+                None => {
+                    let queue = MemoryQueue::new();
+                    let r = guard_event(store.as_ref(), &queue, &SystemClock, event.as_bytes(), max_retries).await?;
+                    Ok(json!({"response": r, "messages": queue.take_all()}))
+                }
+            }
         }
         other => Err(format!("unknown function `{other}`; one of: {}", FUNCTIONS.join(", "))),
     }

@@ -383,6 +383,31 @@ async fn every_documented_example_is_what_the_handlers_answer() {
         .await;
     assert_eq!(st, StatusCode::CONFLICT);
 
+    // A liquidation is never started unconfirmed; a guard event is refused whole when its
+    // scope is ambiguous. Neither changes anything.
+    let (st, _) = s
+        .call(
+            "liquidateAccount",
+            "POST",
+            "/accounts/acct-1/liquidate",
+            &hk5,
+            Some(br#"{"confirm":"yes"}"#.to_vec()),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let mut guard = request_example(&doc, "/guards/events", "post");
+    guard["position_ids"] = json!(["pos-1"]);
+    let (st, _) = s
+        .call(
+            "postGuardEvent",
+            "POST",
+            "/guards/events",
+            &h,
+            Some(serde_json::to_vec(&guard).unwrap()),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+
     // The audit trail of what just happened (the driver derives it from the changes).
     stack.driver.pump().await;
     let (st, first) = s

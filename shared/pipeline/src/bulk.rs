@@ -61,6 +61,56 @@ pub fn pending_step(bulk: &BulkClose) -> Option<JobStep> {
     })
 }
 
+/// What starting a bulk close (or a liquidation) found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// Recorded now, its first step queued.
+    Created(BulkClose),
+    /// The same request was made before: that one, its pending step asked for again.
+    Existing(BulkClose),
+    /// The key was used on this account for another request; nothing was done.
+    KeyReused,
+}
+
+/// Records a bulk close (or a liquidation) and queues its first step; under a key already
+/// used, finds the one it made. A new liquidation stops the account taking exposure before
+/// its job starts (the job's first step makes the same move, should this die in between).
+/// The queue failing leaves the record for the same request to start again.
+pub async fn start_bulk(
+    store: &dyn CloseStore,
+    queue: &dyn OrderQueue,
+    clock: &dyn Clock,
+    fresh: BulkClose,
+) -> Result<Started, JobError> {
+    let started = match store.create_bulk_close(&fresh).await? {
+        None => {
+            if fresh.liquidation.is_some() {
+                let moved = store
+                    .set_trading_state(
+                        &fresh.account_id,
+                        closeflow_domain::TradingStateEvent::LiquidationStarted,
+                        &fresh.actor,
+                        fresh.reason.as_deref(),
+                        clock.now(),
+                    )
+                    .await?;
+                // Already liquidating (another liquidation): both run, and closes the
+                // other has working are skipped by this one.
+                tracing::warn!(bulk_close_id = %fresh.id, already = moved.is_err(), "liquidation started");
+            }
+            Started::Created(fresh)
+        }
+        Some(existing) if existing.fingerprint == fresh.fingerprint => Started::Existing(existing),
+        Some(_) => return Ok(Started::KeyReused),
+    };
+    if let Started::Created(b) | Started::Existing(b) = &started {
+        if let Some(step) = pending_step(b) {
+            queue.send(&QueueMessage::for_job(&step)).await?;
+        }
+    }
+    Ok(started)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     #[error(transparent)]
