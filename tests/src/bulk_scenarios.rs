@@ -524,3 +524,84 @@ pub async fn a_guard_event_closes_what_it_scopes_once(app: &PipelineApp) {
     let acct_view = app.call(Method::GET, "/accounts/acct-1", &[], None).await;
     assert_eq!(acct_view.body["trading_state"], "halted");
 }
+
+/// The drawdown guard over the broker's equity: the first reading sets the high-water
+/// mark; a fall past the warning threshold alerts once (not again while it holds); a fall
+/// past the liquidation threshold liquidates the account once, however many runs see it.
+pub async fn the_drawdown_guard_warns_once_and_liquidates_once(app: &PipelineApp) {
+    use closeflow_pipeline::{drawdown_once, DrawdownConfig};
+    use rust_decimal::Decimal;
+    let acct = closeflow_domain::AccountId::parse("acct-1").unwrap();
+    put(app, "dd-1", equity("MSFT", "4")).await;
+    app.sim
+        .set_holding(&acct, "MSFT", closeflow_domain::Quantity::parse("4").unwrap());
+    let cfg = DrawdownConfig {
+        accounts: vec![acct.clone()],
+        policy: closeflow_domain::DrawdownPolicy {
+            warn_pct: Some(Decimal::from(5)),
+            liquidate_pct: Some(Decimal::from(10)),
+        },
+        max_retries: 3,
+    };
+    let run = || async {
+        drawdown_once(
+            app.store.as_ref(),
+            app.driver.broker.as_ref(),
+            app.driver.producer.as_ref(),
+            app.clock.as_ref(),
+            app.driver.events.as_ref(),
+            &cfg,
+        )
+        .await
+        .unwrap()
+    };
+    let off = drawdown_once(
+        app.store.as_ref(),
+        app.driver.broker.as_ref(),
+        app.driver.producer.as_ref(),
+        app.clock.as_ref(),
+        app.driver.events.as_ref(),
+        &DrawdownConfig {
+            policy: Default::default(),
+            ..cfg.clone()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(off.accounts, 0, "off unless a threshold is set");
+
+    app.sim.set_equity(&acct, Decimal::from(100_000));
+    let r = run().await;
+    assert_eq!((r.accounts, r.warnings, r.liquidations, r.written), (1, 0, 0, 1));
+    app.sim.set_equity(&acct, Decimal::from(94_000));
+    assert_eq!(run().await.warnings, 1);
+    assert_eq!(run().await.warnings, 0, "one warning while the level holds");
+    let alerts: Vec<String> = app
+        .published()
+        .await
+        .into_iter()
+        .filter(|(t, _)| t == "Alert")
+        .filter_map(|(_, d)| d["reason"].as_str().map(str::to_string))
+        .filter(|r| r.starts_with("drawdown_warning"))
+        .collect();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(alerts[0].contains("6% below its high-water mark 100000"), "{alerts:?}");
+
+    app.sim.set_equity(&acct, Decimal::from(89_000));
+    assert_eq!(run().await.liquidations, 1);
+    assert_eq!(run().await.liquidations, 0, "once while the level holds");
+    let acct_view = app.call(Method::GET, "/accounts/acct-1", &[], None).await;
+    assert_eq!(acct_view.body["trading_state"], "liquidating");
+    for _ in 0..20 {
+        app.driver.pump().await;
+        if app.position("dd-1").await.body["status"] == "closed"
+            && app.call(Method::GET, "/accounts/acct-1", &[], None).await.body["trading_state"] == "halted"
+        {
+            break;
+        }
+    }
+    assert_eq!(app.position("dd-1").await.body["status"], "closed");
+    let acct_view = app.call(Method::GET, "/accounts/acct-1", &[], None).await;
+    assert_eq!(acct_view.body["trading_state"], "halted", "{}", acct_view.body);
+    assert_eq!(app.sim.orders_placed(), 1, "one liquidation, one order");
+}

@@ -1003,6 +1003,7 @@ macro_rules! store_contract_tests {
             racing_strategy_closes_make_one,
             an_mleg_report_reaches_every_leg_once,
             bulk_close_records_are_created_once_versioned_and_paged,
+            drawdown_states_are_versioned_per_account,
         );
     };
     (@each $backend:expr; $($name:ident),* $(,)?) => {
@@ -1238,4 +1239,58 @@ pub async fn bulk_close_records_are_created_once_versioned_and_paged(s: &Contrac
         s.store.bulk_pages(&other.id).await.unwrap().is_empty(),
         "pages are per bulk close"
     );
+}
+
+/// The drawdown guard's memory: created once at version 1, then each write only over the
+/// version before it (two runs racing: one wins), kept per account; a liquidation's record
+/// round-trips with its loop state.
+pub async fn drawdown_states_are_versioned_per_account(s: &ContractStore) {
+    use closeflow_domain::{DrawdownLevel, DrawdownState};
+    let a = closeflow_domain::AccountId::parse("acct-dd").unwrap();
+    let b = closeflow_domain::AccountId::parse("acct-dd-2").unwrap();
+    let state = |hw: i64, level| DrawdownState {
+        high_water: rust_decimal::Decimal::from(hw),
+        level,
+    };
+    assert_eq!(s.store.drawdown_state(&a).await.unwrap(), None);
+    assert!(!s
+        .store
+        .put_drawdown_state(&a, &state(100, DrawdownLevel::Normal), 2)
+        .await
+        .unwrap());
+    assert!(s
+        .store
+        .put_drawdown_state(&a, &state(100, DrawdownLevel::Normal), 1)
+        .await
+        .unwrap());
+    assert!(
+        !s.store
+            .put_drawdown_state(&a, &state(90, DrawdownLevel::Normal), 1)
+            .await
+            .unwrap(),
+        "version 1 exists"
+    );
+    let warned = state(120, DrawdownLevel::Warned);
+    assert!(s.store.put_drawdown_state(&a, &warned, 2).await.unwrap());
+    assert!(
+        !s.store.put_drawdown_state(&a, &warned, 2).await.unwrap(),
+        "a racing run lost"
+    );
+    assert_eq!(s.store.drawdown_state(&a).await.unwrap(), Some((warned, 2)));
+    assert_eq!(s.store.drawdown_state(&b).await.unwrap(), None, "per account");
+
+    let mut liq = crate::builders::bulk_close("liq-dd", start_time());
+    liq.liquidation = Some(closeflow_domain::Liquidation::new(3));
+    assert_eq!(s.store.create_bulk_close(&liq).await.unwrap(), None);
+    let mut next = liq.clone();
+    next.version += 1;
+    next.liquidation = Some(
+        liq.liquidation
+            .clone()
+            .unwrap()
+            .advanced(closeflow_domain::LiquidationPhase::Sync),
+    );
+    next.liquidation.as_mut().unwrap().canceled_orders = vec!["o-1".into()];
+    assert!(s.store.update_bulk_close(&next).await.unwrap());
+    assert_eq!(s.store.bulk_close(&liq.id).await.unwrap(), Some(next));
 }

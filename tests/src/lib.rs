@@ -189,6 +189,22 @@ impl closeflow_store::BulkLog for FaultInjectingStore {
     ) -> Result<Vec<closeflow_domain::BulkPage>, StoreError> {
         self.inner.bulk_pages(id).await
     }
+
+    async fn drawdown_state(
+        &self,
+        account: &closeflow_domain::AccountId,
+    ) -> Result<Option<(closeflow_domain::DrawdownState, u64)>, StoreError> {
+        self.inner.drawdown_state(account).await
+    }
+
+    async fn put_drawdown_state(
+        &self,
+        account: &closeflow_domain::AccountId,
+        state: &closeflow_domain::DrawdownState,
+        version: u64,
+    ) -> Result<bool, StoreError> {
+        self.inner.put_drawdown_state(account, state, version).await
+    }
 }
 
 pub struct TestApp {

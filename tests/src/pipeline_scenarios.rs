@@ -693,6 +693,11 @@ macro_rules! pipeline_tests {
             $crate::bulk_scenarios::a_guard_event_closes_what_it_scopes_once(&app).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn the_drawdown_guard_warns_once_and_liquidates_once() {
+            let app = $crate::pipeline::PipelineApp::new($backend, "").await;
+            $crate::bulk_scenarios::the_drawdown_guard_warns_once_and_liquidates_once(&app).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn bulk_close_requests_are_validated_scoped_and_filtered() {
             let app = $crate::pipeline::PipelineApp::new($backend, "").await;
             $crate::bulk_scenarios::bulk_close_requests_are_validated_scoped_and_filtered(&app).await;

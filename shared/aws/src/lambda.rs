@@ -234,3 +234,28 @@ pub async fn guard_event(
         Err(e) => Err(e.to_string()),
     }
 }
+
+/// Everything the guards function is invoked with: a `Scheduled Event` runs the drawdown
+/// guard over its accounts; anything else is taken as a guard event.
+#[allow(clippy::too_many_arguments)]
+pub async fn guards_invocation(
+    store: &dyn CloseStore,
+    broker: &dyn Broker,
+    queue: &dyn OrderQueue,
+    clock: &dyn Clock,
+    events: &dyn EventSink,
+    drawdown: &closeflow_pipeline::DrawdownConfig,
+    raw: &[u8],
+    max_retries: u32,
+) -> Result<serde_json::Value, String> {
+    let detail_type = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(raw)
+        .ok()
+        .and_then(|m| m.get("detail-type").and_then(|v| v.as_str()).map(str::to_string));
+    if detail_type.as_deref() == Some("Scheduled Event") {
+        let r = closeflow_pipeline::drawdown_once(store, broker, queue, clock, events, drawdown)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(r.to_json());
+    }
+    guard_event(store, queue, clock, raw, max_retries).await
+}

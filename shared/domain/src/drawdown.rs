@@ -10,7 +10,8 @@
 use rust_decimal::Decimal;
 
 /// Where an account stands against its drawdown thresholds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DrawdownLevel {
     #[default]
     Normal,
@@ -35,7 +36,7 @@ impl DrawdownLevel {
 }
 
 /// What is kept per account between two equity readings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct DrawdownState {
     /// The highest equity seen (0 until equity was ever positive).
     pub high_water: Decimal,

@@ -13,7 +13,9 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use axum::body::to_bytes;
 use closeflow_api::auth::Auth;
 use closeflow_api::{router, webhook_router, SystemClock};
-use closeflow_aws::lambda::{guard_event, publish_stream_event, relay_stream_event, submit_sqs_event, watch_sqs_event};
+use closeflow_aws::lambda::{
+    guards_invocation, publish_stream_event, relay_stream_event, submit_sqs_event, watch_sqs_event,
+};
 use closeflow_aws::{EventBridgeSink, SqsQueue, SqsWatchQueue};
 use closeflow_pipeline::webhook::sign;
 use closeflow_pipeline::{
@@ -225,21 +227,46 @@ pub async fn invoke(function: &str, event: &str) -> Result<Value, String> {
             Ok(json!({"report": r.to_json(), "alerts": alerts}))
         }
         "guard-events" => {
-            let store = store().await?;
+            let (store, broker) = (store().await?, broker()?);
             let max_retries = Policy::from_env()?.api.max_retries;
+            let drawdown = closeflow_pipeline::config::drawdown_config_from_env(max_retries)?;
+            let sink = RecordingSink::default();
+            let raw = event.as_bytes();
             // What the event starts runs on the order queue: the real one when named, else shown.
-            match env("QUEUE_URL") {
+            let (r, messages) = match env("QUEUE_URL") {
                 Some(url) => {
                     let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&shared_config().await), url);
-                    let r = guard_event(store.as_ref(), &queue, &SystemClock, event.as_bytes(), max_retries).await?;
-                    Ok(json!({ "response": r }))
+                    let r = guards_invocation(
+                        store.as_ref(),
+                        broker.as_ref(),
+                        &queue,
+                        &SystemClock,
+                        &sink,
+                        &drawdown,
+                        raw,
+                        max_retries,
+                    )
+                    .await?;
+                    (r, Vec::new())
                 }
                 None => {
                     let queue = MemoryQueue::new();
-                    let r = guard_event(store.as_ref(), &queue, &SystemClock, event.as_bytes(), max_retries).await?;
-                    Ok(json!({"response": r, "messages": queue.take_all()}))
+                    let r = guards_invocation(
+                        store.as_ref(),
+                        broker.as_ref(),
+                        &queue,
+                        &SystemClock,
+                        &sink,
+                        &drawdown,
+                        raw,
+                        max_retries,
+                    )
+                    .await?;
+                    (r, queue.take_all())
                 }
-            }
+            };
+            let alerts: Vec<_> = sink.events().iter().map(|e| e.detail()).collect();
+            Ok(json!({"response": r, "messages": messages, "alerts": alerts}))
         }
         other => Err(format!("unknown function `{other}`; one of: {}", FUNCTIONS.join(", "))),
     }

@@ -7,8 +7,14 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 use closeflow_api::auth::{parse_api_tokens, Auth};
 use closeflow_api::SystemClock;
-use closeflow_pipeline::config::{sim_scenarios_from_env, sync_config_from_env, sync_every_from_env, timers_from_env};
-use closeflow_pipeline::{cleanup_once, reconcile_once, sync_once, Broker, LogSink, SimScenarios, SyncConfig};
+use closeflow_pipeline::config::{
+    drawdown_config_from_env, parse_duration, sim_scenarios_from_env, sync_config_from_env, sync_every_from_env,
+    timers_from_env,
+};
+use closeflow_pipeline::{
+    cleanup_once, drawdown_once, reconcile_once, sync_once, Broker, DrawdownConfig, EventSink, OrderQueue,
+    SimScenarios, SyncConfig,
+};
 use closeflow_root::{env, Policy};
 use closeflow_store::CloseStore;
 
@@ -29,6 +35,9 @@ pub struct LocalSettings {
     /// Position sync (`SYNC_*`) and its timer (`SYNC_EVERY`; off when `None`).
     pub sync: SyncConfig,
     pub sync_every: Option<TimeDelta>,
+    /// The drawdown guard (`DRAWDOWN_*`) and its timer (`DRAWDOWN_EVERY`, default 1 min).
+    pub drawdown: DrawdownConfig,
+    pub drawdown_every: TimeDelta,
     /// `BROKER=alpaca`: Alpaca (`ALPACA_*`, e.g. the paper broker at `ALPACA_BASE_URL`)
     /// instead of the simulated broker.
     pub alpaca: Option<Arc<closeflow_alpaca::accounts::AccountBrokers>>,
@@ -69,16 +78,24 @@ impl LocalSettings {
         // syncing an empty broker would only flag every open position missing_at_broker.
         // Alpaca always holds what it holds.
         let sync_every = sync_every_from_env(alpaca.is_some() || !scenarios.seeded_positions().is_empty())?;
+        let policy = Policy::from_env()?;
+        let drawdown = drawdown_config_from_env(policy.api.max_retries)?;
+        let drawdown_every = match env("DRAWDOWN_EVERY") {
+            Some(v) => parse_duration(&v).map_err(|e| format!("DRAWDOWN_EVERY: {e}"))?,
+            None => TimeDelta::minutes(1),
+        };
         Ok(LocalSettings {
             sync,
             sync_every,
+            drawdown,
+            drawdown_every,
             alpaca,
             port,
             webhook_secret: secret.into_bytes(),
             auth: Auth::Tokens(Arc::new(tokens)),
             scenarios_text,
             scenarios,
-            policy: Policy::from_env()?,
+            policy,
             reconcile_every,
             cleanup_every,
         })
@@ -125,6 +142,17 @@ impl LocalSettings {
             ),
             None => "; sync off (SYNC_EVERY)".into(),
         };
+        let d = &self.drawdown;
+        let sync = match d.is_on() {
+            true => format!(
+                "{sync}; drawdown guard every {}s of {} account(s) (warn at {}%, liquidate at {}%)",
+                self.drawdown_every.num_seconds(),
+                d.accounts.len(),
+                d.policy.warn_pct.map_or("-".into(), |p| p.to_string()),
+                d.policy.liquidate_pct.map_or("-".into(), |p| p.to_string()),
+            ),
+            false => format!("{sync}; drawdown guard off (DRAWDOWN_*_PCT)"),
+        };
         format!(
             "reconciler every {}s (zombie after {}s, stuck after {}s, retry backoff {}s); cleanup every {}s (retention {}s){sync}",
             self.reconcile_every.num_seconds(),
@@ -136,9 +164,16 @@ impl LocalSettings {
         )
     }
 
-    /// Runs the reconciler and the cleanup job on their timers, forever (what EventBridge
-    /// schedules do in AWS).
-    pub async fn run_jobs(&self, store: Arc<dyn CloseStore>, broker: Arc<dyn Broker>) {
+    /// Runs the reconciler, the cleanup job, sync and the drawdown guard on their timers,
+    /// forever (what EventBridge schedules do in AWS). Their events go where the pipeline's
+    /// go; a liquidation the guard starts runs on the pipeline's queue.
+    pub async fn run_jobs(
+        &self,
+        store: Arc<dyn CloseStore>,
+        broker: Arc<dyn Broker>,
+        queue: Arc<dyn OrderQueue>,
+        events: Arc<dyn EventSink>,
+    ) {
         let cfg = self.policy.jobs.clone();
         let mut reconcile_tick = tokio::time::interval(self.reconcile_every.to_std().unwrap_or_default());
         let mut cleanup_tick = tokio::time::interval(self.cleanup_every.to_std().unwrap_or_default());
@@ -146,6 +181,10 @@ impl LocalSettings {
         let mut sync_tick = self
             .sync_every
             .map(|every| tokio::time::interval(every.to_std().unwrap_or_default()));
+        let mut drawdown_tick = self
+            .drawdown
+            .is_on()
+            .then(|| tokio::time::interval(self.drawdown_every.to_std().unwrap_or_default()));
         loop {
             tokio::select! {
                 _ = reconcile_tick.tick() => {
@@ -159,8 +198,14 @@ impl LocalSettings {
                     }
                 }
                 Some(()) = async { match sync_tick.as_mut() { Some(t) => { t.tick().await; Some(()) } None => None } } => {
-                    if let Err(e) = sync_once(store.as_ref(), broker.as_ref(), &SystemClock, &LogSink, &self.sync).await {
+                    if let Err(e) = sync_once(store.as_ref(), broker.as_ref(), &SystemClock, events.as_ref(), &self.sync).await {
                         tracing::error!(error = %e, "sync run failed");
+                    }
+                }
+                Some(()) = async { match drawdown_tick.as_mut() { Some(t) => { t.tick().await; Some(()) } None => None } } => {
+                    let run = drawdown_once(store.as_ref(), broker.as_ref(), queue.as_ref(), &SystemClock, events.as_ref(), &self.drawdown);
+                    if let Err(e) = run.await {
+                        tracing::error!(error = %e, "drawdown guard run failed");
                     }
                 }
             }

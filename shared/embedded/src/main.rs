@@ -67,7 +67,8 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let stack = Arc::new(stack);
     let jobs = (settings.clone(), stack.store.clone(), stack.driver.broker.clone());
     let stream = jobs.clone();
-    tokio::spawn(async move { jobs.0.run_jobs(jobs.1, jobs.2).await });
+    let (queue, events) = (stack.driver.producer.clone(), stack.driver.events.clone());
+    tokio::spawn(async move { jobs.0.run_jobs(jobs.1, jobs.2, queue, events).await });
     tokio::spawn(async move { stream.0.run_trade_stream(stream.1, stream.2).await });
     tokio::spawn(async move { stack.driver.run(std::time::Duration::from_millis(20)).await });
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port)).await?;

@@ -122,6 +122,43 @@ pub fn sim_scenarios_from_env() -> Result<crate::SimScenarios, String> {
 
 /// `SYNC_EVERY`: the embedded stack's sync timer. Unset: 5 minutes when there are holdings
 /// to compare (`has_holdings`: a real broker, or seeded simulated holdings), otherwise off.
+/// The drawdown guard's settings: `DRAWDOWN_WARN_PCT` and `DRAWDOWN_LIQUIDATE_PCT` (percent;
+/// each off unless set), the accounts of `DRAWDOWN_ACCOUNTS` (else `SYNC_ACCOUNTS`).
+pub fn drawdown_config_from_env(max_retries: u32) -> Result<crate::drawdown::DrawdownConfig, String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let pct = |name: &str| -> Result<Option<rust_decimal::Decimal>, String> {
+        var(name)
+            .map(|v| {
+                v.trim()
+                    .parse::<rust_decimal::Decimal>()
+                    .map_err(|_| format!("{name}: `{v}` is not a decimal percentage (5 = 5 %)"))
+            })
+            .transpose()
+    };
+    let policy = closeflow_domain::DrawdownPolicy {
+        warn_pct: pct("DRAWDOWN_WARN_PCT")?,
+        liquidate_pct: pct("DRAWDOWN_LIQUIDATE_PCT")?,
+    };
+    policy
+        .validate()
+        .map_err(|e| format!("DRAWDOWN_WARN_PCT / DRAWDOWN_LIQUIDATE_PCT: {e}"))?;
+    let (name, list) = match var("DRAWDOWN_ACCOUNTS") {
+        Some(l) => ("DRAWDOWN_ACCOUNTS", l),
+        None => ("SYNC_ACCOUNTS", var("SYNC_ACCOUNTS").unwrap_or_default()),
+    };
+    let accounts = list
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| closeflow_domain::AccountId::parse(a).map_err(|e| format!("{name}: `{a}`: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(crate::drawdown::DrawdownConfig {
+        accounts,
+        policy,
+        max_retries,
+    })
+}
+
 pub fn sync_every_from_env(has_holdings: bool) -> Result<Option<TimeDelta>, String> {
     sync_every(std::env::var("SYNC_EVERY").ok().as_deref(), has_holdings)
 }

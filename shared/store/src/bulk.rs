@@ -4,7 +4,7 @@
 //! it opens do, through the close protocol.
 
 use async_trait::async_trait;
-use closeflow_domain::{BulkClose, BulkCloseId, BulkPage};
+use closeflow_domain::{AccountId, BulkClose, BulkCloseId, BulkPage, DrawdownState};
 
 use crate::StoreError;
 
@@ -26,6 +26,19 @@ pub trait BulkLog: Send + Sync {
 
     /// Every page of a bulk close, in page order.
     async fn bulk_pages(&self, id: &BulkCloseId) -> Result<Vec<BulkPage>, StoreError>;
+
+    /// The drawdown guard's memory of an account (high-water mark, level) and its version;
+    /// `None` before the first reading.
+    async fn drawdown_state(&self, account: &AccountId) -> Result<Option<(DrawdownState, u64)>, StoreError>;
+
+    /// Writes it as `version` if the stored one is at `version - 1` (absent for 1); false
+    /// (nothing written) otherwise: another run wrote first.
+    async fn put_drawdown_state(
+        &self,
+        account: &AccountId,
+        state: &DrawdownState,
+        version: u64,
+    ) -> Result<bool, StoreError>;
 }
 
 /// A stored bulk document that does not parse is corruption, not a client error.

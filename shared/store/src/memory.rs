@@ -7,8 +7,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use closeflow_domain::{
-    AccountId, AccountState, AuditEntry, BulkClose, BulkCloseId, BulkPage, CountChange, PositionAggregate, RoutingKey,
-    Timestamp,
+    AccountId, AccountState, AuditEntry, BulkClose, BulkCloseId, BulkPage, CountChange, DrawdownState,
+    PositionAggregate, RoutingKey, Timestamp,
 };
 
 use crate::audit::{account_lower_bound, trail_key, AuditLog, AuditPage, AuditQuery};
@@ -42,6 +42,7 @@ struct Inner {
     by_strategy: BTreeSet<(String, String, RoutingKey)>,
     bulk: HashMap<BulkCloseId, BulkClose>,
     bulk_pages: BTreeMap<(BulkCloseId, u32), BulkPage>,
+    drawdown: HashMap<AccountId, (DrawdownState, u64)>,
 }
 
 impl MemoryStore {
@@ -281,6 +282,25 @@ impl BulkLog for MemoryStore {
             .range((*id, 0)..=(*id, u32::MAX))
             .map(|(_, p)| p.clone())
             .collect())
+    }
+
+    async fn drawdown_state(&self, account: &AccountId) -> Result<Option<(DrawdownState, u64)>, StoreError> {
+        Ok(self.lock().drawdown.get(account).copied())
+    }
+
+    async fn put_drawdown_state(
+        &self,
+        account: &AccountId,
+        state: &DrawdownState,
+        version: u64,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let stored = inner.drawdown.get(account).map_or(0, |(_, v)| *v);
+        if stored + 1 != version {
+            return Ok(false);
+        }
+        inner.drawdown.insert(account.clone(), (*state, version));
+        Ok(true)
     }
 }
 

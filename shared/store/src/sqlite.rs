@@ -16,8 +16,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use closeflow_domain::{
-    format_timestamp, AccountId, AccountState, AuditEntry, BulkClose, BulkCloseId, BulkPage, PositionAggregate,
-    RoutingKey, Timestamp, TradingState,
+    format_timestamp, AccountId, AccountState, AuditEntry, BulkClose, BulkCloseId, BulkPage, DrawdownState,
+    PositionAggregate, RoutingKey, Timestamp, TradingState,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
@@ -132,6 +132,11 @@ CREATE TABLE IF NOT EXISTS bulk_closes (
     id      TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
     doc     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS drawdown_states (
+    account_id TEXT PRIMARY KEY,
+    version    INTEGER NOT NULL,
+    doc        TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS bulk_pages (
     id     TEXT NOT NULL,
@@ -542,6 +547,51 @@ impl BulkLog for SqliteStore {
             .query_map(params![id.to_string()], |r| r.get::<_, String>(0))
             .map_err(sql)?;
         rows.map(|doc| bulk::decode(&doc.map_err(sql)?)).collect()
+    }
+
+    async fn drawdown_state(&self, account: &AccountId) -> Result<Option<(DrawdownState, u64)>, StoreError> {
+        let row: Option<(String, i64)> = self
+            .lock()
+            .prepare_cached("SELECT doc, version FROM drawdown_states WHERE account_id = ?1")
+            .map_err(sql)?
+            .query_row(params![account.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(sql)?;
+        row.map(|(doc, v)| Ok((bulk::decode(&doc)?, v as u64))).transpose()
+    }
+
+    async fn put_drawdown_state(
+        &self,
+        account: &AccountId,
+        state: &DrawdownState,
+        version: u64,
+    ) -> Result<bool, StoreError> {
+        // One statement: insert the first version, or replace the one just before.
+        let changed = self
+            .lock()
+            .prepare_cached(
+                "INSERT INTO drawdown_states (account_id, version, doc) SELECT ?1, ?2, ?3 \
+                 WHERE ?2 = 1 AND NOT EXISTS (SELECT 1 FROM drawdown_states WHERE account_id = ?1) \
+                 ON CONFLICT (account_id) DO NOTHING",
+            )
+            .map_err(sql)?
+            .execute(params![account.as_str(), version as i64, bulk::encode(state)])
+            .map_err(sql)?;
+        if changed == 1 || version == 1 {
+            return Ok(changed == 1);
+        }
+        let changed = self
+            .lock()
+            .prepare_cached("UPDATE drawdown_states SET version = ?2, doc = ?3 WHERE account_id = ?1 AND version = ?4")
+            .map_err(sql)?
+            .execute(params![
+                account.as_str(),
+                version as i64,
+                bulk::encode(state),
+                version as i64 - 1
+            ])
+            .map_err(sql)?;
+        Ok(changed == 1)
     }
 }
 

@@ -73,7 +73,8 @@ async fn run() -> Result<(), String> {
     let stack = Arc::new(stack);
     let jobs = (settings.clone(), stack.store.clone(), stack.driver.broker.clone());
     let stream = jobs.clone();
-    tokio::spawn(async move { jobs.0.run_jobs(jobs.1, jobs.2).await });
+    let (queue, events) = (stack.driver.producer.clone(), stack.driver.events.clone());
+    tokio::spawn(async move { jobs.0.run_jobs(jobs.1, jobs.2, queue, events).await });
     tokio::spawn(async move { stream.0.run_trade_stream(stream.1, stream.2).await });
     let pipeline = stack.clone();
     tokio::spawn(async move { pipeline.driver.run(POLL_IDLE).await });

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
-use closeflow_domain::{BulkClose, BulkCloseId, BulkPage};
+use closeflow_domain::{AccountId, BulkClose, BulkCloseId, BulkPage, DrawdownState};
 
 use super::codec::{n, s, Item, PK, SK};
 use super::{backend, conditional, DynamoStore};
@@ -14,6 +14,8 @@ use crate::StoreError;
 
 const RECORD_SK: &str = "BULK";
 const PAGE_PREFIX: &str = "PAGE#";
+/// The drawdown guard's item sits beside the account's own (`A#{account}`).
+const DRAWDOWN_SK: &str = "DRAWDOWN";
 
 fn partition(id: &BulkCloseId) -> AttributeValue {
     s(format!("B#{id}"))
@@ -115,5 +117,48 @@ impl BulkLog for DynamoStore {
                 _ => return Ok(pages),
             }
         }
+    }
+
+    async fn drawdown_state(&self, account: &AccountId) -> Result<Option<(DrawdownState, u64)>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(format!("A#{account}")))
+            .key(SK, s(DRAWDOWN_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        let Some(item) = out.item else { return Ok(None) };
+        let version = item
+            .get("version")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| StoreError::Corrupt("drawdown item without version".into()))?;
+        Ok(Some((decode(doc_of(&item)?)?, version)))
+    }
+
+    async fn put_drawdown_state(
+        &self,
+        account: &AccountId,
+        state: &DrawdownState,
+        version: u64,
+    ) -> Result<bool, StoreError> {
+        let req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, s(format!("A#{account}")))
+            .item(SK, s(DRAWDOWN_SK))
+            .item("version", n(version))
+            .item("doc", s(encode(state)));
+        let req = if version <= 1 {
+            req.condition_expression("attribute_not_exists(pk)")
+        } else {
+            req.condition_expression("version = :expected")
+                .expression_attribute_values(":expected", n(version - 1))
+        };
+        Ok(conditional(req.send().await)?.is_ok())
     }
 }
