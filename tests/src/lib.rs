@@ -80,6 +80,28 @@ pub async fn seed(store: &dyn CloseStore, agg: PositionAggregate) {
 pub struct FaultInjectingStore {
     inner: Arc<dyn CloseStore>,
     contention_left: AtomicU32,
+    /// Writes that reached the store: commits, phase-1 close writes, bulk close records and
+    /// pages.
+    writes: std::sync::atomic::AtomicU64,
+}
+
+impl FaultInjectingStore {
+    /// `inner` with no faults, counting its writes.
+    pub fn counting(inner: Arc<dyn CloseStore>) -> FaultInjectingStore {
+        FaultInjectingStore {
+            inner,
+            contention_left: AtomicU32::new(0),
+            writes: Default::default(),
+        }
+    }
+
+    pub fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn wrote(&self) {
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 #[async_trait]
@@ -91,6 +113,7 @@ impl StoreBackend for FaultInjectingStore {
         self.inner.load_many(keys).await
     }
     async fn commit(&self, writes: &[Write]) -> Result<Result<(), Conflict>, StoreError> {
+        self.wrote();
         self.inner.commit(writes).await
     }
     async fn live_positions(&self, account: &closeflow_domain::AccountId) -> Result<i64, StoreError> {
@@ -130,6 +153,8 @@ impl CloseStore for FaultInjectingStore {
         if injected {
             return Err(StoreError::Contention);
         }
+        // One conditional write on every backend (the close's phase 1).
+        self.wrote();
         self.inner.open_close_request(cmd).await
     }
     async fn apply_order_update(
@@ -165,9 +190,11 @@ impl closeflow_store::BulkLog for FaultInjectingStore {
         &self,
         bulk: &closeflow_domain::BulkClose,
     ) -> Result<Option<closeflow_domain::BulkClose>, StoreError> {
+        self.wrote();
         self.inner.create_bulk_close(bulk).await
     }
     async fn update_bulk_close(&self, next: &closeflow_domain::BulkClose) -> Result<bool, StoreError> {
+        self.wrote();
         self.inner.update_bulk_close(next).await
     }
     async fn bulk_close(
@@ -181,6 +208,7 @@ impl closeflow_store::BulkLog for FaultInjectingStore {
         id: &closeflow_domain::BulkCloseId,
         page: &closeflow_domain::BulkPage,
     ) -> Result<(), StoreError> {
+        self.wrote();
         self.inner.put_bulk_page(id, page).await
     }
     async fn bulk_pages(
@@ -291,10 +319,7 @@ impl TestApp {
                 (Arc::new(dynamo_test_store(client, &name).await), Some(counter))
             }
         };
-        let faults = Arc::new(FaultInjectingStore {
-            inner: store,
-            contention_left: AtomicU32::new(0),
-        });
+        let faults = Arc::new(FaultInjectingStore::counting(store));
         let clock = Arc::new(ManualClock::new(start_time()));
         // No broker: the API scenarios here never reach one (the pipeline harness has one).
         let mut state = AppState::new(faults.clone());

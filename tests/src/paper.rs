@@ -269,3 +269,72 @@ pub async fn burst_of_closes(n: usize, paper_rate: &str, limits: Limits, within:
         broker_calls: rig.broker_calls.load(Ordering::SeqCst),
     }
 }
+
+/// What [`liquidation_of`] measured.
+#[derive(Debug)]
+pub struct LiquidationReport {
+    /// From the liquidation's start to its end (flat, or out of attempts).
+    pub took: Duration,
+    /// Whether the paper broker reported the account flat at the end.
+    pub flat: Option<bool>,
+    pub attempts: u32,
+    /// Positions closeflow shows closed.
+    pub closed: usize,
+    /// Orders the paper broker received (one per holding: no duplicate).
+    pub orders_at_broker: usize,
+    pub broker_calls: usize,
+}
+
+/// An emergency liquidation of `n` positions (each also held at the paper broker, so it
+/// has something true to flatten) against a paper broker limited to `paper_rate`, the
+/// adapter pacing itself with `limits`. Waits up to `within` for the liquidation to end.
+pub async fn liquidation_of(n: usize, paper_rate: &str, limits: Limits, within: Duration) -> LiquidationReport {
+    let spec: Vec<String> = (0..n).map(|i| format!("acct-1:S{i}=3")).collect();
+    let scenarios = SimScenarios::default().with_positions(&spec.join(",")).unwrap();
+    let mut cfg = PaperConfig::new(scenarios);
+    cfg.rate_limit = Some(closeflow_paper_broker::RateLimit::parse(paper_rate).unwrap());
+    let rig = PaperRig::start_with(cfg, limits, Watch::Live).await;
+    let now = SystemClock.now();
+    for i in 0..n {
+        let mut cmd = register(&format!("liq-{i}"), "3", now);
+        cmd.symbol = format!("S{i}");
+        rig.store.register_position(&cmd).await.unwrap().unwrap();
+    }
+    let mut bulk = crate::builders::bulk_close("liquidate-bench", now);
+    bulk.liquidation = Some(closeflow_domain::Liquidation::new(
+        closeflow_domain::LIQUIDATION_ATTEMPTS,
+    ));
+    let id = bulk.id;
+    let started = Instant::now();
+    closeflow_pipeline::start_bulk(rig.store.as_ref(), rig.driver.producer.as_ref(), &SystemClock, bulk)
+        .await
+        .unwrap();
+    let done = rig
+        .with_consumer(async {
+            loop {
+                rig.driver.pump().await;
+                let b = closeflow_store::BulkLog::bulk_close(rig.store.as_ref(), &id)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                if !b.job_running() || started.elapsed() > within {
+                    return b;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+    let mut closed = 0;
+    for i in 0..n {
+        closed += (rig.status(&format!("liq-{i}")).await == PositionStatus::Closed) as usize;
+    }
+    let l = done.liquidation.expect("a liquidation");
+    LiquidationReport {
+        took: started.elapsed(),
+        flat: l.flat,
+        attempts: l.attempt + 1,
+        closed,
+        orders_at_broker: rig.paper_broker.engine.orders_placed(),
+        broker_calls: rig.broker_calls.load(Ordering::SeqCst),
+    }
+}

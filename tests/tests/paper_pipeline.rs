@@ -25,7 +25,7 @@ use closeflow_pipeline::{
     SubmitError, SubmitOutcome, SystemClock,
 };
 use closeflow_store::{AggregateKey, CloseOutcome, CloseStore, MemoryStore};
-use closeflow_tests::paper::{burst_of_closes, PaperRig, Watch};
+use closeflow_tests::paper::{burst_of_closes, liquidation_of, PaperRig, Watch};
 
 fn paper_config(scenarios: &str, rate_limit: Option<&str>) -> PaperConfig {
     let mut cfg = PaperConfig::new(SimScenarios::parse(scenarios).unwrap());
@@ -69,6 +69,22 @@ async fn a_burst_of_300_closes_under_200_a_minute_all_close_with_no_failure_and_
     assert_eq!((r.closed, r.failed), (300, 0), "{r:?}");
     assert_eq!(r.orders_at_broker, 300, "exactly one order per close");
     assert!(r.took < Duration::from_secs(90), "{r:?}");
+}
+
+/// An emergency liquidation through the Alpaca adapter against the paper broker, its rate
+/// limit small enough to be hit (30 holdings, 20 requests per 2 s): the cancels, the sync
+/// and the closes pace themselves; every holding closes with exactly one order and the
+/// broker reports the account flat on the first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_liquidation_under_a_rate_limit_flattens_the_account_with_one_order_per_holding() {
+    let limits = Limits {
+        window: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let r = liquidation_of(30, "20/2s", limits, Duration::from_secs(60)).await;
+    println!("{r:?}");
+    assert_eq!((r.flat, r.attempts, r.closed), (Some(true), 1, 30), "{r:?}");
+    assert_eq!(r.orders_at_broker, 30, "exactly one order per holding");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
