@@ -418,6 +418,42 @@ pub async fn an_emergency_liquidation_flattens_the_account_and_halts_it(app: &Pi
         .call(Method::PUT, "/positions/l-new", &[], Some(&equity("NFLX", "1")))
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
+
+    // Every trading-state move is in the account's audit trail: who, why, from and to.
+    app.driver.pump().await;
+    let trail = app
+        .call(Method::GET, "/accounts/acct-1/audit?limit=500", &[], None)
+        .await;
+    let moves: Vec<(String, String, String, String)> = trail.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "trading_state_changed")
+        .map(|e| {
+            let t = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (t("actor"), t("status_before"), t("status_after"), t("reason"))
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        vec![
+            (
+                "ops".into(),
+                "active".into(),
+                "liquidating".into(),
+                "margin call".into()
+            ),
+            (
+                "liquidation".into(),
+                "liquidating".into(),
+                "halted".into(),
+                "flat".into()
+            ),
+            ("ops".into(), "halted".into(), "active".into(), "resumed".into()),
+        ],
+        "{}",
+        trail.body
+    );
 }
 
 /// A guard's event through `POST /guards/events`: refused whole when invalid or for another

@@ -36,11 +36,12 @@ pub struct AuditEntryView {
     pub actor: String,
     pub position_id: String,
     pub account_id: String,
-    /// `position`, `close_request` or `order`.
+    /// `position`, `close_request`, `order`, or `account` (its trading state; such entries
+    /// carry the position id `account:<account_id>`).
     pub subject: &'static str,
     pub subject_id: String,
     /// `position_registered`, `position_changed`, `close_requested`, `close_request_changed`,
-    /// `order_placed`, `order_changed`.
+    /// `order_placed`, `order_changed`, `trading_state_changed`.
     pub action: &'static str,
     pub reason: Option<String>,
     pub status_before: Option<String>,

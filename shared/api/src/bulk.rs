@@ -151,7 +151,11 @@ fn view_of(bulk: &BulkClose, v: BulkView) -> BulkCloseView {
         pending: v.pending,
         total_realized_pnl,
         realized_pnl_unknown,
-        fanned_out: bulk.fan_out.finished,
+        // A liquidation reaches positions until its last attempt is done.
+        fanned_out: match &bulk.liquidation {
+            Some(_) => !bulk.job_running(),
+            None => bulk.fan_out.finished,
+        },
         retry_rounds: bulk.retry_rounds,
         reason: bulk.reason.clone(),
         actor: bulk.actor.clone(),

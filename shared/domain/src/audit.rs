@@ -100,7 +100,7 @@ impl AuditEntry {
     }
 }
 
-const SUBJECTS: &[&str] = &["position", "close_request", "order"];
+const SUBJECTS: &[&str] = &["position", "close_request", "order", "account"];
 const ACTIONS: &[&str] = &[
     "position_registered",
     "position_changed",
@@ -108,6 +108,7 @@ const ACTIONS: &[&str] = &[
     "close_request_changed",
     "order_placed",
     "order_changed",
+    "trading_state_changed",
 ];
 const DETAIL_KEYS: &[&str] = &[
     "quantity",
@@ -125,6 +126,36 @@ const DETAIL_KEYS: &[&str] = &[
     "realized_pnl",
     "realized_pnl_unknown",
 ];
+
+/// Where an account's own entries are kept: beside its positions' entries, under this
+/// position id, so the account's trail (`GET /accounts/{id}/audit`) shows them in order.
+pub fn account_trail_id(account: &AccountId) -> Option<PositionId> {
+    PositionId::parse(&format!("account:{account}")).ok()
+}
+
+/// The entry of an account's trading-state move (`active`, `liquidating`, `halted`), keyed
+/// by the account state's version: written twice, it is one entry. `None` when nothing
+/// moved.
+pub fn trading_state_entry(before: &crate::AccountState, after: &crate::AccountState) -> Option<AuditEntry> {
+    if after.version == before.version {
+        return None;
+    }
+    Some(AuditEntry {
+        position_id: account_trail_id(&after.account_id)?,
+        account_id: after.account_id.clone(),
+        version: after.version,
+        index: 0,
+        at: after.changed_at?,
+        actor: after.changed_by.clone().unwrap_or_else(|| actor::UNKNOWN.into()),
+        subject: "account",
+        subject_id: after.account_id.to_string(),
+        action: "trading_state_changed",
+        reason: after.reason.clone(),
+        status_before: Some(before.trading_state.as_str().into()),
+        status_after: Some(after.trading_state.as_str().into()),
+        details: BTreeMap::new(),
+    })
+}
 
 fn known(list: &[&'static str], s: &str) -> Option<&'static str> {
     list.iter().copied().find(|k| *k == s)

@@ -334,7 +334,18 @@ pub trait CloseStore: Backend + AuditLog + BulkLog {
                 Err(e) => return Ok(Err(e)),
             };
             match self.put_account_state(&next).await? {
-                Ok(()) => return Ok(Ok(next)),
+                Ok(()) => {
+                    // Recorded once the move stands (keyed by its version, so a repeat is
+                    // one entry). Kept the default audit retention: the store is not told
+                    // AUDIT_RETENTION. A failure here loses the entry, not the move: logged.
+                    if let Some(entry) = closeflow_domain::audit::trading_state_entry(&current, &next) {
+                        let retention = closeflow_domain::Policy::default().audit_retention;
+                        if let Err(e) = self.record(&[entry], retention).await {
+                            tracing::error!(error = %e, %account, "trading-state audit entry not recorded");
+                        }
+                    }
+                    return Ok(Ok(next));
+                }
                 Err(stored) => current = stored,
             }
         }
