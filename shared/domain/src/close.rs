@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use crate::ids::{CloseRequestId, IdempotencyKey, PositionId};
 use crate::model::{CloseRequest, IdempotencyRecord, PositionAggregate};
 use crate::status::{CloseRequestStatus, PositionStatus};
-use crate::transition::PositionEvent;
+use crate::transition::{step, CloseEvent};
 use crate::Timestamp;
 
 /// SHA-256 of the canonical JSON of a request body (keys sorted, no whitespace), so
@@ -122,8 +122,11 @@ pub fn decide_close(current: Option<&PositionAggregate>, cmd: &CloseCommand) -> 
         Ok(q) => q,
         Err(e) => return CloseDecision::Reject(CloseRejection::InvalidOptions(e)),
     };
-    let status = match position.status.apply(PositionEvent::CloseAccepted) {
-        Ok(s) => s,
+    // The new close request starts where the table says (pending); the pair it moves from
+    // is the position with its latest close request.
+    let latest = agg.latest_close_request.as_ref().map(|c| c.status);
+    let status = match step((position.status, latest), CloseEvent::CloseAccepted) {
+        Ok((s, _)) => s,
         Err(_) => return CloseDecision::Reject(CloseRejection::InvalidState(position.status)),
     };
 

@@ -34,14 +34,14 @@ pub fn check_invariants(position: &Position, latest: Option<&CloseRequest>) -> V
     let mut out = Vec::new();
     let cr_status = latest.map(|c| c.status);
     let partial = latest.is_some_and(CloseRequest::is_partial);
-    let pair_ok = match position.status {
-        // A completed partial close leaves the rest of the position open.
-        P::Open => matches!(cr_status, None | Some(C::Failed)) || (cr_status == Some(C::Completed) && partial),
-        P::Closing => matches!(cr_status, Some(C::Pending | C::Submitted)),
-        P::Closed => cr_status == Some(C::Completed) && !partial,
-        P::CloseRetryable => cr_status == Some(C::Retryable),
-        P::CloseFailed => cr_status == Some(C::Failed),
-    };
+    // A legal pair is one the close's table leads to; on top of it, a completed close left
+    // the position open exactly when it was a partial one.
+    let pair_ok = crate::transition::reachable((position.status, cr_status))
+        && match (position.status, cr_status) {
+            (P::Open, Some(C::Completed)) => partial,
+            (P::Closed, _) => !partial,
+            _ => true,
+        };
     if !pair_ok {
         out.push(Violation::StatusMismatch {
             position: position.status,

@@ -75,7 +75,7 @@ pub use strategy_close::{
     StrategyCloseId, StrategyCloseLeg, StrategyCloseMode, StrategyCloseRejection, StrategyCloseStatus,
     StrategyCloseTag, StrategyCloseView,
 };
-pub use transition::{CloseRequestEvent, IllegalTransition, PositionEvent};
+pub use transition::{reachable, step, CloseEvent, IllegalTransition, Pair};
 
 /// Timestamps are kept at millisecond precision everywhere so that every store
 /// round-trips them exactly.

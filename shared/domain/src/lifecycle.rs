@@ -10,7 +10,7 @@ use crate::model::{AssetType, PositionAggregate, Side};
 use crate::order::{merge_order_update, ClientOrderId, Ignored, Merge, Order, OrderUpdate};
 use crate::quantity::Quantity;
 use crate::status::{CloseRequestStatus, PositionStatus};
-use crate::transition::{CloseRequestEvent, IllegalTransition, PositionEvent};
+use crate::transition::{step, CloseEvent, IllegalTransition};
 use crate::Timestamp;
 
 /// The outbox message: "place the order for this attempt".
@@ -129,21 +129,17 @@ pub enum Applied {
     UnknownOrder,
 }
 
-/// Moves the position and its latest close request together, through both tables.
-pub(crate) fn transition(
-    agg: &mut PositionAggregate,
-    p: PositionEvent,
-    c: CloseRequestEvent,
-) -> Result<(), IllegalTransition> {
+/// Moves the position and its latest close request together, by the one table.
+pub(crate) fn transition(agg: &mut PositionAggregate, event: CloseEvent) -> Result<(), IllegalTransition> {
+    let from = (agg.position.status, agg.latest_close_request.as_ref().map(|c| c.status));
+    let (position, close_request) = step(from, event)?;
     let cr = agg.latest_close_request.as_mut().ok_or_else(|| IllegalTransition {
-        entity: "close request",
-        from: "none",
-        event: format!("{c:?}"),
+        from: from.0.as_str(),
+        close_request: None,
+        event: format!("{event:?}"),
     })?;
-    let next_cr = cr.status.apply(c)?;
-    let next_pos = agg.position.status.apply(p)?;
-    cr.status = next_cr;
-    agg.position.status = next_pos;
+    cr.status = close_request;
+    agg.position.status = position;
     Ok(())
 }
 
@@ -164,22 +160,14 @@ pub fn record_submission(
     let mut next = agg.clone();
     match answer {
         SubmitAnswer::Rejected { reason } => {
-            transition(
-                &mut next,
-                PositionEvent::BrokerRejected,
-                CloseRequestEvent::BrokerRejected,
-            )?;
+            transition(&mut next, CloseEvent::BrokerRejected)?;
             let cr = next.latest_close_request.as_mut().expect("checked by intent_for");
             cr.failure_reason = Some(reason.clone());
             cr.completed_at = Some(now);
             next.position.active_close_request_id = None;
         }
         SubmitAnswer::Refused { code, reason } => {
-            transition(
-                &mut next,
-                PositionEvent::BrokerRejected,
-                CloseRequestEvent::BrokerRejected,
-            )?;
+            transition(&mut next, CloseEvent::BrokerRejected)?;
             let cr = next.latest_close_request.as_mut().expect("checked by intent_for");
             let reason = format!("{code}: {reason}");
             cr.failure_reason = Some(reason.clone());
@@ -201,8 +189,8 @@ pub fn record_submission(
             let Some(filled) = total_filled(&next.orders) else {
                 return Ok(Applied::Ignored(Ignored::OverFill));
             };
+            transition(&mut next, CloseEvent::OrderSubmitted)?;
             let cr = next.latest_close_request.as_mut().expect("checked by intent_for");
-            cr.status = cr.status.apply(CloseRequestEvent::OrderSubmitted)?;
             cr.submitted_at = Some(now);
             let ended_at = broker_time(&next, u, now);
             settle(&mut next, filled, ended_at)?;
@@ -241,9 +229,9 @@ pub fn apply_order_update(
                 Merge::Changed(o) => next.orders.push(o),
                 Merge::Ignored(why) => return Ok(Applied::Ignored(why)),
             }
-            let cr = next.latest_close_request.as_mut().expect("checked above");
-            if cr.status == CloseRequestStatus::Pending {
-                cr.status = cr.status.apply(CloseRequestEvent::OrderSubmitted)?;
+            if next.latest_close_request.as_ref().map(|c| c.status) == Some(CloseRequestStatus::Pending) {
+                transition(&mut next, CloseEvent::OrderSubmitted)?;
+                let cr = next.latest_close_request.as_mut().expect("checked above");
                 cr.submitted_at = Some(now);
             }
         }
@@ -300,19 +288,16 @@ fn settle(agg: &mut PositionAggregate, filled: Quantity, ended_at: Timestamp) ->
     }
     let remaining = cr.remaining_qty();
     let partial_done = cr.is_partial() && (remaining.is_zero() || remaining.is_negative());
-    let (p, c) = if partial_done {
-        (PositionEvent::PartialCloseFilled, CloseRequestEvent::FullyFilled)
+    let event = if partial_done {
+        CloseEvent::PartialCloseFilled
     } else if remaining.is_zero() || remaining.is_negative() {
-        (PositionEvent::FullyFilled, CloseRequestEvent::FullyFilled)
+        CloseEvent::FullyFilled
     } else if filled.is_zero() {
-        (PositionEvent::EndedUnfilled, CloseRequestEvent::EndedUnfilled)
+        CloseEvent::EndedUnfilled
     } else {
-        (
-            PositionEvent::PartiallyFilledAndEnded,
-            CloseRequestEvent::PartiallyFilledAndEnded,
-        )
+        CloseEvent::PartiallyFilledAndEnded
     };
-    transition(agg, p, c)?;
+    transition(agg, event)?;
     let cr = agg.latest_close_request.as_mut().expect("checked above");
     match agg.position.status {
         PositionStatus::Closed => {

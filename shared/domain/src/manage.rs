@@ -13,7 +13,7 @@ use crate::model::{IdempotencyRecord, PositionAggregate};
 use crate::options::{OptionsError, OrderOptions};
 use crate::order::ClientOrderId;
 use crate::status::{CloseRequestStatus as C, PositionStatus as P};
-use crate::transition::{CloseRequestEvent as CE, IllegalTransition, PositionEvent as PE};
+use crate::transition::{CloseEvent, IllegalTransition};
 use crate::{Access, Timestamp};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,7 +142,7 @@ pub fn decide_retry(agg: &PositionAggregate, cmd: &RetryCommand) -> Result<Retry
         .validate_for(agg.position.asset_type)
         .map_err(ManageRejection::InvalidOptions)?;
     let mut next = agg.clone();
-    transition(&mut next, PE::ManualRetry, CE::ManualRetry).map_err(|_: IllegalTransition| not_retryable())?;
+    transition(&mut next, CloseEvent::ManualRetry).map_err(|_: IllegalTransition| not_retryable())?;
     let cr = next.latest_close_request.as_mut().expect("checked above");
     cr.manual_retries += 1;
     cr.options = options;

@@ -8,7 +8,7 @@ use crate::lifecycle::{apply_order_update, touch, transition, Applied};
 use crate::model::PositionAggregate;
 use crate::order::{ClientOrderId, OrderUpdate};
 use crate::status::{CloseRequestStatus as C, PositionStatus as P};
-use crate::transition::{CloseRequestEvent as CE, IllegalTransition, PositionEvent as PE};
+use crate::transition::{CloseEvent, IllegalTransition};
 use crate::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,7 +240,7 @@ fn needs_human(
     reason: String,
     now: Timestamp,
 ) -> Result<(), IllegalTransition> {
-    transition(agg, PE::NeedsAttention, CE::NeedsAttention)?;
+    transition(agg, CloseEvent::NeedsAttention)?;
     let cr = agg.latest_close_request.as_mut().expect("moved above");
     cr.failure_reason = Some(reason.clone());
     cr.completed_at = Some(now);
@@ -299,7 +299,7 @@ pub fn reconcile(agg: &PositionAggregate, now: Timestamp, policy: &Policy) -> Re
         }
         C::Retryable if age >= policy.backoff(cr.retry_count) => {
             let mut next = agg.clone();
-            transition(&mut next, PE::RetryStarted, CE::RetryStarted)?;
+            transition(&mut next, CloseEvent::RetryStarted)?;
             let cr = next.latest_close_request.as_mut().expect("checked");
             cr.retry_count += 1;
             touch(&mut next, now);
