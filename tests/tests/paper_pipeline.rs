@@ -87,6 +87,55 @@ async fn a_liquidation_under_a_rate_limit_flattens_the_account_with_one_order_pe
     assert_eq!(r.orders_at_broker, 30, "exactly one order per holding");
 }
 
+/// A strategy close in `mleg` mode through the Alpaca adapter against the paper broker:
+/// one multi-leg order (`order_class: "mleg"`), an engine order per leg, and every leg
+/// closed from the order's per-leg fills (read by the order watch's lookups).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mleg_strategy_close_is_one_order_at_the_paper_broker_and_closes_every_leg() {
+    let rig = PaperRig::start("", Watch::Live).await;
+    let now = SystemClock.now();
+    let legs = [
+        ("pm-long", "SPY260116C00600000", "1"),
+        ("pm-short", "SPY260116C00610000", "-1"),
+        ("pm-put-short", "SPY260116P00540000", "-1"),
+        ("pm-put-long", "SPY260116P00530000", "1"),
+    ];
+    for (id, symbol, qty) in legs {
+        let mut cmd = closeflow_domain::testing::register(id, qty, now);
+        cmd.symbol = symbol.into();
+        cmd.asset_type = closeflow_domain::AssetType::Option;
+        cmd.strategy_id = Some("pm-ic".into());
+        rig.store.register_position(&cmd).await.unwrap().unwrap();
+    }
+    let mut cmd = closeflow_tests::contract::strategy_close("pm-ic", "k", 7);
+    cmd.broker_supports_mleg = true;
+    let out = rig.store.close_strategy(&cmd).await.unwrap();
+    assert!(
+        matches!(out, closeflow_store::StrategyCloseOutcome::Created(_)),
+        "{out:?}"
+    );
+    let started = std::time::Instant::now();
+    rig.with_consumer(async {
+        loop {
+            rig.driver.pump().await;
+            let mut closed = 0;
+            for (id, _, _) in legs {
+                closed += (rig.status(id).await == PositionStatus::Closed) as usize;
+            }
+            if closed == legs.len() || started.elapsed() > Duration::from_secs(30) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    for (id, _, _) in legs {
+        assert_eq!(rig.status(id).await, PositionStatus::Closed, "{id}");
+    }
+    assert_eq!(rig.paper_broker.mleg_orders_placed(), 1, "one multi-leg order");
+    assert_eq!(rig.paper_broker.engine.orders_placed(), 4, "one engine order per leg");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_shares_fail_a_close_as_blocked_unless_it_may_cancel_the_open_orders() {
     let rig = PaperRig::start("NFLX=held", Watch::Live).await;

@@ -141,6 +141,8 @@ pub struct PaperBroker {
     /// The account's equity as set from outside (`SIM_BROKER_EQUITY`, `POST /paper/account`);
     /// `None`: cash plus positions at their prices.
     pub(crate) equity: std::sync::Mutex<Option<closeflow_domain::Quantity>>,
+    /// Multi-leg orders (`order_class: "mleg"`), their legs the engine's orders.
+    pub(crate) mlegs: closeflow_pipeline::sim_broker::mleg::MlegBook,
 }
 
 impl PaperBroker {
@@ -167,7 +169,13 @@ impl PaperBroker {
             clock: cfg.clock,
             updates,
             equity: std::sync::Mutex::new(equity),
+            mlegs: closeflow_pipeline::sim_broker::mleg::MlegBook::new(""),
         })
+    }
+
+    /// How many multi-leg orders it took (each leg also counts in the engine's orders).
+    pub fn mleg_orders_placed(&self) -> usize {
+        self.mlegs.len()
     }
 
     pub(crate) fn authorized(&self, key_id: Option<&str>, secret: Option<&str>) -> bool {

@@ -13,6 +13,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use closeflow_domain::{Quantity, Side};
 use closeflow_pipeline::sim_broker::engine::{CancelError, ListQuery, NewOrder, StatusFilter, SubmitError};
+use closeflow_pipeline::sim_broker::mleg::{self, LegRequest, MlegError, MlegOrder, MlegRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -86,6 +87,18 @@ struct OrderRequest {
     limit_price: Option<Quantity>,
     client_order_id: Option<String>,
     position_intent: Option<String>,
+    /// `mleg`: a multi-leg order of `legs` (`qty` in strategy units).
+    order_class: Option<String>,
+    legs: Option<Vec<LegRequestJson>>,
+}
+
+/// One leg of a multi-leg order.
+#[derive(Debug, Deserialize)]
+struct LegRequestJson {
+    symbol: Option<String>,
+    ratio_qty: Option<Quantity>,
+    side: Option<String>,
+    position_intent: Option<String>,
 }
 
 const TIMES_IN_FORCE: [&str; 6] = ["day", "gtc", "opg", "cls", "ioc", "fok"];
@@ -148,11 +161,114 @@ fn validate(account: &str, r: OrderRequest) -> Result<NewOrder, String> {
     })
 }
 
+/// A multi-leg order, or the message of Alpaca's 422. Alpaca names the legs itself; here
+/// each leg's client order id is the order's with `/leg<n>`.
+fn validate_mleg(account: &str, r: OrderRequest) -> Result<MlegRequest, String> {
+    if r.symbol.is_some() || r.side.is_some() {
+        return Err("a multi-leg order names its symbols and sides in its legs".to_string());
+    }
+    let qty = r.qty.ok_or_else(|| "qty is required".to_string())?;
+    if qty.is_zero() || qty.is_negative() || !qty.value().fract().is_zero() {
+        return Err("qty must be a whole number > 0 for multi-leg orders".to_string());
+    }
+    let limit_price = match (r.order_type.as_deref().unwrap_or("market"), r.limit_price) {
+        ("market", None) => None,
+        ("market", Some(_)) => return Err("limit_price must not be given for market orders".to_string()),
+        // A net price: positive a debit, negative a credit.
+        ("limit", Some(p)) if !p.is_zero() => Some(p),
+        ("limit", _) => return Err("limit_price is required for limit orders".to_string()),
+        (other, _) => return Err(format!("order type {other} is not supported for multi-leg orders")),
+    };
+    let time_in_force = r.time_in_force.ok_or_else(|| "time_in_force is required".to_string())?;
+    if time_in_force != "day" {
+        return Err("multi-leg orders take time_in_force day".to_string());
+    }
+    let legs = r.legs.unwrap_or_default();
+    if !(2..=4).contains(&legs.len()) {
+        return Err("a multi-leg order has 2 to 4 legs".to_string());
+    }
+    let client_order_id = r
+        .client_order_id
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if client_order_id.len() > 128 {
+        return Err("client_order_id must be no more than 128 characters".to_string());
+    }
+    let legs = legs
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let symbol = l
+                .symbol
+                .filter(|s| !s.trim().is_empty())
+                .ok_or_else(|| format!("legs[{i}].symbol is required"))?;
+            let ratio = l
+                .ratio_qty
+                .filter(|q| !q.is_zero() && !q.is_negative() && q.value().fract().is_zero())
+                .ok_or_else(|| format!("legs[{i}].ratio_qty must be a whole number > 0"))?;
+            let side = match l.side.as_deref() {
+                Some("buy") => Side::Buy,
+                Some("sell") => Side::Sell,
+                _ => return Err(format!("legs[{i}].side must be buy or sell")),
+            };
+            if let Some(p) = l.position_intent.as_deref().filter(|p| !POSITION_INTENTS.contains(p)) {
+                return Err(format!("invalid position_intent: {p}"));
+            }
+            Ok(LegRequest {
+                symbol,
+                ratio,
+                side,
+                position_intent: l.position_intent,
+                client_order_id: format!("{client_order_id}/leg{}", i + 1),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(MlegRequest {
+        account: account.to_string(),
+        attempt: closeflow_domain::ClientOrderId::parse(&client_order_id).map_or(1, |c| c.attempt),
+        client_order_id,
+        qty,
+        limit_price,
+        time_in_force,
+        legs,
+    })
+}
+
+fn mleg_answer(b: &PaperBroker, m: &MlegOrder) -> Response {
+    match mleg::state(&b.engine, m) {
+        Some(st) => Json(views::mleg_order(m, &st)).into_response(),
+        None => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            50010000,
+            "a leg of the order is missing",
+        ),
+    }
+}
+
 async fn submit(State(b): Broker, body: Bytes) -> Response {
     let req: OrderRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(_) => return error(StatusCode::BAD_REQUEST, 40010000, "request body format is invalid"),
     };
+    if req.order_class.as_deref() == Some("mleg") {
+        let m = match validate_mleg(&b.account, req) {
+            Ok(m) => m,
+            Err(message) => return invalid(message),
+        };
+        return match b.mlegs.place(&b.engine, &m) {
+            Ok(placed) => mleg_answer(&b, &placed),
+            Err(MlegError::Duplicate) => invalid("client_order_id must be unique"),
+            Err(MlegError::Rejected(why)) => error(StatusCode::FORBIDDEN, 40310000, why),
+        };
+    }
+    if req.legs.is_some()
+        || req
+            .order_class
+            .as_deref()
+            .is_some_and(|c| !c.is_empty() && c != "simple")
+    {
+        return invalid("order_class must be simple or mleg (legs only with mleg)");
+    }
     let new = match validate(&b.account, req) {
         Ok(n) => n,
         Err(message) => return invalid(message),
@@ -236,6 +352,9 @@ async fn by_client_order_id(State(b): Broker, Query(q): Query<HashMap<String, St
     let Some(id) = q.get("client_order_id") else {
         return invalid("client_order_id is required");
     };
+    if let Some(m) = b.mlegs.get(id) {
+        return mleg_answer(&b, &m);
+    }
     match b.engine.by_client_order_id(id) {
         Some(o) => Json(views::order(&o)).into_response(),
         None => order_not_found(),
@@ -243,6 +362,9 @@ async fn by_client_order_id(State(b): Broker, Query(q): Query<HashMap<String, St
 }
 
 async fn by_id(State(b): Broker, Path(id): Path<String>) -> Response {
+    if let Some(m) = b.mlegs.by_id(&id) {
+        return mleg_answer(&b, &m);
+    }
     match b.engine.by_id(&id) {
         Some(o) => Json(views::order(&o)).into_response(),
         None => order_not_found(),
@@ -250,6 +372,13 @@ async fn by_id(State(b): Broker, Path(id): Path<String>) -> Response {
 }
 
 async fn cancel(State(b): Broker, Path(id): Path<String>) -> Response {
+    if let Some(m) = b.mlegs.by_id(&id) {
+        // A multi-leg order is canceled as a whole: every leg still working.
+        return match b.mlegs.cancel(&b.engine, &m) {
+            true => StatusCode::NO_CONTENT.into_response(),
+            false => error(StatusCode::UNPROCESSABLE_ENTITY, 42210000, "order is not cancelable"),
+        };
+    }
     match b.engine.cancel(&id) {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(CancelError::NotFound) => order_not_found(),

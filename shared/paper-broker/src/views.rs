@@ -1,9 +1,11 @@
 //! Alpaca's JSON shapes: the order object (quantities and prices as strings), positions,
 //! the account and `trade_updates` messages.
 
+use closeflow_domain::OrderStatus;
 use closeflow_domain::{format_timestamp, Quantity, Side, Timestamp};
 use closeflow_pipeline::sim_broker::engine::{SimOrder, TradeEvent};
 use closeflow_pipeline::sim_broker::holdings::Holding;
+use closeflow_pipeline::sim_broker::mleg::{MlegOrder, MlegState};
 use serde_json::{json, Value};
 
 fn ts(t: &Option<Timestamp>) -> Value {
@@ -65,6 +67,43 @@ pub fn order(o: &SimOrder) -> Value {
         "trail_percent": Value::Null,
         "trail_price": Value::Null,
         "hwm": Value::Null,
+    })
+}
+
+/// A multi-leg order as Alpaca answers it: `order_class` `mleg`, `qty` and `filled_qty` in
+/// strategy units, no symbol or side of its own, each leg an order with its own fills.
+pub fn mleg_order(m: &MlegOrder, st: &MlegState) -> Value {
+    let status = match st.status {
+        OrderStatus::Filled => "filled",
+        OrderStatus::PartiallyFilled => "partially_filled",
+        OrderStatus::Canceled => "canceled",
+        OrderStatus::Rejected => "rejected",
+        OrderStatus::Expired => "expired",
+        _ => "accepted",
+    };
+    json!({
+        "id": m.id,
+        "client_order_id": m.client_order_id,
+        "created_at": format_timestamp(&m.created_at),
+        "updated_at": format_timestamp(&st.updated_at),
+        "submitted_at": format_timestamp(&m.created_at),
+        "asset_class": "us_option",
+        "symbol": "",
+        "qty": m.qty.to_string(),
+        "filled_qty": st.filled_units.to_string(),
+        "filled_avg_price": Value::Null,
+        "order_class": "mleg",
+        "order_type": if m.limit_price.is_some() { "limit" } else { "market" },
+        "type": if m.limit_price.is_some() { "limit" } else { "market" },
+        "side": "",
+        "time_in_force": m.time_in_force,
+        "limit_price": text(&m.limit_price),
+        "status": status,
+        "legs": st.legs.iter().zip(&m.legs).map(|(o, (_, ratio, _))| {
+            let mut leg = order(o);
+            leg["ratio_qty"] = json!(ratio.to_string());
+            leg
+        }).collect::<Vec<_>>(),
     })
 }
 

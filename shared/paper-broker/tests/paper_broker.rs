@@ -1095,3 +1095,103 @@ async fn every_open_order_of_the_account_is_listed_through_the_adapter() {
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].symbol, "MSFT");
 }
+
+/// Multi-leg orders: validated whole (2 to 4 legs, whole units, day only), answered with
+/// their legs (each with its ratio and fills), unique by client order id, refused whole
+/// when a leg is refused, read back by client order id and by id, and canceled as a whole.
+#[tokio::test]
+async fn a_multi_leg_order_is_placed_whole_answered_with_its_legs_and_canceled_whole() {
+    let p = paper("SPY260116P00540000=reject,QQQ260116C00500000=rest", "", None).await;
+    let leg = |symbol: &str, side: &str, intent: &str| json!({"symbol": symbol, "ratio_qty": "1", "side": side, "position_intent": intent});
+    let condor = json!([
+        leg("SPY260116C00600000", "sell", "sell_to_close"),
+        leg("SPY260116C00610000", "buy", "buy_to_close"),
+    ]);
+    let order = |cid: &str, legs: Value, extra: Value| {
+        let mut o = json!({"order_class": "mleg", "qty": "2", "type": "market", "time_in_force": "day",
+                           "client_order_id": cid, "legs": legs});
+        for (k, v) in extra.as_object().unwrap() {
+            o[k] = v.clone();
+        }
+        o
+    };
+    for (body, why) in [
+        (order("m-0", json!([condor[0]]), json!({})), "2 to 4 legs"),
+        (order("m-0", condor.clone(), json!({"qty": "1.5"})), "whole number"),
+        (order("m-0", condor.clone(), json!({"time_in_force": "gtc"})), "day"),
+        (order("m-0", condor.clone(), json!({"symbol": "SPY"})), "in its legs"),
+    ] {
+        let (s, b) = paper_call(&p, reqwest::Method::POST, "/v2/orders", body).await;
+        assert_eq!(s, 422, "{b}");
+        assert!(b["message"].as_str().unwrap().contains(why), "{b}");
+    }
+    let (s, b) = paper_call(
+        &p,
+        reqwest::Method::POST,
+        "/v2/orders",
+        order("m-1", condor.clone(), json!({})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (b["order_class"].as_str(), b["status"].as_str()),
+        (Some("mleg"), Some("filled"))
+    );
+    assert_eq!((b["qty"].as_str(), b["filled_qty"].as_str()), (Some("2"), Some("2")));
+    let legs = b["legs"].as_array().unwrap();
+    assert_eq!(legs.len(), 2);
+    assert_eq!(
+        (legs[0]["side"].as_str(), legs[0]["filled_qty"].as_str()),
+        (Some("sell"), Some("2"))
+    );
+    assert_eq!(legs[1]["ratio_qty"], "1");
+    let (s, again) = paper_call(
+        &p,
+        reqwest::Method::POST,
+        "/v2/orders",
+        order("m-1", condor.clone(), json!({})),
+    )
+    .await;
+    assert_eq!(s, 422, "{again}");
+    assert!(again["message"].as_str().unwrap().contains("client_order_id"));
+    let (_, by_cid) = p.get("/v2/orders:by_client_order_id?client_order_id=m-1").await;
+    assert_eq!(by_cid["id"], b["id"]);
+    let (_, by_id) = p.get(&format!("/v2/orders/{}", b["id"].as_str().unwrap())).await;
+    assert_eq!(by_id["legs"].as_array().unwrap().len(), 2);
+
+    // A refused leg refuses the whole order: nothing of it is placed.
+    let placed = p.broker.engine.orders_placed();
+    let refused = json!([
+        leg("SPY260116P00540000", "buy", "buy_to_close"),
+        leg("SPY260116P00530000", "sell", "sell_to_close"),
+    ]);
+    let (s, b) = paper_call(
+        &p,
+        reqwest::Method::POST,
+        "/v2/orders",
+        order("m-2", refused, json!({})),
+    )
+    .await;
+    assert_eq!(s, 403, "{b}");
+    assert_eq!(p.broker.engine.orders_placed(), placed);
+
+    // A resting limit order (a net credit) is canceled as a whole.
+    let resting = json!([
+        leg("QQQ260116C00500000", "sell", "sell_to_close"),
+        leg("QQQ260116C00510000", "buy", "buy_to_close"),
+    ]);
+    let body = order("m-3", resting, json!({"type": "limit", "limit_price": "-1.25"}));
+    let (s, b) = paper_call(&p, reqwest::Method::POST, "/v2/orders", body).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b["status"], "partially_filled",
+        "the QQQ 500 call rests, the 510 fills: {b}"
+    );
+    let id = b["id"].as_str().unwrap().to_string();
+    let (s, _) = paper_call(&p, reqwest::Method::DELETE, &format!("/v2/orders/{id}"), json!(null)).await;
+    assert_eq!(s, 204);
+    let (_, after) = p.get(&format!("/v2/orders/{id}")).await;
+    assert_eq!(after["status"], "canceled", "{after}");
+    let (s, _) = paper_call(&p, reqwest::Method::DELETE, &format!("/v2/orders/{id}"), json!(null)).await;
+    assert_eq!(s, 422, "nothing left to cancel");
+}

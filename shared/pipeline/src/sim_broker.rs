@@ -20,6 +20,7 @@
 
 pub mod engine;
 pub mod holdings;
+pub mod mleg;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -283,21 +284,12 @@ impl Webhooks {
 pub struct SimulatedBroker {
     engine: Arc<Engine>,
     webhooks: Arc<Webhooks>,
-    /// Multi-leg orders by client order id: (broker order id, qty in units, each leg's
-    /// symbol, ratio and engine client order id).
-    mlegs: Mutex<HashMap<String, SimMleg>>,
+    /// Multi-leg orders by client order id, their legs the engine's orders.
+    mlegs: mleg::MlegBook,
     /// Accounts whose equity was set by hand ([`SimulatedBroker::set_equity`]); the rest
     /// have the scenarios' starting equity. Fills never move it: prices are constant, so
     /// a close only turns position value into cash.
     equity: Mutex<HashMap<AccountId, rust_decimal::Decimal>>,
-}
-
-#[derive(Debug, Clone)]
-struct SimMleg {
-    id: String,
-    client_order_id: ClientOrderId,
-    qty: Quantity,
-    legs: Vec<(String, Quantity, String)>,
 }
 
 impl SimulatedBroker {
@@ -325,7 +317,7 @@ impl SimulatedBroker {
         SimulatedBroker {
             engine,
             webhooks,
-            mlegs: Mutex::new(HashMap::new()),
+            mlegs: mleg::MlegBook::new("sim-"),
             equity: Mutex::new(HashMap::new()),
         }
     }
@@ -333,56 +325,33 @@ impl SimulatedBroker {
     /// How many multi-leg orders the broker accepted (each also counts its legs in
     /// [`SimulatedBroker::orders_placed`]).
     pub fn mleg_orders_placed(&self) -> usize {
-        self.mlegs.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.mlegs.len()
     }
 
     /// A multi-leg order as the broker reports it: its legs' orders, and the order's own
-    /// status and filled units derived from them (units: what every leg filled its ratio of).
-    fn mleg_view(&self, m: &SimMleg) -> Option<BrokerMlegOrder> {
-        let mut legs = Vec::with_capacity(m.legs.len());
-        let mut units: Option<Quantity> = None;
-        let mut statuses = Vec::with_capacity(m.legs.len());
-        let mut updated_at = None;
-        for (symbol, ratio, cid) in &m.legs {
-            let o = self.engine.by_client_order_id(cid)?;
-            let status = o.status.to_closeflow(o.filled_qty);
-            let done = Quantity::new((o.filled_qty.value() / ratio.value()).trunc());
-            units = Some(units.map_or(done, |u| u.min(done)));
-            statuses.push(status);
-            updated_at = updated_at.max(Some(o.updated_at));
-            legs.push(MlegLegReport {
+    /// status and filled units derived from them.
+    fn mleg_view(&self, m: &mleg::MlegOrder) -> Option<BrokerMlegOrder> {
+        let st = mleg::state(&self.engine, m)?;
+        let legs = m
+            .legs
+            .iter()
+            .zip(&st.legs)
+            .map(|((symbol, _, _), o)| MlegLegReport {
                 symbol: symbol.clone(),
                 broker_order_id: Some(o.id.clone()),
-                status: Some(status),
+                status: Some(o.status.to_closeflow(o.filled_qty)),
                 filled_qty: o.filled_qty,
                 filled_avg_price: o.filled_avg_price,
-            });
-        }
-        let filled = units.unwrap_or(Quantity::ZERO).min(m.qty);
-        let status = if statuses.iter().all(|s| *s == OrderStatus::Filled) {
-            OrderStatus::Filled
-        } else if statuses.iter().all(|s| s.is_terminal()) {
-            if statuses.contains(&OrderStatus::Rejected) {
-                OrderStatus::Rejected
-            } else {
-                OrderStatus::Canceled
-            }
-        } else if statuses
-            .iter()
-            .any(|s| *s == OrderStatus::PartiallyFilled || *s == OrderStatus::Filled)
-        {
-            OrderStatus::PartiallyFilled
-        } else {
-            OrderStatus::Accepted
-        };
+            })
+            .collect();
         Some(BrokerMlegOrder {
             order: BrokerOrder {
                 broker_order_id: m.id.clone(),
-                client_order_id: m.client_order_id.clone(),
-                status,
-                filled_qty: filled,
+                client_order_id: ClientOrderId::parse(&m.client_order_id).ok()?,
+                status: st.status,
+                filled_qty: st.filled_units,
                 filled_avg_price: None,
-                updated_at: updated_at?,
+                updated_at: st.updated_at,
             },
             legs,
         })
@@ -486,64 +455,30 @@ impl Broker for SimulatedBroker {
     }
 
     async fn submit_mleg_order(&self, intent: &MlegIntent) -> Result<BrokerMlegOrder, BrokerError> {
-        let name = intent.client_order_id.to_string();
-        // Held across the placement: a second submission of the same name waits, then
-        // finds it taken.
-        let mut mlegs = self.mlegs.lock().unwrap_or_else(|p| p.into_inner());
-        if mlegs.contains_key(&name) {
-            return Err(BrokerError::DuplicateClientOrderId);
-        }
-        let scenarios = self.engine.scenarios();
-        for l in &intent.legs {
-            let refuses = match scenarios.behaviour(&l.symbol) {
-                SimBehaviour::Reject => true,
-                SimBehaviour::RejectFirst => intent.client_order_id.attempt <= 1,
-                _ => false,
-            };
-            if refuses {
-                return Err(BrokerError::Rejected(format!(
-                    "insufficient qty available for leg {} of order {name}",
-                    l.symbol
-                )));
-            }
-        }
         let limit = intent.options.order_type == closeflow_domain::OrderType::Limit;
-        let mut placed: Vec<(String, Quantity, String)> = Vec::with_capacity(intent.legs.len());
-        for l in &intent.legs {
-            let cid = l.client_order_id.to_string();
-            let rests = limit && scenarios.behaviour(&l.symbol) == SimBehaviour::Rest;
-            let order = NewOrder {
-                position_intent: Some(l.position_intent.as_str().into()),
-                order_type: if rests { "limit" } else { "market" }.into(),
-                limit_price: if rests {
-                    intent.options.limit_price.map(|p| p.value())
-                } else {
-                    None
-                },
-                ..NewOrder::market(intent.account_id.as_str(), &cid, &l.symbol, l.side, l.qty)
-            };
-            if let Err(e) = self.engine.submit(order) {
-                // All or nothing: the legs placed so far are withdrawn.
-                for (_, _, placed_cid) in &placed {
-                    if let Some(o) = self.engine.by_client_order_id(placed_cid) {
-                        let _ = self.engine.cancel(&o.id);
-                    }
-                }
-                return Err(match e {
-                    SubmitError::DuplicateClientOrderId => BrokerError::DuplicateClientOrderId,
-                    e => BrokerError::Rejected(e.to_string()),
-                });
-            }
-            placed.push((l.symbol.clone(), l.ratio_qty, cid));
-        }
-        let m = SimMleg {
-            id: format!("sim-mleg-{}", mlegs.len() + 1),
-            client_order_id: intent.client_order_id.clone(),
+        let req = mleg::MlegRequest {
+            account: intent.account_id.to_string(),
+            client_order_id: intent.client_order_id.to_string(),
+            attempt: intent.client_order_id.attempt,
             qty: intent.qty,
-            legs: placed,
+            limit_price: intent.options.limit_price.filter(|_| limit).map(|p| p.value()),
+            time_in_force: intent.options.time_in_force.as_str().into(),
+            legs: intent
+                .legs
+                .iter()
+                .map(|l| mleg::LegRequest {
+                    symbol: l.symbol.clone(),
+                    ratio: l.ratio_qty,
+                    side: l.side,
+                    position_intent: Some(l.position_intent.as_str().into()),
+                    client_order_id: l.client_order_id.to_string(),
+                })
+                .collect(),
         };
-        mlegs.insert(name, m.clone());
-        drop(mlegs);
+        let m = self.mlegs.place(&self.engine, &req).map_err(|e| match e {
+            mleg::MlegError::Duplicate => BrokerError::DuplicateClientOrderId,
+            mleg::MlegError::Rejected(why) => BrokerError::Rejected(why),
+        })?;
         self.mleg_view(&m)
             .ok_or_else(|| BrokerError::Ambiguous("a leg of the simulated multi-leg order is not visible".into()))
     }
@@ -553,13 +488,10 @@ impl Broker for SimulatedBroker {
         _: &AccountId,
         id: &ClientOrderId,
     ) -> Result<BrokerMlegOrder, BrokerError> {
-        let m = self
-            .mlegs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.mlegs
             .get(&id.to_string())
-            .cloned();
-        m.and_then(|m| self.mleg_view(&m)).ok_or(BrokerError::NotFound)
+            .and_then(|m| self.mleg_view(&m))
+            .ok_or(BrokerError::NotFound)
     }
 
     async fn cancel_order(&self, _: &AccountId, broker_order_id: &str) -> Result<(), BrokerError> {

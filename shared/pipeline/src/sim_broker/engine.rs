@@ -366,6 +366,11 @@ impl Engine {
         &self.scenarios
     }
 
+    /// The engine's clock's time.
+    pub fn now(&self) -> closeflow_domain::Timestamp {
+        self.clock.now()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
