@@ -491,6 +491,37 @@ pub async fn a_limit_strategy_close_is_an_mleg_order_at_a_net_price(app: &Pipeli
         "{v}"
     );
     assert_eq!(app.sim.mleg_orders_placed(), 1);
+
+    // A net credit: a negative net price, kept (and shown) signed on every leg's close.
+    let (_, v) = mleg_close(app, "m3c", r#"{"order_type":"limit","limit_price":"-1.25"}"#).await;
+    assert_eq!(app.sim.mleg_orders_placed(), 2, "{v}");
+    for leg in v["legs"].as_array().unwrap() {
+        let cr = app.close_request(leg["close_request_id"].as_str().unwrap()).await;
+        assert_eq!(
+            (cr.body["order_type"].as_str(), cr.body["limit_price"].as_str()),
+            (Some("limit"), Some("-1.25")),
+            "{}",
+            cr.body
+        );
+    }
+    let zero = app
+        .call(
+            Method::POST,
+            "/strategies/m3/close",
+            &[("idempotency-key", "zero")],
+            Some(r#"{"order_type":"limit","limit_price":"0"}"#),
+        )
+        .await;
+    assert_error(&zero, 400, "invalid_limit_price");
+    let single = app
+        .call(
+            Method::POST,
+            &format!("/positions/{}/close", v["legs"][0]["position_id"].as_str().unwrap()),
+            &[("idempotency-key", "credit")],
+            Some(r#"{"order_type":"limit","limit_price":"-1"}"#),
+        )
+        .await;
+    assert_error(&single, 400, "invalid_limit_price");
 }
 
 /// Crash and redelivery in `mleg` mode: the broker took the attempt's order but the

@@ -559,7 +559,8 @@ impl Broker for AlpacaBroker {
             "client_order_id": intent.client_order_id.to_string(),
             "legs": legs,
         });
-        if let Some(price) = intent.options.limit_price {
+        // A net price: a credit goes out negative.
+        if let Some(price) = intent.options.signed_limit_price() {
             body["limit_price"] = json!(price.to_string());
         }
         let (status, text) = self

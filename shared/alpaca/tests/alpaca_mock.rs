@@ -986,3 +986,30 @@ async fn a_multi_leg_order_is_found_by_its_client_order_id_and_refusals_read_as_
         .await;
     assert!(matches!(got, Err(BrokerError::Ambiguous(_))), "{got:?}");
 }
+
+/// A net credit goes to Alpaca as a negative `limit_price` on the multi-leg order.
+#[tokio::test]
+async fn a_net_credit_is_sent_as_a_negative_limit_price() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v2/orders"))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"order_class": "mleg", "limit_price": "-1.35"}),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(mleg_json(
+            "accepted",
+            "0",
+            json!([
+                leg_json("leg-1", "SPY260116P00530000", "sell", "accepted", "0", json!(null)),
+                leg_json("leg-2", "SPY260116P00540000", "buy", "accepted", "0", json!(null)),
+            ]),
+        )))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let b = broker(&server, Duration::from_secs(2)).await;
+    let mut intent = mleg_intent();
+    intent.options.credit = true;
+    let o = b.submit_mleg_order(&intent).await.unwrap();
+    assert_eq!(o.legs.len(), 2);
+}

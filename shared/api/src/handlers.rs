@@ -337,7 +337,8 @@ pub(crate) fn options_error(e: closeflow_domain::OptionsError) -> ApiError {
 
 /// Parses and checks the order fields of a body (everything that needs no position).
 /// `None` when the body names no order option at all.
-pub(crate) fn order_fields(body: &Bytes) -> Result<(Option<OrderOptions>, Option<Quantity>), ApiError> {
+/// `net`: the limit price is a multi-leg order's net price, where a negative one is a credit.
+pub(crate) fn order_fields(body: &Bytes, net: bool) -> Result<(Option<OrderOptions>, Option<Quantity>), ApiError> {
     let f: OrderFields = if body.iter().all(u8::is_ascii_whitespace) {
         OrderFields::default()
     } else {
@@ -361,10 +362,11 @@ pub(crate) fn order_fields(body: &Bytes) -> Result<(Option<OrderOptions>, Option
     };
     let limit_price = match f.limit_price {
         None => None,
-        Some(p) => Some(
-            Price::new(p)
-                .ok_or_else(|| ApiError::bad_request("invalid_limit_price", "limit_price must be greater than 0"))?,
-        ),
+        Some(p) if net && !p.is_zero() => Some(p),
+        Some(p) => Some(Price::new(p).map(|p| p.value()).ok_or_else(|| match net {
+            true => ApiError::bad_request("invalid_limit_price", "a net limit_price must not be 0"),
+            false => ApiError::bad_request("invalid_limit_price", "limit_price must be greater than 0"),
+        })?),
     };
     let time_in_force = match f.time_in_force.as_deref() {
         None => TimeInForce::Day,
@@ -373,10 +375,11 @@ pub(crate) fn order_fields(body: &Bytes) -> Result<(Option<OrderOptions>, Option
     };
     let options = OrderOptions {
         order_type,
-        limit_price,
         time_in_force,
         extended_hours: f.extended_hours.unwrap_or(false),
-    };
+        ..OrderOptions::MARKET
+    }
+    .with_signed_limit_price(limit_price);
     options.validate_shape().map_err(options_error)?;
     Ok((Some(options), f.qty))
 }
@@ -470,7 +473,7 @@ pub async fn close_position(
     let key = idempotency_key(&headers)?;
     let (value, reason) = close_body(&body)?;
     let cancel_open_orders = cancel_open_orders(&value)?;
-    let (options, qty) = order_fields(&body)?;
+    let (options, qty) = order_fields(&body, false)?;
     let body = value;
     let access = who.access.clone();
     let cmd = CloseCommand {
@@ -922,7 +925,7 @@ pub async fn retry_close_request(
     let key = idempotency_key(&headers)?;
     let value = json_body(&body)?;
     only_fields(&value, RETRY_BODY_FIELDS, "retry")?;
-    let (options, _) = order_fields(&body)?;
+    let (options, _) = order_fields(&body, false)?;
     let cmd = RetryCommand {
         close_request_id: id,
         idempotency_key: key,

@@ -1283,8 +1283,8 @@ pub struct CloseBody {
 #[schema(as = StrategyCloseBody)]
 #[allow(dead_code)] // only its schema is used
 pub struct StrategyCloseBody {
-    /// Net price of a multi-leg (`mleg`) limit order, sent as the order's `limit_price`
-    /// (a debit; a net credit, a negative price, is not taken yet: 400
+    /// Net price of a multi-leg (`mleg`) limit order, sent as the order's `limit_price`:
+    /// positive a debit (paid), negative a credit (received); 0 is refused (400
     /// `invalid_limit_price`). Refused in `legs` mode, where no one price fits every leg.
     #[schema(value_type = Option<DecimalInput>)]
     pub limit_price: Option<String>,

@@ -205,7 +205,7 @@ pub async fn close_strategy(
         }
         Some(_) => return Err(ApiError::invalid_body("mode must be `mleg` or `legs`")),
     };
-    let (options, qty) = order_fields(&body)?;
+    let (options, qty) = order_fields(&body, true)?;
     let cmd = StrategyCloseCommand {
         strategy_id: raw,
         idempotency_key: key,

@@ -250,7 +250,8 @@ pub struct CloseRequestView {
     pub partial: bool,
     #[schema(inline, value_type = crate::openapi::OrderTypeSchema)]
     pub order_type: &'static str,
-    /// The limit price of every attempt (limit closes).
+    /// The limit price of every attempt (limit closes); a leg of a multi-leg close carries the
+    /// order's net price (negative: a credit).
     #[schema(value_type = Option<Decimal>)]
     pub limit_price: Option<Quantity>,
     #[schema(inline, value_type = crate::openapi::TimeInForceSchema)]
@@ -310,7 +311,7 @@ pub fn close_request(p: &Position, cr: &CloseRequest, list: &[Order]) -> CloseRe
         position_qty: cr.position_qty,
         partial: cr.is_partial(),
         order_type: cr.options.order_type.as_str(),
-        limit_price: cr.options.limit_price.map(|p| p.value()),
+        limit_price: cr.options.signed_limit_price(),
         time_in_force: cr.options.time_in_force.as_str(),
         extended_hours: cr.options.extended_hours,
         cancel_requested_at: time(&cr.cancel_requested_at),

@@ -102,6 +102,9 @@ pub struct OrderOptions {
     pub limit_price: Option<Price>,
     pub time_in_force: TimeInForce,
     pub extended_hours: bool,
+    /// A multi-leg order's net limit price is a credit (received), not a debit (paid): the
+    /// broker is sent `-limit_price`. Never set on a single order.
+    pub credit: bool,
 }
 
 /// Why a close's options were refused; each is one stable API error code.
@@ -136,6 +139,7 @@ impl OrderOptions {
         limit_price: None,
         time_in_force: TimeInForce::Day,
         extended_hours: false,
+        credit: false,
     };
 
     pub fn limit(price: Price) -> OrderOptions {
@@ -146,8 +150,27 @@ impl OrderOptions {
         }
     }
 
+    /// The limit price as the broker takes it: a net credit is negative.
+    pub fn signed_limit_price(&self) -> Option<Quantity> {
+        self.limit_price.map(|p| match self.credit {
+            true => Quantity::new(-p.value().value()),
+            false => p.value(),
+        })
+    }
+
+    /// The limit price from its signed form (a stored or requested net price): negative is
+    /// a credit; zero is no price.
+    pub fn with_signed_limit_price(mut self, signed: Option<Quantity>) -> OrderOptions {
+        self.credit = signed.is_some_and(|q| q.is_negative());
+        self.limit_price = signed.and_then(|q| Price::new(q.abs()));
+        self
+    }
+
     /// The checks that need nothing but the options themselves.
     pub fn validate_shape(&self) -> Result<(), OptionsError> {
+        if self.credit && self.order_type != OrderType::Limit {
+            return Err(OptionsError::InvalidLimitPrice);
+        }
         match (self.order_type, self.limit_price) {
             (OrderType::Limit, Some(_)) | (OrderType::Market, None) => {}
             _ => return Err(OptionsError::InvalidLimitPrice),
@@ -252,5 +275,25 @@ mod tests {
         for bad in ["0", "-1", "7.0001"] {
             assert_eq!(close_qty(Some(q(bad)), q("-7")), Err(OptionsError::InvalidQty), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_net_credit_is_a_flag_beside_a_positive_price_and_only_on_a_limit_order() {
+        let credit = OrderOptions::MARKET.with_signed_limit_price(Some(q("-1.25")));
+        assert_eq!((credit.limit_price, credit.credit), (Some(price("1.25")), true));
+        assert_eq!(credit.signed_limit_price(), Some(q("-1.25")));
+        assert_eq!(
+            credit.validate_shape(),
+            Err(OptionsError::InvalidLimitPrice),
+            "a market order has none"
+        );
+        let limit = OrderOptions {
+            order_type: OrderType::Limit,
+            ..credit
+        };
+        assert_eq!(limit.validate_shape(), Ok(()));
+        let debit = limit.with_signed_limit_price(Some(q("2")));
+        assert_eq!((debit.signed_limit_price(), debit.credit), (Some(q("2")), false));
+        assert_eq!(debit.with_signed_limit_price(None).limit_price, None);
     }
 }

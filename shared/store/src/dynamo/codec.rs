@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use closeflow_domain::{
     format_timestamp, parse_timestamp, AccountId, AssetType, ClientOrderId, CloseRequest, CloseRequestId,
     CloseRequestStatus, Fingerprint, IdempotencyKey, IdempotencyRecord, Order, OrderOptions, OrderStatus, OrderType,
-    PastClose, Position, PositionAggregate, PositionId, PositionStatus, Price, Quantity, RoutingKey, StrategyCloseId,
+    PastClose, Position, PositionAggregate, PositionId, PositionStatus, Quantity, RoutingKey, StrategyCloseId,
     StrategyCloseMode, StrategyCloseTag, TimeInForce, Timestamp,
 };
 
@@ -289,17 +289,18 @@ fn strategy_close_tag_from_item(item: &Item) -> Result<Option<StrategyCloseTag>,
     }))
 }
 
-/// A close's order options: `cr_order_type` (absent: market), `cr_limit_price`, `cr_tif`
-/// (absent: day), `cr_ext_hours` (absent: false).
+/// A close's order options: `cr_order_type` (absent: market), `cr_limit_price` (signed: a
+/// multi-leg order's net credit is negative), `cr_tif` (absent: day), `cr_ext_hours`
+/// (absent: false).
 fn order_options_from_item(item: &Item) -> Result<OrderOptions, StoreError> {
     let order_type = match opt_s(item, "cr_order_type") {
         None => OrderType::Market,
         Some(t) => OrderType::parse(t).ok_or_else(|| corrupt("bad cr_order_type", item))?,
     };
-    let limit_price = match opt_qty(item, "cr_limit_price")? {
-        None => None,
-        Some(p) => Some(Price::new(p).ok_or_else(|| corrupt("bad cr_limit_price", item))?),
-    };
+    let signed = opt_qty(item, "cr_limit_price")?;
+    if signed.is_some_and(|p| p.is_zero()) {
+        return Err(corrupt("bad cr_limit_price", item));
+    }
     let time_in_force = match opt_s(item, "cr_tif") {
         None => TimeInForce::Day,
         Some(t) => TimeInForce::parse(t).ok_or_else(|| corrupt("bad cr_tif", item))?,
@@ -307,10 +308,11 @@ fn order_options_from_item(item: &Item) -> Result<OrderOptions, StoreError> {
     let extended_hours = matches!(item.get("cr_ext_hours"), Some(AttributeValue::Bool(true)));
     Ok(OrderOptions {
         order_type,
-        limit_price,
         time_in_force,
         extended_hours,
-    })
+        ..OrderOptions::MARKET
+    }
+    .with_signed_limit_price(signed))
 }
 
 /// The latest close request as `cr_*` attributes; `None` values are absent.
@@ -338,7 +340,7 @@ pub fn close_request_attributes(cr: &CloseRequest) -> Vec<(&'static str, Option<
             "cr_order_type",
             (cr.options.order_type != OrderType::Market).then(|| s(cr.options.order_type.as_str())),
         ),
-        ("cr_limit_price", cr.options.limit_price.map(|p| n(p.value()))),
+        ("cr_limit_price", cr.options.signed_limit_price().map(n)),
         (
             "cr_tif",
             (cr.options.time_in_force != TimeInForce::Day).then(|| s(cr.options.time_in_force.as_str())),

@@ -767,7 +767,7 @@ impl DynamoStore {
                 "cr_order_type",
                 (o.order_type != closeflow_domain::OrderType::Market).then(|| s(o.order_type.as_str())),
             ),
-            ("cr_limit_price", o.limit_price.map(|p| n(p.value()))),
+            ("cr_limit_price", o.signed_limit_price().map(n)),
             (
                 "cr_tif",
                 (o.time_in_force != closeflow_domain::TimeInForce::Day).then(|| s(o.time_in_force.as_str())),
