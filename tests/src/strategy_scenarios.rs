@@ -484,13 +484,51 @@ pub async fn an_mleg_order_the_broker_refuses_fails_every_leg(app: &PipelineApp)
 /// A net limit price is accepted on an `mleg` close (`legs` mode still refuses it: the
 /// domain's `a_net_limit_price_needs_a_multi_leg_order`): one order, resting under `rest`.
 pub async fn a_limit_strategy_close_is_an_mleg_order_at_a_net_price(app: &PipelineApp) {
-    let (_, v) = mleg_close(app, "m3", r#"{"order_type":"limit","limit_price":"1.35"}"#).await;
+    let (id, v) = mleg_close(app, "m3", r#"{"order_type":"limit","limit_price":"1.35"}"#).await;
     assert_eq!(v["status"], "pending", "{v}");
     assert!(
         v["legs"].as_array().unwrap().iter().all(|l| l["filled_qty"] == "0"),
         "{v}"
     );
     assert_eq!(app.sim.mleg_orders_placed(), 1);
+
+    // Canceled as a whole (the broker cancels a multi-leg order, not one leg of it): every
+    // leg ends with nothing filled, its position open again, once the broker confirms.
+    let r = app
+        .call(Method::POST, &format!("/strategy-closes/{id}/cancel"), &[], None)
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    for _ in 0..3 {
+        app.driver.pump().await;
+        app.sim.idle().await;
+    }
+    let v = app
+        .call(Method::GET, &format!("/strategy-closes/{id}"), &[], None)
+        .await;
+    assert!(
+        v.body["legs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["status"] == "failed"),
+        "{}",
+        v.body
+    );
+    for leg in ["cl", "cs", "ps", "pl"] {
+        assert_eq!(app.position(&format!("m3-{leg}")).await.body["status"], "open", "{leg}");
+    }
+    assert!(
+        app.sim
+            .engine()
+            .list(&closeflow_pipeline::sim_broker::engine::ListQuery {
+                status: closeflow_pipeline::sim_broker::engine::StatusFilter::Open,
+                symbols: None,
+                limit: 500,
+                newest_first: false,
+            })
+            .is_empty(),
+        "no leg of it is working"
+    );
 
     // A net credit: a negative net price, kept (and shown) signed on every leg's close.
     let (_, v) = mleg_close(app, "m3c", r#"{"order_type":"limit","limit_price":"-1.25"}"#).await;

@@ -4,8 +4,8 @@
 //! moves only on the broker's word. The API's cancel route and the chaos suite both run
 //! this one function.
 
-use closeflow_domain::{Access, CloseRequestId, ManageRejection};
-use closeflow_store::{CloseStore, StoreError};
+use closeflow_domain::{mleg_client_order_id, Access, CloseRequestId, ManageRejection};
+use closeflow_store::{AggregateKey, CloseStore, StoreError};
 
 use crate::broker::{Broker, BrokerError};
 use crate::clock::Clock;
@@ -31,9 +31,29 @@ pub async fn cancel_close(
         Ok(asked) => asked,
         Err(r) => return Ok(CancelOutcome::Refused(r)),
     };
+    // A leg of a multi-leg order is canceled with its order: the broker takes (and cancels)
+    // the order as a whole, never one leg of it.
+    let agg = store.aggregate(&AggregateKey::CloseRequest(*id)).await?;
+    let tag = agg.as_ref().and_then(|a| crate::mleg::mleg_tag(a, id));
     let mut unreachable = None;
     for (client_order_id, broker_order_id) in &orders {
-        match broker.cancel_order(&account, broker_order_id).await {
+        let target = match &tag {
+            None => broker_order_id.clone(),
+            Some(t) => {
+                let name = mleg_client_order_id(&t.id, client_order_id.attempt);
+                match broker.get_mleg_order_by_client_id(&account, &name).await {
+                    Ok(m) => m.order.broker_order_id,
+                    // Not (or no longer) at the broker: nothing to cancel.
+                    Err(BrokerError::NotFound) => continue,
+                    Err(e) => {
+                        tracing::warn!(%client_order_id, error = %e, "multi-leg order not found for its cancel");
+                        unreachable = Some(e.to_string());
+                        continue;
+                    }
+                }
+            }
+        };
+        match broker.cancel_order(&account, &target).await {
             // Already final or gone: the lookup below says how it ended.
             Ok(()) | Err(BrokerError::NotFound | BrokerError::Rejected(_)) => {}
             Err(e) => {
@@ -42,8 +62,13 @@ pub async fn cancel_close(
                 continue;
             }
         }
-        // The broker's answer to the trader's cancel, recorded as the trader's change.
-        if let Ok(order) = broker.get_order_by_client_id(&account, client_order_id).await {
+        // The broker's answer to the trader's cancel, recorded as the trader's change (a
+        // leg's, read from its multi-leg order).
+        let looked = match &agg {
+            Some(a) => crate::mleg::lookup_order(broker, a, client_order_id).await,
+            None => broker.get_order_by_client_id(&account, client_order_id).await,
+        };
+        if let Ok(order) = looked {
             store.apply_order_update(&order.to_update(), clock.now(), actor).await?;
         }
     }

@@ -495,6 +495,22 @@ impl Broker for SimulatedBroker {
     }
 
     async fn cancel_order(&self, _: &AccountId, broker_order_id: &str) -> Result<(), BrokerError> {
+        // A multi-leg order is canceled as a whole: every leg still working.
+        if let Some(m) = self.mlegs.by_id(broker_order_id) {
+            self.mlegs.cancel(&self.engine, &m);
+            return Ok(());
+        }
+        // As Alpaca: one leg of a multi-leg order is not canceled on its own.
+        let leg_of = self
+            .engine
+            .by_id(broker_order_id)
+            .and_then(|o| self.mlegs.parent_of(&o.client_order_id));
+        if let Some(m) = leg_of {
+            return Err(BrokerError::Rejected(format!(
+                "order {broker_order_id} is a leg of multi-leg order {}: cancel that order",
+                m.id
+            )));
+        }
         match self.engine.cancel(broker_order_id) {
             Ok(_) | Err(CancelError::NotCancelable(_)) => Ok(()),
             Err(CancelError::NotFound) => Err(BrokerError::NotFound),
