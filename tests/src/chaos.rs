@@ -157,6 +157,44 @@ impl ChaosBroker {
         );
     }
 
+    /// Cancels one of closeflow's orders a trader asked to cancel (anything else is a
+    /// violation), keeping what filled; its notification travels like any other.
+    fn cancel_one(
+        st: &mut BrokerState,
+        broker_order_id: &str,
+        now: closeflow_domain::Timestamp,
+    ) -> Result<(), BrokerError> {
+        let id = st
+            .orders
+            .keys()
+            .find(|k| format!("chaos-{k}") == broker_order_id)
+            .cloned()
+            .ok_or(BrokerError::NotFound)?;
+        if !st.cancels_asked.contains(&id.close_request_id) {
+            st.violations
+                .push(format!("closeflow canceled its own order {broker_order_id} unasked"));
+        }
+        let o = st.orders.get_mut(&id).expect("found");
+        if o.status.is_terminal() {
+            return Err(BrokerError::Rejected("order is not cancelable".into()));
+        }
+        // Canceled, keeping what filled; the notification travels like any other.
+        o.status = OrderStatus::Canceled;
+        o.seq += 1;
+        let update = OrderUpdate {
+            client_order_id: id.clone(),
+            broker_order_id: Some(broker_order_id.to_string()),
+            status: o.status,
+            filled_qty: o.filled,
+            filled_avg_price: (!o.filled.is_zero()).then(|| qty("100")),
+            seq: Some(o.seq),
+            execution_id: Some(format!("chaos-{id}-{}", o.seq)),
+            updated_at: now,
+        };
+        st.outbox.push(update);
+        Ok(())
+    }
+
     fn mleg_view(&self, st: &BrokerState, name: &ClientOrderId) -> Option<BrokerMlegOrder> {
         let legs = st.mlegs.get(name)?;
         let mut reports = Vec::with_capacity(legs.len());
@@ -371,35 +409,36 @@ impl Broker for ChaosBroker {
                 Err(BrokerError::NotFound)
             };
         }
+        // A multi-leg order is canceled as a whole: each of its legs still working.
+        if let Some(name) = st
+            .mlegs
+            .keys()
+            .find(|n| format!("chaos-mleg-{n}") == broker_order_id)
+            .cloned()
+        {
+            let legs: Vec<String> = st.mlegs[&name].iter().map(|(_, cid)| format!("chaos-{cid}")).collect();
+            let mut any = false;
+            for leg in legs {
+                any |= Self::cancel_one(&mut st, &leg, now).is_ok();
+            }
+            return match any {
+                true => Ok(()),
+                false => Err(BrokerError::Rejected("order is not cancelable".into())),
+            };
+        }
         let id = st
             .orders
             .keys()
             .find(|k| format!("chaos-{k}") == broker_order_id)
             .cloned()
             .ok_or(BrokerError::NotFound)?;
-        if !st.cancels_asked.contains(&id.close_request_id) {
-            st.violations
-                .push(format!("closeflow canceled its own order {broker_order_id} unasked"));
+        if st.mlegs.values().flatten().any(|(_, cid)| *cid == id) {
+            st.violations.push(format!(
+                "closeflow canceled {broker_order_id}, one leg of a multi-leg order, on its own"
+            ));
+            return Err(BrokerError::Rejected("cancel the multi-leg order".into()));
         }
-        let o = st.orders.get_mut(&id).expect("found");
-        if o.status.is_terminal() {
-            return Err(BrokerError::Rejected("order is not cancelable".into()));
-        }
-        // Canceled, keeping what filled; the notification travels like any other.
-        o.status = OrderStatus::Canceled;
-        o.seq += 1;
-        let update = OrderUpdate {
-            client_order_id: id.clone(),
-            broker_order_id: Some(broker_order_id.to_string()),
-            status: o.status,
-            filled_qty: o.filled,
-            filled_avg_price: (!o.filled.is_zero()).then(|| qty("100")),
-            seq: Some(o.seq),
-            execution_id: Some(format!("chaos-{id}-{}", o.seq)),
-            updated_at: now,
-        };
-        st.outbox.push(update);
-        Ok(())
+        Self::cancel_one(&mut st, broker_order_id, now)
     }
 
     async fn list_positions(&self, _: &AccountId) -> Result<Vec<BrokerPosition>, BrokerError> {
@@ -702,7 +741,25 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
                     .aggregate(&AggregateKey::Position(pid(&p)))
                     .await
                     .map_err(|e| e.to_string())?;
-                if let Some(cr) = agg.and_then(|a| a.latest_close_request.map(|c| c.id)) {
+                let latest = agg.and_then(|a| a.latest_close_request);
+                // A leg of a multi-leg order: the trader's cancel is the whole order's.
+                if let Some(tag) = latest.as_ref().and_then(|c| c.strategy_close) {
+                    if tag.mode == closeflow_domain::StrategyCloseMode::Mleg {
+                        let legs = node
+                            .store
+                            .strategy_close_legs(&tag.id)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let mut st = broker.lock();
+                        for l in legs {
+                            let of_it = l
+                                .latest_close_request
+                                .filter(|c| c.strategy_close.is_some_and(|x| x.id == tag.id));
+                            st.cancels_asked.extend(of_it.map(|c| c.id));
+                        }
+                    }
+                }
+                if let Some(cr) = latest.map(|c| c.id) {
                     broker.lock().cancels_asked.insert(cr);
                     let outcome = cancel_close(
                         node.store.as_ref(),

@@ -35,6 +35,25 @@ pub async fn cancel_close(
     // the order as a whole, never one leg of it.
     let agg = store.aggregate(&AggregateKey::CloseRequest(*id)).await?;
     let tag = agg.as_ref().and_then(|a| crate::mleg::mleg_tag(a, id));
+    // The broker cancels a multi-leg order whole, so one leg's cancel is every leg's: each
+    // is recorded first, so none is retried behind the trader's back, and each reads its
+    // outcome from the order once it is canceled.
+    let mut siblings = Vec::new();
+    if let Some(t) = &tag {
+        for leg in store.strategy_close_legs(&t.id).await? {
+            let Some(cr) = leg
+                .latest_close_request
+                .as_ref()
+                .filter(|c| c.id != *id && c.strategy_close.is_some_and(|x| x.id == t.id))
+            else {
+                continue;
+            };
+            // Refused: nothing of that leg is working (ended, or not yet at the broker).
+            if let Ok((_, working)) = store.request_cancel(&cr.id, access, actor, clock.now()).await? {
+                siblings.extend(working.into_iter().map(|(cid, _)| (leg.clone(), cid)));
+            }
+        }
+    }
     let mut unreachable = None;
     for (client_order_id, broker_order_id) in &orders {
         let target = match &tag {
@@ -69,6 +88,11 @@ pub async fn cancel_close(
             None => broker.get_order_by_client_id(&account, client_order_id).await,
         };
         if let Ok(order) = looked {
+            store.apply_order_update(&order.to_update(), clock.now(), actor).await?;
+        }
+    }
+    for (leg, cid) in &siblings {
+        if let Ok(order) = crate::mleg::lookup_order(broker, leg, cid).await {
             store.apply_order_update(&order.to_update(), clock.now(), actor).await?;
         }
     }
