@@ -257,6 +257,25 @@ fn parse_body(value: &Value) -> Result<(BulkFilter, bool, TimeInForce), ApiError
     Ok((filter, cancel_open_orders, time_in_force))
 }
 
+/// What a request on a whole account starts from: a caller who holds the account, its
+/// Idempotency-Key and its JSON body (each refused with its own code, in that order).
+fn account_request(
+    app: &AppState,
+    headers: &HeaderMap,
+    ext: &Extensions,
+    raw: &str,
+    body: &axum::body::Bytes,
+) -> Result<(crate::auth::Caller, AccountId, closeflow_domain::IdempotencyKey, Value), ApiError> {
+    let who = signed_in(&app.auth, headers, ext)?;
+    let account = account_id(raw)?;
+    if !who.access.allows(&account) {
+        return Err(forbidden());
+    }
+    let key = idempotency_key(headers)?;
+    let value = json_body(body)?;
+    Ok((who, account, key, value))
+}
+
 fn account_id(raw: &str) -> Result<AccountId, ApiError> {
     AccountId::parse(raw).map_err(|e| ApiError::bad_request("invalid_account_id", e.to_string()))
 }
@@ -331,13 +350,7 @@ pub async fn close_all(
     ext: Extensions,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
-    let who = signed_in(&app.auth, &headers, &ext)?;
-    let account = account_id(&raw)?;
-    if !who.access.allows(&account) {
-        return Err(forbidden());
-    }
-    let key = idempotency_key(&headers)?;
-    let value = json_body(&body)?;
+    let (who, account, key, value) = account_request(&app, &headers, &ext, &raw, &body)?;
     let (filter, cancel_open_orders, time_in_force) = parse_body(&value)?;
     let reason = reason_of(&value)?;
     let cmd = BulkCloseCommand {
@@ -517,13 +530,7 @@ pub async fn liquidate(
     ext: Extensions,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
-    let who = signed_in(&app.auth, &headers, &ext)?;
-    let account = account_id(&raw)?;
-    if !who.access.allows(&account) {
-        return Err(forbidden());
-    }
-    let key = idempotency_key(&headers)?;
-    let value = json_body(&body)?;
+    let (who, account, key, value) = account_request(&app, &headers, &ext, &raw, &body)?;
     only_fields(&value, LIQUIDATE_BODY_FIELDS, "liquidate")?;
     let expected = format!("LIQUIDATE {account}");
     if value.get("confirm").and_then(Value::as_str) != Some(expected.as_str()) {

@@ -233,38 +233,27 @@ pub async fn invoke(function: &str, event: &str) -> Result<Value, String> {
             let sink = RecordingSink::default();
             let raw = event.as_bytes();
             // What the event starts runs on the order queue: the real one when named, else shown.
-            let (r, messages) = match env("QUEUE_URL") {
-                Some(url) => {
-                    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&shared_config().await), url);
-                    let r = guards_invocation(
-                        store.as_ref(),
-                        broker.as_ref(),
-                        &queue,
-                        &SystemClock,
-                        &sink,
-                        &drawdown,
-                        raw,
-                        max_retries,
-                    )
-                    .await?;
-                    (r, Vec::new())
-                }
-                None => {
-                    let queue = MemoryQueue::new();
-                    let r = guards_invocation(
-                        store.as_ref(),
-                        broker.as_ref(),
-                        &queue,
-                        &SystemClock,
-                        &sink,
-                        &drawdown,
-                        raw,
-                        max_retries,
-                    )
-                    .await?;
-                    (r, queue.take_all())
-                }
+            let local = MemoryQueue::new();
+            let remote = match env("QUEUE_URL") {
+                Some(url) => Some(SqsQueue::new(aws_sdk_sqs::Client::new(&shared_config().await), url)),
+                None => None,
             };
+            let queue: &dyn OrderQueue = match &remote {
+                Some(q) => q,
+                None => &local,
+            };
+            let r = guards_invocation(
+                store.as_ref(),
+                broker.as_ref(),
+                queue,
+                &SystemClock,
+                &sink,
+                &drawdown,
+                raw,
+                max_retries,
+            )
+            .await?;
+            let messages = local.take_all();
             let alerts: Vec<_> = sink.events().iter().map(|e| e.detail()).collect();
             Ok(json!({"response": r, "messages": messages, "alerts": alerts}))
         }
