@@ -1004,6 +1004,7 @@ macro_rules! store_contract_tests {
             an_mleg_report_reaches_every_leg_once,
             bulk_close_records_are_created_once_versioned_and_paged,
             drawdown_states_are_versioned_per_account,
+            aggregates_are_read_many_at_once_by_id,
         );
     };
     (@each $backend:expr; $($name:ident),* $(,)?) => {
@@ -1293,4 +1294,25 @@ pub async fn drawdown_states_are_versioned_per_account(s: &ContractStore) {
     next.liquidation.as_mut().unwrap().canceled_orders = vec!["o-1".into()];
     assert!(s.store.update_bulk_close(&next).await.unwrap());
     assert_eq!(s.store.bulk_close(&liq.id).await.unwrap(), Some(next));
+}
+
+/// Many aggregates read at once come back by position id: exactly the stored ones asked
+/// for, each as stored (an unknown id is left out, an unasked one never appears).
+pub async fn aggregates_are_read_many_at_once_by_id(s: &ContractStore) {
+    for (i, id) in ["many-1", "many-2", "many-3"].iter().enumerate() {
+        register_at(s, id, "acct-many", None, i as i64).await;
+    }
+    let (one, two, unknown) = (pid("many-1"), pid("many-3"), pid("many-404"));
+    let found = s.store.aggregates_by_id(&[&one, &two, &unknown]).await.unwrap();
+    let mut keys: Vec<String> = found.keys().map(|k| k.to_string()).collect();
+    keys.sort();
+    assert_eq!(keys, ["many-1", "many-3"]);
+    for (k, agg) in &found {
+        assert_eq!(&agg.position.id, k);
+        assert_eq!(
+            Some(agg.clone()),
+            s.store.aggregate(&AggregateKey::Position(k.clone())).await.unwrap()
+        );
+    }
+    assert!(s.store.aggregates_by_id(&[]).await.unwrap().is_empty());
 }

@@ -5,16 +5,13 @@
 //! `POST /accounts/{account_id}/liquidate` is a bulk close of everything that loops until
 //! the broker reports the account flat (the pipeline's liquidation job).
 
-use std::collections::HashMap;
-
 use axum::extract::State;
 use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use closeflow_domain::{
     bulk_view, format_timestamp, latest_rows, row_view, AccountId, AssetType, BulkClose, BulkCloseCommand, BulkCloseId,
-    BulkFilter, BulkView, Fingerprint, GuardEvent, PositionAggregate, PositionId, Progress, RoutingKey, RowOutcome,
-    TimeInForce, LIQUIDATION_ATTEMPTS,
+    BulkFilter, BulkView, Fingerprint, GuardEvent, PositionId, Progress, RowOutcome, TimeInForce, LIQUIDATION_ATTEMPTS,
 };
 use closeflow_pipeline::bulk::{pending_step, start_bulk, Started};
 use closeflow_pipeline::QueueMessage;
@@ -376,19 +373,16 @@ pub async fn close_all(
 async fn current(app: &AppState, bulk: BulkClose) -> Result<BulkCloseView, ApiError> {
     let pages = app.store.bulk_pages(&bulk.id).await.map_err(app.store_error())?;
     let rows = latest_rows(pages);
-    let keys: Vec<RoutingKey> = rows
+    let submitted: Vec<&PositionId> = rows
         .iter()
         .filter(|r| matches!(r.outcome, RowOutcome::Submitted { .. }))
-        .map(|r| RoutingKey::of(&r.position_id))
+        .map(|r| &r.position_id)
         .collect();
-    let loaded: HashMap<PositionId, PositionAggregate> = app
+    let loaded = app
         .store
-        .load_many(&keys)
+        .aggregates_by_id(&submitted)
         .await
-        .map_err(app.store_error())?
-        .into_iter()
-        .map(|a| (a.position.id.clone(), a))
-        .collect();
+        .map_err(app.store_error())?;
     let views = rows.iter().map(|r| row_view(r, loaded.get(&r.position_id))).collect();
     let v = bulk_view(&bulk, views);
     Ok(view_of(&bulk, v))

@@ -8,8 +8,7 @@ use std::collections::HashMap;
 
 use closeflow_domain::{
     Access, BulkClose, BulkCloseId, BulkPage, BulkRow, CloseCommand, CloseRequestId, CloseRequestStatus, Fingerprint,
-    OrderOptions, PositionAggregate, PositionId, RetryCommand, RoutingKey, RowOutcome, StrategyCloseCommand,
-    BULK_PAGE_SIZE,
+    OrderOptions, PositionAggregate, PositionId, RetryCommand, RowOutcome, StrategyCloseCommand, BULK_PAGE_SIZE,
 };
 use closeflow_store::{CloseOutcome, CloseStore, IndexQuery, ListIndex, StoreError, StrategyCloseOutcome};
 use serde::{Deserialize, Serialize};
@@ -202,14 +201,8 @@ impl BulkJob<'_> {
         }
         let pages = self.store.bulk_pages(&bulk.id).await?;
         if let Some(stored) = pages.into_iter().find(|p| p.number == step.page) {
-            let keys: Vec<RoutingKey> = stored.rows.iter().map(|r| RoutingKey::of(&r.position_id)).collect();
-            let loaded: HashMap<PositionId, PositionAggregate> = self
-                .store
-                .load_many(&keys)
-                .await?
-                .into_iter()
-                .map(|a| (a.position.id.clone(), a))
-                .collect();
+            let ids: Vec<&PositionId> = stored.rows.iter().map(|r| &r.position_id).collect();
+            let loaded = self.store.aggregates_by_id(&ids).await?;
             let mut strategies = HashMap::new();
             let mut rows = Vec::with_capacity(stored.rows.len());
             for r in stored.rows {

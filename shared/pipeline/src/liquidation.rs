@@ -4,12 +4,10 @@
 //! delivered again later, and the record's step counter makes a repeated step a no-op.
 //! `closeflow_domain::Liquidation` decides the order of things; this does the I/O.
 
-use std::collections::HashMap;
-
 use closeflow_domain::sync::SyncPolicy;
 use closeflow_domain::{
     row_view, Access, BulkClose, BulkPage, CloseCommand, CloseRequestId, DomainEvent, Liquidation, LiquidationPhase,
-    OrderOptions, PositionAggregate, PositionId, PositionStatus, RoutingKey, RowOutcome, RowStatus, TradingStateEvent,
+    OrderOptions, PositionAggregate, PositionId, PositionStatus, RowOutcome, RowStatus, TradingStateEvent,
     BULK_PAGE_SIZE,
 };
 use closeflow_store::{CloseOutcome, IndexQuery, ListIndex, StoreError};
@@ -169,18 +167,12 @@ impl BulkJob<'_> {
             .filter(|p| p.number >= l.attempt_first_page)
             .flat_map(|p| p.rows)
             .collect();
-        let keys: Vec<RoutingKey> = rows
+        let submitted: Vec<&PositionId> = rows
             .iter()
             .filter(|r| matches!(r.outcome, RowOutcome::Submitted { .. }))
-            .map(|r| RoutingKey::of(&r.position_id))
+            .map(|r| &r.position_id)
             .collect();
-        let loaded: HashMap<PositionId, PositionAggregate> = self
-            .store
-            .load_many(&keys)
-            .await?
-            .into_iter()
-            .map(|a| (a.position.id.clone(), a))
-            .collect();
+        let loaded = self.store.aggregates_by_id(&submitted).await?;
         Ok(rows
             .iter()
             .filter(|r| row_view(r, loaded.get(&r.position_id)).status == RowStatus::Pending)

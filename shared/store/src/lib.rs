@@ -316,6 +316,24 @@ pub trait CloseStore: Backend + AuditLog + BulkLog {
             .map(|a| a.position))
     }
 
+    /// The stored aggregates of `ids`, by position id, in one batched read where the backend
+    /// has one; ids with nothing stored are left out.
+    async fn aggregates_by_id(
+        &self,
+        ids: &[&PositionId],
+    ) -> Result<std::collections::HashMap<PositionId, PositionAggregate>, StoreError> {
+        let keys: Vec<RoutingKey> = ids.iter().map(|id| RoutingKey::of(id)).collect();
+        let wanted: std::collections::HashSet<&PositionId> = ids.iter().copied().collect();
+        Ok(self
+            .load_many(&keys)
+            .await?
+            .into_iter()
+            // Only what was asked for: a routing key is shared by 1 in 2^60 pairs.
+            .filter(|a| wanted.contains(&a.position.id))
+            .map(|a| (a.position.id.clone(), a))
+            .collect())
+    }
+
     /// Moves an account's trading state by the domain's table (retrying a concurrent
     /// write); the state after, or why the move is not legal from where it stands.
     async fn set_trading_state(
