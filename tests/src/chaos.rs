@@ -127,7 +127,7 @@ impl ChaosBroker {
             client_order_id: id.clone(),
             status: o.status,
             filled_qty: o.filled,
-            filled_avg_price: (!o.filled.is_zero()).then(|| qty("100")),
+            filled_avg_price: (!o.filled.is_zero()).then(|| crate::builders::price("100")),
             updated_at: self.clock.now(),
         }
     }
@@ -186,7 +186,7 @@ impl ChaosBroker {
             broker_order_id: Some(broker_order_id.to_string()),
             status: o.status,
             filled_qty: o.filled,
-            filled_avg_price: (!o.filled.is_zero()).then(|| qty("100")),
+            filled_avg_price: (!o.filled.is_zero()).then(|| crate::builders::price("100")),
             seq: Some(o.seq),
             execution_id: Some(format!("chaos-{id}-{}", o.seq)),
             updated_at: now,
@@ -272,7 +272,7 @@ impl ChaosBroker {
             broker_order_id: Some(broker_id(&id, o)),
             status: o.status,
             filled_qty: o.filled,
-            filled_avg_price: (!o.filled.is_zero()).then(|| qty("100")),
+            filled_avg_price: (!o.filled.is_zero()).then(|| crate::builders::price("100")),
             seq: Some(o.seq),
             execution_id: Some(format!("chaos-{id}-{}", o.seq)),
             updated_at: now,

@@ -935,7 +935,7 @@ pub async fn an_mleg_report_reaches_every_leg_once(s: &ContractStore) {
         broker_order_id: Some(format!("b-{symbol}")),
         status: Some(OrderStatus::Filled),
         filled_qty: Quantity::from(q),
-        filled_avg_price: Some(Quantity::parse(price).unwrap()),
+        filled_avg_price: Some(crate::builders::price(price)),
     };
     let done = MlegReport {
         client_order_id: mleg_client_order_id(&view.id, 1),

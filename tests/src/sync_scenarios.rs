@@ -29,7 +29,7 @@ impl Holdings {
             .map(|s| {
                 let (symbol, rest) = s.split_once('=').expect("SYMBOL=qty");
                 let (q, price) = match rest.split_once('@') {
-                    Some((q, p)) => (q, Some(Quantity::parse(p).unwrap())),
+                    Some((q, p)) => (q, Some(crate::builders::price(p))),
                     None => (rest, None),
                 };
                 BrokerPosition {
@@ -266,7 +266,7 @@ pub async fn an_unchanged_account_costs_no_writes(app: &PipelineApp) {
         broker.push(BrokerPosition {
             symbol,
             qty: Quantity::from(3),
-            avg_entry_price: Some(Quantity::from(10)),
+            avg_entry_price: Some(crate::builders::price("10")),
         });
     }
     let alerts = RecordingSink::default();

@@ -467,7 +467,11 @@ async fn sync_finds_what_changed_behind_closeflows_back_at_the_paper_broker() {
     let adopted = aggregate(store, "sync:acct-1:TSLA").await.position;
     assert_eq!(
         (adopted.source.as_deref(), adopted.quantity, adopted.avg_entry_price),
-        (Some("broker"), Quantity::from(-2), Some(Quantity::from(250)))
+        (
+            Some("broker"),
+            Quantity::from(-2),
+            closeflow_domain::Price::new(Quantity::from(250))
+        )
     );
     assert_eq!(
         aggregate(store, "hold-aapl").await.position.status,

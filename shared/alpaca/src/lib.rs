@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use closeflow_domain::{
-    AccountId, AssetType, ClientOrderId, MlegIntent, MlegLegReport, OrderIntent, OrderStatus, Quantity, Side,
+    AccountId, AssetType, ClientOrderId, MlegIntent, MlegLegReport, OrderIntent, OrderStatus, Price, Quantity, Side,
 };
 use closeflow_pipeline::broker::{BrokerMlegOrder, BrokerPosition, OpenOrder};
 use closeflow_pipeline::{Broker, BrokerError, BrokerOrder};
@@ -217,7 +217,7 @@ fn to_broker_order(o: &AlpacaOrder) -> Result<BrokerOrder, BrokerError> {
         client_order_id,
         status,
         filled_qty: filled,
-        filled_avg_price: o.filled_avg_price.as_deref().and_then(|p| Quantity::parse(p).ok()),
+        filled_avg_price: price_of(o),
         updated_at: o
             .updated_at
             .as_deref()
@@ -433,8 +433,13 @@ fn filled_of(o: &AlpacaOrder) -> Result<Quantity, BrokerError> {
     }
 }
 
-fn price_of(o: &AlpacaOrder) -> Option<Quantity> {
-    o.filled_avg_price.as_deref().and_then(|p| Quantity::parse(p).ok())
+/// The order's average fill price. A multi-leg order's own price is a net one and may be
+/// negative (a credit): that is no per-unit price, so it reads as none; its legs carry theirs.
+fn price_of(o: &AlpacaOrder) -> Option<Price> {
+    o.filled_avg_price
+        .as_deref()
+        .and_then(|p| Quantity::parse(p).ok())
+        .and_then(Price::new)
 }
 
 /// A 403 on submission: held by open orders (with the held quantity), or a plain refusal.
@@ -720,7 +725,11 @@ impl Broker for AlpacaBroker {
                 };
                 // An unreadable entry price is no reason to lose the holding: sync then
                 // compares quantities only.
-                let avg_entry_price = p.avg_entry_price.as_deref().and_then(|t| Quantity::parse(t).ok());
+                let avg_entry_price = p
+                    .avg_entry_price
+                    .as_deref()
+                    .and_then(|t| Quantity::parse(t).ok())
+                    .and_then(Price::new);
                 Ok(BrokerPosition {
                     symbol: p.symbol,
                     qty,

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use closeflow_domain::{ClientOrderId, OrderUpdate, Quantity};
+use closeflow_domain::{ClientOrderId, OrderUpdate, Price, Quantity};
 use closeflow_pipeline::TradeUpdateHandler;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -184,6 +184,7 @@ pub fn parse_message_with(text: &str, replacements: &mut Replacements) -> Result
         broker_order_id: Some(broker_order_id),
         status,
         filled_qty: filled,
+        // A multi-leg order's net price may be negative (a credit): no per-unit price.
         filled_avg_price: ev
             .order
             .filled_avg_price
@@ -191,7 +192,8 @@ pub fn parse_message_with(text: &str, replacements: &mut Replacements) -> Result
             .filter(|p| !p.is_empty())
             .map(Quantity::parse)
             .transpose()
-            .map_err(|e| format!("bad filled_avg_price: {e}"))?,
+            .map_err(|e| format!("bad filled_avg_price: {e}"))?
+            .and_then(Price::new),
         seq: None,
         execution_id: ev.execution_id,
         updated_at: at,
@@ -377,7 +379,7 @@ mod tests {
         };
         assert_eq!(u.status, OrderStatus::Filled);
         assert_eq!(u.filled_qty, Quantity::parse("3").unwrap());
-        assert_eq!(u.filled_avg_price, Some(Quantity::parse("187.5").unwrap()));
+        assert_eq!(u.filled_avg_price, Price::parse("187.5").unwrap());
         assert_eq!(u.execution_id.as_deref(), Some("x-1"));
         assert_eq!(
             closeflow_domain::format_timestamp(&u.updated_at),

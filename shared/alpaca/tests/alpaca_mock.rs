@@ -612,7 +612,7 @@ async fn orders_are_found_by_client_order_id_and_404_means_not_found() {
         (o.status, o.filled_qty),
         (OrderStatus::PartiallyFilled, Quantity::from(4))
     );
-    assert_eq!(o.filled_avg_price, Some(Quantity::parse("187.42").unwrap()));
+    assert_eq!(o.filled_avg_price, closeflow_domain::Price::parse("187.42").unwrap());
 
     let other = ClientOrderId::new(coid().close_request_id, 2);
     Mock::given(method("GET"))
@@ -903,14 +903,14 @@ async fn a_multi_leg_close_is_one_mleg_order_and_each_leg_reports_its_own_fill()
                 Some("leg-1"),
                 Some(OrderStatus::PartiallyFilled),
                 Quantity::from(1),
-                Some(Quantity::parse("0.80").unwrap())
+                closeflow_domain::Price::parse("0.80").unwrap()
             ),
             (
                 "SPY260116P00540000",
                 Some("leg-2"),
                 Some(OrderStatus::PartiallyFilled),
                 Quantity::from(1),
-                Some(Quantity::parse("2.15").unwrap())
+                closeflow_domain::Price::parse("2.15").unwrap()
             ),
         ]
     );

@@ -113,11 +113,10 @@ fn parse_position_body(
     }
     let asset_type = AssetType::parse(&b.asset_type)
         .ok_or_else(|| ApiError::invalid_body("asset_type must be `equity` or `option`"))?;
-    if let Some(p) = b.avg_entry_price {
-        if p.is_negative() {
-            return Err(ApiError::invalid_body("avg_entry_price must not be negative"));
-        }
-    }
+    let avg_entry_price = match b.avg_entry_price {
+        None => None,
+        Some(p) => Some(Price::new(p).ok_or_else(|| ApiError::invalid_body("avg_entry_price must not be negative"))?),
+    };
     if let Some(s) = &b.strategy_id {
         if s.is_empty() || s.len() > 128 || s.chars().any(char::is_control) {
             return Err(ApiError::invalid_body(
@@ -136,7 +135,7 @@ fn parse_position_body(
         symbol: b.symbol,
         asset_type,
         quantity: b.quantity,
-        avg_entry_price: b.avg_entry_price,
+        avg_entry_price,
         strategy_id: b.strategy_id,
         actor: caller.actor,
         access: caller.access,
@@ -363,10 +362,15 @@ pub(crate) fn order_fields(body: &Bytes, net: bool) -> Result<(Option<OrderOptio
     let limit_price = match f.limit_price {
         None => None,
         Some(p) if net && !p.is_zero() => Some(p),
-        Some(p) => Some(Price::new(p).map(|p| p.value()).ok_or_else(|| match net {
-            true => ApiError::bad_request("invalid_limit_price", "a net limit_price must not be 0"),
-            false => ApiError::bad_request("invalid_limit_price", "limit_price must be greater than 0"),
-        })?),
+        Some(p) => Some(
+            Price::new(p)
+                .filter(|p| !p.is_zero())
+                .map(|p| p.as_quantity())
+                .ok_or_else(|| match net {
+                    true => ApiError::bad_request("invalid_limit_price", "a net limit_price must not be 0"),
+                    false => ApiError::bad_request("invalid_limit_price", "limit_price must be greater than 0"),
+                })?,
+        ),
     };
     let time_in_force = match f.time_in_force.as_deref() {
         None => TimeInForce::Day,

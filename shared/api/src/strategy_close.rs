@@ -47,7 +47,7 @@ pub struct StrategyCloseLegView {
     #[schema(value_type = crate::openapi::Decimal)]
     pub filled_qty: closeflow_domain::Quantity,
     #[schema(value_type = Option<crate::openapi::Decimal>)]
-    pub filled_avg_price: Option<closeflow_domain::Quantity>,
+    pub filled_avg_price: Option<closeflow_domain::Price>,
     pub error_message: Option<String>,
     /// What the leg's fills realized so far; `null` when unknown (`realized_pnl_unknown`).
     #[schema(value_type = Option<crate::openapi::Decimal>)]

@@ -3,7 +3,7 @@
 //! serialised (see `crate::openapi`).
 
 use closeflow_domain::pnl::Pnl;
-use closeflow_domain::{format_timestamp, CloseRequest, Order, Position, PositionAggregate, Quantity};
+use closeflow_domain::{format_timestamp, CloseRequest, Order, Position, PositionAggregate, Price, Quantity};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -39,7 +39,7 @@ pub struct PositionView {
     #[schema(value_type = Option<Decimal>)]
     pub closed_quantity: Option<Quantity>,
     #[schema(value_type = Option<Decimal>)]
-    pub avg_entry_price: Option<Quantity>,
+    pub avg_entry_price: Option<Price>,
     pub strategy_id: Option<String>,
     #[schema(inline, value_type = PositionStatusSchema)]
     pub status: &'static str,
@@ -71,7 +71,7 @@ pub struct PositionView {
     #[schema(value_type = Option<Decimal>)]
     pub sync_broker_quantity: Option<Quantity>,
     #[schema(value_type = Option<Decimal>)]
-    pub sync_broker_avg_entry_price: Option<Quantity>,
+    pub sync_broker_avg_entry_price: Option<Price>,
     /// Units of the underlying per unit of quantity: 100 per option contract and 1 per
     /// share unless the position was registered with its own.
     #[schema(value_type = Decimal)]
@@ -191,7 +191,7 @@ pub struct OrderView {
     #[schema(value_type = Decimal)]
     pub filled_qty: Quantity,
     #[schema(value_type = Option<Decimal>)]
-    pub filled_avg_price: Option<Quantity>,
+    pub filled_avg_price: Option<Price>,
 }
 
 pub fn order(o: &Order) -> OrderView {

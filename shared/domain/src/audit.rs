@@ -332,7 +332,7 @@ fn close_details(cr: &CloseRequest, new: bool) -> BTreeMap<&'static str, String>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{aggregate, close, qty, t0, update};
+    use crate::testing::{aggregate, close, t0, update};
     use crate::{
         apply_order_update, decide_close, record_submission, Applied, CloseDecision, OrderStatus, PositionStatus,
         SubmitAnswer, SubmitRequest,
@@ -340,7 +340,7 @@ mod tests {
 
     fn closing() -> PositionAggregate {
         let mut open = aggregate("p-1", "10", PositionStatus::Open);
-        open.position.avg_entry_price = Some(qty("100"));
+        open.position.avg_entry_price = Some(crate::testing::price("100"));
         let CloseDecision::Create(next) = decide_close(Some(&open), &close("p-1", "k-1", t0())) else {
             panic!("close created")
         };
@@ -392,7 +392,7 @@ mod tests {
             .iter()
             .any(|e| e.action == "order_placed" && e.subject_id == req.client_order_id().to_string()));
         let mut fill = update(cr.id, 1, OrderStatus::Filled, "10", 2, t0());
-        fill.filled_avg_price = Some(qty("101.25"));
+        fill.filled_avg_price = Some(crate::testing::price("101.25"));
         let filled = changed(apply_order_update(&submitted, &fill, t0()));
         let entries = audit_entries(Some(&submitted), &filled);
         let order = entries.iter().find(|e| e.subject == "order").unwrap();

@@ -386,7 +386,7 @@ mod tests {
             broker_order_id: Some("brk-1".into()),
             status,
             filled_qty: Quantity::from(filled),
-            filled_avg_price: (filled > 0).then(|| Quantity::parse("187.5").unwrap()),
+            filled_avg_price: (filled > 0).then(|| crate::testing::price("187.5")),
             seq: Some(seq),
             execution_id: None,
             updated_at: t(seq as u32),

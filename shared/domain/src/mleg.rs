@@ -230,7 +230,7 @@ pub struct MlegLegReport {
     pub status: Option<OrderStatus>,
     /// Cumulative, in contracts of this leg.
     pub filled_qty: Quantity,
-    pub filled_avg_price: Option<Quantity>,
+    pub filled_avg_price: Option<crate::Price>,
 }
 
 /// One broker report of a multi-leg order (submit answer, lookup or trade update).
@@ -437,7 +437,7 @@ mod tests {
         let (id, legs) = accepted(&condor(), limit);
         let i = intent(&id, &legs);
         assert_eq!(i.options.order_type, OrderType::Limit);
-        assert_eq!(i.options.limit_price.map(|p| p.value()), Some(qty("1.35")));
+        assert_eq!(i.options.limit_price, Some(crate::testing::price("1.35")));
     }
 
     #[test]
@@ -475,7 +475,7 @@ mod tests {
                     broker_order_id: Some(format!("b-{symbol}")),
                     status: None,
                     filled_qty: qty(filled),
-                    filled_avg_price: Some(qty("1.10")),
+                    filled_avg_price: Some(crate::testing::price("1.10")),
                 })
                 .collect(),
             seq: None,

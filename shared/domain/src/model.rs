@@ -51,7 +51,7 @@ pub struct Position {
     pub asset_type: AssetType,
     /// Signed: > 0 long, < 0 short. Frozen while the position is not `open`.
     pub quantity: Quantity,
-    pub avg_entry_price: Option<Quantity>,
+    pub avg_entry_price: Option<crate::Price>,
     pub strategy_id: Option<String>,
     pub status: PositionStatus,
     pub active_close_request_id: Option<CloseRequestId>,

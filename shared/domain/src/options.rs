@@ -5,27 +5,43 @@
 
 use std::fmt;
 
+use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::model::AssetType;
 use crate::quantity::{DecimalError, Quantity};
 
-/// A price: an exact decimal strictly above zero. Kept apart from [`Quantity`] so a price can
-/// never be passed where an amount is meant (or the reverse).
+/// A price per unit (a limit, a fill, an entry): an exact decimal, never negative. Kept apart
+/// from [`Quantity`] so a price can never be passed where an amount is meant (or the
+/// reverse). Zero is a price (a zero cost basis, a worthless option); an order's limit must be
+/// above it, which [`OrderOptions::validate_shape`] checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Price(Quantity);
 
 impl Price {
-    /// `None` unless `value > 0`.
+    /// `None` when `value` is negative.
     pub fn new(value: Quantity) -> Option<Price> {
-        (!value.is_zero() && !value.is_negative()).then_some(Price(value))
+        (!value.is_negative()).then_some(Price(value))
+    }
+
+    pub const ZERO: Price = Price(Quantity::ZERO);
+
+    pub fn is_zero(&self) -> bool {
+        self.0.is_zero()
     }
 
     pub fn parse(text: &str) -> Result<Option<Price>, DecimalError> {
         Quantity::parse(text).map(Price::new)
     }
 
-    pub fn value(&self) -> Quantity {
+    /// The exact decimal, for arithmetic (a price times a quantity is money, neither).
+    pub fn value(&self) -> Decimal {
+        self.0.value()
+    }
+
+    /// The price in the decimal type amounts use, for the places that carry prices as plain
+    /// decimals (wire formats, a multi-leg order's net price of either sign).
+    pub fn as_quantity(&self) -> Quantity {
         self.0
     }
 }
@@ -45,7 +61,7 @@ impl Serialize for Price {
 impl<'de> Deserialize<'de> for Price {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let q = Quantity::deserialize(d)?;
-        Price::new(q).ok_or_else(|| serde::de::Error::custom("a price must be greater than 0"))
+        Price::new(q).ok_or_else(|| serde::de::Error::custom("a price must not be negative"))
     }
 }
 
@@ -153,8 +169,8 @@ impl OrderOptions {
     /// The limit price as the broker takes it: a net credit is negative.
     pub fn signed_limit_price(&self) -> Option<Quantity> {
         self.limit_price.map(|p| match self.credit {
-            true => Quantity::new(-p.value().value()),
-            false => p.value(),
+            true => Quantity::new(-p.value()),
+            false => p.as_quantity(),
         })
     }
 
@@ -162,7 +178,7 @@ impl OrderOptions {
     /// a credit; zero is no price.
     pub fn with_signed_limit_price(mut self, signed: Option<Quantity>) -> OrderOptions {
         self.credit = signed.is_some_and(|q| q.is_negative());
-        self.limit_price = signed.and_then(|q| Price::new(q.abs()));
+        self.limit_price = signed.and_then(|q| Price::new(q.abs())).filter(|p| !p.is_zero());
         self
     }
 
@@ -171,8 +187,10 @@ impl OrderOptions {
         if self.credit && self.order_type != OrderType::Limit {
             return Err(OptionsError::InvalidLimitPrice);
         }
+        // Nobody sells at a limit of 0: a zero limit is a mistake, not a price.
         match (self.order_type, self.limit_price) {
-            (OrderType::Limit, Some(_)) | (OrderType::Market, None) => {}
+            (OrderType::Limit, Some(p)) if !p.is_zero() => {}
+            (OrderType::Market, None) => {}
             _ => return Err(OptionsError::InvalidLimitPrice),
         }
         if self.extended_hours && self.order_type != OrderType::Limit {
@@ -215,12 +233,13 @@ mod tests {
     }
 
     #[test]
-    fn a_price_is_strictly_positive_and_exact() {
-        assert_eq!(Price::new(Quantity::ZERO), None);
+    fn a_price_is_never_negative_and_exact() {
+        assert_eq!(Price::new(Quantity::ZERO), Some(Price::ZERO));
         assert_eq!(Price::new(q("-1")), None);
         assert_eq!(price("187.25").to_string(), "187.25");
         assert_eq!(Price::parse("0.0001").unwrap(), Some(price("0.0001")));
-        assert!(serde_json::from_str::<Price>("0").is_err());
+        assert!(serde_json::from_str::<Price>("\"-0.01\"").is_err());
+        assert_eq!(serde_json::from_str::<Price>("\"0\"").unwrap(), Price::ZERO);
         assert_eq!(serde_json::from_str::<Price>("\"1.5\"").unwrap(), price("1.5"));
     }
 
@@ -228,6 +247,10 @@ mod tests {
     fn limit_prices_go_with_limit_orders_only() {
         assert_eq!(OrderOptions::MARKET.validate_shape(), Ok(()));
         assert_eq!(OrderOptions::limit(price("10")).validate_shape(), Ok(()));
+        assert_eq!(
+            OrderOptions::limit(Price::ZERO).validate_shape(),
+            Err(OptionsError::InvalidLimitPrice)
+        );
         let limit_without_price = OrderOptions {
             order_type: OrderType::Limit,
             ..OrderOptions::MARKET
@@ -295,5 +318,6 @@ mod tests {
         let debit = limit.with_signed_limit_price(Some(q("2")));
         assert_eq!((debit.signed_limit_price(), debit.credit), (Some(q("2")), false));
         assert_eq!(debit.with_signed_limit_price(None).limit_price, None);
+        assert_eq!(debit.with_signed_limit_price(Some(Quantity::ZERO)).limit_price, None);
     }
 }

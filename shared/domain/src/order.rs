@@ -117,7 +117,7 @@ pub struct Order {
     pub status: OrderStatus,
     /// Cumulative, never decreases.
     pub filled_qty: Quantity,
-    pub filled_avg_price: Option<Quantity>,
+    pub filled_avg_price: Option<crate::Price>,
     pub last_seq: Option<u64>,
     pub execution_ids: Vec<String>,
     pub last_broker_update_at: Option<Timestamp>,
@@ -155,7 +155,7 @@ pub struct OrderUpdate {
     pub status: OrderStatus,
     /// Cumulative filled quantity as the broker reports it.
     pub filled_qty: Quantity,
-    pub filled_avg_price: Option<Quantity>,
+    pub filled_avg_price: Option<crate::Price>,
     pub seq: Option<u64>,
     pub execution_id: Option<String>,
     pub updated_at: Timestamp,
@@ -265,7 +265,7 @@ mod tests {
             broker_order_id: Some("b-1".into()),
             status,
             filled_qty: Quantity::from(filled),
-            filled_avg_price: (filled > 0).then(|| Quantity::from(100 + filled)),
+            filled_avg_price: (filled > 0).then(|| crate::Price::new(Quantity::from(100 + filled)).unwrap()),
             seq,
             execution_id: exec.map(str::to_string),
             updated_at: chrono::Utc
@@ -345,7 +345,7 @@ mod tests {
         let o = apply(&order(10), &update(OrderStatus::PartiallyFilled, 6, None, None));
         let o = apply(&o, &update(OrderStatus::PartiallyFilled, 2, None, None));
         assert_eq!(o.filled_qty, Quantity::from(6));
-        assert_eq!(o.filled_avg_price, Some(Quantity::from(106)));
+        assert_eq!(o.filled_avg_price, crate::Price::new(Quantity::from(106)));
     }
 
     /// A valid life of one order: new, accepted, increasing partial fills, then an end

@@ -13,7 +13,7 @@ pub struct RegisterPosition {
     pub symbol: String,
     pub asset_type: AssetType,
     pub quantity: Quantity,
-    pub avg_entry_price: Option<Quantity>,
+    pub avg_entry_price: Option<crate::Price>,
     pub strategy_id: Option<String>,
     /// Overrides the asset type's default multiplier (100 per option contract, 1 per share).
     pub multiplier: Option<rust_decimal::Decimal>,

@@ -361,7 +361,7 @@ pub struct StrategyCloseLeg {
     pub status: CloseRequestStatus,
     pub filled_qty: Quantity,
     /// The fill-weighted average over the leg's orders; `None` before any fill.
-    pub filled_avg_price: Option<Quantity>,
+    pub filled_avg_price: Option<crate::Price>,
     pub error_message: Option<String>,
     /// What the leg's close realized so far.
     pub realized_pnl: crate::pnl::Pnl,
@@ -462,7 +462,7 @@ pub fn active_strategy_close(legs: &[PositionAggregate]) -> Option<StrategyClose
 
 /// Fill-weighted average price of the orders that filled (exact decimals; `None` when
 /// nothing filled or a price is missing).
-fn average_price(orders: &[crate::order::Order]) -> Option<Quantity> {
+fn average_price(orders: &[crate::order::Order]) -> Option<crate::Price> {
     let mut qty = Decimal::ZERO;
     let mut notional = Decimal::ZERO;
     for o in orders.iter().filter(|o| !o.filled_qty.is_zero()) {
@@ -473,7 +473,7 @@ fn average_price(orders: &[crate::order::Order]) -> Option<Quantity> {
     if qty.is_zero() {
         return None;
     }
-    Some(Quantity::new(notional.checked_div(qty)?.normalize()))
+    crate::Price::new(Quantity::new(notional.checked_div(qty)?.normalize()))
 }
 
 /// A single close of `closing` leaves a short leg of its strategy naked: it is a long

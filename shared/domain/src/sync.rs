@@ -57,7 +57,7 @@ pub struct SyncMark {
     pub status: SyncStatus,
     /// The broker's quantity and entry price, kept for a conflict (both values shown).
     pub broker_qty: Option<Quantity>,
-    pub broker_price: Option<Quantity>,
+    pub broker_price: Option<crate::Price>,
     /// The quantity closeflow held when the conflict was found (before taking the broker's).
     pub our_qty: Option<Quantity>,
     pub at: Timestamp,
@@ -75,7 +75,7 @@ pub struct Holding {
     pub symbol: String,
     /// Signed: > 0 long, < 0 short.
     pub qty: Quantity,
-    pub avg_entry_price: Option<Quantity>,
+    pub avg_entry_price: Option<crate::Price>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,8 +109,8 @@ pub enum SyncFinding {
         position_id: crate::PositionId,
         ours: Quantity,
         broker: Quantity,
-        our_price: Option<Quantity>,
-        broker_price: Option<Quantity>,
+        our_price: Option<crate::Price>,
+        broker_price: Option<crate::Price>,
         /// Take the broker's quantity: the position is `open` with nothing in flight.
         take_broker_qty: bool,
     },
@@ -128,11 +128,11 @@ fn key(symbol: &str) -> String {
     symbol.chars().filter(|c| !c.is_whitespace()).collect()
 }
 
-fn price_off(ours: Option<Quantity>, broker: Option<Quantity>, tolerance: Decimal) -> bool {
+fn price_off(ours: Option<crate::Price>, broker: Option<crate::Price>, tolerance: Decimal) -> bool {
     match (ours, broker) {
         (Some(o), Some(b)) if !o.is_zero() => {
             let diff = (o.value() - b.value()).abs();
-            diff > (o.value().abs() * tolerance)
+            diff > (o.value() * tolerance)
         }
         _ => false,
     }
@@ -357,7 +357,7 @@ mod tests {
     fn pos(id: &str, symbol: &str, quantity: &str, status: PositionStatus) -> Position {
         let mut p = aggregate(id, quantity, status).position;
         p.symbol = symbol.into();
-        p.avg_entry_price = Some(qty("100"));
+        p.avg_entry_price = Some(crate::testing::price("100"));
         p
     }
 
@@ -365,7 +365,7 @@ mod tests {
         Holding {
             symbol: symbol.into(),
             qty: qty(q),
-            avg_entry_price: Some(qty(price)),
+            avg_entry_price: Some(crate::testing::price(price)),
         }
     }
 
@@ -407,8 +407,8 @@ mod tests {
             position_id: pid("diff"),
             ours: qty("7"),
             broker: qty("9"),
-            our_price: Some(qty("100")),
-            broker_price: Some(qty("100")),
+            our_price: Some(crate::testing::price("100")),
+            broker_price: Some(crate::testing::price("100")),
             take_broker_qty: true,
         }));
         assert!(f.iter().any(|x| matches!(x, SyncFinding::Conflict { position_id, take_broker_qty: false, .. } if *position_id == pid("price"))), "2 % off: a conflict, quantity kept");
@@ -467,7 +467,7 @@ mod tests {
         // A sign turned by the broker settles the latest close's PnL first: read with
         // the new sign it would turn too.
         let mut sold = next.clone();
-        sold.position.avg_entry_price = Some(qty("100"));
+        sold.position.avg_entry_price = Some(crate::testing::price("100"));
         let crate::CloseDecision::Create(opened) =
             crate::decide_close(Some(&sold), &crate::testing::close("diff", "k-1", now))
         else {
@@ -478,7 +478,7 @@ mod tests {
             crate::ClientOrderId::new(sold.latest_close_request.as_ref().unwrap().id, 1),
             qty("2"),
         );
-        (order.filled_qty, order.filled_avg_price) = (qty("2"), Some(qty("110")));
+        (order.filled_qty, order.filled_avg_price) = (qty("2"), Some(crate::testing::price("110")));
         sold.orders = vec![order];
         let f = decide_sync(
             std::slice::from_ref(&sold.position),

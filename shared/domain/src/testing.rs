@@ -19,6 +19,12 @@ pub fn qty(text: &str) -> Quantity {
     Quantity::parse(text).expect("decimal literal")
 }
 
+pub fn price(text: &str) -> crate::Price {
+    crate::Price::parse(text)
+        .expect("decimal literal")
+        .expect("a price is not negative")
+}
+
 pub fn pid(id: &str) -> PositionId {
     PositionId::parse(id).expect("position id")
 }
@@ -61,7 +67,7 @@ pub fn register(id: &str, quantity: &str, now: Timestamp) -> RegisterPosition {
         symbol: "AAPL".into(),
         asset_type: AssetType::Equity,
         quantity: qty(quantity),
-        avg_entry_price: Some(qty("100")),
+        avg_entry_price: Some(price("100")),
         strategy_id: None,
         multiplier: None,
         access: Access::All,
@@ -112,7 +118,7 @@ pub fn update(
         broker_order_id: Some(format!("brk-{cr}-{attempt}")),
         status,
         filled_qty: qty(filled),
-        filled_avg_price: Some(qty("101.25")),
+        filled_avg_price: Some(price("101.25")),
         seq: Some(seq),
         execution_id: None,
         updated_at: at,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::TimeZone;
 use closeflow_alpaca::{AlpacaBroker, AlpacaConfig};
 use closeflow_domain::{
-    AccountId, AssetType, ClientOrderId, CloseRequestId, OrderIntent, OrderStatus, PositionId, Quantity, Side,
+    AccountId, AssetType, ClientOrderId, CloseRequestId, OrderIntent, OrderStatus, PositionId, Price, Quantity, Side,
 };
 use closeflow_paper_broker::{router, PaperBroker, PaperConfig, RateLimit};
 use closeflow_pipeline::sim_broker::engine::ManualScheduler;
@@ -163,11 +163,7 @@ async fn a_close_is_accepted_then_filled_at_the_configured_price_and_read_back()
     assert_eq!(o.broker_order_id, placed.broker_order_id);
     assert_eq!(
         (o.status, o.filled_qty, o.filled_avg_price),
-        (
-            OrderStatus::Filled,
-            Quantity::from(10),
-            Some(Quantity::parse("187.5").unwrap())
-        )
+        (OrderStatus::Filled, Quantity::from(10), Price::parse("187.5").unwrap())
     );
 
     let (s, raw) = p.get(&format!("/v2/orders/{}", placed.broker_order_id)).await;
@@ -341,7 +337,7 @@ async fn seeded_holdings_are_listed_in_alpacas_shape_and_move_with_fills() {
         held.iter()
             .map(|h| (h.symbol.as_str(), h.qty, h.avg_entry_price))
             .collect::<Vec<_>>(),
-        [("IBM", Quantity::from(3), Some(Quantity::from(120)))]
+        [("IBM", Quantity::from(3), Price::new(Quantity::from(120)))]
     );
 }
 
@@ -386,8 +382,8 @@ async fn holdings_change_behind_closeflows_back_through_the_paper_endpoint() {
             .map(|h| (h.symbol.as_str(), h.qty, h.avg_entry_price))
             .collect::<Vec<_>>(),
         [
-            ("IBM", Quantity::from(3), Some(Quantity::from(120))),
-            ("TSLA", Quantity::from(-2), Some(Quantity::parse("250.5").unwrap()))
+            ("IBM", Quantity::from(3), Price::new(Quantity::from(120))),
+            ("TSLA", Quantity::from(-2), Price::parse("250.5").unwrap())
         ]
     );
 
@@ -972,7 +968,7 @@ async fn limit_orders_and_rest_behave_alike_in_the_paper_and_the_simulated_broke
         outcome.push((o.status, o.filled_qty, o.filled_avg_price));
         seen.push(outcome);
     }
-    let hundred = Some(Quantity::from(100));
+    let hundred = Price::new(Quantity::from(100));
     assert_eq!(
         seen[0],
         vec![

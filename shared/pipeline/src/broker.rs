@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use closeflow_domain::{
-    AccountId, ClientOrderId, MlegIntent, MlegLegReport, MlegReport, OrderIntent, OrderStatus, OrderUpdate, Quantity,
-    Timestamp,
+    AccountId, ClientOrderId, MlegIntent, MlegLegReport, MlegReport, OrderIntent, OrderStatus, OrderUpdate, Price,
+    Quantity, Timestamp,
 };
 use rust_decimal::Decimal;
 
@@ -16,7 +16,7 @@ pub struct BrokerOrder {
     pub client_order_id: ClientOrderId,
     pub status: OrderStatus,
     pub filled_qty: Quantity,
-    pub filled_avg_price: Option<Quantity>,
+    pub filled_avg_price: Option<Price>,
     pub updated_at: Timestamp,
 }
 
@@ -66,7 +66,7 @@ pub struct BrokerPosition {
     /// Signed like closeflow's positions.
     pub qty: Quantity,
     /// The broker's average entry price, when it reports one (sync compares it).
-    pub avg_entry_price: Option<Quantity>,
+    pub avg_entry_price: Option<Price>,
 }
 
 /// An order still working at the broker (any client's), as `open_orders` lists it.

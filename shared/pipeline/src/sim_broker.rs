@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use closeflow_domain::{
-    format_timestamp, AccountId, ClientOrderId, MlegIntent, MlegLegReport, OrderIntent, OrderStatus, Quantity,
+    format_timestamp, AccountId, ClientOrderId, MlegIntent, MlegLegReport, OrderIntent, OrderStatus, Price, Quantity,
 };
 use tokio::task::JoinHandle;
 
@@ -341,7 +341,7 @@ impl SimulatedBroker {
                 broker_order_id: Some(o.id.clone()),
                 status: Some(o.status.to_closeflow(o.filled_qty)),
                 filled_qty: o.filled_qty,
-                filled_avg_price: o.filled_avg_price,
+                filled_avg_price: o.filled_avg_price.and_then(Price::new),
             })
             .collect();
         Some(BrokerMlegOrder {
@@ -461,7 +461,7 @@ impl Broker for SimulatedBroker {
             client_order_id: intent.client_order_id.to_string(),
             attempt: intent.client_order_id.attempt,
             qty: intent.qty,
-            limit_price: intent.options.limit_price.filter(|_| limit).map(|p| p.value()),
+            limit_price: intent.options.limit_price.filter(|_| limit).map(|p| p.as_quantity()),
             time_in_force: intent.options.time_in_force.as_str().into(),
             legs: intent
                 .legs
@@ -525,7 +525,7 @@ impl Broker for SimulatedBroker {
             .map(|(symbol, h)| BrokerPosition {
                 symbol,
                 qty: h.qty,
-                avg_entry_price: Some(h.avg_entry_price),
+                avg_entry_price: Price::new(h.avg_entry_price),
             })
             .collect())
     }
@@ -736,7 +736,7 @@ mod tests {
         BrokerPosition {
             symbol: symbol.into(),
             qty: Quantity::parse(qty).unwrap(),
-            avg_entry_price: Some(Quantity::parse(price).unwrap()),
+            avg_entry_price: Price::parse(price).unwrap(),
         }
     }
 
@@ -814,7 +814,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             (better.status, better.filled_avg_price),
-            (OrderStatus::Filled, Some(Quantity::parse("187.5").unwrap())),
+            (OrderStatus::Filled, Price::parse("187.5").unwrap()),
             "at the limit or better"
         );
         let above = b.submit_order(&limit("AAPL", 2, "190")).await.unwrap();
@@ -992,7 +992,7 @@ mod tests {
             vec![BrokerPosition {
                 symbol: "AMZN".into(),
                 qty: Quantity::from(-10),
-                avg_entry_price: Some(Quantity::from(DEFAULT_PRICE)),
+                avg_entry_price: Price::new(Quantity::from(DEFAULT_PRICE)),
             }]
         );
     }

@@ -3,7 +3,7 @@
 //! Header: `X-Closeflow-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`.
 
 use closeflow_domain::json::from_slice_strict;
-use closeflow_domain::{ClientOrderId, OrderStatus, OrderUpdate, Quantity, Timestamp};
+use closeflow_domain::{ClientOrderId, OrderStatus, OrderUpdate, Price, Quantity, Timestamp};
 use closeflow_store::{CloseStore, StoreError};
 use hmac::digest::CtOutput;
 use hmac::{Hmac, Mac};
@@ -129,11 +129,12 @@ pub fn parse_body(raw: &[u8], received_at: Timestamp) -> Result<Option<OrderUpda
     if b.filled_qty.is_negative() {
         return Err(WebhookError::InvalidBody("filled_qty must not be negative".into()));
     }
-    if b.filled_avg_price.is_some_and(|p| p.is_negative()) {
-        return Err(WebhookError::InvalidBody(
-            "filled_avg_price must not be negative".into(),
-        ));
-    }
+    let filled_avg_price = match b.filled_avg_price {
+        None => None,
+        Some(p) => Some(
+            Price::new(p).ok_or_else(|| WebhookError::InvalidBody("filled_avg_price must not be negative".into()))?,
+        ),
+    };
     let updated_at = match &b.updated_at {
         None => received_at,
         Some(text) => closeflow_domain::parse_timestamp(text)
@@ -147,7 +148,7 @@ pub fn parse_body(raw: &[u8], received_at: Timestamp) -> Result<Option<OrderUpda
         broker_order_id: b.broker_order_id,
         status,
         filled_qty: b.filled_qty,
-        filled_avg_price: b.filled_avg_price,
+        filled_avg_price,
         seq: b.seq,
         execution_id: b.execution_id,
         updated_at,

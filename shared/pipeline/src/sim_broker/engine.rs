@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use closeflow_domain::{ClientOrderId, OrderStatus, Quantity, Side, Timestamp};
+use closeflow_domain::{ClientOrderId, OrderStatus, Price, Quantity, Side, Timestamp};
 
 use super::holdings::{Holding, Holdings};
 use super::{SimBehaviour, SimScenarios};
@@ -121,7 +121,7 @@ impl SimOrder {
             client_order_id: ClientOrderId::parse(&self.client_order_id).ok()?,
             status: self.status.to_closeflow(self.filled_qty),
             filled_qty: self.filled_qty,
-            filled_avg_price: self.filled_avg_price,
+            filled_avg_price: self.filled_avg_price.and_then(Price::new),
             updated_at: self.updated_at,
         })
     }
@@ -150,7 +150,7 @@ impl NewOrder {
         NewOrder {
             order_type: o.order_type.as_str().into(),
             time_in_force: o.time_in_force.as_str().into(),
-            limit_price: o.limit_price.map(|p| p.value()),
+            limit_price: o.limit_price.map(|p| p.as_quantity()),
             ..NewOrder::market(
                 intent.account_id.as_str(),
                 &intent.client_order_id.to_string(),
@@ -728,7 +728,7 @@ impl Engine {
             order.broker_order_id = current.id.clone();
             order.status = current.status.to_closeflow(filled);
             order.filled_qty = filled;
-            order.filled_avg_price = current.filled_avg_price.or(order.filled_avg_price);
+            order.filled_avg_price = current.filled_avg_price.and_then(Price::new).or(order.filled_avg_price);
             order.updated_at = current.updated_at;
         }
         Some(order)

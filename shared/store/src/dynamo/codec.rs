@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use closeflow_domain::{
     format_timestamp, parse_timestamp, AccountId, AssetType, ClientOrderId, CloseRequest, CloseRequestId,
     CloseRequestStatus, Fingerprint, IdempotencyKey, IdempotencyRecord, Order, OrderOptions, OrderStatus, OrderType,
-    PastClose, Position, PositionAggregate, PositionId, PositionStatus, Quantity, RoutingKey, StrategyCloseId,
+    PastClose, Position, PositionAggregate, PositionId, PositionStatus, Price, Quantity, RoutingKey, StrategyCloseId,
     StrategyCloseMode, StrategyCloseTag, TimeInForce, Timestamp,
 };
 
@@ -180,6 +180,12 @@ fn opt_qty(item: &Item, name: &str) -> Result<Option<Quantity>, StoreError> {
     }
 }
 
+fn opt_price(item: &Item, name: &str) -> Result<Option<Price>, StoreError> {
+    opt_qty(item, name)?
+        .map(|q| Price::new(q).ok_or_else(|| corrupt(&format!("negative price `{name}`"), item)))
+        .transpose()
+}
+
 fn uint<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreError> {
     get_n(item, name)?
         .parse()
@@ -207,7 +213,7 @@ pub fn position_from_item(item: &Item) -> Result<Position, StoreError> {
         symbol: get_s(item, "symbol")?.to_string(),
         asset_type: AssetType::parse(get_s(item, "asset_type")?).ok_or_else(|| corrupt("bad asset_type", item))?,
         quantity: qty(item, "quantity")?,
-        avg_entry_price: opt_qty(item, "avg_entry_price")?,
+        avg_entry_price: opt_price(item, "avg_entry_price")?,
         strategy_id: opt_s(item, "strategy_id").map(str::to_string),
         status: PositionStatus::parse(get_s(item, "status")?).map_err(|e| corrupt(&e.to_string(), item))?,
         active_close_request_id: opt_s(item, "active_close_request_id")
@@ -223,7 +229,7 @@ pub fn position_from_item(item: &Item) -> Result<Position, StoreError> {
             Some(status) => Some(SyncMark {
                 status: SyncStatus::parse(status).ok_or_else(|| corrupt("bad sync_status", item))?,
                 broker_qty: opt_qty(item, "sync_broker_qty")?,
-                broker_price: opt_qty(item, "sync_broker_price")?,
+                broker_price: opt_price(item, "sync_broker_price")?,
                 our_qty: opt_qty(item, "sync_our_qty")?,
                 at: time(item, "synced_at")?,
             }),
@@ -506,7 +512,7 @@ fn orders_from_item(item: &Item) -> Result<Vec<Order>, StoreError> {
                 qty: qty(o, "qty")?,
                 status: OrderStatus::parse(get_s(o, "status")?).ok_or_else(|| corrupt("bad order status", item))?,
                 filled_qty: qty(o, "filled_qty")?,
-                filled_avg_price: opt_qty(o, "filled_avg_price")?,
+                filled_avg_price: opt_price(o, "filled_avg_price")?,
                 last_seq: match o.get("last_seq") {
                     Some(_) => Some(uint(o, "last_seq")?),
                     None => None,
@@ -591,7 +597,7 @@ mod tests {
             symbol: "AAPL240119C00150000".into(),
             asset_type: AssetType::Option,
             quantity: Quantity::parse("-2.5").unwrap(),
-            avg_entry_price: Some(Quantity::parse("1.23").unwrap()),
+            avg_entry_price: Price::parse("1.23").unwrap(),
             strategy_id: Some("iron-condor-7".into()),
             status: PositionStatus::Open,
             active_close_request_id: None,
