@@ -71,11 +71,13 @@ pub use register::{decide_register, RegisterDecision, RegisterPosition, Register
 pub use status::{CloseRequestStatus, PositionStatus, UnknownStatus};
 pub use strategy::{strategy_status, StrategyStatus};
 pub use strategy_close::{
-    decide_strategy_close, leaves_short_leg_naked, strategy_close_view, StrategyCloseCommand, StrategyCloseDecision,
-    StrategyCloseId, StrategyCloseLeg, StrategyCloseMode, StrategyCloseRejection, StrategyCloseStatus,
-    StrategyCloseTag, StrategyCloseView,
+    decide_strategy_close, leaves_short_leg_naked, strategy_close_status, strategy_close_view, StrategyCloseCommand,
+    StrategyCloseDecision, StrategyCloseId, StrategyCloseLeg, StrategyCloseMode, StrategyCloseRejection,
+    StrategyCloseStatus, StrategyCloseTag, StrategyCloseView,
 };
-pub use transition::{reachable, step, CloseEvent, IllegalTransition, Pair};
+pub use transition::{
+    reachable, step, strategy_close_step_legal, CloseEvent, IllegalTransition, Pair, STRATEGY_CLOSE_MOVES,
+};
 
 /// Timestamps are kept at millisecond precision everywhere so that every store
 /// round-trips them exactly.

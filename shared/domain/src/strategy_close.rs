@@ -393,7 +393,9 @@ impl StrategyCloseView {
     }
 }
 
-/// The status of a strategy close whose legs' close requests are in these statuses.
+/// The status of a strategy close whose legs' close requests are in these statuses. It is
+/// derived, never stored; as the legs move, it moves only along
+/// [`crate::transition::STRATEGY_CLOSE_MOVES`].
 pub fn strategy_close_status(legs: &[CloseRequestStatus]) -> StrategyCloseStatus {
     if legs.iter().any(|s| !s.is_terminal()) {
         StrategyCloseStatus::Pending

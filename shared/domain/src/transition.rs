@@ -3,8 +3,13 @@
 //! request status): every row says what a real-world event does to both, anything else is
 //! a typed [`IllegalTransition`]. The invariant checker's "legal pair" is derived from the
 //! same table ([`reachable`]), so the two can never disagree.
+//!
+//! A strategy close's status is derived from its legs' close requests, each moving by that
+//! table; the moves its status can make are the second table here
+//! ([`STRATEGY_CLOSE_MOVES`]), and the tests prove the two tables agree.
 
 use crate::status::{CloseRequestStatus, PositionStatus};
+use crate::strategy_close::StrategyCloseStatus;
 
 /// What happens to a close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -173,6 +178,36 @@ pub fn reachable(pair: Pair) -> bool {
     pair == (P::Open, None) || MOVES.iter().any(|(_, _, to)| (to.0, Some(to.1)) == pair)
 }
 
+use StrategyCloseStatus as S;
+
+/// Every move of a strategy close's status: (from, to). The status is derived from the legs'
+/// close requests ([`crate::strategy_close::strategy_close_status`]) and each leg moves by
+/// [`MOVES`], one leg at a time; these are exactly the changes of the derived status such a
+/// move can make. A completed close request never moves, so `success` has no row out.
+pub const STRATEGY_CLOSE_MOVES: &[(StrategyCloseStatus, StrategyCloseStatus)] = &[
+    // Every leg filled: the last working leg's order filled (a multi-leg order fills all
+    // legs at once).
+    (S::Pending, S::Success),
+    // The last working leg ended and some leg filled but not all: the call leg filled, the
+    // put leg's order was rejected. A hedge may be missing.
+    (S::Pending, S::Partial),
+    // Every leg failed: the broker refused the multi-leg order, the trader canceled before
+    // anything filled, or the orders never reached the broker.
+    (S::Pending, S::Error),
+    // A human retries a failed leg: the manual retry reopens that leg's close request. Only
+    // a leg the broker refused or lost (`close_failed`) can be retried; a leg canceled
+    // unfilled is `open` again, and closing it is a new close, not this strategy close.
+    (S::Partial, S::Pending),
+    (S::Error, S::Pending),
+];
+
+/// Whether one leg's move may take a strategy close from `from` to `to`. Staying put is no
+/// move and always legal: most leg moves (an order submitted, the reconciler retrying a
+/// leg while another still works) leave the derived status as it was.
+pub fn strategy_close_step_legal(from: StrategyCloseStatus, to: StrategyCloseStatus) -> bool {
+    from == to || STRATEGY_CLOSE_MOVES.contains(&(from, to))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +307,255 @@ mod tests {
             assert!(step((P::Closed, Some(C::Completed)), e).is_err());
         }
         assert!(step((P::Open, Some(C::Failed)), E::FullyFilled).is_err());
+    }
+
+    mod strategy_close {
+        use std::collections::{HashSet, VecDeque};
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::strategy_close::strategy_close_status;
+
+        /// A leg as its strategy close sees it: the position with its latest close request,
+        /// and the status of the close request the strategy close made. A new close of the
+        /// position leaves that one in the history as it ended.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        struct Leg {
+            latest: (P, C),
+            tagged: C,
+            superseded: bool,
+        }
+
+        impl Leg {
+            /// What a strategy close writes for every leg.
+            const START: Leg = Leg {
+                latest: (P::Closing, C::Pending),
+                tagged: C::Pending,
+                superseded: false,
+            };
+
+            /// The leg after `event`, or `None` when the leg table has no such move.
+            fn apply(self, event: CloseEvent) -> Option<Leg> {
+                let latest = step((self.latest.0, Some(self.latest.1)), event).ok()?;
+                let superseded = self.superseded || event == E::CloseAccepted;
+                let tagged = if superseded { self.tagged } else { latest.1 };
+                Some(Leg {
+                    latest,
+                    tagged,
+                    superseded,
+                })
+            }
+
+            fn key(&self) -> (u8, u8, u8, bool) {
+                (
+                    self.latest.0 as u8,
+                    self.latest.1 as u8,
+                    self.tagged as u8,
+                    self.superseded,
+                )
+            }
+        }
+
+        fn status(legs: &[Leg]) -> S {
+            let statuses: Vec<C> = legs.iter().map(|l| l.tagged).collect();
+            strategy_close_status(&statuses)
+        }
+
+        /// Events, each on the leg at its index.
+        type LegMoves = Vec<(usize, CloseEvent)>;
+
+        /// Where `legs` legs driven through `moves` end, and every change of the derived
+        /// status on the way; each move must be legal.
+        fn drive(legs: usize, moves: &[(usize, CloseEvent)]) -> (S, Vec<(S, S)>) {
+            let mut legs = vec![Leg::START; legs];
+            let mut seen = vec![];
+            for (i, e) in moves {
+                let before = status(&legs);
+                legs[*i] = legs[*i]
+                    .apply(*e)
+                    .unwrap_or_else(|| panic!("leg {i}: {e:?} from {:?}", legs[*i]));
+                let after = status(&legs);
+                if after != before {
+                    seen.push((before, after));
+                }
+            }
+            (status(&legs), seen)
+        }
+
+        #[test]
+        fn every_strategy_close_move_happens_in_a_real_close() {
+            use CloseEvent::*;
+            let (call, put) = (0, 1);
+            let cases: [(&str, LegMoves, S); 6] = [
+                (
+                    "every leg filled",
+                    vec![
+                        (call, OrderSubmitted),
+                        (put, OrderSubmitted),
+                        (call, FullyFilled),
+                        (put, FullyFilled),
+                    ],
+                    S::Success,
+                ),
+                (
+                    "the call leg filled, the put leg's order was rejected",
+                    vec![(call, OrderSubmitted), (call, FullyFilled), (put, BrokerRejected)],
+                    S::Partial,
+                ),
+                (
+                    "the broker refused the multi-leg order",
+                    vec![(call, BrokerRejected), (put, BrokerRejected)],
+                    S::Error,
+                ),
+                (
+                    "the trader canceled before anything filled",
+                    vec![
+                        (call, OrderSubmitted),
+                        (put, OrderSubmitted),
+                        (call, EndedUnfilled),
+                        (put, EndedUnfilled),
+                    ],
+                    S::Error,
+                ),
+                (
+                    "the rejected put leg is retried by hand and fills",
+                    vec![
+                        (call, FullyFilled),
+                        (put, BrokerRejected),
+                        (put, ManualRetry),
+                        (put, OrderSubmitted),
+                        (put, FullyFilled),
+                    ],
+                    S::Success,
+                ),
+                (
+                    "a refused multi-leg order is retried leg by leg by hand",
+                    vec![
+                        (call, BrokerRejected),
+                        (put, BrokerRejected),
+                        (call, ManualRetry),
+                        (put, ManualRetry),
+                    ],
+                    S::Pending,
+                ),
+            ];
+            let mut exercised = HashSet::new();
+            for (case, moves, want) in cases {
+                let (end, seen) = drive(2, &moves);
+                assert_eq!(end, want, "{case}");
+                for m in seen {
+                    assert!(STRATEGY_CLOSE_MOVES.contains(&m), "{case}: {m:?}");
+                    exercised.insert(m);
+                }
+            }
+            for row in STRATEGY_CLOSE_MOVES {
+                assert!(exercised.contains(row), "no real close makes {row:?}");
+            }
+        }
+
+        #[test]
+        fn the_strategy_close_table_is_exactly_what_the_leg_table_allows() {
+            // Every state 1 to 4 legs can reach from what a strategy close writes, every
+            // event on every leg: the changes of the derived status are the table's rows,
+            // no more (an illegal move) and no fewer (a dead row).
+            let mut moves = HashSet::new();
+            for n in 1..=4 {
+                let start = vec![Leg::START; n];
+                let mut seen = HashSet::from([start.clone()]);
+                let mut queue = VecDeque::from([start]);
+                while let Some(legs) = queue.pop_front() {
+                    for i in 0..n {
+                        for e in CloseEvent::ALL {
+                            let Some(leg) = legs[i].apply(e) else { continue };
+                            let mut next = legs.clone();
+                            next[i] = leg;
+                            let (from, to) = (status(&legs), status(&next));
+                            if from != to {
+                                moves.insert((from, to));
+                            }
+                            // Legs are interchangeable: one state per multiset.
+                            next.sort_by_key(Leg::key);
+                            if seen.insert(next.clone()) {
+                                queue.push_back(next);
+                            }
+                        }
+                    }
+                }
+            }
+            let table: HashSet<_> = STRATEGY_CLOSE_MOVES.iter().copied().collect();
+            assert_eq!(table.len(), STRATEGY_CLOSE_MOVES.len(), "a row twice");
+            assert_eq!(moves, table);
+        }
+
+        #[test]
+        fn success_is_final() {
+            assert!(STRATEGY_CLOSE_MOVES.iter().all(|(from, _)| *from != S::Success));
+            for to in [S::Pending, S::Partial, S::Error] {
+                assert!(!strategy_close_step_legal(S::Success, to), "{to:?}");
+            }
+            // Whole legs closed, or a partial close of the strategy filled (the rest of each
+            // leg stays open, and a new close of it is not this strategy close).
+            for filled in [(P::Closed, C::Completed), (P::Open, C::Completed)] {
+                let legs = [
+                    Leg {
+                        latest: filled,
+                        tagged: C::Completed,
+                        superseded: false,
+                    },
+                    Leg {
+                        latest: (P::Closed, C::Completed),
+                        tagged: C::Completed,
+                        superseded: false,
+                    },
+                ];
+                assert_eq!(status(&legs), S::Success);
+                for i in 0..legs.len() {
+                    for e in CloseEvent::ALL {
+                        let mut next = legs;
+                        if let Some(leg) = legs[i].apply(e) {
+                            next[i] = leg;
+                            assert_eq!(status(&next), S::Success, "leg {i}: {e:?}");
+                        }
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn a_strategy_close_canceled_unfilled_stays_an_error() {
+            // Canceled legs are `open` again, not `close_failed`: no manual retry reopens
+            // them, and a new close of a leg leaves this strategy close as it ended.
+            let (end, _) = drive(2, &[(0, E::EndedUnfilled), (1, E::EndedUnfilled)]);
+            assert_eq!(end, S::Error);
+            let canceled = Leg::START.apply(E::EndedUnfilled).unwrap();
+            assert_eq!(canceled.apply(E::ManualRetry), None);
+            let closed_again = canceled.apply(E::CloseAccepted).unwrap();
+            assert_eq!(status(&[canceled, closed_again]), S::Error);
+        }
+
+        proptest! {
+            #[test]
+            fn random_leg_moves_change_a_strategy_close_only_along_its_table(
+                n in 2usize..=4,
+                moves in proptest::collection::vec(
+                    (any::<proptest::sample::Index>(), proptest::sample::select(CloseEvent::ALL.to_vec())),
+                    0..60,
+                ),
+            ) {
+                let mut legs = vec![Leg::START; n];
+                for (pick, e) in moves {
+                    let i = pick.index(n);
+                    let Some(leg) = legs[i].apply(e) else { continue };
+                    let before = status(&legs);
+                    legs[i] = leg;
+                    let after = status(&legs);
+                    prop_assert!(
+                        strategy_close_step_legal(before, after),
+                        "{:?} -> {:?} by {:?} on leg {}: {:?}", before, after, e, i, legs
+                    );
+                }
+            }
+        }
     }
 }
