@@ -618,6 +618,7 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
     let mut node = open(backend, &db, &memory, clock.clone());
     let mut stats = ChaosStats::default();
     let mut bulk_ids = std::collections::BTreeSet::new();
+    let mut strategy_statuses = std::collections::BTreeMap::new();
     let cfg = ReconcileConfig::default();
     let quantities: Vec<String> = (0..POSITIONS).map(|_| (2 + rng.below(5)).to_string()).collect();
     for (i, q) in quantities.iter().enumerate() {
@@ -928,6 +929,9 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
         if calm && step % 50 == 0 {
             broker.settle_all(&mut rng);
         }
+        if step % 10 == 0 {
+            watch_strategy_closes(&node, &mut strategy_statuses).await?;
+        }
     }
     // Drain: every notification delivered, the reconciler given time to finish retries.
     broker.settle_all(&mut rng);
@@ -968,6 +972,7 @@ pub async fn run_seed(seed: u64, backend: Backend) -> Result<ChaosStats, String>
             break;
         }
     }
+    watch_strategy_closes(&node, &mut strategy_statuses).await?;
     let mut result = check(&node, &broker, &quantities, &clock).await;
     for id in &bulk_ids {
         let bulk = node.store.bulk_close(id).await.map_err(|e| e.to_string())?;
@@ -1010,6 +1015,43 @@ async fn handle(
         .await
         .is_ok(),
     })
+}
+
+/// Every strategy close's status as its legs show it now, checked against the last one seen:
+/// it may only have moved as the strategy close's table allows (a success never changes).
+async fn watch_strategy_closes(
+    node: &Node,
+    seen: &mut std::collections::BTreeMap<closeflow_domain::StrategyCloseId, closeflow_domain::StrategyCloseStatus>,
+) -> Result<(), String> {
+    let mut legs = Vec::with_capacity(POSITIONS);
+    for i in 0..POSITIONS {
+        let key = AggregateKey::Position(pid(&format!("x-{i}")));
+        legs.extend(node.store.aggregate(&key).await.map_err(|e| e.to_string())?);
+    }
+    let ids: HashSet<closeflow_domain::StrategyCloseId> = legs
+        .iter()
+        .flat_map(|a| {
+            a.latest_close_request
+                .iter()
+                .chain(a.history.iter().map(|p| &p.close_request))
+        })
+        .filter_map(|c| c.strategy_close.map(|t| t.id))
+        .collect();
+    for id in ids {
+        let Some(view) = closeflow_domain::strategy_close_view(&id, &legs) else {
+            continue;
+        };
+        if let Some(before) = seen.insert(id, view.status) {
+            if !closeflow_domain::strategy_close_may_become(before, view.status) {
+                return Err(format!(
+                    "strategy close {id} went from {} to {}",
+                    before.as_str(),
+                    view.status.as_str()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The promises, checked against the broker's truth and the store's record.

@@ -76,7 +76,8 @@ pub use strategy_close::{
     StrategyCloseStatus, StrategyCloseTag, StrategyCloseView,
 };
 pub use transition::{
-    reachable, step, strategy_close_step_legal, CloseEvent, IllegalTransition, Pair, STRATEGY_CLOSE_MOVES,
+    reachable, step, strategy_close_may_become, strategy_close_step_legal, CloseEvent, IllegalTransition, Pair,
+    STRATEGY_CLOSE_MOVES,
 };
 
 /// Timestamps are kept at millisecond precision everywhere so that every store

@@ -208,6 +208,22 @@ pub fn strategy_close_step_legal(from: StrategyCloseStatus, to: StrategyCloseSta
     from == to || STRATEGY_CLOSE_MOVES.contains(&(from, to))
 }
 
+/// Whether a strategy close seen at `from` may later be seen at `to`: by any number of
+/// moves of [`STRATEGY_CLOSE_MOVES`] (an observer between leg moves can miss some).
+pub fn strategy_close_may_become(from: StrategyCloseStatus, to: StrategyCloseStatus) -> bool {
+    let mut seen = vec![from];
+    let mut i = 0;
+    while let Some(at) = seen.get(i).copied() {
+        for (f, t) in STRATEGY_CLOSE_MOVES {
+            if *f == at && !seen.contains(t) {
+                seen.push(*t);
+            }
+        }
+        i += 1;
+    }
+    seen.contains(&to)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,6 +323,17 @@ mod tests {
             assert!(step((P::Closed, Some(C::Completed)), e).is_err());
         }
         assert!(step((P::Open, Some(C::Failed)), E::FullyFilled).is_err());
+    }
+
+    #[test]
+    fn a_strategy_close_may_become_anything_through_pending_but_success_is_final() {
+        use crate::strategy_close::StrategyCloseStatus as S;
+        let all = [S::Pending, S::Success, S::Partial, S::Error];
+        for to in all {
+            assert_eq!(strategy_close_may_become(S::Success, to), to == S::Success, "{to:?}");
+            assert!(strategy_close_may_become(S::Pending, to));
+            assert!(strategy_close_may_become(S::Partial, to));
+        }
     }
 
     mod strategy_close {
