@@ -87,3 +87,64 @@ async fn with_the_stream_down_the_order_watch_closes_a_fill_within_seconds() {
         "dated by the broker's fill, not the check"
     );
 }
+
+/// A strategy close in `mleg` mode whose multi-leg order fills later: the order's events
+/// on the stream (its legs nested, as Alpaca sends them) close every leg, each at its own
+/// leg's fill price. The order watch is parked, so nothing else can have closed them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_leg_orders_fills_on_the_stream_close_every_leg_at_its_own_price() {
+    use closeflow_pipeline::SimScenarios;
+    let (call, put) = ("SPY260116C00600000", "SPY260116P00540000");
+    let scenarios = SimScenarios::parse(&format!("{call}=fill_after:300ms,{put}=fill_after:300ms"))
+        .unwrap()
+        .with_prices(&format!("{call}=2.15,{put}=0.8"))
+        .unwrap();
+    let rig = PaperRig::start_with(
+        closeflow_paper_broker::PaperConfig::new(scenarios),
+        closeflow_alpaca::Limits::default(),
+        Watch::Parked,
+    )
+    .await;
+    let now = closeflow_pipeline::Clock::now(&closeflow_pipeline::SystemClock);
+    for (id, symbol, qty) in [("ms-call", call, "-1"), ("ms-put", put, "2")] {
+        let mut cmd = closeflow_domain::testing::register(id, qty, now);
+        cmd.symbol = symbol.into();
+        cmd.asset_type = closeflow_domain::AssetType::Option;
+        cmd.strategy_id = Some("ms-strangle".into());
+        rig.store.register_position(&cmd).await.unwrap().unwrap();
+    }
+    rig.with_consumer(async {
+        let mut cmd = closeflow_tests::contract::strategy_close("ms-strangle", "k", 9);
+        cmd.broker_supports_mleg = true;
+        let out = rig.store.close_strategy(&cmd).await.unwrap();
+        assert!(
+            matches!(out, closeflow_store::StrategyCloseOutcome::Created(_)),
+            "{out:?}"
+        );
+        rig.driver.pump().await;
+        assert_eq!(
+            rig.status("ms-call").await,
+            PositionStatus::Closing,
+            "the broker fills later"
+        );
+        rig.wait_closed("ms-call").await;
+        rig.wait_closed("ms-put").await;
+    })
+    .await;
+    assert_eq!(rig.paper_broker.mleg_orders_placed(), 1);
+    for (id, price, filled) in [("ms-call", "2.15", "1"), ("ms-put", "0.8", "2")] {
+        let agg = rig
+            .store
+            .aggregate(&closeflow_store::AggregateKey::Position(pid(id)))
+            .await
+            .unwrap()
+            .unwrap();
+        let order = &agg.orders[0];
+        assert_eq!(
+            order.filled_avg_price.map(|p| p.to_string()).as_deref(),
+            Some(price),
+            "{id}: its own leg's price"
+        );
+        assert_eq!(order.filled_qty, closeflow_domain::testing::qty(filled), "{id}");
+    }
+}

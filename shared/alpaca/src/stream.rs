@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use closeflow_domain::{ClientOrderId, OrderUpdate, Price, Quantity};
+use closeflow_domain::{ClientOrderId, MlegReport, OrderUpdate, Price, Quantity};
 use closeflow_pipeline::TradeUpdateHandler;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -119,6 +119,9 @@ impl Replacements {
 pub enum Parsed {
     /// An event about one of closeflow's orders, as an order update.
     Update(OrderUpdate),
+    /// An event about one of closeflow's multi-leg orders: the order with each leg's own
+    /// fills and price.
+    Mleg(MlegReport),
     /// An event about an order closeflow did not make.
     Foreign,
     /// `authorization`, `listening` and other control messages.
@@ -143,6 +146,11 @@ pub fn parse_message_with(text: &str, replacements: &mut Replacements) -> Result
             stream: env.stream,
             status,
         });
+    }
+    // A multi-leg order's events are the order's own, its legs nested in it (each with its
+    // own fills and price); the legs send none of their own.
+    if env.data["order"]["legs"].as_array().is_some_and(|l| !l.is_empty()) {
+        return parse_mleg(env.data);
     }
     let ev: TradeEvent = serde_json::from_value(env.data).map_err(|e| format!("bad trade update: {e}"))?;
     let own = match ClientOrderId::parse(&ev.order.client_order_id) {
@@ -198,6 +206,33 @@ pub fn parse_message_with(text: &str, replacements: &mut Replacements) -> Result
         execution_id: ev.execution_id,
         updated_at: at,
     }))
+}
+
+#[derive(Debug, Deserialize)]
+struct MlegEvent {
+    event: String,
+    #[serde(default)]
+    timestamp: Option<String>,
+    order: crate::AlpacaOrder,
+}
+
+/// A multi-leg order's event: read like a lookup of the order (the same object), dated by
+/// the event.
+fn parse_mleg(data: serde_json::Value) -> Result<Parsed, String> {
+    let ev: MlegEvent = serde_json::from_value(data).map_err(|e| format!("bad trade update: {e}"))?;
+    if ClientOrderId::parse(&ev.order.client_order_id).is_err() {
+        return Ok(Parsed::Foreign);
+    }
+    let mut report = crate::to_mleg_order(&ev.order)
+        .map_err(|e| format!("bad multi-leg `{}` event: {e}", ev.event))?
+        .to_report();
+    report.updated_at = ev
+        .timestamp
+        .as_deref()
+        .or(ev.order.updated_at.as_deref())
+        .and_then(closeflow_domain::parse_timestamp)
+        .ok_or_else(|| format!("`{}` event without a readable timestamp", ev.event))?;
+    Ok(Parsed::Mleg(report))
 }
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -271,6 +306,11 @@ async fn consume(ws: &mut Socket, handler: &dyn TradeUpdateHandler) -> String {
             Ok(Parsed::Update(u)) => {
                 if let Err(e) = handler.apply(&u).await {
                     // The backfill after the reconnect asks the broker again.
+                    return format!("store unavailable: {e}");
+                }
+            }
+            Ok(Parsed::Mleg(r)) => {
+                if let Err(e) = handler.apply_mleg(&r).await {
                     return format!("store unavailable: {e}");
                 }
             }
@@ -463,5 +503,81 @@ mod tests {
         );
         assert!(parse_message("not json").is_err());
         assert!(parse_message(&event("fill", OURS, "teleported", "1")).is_err());
+    }
+
+    /// A multi-leg order's fill as Alpaca documents it: one event about the order, its legs
+    /// nested with their own fills and prices, and the executions listed beside it.
+    fn mleg_fill(client_order_id: &str) -> String {
+        let leg = |id: &str, symbol: &str, price: &str| {
+            json!({"id": id, "client_order_id": format!("alpaca-named-{id}"), "symbol": symbol,
+                "asset_class": "us_option", "qty": "1", "filled_qty": "1", "filled_avg_price": price,
+                "order_class": "mleg", "order_type": "", "type": "", "side": "buy", "status": "filled",
+                "position_intent": "", "legs": null, "ratio_qty": "1",
+                "updated_at": "2025-01-21T07:32:40.697474882Z"})
+        };
+        json!({"stream": "trade_updates", "data": {
+        "event": "fill", "timestamp": "2025-01-21T07:32:40.695569506Z",
+        "order": {"id": "31cd620f", "client_order_id": client_order_id, "symbol": "", "asset_class": "",
+            "qty": "1", "filled_qty": "1", "filled_avg_price": "1.62", "order_class": "mleg",
+            "order_type": "limit", "side": "buy", "limit_price": "2", "status": "filled",
+            "position_intent": "", "updated_at": "2025-01-21T07:32:40.699359002Z",
+            "legs": [leg("3cbe69ef", "AAPL250321P00200000", "1.6"), leg("ec694de5", "AAPL250321C00380000", "0.02")]},
+        "price": "1.62", "qty": "1",
+        "position_qtys": {"AAPL250321P00200000": "1", "AAPL250321C00380000": "1"},
+        "legs": [
+            {"execution_id": "69a70e98", "qty": "1", "price": "1.6", "order_id": "3cbe69ef",
+                "symbol": "AAPL250321P00200000", "timestamp": "2025-01-21T07:32:40.695564076Z"},
+            {"execution_id": "fb878d87", "qty": "1", "price": "0.02", "order_id": "ec694de5",
+                "symbol": "AAPL250321C00380000", "timestamp": "2025-01-21T07:32:40.695569506Z"}
+        ]}})
+        .to_string()
+    }
+
+    #[test]
+    fn a_multi_leg_event_reports_each_legs_fill_and_price() {
+        let Ok(Parsed::Mleg(r)) = parse_message(&mleg_fill(OURS)) else {
+            panic!("not a multi-leg report")
+        };
+        assert_eq!(r.client_order_id, ClientOrderId::parse(OURS).unwrap());
+        assert_eq!(r.broker_order_id.as_deref(), Some("31cd620f"));
+        assert_eq!((r.status, r.filled_qty), (OrderStatus::Filled, Quantity::from(1)));
+        assert_eq!(
+            r.updated_at,
+            closeflow_domain::parse_timestamp("2025-01-21T07:32:40.695569506Z").unwrap()
+        );
+        let legs: Vec<_> = r
+            .legs
+            .iter()
+            .map(|l| {
+                (
+                    l.symbol.as_str(),
+                    l.broker_order_id.as_deref(),
+                    l.status,
+                    l.filled_qty,
+                    l.filled_avg_price.map(|p| p.to_string()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            legs,
+            [
+                (
+                    "AAPL250321P00200000",
+                    Some("3cbe69ef"),
+                    Some(OrderStatus::Filled),
+                    Quantity::from(1),
+                    Some("1.6".to_string())
+                ),
+                (
+                    "AAPL250321C00380000",
+                    Some("ec694de5"),
+                    Some(OrderStatus::Filled),
+                    Quantity::from(1),
+                    Some("0.02".to_string())
+                ),
+            ]
+        );
+        // Someone else's multi-leg order is counted, not applied.
+        assert_eq!(parse_message(&mleg_fill("their-order")), Ok(Parsed::Foreign));
     }
 }

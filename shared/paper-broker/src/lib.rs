@@ -16,7 +16,7 @@ pub mod views;
 use std::sync::Arc;
 
 use axum::Router;
-use closeflow_pipeline::sim_broker::engine::{Engine, Scheduler, TokioScheduler};
+use closeflow_pipeline::sim_broker::engine::{Engine, Scheduler, TokioScheduler, TradeEvent};
 use closeflow_pipeline::{Clock, SimScenarios, SystemClock};
 use tokio::sync::broadcast;
 
@@ -153,12 +153,14 @@ impl PaperBroker {
             .then(|| closeflow_domain::Quantity::new(cfg.scenarios.starting_equity()));
         let engine = Engine::new(cfg.scenarios, cfg.clock.clone(), cfg.scheduler, None);
         let (updates, _) = broadcast::channel(STREAM_BACKLOG);
-        let tx = updates.clone();
+        // The engine calls its listeners under its lock, and a multi-leg order's message
+        // reads the order's other legs from the engine: events are turned into messages
+        // on a task of their own, in the order they happened.
+        let (events, mut pending) = tokio::sync::mpsc::unbounded_channel::<TradeEvent>();
         engine.subscribe(Arc::new(move |e| {
-            // No stream client listening is no error.
-            let _ = tx.send(views::trade_update(e).to_string().into());
+            let _ = events.send(e.clone());
         }));
-        Arc::new(PaperBroker {
+        let broker = Arc::new(PaperBroker {
             engine,
             key_id: cfg.key_id,
             secret_key: cfg.secret_key,
@@ -170,7 +172,29 @@ impl PaperBroker {
             updates,
             equity: std::sync::Mutex::new(equity),
             mlegs: closeflow_pipeline::sim_broker::mleg::MlegBook::new(""),
-        })
+        });
+        let weak = Arc::downgrade(&broker);
+        tokio::spawn(async move {
+            while let Some(e) = pending.recv().await {
+                let Some(broker) = weak.upgrade() else { return };
+                if let Some(message) = broker.stream_message(&e) {
+                    // No stream client listening is no error.
+                    let _ = broker.updates.send(message.to_string().into());
+                }
+            }
+        });
+        broker
+    }
+
+    /// The `trade_updates` message of an engine event. A leg of a multi-leg order sends
+    /// none of its own: the order's message carries every leg (as Alpaca's does), and
+    /// only for the events the order itself goes through.
+    fn stream_message(&self, e: &TradeEvent) -> Option<serde_json::Value> {
+        let Some(m) = self.mlegs.parent_of(&e.order.client_order_id) else {
+            return Some(views::trade_update(e));
+        };
+        let st = closeflow_pipeline::sim_broker::mleg::state(&self.engine, &m)?;
+        views::mleg_trade_update(e, &m, &st)
     }
 
     /// How many multi-leg orders it took (each leg also counts in the engine's orders).

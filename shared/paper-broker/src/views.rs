@@ -73,14 +73,7 @@ pub fn order(o: &SimOrder) -> Value {
 /// A multi-leg order as Alpaca answers it: `order_class` `mleg`, `qty` and `filled_qty` in
 /// strategy units, no symbol or side of its own, each leg an order with its own fills.
 pub fn mleg_order(m: &MlegOrder, st: &MlegState) -> Value {
-    let status = match st.status {
-        OrderStatus::Filled => "filled",
-        OrderStatus::PartiallyFilled => "partially_filled",
-        OrderStatus::Canceled => "canceled",
-        OrderStatus::Rejected => "rejected",
-        OrderStatus::Expired => "expired",
-        _ => "accepted",
-    };
+    let status = mleg_status(st.status);
     json!({
         "id": m.id,
         "client_order_id": m.client_order_id,
@@ -167,6 +160,54 @@ pub fn trade_update(e: &TradeEvent) -> Value {
         data["position_qty"] = json!(q.to_string());
     }
     json!({"stream": "trade_updates", "data": data})
+}
+
+/// A multi-leg order's `trade_updates` message for an event of one of its legs, or `None`
+/// when the order itself went through no event: `new` once (with its first leg), `fill`
+/// or `partial_fill` (by the whole order's state) with the leg's execution beside the
+/// order, and the order's end once every leg has ended.
+pub fn mleg_trade_update(e: &TradeEvent, m: &MlegOrder, st: &MlegState) -> Option<Value> {
+    let first_leg = m
+        .legs
+        .first()
+        .is_some_and(|(_, _, cid)| *cid == e.order.client_order_id);
+    let event = match e.event {
+        "new" if first_leg => "new",
+        "fill" | "partial_fill" if st.status == OrderStatus::Filled => "fill",
+        "fill" | "partial_fill" => "partial_fill",
+        // A leg's end is the order's once every leg has ended (a leg canceled while another
+        // filled leaves the order partly filled and ended: Alpaca says `canceled`).
+        "canceled" | "expired" | "rejected" if st.status.is_terminal() && st.status != OrderStatus::Filled => {
+            mleg_status(st.status)
+        }
+        _ => return None,
+    };
+    let mut data = json!({
+        "event": event,
+        "timestamp": format_timestamp(&e.timestamp),
+        "order": mleg_order(m, st),
+    });
+    if let (Some(x), Some(p), Some(q)) = (&e.execution_id, &e.price, &e.qty) {
+        data["legs"] = json!([{
+            "execution_id": x, "qty": q.to_string(), "price": p.to_string(), "order_id": e.order.id,
+            "symbol": e.order.symbol, "timestamp": format_timestamp(&e.timestamp),
+        }]);
+        if let Some(held) = &e.position_qty {
+            data["position_qtys"] = json!({ e.order.symbol.clone(): held.to_string() });
+        }
+    }
+    Some(json!({"stream": "trade_updates", "data": data}))
+}
+
+fn mleg_status(s: OrderStatus) -> &'static str {
+    match s {
+        OrderStatus::Filled => "filled",
+        OrderStatus::PartiallyFilled => "partially_filled",
+        OrderStatus::Canceled => "canceled",
+        OrderStatus::Rejected => "rejected",
+        OrderStatus::Expired => "expired",
+        _ => "accepted",
+    }
 }
 
 /// The account: starting cash plus what the fills moved; positions at their price. Equity

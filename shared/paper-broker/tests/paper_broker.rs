@@ -1191,3 +1191,108 @@ async fn a_multi_leg_order_is_placed_whole_answered_with_its_legs_and_canceled_w
     let (s, _) = paper_call(&p, reqwest::Method::DELETE, &format!("/v2/orders/{id}"), json!(null)).await;
     assert_eq!(s, 422, "nothing left to cancel");
 }
+
+/// A multi-leg order's `trade_updates` are the order's own, as Alpaca's: `new` once, a
+/// `fill` (or `partial_fill`) carrying the whole order with its legs nested and the leg's
+/// execution beside it, its end once every leg ended; never a message about a leg alone.
+#[tokio::test]
+async fn a_multi_leg_orders_trade_updates_are_the_orders_own_with_its_legs_nested() {
+    let p = paper(
+        "QQQ260116C00500000=rest",
+        "SPY260116C00600000=2.15,SPY260116C00610000=0.8",
+        None,
+    )
+    .await;
+    let mut ws = listening(&p).await;
+    let leg = |symbol: &str, side: &str| json!({"symbol": symbol, "ratio_qty": "1", "side": side});
+    let order = |cid: &str, legs: Value, extra: Value| {
+        let mut o = json!({"order_class": "mleg", "qty": "2", "type": "market", "time_in_force": "day",
+                           "client_order_id": cid, "legs": legs});
+        for (k, v) in extra.as_object().unwrap() {
+            o[k] = v.clone();
+        }
+        o
+    };
+    let spread = json!([leg("SPY260116C00600000", "sell"), leg("SPY260116C00610000", "buy")]);
+    let (s, placed) = paper_call(&p, reqwest::Method::POST, "/v2/orders", order("s-1", spread, json!({}))).await;
+    assert_eq!(s, 200, "{placed}");
+    let mut seen = vec![];
+    // Each message carries the order as it stands when sent (it may already be further on
+    // than the event), so the fills are counted, not their order's status.
+    while seen.iter().filter(|m: &&Value| m["data"]["event"] != "new").count() < 2 {
+        seen.push(next_json(&mut ws).await);
+    }
+    let events: Vec<&str> = seen.iter().map(|m| m["data"]["event"].as_str().unwrap()).collect();
+    assert_eq!(events.first(), Some(&"new"), "{events:?}");
+    assert_eq!(events.iter().filter(|e| **e == "new").count(), 1, "{events:?}");
+    assert_eq!(events.last(), Some(&"fill"), "{events:?}");
+    let filled: Vec<u32> = seen
+        .iter()
+        .map(|m| m["data"]["order"]["filled_qty"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(filled.windows(2).all(|w| w[0] <= w[1]), "never goes back: {filled:?}");
+    for m in &seen {
+        let o = &m["data"]["order"];
+        assert_eq!((&o["client_order_id"], &o["id"]), (&json!("s-1"), &placed["id"]), "{m}");
+        assert_eq!(o["order_class"], "mleg");
+        assert_eq!(o["legs"].as_array().map(Vec::len), Some(2), "{m}");
+    }
+    let fills: Vec<&Value> = seen.iter().filter(|m| m["data"]["event"] != "new").collect();
+    assert_eq!(fills.len(), 2, "one per leg's execution: {events:?}");
+    let executions: Vec<(String, String, String)> = fills
+        .iter()
+        .map(|m| {
+            let x = &m["data"]["legs"][0];
+            assert!(x["execution_id"].as_str().is_some_and(|x| !x.is_empty()), "{m}");
+            let leg_ids: Vec<&Value> = m["data"]["order"]["legs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| &l["id"])
+                .collect();
+            assert!(
+                leg_ids.contains(&&x["order_id"]),
+                "the execution names one of the order's legs: {m}"
+            );
+            (
+                x["symbol"].as_str().unwrap().to_string(),
+                x["price"].as_str().unwrap().to_string(),
+                x["qty"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut executions = executions;
+    executions.sort();
+    assert_eq!(
+        executions,
+        [
+            ("SPY260116C00600000".to_string(), "2.15".to_string(), "2".to_string()),
+            ("SPY260116C00610000".to_string(), "0.8".to_string(), "2".to_string()),
+        ]
+    );
+    let last = &seen.last().unwrap()["data"]["order"];
+    assert_eq!((&last["filled_qty"], &last["status"]), (&json!("2"), &json!("filled")));
+
+    // A resting order canceled whole: one `canceled` about the order, none about a leg.
+    let resting = json!([leg("QQQ260116C00500000", "sell"), leg("QQQ260116C00510000", "buy")]);
+    let body = order("s-2", resting, json!({"type": "limit", "limit_price": "-1.25"}));
+    let (_, placed) = paper_call(&p, reqwest::Method::POST, "/v2/orders", body).await;
+    let id = placed["id"].as_str().unwrap().to_string();
+    let (s, _) = paper_call(&p, reqwest::Method::DELETE, &format!("/v2/orders/{id}"), json!(null)).await;
+    assert_eq!(s, 204);
+    let mut ended = vec![];
+    while ended.last().is_none_or(|m: &Value| m["data"]["event"] != "canceled") {
+        let m = next_json(&mut ws).await;
+        assert_eq!(m["data"]["order"]["client_order_id"], "s-2", "{m}");
+        ended.push(m);
+    }
+    let events: Vec<&str> = ended.iter().map(|m| m["data"]["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        events,
+        ["new", "partial_fill", "canceled"],
+        "the 510 call filled, the 500 rested"
+    );
+    assert_eq!(ended[2]["data"]["order"]["status"], "canceled");
+    let no_more = tokio::time::timeout(Duration::from_millis(200), ws.next()).await;
+    assert!(no_more.is_err(), "nothing after the order's end: {no_more:?}");
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use closeflow_domain::audit::actor;
-use closeflow_domain::{AccountId, ClientOrderId, OrderUpdate};
+use closeflow_domain::{AccountId, ClientOrderId, MlegReport, OrderUpdate};
 use closeflow_store::{CloseStore, StoreError, UpdateResult, WorkList};
 
 use crate::broker::Broker;
@@ -18,6 +18,8 @@ use crate::clock::Clock;
 pub trait TradeUpdateHandler: Send + Sync {
     /// One update about one of closeflow's orders.
     async fn apply(&self, update: &OrderUpdate) -> Result<UpdateResult, StoreError>;
+    /// One update about one of closeflow's multi-leg orders, each leg's part reported.
+    async fn apply_mleg(&self, report: &MlegReport) -> Result<UpdateResult, StoreError>;
     /// After a (re)connect: ask the broker about every order still working here, so what
     /// happened while disconnected is not lost.
     async fn backfill(&self) -> Result<usize, StoreError>;
@@ -73,6 +75,12 @@ impl TradeUpdateHandler for StoreUpdates {
         // The broker's own time: a close settled by this update is closed when it filled.
         self.store
             .apply_order_update(update, update.updated_at, actor::TRADE_STREAM)
+            .await
+    }
+
+    async fn apply_mleg(&self, report: &MlegReport) -> Result<UpdateResult, StoreError> {
+        self.store
+            .apply_mleg_report(report, report.updated_at, actor::TRADE_STREAM)
             .await
     }
 
