@@ -618,6 +618,58 @@ pub async fn an_mleg_order_survives_a_crash_and_redelivered_messages(app: &Pipel
 }
 
 /// One `#[tokio::test]` per scenario for a backend.
+/// An `mleg` order that ends part filled (each leg filled 1 of its 2, the rest canceled) is
+/// retried as a whole: the reconciler moves every leg to the next attempt, whose one
+/// multi-leg order (same name, next number) closes the rest of every leg; the strategy
+/// close ends `success` with every leg filled in full over two orders.
+pub async fn a_part_filled_mleg_order_is_retried_as_one_order_for_the_rest(app: &PipelineApp) {
+    option_legs(
+        app,
+        "mr",
+        &[("cs", "QQQ260116C00500000", "-2"), ("cl", "QQQ260116C00510000", "2")],
+    )
+    .await;
+    let r = app
+        .call(
+            Method::POST,
+            "/strategies/mr/close",
+            &[("idempotency-key", "mr")],
+            Some(r#"{"mode":"mleg"}"#),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.str("strategy_close_id");
+    app.driver.pump().await;
+    app.sim.idle().await;
+    app.driver.pump().await;
+    assert_eq!(app.position("mr-cs").await.body["status"], "close_retryable");
+    assert_eq!(app.sim.mleg_orders_placed(), 1);
+    let cfg = closeflow_pipeline::ReconcileConfig::default();
+    for _ in 0..10 {
+        app.clock.advance(chrono::TimeDelta::minutes(2));
+        app.reconcile(&cfg).await;
+        app.driver.pump().await;
+        app.sim.idle().await;
+        app.driver.pump().await;
+    }
+    let v = app
+        .call(Method::GET, &format!("/strategy-closes/{id}"), &[], None)
+        .await;
+    assert_eq!(
+        (v.body["status"].as_str(), v.body["closed_legs"].as_u64()),
+        (Some("success"), Some(2)),
+        "{}",
+        v.body
+    );
+    for leg in v.body["legs"].as_array().unwrap() {
+        assert_eq!(leg["filled_qty"], "2", "{leg}");
+    }
+    assert_eq!(app.sim.mleg_orders_placed(), 2, "one multi-leg order per attempt");
+    for p in ["mr-cs", "mr-cl"] {
+        assert_eq!(app.position(p).await.body["status"], "closed", "{p}");
+    }
+}
+
 #[macro_export]
 macro_rules! strategy_tests {
     ($backend:expr) => {
@@ -634,6 +686,8 @@ macro_rules! strategy_tests {
             an_mleg_close_is_one_order_and_each_leg_shows_its_fill: "",
             an_mleg_order_survives_a_crash_and_redelivered_messages: "",
             an_mleg_order_the_broker_refuses_fails_every_leg: "SPY260116P00540000=reject",
+            a_part_filled_mleg_order_is_retried_as_one_order_for_the_rest:
+                "QQQ260116C00500000=partial:1,QQQ260116C00510000=partial:1",
             a_limit_strategy_close_is_an_mleg_order_at_a_net_price:
                 "SPY260116C00600000=rest,SPY260116C00590000=rest,SPY260116P00540000=rest,SPY260116P00530000=rest",
         );

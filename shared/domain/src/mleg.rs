@@ -96,6 +96,11 @@ pub enum MlegError {
     /// legs no longer move together, which needs a human rather than a guess.
     #[error("the legs are out of step: {0}")]
     OutOfStep(String),
+    /// A leg is still at an earlier attempt that ended in a retry (`close_retryable`): the
+    /// reconciler moves it on shortly, so the order waits for it rather than failing
+    /// every leg.
+    #[error("leg {0} has not reached this attempt yet")]
+    LegBehind(String),
     /// The broker reported a leg the order does not have.
     #[error("the broker reported leg {0}, which the order does not have")]
     UnknownLeg(String),
@@ -195,6 +200,17 @@ pub fn mleg_intent(
     let recorded = |l: &PositionAggregate| l.orders.iter().any(|o| o.attempt() == attempt);
     if !legs.iter().any(|l| waits(l)) {
         return Ok(None);
+    }
+    // Legs retried one after another (their orders ended at different times): one still
+    // to be retried is waited for, not failed.
+    let behind = |l: &PositionAggregate| {
+        l.position.status == PositionStatus::CloseRetryable
+            && l.latest_close_request
+                .as_ref()
+                .is_some_and(|cr| cr.status == CloseRequestStatus::Retryable && cr.current_attempt() < attempt)
+    };
+    if let Some(l) = legs.iter().find(|l| behind(l)) {
+        return Err(MlegError::LegBehind(l.position.id.to_string()));
     }
     if let Some(l) = legs.iter().find(|l| !waits(l) && !recorded(l)) {
         return Err(MlegError::OutOfStep(format!(
@@ -383,7 +399,11 @@ mod tests {
     }
 
     fn intent(id: &StrategyCloseId, legs: &[PositionAggregate]) -> MlegIntent {
-        mleg_intent(id, 1, legs).unwrap().expect("every leg waits")
+        intent_at(id, legs, 1)
+    }
+
+    fn intent_at(id: &StrategyCloseId, legs: &[PositionAggregate], attempt: u32) -> MlegIntent {
+        mleg_intent(id, attempt, legs).unwrap().expect("every leg waits")
     }
 
     #[test]
@@ -438,6 +458,35 @@ mod tests {
         let i = intent(&id, &legs);
         assert_eq!(i.options.order_type, OrderType::Limit);
         assert_eq!(i.options.limit_price, Some(crate::testing::price("1.35")));
+    }
+
+    #[test]
+    fn an_attempt_waits_for_a_leg_still_to_be_retried_into_it() {
+        let (id, mut legs) = accepted(&condor(), OrderOptions::MARKET);
+        // Attempt 1 ended partly filled; the reconciler has retried every leg but one.
+        for (i, l) in legs.iter_mut().enumerate() {
+            let cr = l.latest_close_request.as_mut().unwrap();
+            if i == 1 {
+                cr.status = CloseRequestStatus::Retryable;
+                l.position.status = PositionStatus::CloseRetryable;
+            } else {
+                cr.retry_count = 1;
+            }
+        }
+        let behind = legs[1].position.id.to_string();
+        assert_eq!(mleg_intent(&id, 2, &legs), Err(MlegError::LegBehind(behind)));
+        // Retried too: the attempt's order takes every leg.
+        legs[1].latest_close_request.as_mut().unwrap().status = CloseRequestStatus::Pending;
+        legs[1].latest_close_request.as_mut().unwrap().retry_count = 1;
+        legs[1].position.status = PositionStatus::Closing;
+        let i = intent_at(&id, &legs, 2);
+        assert_eq!(i.legs.len(), 4);
+        assert_eq!(i.client_order_id, mleg_client_order_id(&id, 2));
+        // Given up on instead (a human must look): the legs are out of step for good.
+        legs[1].latest_close_request.as_mut().unwrap().status = CloseRequestStatus::Failed;
+        legs[1].latest_close_request.as_mut().unwrap().retry_count = 0;
+        legs[1].position.status = PositionStatus::CloseFailed;
+        assert!(matches!(mleg_intent(&id, 2, &legs), Err(MlegError::OutOfStep(_))));
     }
 
     #[test]

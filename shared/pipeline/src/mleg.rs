@@ -9,8 +9,8 @@
 
 use closeflow_domain::trouble::{BLOCKED_BY_OPEN_ORDERS, NO_CREDENTIALS};
 use closeflow_domain::{
-    leg_updates, mleg_client_order_id, mleg_intent, record_submission, ClientOrderId, OrderStatus, PositionAggregate,
-    StrategyCloseId, StrategyCloseMode, StrategyCloseTag, SubmitAnswer, SubmitRequest,
+    leg_updates, mleg_client_order_id, mleg_intent, record_submission, ClientOrderId, MlegError, OrderStatus,
+    PositionAggregate, StrategyCloseId, StrategyCloseMode, StrategyCloseTag, SubmitAnswer, SubmitRequest,
 };
 use closeflow_store::{AggregateKey, CloseStore, Step};
 
@@ -35,6 +35,10 @@ enum Answer {
     Each(SubmitAnswer),
 }
 
+/// How long a multi-leg attempt waits for a leg still to be retried into it (the reconciler
+/// retries the legs of an order that ended in one run, or one run apart).
+const LEG_BEHIND_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Places (or finds) the multi-leg order of `req`'s attempt and records it on every leg.
 pub async fn submit_mleg(
     store: &dyn CloseStore,
@@ -46,6 +50,13 @@ pub async fn submit_mleg(
     let legs = store.strategy_close_legs(id).await?;
     let answer = match mleg_intent(id, req.attempt, &legs) {
         Ok(None) => return Ok(SubmitOutcome::NothingToDo),
+        // Another leg is about to be retried into this attempt: wait for it.
+        Err(e @ MlegError::LegBehind(_)) => {
+            return Err(SubmitError::TryLater {
+                reason: e.to_string(),
+                retry_after: Some(LEG_BEHIND_WAIT),
+            })
+        }
         // Legs that no longer move together are not sent at all: each fails for a human.
         Err(e) => Answer::Each(SubmitAnswer::Rejected {
             reason: format!("multi-leg order not placed: {e}"),
