@@ -15,7 +15,7 @@ fn fill(cr: &str, status: OrderStatus, filled: i64, seq: Option<u64>, exec: Opti
         broker_order_id: Some("brk-1".into()),
         status,
         filled_qty: Quantity::from(filled),
-        filled_avg_price: Some(Quantity::parse("99.5").unwrap()),
+        filled_avg_price: closeflow_domain::Price::parse("99.5").unwrap(),
         seq,
         execution_id: exec.map(str::to_string),
         updated_at: chrono::Utc.with_ymd_and_hms(2026, 1, 2, 14, 31, second).unwrap(),
