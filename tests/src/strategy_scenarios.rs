@@ -670,6 +670,77 @@ pub async fn a_part_filled_mleg_order_is_retried_as_one_order_for_the_rest(app: 
     }
 }
 
+/// The broker refuses attempt 1's multi-leg order (`reject_first`): every leg is
+/// `close_failed` and the strategy close `error`. A trader retries one leg's close (with a
+/// net limit price): every failed leg is retried with it in one write, and the next
+/// attempt is one multi-leg order again, which fills; a replay answers 200 and places
+/// nothing more.
+pub async fn a_refused_mleg_order_is_retried_by_hand_as_one_order(app: &PipelineApp) {
+    option_legs(
+        app,
+        "mh",
+        &[("cs", "IWM260116C00250000", "-1"), ("cl", "IWM260116C00260000", "1")],
+    )
+    .await;
+    let r = app
+        .call(
+            Method::POST,
+            "/strategies/mh/close",
+            &[("idempotency-key", "mh")],
+            Some(r#"{"mode":"mleg"}"#),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.str("strategy_close_id");
+    app.driver.pump().await;
+    app.sim.idle().await;
+    app.driver.pump().await;
+    let v = app
+        .call(Method::GET, &format!("/strategy-closes/{id}"), &[], None)
+        .await;
+    assert_eq!(v.body["status"], "error", "{}", v.body);
+    assert_eq!(app.sim.mleg_orders_placed(), 0, "refused whole");
+    let leg_cr = v.body["legs"][0]["close_request_id"].as_str().unwrap().to_string();
+    let retry = |key: &'static str| {
+        let path = format!("/close-requests/{leg_cr}/retry");
+        async move {
+            app.call(
+                Method::POST,
+                &path,
+                &[("idempotency-key", key)],
+                Some(r#"{"order_type":"limit","limit_price":"0.5"}"#),
+            )
+            .await
+        }
+    };
+    let r = retry("again").await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    for p in ["mh-cs", "mh-cl"] {
+        assert_eq!(app.position(p).await.body["status"], "closing", "{p}: retried together");
+    }
+    for _ in 0..3 {
+        app.driver.pump().await;
+        app.sim.idle().await;
+    }
+    let v = app
+        .call(Method::GET, &format!("/strategy-closes/{id}"), &[], None)
+        .await;
+    assert_eq!(
+        (v.body["status"].as_str(), v.body["closed_legs"].as_u64()),
+        (Some("success"), Some(2)),
+        "{}",
+        v.body
+    );
+    assert_eq!(app.sim.mleg_orders_placed(), 1, "attempt 2 is one multi-leg order");
+    let again = retry("again").await;
+    assert_eq!(again.status, 200, "a replay: {}", again.body);
+    app.driver.pump().await;
+    assert_eq!(app.sim.mleg_orders_placed(), 1);
+    for p in ["mh-cs", "mh-cl"] {
+        assert_eq!(app.position(p).await.body["status"], "closed", "{p}");
+    }
+}
+
 #[macro_export]
 macro_rules! strategy_tests {
     ($backend:expr) => {
@@ -686,6 +757,7 @@ macro_rules! strategy_tests {
             an_mleg_close_is_one_order_and_each_leg_shows_its_fill: "",
             an_mleg_order_survives_a_crash_and_redelivered_messages: "",
             an_mleg_order_the_broker_refuses_fails_every_leg: "SPY260116P00540000=reject",
+            a_refused_mleg_order_is_retried_by_hand_as_one_order: "IWM260116C00250000=reject_first",
             a_part_filled_mleg_order_is_retried_as_one_order_for_the_rest:
                 "QQQ260116C00500000=partial:1,QQQ260116C00510000=partial:1",
             a_limit_strategy_close_is_an_mleg_order_at_a_net_price:

@@ -55,7 +55,10 @@ pub use lifecycle::{
     apply_order_update, intent_for, outbox_message, record_submission, total_filled, watch_delay, watch_for, Applied,
     OrderIntent, SubmitAnswer, SubmitRequest,
 };
-pub use manage::{decide_cancel, decide_retry, CancelDecision, ManageRejection, RetryCommand, RetryDecision};
+pub use manage::{
+    decide_cancel, decide_mleg_retry, decide_retry, CancelDecision, LegsRetryDecision, ManageRejection, RetryCommand,
+    RetryDecision,
+};
 pub use mleg::{
     leg_updates, mleg_client_order_id, mleg_intent, MlegError, MlegIntent, MlegLeg, MlegLegReport, MlegReport,
     PositionIntent,

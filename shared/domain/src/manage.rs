@@ -164,6 +164,56 @@ pub fn decide_retry(agg: &PositionAggregate, cmd: &RetryCommand) -> Result<Retry
     Ok(RetryDecision::Retry(Box::new(next)))
 }
 
+/// A manual retry of one leg's close in `mleg` mode is every failed leg's: the attempt's
+/// one multi-leg order needs every leg at that attempt, with the same order options.
+/// `legs` are the strategy close's legs as loaded (`requested` among them). Legs whose
+/// close ended otherwise (filled, canceled unfilled) are left as they are.
+pub fn decide_mleg_retry(
+    requested: &PositionAggregate,
+    legs: &[PositionAggregate],
+    cmd: &RetryCommand,
+) -> Result<LegsRetryDecision, ManageRejection> {
+    let next = match decide_retry(requested, cmd)? {
+        RetryDecision::Replay => return Ok(LegsRetryDecision::Replay),
+        RetryDecision::Retry(next) => *next,
+    };
+    let tag = requested
+        .latest_close_request
+        .as_ref()
+        .and_then(|c| c.strategy_close)
+        .filter(|t| t.mode == crate::StrategyCloseMode::Mleg);
+    let mut out = vec![next];
+    let Some(tag) = tag else {
+        return Ok(LegsRetryDecision::Retry(out));
+    };
+    for leg in legs.iter().filter(|l| l.position.id != requested.position.id) {
+        let Some(cr) = leg.latest_close_request.as_ref() else {
+            continue;
+        };
+        let failed = cr.strategy_close == Some(tag) && leg.position.status == P::CloseFailed && cr.status == C::Failed;
+        if !failed {
+            continue;
+        }
+        let sibling = RetryCommand {
+            close_request_id: cr.id,
+            ..cmd.clone()
+        };
+        match decide_retry(leg, &sibling)? {
+            RetryDecision::Retry(n) => out.push(*n),
+            // Retried under this key already (an earlier, interrupted run of this retry).
+            RetryDecision::Replay => {}
+        }
+    }
+    Ok(LegsRetryDecision::Retry(out))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegsRetryDecision {
+    /// The aggregates to write, all or none (the requested leg first).
+    Retry(Vec<PositionAggregate>),
+    Replay,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

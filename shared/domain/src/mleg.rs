@@ -489,6 +489,99 @@ mod tests {
         assert!(matches!(mleg_intent(&id, 2, &legs), Err(MlegError::OutOfStep(_))));
     }
 
+    /// The broker refused attempt 1's multi-leg order: every leg `close_failed`.
+    fn refused(legs: Vec<PositionAggregate>) -> Vec<PositionAggregate> {
+        legs.into_iter()
+            .map(|l| {
+                let cr = l.latest_close_request.as_ref().unwrap().id;
+                let req = crate::SubmitRequest {
+                    position_id: l.position.id.clone(),
+                    close_request_id: cr,
+                    attempt: 1,
+                };
+                let answer = crate::SubmitAnswer::Rejected {
+                    reason: "insufficient qty".into(),
+                };
+                match crate::record_submission(&l, &req, &answer, t0()).unwrap() {
+                    Applied::Changed(next) => *next,
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_manual_retry_of_one_leg_retries_every_failed_leg_into_one_order() {
+        use crate::manage::{decide_mleg_retry, LegsRetryDecision, RetryCommand};
+        let (_, legs) = accepted(&condor(), OrderOptions::MARKET);
+        let mut legs = refused(legs);
+        assert!(legs.iter().all(|l| l.position.status == PositionStatus::CloseFailed));
+        // One leg filled before (it is done): it is left as it is.
+        let done = legs[3].position.id.clone();
+        let cmd = RetryCommand {
+            close_request_id: legs[0].latest_close_request.as_ref().unwrap().id,
+            idempotency_key: IdempotencyKey::parse("r").unwrap(),
+            fingerprint: Fingerprint::of_body(&serde_json::json!({"retry": {}})),
+            options: Some(OrderOptions::limit(Price::new(qty("1.35")).unwrap())),
+            actor: "trader".into(),
+            access: Access::All,
+            now: t0(),
+        };
+        legs[3].position.status = PositionStatus::Closed;
+        legs[3].latest_close_request.as_mut().unwrap().status = CloseRequestStatus::Completed;
+        let LegsRetryDecision::Retry(next) = decide_mleg_retry(&legs[0], &legs, &cmd).unwrap() else {
+            panic!("not a retry")
+        };
+        let retried: Vec<_> = next.iter().map(|a| a.position.id.clone()).collect();
+        assert_eq!(retried.len(), 3, "{retried:?}");
+        assert_eq!(retried[0], legs[0].position.id, "the requested leg first");
+        assert!(!retried.contains(&done));
+        for a in &next {
+            let cr = a.latest_close_request.as_ref().unwrap();
+            assert_eq!(
+                (a.position.status, cr.status, cr.current_attempt()),
+                (PositionStatus::Closing, CloseRequestStatus::Pending, 2)
+            );
+            assert_eq!(
+                cr.options.limit_price,
+                Price::new(qty("1.35")),
+                "every leg the new price"
+            );
+            assert!(check_invariants(&a.position, Some(cr)).is_empty());
+        }
+        // The same request again, on the legs as written: a replay.
+        let mut written = legs.clone();
+        for a in next {
+            let i = written.iter().position(|l| l.position.id == a.position.id).unwrap();
+            written[i] = a;
+        }
+        assert_eq!(
+            decide_mleg_retry(&written[0], &written, &cmd),
+            Ok(LegsRetryDecision::Replay)
+        );
+        // A leg not in `mleg` mode retries alone.
+        let (_, single) = accepted(&condor(), OrderOptions::MARKET);
+        let mut single = refused(single);
+        for l in &mut single {
+            l.latest_close_request
+                .as_mut()
+                .unwrap()
+                .strategy_close
+                .as_mut()
+                .unwrap()
+                .mode = StrategyCloseMode::Legs;
+        }
+        let cmd = RetryCommand {
+            close_request_id: single[1].latest_close_request.as_ref().unwrap().id,
+            options: None,
+            ..cmd
+        };
+        let LegsRetryDecision::Retry(next) = decide_mleg_retry(&single[1], &single, &cmd).unwrap() else {
+            panic!("not a retry")
+        };
+        assert_eq!(next.len(), 1);
+    }
+
     #[test]
     fn legs_that_no_longer_move_together_are_refused() {
         let (id, mut legs) = accepted(&condor(), OrderOptions::MARKET);

@@ -18,7 +18,8 @@ use closeflow_domain::{
     PositionStatus, RegisterDecision, RegisterPosition, RegisterRejection, RoutingKey, Timestamp, TradingStateEvent,
 };
 use closeflow_domain::{
-    decide_cancel, decide_retry, Access, ClientOrderId, ManageRejection, RetryCommand, RetryDecision,
+    decide_cancel, decide_mleg_retry, decide_retry, Access, ClientOrderId, LegsRetryDecision, ManageRejection,
+    RetryCommand, RetryDecision,
 };
 use closeflow_domain::{
     decide_strategy_close, leg_updates, strategy_close_view, MlegReport, StrategyCloseCommand, StrategyCloseDecision,
@@ -427,6 +428,16 @@ pub trait CloseStore: Backend + AuditLog + BulkLog {
         cmd: &RetryCommand,
     ) -> Result<Result<(PositionAggregate, bool), ManageRejection>, StoreError> {
         let key = AggregateKey::CloseRequest(cmd.close_request_id);
+        // A leg of a multi-leg close: every failed leg is retried with it, in one commit.
+        if let Some(agg) = self.aggregate(&key).await? {
+            let tag = agg
+                .close_request(&cmd.close_request_id)
+                .and_then(|(cr, _)| cr.strategy_close)
+                .filter(|t| t.mode == closeflow_domain::StrategyCloseMode::Mleg);
+            if let Some(tag) = tag {
+                return retry_mleg_by_protocol(self, cmd, &tag.id).await;
+            }
+        }
         let decided = modify(self, &key, &cmd.actor, |agg| match decide_retry(agg, cmd) {
             Ok(RetryDecision::Retry(next)) => Step {
                 write: Some((*next).clone()),
@@ -661,6 +672,47 @@ pub async fn close_strategy_by_protocol<S: Backend + ?Sized>(
                     Err(_) => continue,
                 }
             }
+        }
+    }
+    Err(StoreError::Contention)
+}
+
+/// See [`CloseStore::retry_close`]: a manual retry of a leg of `mleg` strategy close `id`,
+/// decided over every leg and written in one commit (all legs or none); on a lost race
+/// load again and re-decide.
+pub async fn retry_mleg_by_protocol<S: Backend + ?Sized>(
+    store: &S,
+    cmd: &RetryCommand,
+    id: &StrategyCloseId,
+) -> Result<Result<(PositionAggregate, bool), ManageRejection>, StoreError> {
+    for _ in 0..ATTEMPTS {
+        let legs = strategy_close_legs_by_protocol(store, id).await?;
+        let Some(requested) = legs.iter().find(|l| l.close_request(&cmd.close_request_id).is_some()) else {
+            return Ok(Err(ManageRejection::NotFound));
+        };
+        let next = match decide_mleg_retry(requested, &legs, cmd) {
+            Err(e) => return Ok(Err(e)),
+            Ok(LegsRetryDecision::Replay) => return Ok(Ok((requested.clone(), true))),
+            Ok(LegsRetryDecision::Retry(next)) => next,
+        };
+        let mut writes = Vec::with_capacity(next.len());
+        for mut after in next.iter().cloned() {
+            let before = legs
+                .iter()
+                .find(|l| l.position.id == after.position.id)
+                .ok_or_else(|| StoreError::Corrupt("decided leg was not loaded".into()))?;
+            after.changed_by = Some(cmd.actor.clone());
+            let expected = before.position.version;
+            writes.extend(Write::Put { next: after, expected }.with_counts(Some(before), NO_LIMIT));
+        }
+        match store.commit(&writes).await? {
+            Ok(()) => {
+                let mut first = next.into_iter().next().expect("the requested leg is decided first");
+                first.changed_by = Some(cmd.actor.clone());
+                return Ok(Ok((first, false)));
+            }
+            // A leg changed meanwhile: nothing was written; decide again.
+            Err(_) => continue,
         }
     }
     Err(StoreError::Contention)
