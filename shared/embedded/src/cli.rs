@@ -4,7 +4,9 @@
 //!
 //! Commands that place or change orders ask for confirmation unless `--yes`, and print the
 //! Idempotency-Key they send, so rerunning them with `--key` can never close twice. `close`,
-//! `cancel`, `retry` and `watch` follow the close request with a live spinner until it ends.
+//! `cancel`, `retry` and `watch` follow the close request with a live spinner until it ends;
+//! `close-all`, `liquidate`, `retry-failed` and `bulk` follow a bulk close with a progress
+//! bar of its rows (and a liquidation's phase) until every close has ended.
 //! Exit status: 0 closed, 1 error, 2 failed, 3 partially closed.
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -96,6 +98,49 @@ pub enum Command {
         limit_price: Option<String>,
         #[command(flatten)]
         order: OrderFlags,
+    },
+    /// Close every open position of an account (or the ones the filters name), following
+    /// the bulk close with a progress bar until every close has ended.
+    CloseAll {
+        account: String,
+        /// Only these symbols (comma separated).
+        #[arg(long, value_delimiter = ',')]
+        symbols: Vec<String>,
+        /// Only the legs of these strategies (comma separated).
+        #[arg(long = "strategies", value_delimiter = ',')]
+        strategy_ids: Vec<String>,
+        #[arg(long, value_parser = ["equity", "option"])]
+        asset_type: Option<String>,
+        /// Cancel the open orders that hold a position's shares before closing it.
+        #[arg(long)]
+        cancel_open_orders: bool,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        order: OrderFlags,
+    },
+    /// Emergency liquidation: cancel every open order, close everything (shorts first) until
+    /// the broker holds nothing, then halt the account's trading. Asks you to type
+    /// `LIQUIDATE <account>` unless --yes.
+    Liquidate {
+        account: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        order: OrderFlags,
+    },
+    /// Close again only the failed rows of a bulk close, and follow it.
+    RetryFailed {
+        bulk_close: String,
+        #[command(flatten)]
+        order: OrderFlags,
+    },
+    /// Follow a bulk close or liquidation until it ends.
+    Bulk {
+        bulk_close: String,
+        /// Give up following (not the bulk close) after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
     },
     /// A position's audit trail (who changed what, when and why), oldest first.
     Audit {
@@ -346,6 +391,72 @@ pub async fn run(cli: Cli) -> Result<Exit, Failure> {
             }
             follow(&client, json_out, &close_request, order.timeout).await
         }
+        Some(Command::CloseAll {
+            account,
+            symbols,
+            strategy_ids,
+            asset_type,
+            cancel_open_orders,
+            reason,
+            order,
+        }) => {
+            let mut body = json!({});
+            let mut scope = Vec::new();
+            if !symbols.is_empty() {
+                scope.push(format!("symbols {}", symbols.join(", ")));
+                body["symbols"] = json!(symbols);
+            }
+            if !strategy_ids.is_empty() {
+                scope.push(format!("strategies {}", strategy_ids.join(", ")));
+                body["strategy_ids"] = json!(strategy_ids);
+            }
+            if let Some(t) = asset_type {
+                scope.push(format!("{t} positions"));
+                body["asset_type"] = json!(t);
+            }
+            if cancel_open_orders {
+                body["cancel_open_orders"] = json!(true);
+            }
+            if let Some(r) = reason {
+                body["reason"] = json!(r);
+            }
+            let what = match scope.is_empty() {
+                true => "every open position".to_string(),
+                false => format!("the open positions of {}", scope.join(" and ")),
+            };
+            let question = format!("Close {what} of account {account} at market?");
+            let path = format!("/accounts/{}/close-all", encode(&account));
+            let started = place_bulk(&client, &order, &question, &path, body).await?;
+            follow_bulk_from(&client, json_out, &order, &started).await
+        }
+        Some(Command::Liquidate { account, reason, order }) => {
+            let phrase = format!("LIQUIDATE {account}");
+            if !order.yes {
+                confirm_typed(
+                    &format!(
+                        "This cancels every open order of account {account}, closes every position at \
+                         market and halts its trading. Type `{phrase}` to go on:"
+                    ),
+                    &phrase,
+                )?;
+            }
+            let mut body = json!({ "confirm": phrase });
+            if let Some(r) = reason {
+                body["reason"] = json!(r);
+            }
+            let path = format!("/accounts/{}/liquidate", encode(&account));
+            let flags = OrderFlags { yes: true, ..order };
+            let started = place_bulk(&client, &flags, "", &path, body).await?;
+            follow_bulk_from(&client, json_out, &flags, &started).await
+        }
+        Some(Command::RetryFailed { bulk_close, order }) => {
+            let question = format!("Close the failed rows of bulk close {bulk_close} again?");
+            confirm(&question, order.yes)?;
+            let path = format!("/bulk-closes/{}/retry-failed", encode(&bulk_close));
+            let started = client.call(reqwest::Method::POST, &path, None, Some(json!({}))).await?;
+            follow_bulk_from(&client, json_out, &order, &started).await
+        }
+        Some(Command::Bulk { bulk_close, timeout }) => follow_bulk(&client, json_out, &bulk_close, timeout).await,
         Some(Command::Audit { position, limit }) => audit(&client, json_out, &position, limit).await,
         Some(Command::Watch { close_request, timeout }) => follow(&client, json_out, &close_request, timeout).await,
     }
@@ -495,6 +606,129 @@ async fn place(
     Ok(answer)
 }
 
+/// Sends a bulk close (or liquidation) once confirmed, printing its key first.
+async fn place_bulk(
+    client: &Client,
+    flags: &OrderFlags,
+    question: &str,
+    path: &str,
+    body: Value,
+) -> Result<Value, Failure> {
+    confirm(question, flags.yes)?;
+    let key = flags.key.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    eprintln!("Idempotency-Key: {key}   (rerun with --key {key} to repeat safely)");
+    client.call(reqwest::Method::POST, path, Some(&key), Some(body)).await
+}
+
+async fn follow_bulk_from(
+    client: &Client,
+    json_out: bool,
+    flags: &OrderFlags,
+    started: &Value,
+) -> Result<Exit, Failure> {
+    let id = started["bulk_close_id"]
+        .as_str()
+        .ok_or_else(|| Failure::error("the answer names no bulk close"))?;
+    if !json_out {
+        eprintln!("bulk close {id} ({})", started["kind"].as_str().unwrap_or("close_all"));
+    }
+    if flags.no_wait {
+        print_json_or(json_out, started, || format!("accepted: bulk close {id}"));
+        return Ok(Exit::Closed);
+    }
+    follow_bulk(client, json_out, id, flags.timeout).await
+}
+
+/// The exit status a bulk close's view means: still working is `None`. A liquidation
+/// that ended with the broker still holding something is not a success.
+pub fn bulk_outcome(bulk: &Value) -> Option<Exit> {
+    let n = |k: &str| bulk[k].as_u64().unwrap_or(0);
+    match bulk["status"].as_str()? {
+        "completed" if bulk["liquidation"]["flat"] == json!(false) => Some(Exit::Partial),
+        "completed" => Some(Exit::Closed),
+        "completed_with_errors" if n("succeeded") > 0 => Some(Exit::Partial),
+        "completed_with_errors" => Some(Exit::Failed),
+        _ => None,
+    }
+}
+
+/// Polls the bulk close until every close has ended, with a progress bar (on a terminal)
+/// of rows done out of the rows taken so far, and a liquidation's phase.
+async fn follow_bulk(client: &Client, json_out: bool, id: &str, timeout: u64) -> Result<Exit, Failure> {
+    let bar = if json_out || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .map_err(|e| Failure::error(e.to_string()))?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let path = format!("/bulk-closes/{}", encode(id));
+    loop {
+        let b = client.call(reqwest::Method::GET, &path, None, None).await?;
+        let n = |k: &str| b[k].as_u64().unwrap_or(0);
+        bar.set_length(n("total"));
+        bar.set_position(n("succeeded") + n("failed") + n("skipped"));
+        let phase = match b["liquidation"]["phase"].as_str() {
+            Some(p) => format!(", {p} (attempt {})", b["liquidation"]["attempt"]),
+            None => String::new(),
+        };
+        bar.set_message(format!(
+            "{} closed, {} failed, {} working{phase}",
+            n("succeeded"),
+            n("failed"),
+            n("pending")
+        ));
+        if let Some(exit) = bulk_outcome(&b) {
+            bar.finish_and_clear();
+            print_json_or(json_out, &b, || {
+                let failed: Vec<String> = b["rows"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| r["status"] == "failed")
+                    .map(|r| {
+                        format!(
+                            "{}: {}",
+                            r["symbol"].as_str().unwrap_or("?"),
+                            r["message"].as_str().or(r["error"].as_str()).unwrap_or("failed")
+                        )
+                    })
+                    .collect();
+                let mut line = format!(
+                    "{}: {} of {} closed, {} failed, {} skipped",
+                    b["status"].as_str().unwrap_or("?"),
+                    n("succeeded"),
+                    n("total"),
+                    n("failed"),
+                    n("skipped")
+                );
+                if let Some(pnl) = b["total_realized_pnl"].as_str() {
+                    line.push_str(&format!("; realized {pnl}"));
+                }
+                if !failed.is_empty() {
+                    line.push_str(&format!(" ({})", failed.join("; ")));
+                }
+                if let Some(left) = b["liquidation"]["left"].as_array().filter(|l| !l.is_empty()) {
+                    let left: Vec<&str> = left.iter().filter_map(Value::as_str).collect();
+                    line.push_str(&format!("; NOT FLAT, still held at the broker: {}", left.join(", ")));
+                }
+                line
+            });
+            return Ok(exit);
+        }
+        if Instant::now() >= deadline {
+            bar.finish_and_clear();
+            return Err(Failure::error(format!(
+                "bulk close {id} is still working after {timeout} s; it goes on without us (closeflow bulk {id})"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 async fn follow_from(client: &Client, json_out: bool, flags: &OrderFlags, accepted: &Value) -> Result<Exit, Failure> {
     let id = accepted["close_request_id"]
         .as_str()
@@ -631,6 +865,27 @@ fn confirm(question: &str, yes: bool) -> Result<(), Failure> {
         .read_line(&mut line)
         .map_err(|e| Failure::error(e.to_string()))?;
     if matches!(line.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Failure::error("not confirmed; nothing was sent"))
+    }
+}
+
+/// Asks for `phrase` typed out in full (an emergency action is never one keypress away).
+fn confirm_typed(question: &str, phrase: &str) -> Result<(), Failure> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::error(format!(
+            "{question} Not confirmed: pass --yes to run without a terminal"
+        )));
+    }
+    eprint!("{question} ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Failure::error(e.to_string()))?;
+    if line.trim() == phrase {
         Ok(())
     } else {
         Err(Failure::error("not confirmed; nothing was sent"))

@@ -180,3 +180,107 @@ async fn without_a_terminal_or_yes_nothing_is_sent_and_errors_exit_1() {
     assert!(stderr(&out).contains("401"), "{}", stderr(&out));
     let _ = std::fs::remove_file(&db);
 }
+
+async fn register_in(node: &Node, id: &str, account: &str, symbol: &str) {
+    let body = format!(r#"{{"account_id":"{account}","symbol":"{symbol}","asset_type":"equity","quantity":"5"}}"#);
+    let (s, v) = common::call(
+        &reqwest::Client::new(),
+        TOKEN,
+        reqwest::Method::PUT,
+        format!("{}/positions/{id}", node.base),
+        None,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+}
+
+/// `close-all` follows the bulk close to its end (exit 3: some closed, one refused), a
+/// rerun with the printed key starts nothing new; `retry-failed` goes again; `liquidate`
+/// is never sent unconfirmed, and with `--yes` empties the account and halts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_all_and_liquidate_follow_the_bulk_close_to_its_end() {
+    let db = db();
+    let node = start_with(&db, &[("SIM_BROKER_SCENARIOS", "TSLA=reject")]);
+    for (id, symbol) in [("ca-1", "AAPL"), ("ca-2", "MSFT"), ("ca-3", "TSLA")] {
+        register_in(&node, id, "acct-ca", symbol).await;
+    }
+    let out = cli(&node, &["close-all", "acct-ca", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "unconfirmed: {}", stderr(&out));
+    assert_eq!(position_status(&node, "ca-1").await, "open", "nothing was sent");
+
+    let out = cli(
+        &node,
+        &["--json", "close-all", "acct-ca", "--yes", "--reason", "end of day"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let bulk = stdout_json(&out);
+    assert_eq!(
+        (
+            bulk["status"].as_str(),
+            bulk["succeeded"].as_u64(),
+            bulk["failed"].as_u64()
+        ),
+        (Some("completed_with_errors"), Some(2), Some(1)),
+        "{bulk}"
+    );
+    let key = stderr(&out)
+        .split_whitespace()
+        .skip_while(|w| *w != "Idempotency-Key:")
+        .nth(1)
+        .expect("the key is printed")
+        .to_string();
+    let again = cli(
+        &node,
+        &[
+            "--json",
+            "close-all",
+            "acct-ca",
+            "--yes",
+            "--key",
+            &key,
+            "--reason",
+            "end of day",
+        ],
+    );
+    assert_eq!(again.status.code(), Some(3), "{}", stderr(&again));
+    assert_eq!(
+        stdout_json(&again)["bulk_close_id"],
+        bulk["bulk_close_id"],
+        "the same bulk close"
+    );
+
+    // Human-readable: the failed row says why.
+    let id = bulk["bulk_close_id"].as_str().unwrap();
+    let shown = cli(&node, &["bulk", id]);
+    assert_eq!(shown.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(
+        text.contains("2 of 3 closed, 1 failed") && text.contains("TSLA"),
+        "{text}"
+    );
+
+    let retried = cli(&node, &["--json", "retry-failed", id, "--yes"]);
+    assert_eq!(
+        retried.status.code(),
+        Some(3),
+        "TSLA is refused again: {}",
+        stderr(&retried)
+    );
+    assert_eq!(stdout_json(&retried)["retry_rounds"], 1);
+
+    register_in(&node, "lq-1", "acct-lq", "AAPL").await;
+    let out = cli(&node, &["liquidate", "acct-lq"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(position_status(&node, "lq-1").await, "open", "nothing was sent");
+    let out = cli(&node, &["--json", "liquidate", "acct-lq", "--yes", "--reason", "risk"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let liq = stdout_json(&out);
+    assert_eq!(
+        (liq["kind"].as_str(), liq["liquidation"]["flat"].as_bool()),
+        (Some("liquidation"), Some(true)),
+        "{liq}"
+    );
+    assert_eq!(position_status(&node, "lq-1").await, "closed");
+    let _ = std::fs::remove_file(&db);
+}
