@@ -287,3 +287,88 @@ async fn an_operator_signs_in_and_closes_through_the_dialog() {
     page.close().await.unwrap();
     let _ = std::fs::remove_file(&db);
 }
+
+/// Account-wide actions in the browser: Close All follows the bulk close with a progress
+/// bar to its end and names the row the broker refused (Retry failed goes again);
+/// Liquidate stays disabled until `LIQUIDATE <account>` is typed, then ends flat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_closes_all_and_liquidates_an_account() {
+    let db = std::env::temp_dir()
+        .join(format!("closeflow-console-bulk-{}.db", uuid::Uuid::new_v4().simple()))
+        .to_string_lossy()
+        .into_owned();
+    let node = start_with(
+        &db,
+        &[
+            ("API_TOKENS", &format!("ops:{TOKEN}=acct-b,acct-l")),
+            ("SIM_BROKER_SCENARIOS", "TSLA=reject"),
+        ],
+    );
+    let equity = |account: &str, symbol: &str| json!({"account_id": account, "symbol": symbol, "asset_type": "equity", "quantity": "4", "avg_entry_price": "90"});
+    for (id, symbol) in [("b-aapl", "AAPL"), ("b-msft", "MSFT"), ("b-tsla", "TSLA")] {
+        register(&node, id, equity("acct-b", symbol)).await;
+    }
+    register(&node, "l-nvda", equity("acct-l", "NVDA")).await;
+
+    let (_driver, webdriver) = chromedriver();
+    let page = browser(&webdriver).await;
+    page.goto(&format!("{}/console", node.base)).await.unwrap();
+    page.find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(TOKEN)
+        .await
+        .unwrap();
+    click(&page, "#signin-button").await;
+    wait_text(&page, r#"section[aria-label="Account acct-b"]"#, "MSFT").await;
+
+    // Cancel sends nothing.
+    click(&page, r#"button[data-close-all="acct-b"]"#).await;
+    wait_text(
+        &page,
+        "#bulk-text",
+        "Close every open position of account acct-b at market (3 open shown here)?",
+    )
+    .await;
+    click(&page, "#bulk-cancel").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(status(&node, "b-aapl").await, "open", "cancel sent nothing");
+
+    click(&page, r#"button[data-close-all="acct-b"]"#).await;
+    click(&page, "#bulk-ok").await;
+    wait_text(
+        &page,
+        r#"div[data-bulk="acct-b"]"#,
+        "completed with errors: 3/3 done; 2 closed, 1 failed",
+    )
+    .await;
+    wait_text(&page, r#"div[data-bulk="acct-b"] ul"#, "TSLA (b-tsla)").await;
+    shot(&page, "console-close-all.png").await;
+    assert_eq!(status(&node, "b-aapl").await, "closed");
+    assert_eq!(status(&node, "b-tsla").await, "close_failed");
+    click(&page, r#"button[data-retry-failed="acct-b"]"#).await;
+    wait_text(&page, r#"div[data-bulk="acct-b"]"#, "1 failed").await;
+    assert_eq!(status(&node, "b-tsla").await, "close_failed", "refused again");
+
+    // Liquidate: the button stays off until the phrase is typed in full.
+    click(&page, r#"button[data-liquidate="acct-l"]"#).await;
+    let ok = page.find(Locator::Id("bulk-ok")).await.unwrap();
+    assert!(!ok.is_enabled().await.unwrap());
+    let phrase = page.find(Locator::Id("bulk-phrase")).await.unwrap();
+    phrase.send_keys("LIQUIDATE acct-").await.unwrap();
+    assert!(!ok.is_enabled().await.unwrap(), "half the phrase is not enough");
+    phrase.send_keys("l").await.unwrap();
+    assert!(ok.is_enabled().await.unwrap());
+    shot(&page, "console-liquidate-dialog.png").await;
+    click(&page, "#bulk-ok").await;
+    wait_text(
+        &page,
+        r#"div[data-bulk="acct-l"]"#,
+        "Flat: the broker holds nothing. Trading is halted.",
+    )
+    .await;
+    assert_eq!(status(&node, "l-nvda").await, "closed");
+    shot(&page, "console-liquidated.png").await;
+    page.close().await.unwrap();
+    let _ = std::fs::remove_file(&db);
+}

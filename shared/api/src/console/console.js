@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { token: sessionStorage.getItem("closeflow-token") || "", working: new Map(), notes: new Map() };
+const state = { token: sessionStorage.getItem("closeflow-token") || "", working: new Map(), notes: new Map(), bulk: new Map() };
 
 function newKey() {
   if (crypto.randomUUID) return crypto.randomUUID();
@@ -84,7 +84,9 @@ function render(positions) {
     byAccount.get(p.account_id).push(p);
   }
   for (const [account, list] of byAccount) {
-    const section = el("section", { class: "account", "aria-label": "Account " + account }, el("h2", {}, "Account " + account));
+    const section = el("section", { class: "account", "aria-label": "Account " + account }, accountHeader(account, list));
+    const bulk = state.bulk.get(account);
+    if (bulk) section.append(bulkPanel(account, bulk));
     const groups = new Map();
     for (const p of list) {
       const k = p.strategy_id || "";
@@ -94,6 +96,122 @@ function render(positions) {
     for (const [strategy, legs] of groups) section.append(card(strategy, legs));
     root.append(section);
   }
+}
+
+// Account-wide actions: close every open position, or liquidate (cancel every order,
+// close everything until the broker holds nothing, halt trading).
+function accountHeader(account, list) {
+  const running = state.bulk.get(account)?.view?.status === "running";
+  const open = list.filter((p) => p.status === "open").length;
+  const closeAll = el("button", {
+    type: "button", class: "primary", "data-close-all": account,
+    "aria-label": "Close every open position of account " + account,
+    onclick: () => openBulkDialog(account, "close_all", open),
+  }, "Close All");
+  const liquidate = el("button", {
+    type: "button", class: "danger", "data-liquidate": account,
+    "aria-label": "Liquidate account " + account,
+    onclick: () => openBulkDialog(account, "liquidation", open),
+  }, "Liquidate");
+  if (running) { closeAll.disabled = true; liquidate.disabled = true; }
+  if (!open) closeAll.disabled = true;
+  return el("header", {}, el("h2", {}, "Account " + account), closeAll, " ", liquidate);
+}
+
+// A bulk close of the account as it stands: a progress bar of its rows, a liquidation's
+// phase, and once ended the totals and every failed row's reason.
+function bulkPanel(account, bulk) {
+  const v = bulk.view;
+  const kind = bulk.kind === "liquidation" ? "Liquidation" : "Close all";
+  const panel = el("div", { class: "bulk", "data-bulk": account, role: "status", "aria-live": "polite" });
+  if (!v) { panel.append(el("p", {}, kind + ": starting...")); return panel; }
+  const done = v.succeeded + v.failed + v.skipped;
+  const phase = v.liquidation ? " Phase " + v.liquidation.phase + " (attempt " + v.liquidation.attempt + " of " + v.liquidation.max_attempts + ")." : "";
+  panel.append(
+    el("p", {}, kind + " " + v.status.replace(/_/g, " ") + ": " + done + "/" + v.total + " done; " + v.succeeded + " closed, " + v.failed + " failed, " + v.skipped + " skipped, " + v.pending + " working." + phase),
+    el("progress", { max: String(Math.max(v.total, 1)), value: String(done), "aria-label": kind + " progress" }));
+  if (v.status !== "running") {
+    const pnl = v.total_realized_pnl ?? ("unknown (" + (v.realized_pnl_unknown ?? "—") + ")");
+    panel.append(el("p", {}, "Realized PnL: " + pnl + "."));
+    if (v.liquidation && v.liquidation.flat === false) {
+      panel.append(el("p", { class: "error" }, "NOT FLAT: the broker still holds " + v.liquidation.left.join(", ") + "."));
+    } else if (v.liquidation && v.liquidation.flat) {
+      panel.append(el("p", { class: "note ok" }, "Flat: the broker holds nothing. Trading is halted."));
+    }
+    const failed = v.rows.filter((r) => r.status === "failed");
+    if (failed.length) {
+      panel.append(el("ul", {}, ...failed.map((r) => el("li", {}, r.symbol + " (" + r.position_id + "): " + (r.message || r.error)))));
+      if (!v.liquidation) {
+        panel.append(el("button", {
+          type: "button", "data-retry-failed": account,
+          onclick: () => retryFailed(account, v.bulk_close_id),
+        }, "Retry failed"));
+      }
+    }
+  }
+  if (bulk.error) panel.append(el("p", { class: "error", role: "alert" }, bulk.error));
+  return panel;
+}
+
+let pendingBulk = null;
+
+function openBulkDialog(account, kind, open) {
+  pendingBulk = { account, kind };
+  const liquidation = kind === "liquidation";
+  $("bulk-title").textContent = liquidation ? "Liquidate account " + account : "Close all of account " + account;
+  $("bulk-text").textContent = liquidation
+    ? "Cancel every open order of account " + account + ", close every position at market (shorts first) until the broker holds nothing, then halt its trading?"
+    : "Close every open position of account " + account + " at market (" + open + " open shown here)?";
+  const phrase = "LIQUIDATE " + account;
+  $("bulk-phrase-row").hidden = !liquidation;
+  $("bulk-phrase-want").textContent = phrase;
+  $("bulk-phrase").value = "";
+  $("bulk-error").textContent = "";
+  $("bulk-ok").textContent = liquidation ? "Liquidate" : "Close All";
+  $("bulk-ok").disabled = liquidation;
+  $("bulk-confirm").showModal();
+  $("bulk-cancel").focus();
+}
+
+async function confirmBulk(ev) {
+  ev.preventDefault();
+  const { account, kind } = pendingBulk;
+  const liquidation = kind === "liquidation";
+  $("bulk-ok").disabled = true;
+  const path = "/accounts/" + encodeURIComponent(account) + (liquidation ? "/liquidate" : "/close-all");
+  const body = liquidation ? { confirm: $("bulk-phrase").value.trim() } : {};
+  const r = await api("POST", path, { key: newKey(), body });
+  if (r.status !== 202 && r.status !== 200) {
+    $("bulk-error").textContent = errorText(r);
+    $("bulk-ok").disabled = liquidation && $("bulk-phrase").value.trim() !== "LIQUIDATE " + account;
+    return;
+  }
+  $("bulk-confirm").close();
+  followBulk(account, kind, r.body);
+}
+
+async function retryFailed(account, id) {
+  const r = await api("POST", "/bulk-closes/" + encodeURIComponent(id) + "/retry-failed");
+  if (r.status !== 202 && r.status !== 200) {
+    state.bulk.get(account).error = errorText(r);
+    return load();
+  }
+  followBulk(account, "close_all", r.body);
+}
+
+async function followBulk(account, kind, first) {
+  const bulk = { kind, view: first, error: null };
+  state.bulk.set(account, bulk);
+  await load();
+  for (;;) {
+    if (bulk.view.status !== "running") break;
+    await new Promise((ok) => setTimeout(ok, 500));
+    const r = await api("GET", "/bulk-closes/" + encodeURIComponent(first.bulk_close_id));
+    if (r.status !== 200) { bulk.error = errorText(r); break; }
+    bulk.view = r.body;
+    await load();
+  }
+  await load();
 }
 
 function card(strategy, legs) {
@@ -331,6 +449,11 @@ $("account").addEventListener("change", load);
 $("confirm-form").addEventListener("submit", confirmClose);
 $("confirm-cancel").addEventListener("click", () => $("confirm").close());
 $("history-close").addEventListener("click", () => $("history").close());
+$("bulk-form").addEventListener("submit", confirmBulk);
+$("bulk-cancel").addEventListener("click", () => $("bulk-confirm").close());
+$("bulk-phrase").addEventListener("input", () => {
+  $("bulk-ok").disabled = $("bulk-phrase").value.trim() !== "LIQUIDATE " + pendingBulk.account;
+});
 $("limit-price").addEventListener("input", describeOrder);
 for (const r of document.querySelectorAll('input[name="order_type"]')) {
   r.addEventListener("change", () => {
