@@ -29,6 +29,10 @@ pub async fn close_options_are_refused_with_stable_codes_and_change_nothing(app:
         (r#"{"order_type":"limit","limit_price":"0"}"#, "invalid_limit_price"),
         (r#"{"time_in_force":"ioc"}"#, "invalid_time_in_force"),
         (r#"{"extended_hours":true}"#, "invalid_extended_hours"),
+        (
+            r#"{"order_type":"limit","limit_price":"10","time_in_force":"gtc","extended_hours":true}"#,
+            "invalid_extended_hours",
+        ),
         (r#"{"limit_price":"x"}"#, "invalid_body"),
         (r#"{"extended_hours":"yes"}"#, "invalid_body"),
         (r#"{"qty":"1","stop_price":"2"}"#, "invalid_body"),
@@ -58,7 +62,7 @@ pub async fn close_options_are_refused_with_stable_codes_and_change_nothing(app:
         .close_with(
             "opt-1",
             "k-opt",
-            Some(r#"{"qty":2,"order_type":"limit","limit_price":"101.5","time_in_force":"gtc","extended_hours":true}"#),
+            Some(r#"{"qty":2,"order_type":"limit","limit_price":"101.5","time_in_force":"day","extended_hours":true}"#),
         )
         .await;
     assert_eq!(ok.status, 201, "{}", ok.body);

@@ -357,10 +357,13 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
     ),
     (
         "invalid_query",
-        "an unknown or repeated query parameter, or bad form encoding",
+        "an unknown, repeated or invalid query parameter, or bad form encoding (listings: account_id, status, strategy_id, limit 1 to 100)",
     ),
     ("invalid_limit", "limit: an integer from 1 to 500"),
-    ("invalid_cursor", "cursor: only a next_cursor this same trail answered"),
+    (
+        "invalid_cursor",
+        "cursor: only a next_cursor this API answered for the same listing or trail",
+    ),
     ("invalid_since", "since: an RFC 3339 time"),
     (
         "invalid_body",
@@ -384,12 +387,10 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
         "invalid_time_in_force",
         "time_in_force must be `day` or `gtc`; option orders are `day` only",
     ),
-    ("invalid_extended_hours", "extended_hours is only for limit orders"),
     (
-        "invalid_query",
-        "an unknown, repeated or invalid query parameter (account_id, status, strategy_id, limit 1 to 100)",
+        "invalid_extended_hours",
+        "extended_hours is only for limit orders with time_in_force day",
     ),
-    ("invalid_cursor", "cursor is not a next_cursor this API answered"),
     (
         "account_id_required",
         "the caller may act on every account: name one with account_id (or a strategy_id)",

@@ -123,6 +123,7 @@ async fn the_document_and_the_docs_page_are_served_without_credentials() {
 fn the_document_names_codes_headers_and_security() {
     let doc = doc();
     let known: BTreeSet<&str> = ERROR_CODES.iter().map(|(c, _)| *c).collect();
+    assert_eq!(known.len(), ERROR_CODES.len(), "each code is described once");
     let mut listed = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {

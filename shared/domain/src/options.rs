@@ -132,7 +132,7 @@ pub enum OptionsError {
     InvalidLimitPrice,
     #[error("time_in_force must be `day` or `gtc`; option orders are `day` only")]
     InvalidTimeInForce,
-    #[error("extended_hours is only for limit orders")]
+    #[error("extended_hours is only for limit orders with time_in_force day")]
     InvalidExtendedHours,
 }
 
@@ -193,7 +193,8 @@ impl OrderOptions {
             (OrderType::Market, None) => {}
             _ => return Err(OptionsError::InvalidLimitPrice),
         }
-        if self.extended_hours && self.order_type != OrderType::Limit {
+        // Brokers take orders outside regular hours only as day limit orders.
+        if self.extended_hours && (self.order_type != OrderType::Limit || self.time_in_force != TimeInForce::Day) {
             return Err(OptionsError::InvalidExtendedHours);
         }
         Ok(())
@@ -279,6 +280,11 @@ mod tests {
             ..OrderOptions::limit(price("3"))
         };
         assert_eq!(ext_limit.validate_for(AssetType::Equity), Ok(()));
+        let ext_gtc = OrderOptions {
+            time_in_force: TimeInForce::Gtc,
+            ..ext_limit
+        };
+        assert_eq!(ext_gtc.validate_shape(), Err(OptionsError::InvalidExtendedHours));
         let gtc = OrderOptions {
             time_in_force: TimeInForce::Gtc,
             ..OrderOptions::limit(price("3"))

@@ -700,7 +700,10 @@ mod tests {
 
     #[test]
     fn retries_wait_their_backoff_ask_for_a_new_attempt_and_stop_at_the_limit() {
-        let (agg, msg) = pending();
+        let (mut agg, msg) = pending();
+        // A limit close: every retry places its order at the same price.
+        let limit = crate::OrderOptions::limit(crate::testing::price("187.25"));
+        agg.latest_close_request.as_mut().unwrap().options = limit;
         let p = Policy::default();
         let sub = changed(record_submission(
             &agg,
@@ -729,6 +732,8 @@ mod tests {
             assert_eq!(statuses(&agg), (P::Closing, C::Pending));
             let m = outbox_message(Some(&before), &agg).expect("a new attempt asks for an order");
             assert_eq!(m.attempt, retry + 2);
+            let intent = crate::lifecycle::intent_for(&agg, &m).expect("the attempt's order");
+            assert_eq!(intent.options, limit, "a limit close's retries keep its price");
             // The attempt also ends partially (1 more unit): retryable again.
             let attempt = m.clone();
             agg = changed(record_submission(
