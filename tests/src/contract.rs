@@ -745,9 +745,9 @@ pub async fn a_partial_limit_close_stores_exactly_what_the_domain_decides(s: &Co
     assert_eq!(agg(s, "pl-1").await, before, "a refused close writes nothing");
     let mut cmd = close("pl-1", "k1", t);
     cmd.qty = Some(closeflow_domain::Quantity::from(4));
+    // (A day limit may also trade outside regular hours; the API's options test stores that.)
     cmd.options = closeflow_domain::OrderOptions {
         time_in_force: closeflow_domain::TimeInForce::Gtc,
-        extended_hours: true,
         ..closeflow_domain::OrderOptions::limit(closeflow_domain::Price::new(crate::builders::qty("2.5")).unwrap())
     };
     let CloseDecision::Create(expected) = decide_close(Some(&before), &cmd) else {

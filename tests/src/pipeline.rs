@@ -150,8 +150,12 @@ impl PipelineApp {
             }
         };
         let (event_sink, events) = sink.expect("set per backend");
+        // `SCENARIOS` or `SCENARIOS|PRICES` (as SIM_BROKER_SCENARIOS and SIM_BROKER_PRICES).
+        let (scenarios, prices) = scenarios.split_once('|').unwrap_or((scenarios, ""));
         let sim = Arc::new(SimulatedBroker::new(
-            SimScenarios::parse(scenarios).expect("scenarios"),
+            SimScenarios::parse(scenarios)
+                .and_then(|s| s.with_prices(prices))
+                .expect("scenarios"),
             SECRET,
             clock.clone(),
         ));

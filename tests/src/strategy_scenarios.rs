@@ -741,6 +741,93 @@ pub async fn a_refused_mleg_order_is_retried_by_hand_as_one_order(app: &Pipeline
     }
 }
 
+/// A net limit is the whole multi-leg order's: closing a short call spread (buy back the
+/// 500 call at 3, sell the 510 call at 1.5: a debit of 1.5) fills at a net limit of 1.6,
+/// and rests, nothing filled, at 1.4 — where a trader then cancels it and both legs are
+/// open again. A credit travels signed to the broker.
+pub async fn an_mleg_close_fills_only_at_its_net_limit_or_better(app: &PipelineApp) {
+    // Closing the long call spread instead (sell the 500 at 3, buy the 510 at 1.5) brings
+    // a credit of 1.5: a net credit limit of -1.25 fills, one of -2 rests.
+    let (short_spread, long_spread) = (("-1", "1"), ("1", "-1"));
+    for (strategy, (q500, q510), limit, fills) in [
+        ("nl-a", short_spread, "1.6", true),
+        ("nl-b", short_spread, "1.4", false),
+        ("nl-c", long_spread, "-1.25", true),
+        ("nl-d", long_spread, "-2", false),
+    ] {
+        option_legs(
+            app,
+            strategy,
+            &[("s", "QQQ260116C00500000", q500), ("l", "QQQ260116C00510000", q510)],
+        )
+        .await;
+        let body = format!(r#"{{"mode":"mleg","order_type":"limit","limit_price":"{limit}"}}"#);
+        let r = app
+            .call(
+                Method::POST,
+                &format!("/strategies/{strategy}/close"),
+                &[("idempotency-key", "nl")],
+                Some(&body),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let id = r.str("strategy_close_id");
+        for _ in 0..3 {
+            app.driver.pump().await;
+            app.sim.idle().await;
+        }
+        let v = app
+            .call(Method::GET, &format!("/strategy-closes/{id}"), &[], None)
+            .await;
+        if fills {
+            assert_eq!(v.body["status"], "success", "{}", v.body);
+            let prices: Vec<_> = v.body["legs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["filled_avg_price"].as_str().unwrap().to_string())
+                .collect();
+            assert!(
+                prices.contains(&"3".to_string()) && prices.contains(&"1.5".to_string()),
+                "{prices:?}"
+            );
+            continue;
+        }
+        assert_eq!(v.body["status"], "pending", "resting: {}", v.body);
+        assert!(
+            v.body["legs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|l| l["filled_qty"] == "0"),
+            "{}",
+            v.body
+        );
+        let leg_cr = v.body["legs"][0]["close_request_id"].as_str().unwrap().to_string();
+        let c = app
+            .call(
+                Method::POST,
+                &format!("/close-requests/{leg_cr}/cancel"),
+                &[],
+                Some("{}"),
+            )
+            .await;
+        assert_eq!(c.status, 202, "{}", c.body);
+        for _ in 0..3 {
+            app.driver.pump().await;
+            app.sim.idle().await;
+        }
+        for leg in ["s", "l"] {
+            assert_eq!(
+                app.position(&format!("{strategy}-{leg}")).await.body["status"],
+                "open",
+                "{leg}"
+            );
+        }
+    }
+    assert_eq!(app.sim.mleg_orders_placed(), 4);
+}
+
 #[macro_export]
 macro_rules! strategy_tests {
     ($backend:expr) => {
@@ -758,6 +845,7 @@ macro_rules! strategy_tests {
             an_mleg_order_survives_a_crash_and_redelivered_messages: "",
             an_mleg_order_the_broker_refuses_fails_every_leg: "SPY260116P00540000=reject",
             a_refused_mleg_order_is_retried_by_hand_as_one_order: "IWM260116C00250000=reject_first",
+            an_mleg_close_fills_only_at_its_net_limit_or_better: "|QQQ260116C00500000=3,QQQ260116C00510000=1.5",
             a_part_filled_mleg_order_is_retried_as_one_order_for_the_rest:
                 "QQQ260116C00500000=partial:1,QQQ260116C00510000=partial:1",
             a_limit_strategy_close_is_an_mleg_order_at_a_net_price:

@@ -158,6 +158,7 @@ fn validate(account: &str, r: OrderRequest) -> Result<NewOrder, String> {
         time_in_force,
         limit_price: r.limit_price,
         position_intent: r.position_intent,
+        rests: false,
     })
 }
 

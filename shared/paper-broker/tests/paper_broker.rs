@@ -1097,7 +1097,12 @@ async fn every_open_order_of_the_account_is_listed_through_the_adapter() {
 /// when a leg is refused, read back by client order id and by id, and canceled as a whole.
 #[tokio::test]
 async fn a_multi_leg_order_is_placed_whole_answered_with_its_legs_and_canceled_whole() {
-    let p = paper("SPY260116P00540000=reject,QQQ260116C00500000=rest", "", None).await;
+    let p = paper(
+        "SPY260116P00540000=reject,QQQ260116C00500000=rest",
+        "QQQ260116C00500000=3,QQQ260116C00510000=1.5",
+        None,
+    )
+    .await;
     let leg = |symbol: &str, side: &str, intent: &str| json!({"symbol": symbol, "ratio_qty": "1", "side": side, "position_intent": intent});
     let condor = json!([
         leg("SPY260116C00600000", "sell", "sell_to_close"),
@@ -1190,6 +1195,40 @@ async fn a_multi_leg_order_is_placed_whole_answered_with_its_legs_and_canceled_w
     assert_eq!(after["status"], "canceled", "{after}");
     let (s, _) = paper_call(&p, reqwest::Method::DELETE, &format!("/v2/orders/{id}"), json!(null)).await;
     assert_eq!(s, 422, "nothing left to cancel");
+
+    // A net limit the prices do not reach: selling the 500 call (3) and buying the 510
+    // (1.5) brings a credit of 1.5, short of the 2 asked. Nothing fills; every leg rests.
+    let spread = json!([
+        leg("QQQ260116C00500000", "sell", "sell_to_close"),
+        leg("QQQ260116C00510000", "buy", "buy_to_close"),
+    ]);
+    let placed = p.broker.engine.orders_placed();
+    let body = order("m-4", spread.clone(), json!({"type": "limit", "limit_price": "-2"}));
+    let (s, b) = paper_call(&p, reqwest::Method::POST, "/v2/orders", body).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (&b["status"], &b["filled_qty"]),
+        (&json!("accepted"), &json!("0")),
+        "{b}"
+    );
+    assert!(
+        b["legs"].as_array().unwrap().iter().all(|l| l["filled_qty"] == "0"),
+        "{b}"
+    );
+    assert_eq!(p.broker.engine.orders_placed(), placed + 2, "both legs placed, resting");
+    // A debit spread at its limit or better fills (buying the 500 call, selling the 510:
+    // a debit of 1.5, within the 1.6 asked).
+    let debit = json!([
+        leg("QQQ260116C00500000", "buy", "buy_to_close"),
+        leg("QQQ260116C00510000", "sell", "sell_to_close"),
+    ]);
+    let p2 = paper("", "QQQ260116C00500000=3,QQQ260116C00510000=1.5", None).await;
+    let body = order("m-5", debit.clone(), json!({"type": "limit", "limit_price": "1.6"}));
+    let (_, b) = paper_call(&p2, reqwest::Method::POST, "/v2/orders", body).await;
+    assert_eq!(b["status"], "filled", "{b}");
+    let body = order("m-6", debit, json!({"type": "limit", "limit_price": "1.4"}));
+    let (_, b) = paper_call(&p2, reqwest::Method::POST, "/v2/orders", body).await;
+    assert_eq!(b["status"], "accepted", "a debit of 1.5 is more than 1.4: {b}");
 }
 
 /// A multi-leg order's `trade_updates` are the order's own, as Alpaca's: `new` once, a
@@ -1199,7 +1238,7 @@ async fn a_multi_leg_order_is_placed_whole_answered_with_its_legs_and_canceled_w
 async fn a_multi_leg_orders_trade_updates_are_the_orders_own_with_its_legs_nested() {
     let p = paper(
         "QQQ260116C00500000=rest",
-        "SPY260116C00600000=2.15,SPY260116C00610000=0.8",
+        "SPY260116C00600000=2.15,SPY260116C00610000=0.8,QQQ260116C00500000=3,QQQ260116C00510000=1.5",
         None,
     )
     .await;

@@ -15,8 +15,9 @@
 //! closeflow as that leg's webhook calls, as Alpaca reports a multi-leg order's legs. The
 //! order is all or nothing at placement: a leg whose scenario refuses (`reject`, or
 //! `reject_first` on attempt 1) refuses the whole order before any leg is placed. The
-//! simulated broker has no quotes for a net price: a limit multi-leg order rests under
-//! `rest` and otherwise fills its legs at their prices.
+//! simulated broker prices a multi-leg limit order by its legs' symbol prices: at its net
+//! limit or better its legs fill, otherwise every leg rests until canceled (a leg whose
+//! scenario is `rest` rests in any case).
 
 pub mod engine;
 pub mod holdings;
@@ -461,7 +462,8 @@ impl Broker for SimulatedBroker {
             client_order_id: intent.client_order_id.to_string(),
             attempt: intent.client_order_id.attempt,
             qty: intent.qty,
-            limit_price: intent.options.limit_price.filter(|_| limit).map(|p| p.as_quantity()),
+            // Signed, as Alpaca takes it: a net credit is negative.
+            limit_price: intent.options.signed_limit_price().filter(|_| limit),
             time_in_force: intent.options.time_in_force.as_str().into(),
             legs: intent
                 .legs

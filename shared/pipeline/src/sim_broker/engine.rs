@@ -141,6 +141,9 @@ pub struct NewOrder {
     pub time_in_force: String,
     pub limit_price: Option<Quantity>,
     pub position_intent: Option<String>,
+    /// Works until canceled, whatever the price: a leg of a multi-leg limit order whose
+    /// net price the symbols' prices do not reach (the legs fill together or not at all).
+    pub rests: bool,
 }
 
 impl NewOrder {
@@ -173,6 +176,7 @@ impl NewOrder {
             time_in_force: "day".into(),
             limit_price: None,
             position_intent: None,
+            rests: false,
         }
     }
 }
@@ -481,6 +485,7 @@ impl Engine {
             _ => {}
         }
         let qty = req.qty;
+        let behaviour = if req.rests { SimBehaviour::Hold } else { behaviour };
         let mut order = self.insert(&mut st, req, None);
         st.placed += 1;
         if behaviour == SimBehaviour::NotFound {
@@ -617,6 +622,7 @@ impl Engine {
                 time_in_force: old.time_in_force.clone(),
                 limit_price: old.limit_price,
                 position_intent: old.position_intent.clone(),
+                rests: false,
             },
             Some(old.id.clone()),
         );

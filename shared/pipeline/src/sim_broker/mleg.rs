@@ -132,6 +132,11 @@ impl MlegBook {
                 )));
             }
         }
+        // A limit order fills only at its net limit or better, at the symbols' prices
+        // (which the simulation holds still): otherwise every leg rests until canceled.
+        let net_too_far = req
+            .limit_price
+            .is_some_and(|limit| net_price(scenarios, &req.legs).is_none_or(|net| net > limit));
         let mut placed: Vec<(String, Quantity, String)> = Vec::with_capacity(req.legs.len());
         for l in &req.legs {
             let qty = l
@@ -140,11 +145,13 @@ impl MlegBook {
                 .checked_mul(req.qty.value())
                 .map(Quantity::new)
                 .ok_or_else(|| MlegError::Rejected("qty out of range".into()))?;
-            let rests = req.limit_price.is_some() && scenarios.behaviour(&l.symbol) == SimBehaviour::Rest;
+            let rests =
+                req.limit_price.is_some() && (net_too_far || scenarios.behaviour(&l.symbol) == SimBehaviour::Rest);
+            // The limit is the whole order's net price, not a leg's: legs carry none.
             let order = NewOrder {
                 position_intent: l.position_intent.clone(),
-                order_type: if rests { "limit" } else { "market" }.into(),
-                limit_price: if rests { req.limit_price } else { None },
+                order_type: if req.limit_price.is_some() { "limit" } else { "market" }.into(),
+                rests,
                 time_in_force: req.time_in_force.clone(),
                 ..NewOrder::market(&req.account, &l.client_order_id, &l.symbol, l.side, qty)
             };
@@ -184,6 +191,20 @@ impl MlegBook {
         }
         any
     }
+}
+
+/// The net price of one unit of the legs at the symbols' prices: what buying costs less
+/// what selling brings (positive a debit, negative a credit). `None` past the decimal range.
+pub fn net_price(scenarios: &super::SimScenarios, legs: &[LegRequest]) -> Option<Quantity> {
+    let mut net = rust_decimal::Decimal::ZERO;
+    for l in legs {
+        let leg = scenarios.price(&l.symbol).value().checked_mul(l.ratio.value())?;
+        net = match l.side {
+            Side::Buy => net.checked_add(leg)?,
+            Side::Sell => net.checked_sub(leg)?,
+        };
+    }
+    Some(Quantity::new(net.normalize()))
 }
 
 /// The order's status and filled units from its legs: filled when every leg filled;
