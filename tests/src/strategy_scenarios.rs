@@ -53,6 +53,15 @@ pub async fn a_strategy_close_is_atomic_and_idempotent(app: &TestApp) {
         "strategy_not_found",
     );
     condor(app, "ic-a").await;
+    // Asked for one multi-leg order where there can be none (no broker here takes them):
+    // refused, nothing written, the key not used up.
+    let r = close_strategy(app, "ic-a", "k1", Some(r#"{"mode":"mleg"}"#)).await;
+    assert_error(&r, 409, "mleg_not_available");
+    assert!(r.body["message"].as_str().unwrap().contains("mode `legs`"), "{}", r.body);
+    for (leg, _, _) in CONDOR {
+        let p = app.get(&format!("/positions/ic-a-{leg}")).await;
+        assert_eq!(p.body["status"], "open", "{leg}: nothing written");
+    }
     let r = close_strategy(app, "ic-a", "k1", Some(r#"{"reason":"take profit"}"#)).await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(

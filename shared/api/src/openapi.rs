@@ -409,6 +409,10 @@ pub const ERROR_CODES: &[(&str, &str)] = &[
         "a strategy close takes at most 99 legs (one atomic write)",
     ),
     (
+        "mleg_not_available",
+        "mode `mleg` was asked for and cannot be (the broker takes no multi-leg orders, or the strategy is not 2 to 4 option legs); nothing was closed",
+    ),
+    (
         "account_halted",
         "the account is `liquidating` or `halted` (`trading_state`): nothing that adds exposure is accepted until it is resumed",
     ),
@@ -903,7 +907,7 @@ errors!(
         err(StatusCode::NOT_FOUND, &["strategy_not_found"]),
         err_ex(
             StatusCode::CONFLICT,
-            &["strategy_not_closable", "position_locked"],
+            &["strategy_not_closable", "position_locked", "mleg_not_available"],
             || json!({"error": "strategy_not_closable",
                       "message": "Leg `ic-1-put-short` is `closing`: every leg must be open; nothing was closed",
                       "position_id": "ic-1-put-short", "position_status": "closing"})

@@ -156,6 +156,11 @@ fn rejection(r: StrategyCloseRejection) -> ApiError {
                 closeflow_domain::strategy_close::MAX_LEGS
             ),
         ),
+        StrategyCloseRejection::MlegNotAvailable(why) => ApiError::new(
+            StatusCode::CONFLICT,
+            "mleg_not_available",
+            format!("mode `mleg` cannot be used: {why}; nothing was closed"),
+        ),
     }
 }
 

@@ -450,6 +450,7 @@ impl RowOutcome {
                 "strategy_not_closable",
                 format!("{legs} legs are more than one close takes"),
             ),
+            StrategyCloseRejection::MlegNotAvailable(why) => failed("mleg_not_available", why.clone()),
         }
     }
 }

@@ -151,6 +151,10 @@ pub enum StrategyCloseRejection {
     TooManyLegs {
         legs: usize,
     },
+    /// `mode: mleg` was asked for and the close cannot be one multi-leg order (why, for
+    /// people): a trader who asked for the legs to trade together is never given legs that
+    /// trade apart.
+    MlegNotAvailable(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,16 +169,31 @@ pub enum StrategyCloseDecision {
     Reject(StrategyCloseRejection),
 }
 
-/// The mode a strategy close runs in.
+/// The mode a strategy close runs in: `mleg` by default when the broker takes multi-leg
+/// orders and the strategy is 2 to 4 option legs, else `legs`. An explicit `mleg` that
+/// cannot be is refused (why, for people), never run as `legs`.
 pub fn resolve_mode(
     requested: Option<StrategyCloseMode>,
     legs: &[PositionAggregate],
     broker_supports_mleg: bool,
-) -> StrategyCloseMode {
-    let mleg_shape = (2..=4).contains(&legs.len()) && legs.iter().all(|l| l.position.asset_type == AssetType::Option);
+) -> Result<StrategyCloseMode, String> {
+    let all_options = legs.iter().all(|l| l.position.asset_type == AssetType::Option);
+    let mleg_shape = (2..=4).contains(&legs.len()) && all_options;
     match requested {
-        Some(StrategyCloseMode::Mleg) | None if broker_supports_mleg && mleg_shape => StrategyCloseMode::Mleg,
-        _ => StrategyCloseMode::Legs,
+        Some(StrategyCloseMode::Legs) => Ok(StrategyCloseMode::Legs),
+        Some(StrategyCloseMode::Mleg) if !broker_supports_mleg => {
+            Err("the broker does not take multi-leg orders; close with mode `legs`".into())
+        }
+        Some(StrategyCloseMode::Mleg) if !all_options => {
+            Err("a multi-leg order takes option legs only; close with mode `legs`".into())
+        }
+        Some(StrategyCloseMode::Mleg) if !mleg_shape => Err(format!(
+            "a multi-leg order takes 2 to 4 legs, this strategy has {}; close with mode `legs`",
+            legs.len()
+        )),
+        Some(StrategyCloseMode::Mleg) => Ok(StrategyCloseMode::Mleg),
+        None if broker_supports_mleg && mleg_shape => Ok(StrategyCloseMode::Mleg),
+        None => Ok(StrategyCloseMode::Legs),
     }
 }
 
@@ -272,7 +291,10 @@ pub fn decide_strategy_close(legs: &[PositionAggregate], cmd: &StrategyCloseComm
         }
     }
     let owned: Vec<PositionAggregate> = legs.iter().map(|l| (*l).clone()).collect();
-    let mode = resolve_mode(cmd.mode, &owned, cmd.broker_supports_mleg);
+    let mode = match resolve_mode(cmd.mode, &owned, cmd.broker_supports_mleg) {
+        Ok(m) => m,
+        Err(why) => return D::Reject(R::MlegNotAvailable(why)),
+    };
     // A limit price of a strategy close is a net price: only a multi-leg order has one.
     if mode == StrategyCloseMode::Legs && cmd.options.order_type == OrderType::Limit {
         return D::Reject(R::InvalidOptions(OptionsError::InvalidLimitPrice));
@@ -658,20 +680,27 @@ mod tests {
     #[test]
     fn mleg_is_the_default_for_two_to_four_option_legs_when_the_broker_supports_it() {
         let legs = condor();
-        assert_eq!(resolve_mode(None, &legs, true), StrategyCloseMode::Mleg);
-        assert_eq!(resolve_mode(None, &legs, false), StrategyCloseMode::Legs);
-        assert_eq!(
-            resolve_mode(Some(StrategyCloseMode::Mleg), &legs, false),
-            StrategyCloseMode::Legs
-        );
-        assert_eq!(
-            resolve_mode(Some(StrategyCloseMode::Legs), &legs, true),
-            StrategyCloseMode::Legs
-        );
-        assert_eq!(resolve_mode(None, &legs[..1], true), StrategyCloseMode::Legs);
+        let (mleg, legs_mode) = (Ok(StrategyCloseMode::Mleg), Ok(StrategyCloseMode::Legs));
+        assert_eq!(resolve_mode(None, &legs, true), mleg);
+        assert_eq!(resolve_mode(None, &legs, false), legs_mode);
+        assert_eq!(resolve_mode(Some(StrategyCloseMode::Legs), &legs, true), legs_mode);
+        assert_eq!(resolve_mode(None, &legs[..1], true), legs_mode);
         let mut equity = legs.clone();
         equity[0].position.asset_type = AssetType::Equity;
-        assert_eq!(resolve_mode(None, &equity, true), StrategyCloseMode::Legs);
+        assert_eq!(resolve_mode(None, &equity, true), legs_mode);
+        // Asked for by name and impossible: refused, saying why, never run as `legs`.
+        let why =
+            |legs: &[PositionAggregate], broker| resolve_mode(Some(StrategyCloseMode::Mleg), legs, broker).unwrap_err();
+        assert!(why(&legs, false).contains("broker does not take"));
+        assert!(why(&equity, true).contains("option legs only"));
+        assert!(why(&legs[..1], true).contains("2 to 4 legs, this strategy has 1"));
+        let mut c = cmd("k");
+        c.mode = Some(StrategyCloseMode::Mleg);
+        c.broker_supports_mleg = false;
+        assert!(matches!(
+            decide_strategy_close(&legs, &c),
+            StrategyCloseDecision::Reject(StrategyCloseRejection::MlegNotAvailable(_))
+        ));
     }
 
     #[test]
