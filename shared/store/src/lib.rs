@@ -593,6 +593,24 @@ pub async fn strategy_legs<S: Backend + ?Sized>(
     strategy_id: &str,
     access: &Access,
 ) -> Result<Vec<PositionAggregate>, StoreError> {
+    let indexed = indexed_strategy_legs(store, strategy_id, access).await?;
+    let keys: Vec<RoutingKey> = indexed.iter().map(|p| RoutingKey::of(&p.position.id)).collect();
+    let loaded = store.load_many(&keys).await?;
+    // Only the positions the index named: a routing key is shared by 1 in 2^60 pairs.
+    Ok(loaded
+        .into_iter()
+        .filter(|a| indexed.iter().any(|p| p.position.id == a.position.id))
+        .collect())
+}
+
+/// Every leg of a strategy the caller may act on, as the index holds it (whole aggregates,
+/// possibly a moment old): good for deciding a write whose version conditions catch
+/// anything stale, never for answering.
+async fn indexed_strategy_legs<S: Backend + ?Sized>(
+    store: &S,
+    strategy_id: &str,
+    access: &Access,
+) -> Result<Vec<PositionAggregate>, StoreError> {
     let accounts = match access {
         Access::All => None,
         Access::Accounts(set) => Some(set.iter().cloned().collect()),
@@ -619,25 +637,37 @@ pub async fn strategy_legs<S: Backend + ?Sized>(
             _ => break,
         }
     }
-    let keys: Vec<RoutingKey> = positions.iter().map(|p| RoutingKey::of(&p.position.id)).collect();
-    let loaded = store.load_many(&keys).await?;
-    // Only the positions the index named: a routing key is shared by 1 in 2^60 pairs.
-    Ok(loaded
-        .into_iter()
-        .filter(|a| positions.iter().any(|p| p.position.id == a.position.id))
-        .collect())
+    Ok(positions)
 }
 
-/// The protocol's strategy close: load the legs, decide with the domain, write every leg
+/// The protocol's strategy close: find the legs, decide with the domain, write every leg
 /// with its version condition in one commit; on a lost race load again and re-decide (a
 /// racing close with another key then finds the legs `closing` and is refused).
+///
+/// The first decision is made on the legs as the index holds them (whole aggregates, one
+/// round trip): the commit's version conditions refuse anything stale, so a close that
+/// goes through costs the index query and the write. A refusal, a replay or a lost race
+/// is decided again on the legs read strongly consistent, so nobody is answered from a
+/// stale index.
 pub async fn close_strategy_by_protocol<S: Backend + ?Sized>(
     store: &S,
     cmd: &StrategyCloseCommand,
 ) -> Result<StrategyCloseOutcome, StoreError> {
+    let mut consistent = false;
     for _ in 0..ATTEMPTS {
-        let legs = strategy_legs(store, &cmd.strategy_id, &cmd.access).await?;
+        let legs = match consistent {
+            true => strategy_legs(store, &cmd.strategy_id, &cmd.access).await?,
+            false => indexed_strategy_legs(store, &cmd.strategy_id, &cmd.access).await?,
+        };
         match decide_strategy_close(&legs, cmd) {
+            // No leg found: the strong read goes through the same index; nothing to check.
+            StrategyCloseDecision::Reject(StrategyCloseRejection::NotFound) => {
+                return Ok(StrategyCloseOutcome::Rejected(StrategyCloseRejection::NotFound))
+            }
+            StrategyCloseDecision::Reject(_) | StrategyCloseDecision::Replay(_) if !consistent => {
+                consistent = true;
+                continue;
+            }
             StrategyCloseDecision::Reject(r) => return Ok(StrategyCloseOutcome::Rejected(r)),
             StrategyCloseDecision::Replay(id) => {
                 let view = strategy_close_view(&id, &legs).ok_or_else(|| {
@@ -668,8 +698,9 @@ pub async fn close_strategy_by_protocol<S: Backend + ?Sized>(
                             .ok_or_else(|| StoreError::Corrupt("created strategy close has no legs".into()))?;
                         return Ok(StrategyCloseOutcome::Created(view));
                     }
-                    // A leg changed meanwhile: nothing was written; decide again.
-                    Err(_) => continue,
+                    // A leg changed meanwhile (or the index was behind): nothing was
+                    // written; decide again on what is stored.
+                    Err(_) => consistent = true,
                 }
             }
         }
