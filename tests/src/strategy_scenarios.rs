@@ -631,51 +631,62 @@ pub async fn an_mleg_order_survives_a_crash_and_redelivered_messages(app: &Pipel
     assert_eq!(app.sim.mleg_orders_placed(), 1);
 }
 
-/// One `#[tokio::test]` per scenario for a backend.
+/// Registers `legs` (option legs of `strategy`) and closes the strategy with `body`
+/// (key `strategy`); the new strategy close's id, once the pipeline has run.
+async fn close_option_strategy(app: &PipelineApp, strategy: &str, legs: &[(&str, &str, &str)], body: &str) -> String {
+    option_legs(app, strategy, legs).await;
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/strategies/{strategy}/close"),
+            &[("idempotency-key", strategy)],
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    settle(app).await;
+    r.str("strategy_close_id")
+}
+
+/// Lets the pipeline and the simulated broker run until both are quiet.
+async fn settle(app: &PipelineApp) {
+    for _ in 0..2 {
+        app.driver.pump().await;
+        app.sim.idle().await;
+    }
+    app.driver.pump().await;
+}
+
+async fn strategy_close_now(app: &PipelineApp, id: &str) -> serde_json::Value {
+    let v = app
+        .call(Method::GET, &format!("/strategy-closes/{id}"), &[], None)
+        .await;
+    assert_eq!(v.status, 200, "{}", v.body);
+    v.body
+}
+
 /// An `mleg` order that ends part filled (each leg filled 1 of its 2, the rest canceled) is
 /// retried as a whole: the reconciler moves every leg to the next attempt, whose one
 /// multi-leg order (same name, next number) closes the rest of every leg; the strategy
 /// close ends `success` with every leg filled in full over two orders.
 pub async fn a_part_filled_mleg_order_is_retried_as_one_order_for_the_rest(app: &PipelineApp) {
-    option_legs(
-        app,
-        "mr",
-        &[("cs", "QQQ260116C00500000", "-2"), ("cl", "QQQ260116C00510000", "2")],
-    )
-    .await;
-    let r = app
-        .call(
-            Method::POST,
-            "/strategies/mr/close",
-            &[("idempotency-key", "mr")],
-            Some(r#"{"mode":"mleg"}"#),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    let id = r.str("strategy_close_id");
-    app.driver.pump().await;
-    app.sim.idle().await;
-    app.driver.pump().await;
+    let legs = [("cs", "QQQ260116C00500000", "-2"), ("cl", "QQQ260116C00510000", "2")];
+    let id = close_option_strategy(app, "mr", &legs, r#"{"mode":"mleg"}"#).await;
     assert_eq!(app.position("mr-cs").await.body["status"], "close_retryable");
     assert_eq!(app.sim.mleg_orders_placed(), 1);
     let cfg = closeflow_pipeline::ReconcileConfig::default();
     for _ in 0..10 {
         app.clock.advance(chrono::TimeDelta::minutes(2));
         app.reconcile(&cfg).await;
-        app.driver.pump().await;
-        app.sim.idle().await;
-        app.driver.pump().await;
+        settle(app).await;
     }
-    let v = app
-        .call(Method::GET, &format!("/strategy-closes/{id}"), &[], None)
-        .await;
+    let v = strategy_close_now(app, &id).await;
     assert_eq!(
-        (v.body["status"].as_str(), v.body["closed_legs"].as_u64()),
+        (v["status"].as_str(), v["closed_legs"].as_u64()),
         (Some("success"), Some(2)),
-        "{}",
-        v.body
+        "{v}"
     );
-    for leg in v.body["legs"].as_array().unwrap() {
+    for leg in v["legs"].as_array().unwrap() {
         assert_eq!(leg["filled_qty"], "2", "{leg}");
     }
     assert_eq!(app.sim.mleg_orders_placed(), 2, "one multi-leg order per attempt");
@@ -690,31 +701,12 @@ pub async fn a_part_filled_mleg_order_is_retried_as_one_order_for_the_rest(app: 
 /// attempt is one multi-leg order again, which fills; a replay answers 200 and places
 /// nothing more.
 pub async fn a_refused_mleg_order_is_retried_by_hand_as_one_order(app: &PipelineApp) {
-    option_legs(
-        app,
-        "mh",
-        &[("cs", "IWM260116C00250000", "-1"), ("cl", "IWM260116C00260000", "1")],
-    )
-    .await;
-    let r = app
-        .call(
-            Method::POST,
-            "/strategies/mh/close",
-            &[("idempotency-key", "mh")],
-            Some(r#"{"mode":"mleg"}"#),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    let id = r.str("strategy_close_id");
-    app.driver.pump().await;
-    app.sim.idle().await;
-    app.driver.pump().await;
-    let v = app
-        .call(Method::GET, &format!("/strategy-closes/{id}"), &[], None)
-        .await;
-    assert_eq!(v.body["status"], "error", "{}", v.body);
+    let legs = [("cs", "IWM260116C00250000", "-1"), ("cl", "IWM260116C00260000", "1")];
+    let id = close_option_strategy(app, "mh", &legs, r#"{"mode":"mleg"}"#).await;
+    let v = strategy_close_now(app, &id).await;
+    assert_eq!(v["status"], "error", "{v}");
     assert_eq!(app.sim.mleg_orders_placed(), 0, "refused whole");
-    let leg_cr = v.body["legs"][0]["close_request_id"].as_str().unwrap().to_string();
+    let leg_cr = v["legs"][0]["close_request_id"].as_str().unwrap().to_string();
     let retry = |key: &'static str| {
         let path = format!("/close-requests/{leg_cr}/retry");
         async move {
@@ -732,18 +724,12 @@ pub async fn a_refused_mleg_order_is_retried_by_hand_as_one_order(app: &Pipeline
     for p in ["mh-cs", "mh-cl"] {
         assert_eq!(app.position(p).await.body["status"], "closing", "{p}: retried together");
     }
-    for _ in 0..3 {
-        app.driver.pump().await;
-        app.sim.idle().await;
-    }
-    let v = app
-        .call(Method::GET, &format!("/strategy-closes/{id}"), &[], None)
-        .await;
+    settle(app).await;
+    let v = strategy_close_now(app, &id).await;
     assert_eq!(
-        (v.body["status"].as_str(), v.body["closed_legs"].as_u64()),
+        (v["status"].as_str(), v["closed_legs"].as_u64()),
         (Some("success"), Some(2)),
-        "{}",
-        v.body
+        "{v}"
     );
     assert_eq!(app.sim.mleg_orders_placed(), 1, "attempt 2 is one multi-leg order");
     let again = retry("again").await;
@@ -769,33 +755,13 @@ pub async fn an_mleg_close_fills_only_at_its_net_limit_or_better(app: &PipelineA
         ("nl-c", long_spread, "-1.25", true),
         ("nl-d", long_spread, "-2", false),
     ] {
-        option_legs(
-            app,
-            strategy,
-            &[("s", "QQQ260116C00500000", q500), ("l", "QQQ260116C00510000", q510)],
-        )
-        .await;
+        let legs = [("s", "QQQ260116C00500000", q500), ("l", "QQQ260116C00510000", q510)];
         let body = format!(r#"{{"mode":"mleg","order_type":"limit","limit_price":"{limit}"}}"#);
-        let r = app
-            .call(
-                Method::POST,
-                &format!("/strategies/{strategy}/close"),
-                &[("idempotency-key", "nl")],
-                Some(&body),
-            )
-            .await;
-        assert_eq!(r.status, 201, "{}", r.body);
-        let id = r.str("strategy_close_id");
-        for _ in 0..3 {
-            app.driver.pump().await;
-            app.sim.idle().await;
-        }
-        let v = app
-            .call(Method::GET, &format!("/strategy-closes/{id}"), &[], None)
-            .await;
+        let id = close_option_strategy(app, strategy, &legs, &body).await;
+        let v = strategy_close_now(app, &id).await;
         if fills {
-            assert_eq!(v.body["status"], "success", "{}", v.body);
-            let prices: Vec<_> = v.body["legs"]
+            assert_eq!(v["status"], "success", "{v}");
+            let prices: Vec<_> = v["legs"]
                 .as_array()
                 .unwrap()
                 .iter()
@@ -807,17 +773,12 @@ pub async fn an_mleg_close_fills_only_at_its_net_limit_or_better(app: &PipelineA
             );
             continue;
         }
-        assert_eq!(v.body["status"], "pending", "resting: {}", v.body);
+        assert_eq!(v["status"], "pending", "resting: {v}");
         assert!(
-            v.body["legs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|l| l["filled_qty"] == "0"),
-            "{}",
-            v.body
+            v["legs"].as_array().unwrap().iter().all(|l| l["filled_qty"] == "0"),
+            "{v}"
         );
-        let leg_cr = v.body["legs"][0]["close_request_id"].as_str().unwrap().to_string();
+        let leg_cr = v["legs"][0]["close_request_id"].as_str().unwrap().to_string();
         let c = app
             .call(
                 Method::POST,
@@ -827,10 +788,7 @@ pub async fn an_mleg_close_fills_only_at_its_net_limit_or_better(app: &PipelineA
             )
             .await;
         assert_eq!(c.status, 202, "{}", c.body);
-        for _ in 0..3 {
-            app.driver.pump().await;
-            app.sim.idle().await;
-        }
+        settle(app).await;
         for leg in ["s", "l"] {
             assert_eq!(
                 app.position(&format!("{strategy}-{leg}")).await.body["status"],
@@ -842,6 +800,7 @@ pub async fn an_mleg_close_fills_only_at_its_net_limit_or_better(app: &PipelineA
     assert_eq!(app.sim.mleg_orders_placed(), 4);
 }
 
+/// One `#[tokio::test]` per scenario for a backend.
 #[macro_export]
 macro_rules! strategy_tests {
     ($backend:expr) => {

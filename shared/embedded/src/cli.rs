@@ -655,19 +655,19 @@ pub fn bulk_outcome(bulk: &Value) -> Option<Exit> {
 /// Polls the bulk close until every close has ended, with a progress bar (on a terminal)
 /// of rows done out of the rows taken so far, and a liquidation's phase.
 async fn follow_bulk(client: &Client, json_out: bool, id: &str, timeout: u64) -> Result<Exit, Failure> {
-    let bar = if json_out || !std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(0)
-    };
+    let bar = terminal_bar(json_out, || indicatif::ProgressBar::new(0));
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             .map_err(|e| Failure::error(e.to_string()))?,
     );
-    let deadline = Instant::now() + Duration::from_secs(timeout);
     let path = format!("/bulk-closes/{}", encode(id));
-    loop {
-        let b = client.call(reqwest::Method::GET, &path, None, None).await?;
+    let work = Following {
+        what: format!("bulk close {id}"),
+        again: format!("closeflow bulk {id}"),
+        every: Duration::from_millis(500),
+        timeout,
+    };
+    poll(client, json_out, &path, &bar, &work, |b, bar| {
         let n = |k: &str| b[k].as_u64().unwrap_or(0);
         bar.set_length(n("total"));
         bar.set_position(n("succeeded") + n("failed") + n("skipped"));
@@ -681,51 +681,87 @@ async fn follow_bulk(client: &Client, json_out: bool, id: &str, timeout: u64) ->
             n("failed"),
             n("pending")
         ));
-        if let Some(exit) = bulk_outcome(&b) {
+        let exit = bulk_outcome(b)?;
+        let failed: Vec<String> = b["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["status"] == "failed")
+            .map(|r| {
+                format!(
+                    "{}: {}",
+                    r["symbol"].as_str().unwrap_or("?"),
+                    r["message"].as_str().or(r["error"].as_str()).unwrap_or("failed")
+                )
+            })
+            .collect();
+        let mut line = format!(
+            "{}: {} of {} closed, {} failed, {} skipped",
+            b["status"].as_str().unwrap_or("?"),
+            n("succeeded"),
+            n("total"),
+            n("failed"),
+            n("skipped")
+        );
+        if let Some(pnl) = b["total_realized_pnl"].as_str() {
+            line.push_str(&format!("; realized {pnl}"));
+        }
+        if !failed.is_empty() {
+            line.push_str(&format!(" ({})", failed.join("; ")));
+        }
+        if let Some(left) = b["liquidation"]["left"].as_array().filter(|l| !l.is_empty()) {
+            let left: Vec<&str> = left.iter().filter_map(Value::as_str).collect();
+            line.push_str(&format!("; NOT FLAT, still held at the broker: {}", left.join(", ")));
+        }
+        Some((exit, line))
+    })
+    .await
+}
+
+/// Something followed until it ends: how to name it, how to pick it up again, how often
+/// to look and for how long.
+struct Following {
+    what: String,
+    again: String,
+    every: Duration,
+    timeout: u64,
+}
+
+/// A bar on a terminal; hidden for `--json` or without one.
+fn terminal_bar(json_out: bool, make: impl FnOnce() -> indicatif::ProgressBar) -> indicatif::ProgressBar {
+    if json_out || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        make()
+    }
+}
+
+/// Polls `path` until `look` (which also shows the progress on `bar`) says how the work
+/// ended and what to print; stops following, never the work, after the timeout.
+async fn poll(
+    client: &Client,
+    json_out: bool,
+    path: &str,
+    bar: &indicatif::ProgressBar,
+    work: &Following,
+    look: impl Fn(&Value, &indicatif::ProgressBar) -> Option<(Exit, String)>,
+) -> Result<Exit, Failure> {
+    let deadline = Instant::now() + Duration::from_secs(work.timeout);
+    loop {
+        let v = client.call(reqwest::Method::GET, path, None, None).await?;
+        if let Some((exit, text)) = look(&v, bar) {
             bar.finish_and_clear();
-            print_json_or(json_out, &b, || {
-                let failed: Vec<String> = b["rows"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|r| r["status"] == "failed")
-                    .map(|r| {
-                        format!(
-                            "{}: {}",
-                            r["symbol"].as_str().unwrap_or("?"),
-                            r["message"].as_str().or(r["error"].as_str()).unwrap_or("failed")
-                        )
-                    })
-                    .collect();
-                let mut line = format!(
-                    "{}: {} of {} closed, {} failed, {} skipped",
-                    b["status"].as_str().unwrap_or("?"),
-                    n("succeeded"),
-                    n("total"),
-                    n("failed"),
-                    n("skipped")
-                );
-                if let Some(pnl) = b["total_realized_pnl"].as_str() {
-                    line.push_str(&format!("; realized {pnl}"));
-                }
-                if !failed.is_empty() {
-                    line.push_str(&format!(" ({})", failed.join("; ")));
-                }
-                if let Some(left) = b["liquidation"]["left"].as_array().filter(|l| !l.is_empty()) {
-                    let left: Vec<&str> = left.iter().filter_map(Value::as_str).collect();
-                    line.push_str(&format!("; NOT FLAT, still held at the broker: {}", left.join(", ")));
-                }
-                line
-            });
+            print_json_or(json_out, &v, || text);
             return Ok(exit);
         }
         if Instant::now() >= deadline {
             bar.finish_and_clear();
             return Err(Failure::error(format!(
-                "bulk close {id} is still working after {timeout} s; it goes on without us (closeflow bulk {id})"
+                "{} is still working after {} s; it goes on without us ({})",
+                work.what, work.timeout, work.again
             )));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(work.every).await;
     }
 }
 
@@ -742,91 +778,60 @@ async fn follow_from(client: &Client, json_out: bool, flags: &OrderFlags, accept
 
 /// Polls the close request until it ends, with a spinner (on a terminal) saying where it is.
 async fn follow(client: &Client, json_out: bool, id: &str, timeout: u64) -> Result<Exit, Failure> {
-    let spinner = if json_out || !std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new_spinner()
-    };
+    let spinner = terminal_bar(json_out, indicatif::ProgressBar::new_spinner);
     spinner.enable_steady_tick(Duration::from_millis(100));
-    let deadline = Instant::now() + Duration::from_secs(timeout);
     let path = format!("/close-requests/{}", encode(id));
-    loop {
-        let cr = client.call(reqwest::Method::GET, &path, None, None).await?;
+    let work = Following {
+        what: format!("close request {id}"),
+        again: format!("closeflow watch {id}"),
+        every: Duration::from_millis(250),
+        timeout,
+    };
+    poll(client, json_out, &path, &spinner, &work, |cr, spinner| {
         spinner.set_message(format!(
             "close request {id}: {}, filled {} of {}",
             cr["status"].as_str().unwrap_or("?"),
             cr["filled_qty"].as_str().unwrap_or("?"),
             cr["target_qty"].as_str().unwrap_or("?")
         ));
-        if let Some(exit) = outcome(&cr) {
-            spinner.finish_and_clear();
-            print_json_or(json_out, &cr, || describe_end(&cr, exit));
-            return Ok(exit);
-        }
-        if Instant::now() >= deadline {
-            spinner.finish_and_clear();
-            return Err(Failure::error(format!(
-                "close request {id} is still {} after {timeout} s; it goes on without us (closeflow watch {id})",
-                cr["status"].as_str().unwrap_or("?")
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        outcome(cr).map(|exit| (exit, describe_end(cr, exit)))
+    })
+    .await
 }
 
 /// Follows a strategy close until no leg works: success 0, partial 3, error 2.
 async fn follow_strategy(client: &Client, json_out: bool, id: &str, timeout: u64) -> Result<Exit, Failure> {
-    let spinner = if json_out || !std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new_spinner()
-    };
+    let spinner = terminal_bar(json_out, indicatif::ProgressBar::new_spinner);
     spinner.enable_steady_tick(Duration::from_millis(100));
-    let deadline = Instant::now() + Duration::from_secs(timeout);
     let path = format!("/strategy-closes/{}", encode(id));
-    loop {
-        let sc = client.call(reqwest::Method::GET, &path, None, None).await?;
+    let work = Following {
+        what: format!("strategy close {id}"),
+        again: format!("GET /strategy-closes/{id}"),
+        every: Duration::from_millis(250),
+        timeout,
+    };
+    poll(client, json_out, &path, &spinner, &work, |sc, spinner| {
         let (closed, total) = (&sc["closed_legs"], &sc["total_legs"]);
         spinner.set_message(format!("strategy close {id}: {closed} of {total} legs closed"));
-        let exit = match sc["status"].as_str() {
-            Some("success") => Some(Exit::Closed),
-            Some("partial") => Some(Exit::Partial),
-            Some("error") => Some(Exit::Failed),
-            _ => None,
+        let (exit, head) = match sc["status"].as_str() {
+            Some("success") => (Exit::Closed, "closed"),
+            Some("partial") => (Exit::Partial, "partially closed"),
+            Some("error") => (Exit::Failed, "failed"),
+            _ => return None,
         };
-        if let Some(exit) = exit {
-            spinner.finish_and_clear();
-            print_json_or(json_out, &sc, || {
-                let refused: Vec<String> = sc["legs"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|l| Some(format!("{}: {}", l["symbol"].as_str()?, l["error_message"].as_str()?)))
-                    .collect();
-                let head = match exit {
-                    Exit::Closed => "closed",
-                    Exit::Partial => "partially closed",
-                    _ => "failed",
-                };
-                format!(
-                    "{head}: {closed}/{total} legs{}",
-                    if refused.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", refused.join("; "))
-                    }
-                )
-            });
-            return Ok(exit);
-        }
-        if Instant::now() >= deadline {
-            spinner.finish_and_clear();
-            return Err(Failure::error(format!(
-                "strategy close {id} is still working after {timeout} s; it goes on without us"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        let refused: Vec<String> = sc["legs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| Some(format!("{}: {}", l["symbol"].as_str()?, l["error_message"].as_str()?)))
+            .collect();
+        let why = match refused.is_empty() {
+            true => String::new(),
+            false => format!(" ({})", refused.join("; ")),
+        };
+        Some((exit, format!("{head}: {closed}/{total} legs{why}")))
+    })
+    .await
 }
 
 fn describe_end(cr: &Value, exit: Exit) -> String {
@@ -852,27 +857,24 @@ fn confirm(question: &str, yes: bool) -> Result<(), Failure> {
     if yes {
         return Ok(());
     }
-    if !std::io::stdin().is_terminal() {
-        return Err(Failure::error(format!(
-            "{question} Not confirmed: pass --yes to run without a terminal"
-        )));
+    match answer(&format!("{question} [y/N]"))?.as_str() {
+        "y" | "Y" | "yes" => Ok(()),
+        _ => Err(Failure::error("not confirmed; nothing was sent")),
     }
-    eprint!("{question} [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Failure::error(e.to_string()))?;
-    if matches!(line.trim(), "y" | "Y" | "yes") {
+}
+
+/// Asks for `phrase` typed out in full (an emergency action is never one keypress away).
+fn confirm_typed(question: &str, phrase: &str) -> Result<(), Failure> {
+    if answer(question)? == phrase {
         Ok(())
     } else {
         Err(Failure::error("not confirmed; nothing was sent"))
     }
 }
 
-/// Asks for `phrase` typed out in full (an emergency action is never one keypress away).
-fn confirm_typed(question: &str, phrase: &str) -> Result<(), Failure> {
+/// The line a person types after `question`; refused without a terminal (a script must
+/// say `--yes`).
+fn answer(question: &str) -> Result<String, Failure> {
     if !std::io::stdin().is_terminal() {
         return Err(Failure::error(format!(
             "{question} Not confirmed: pass --yes to run without a terminal"
@@ -885,11 +887,7 @@ fn confirm_typed(question: &str, phrase: &str) -> Result<(), Failure> {
         .lock()
         .read_line(&mut line)
         .map_err(|e| Failure::error(e.to_string()))?;
-    if line.trim() == phrase {
-        Ok(())
-    } else {
-        Err(Failure::error("not confirmed; nothing was sent"))
-    }
+    Ok(line.trim().to_string())
 }
 
 fn abs(q: &str) -> String {

@@ -36,17 +36,7 @@ fn stderr(out: &Output) -> String {
 }
 
 async fn register(node: &Node, id: &str, symbol: &str) {
-    let body = format!(r#"{{"account_id":"acct-1","symbol":"{symbol}","asset_type":"equity","quantity":"5"}}"#);
-    let (s, v) = common::call(
-        &reqwest::Client::new(),
-        TOKEN,
-        reqwest::Method::PUT,
-        format!("{}/positions/{id}", node.base),
-        None,
-        Some(&body),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
+    register_in(node, id, "acct-1", symbol).await
 }
 
 async fn position_status(node: &Node, id: &str) -> String {
@@ -131,16 +121,7 @@ async fn close_follows_to_the_end_and_a_rerun_with_the_printed_key_closes_nothin
         let body = format!(
             r#"{{"account_id":"acct-1","symbol":"{symbol}","asset_type":"equity","quantity":"2","strategy_id":"pair-1"}}"#
         );
-        let (s, v) = common::call(
-            &reqwest::Client::new(),
-            TOKEN,
-            reqwest::Method::PUT,
-            format!("{}/positions/{id}", node.base),
-            None,
-            Some(&body),
-        )
-        .await;
-        assert_eq!(s, 201, "{v}");
+        put_position(&node, id, &body).await;
     }
     let strategy = cli(&node, &["close-strategy", "pair-1", "--yes"]);
     assert_eq!(strategy.status.code(), Some(3), "{}", stderr(&strategy));
@@ -182,14 +163,22 @@ async fn without_a_terminal_or_yes_nothing_is_sent_and_errors_exit_1() {
 }
 
 async fn register_in(node: &Node, id: &str, account: &str, symbol: &str) {
-    let body = format!(r#"{{"account_id":"{account}","symbol":"{symbol}","asset_type":"equity","quantity":"5"}}"#);
+    put_position(
+        node,
+        id,
+        &format!(r#"{{"account_id":"{account}","symbol":"{symbol}","asset_type":"equity","quantity":"5"}}"#),
+    )
+    .await
+}
+
+async fn put_position(node: &Node, id: &str, body: &str) {
     let (s, v) = common::call(
         &reqwest::Client::new(),
         TOKEN,
         reqwest::Method::PUT,
         format!("{}/positions/{id}", node.base),
         None,
-        Some(&body),
+        Some(body),
     )
     .await;
     assert_eq!(s, 201, "{v}");

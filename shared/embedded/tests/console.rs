@@ -131,12 +131,26 @@ async fn click(page: &Client, css: &str) {
         .unwrap_or_else(|e| panic!("click {css}: {e}"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_signs_in_and_closes_through_the_dialog() {
-    let db = std::env::temp_dir()
+fn temp_db() -> String {
+    std::env::temp_dir()
         .join(format!("closeflow-console-{}.db", uuid::Uuid::new_v4().simple()))
         .to_string_lossy()
-        .into_owned();
+        .into_owned()
+}
+
+async fn sign_in(page: &Client, token: &str) {
+    page.find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(token)
+        .await
+        .unwrap();
+    click(page, "#signin-button").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_signs_in_and_closes_through_the_dialog() {
+    let db = temp_db();
     let node = start_with(
         &db,
         &[
@@ -167,22 +181,10 @@ async fn an_operator_signs_in_and_closes_through_the_dialog() {
     page.goto(&format!("{}/console", node.base)).await.unwrap();
 
     // A wrong token is refused in words.
-    page.find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys("not-a-token")
-        .await
-        .unwrap();
-    click(&page, "#signin-button").await;
+    sign_in(&page, "not-a-token").await;
     wait_text(&page, "#message", "Sign-in refused").await;
 
-    page.find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys(TOKEN)
-        .await
-        .unwrap();
-    click(&page, "#signin-button").await;
+    sign_in(&page, TOKEN).await;
     wait_text(&page, r#"article[data-strategy="ic-1"]"#, "AAPL260116C00200000").await;
     let strategy = page
         .find(Locator::Css(r#"article[data-strategy="ic-1"]"#))
@@ -293,10 +295,7 @@ async fn an_operator_signs_in_and_closes_through_the_dialog() {
 /// Liquidate stays disabled until `LIQUIDATE <account>` is typed, then ends flat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_closes_all_and_liquidates_an_account() {
-    let db = std::env::temp_dir()
-        .join(format!("closeflow-console-bulk-{}.db", uuid::Uuid::new_v4().simple()))
-        .to_string_lossy()
-        .into_owned();
+    let db = temp_db();
     let node = start_with(
         &db,
         &[
@@ -313,13 +312,7 @@ async fn an_operator_closes_all_and_liquidates_an_account() {
     let (_driver, webdriver) = chromedriver();
     let page = browser(&webdriver).await;
     page.goto(&format!("{}/console", node.base)).await.unwrap();
-    page.find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys(TOKEN)
-        .await
-        .unwrap();
-    click(&page, "#signin-button").await;
+    sign_in(&page, TOKEN).await;
     wait_text(&page, r#"section[aria-label="Account acct-b"]"#, "MSFT").await;
 
     // Cancel sends nothing.

@@ -676,16 +676,7 @@ pub async fn close_strategy_by_protocol<S: Backend + ?Sized>(
                 return Ok(StrategyCloseOutcome::Replayed(view));
             }
             StrategyCloseDecision::Create { id, legs: next, .. } => {
-                let mut writes = Vec::with_capacity(next.len());
-                for mut after in next.iter().cloned() {
-                    let before = legs
-                        .iter()
-                        .find(|l| l.position.id == after.position.id)
-                        .ok_or_else(|| StoreError::Corrupt("decided leg was not loaded".into()))?;
-                    after.changed_by = Some(cmd.actor.clone());
-                    let expected = before.position.version;
-                    writes.extend(Write::Put { next: after, expected }.with_counts(Some(before), NO_LIMIT));
-                }
+                let writes = leg_writes(&legs, &next, &cmd.actor)?;
                 // DynamoDB's transaction limit; the domain's leg bound keeps us below it.
                 if writes.len() > 100 {
                     return Ok(StrategyCloseOutcome::Rejected(StrategyCloseRejection::TooManyLegs {
@@ -708,6 +699,22 @@ pub async fn close_strategy_by_protocol<S: Backend + ?Sized>(
     Err(StoreError::Contention)
 }
 
+/// One commit's writes for several legs decided at once: each leg at the version it was
+/// decided on (`loaded`), with the account counts it changes, stamped with `actor`.
+fn leg_writes(loaded: &[PositionAggregate], next: &[PositionAggregate], actor: &str) -> Result<Vec<Write>, StoreError> {
+    let mut writes = Vec::with_capacity(next.len());
+    for mut after in next.iter().cloned() {
+        let before = loaded
+            .iter()
+            .find(|l| l.position.id == after.position.id)
+            .ok_or_else(|| StoreError::Corrupt("decided leg was not loaded".into()))?;
+        after.changed_by = Some(actor.to_string());
+        let expected = before.position.version;
+        writes.extend(Write::Put { next: after, expected }.with_counts(Some(before), NO_LIMIT));
+    }
+    Ok(writes)
+}
+
 /// See [`CloseStore::retry_close`]: a manual retry of a leg of `mleg` strategy close `id`,
 /// decided over every leg and written in one commit (all legs or none); on a lost race
 /// load again and re-decide.
@@ -726,16 +733,7 @@ pub async fn retry_mleg_by_protocol<S: Backend + ?Sized>(
             Ok(LegsRetryDecision::Replay) => return Ok(Ok((requested.clone(), true))),
             Ok(LegsRetryDecision::Retry(next)) => next,
         };
-        let mut writes = Vec::with_capacity(next.len());
-        for mut after in next.iter().cloned() {
-            let before = legs
-                .iter()
-                .find(|l| l.position.id == after.position.id)
-                .ok_or_else(|| StoreError::Corrupt("decided leg was not loaded".into()))?;
-            after.changed_by = Some(cmd.actor.clone());
-            let expected = before.position.version;
-            writes.extend(Write::Put { next: after, expected }.with_counts(Some(before), NO_LIMIT));
-        }
+        let writes = leg_writes(&legs, &next, &cmd.actor)?;
         match store.commit(&writes).await? {
             Ok(()) => {
                 let mut first = next.into_iter().next().expect("the requested leg is decided first");

@@ -34,7 +34,22 @@ pub fn free_port() -> u16 {
 /// on the SQLite file `db` and waits for its ready line (which names the store).
 #[allow(dead_code)] // not every test binary that includes this module starts one
 pub fn start_with(db: &str, vars: &[(&str, &str)]) -> Node {
+    // A free port can be taken by another test between finding it and binding it: a
+    // start that fails for that reason is tried again on another port.
+    let mut last = String::new();
+    for _ in 0..3 {
+        match try_start(db, vars) {
+            Ok(node) => return node,
+            Err(why) if why.contains("in use") => last = why,
+            Err(why) => panic!("closeflow exited before it was ready: {why}"),
+        }
+    }
+    panic!("closeflow found no free port: {last}")
+}
+
+fn try_start(db: &str, vars: &[(&str, &str)]) -> Result<Node, String> {
     let port = free_port();
+    let errors = std::env::temp_dir().join(format!("closeflow-stderr-{}.log", uuid::Uuid::new_v4().simple()));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_closeflow"));
     cmd.env("PORT", port.to_string())
         .env("CLOSEFLOW_DB", db)
@@ -46,7 +61,7 @@ pub fn start_with(db: &str, vars: &[(&str, &str)]) -> Node {
     }
     let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&errors).expect("a stderr file"))
         .spawn()
         .expect("start closeflow");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
@@ -56,16 +71,22 @@ pub fn start_with(db: &str, vars: &[(&str, &str)]) -> Node {
         match lines.next() {
             Some(Ok(line)) if line.contains("ready on") => break line,
             Some(Ok(_)) => continue,
-            _ => panic!("closeflow exited before it was ready"),
+            _ => {
+                let _ = child.wait();
+                let why = std::fs::read_to_string(&errors).unwrap_or_default();
+                let _ = std::fs::remove_file(&errors);
+                return Err(why);
+            }
         }
     };
+    let _ = std::fs::remove_file(&errors);
     // Keep draining stdout so the process never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Node {
+    Ok(Node {
         child,
         base: format!("http://127.0.0.1:{port}"),
         banner,
-    }
+    })
 }
 
 /// One request as the bearer of `token`, with an optional Idempotency-Key and JSON body;
