@@ -426,7 +426,7 @@ pub async fn run(cli: Cli) -> Result<Exit, Failure> {
             };
             let question = format!("Close {what} of account {account} at market?");
             let path = format!("/accounts/{}/close-all", encode(&account));
-            let started = place_bulk(&client, &order, &question, &path, body).await?;
+            let started = send_with_key(&client, &order, &question, &path, body).await?;
             follow_bulk_from(&client, json_out, &order, &started).await
         }
         Some(Command::Liquidate { account, reason, order }) => {
@@ -446,7 +446,7 @@ pub async fn run(cli: Cli) -> Result<Exit, Failure> {
             }
             let path = format!("/accounts/{}/liquidate", encode(&account));
             let flags = OrderFlags { yes: true, ..order };
-            let started = place_bulk(&client, &flags, "", &path, body).await?;
+            let started = send_with_key(&client, &flags, "", &path, body).await?;
             follow_bulk_from(&client, json_out, &flags, &started).await
         }
         Some(Command::RetryFailed { bulk_close, order }) => {
@@ -588,11 +588,7 @@ async fn place(
     path: &str,
     body: Value,
 ) -> Result<Value, Failure> {
-    confirm(question, flags.yes)?;
-    let key = flags.key.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    // Before sending: a crash or timeout after this line is still safe to rerun.
-    eprintln!("Idempotency-Key: {key}   (rerun with --key {key} to repeat safely)");
-    let answer = client.call(reqwest::Method::POST, path, Some(&key), Some(body)).await?;
+    let answer = send_with_key(client, flags, question, path, body).await?;
     if !json_out {
         eprintln!(
             "close request {} ({})",
@@ -606,8 +602,9 @@ async fn place(
     Ok(answer)
 }
 
-/// Sends a bulk close (or liquidation) once confirmed, printing its key first.
-async fn place_bulk(
+/// Confirms, then sends a request that changes orders with a printed Idempotency-Key (a
+/// bulk close or liquidation as it is; a single close's answer is described by `place`).
+async fn send_with_key(
     client: &Client,
     flags: &OrderFlags,
     question: &str,
@@ -616,6 +613,7 @@ async fn place_bulk(
 ) -> Result<Value, Failure> {
     confirm(question, flags.yes)?;
     let key = flags.key.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    // Before sending: a crash or timeout after this line is still safe to rerun.
     eprintln!("Idempotency-Key: {key}   (rerun with --key {key} to repeat safely)");
     client.call(reqwest::Method::POST, path, Some(&key), Some(body)).await
 }
