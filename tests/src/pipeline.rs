@@ -258,6 +258,12 @@ impl PipelineApp {
 
     /// Registers a long equity position and closes it; returns the close request id.
     pub async fn open_and_close(&self, id: &str, symbol: &str, qty: &str) -> String {
+        self.open_and_close_with(id, symbol, qty, None).await
+    }
+
+    /// Registers an equity position of acct-1 and closes it with `body` (the close's
+    /// options); the close request's id.
+    pub async fn open_and_close_with(&self, id: &str, symbol: &str, qty: &str, body: Option<&str>) -> String {
         let r = self
             .call(
                 Method::PUT,
@@ -274,7 +280,7 @@ impl PipelineApp {
                 Method::POST,
                 &format!("/positions/{id}/close"),
                 &[("idempotency-key", "k-1")],
-                None,
+                body,
             )
             .await;
         assert_eq!(r.status, 201, "{}", r.body);

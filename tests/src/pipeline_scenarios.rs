@@ -527,11 +527,15 @@ pub async fn a_replayed_stream_record_places_no_second_order(app: &PipelineApp) 
     assert_eq!(app.aggregate("p-replay").await.orders.len(), 1);
 }
 
-/// The broker takes the order but the answer is lost (timeout): closeflow must not assume
-/// anything, must retry with the same client order id, and must end with one order.
+/// A broker that fails once where asked: the answer to the first order is lost (a timeout
+/// after the broker took it: closeflow must not assume anything, must retry with the same
+/// client order id, and must end with one order), or the first cancel does not get through.
 pub struct LostAnswerOnce {
     inner: Arc<SimulatedBroker>,
+    /// Whether the submit answer was lost already (`true`: it never will be).
     lost: AtomicBool,
+    /// Whether the cancel failed already (`true`: it never will).
+    cancel_failed: AtomicBool,
 }
 
 impl LostAnswerOnce {
@@ -539,6 +543,16 @@ impl LostAnswerOnce {
         Arc::new(LostAnswerOnce {
             inner,
             lost: AtomicBool::new(false),
+            cancel_failed: AtomicBool::new(true),
+        })
+    }
+
+    /// The first cancel does not reach the broker (a connection reset).
+    pub fn cancel_unreachable_once(inner: Arc<SimulatedBroker>) -> Arc<dyn Broker> {
+        Arc::new(LostAnswerOnce {
+            inner,
+            lost: AtomicBool::new(true),
+            cancel_failed: AtomicBool::new(false),
         })
     }
 }
@@ -557,6 +571,9 @@ impl Broker for LostAnswerOnce {
         self.inner.get_order_by_client_id(a, id).await
     }
     async fn cancel_order(&self, a: &AccountId, id: &str) -> Result<(), BrokerError> {
+        if !self.cancel_failed.swap(true, Ordering::SeqCst) {
+            return Err(BrokerError::Ambiguous("connection reset by the broker".into()));
+        }
         self.inner.cancel_order(a, id).await
     }
     async fn list_positions(&self, a: &AccountId) -> Result<Vec<BrokerPosition>, BrokerError> {
@@ -603,6 +620,49 @@ pub async fn an_unknown_submit_outcome_is_retried_into_exactly_one_order(backend
     assert_eq!(c.body["status"], "submitted", "{}", c.body);
     assert_eq!(c.body["orders"].as_array().unwrap().len(), 1);
     assert_consistent(&app, "p-lost").await;
+}
+
+/// A cancel that does not reach the broker answers 502 `broker_unavailable` and assumes
+/// nothing: the close still works (its order rests at the broker), and the trader's
+/// second cancel goes through and reopens the position.
+pub async fn a_cancel_the_broker_never_heard_answers_502_and_can_be_asked_again(backend: Backend) {
+    let app = PipelineApp::with_broker(
+        backend,
+        "AAPL=rest",
+        Some(Box::new(LostAnswerOnce::cancel_unreachable_once)),
+    )
+    .await;
+    let cr = app
+        .open_and_close_with(
+            "p-c502",
+            "AAPL",
+            "5",
+            Some(r#"{"order_type":"limit","limit_price":"500"}"#),
+        )
+        .await;
+    app.driver.pump().await;
+    assert_eq!(app.close_request(&cr).await.body["status"], "submitted");
+    let path = format!("/close-requests/{cr}/cancel");
+    let cancel = || app.call(axum::http::Method::POST, &path, &[], Some("{}"));
+    let first = cancel().await;
+    assert_eq!(
+        (first.status, first.str("error")),
+        (502, "broker_unavailable".to_string()),
+        "{}",
+        first.body
+    );
+    app.driver.pump().await;
+    assert_eq!(
+        app.position("p-c502").await.body["status"],
+        "closing",
+        "nothing assumed"
+    );
+    assert_eq!(app.close_request(&cr).await.body["status"], "submitted");
+    let second = cancel().await;
+    assert_eq!(second.status, 202, "{}", second.body);
+    app.driver.pump().await;
+    assert_eq!(app.position("p-c502").await.body["status"], "open");
+    assert_consistent(&app, "p-c502").await;
 }
 
 pub async fn webhooks_with_bad_signatures_or_bodies_change_nothing(app: &PipelineApp) {
@@ -705,6 +765,10 @@ macro_rules! pipeline_tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn an_unknown_submit_outcome_is_retried_into_exactly_one_order() {
             $crate::pipeline_scenarios::an_unknown_submit_outcome_is_retried_into_exactly_one_order($backend).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_cancel_the_broker_never_heard_answers_502_and_can_be_asked_again() {
+            $crate::pipeline_scenarios::a_cancel_the_broker_never_heard_answers_502_and_can_be_asked_again($backend).await;
         }
     };
     (@each $backend:expr; $($name:ident: $scenarios:expr),* $(,)?) => {
