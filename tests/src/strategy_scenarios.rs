@@ -800,6 +800,46 @@ pub async fn an_mleg_close_fills_only_at_its_net_limit_or_better(app: &PipelineA
     assert_eq!(app.sim.mleg_orders_placed(), 4);
 }
 
+/// `qty` in strategy units: closing 1 unit of a 2-unit spread (-4/2: ratio 2:1) is one
+/// multi-leg order for 1 unit, each leg closing its share (2 and 1); the strategy close
+/// succeeds and the legs stay open with the rest (-2/1), ready to close again.
+pub async fn a_strategy_closes_part_of_itself_in_strategy_units(app: &PipelineApp) {
+    let legs = [("cs", "DIA260116C00400000", "-4"), ("cl", "DIA260116C00410000", "2")];
+    let id = close_option_strategy(app, "pu", &legs, r#"{"mode":"mleg","qty":"1"}"#).await;
+    let v = strategy_close_now(app, &id).await;
+    assert_eq!(v["status"], "success", "{v}");
+    let mut filled: Vec<(String, String)> = v["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["position_id"].as_str().unwrap().into(),
+                l["filled_qty"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    filled.sort();
+    assert_eq!(
+        filled,
+        [
+            ("pu-cl".to_string(), "1".to_string()),
+            ("pu-cs".to_string(), "2".to_string())
+        ]
+    );
+    assert_eq!(app.sim.mleg_orders_placed(), 1);
+    for (p, left) in [("pu-cs", "-2"), ("pu-cl", "1")] {
+        let body = app.position(p).await.body;
+        assert_eq!(
+            (body["status"].as_str(), body["quantity"].as_str()),
+            (Some("open"), Some(left)),
+            "{p}"
+        );
+    }
+    let s = app.call(Method::GET, "/strategies/pu", &[], None).await;
+    assert_eq!(s.body["status"], "open", "{}", s.body);
+}
+
 /// One `#[tokio::test]` per scenario for a backend.
 #[macro_export]
 macro_rules! strategy_tests {
@@ -818,6 +858,7 @@ macro_rules! strategy_tests {
             an_mleg_order_survives_a_crash_and_redelivered_messages: "",
             an_mleg_order_the_broker_refuses_fails_every_leg: "SPY260116P00540000=reject",
             a_refused_mleg_order_is_retried_by_hand_as_one_order: "IWM260116C00250000=reject_first",
+            a_strategy_closes_part_of_itself_in_strategy_units: "",
             an_mleg_close_fills_only_at_its_net_limit_or_better: "|QQQ260116C00500000=3,QQQ260116C00510000=1.5",
             a_part_filled_mleg_order_is_retried_as_one_order_for_the_rest:
                 "QQQ260116C00500000=partial:1,QQQ260116C00510000=partial:1",
