@@ -149,7 +149,8 @@ pub fn parse_message_with(text: &str, replacements: &mut Replacements) -> Result
     }
     // A multi-leg order's events are the order's own, its legs nested in it (each with its
     // own fills and price); the legs send none of their own.
-    if env.data["order"]["legs"].as_array().is_some_and(|l| !l.is_empty()) {
+    // (Bracket and OCO orders nest legs too: only `order_class` says multi-leg.)
+    if env.data["order"]["order_class"] == "mleg" && env.data["order"]["legs"].is_array() {
         return parse_mleg(env.data);
     }
     let ev: TradeEvent = serde_json::from_value(env.data).map_err(|e| format!("bad trade update: {e}"))?;
@@ -579,5 +580,12 @@ mod tests {
         );
         // Someone else's multi-leg order is counted, not applied.
         assert_eq!(parse_message(&mleg_fill("their-order")), Ok(Parsed::Foreign));
+        // A bracket order nests legs too: an ordinary order's update, not a multi-leg one.
+        let bracket = mleg_fill(OURS).replace(
+            r#""order_class":"mleg","order_type":"limit""#,
+            r#""order_class":"bracket","order_type":"limit""#,
+        );
+        assert!(bracket.contains("bracket"));
+        assert!(matches!(parse_message(&bracket), Ok(Parsed::Update(_))), "{bracket}");
     }
 }

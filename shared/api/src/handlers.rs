@@ -929,7 +929,9 @@ pub async fn retry_close_request(
     let key = idempotency_key(&headers)?;
     let value = json_body(&body)?;
     only_fields(&value, RETRY_BODY_FIELDS, "retry")?;
-    let (options, _) = order_fields(&body, false)?;
+    // A leg of a multi-leg close takes a net price (negative: a credit); the domain refuses
+    // a credit for any other close.
+    let (options, _) = order_fields(&body, true)?;
     let cmd = RetryCommand {
         close_request_id: id,
         idempotency_key: key,

@@ -141,6 +141,13 @@ pub fn decide_retry(agg: &PositionAggregate, cmd: &RetryCommand) -> Result<Retry
     options
         .validate_for(agg.position.asset_type)
         .map_err(ManageRejection::InvalidOptions)?;
+    // A net credit is a multi-leg order's price; a single order's limit is a plain price.
+    let mleg = cr
+        .strategy_close
+        .is_some_and(|t| t.mode == crate::StrategyCloseMode::Mleg);
+    if options.credit && !mleg {
+        return Err(ManageRejection::InvalidOptions(OptionsError::InvalidLimitPrice));
+    }
     let mut next = agg.clone();
     transition(&mut next, CloseEvent::ManualRetry).map_err(|_: IllegalTransition| not_retryable())?;
     let cr = next.latest_close_request.as_mut().expect("checked above");
@@ -200,8 +207,8 @@ pub fn decide_mleg_retry(
         };
         match decide_retry(leg, &sibling)? {
             RetryDecision::Retry(n) => out.push(*n),
-            // Retried under this key already (an earlier, interrupted run of this retry).
-            RetryDecision::Replay => {}
+            // The key already started another leg's retry: it names another request.
+            RetryDecision::Replay => return Err(ManageRejection::IdempotencyKeyReused),
         }
     }
     Ok(LegsRetryDecision::Retry(out))

@@ -111,6 +111,21 @@ pub fn mleg_client_order_id(id: &StrategyCloseId, attempt: u32) -> ClientOrderId
     ClientOrderId::new(id.as_close_request_id(), attempt)
 }
 
+/// The legs of attempt `attempt` of `id`: the tagged ones (see [`tagged`]) but a leg whose
+/// close completed before this attempt (it has nothing left to close and no order in it).
+fn attempt_legs<'a>(id: &StrategyCloseId, attempt: u32, legs: &'a [PositionAggregate]) -> Vec<&'a PositionAggregate> {
+    tagged(id, legs)
+        .into_iter()
+        .filter(|l| {
+            let done = l
+                .latest_close_request
+                .as_ref()
+                .is_some_and(|cr| cr.status == CloseRequestStatus::Completed);
+            !done || l.orders.iter().any(|o| o.attempt() == attempt)
+        })
+        .collect()
+}
+
 /// The legs of `id` among `legs` (latest close request tagged with it, in `mleg` mode),
 /// ordered by position id.
 fn tagged<'a>(id: &StrategyCloseId, legs: &'a [PositionAggregate]) -> Vec<&'a PositionAggregate> {
@@ -188,7 +203,7 @@ pub fn mleg_intent(
     attempt: u32,
     legs: &[PositionAggregate],
 ) -> Result<Option<MlegIntent>, MlegError> {
-    let legs = tagged(id, legs);
+    let legs = attempt_legs(id, attempt, legs);
     let waits = |l: &PositionAggregate| {
         l.latest_close_request.as_ref().is_some_and(|cr| {
             cr.status == CloseRequestStatus::Pending
@@ -203,11 +218,17 @@ pub fn mleg_intent(
     }
     // Legs retried one after another (their orders ended at different times): one still
     // to be retried is waited for, not failed.
+    // (Also one whose earlier attempt's end has not reached closeflow yet.)
     let behind = |l: &PositionAggregate| {
-        l.position.status == PositionStatus::CloseRetryable
-            && l.latest_close_request
-                .as_ref()
-                .is_some_and(|cr| cr.status == CloseRequestStatus::Retryable && cr.current_attempt() < attempt)
+        matches!(
+            l.position.status,
+            PositionStatus::CloseRetryable | PositionStatus::Closing
+        ) && l.latest_close_request.as_ref().is_some_and(|cr| {
+            matches!(
+                cr.status,
+                CloseRequestStatus::Retryable | CloseRequestStatus::Pending | CloseRequestStatus::Submitted
+            ) && cr.current_attempt() < attempt
+        })
     };
     if let Some(l) = legs.iter().find(|l| behind(l)) {
         return Err(MlegError::LegBehind(l.position.id.to_string()));
@@ -282,7 +303,7 @@ pub fn leg_updates(
     report: &MlegReport,
 ) -> Result<Vec<(PositionId, OrderUpdate)>, MlegError> {
     let attempt = report.client_order_id.attempt;
-    let tagged = tagged(id, legs);
+    let tagged = attempt_legs(id, attempt, legs);
     let (_, legs) = with_ratios(&tagged, attempt, |l| share(l, attempt))?;
     if let Some(stray) = report
         .legs
@@ -513,7 +534,7 @@ mod tests {
     #[test]
     fn a_manual_retry_of_one_leg_retries_every_failed_leg_into_one_order() {
         use crate::manage::{decide_mleg_retry, LegsRetryDecision, RetryCommand};
-        let (_, legs) = accepted(&condor(), OrderOptions::MARKET);
+        let (id, legs) = accepted(&condor(), OrderOptions::MARKET);
         let mut legs = refused(legs);
         assert!(legs.iter().all(|l| l.position.status == PositionStatus::CloseFailed));
         // One leg filled before (it is done): it is left as it is.
@@ -559,6 +580,24 @@ mod tests {
             decide_mleg_retry(&written[0], &written, &cmd),
             Ok(LegsRetryDecision::Replay)
         );
+        // The next attempt's one order takes the three retried legs, not the one done.
+        let i = intent_at(&id, &written, 2);
+        assert_eq!(i.legs.len(), 3);
+        assert!(i.legs.iter().all(|l| l.position_id != done));
+        // A net credit stays a credit on every leg; on a single order it is refused.
+        let credit = OrderOptions::limit(Price::new(qty("1.25")).unwrap()).with_signed_limit_price(Some(qty("-1.25")));
+        let credit_cmd = RetryCommand {
+            idempotency_key: IdempotencyKey::parse("r-credit").unwrap(),
+            options: Some(credit),
+            ..cmd.clone()
+        };
+        let LegsRetryDecision::Retry(next) = decide_mleg_retry(&legs[0], &legs, &credit_cmd).unwrap() else {
+            panic!("not a retry")
+        };
+        for a in &next {
+            let o = a.latest_close_request.as_ref().unwrap().options;
+            assert_eq!(o.signed_limit_price(), Some(qty("-1.25")), "a credit, not a debit");
+        }
         // A leg not in `mleg` mode retries alone.
         let (_, single) = accepted(&condor(), OrderOptions::MARKET);
         let mut single = refused(single);
@@ -580,6 +619,16 @@ mod tests {
             panic!("not a retry")
         };
         assert_eq!(next.len(), 1);
+        let credit_alone = RetryCommand {
+            options: Some(credit),
+            ..cmd.clone()
+        };
+        assert_eq!(
+            decide_mleg_retry(&single[1], &single, &credit_alone),
+            Err(crate::ManageRejection::InvalidOptions(
+                crate::OptionsError::InvalidLimitPrice
+            ))
+        );
     }
 
     #[test]

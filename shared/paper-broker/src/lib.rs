@@ -187,8 +187,8 @@ impl PaperBroker {
     }
 
     /// The `trade_updates` message of an engine event. A leg of a multi-leg order sends
-    /// none of its own: the order's message carries every leg (as Alpaca's does), and
-    /// only for the events the order itself goes through.
+    /// none of its own: the order's message carries every leg (as Alpaca's does), one
+    /// message per leg execution and per end, each with the order as it stands when sent.
     fn stream_message(&self, e: &TradeEvent) -> Option<serde_json::Value> {
         let Some(m) = self.mlegs.parent_of(&e.order.client_order_id) else {
             return Some(views::trade_update(e));

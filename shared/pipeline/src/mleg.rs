@@ -35,10 +35,6 @@ enum Answer {
     Each(SubmitAnswer),
 }
 
-/// How long a multi-leg attempt waits for a leg still to be retried into it (the reconciler
-/// retries the legs of an order that ended in one run, or one run apart).
-const LEG_BEHIND_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Places (or finds) the multi-leg order of `req`'s attempt and records it on every leg.
 pub async fn submit_mleg(
     store: &dyn CloseStore,
@@ -50,11 +46,12 @@ pub async fn submit_mleg(
     let legs = store.strategy_close_legs(id).await?;
     let answer = match mleg_intent(id, req.attempt, &legs) {
         Ok(None) => return Ok(SubmitOutcome::NothingToDo),
-        // Another leg is about to be retried into this attempt: wait for it.
+        // Another leg is about to be retried into this attempt: wait for it (the message
+        // comes back at the queue's redelivery pace; in AWS its visibility timeout).
         Err(e @ MlegError::LegBehind(_)) => {
             return Err(SubmitError::TryLater {
                 reason: e.to_string(),
-                retry_after: Some(LEG_BEHIND_WAIT),
+                retry_after: None,
             })
         }
         // Legs that no longer move together are not sent at all: each fails for a human.

@@ -323,16 +323,7 @@ pub trait CloseStore: Backend + AuditLog + BulkLog {
         &self,
         ids: &[&PositionId],
     ) -> Result<std::collections::HashMap<PositionId, PositionAggregate>, StoreError> {
-        let keys: Vec<RoutingKey> = ids.iter().map(|id| RoutingKey::of(id)).collect();
-        let wanted: std::collections::HashSet<&PositionId> = ids.iter().copied().collect();
-        Ok(self
-            .load_many(&keys)
-            .await?
-            .into_iter()
-            // Only what was asked for: a routing key is shared by 1 in 2^60 pairs.
-            .filter(|a| wanted.contains(&a.position.id))
-            .map(|a| (a.position.id.clone(), a))
-            .collect())
+        aggregates_by_id(self, ids).await
     }
 
     /// Moves an account's trading state by the domain's table (retrying a concurrent
@@ -427,36 +418,37 @@ pub trait CloseStore: Backend + AuditLog + BulkLog {
         &self,
         cmd: &RetryCommand,
     ) -> Result<Result<(PositionAggregate, bool), ManageRejection>, StoreError> {
+        /// What the retry's one conditional write decided.
+        enum Retried {
+            /// Retried (`false`) or a replay (`true`).
+            Done(bool),
+            Refused(ManageRejection),
+            /// A leg of a multi-leg close: every failed leg is retried with it, in one commit.
+            Mleg(closeflow_domain::StrategyCloseTag),
+        }
         let key = AggregateKey::CloseRequest(cmd.close_request_id);
-        // A leg of a multi-leg close: every failed leg is retried with it, in one commit.
-        if let Some(agg) = self.aggregate(&key).await? {
+        let decided = modify(self, &key, &cmd.actor, |agg| {
             let tag = agg
                 .close_request(&cmd.close_request_id)
                 .and_then(|(cr, _)| cr.strategy_close)
                 .filter(|t| t.mode == closeflow_domain::StrategyCloseMode::Mleg);
-            if let Some(tag) = tag {
-                return retry_mleg_by_protocol(self, cmd, &tag.id).await;
-            }
-        }
-        let decided = modify(self, &key, &cmd.actor, |agg| match decide_retry(agg, cmd) {
-            Ok(RetryDecision::Retry(next)) => Step {
-                write: Some((*next).clone()),
-                decision: Ok(false),
-            },
-            Ok(RetryDecision::Replay) => Step {
-                write: None,
-                decision: Ok(true),
-            },
-            Err(e) => Step {
-                write: None,
-                decision: Err(e),
-            },
+            let (write, decision) = match tag.map_or_else(|| Ok(decide_retry(agg, cmd)), Err) {
+                Err(tag) => (None, Retried::Mleg(tag)),
+                Ok(Ok(RetryDecision::Retry(next))) => (Some(*next), Retried::Done(false)),
+                Ok(Ok(RetryDecision::Replay)) => (None, Retried::Done(true)),
+                Ok(Err(e)) => (None, Retried::Refused(e)),
+            };
+            Step { write, decision }
         })
         .await?;
-        Ok(match decided {
-            None => Err(ManageRejection::NotFound),
-            Some(m) => m.decision.map(|replayed| (m.after.unwrap_or(m.before), replayed)),
-        })
+        let Some(m) = decided else {
+            return Ok(Err(ManageRejection::NotFound));
+        };
+        match m.decision {
+            Retried::Done(replayed) => Ok(Ok((m.after.unwrap_or(m.before), replayed))),
+            Retried::Refused(e) => Ok(Err(e)),
+            Retried::Mleg(tag) => retry_mleg_by_protocol(self, cmd, &tag.id).await,
+        }
     }
 
     /// A strategy close (all legs of a strategy) in one atomic commit: every leg moves to
@@ -594,12 +586,26 @@ pub async fn strategy_legs<S: Backend + ?Sized>(
     access: &Access,
 ) -> Result<Vec<PositionAggregate>, StoreError> {
     let indexed = indexed_strategy_legs(store, strategy_id, access).await?;
-    let keys: Vec<RoutingKey> = indexed.iter().map(|p| RoutingKey::of(&p.position.id)).collect();
-    let loaded = store.load_many(&keys).await?;
-    // Only the positions the index named: a routing key is shared by 1 in 2^60 pairs.
-    Ok(loaded
+    let ids: Vec<&PositionId> = indexed.iter().map(|p| &p.position.id).collect();
+    let mut loaded = aggregates_by_id(store, &ids).await?;
+    // In the index's order (newest first), each once.
+    Ok(indexed.iter().filter_map(|p| loaded.remove(&p.position.id)).collect())
+}
+
+/// See [`CloseStore::aggregates_by_id`]: one batched read of each distinct id.
+pub async fn aggregates_by_id<S: Backend + ?Sized>(
+    store: &S,
+    ids: &[&PositionId],
+) -> Result<std::collections::HashMap<PositionId, PositionAggregate>, StoreError> {
+    let wanted: std::collections::HashSet<&PositionId> = ids.iter().copied().collect();
+    let keys: Vec<RoutingKey> = wanted.iter().map(|id| RoutingKey::of(id)).collect();
+    Ok(store
+        .load_many(&keys)
+        .await?
         .into_iter()
-        .filter(|a| indexed.iter().any(|p| p.position.id == a.position.id))
+        // Only what was asked for: a routing key is shared by 1 in 2^60 pairs.
+        .filter(|a| wanted.contains(&a.position.id))
+        .map(|a| (a.position.id.clone(), a))
         .collect())
 }
 
