@@ -1005,6 +1005,7 @@ macro_rules! store_contract_tests {
             bulk_close_records_are_created_once_versioned_and_paged,
             drawdown_states_are_versioned_per_account,
             aggregates_are_read_many_at_once_by_id,
+            a_manual_mleg_retry_writes_every_failed_leg_or_none,
         );
     };
     (@each $backend:expr; $($name:ident),* $(,)?) => {
@@ -1315,4 +1316,88 @@ pub async fn aggregates_are_read_many_at_once_by_id(s: &ContractStore) {
         );
     }
     assert!(s.store.aggregates_by_id(&[]).await.unwrap().is_empty());
+}
+
+/// A manual retry of one leg of a multi-leg close writes every failed leg's new attempt
+/// in one commit or none: racing retries with two keys start one attempt, a replay
+/// answers the same, and the legs end at the same attempt with the same options.
+pub async fn a_manual_mleg_retry_writes_every_failed_leg_or_none(s: &ContractStore) {
+    use closeflow_domain::{RetryCommand, SubmitRequest};
+    for (i, (id, symbol, q)) in [
+        ("mr-a", "SPY260116C00600000", "1"),
+        ("mr-b", "SPY260116C00590000", "-1"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut cmd = register(id, q, start_time() + TimeDelta::minutes(i as i64));
+        cmd.strategy_id = Some("mr".into());
+        cmd.asset_type = closeflow_domain::AssetType::Option;
+        cmd.symbol = symbol.into();
+        s.store.register_position(&cmd).await.unwrap().unwrap();
+    }
+    let mut cmd = strategy_close("mr", "k", 6);
+    cmd.broker_supports_mleg = true;
+    let view = match s.store.close_strategy(&cmd).await.unwrap() {
+        closeflow_store::StrategyCloseOutcome::Created(v) => v,
+        other => panic!("{other:?}"),
+    };
+    // The broker refused attempt 1's order: every leg `close_failed`.
+    for leg in &view.legs {
+        let req = SubmitRequest {
+            position_id: leg.position_id.clone(),
+            close_request_id: leg.close_request_id,
+            attempt: 1,
+        };
+        let refused = SubmitAnswer::Rejected {
+            reason: "refused".into(),
+        };
+        modify(
+            s.store.as_ref(),
+            &AggregateKey::Position(leg.position_id.clone()),
+            "tester",
+            |agg| Step::applied(record_submission(agg, &req, &refused, start_time())),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            agg(s, leg.position_id.as_str()).await.position.status,
+            PositionStatus::CloseFailed
+        );
+    }
+    let retry = |key: &str| RetryCommand {
+        close_request_id: view.legs[0].close_request_id,
+        idempotency_key: closeflow_domain::IdempotencyKey::parse(key).unwrap(),
+        fingerprint: closeflow_domain::Fingerprint::of_body(&serde_json::json!({"retry": {}})),
+        options: None,
+        actor: "trader".into(),
+        access: closeflow_domain::Access::All,
+        now: start_time(),
+    };
+    let (one, two) = (retry("r-1"), retry("r-2"));
+    let (a, b) = tokio::join!(s.store.retry_close(&one), s.store.retry_close(&two));
+    let started = [a.unwrap(), b.unwrap()]
+        .into_iter()
+        .filter(|r| matches!(r, Ok((_, false))))
+        .count();
+    assert_eq!(started, 1, "one attempt started");
+    for leg in &view.legs {
+        let a = agg(s, leg.position_id.as_str()).await;
+        let cr = a.latest_close_request.as_ref().unwrap();
+        assert_eq!(
+            (a.position.status, cr.status, cr.current_attempt()),
+            (PositionStatus::Closing, CloseRequestStatus::Pending, 2),
+            "{}: every leg or none, once",
+            leg.position_id
+        );
+    }
+    let winner = if agg(s, "mr-a").await.idempotency.contains_key(&one.idempotency_key) {
+        one
+    } else {
+        two
+    };
+    assert!(
+        matches!(s.store.retry_close(&winner).await.unwrap(), Ok((_, true))),
+        "a replay"
+    );
 }
