@@ -257,11 +257,7 @@ async fn run(app: &PipelineApp, strategy: &str) -> serde_json::Value {
         app.driver.pump().await;
         app.sim.idle().await;
     }
-    let v = app
-        .call(Method::GET, &format!("/strategy-closes/{id}"), &[], None)
-        .await;
-    assert_eq!(v.status, 200, "{}", v.body);
-    v.body
+    strategy_close_now(app, &id).await
 }
 
 /// Seed 002: every leg fills -> `success`, each leg with its fill.
@@ -424,11 +420,8 @@ async fn mleg_close(app: &PipelineApp, strategy: &str, body: &str) -> (String, s
         app.driver.pump().await;
         app.sim.idle().await;
     }
-    let v = app
-        .call(Method::GET, &format!("/strategy-closes/{id}"), &[], None)
-        .await;
-    assert_eq!(v.status, 200, "{}", v.body);
-    (id, v.body)
+    let v = strategy_close_now(app, &id).await;
+    (id, v)
 }
 
 /// Broker orders one `mleg` close of a 4-leg condor placed (its one attempt fills), for
